@@ -140,6 +140,7 @@ type CallAgent struct {
 type outTx struct {
 	final chan *Response
 	prov  chan struct{}
+	done  atomic.Bool // a final response was delivered
 }
 
 type nameEntry struct {
@@ -228,7 +229,10 @@ func (ca *CallAgent) Config() Config { return ca.cfg }
 func (ca *CallAgent) Close() error {
 	var err error
 	ca.closeOnce.Do(func() {
+		// Cancel under mu so no goroutine is added to wg after Wait starts.
+		ca.mu.Lock()
 		ca.cancel()
+		ca.mu.Unlock()
 		err = ca.conn.Close()
 	})
 	ca.wg.Wait()
@@ -244,7 +248,9 @@ func (ca *CallAgent) Serve(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = ca.Close() })
 	defer stop()
-	ca.wg.Add(1)
+	if !ca.goAdd() {
+		return nil
+	}
 	go func() {
 		defer ca.wg.Done()
 		ca.janitor()
@@ -655,6 +661,11 @@ func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 		ca.stats.lateResponses.Add(1)
 		return
 	}
+	if tx.done.Load() {
+		// A duplicate final, or a provisional overtaken by the final.
+		ca.stats.lateResponses.Add(1)
+		return
+	}
 	if r.Code.IsProvisional() {
 		select {
 		case tx.prov <- struct{}{}:
@@ -662,9 +673,8 @@ func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 		}
 		return
 	}
-	select {
-	case tx.final <- r:
-	default: // a duplicate of a final response already delivered
+	if tx.done.CompareAndSwap(false, true) {
+		tx.final <- r // buffered; only the first final is sent
 	}
 }
 
@@ -722,10 +732,25 @@ func (ca *CallAgent) onCommand(c *Command, from netip.AddrPort) {
 		_ = ca.write(entry.wire, from)
 		return
 	}
+	if ca.ctx.Err() != nil {
+		ca.mu.Unlock()
+		return
+	}
 	ca.inflight++
-	ca.mu.Unlock()
 	ca.wg.Add(1)
+	ca.mu.Unlock()
 	go ca.execute(c, from, entry)
+}
+
+// goAdd registers a goroutine with wg unless the CallAgent is closed.
+func (ca *CallAgent) goAdd() bool {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if ca.ctx.Err() != nil {
+		return false
+	}
+	ca.wg.Add(1)
+	return true
 }
 
 func provisional(id uint32) []byte {

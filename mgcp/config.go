@@ -38,7 +38,8 @@ type Config struct {
 	// answer retransmissions (30s, §3.5.2).
 	THist time.Duration `yaml:"t_hist"`
 	// ProvisionalAfter is how long a handler may run before a provisional
-	// "100" is sent (200ms, §3.5.6).
+	// "100" is sent (100ms: half the peer's initial retransmission timer,
+	// so the 100 normally arrives before the peer repeats the command).
 	ProvisionalAfter time.Duration `yaml:"provisional_after"`
 	// ProvisionalWait is how long Do waits for the final response once a
 	// provisional one arrived (default THist).
@@ -83,7 +84,7 @@ func (c Config) WithDefaults() Config {
 	defi(&c.Max1, 5)
 	defi(&c.Max2, 7)
 	def(&c.THist, 30*time.Second)
-	def(&c.ProvisionalAfter, 200*time.Millisecond)
+	def(&c.ProvisionalAfter, 100*time.Millisecond)
 	def(&c.ProvisionalWait, c.THist)
 	defi(&c.MaxDatagram, 4000)
 	defi(&c.MaxPending, 100000)

@@ -237,6 +237,9 @@ func (d *DigitMap) Match(dialed string) MatchResult {
 			return NoMatch
 		}
 		bit := uint64(1) << uint(sym)
+		if bit&timerSet != 0 {
+			bit = timerSet // any expired timer satisfies any timer position
+		}
 		live := false
 		for k, p := range d.patterns {
 			states[k] = step(p, states[k], bit)

@@ -442,18 +442,15 @@ func parseRequestedEvent(s string, depth int) (RequestedEvent, *valueError) {
 	if n == 0 {
 		return r, nil
 	}
-	acts, aerr := parseActions(groups[0], starts[0], depth)
-	switch {
-	case aerr == nil:
-		r.Actions = acts
-	case n == 1:
+	if n == 1 && !looksLikeActions(groups[0]) {
 		// "R/rto(300)": parameters without an action list.
 		if r.Params, err = splitParams(groups[0], starts[0]); err != nil {
-			return r, aerr
+			return r, err
 		}
 		return r, nil
-	default:
-		return r, aerr
+	}
+	if r.Actions, err = parseActions(groups[0], starts[0], depth); err != nil {
+		return r, err
 	}
 	if n == 2 {
 		if r.Params, err = splitParams(groups[1], starts[1]); err != nil {
@@ -461,6 +458,28 @@ func parseRequestedEvent(s string, depth int) (RequestedEvent, *valueError) {
 		}
 	}
 	return r, nil
+}
+
+// looksLikeActions tells an action list from event parameters when an
+// event has a single parenthesised group: actions are single letters
+// (possibly "E(" ...) or package-qualified names; an empty group counts as
+// an empty action list.
+func looksLikeActions(g string) bool {
+	it, _, _, err := nextItem(g, 0)
+	if err != nil {
+		return true // let the action parser report it
+	}
+	if it == "" {
+		return true
+	}
+	if len(it) == 1 || (len(it) > 1 && (it[1] == '(' || it[1] == ' ' || it[1] == '\t')) {
+		return isAlpha(it[:1])
+	}
+	name := it
+	if p := strings.IndexByte(it, '('); p >= 0 {
+		name = it[:p]
+	}
+	return strings.Contains(name, "/") && !strings.ContainsAny(name, "=\"")
 }
 
 func parseActions(s string, base, depth int) ([]Action, *valueError) {
@@ -671,7 +690,7 @@ func appendRequestedEvent(b []byte, r RequestedEvent) []byte {
 		// Without actions a lone group is read back as parameters only if
 		// it does not also read as an action list.
 		inner := appendParams(nil, r.Params)
-		if _, err := parseActions(string(inner[1:len(inner)-1]), 0, 0); err == nil {
+		if looksLikeActions(string(inner[1 : len(inner)-1])) {
 			b = append(b, "()"...)
 		}
 	}

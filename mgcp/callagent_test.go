@@ -1,0 +1,536 @@
+package mgcp_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+)
+
+// recorder wraps a PacketConn and notes when each datagram was sent.
+type recorder struct {
+	net.PacketConn
+	mu    sync.Mutex
+	sends []sent
+}
+
+type sent struct {
+	at time.Time
+	b  string
+}
+
+func (r *recorder) WriteTo(b []byte, to net.Addr) (int, error) {
+	r.mu.Lock()
+	r.sends = append(r.sends, sent{time.Now(), string(b)})
+	r.mu.Unlock()
+	return r.PacketConn.WriteTo(b, to)
+}
+
+func (r *recorder) all() []sent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]sent(nil), r.sends...)
+}
+
+type env struct {
+	t   *testing.T
+	mn  *mgcptest.MemNet
+	ca  *mgcp.CallAgent
+	rec *recorder
+	gw  *mgcptest.Gateway
+}
+
+// newEnv starts a CallAgent and a fake gateway on an in-memory network.
+// It must run inside a synctest bubble.
+func newEnv(t *testing.T, cfg mgcp.Config, gwcfg mgcptest.GatewayConfig, opts ...mgcp.Option) *env {
+	mn := mgcptest.NewMemNet()
+	rec := &recorder{PacketConn: mn.MustListen("127.0.0.1:2727")}
+	ca := mgcp.New(rec, cfg, opts...)
+	go func() { _ = ca.Serve(context.Background()) }()
+	gwcfg.Conn = mn.MustListen("127.0.0.1:2427")
+	gwcfg.CallAgent = "127.0.0.1:2727"
+	gw, err := mgcptest.NewGateway(gwcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, mn: mn, ca: ca, rec: rec, gw: gw}
+	t.Cleanup(func() {
+		_ = gw.Close()
+		_ = ca.Close()
+	})
+	return e
+}
+
+func (e *env) close() {
+	_ = e.gw.Close()
+	_ = e.ca.Close()
+}
+
+var ep1 = mgcp.EndpointName{Local: "aaln/1", Domain: "gw.test"}
+
+func rqnt() *mgcp.Command {
+	return &mgcp.Command{Verb: mgcp.VerbRQNT, Endpoint: ep1, Parameters: mgcp.Parameters{
+		RequestID: "1", RequestedEvents: []mgcp.RequestedEvent{{Event: mgcp.Event{Package: "L", Name: "hd"}, Actions: []mgcp.Action{{Code: "N"}}}}}}
+}
+
+// dropFirst returns a fault function that drops the first n datagrams.
+func dropFirst(n int) func([]byte, net.Addr) mgcptest.Fault {
+	var count atomic.Int32
+	return func([]byte, net.Addr) mgcptest.Fault {
+		return mgcptest.Fault{Drop: count.Add(1) <= int32(n)}
+	}
+}
+
+func TestRetransmissionBackoffAndAtMostOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Faults: dropFirst(3)})
+		start := time.Now()
+		r, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt())
+		if err != nil || r.Code != mgcp.CodeOK {
+			t.Fatalf("Do: %v %v", r, err)
+		}
+		// Exponential backoff from the 200ms initial timer (RFC 3435
+		// §3.5.3): sends at 0, 200, 600 and 1400ms; the fourth answer
+		// gets through.
+		var offsets []time.Duration
+		for _, s := range e.rec.all() {
+			offsets = append(offsets, s.at.Sub(start))
+		}
+		want := []time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond, 1400 * time.Millisecond}
+		if len(offsets) != len(want) {
+			t.Fatalf("sends at %v, want %v", offsets, want)
+		}
+		for i := range want {
+			if offsets[i] != want[i] {
+				t.Fatalf("sends at %v, want %v", offsets, want)
+			}
+		}
+		if n := len(e.gw.Commands()); n != 1 {
+			t.Errorf("gateway executed the command %d times, want once", n)
+		}
+		if s := e.gw.Agent().Stats(); s.Duplicates != 3 {
+			t.Errorf("gateway saw %d duplicates, want 3", s.Duplicates)
+		}
+		if s := e.ca.Stats(); s.Retransmissions != 3 || s.CommandsSent != 1 {
+			t.Errorf("stats %+v", s)
+		}
+		e.close()
+	})
+}
+
+func TestGiveUpMarksPeerDisconnected(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		states := make(chan mgcp.PeerState, 4)
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Faults: dropFirst(1 << 20)},
+			mgcp.WithPeerStateFunc(func(_ netip.AddrPort, s mgcp.PeerState) { states <- s }))
+		start := time.Now()
+		_, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt())
+		if !errors.Is(err, mgcp.ErrTimeout) {
+			t.Fatalf("got %v, want ErrTimeout", err)
+		}
+		elapsed := time.Since(start)
+		sends := e.rec.all()
+		// Max2 = 7 retransmissions after the first send, capped at 4s
+		// each, and never beyond T-max = 20s.
+		if len(sends) != 8 || elapsed > 20*time.Second {
+			t.Fatalf("%d sends in %v", len(sends), elapsed)
+		}
+		if gap := sends[7].at.Sub(sends[6].at); gap != 4*time.Second {
+			t.Errorf("last gap %v, want the 4s cap", gap)
+		}
+		synctest.Wait()
+		if s := <-states; s != mgcp.PeerDisconnected {
+			t.Errorf("state %v", s)
+		}
+		info, _ := e.ca.Peer(netip.MustParseAddrPort("127.0.0.1:2427"))
+		if info.State != mgcp.PeerDisconnected || info.Timeouts != 1 {
+			t.Errorf("peer %+v", info)
+		}
+		e.close()
+	})
+}
+
+func TestRTTEstimateShortensTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Respond: func(c *mgcp.Command) *mgcp.Response {
+			time.Sleep(10 * time.Millisecond) // a gateway that answers in 10ms
+			return nil
+		}})
+		for range 5 {
+			if _, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		info, _ := e.ca.Peer(netip.MustParseAddrPort("127.0.0.1:2427"))
+		if info.RTT != 10*time.Millisecond || info.RTO != 50*time.Millisecond {
+			t.Errorf("RTT %v RTO %v, want 10ms and the 50ms floor", info.RTT, info.RTO)
+		}
+		e.close()
+	})
+}
+
+// rawPeer is a hand-driven MGCP peer on the in-memory network.
+type rawPeer struct {
+	t    *testing.T
+	conn *mgcptest.MemConn
+	to   net.Addr
+}
+
+func (p *rawPeer) send(s string) {
+	p.t.Helper()
+	if _, err := p.conn.WriteTo([]byte(strings.ReplaceAll(s, "\n", "\r\n")), p.to); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// recv returns the next datagram or "" if none arrives within a second.
+func (p *rawPeer) recv() string {
+	_ = p.conn.SetReadDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 4096)
+	n, _, err := p.conn.ReadFrom(b)
+	if err != nil {
+		return ""
+	}
+	return string(b[:n])
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\r\n")
+	return l
+}
+
+// newServed starts a CallAgent whose handler counts executions, and a raw
+// peer to talk to it.
+func newServed(t *testing.T, cfg mgcp.Config, h mgcp.HandlerFunc, opts ...mgcp.Option) (*mgcp.CallAgent, *rawPeer) {
+	mn := mgcptest.NewMemNet()
+	ca := mgcp.New(mn.MustListen("127.0.0.1:2727"), cfg, append(opts, mgcp.WithHandler(h))...)
+	go func() { _ = ca.Serve(context.Background()) }()
+	p := &rawPeer{t: t, conn: mn.MustListen("127.0.0.1:2427"), to: ca.LocalAddr()}
+	t.Cleanup(func() { _ = ca.Close() })
+	return ca, p
+}
+
+func countingHandler(n *atomic.Int32) mgcp.HandlerFunc {
+	return func(_ context.Context, _ netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+		n.Add(1)
+		return mgcp.NewResponse(c, mgcp.CodeOK)
+	}
+}
+
+const ntfy10 = "NTFY 10 aaln/1@gw MGCP 1.0\nX: 1\nO: L/hd\n"
+
+func TestDuplicatesAnsweredFromCacheUntilTHist(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int32
+		ca, p := newServed(t, mgcp.Config{}, countingHandler(&n))
+		p.send(ntfy10)
+		first := p.recv()
+		p.send(ntfy10)
+		second := p.recv()
+		if first == "" || first != second {
+			t.Fatalf("answers %q and %q", first, second)
+		}
+		if n.Load() != 1 {
+			t.Fatalf("executed %d times", n.Load())
+		}
+		// Past T-hist (30s) the transaction is forgotten: a command with
+		// the same id is new.
+		time.Sleep(31 * time.Second)
+		p.send(ntfy10)
+		if r := p.recv(); firstLine(r) != "200 10 OK" {
+			t.Fatalf("after expiry: %q", r)
+		}
+		if n.Load() != 2 || ca.Stats().Duplicates != 1 {
+			t.Fatalf("executed %d times, %d duplicates", n.Load(), ca.Stats().Duplicates)
+		}
+		_ = ca.Close()
+	})
+}
+
+func TestResponseAckForgetsCachedResponse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int32
+		ca, p := newServed(t, mgcp.Config{}, countingHandler(&n))
+		p.send(ntfy10)
+		p.recv()
+		p.send("NTFY 11 aaln/1@gw MGCP 1.0\nK: 9-10\nX: 1\nO: L/hu\n")
+		p.recv()
+		p.send(ntfy10) // confirmed through K:, so executed anew
+		p.recv()
+		if n.Load() != 3 {
+			t.Fatalf("executed %d times, want 3", n.Load())
+		}
+		_ = ca.Close()
+	})
+}
+
+func TestSlowHandlerGetsProvisionalAndFinalAck(t *testing.T) {
+	for _, dropAck := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ack", true: "ack lost"}[dropAck], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var n atomic.Int32
+				ca, p := newServed(t, mgcp.Config{}, func(_ context.Context, _ netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+					n.Add(1)
+					time.Sleep(time.Second)
+					return mgcp.NewResponse(c, mgcp.CodeOK)
+				})
+				p.send(ntfy10)
+				if r := p.recv(); firstLine(r) != "100 10 In progress" {
+					t.Fatalf("want provisional, got %q", r)
+				}
+				p.send(ntfy10) // retransmission while executing: another 100
+				if r := p.recv(); !strings.HasPrefix(r, "100 10") {
+					t.Fatalf("want provisional for duplicate, got %q", r)
+				}
+				final := p.recv()
+				if firstLine(final) != "200 10 OK" || !strings.Contains(final, "\r\nK:\r\n") {
+					t.Fatalf("final %q must carry an empty K:", final)
+				}
+				if dropAck {
+					// Without "000" the final response is repeated.
+					if again := p.recv(); again != final {
+						t.Fatalf("repeat %q", again)
+					}
+				}
+				p.send("000 10\n")
+				if r := p.recv(); r != "" {
+					t.Fatalf("after 000 got %q", r)
+				}
+				if n.Load() != 1 {
+					t.Fatalf("executed %d times", n.Load())
+				}
+				_ = ca.Close()
+			})
+		})
+	}
+}
+
+func TestDoHandlesProvisionalThenFinalAndAcks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Respond: func(c *mgcp.Command) *mgcp.Response {
+			time.Sleep(3 * time.Second) // the gateway sends 100 after 200ms
+			return nil
+		}})
+		r, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt())
+		if err != nil || r.Code != mgcp.CodeOK {
+			t.Fatalf("%v %v", r, err)
+		}
+		synctest.Wait()
+		var acks int
+		for _, s := range e.rec.all() {
+			if strings.HasPrefix(s.b, "000 ") {
+				acks++
+			}
+		}
+		// One "000" for the final response that asked for it, and no
+		// retransmission of the command after the provisional response.
+		if acks != 1 || e.ca.Stats().Retransmissions != 0 || e.ca.Stats().AcksSent != 1 {
+			t.Fatalf("acks %d stats %+v", acks, e.ca.Stats())
+		}
+		e.close()
+	})
+}
+
+func TestResponseAckPiggybackedOnNextCommand(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{})
+		first := rqnt()
+		first.TransactionID = 500
+		if _, err := e.ca.Do(context.Background(), "127.0.0.1:2427", first); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt()); err != nil {
+			t.Fatal(err)
+		}
+		cmds := e.gw.Commands()
+		if len(cmds) != 2 || len(cmds[1].ResponseAck) != 1 || cmds[1].ResponseAck[0] != (mgcp.AckRange{From: 500, To: 500}) {
+			t.Fatalf("second command K: %v", cmds[1].ResponseAck)
+		}
+		if first.ResponseAck != nil || first.TransactionID != 500 {
+			t.Error("Do modified the caller's command")
+		}
+		e.close()
+	})
+}
+
+func TestReorderedAndDuplicatedResponses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The gateway is slow (so it sends 100), its 100s are held back
+		// and overtaken by the final 200, which is duplicated.
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{
+			Respond: func(*mgcp.Command) *mgcp.Response { time.Sleep(time.Second); return nil },
+			Faults: func(b []byte, _ net.Addr) mgcptest.Fault {
+				if strings.HasPrefix(string(b), "100 ") {
+					return mgcptest.Fault{Hold: true}
+				}
+				return mgcptest.Fault{Duplicate: true}
+			},
+		})
+		r, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt())
+		if err != nil || r.Code != mgcp.CodeOK {
+			t.Fatalf("%v %v", r, err)
+		}
+		synctest.Wait()
+		if s := e.ca.Stats(); s.LateResponses < 2 {
+			t.Errorf("late responses %d: the duplicate 200 and the late 100 must be absorbed", s.LateResponses)
+		}
+		e.close()
+	})
+}
+
+func TestProtocolErrorsGetTheRightCode(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"unknown verb", "MESG 20 aaln/1@gw MGCP 1.0\n", "504 20"},
+		{"critical extension", "NTFY 21 aaln/1@gw MGCP 1.0\nX+Critical: 1\nO: L/hd\n", "511 21"},
+		{"unknown parameter", "NTFY 22 aaln/1@gw MGCP 1.0\nQQ: 1\n", "539 22"},
+		{"vendor extension ignored", "NTFY 23 aaln/1@gw MGCP 1.0\nX-Vendor: 1\nX: 1\nO: L/hd\n", "200 23"},
+		{"malformed parameter", "NTFY 24 aaln/1@gw MGCP 1.0\nO: L/hd(\n", "510 24"},
+		{"bad version", "NTFY 25 aaln/1@gw MGCP 9.9\n", "528 25"},
+		{"bad LCO", "CRCX 26 aaln/1@gw MGCP 1.0\nL: e:sometimes\n", "532 26"},
+		{"handler panics", "NTFY 27 aaln/1@gw MGCP 1.0\nX: dead\n", "400 27"},
+		{"garbage has no answer", "hello there\n", ""},
+	}
+	synctest.Test(t, func(t *testing.T) {
+		ca, p := newServed(t, mgcp.Config{}, func(_ context.Context, _ netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+			if c.RequestID == "dead" {
+				panic("bug in handler")
+			}
+			return mgcp.NewResponse(c, mgcp.CodeOK)
+		})
+		for _, tt := range tests {
+			p.send(tt.in)
+			got := p.recv()
+			if tt.want == "" {
+				if got != "" {
+					t.Errorf("%s: answered %q", tt.name, got)
+				}
+				continue
+			}
+			if !strings.HasPrefix(got, tt.want+" ") {
+				t.Errorf("%s: got %q, want %s", tt.name, firstLine(got), tt.want)
+			}
+		}
+		// The call agent still works after all that.
+		p.send(ntfy10)
+		if r := p.recv(); firstLine(r) != "200 10 OK" {
+			t.Errorf("after errors: %q", r)
+		}
+		_ = ca.Close()
+	})
+}
+
+func TestAuthorizerAndOverload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		ca, p := newServed(t, mgcp.Config{MaxInFlight: 1}, func(_ context.Context, _ netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+			<-release
+			return mgcp.NewResponse(c, mgcp.CodeOK)
+		}, mgcp.WithAuthorizer(func(a netip.AddrPort) bool { return a.Port() == 2427 }))
+		p.send(ntfy10)
+		if r := p.recv(); !strings.HasPrefix(r, "100 10") {
+			t.Fatalf("got %q", r)
+		}
+		p.send("NTFY 11 aaln/1@gw MGCP 1.0\nX: 1\nO: L/hu\n")
+		if r := p.recv(); firstLine(r) != "409 11 Overload" {
+			t.Fatalf("second command while one runs: %q", r)
+		}
+		close(release)
+		// A stranger gets nothing.
+		mn := p.conn
+		_ = mn
+		stranger := &rawPeer{t: t, to: p.to}
+		stranger.conn = mustListen(t, p)
+		stranger.send("NTFY 12 aaln/1@gw MGCP 1.0\nX: 1\nO: L/hd\n")
+		if r := stranger.recv(); r != "" {
+			t.Fatalf("stranger answered %q", r)
+		}
+		if ca.Stats().Refused != 1 {
+			t.Errorf("refused %d", ca.Stats().Refused)
+		}
+		_ = ca.Close()
+	})
+}
+
+// mustListen opens another socket on the same in-memory network as p.
+func mustListen(t *testing.T, p *rawPeer) *mgcptest.MemConn {
+	t.Helper()
+	c, err := p.conn.Network().Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type flipResolver struct {
+	calls atomic.Int32
+	addrs []netip.Addr
+}
+
+func (f *flipResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	i := min(int(f.calls.Add(1))-1, len(f.addrs)-1)
+	return []netip.Addr{f.addrs[i]}, nil
+}
+
+func TestReResolveAfterMax1(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The name first points at an address where nobody listens; the
+		// second lookup (after Max1 retransmissions, RFC 3435 §4.3) finds
+		// the gateway.
+		res := &flipResolver{addrs: []netip.Addr{netip.MustParseAddr("127.0.0.9"), netip.MustParseAddr("127.0.0.1")}}
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{}, mgcp.WithResolver(res))
+		r, err := e.ca.Do(context.Background(), "gw.test:2427", rqnt())
+		if err != nil || r.Code != mgcp.CodeOK {
+			t.Fatalf("%v %v", r, err)
+		}
+		if res.calls.Load() != 2 || e.ca.Stats().Retransmissions != 5 {
+			t.Errorf("lookups %d retransmissions %d", res.calls.Load(), e.ca.Stats().Retransmissions)
+		}
+		e.close()
+	})
+}
+
+func TestCloseFailsOutstandingTransactions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Faults: dropFirst(1 << 20)})
+		errc := make(chan error)
+		go func() {
+			_, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt())
+			errc <- err
+		}()
+		time.Sleep(time.Second)
+		if err := e.ca.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; !errors.Is(err, mgcp.ErrClosed) {
+			t.Fatalf("got %v", err)
+		}
+		_ = e.ca.Close() // idempotent
+		if _, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt()); !errors.Is(err, mgcp.ErrClosed) {
+			t.Fatalf("Do after Close: %v", err)
+		}
+		e.close()
+	})
+}
+
+func TestContextCancelStopsDo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Faults: dropFirst(1 << 20)})
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		if _, err := e.ca.Do(ctx, "127.0.0.1:2427", rqnt()); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v", err)
+		}
+		e.close()
+	})
+}
