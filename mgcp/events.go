@@ -9,10 +9,10 @@ import "strings"
 //
 // Examples: L/hd, hd, D/[0-9#*T], L/rg@0A3F, R/rto@*, L/ci(10/14/17/26,"555","Ann").
 type Event struct {
-	Package    string   // package name, "" when absent; "*" means all packages
-	Name       string   // event or signal name; "*" means all events of the package; may be a digit range such as [0-9#*T]
-	Connection string   // connection id, "$" (current) or "*" (all); "" when absent
-	Params     []string // parameters split at top-level commas, trimmed, quotes kept; nil when there are no parentheses
+	Package    string   `json:"package,omitempty"`    // package name, "" when absent; "*" means all packages
+	Name       string   `json:"name"`                 // event or signal name; "*" means all events of the package; may be a digit range such as [0-9#*T]
+	Connection string   `json:"connection,omitempty"` // connection id, "$" (current) or "*" (all); "" when absent
+	Params     []string `json:"params,omitempty"`     // parameters split at top-level commas, trimmed, quotes kept; nil when there are no parentheses
 }
 
 // Is reports whether the event has the given package and name
@@ -73,9 +73,9 @@ func Quote(s string) string {
 // D treat according to digit map, S swap, I ignore, K keep signals active,
 // E embedded request, or an extension action.
 type Action struct {
-	Code     string           // "N", "A", "D", "S", "I", "K", "E", or an extension name
-	Embedded *EmbeddedRequest // for E
-	Params   string           // raw parameters of an extension action, "" if none
+	Code     string           `json:"code"`               // "N", "A", "D", "S", "I", "K", "E", or an extension name
+	Embedded *EmbeddedRequest `json:"embedded,omitempty"` // for E
+	Params   string           `json:"params,omitempty"`   // raw parameters of an extension action, "" if none
 }
 
 // Action codes of RFC 3435 §2.3.3.
@@ -103,7 +103,7 @@ type EmbeddedRequest struct {
 // L/hu(E(S(L/dl),R(D/[0-9](D)))), R/rto(N)(300).
 type RequestedEvent struct {
 	Event
-	Actions []Action // nil when no action list was given (the gateway then notifies)
+	Actions []Action `json:"actions,omitempty"` // nil when no action list was given (the gateway then notifies)
 }
 
 // HasAction reports whether the request includes the given action code.

@@ -110,34 +110,34 @@ type Param struct {
 // final response with an empty "K:" asks for a response acknowledgement.
 // String fields are absent when empty.
 type Parameters struct {
-	ResponseAck       []AckRange              // K: ResponseAck, §3.2.2.19
-	BearerInformation string                  // B: BearerInformation, §3.2.2.1
-	CallID            string                  // C: CallId, §3.2.2.2
-	ConnectionID      string                  // I: ConnectionId, §3.2.2.5
-	NotifiedEntity    string                  // N: NotifiedEntity, §3.2.1.3
-	RequestID         string                  // X: RequestIdentifier, §3.2.2.18
-	LocalOptions      *LocalConnectionOptions // L: LocalConnectionOptions, §3.2.2.10
-	Mode              ConnectionMode          // M: ConnectionMode, §3.2.2.6
-	RequestedEvents   []RequestedEvent        // R: RequestedEvents, §3.2.2.16
-	Signals           []Event                 // S: SignalRequests, §3.2.2.21
-	DigitMap          string                  // D: DigitMap, §2.1.5 (compile with CompileDigitMap)
-	ObservedEvents    []Event                 // O: ObservedEvents, §3.2.2.12
-	ConnectionParams  []ConnParam             // P: ConnectionParameters, §3.2.2.7
-	Reason            *Reason                 // E: ReasonCode, §3.2.2.15
-	SpecificEndpoint  string                  // Z: SpecificEndPointId, §3.2.2.22
-	SecondEndpoint    string                  // Z2: SecondEndpointId, §3.2.2.22
-	SecondConnection  string                  // I2: SecondConnectionId, §3.2.2.5
-	RequestedInfo     []string                // F: RequestedInfo, §3.2.2.17 (upper case)
-	QuarantineHandling string                 // Q: QuarantineHandling, §3.2.2.14 (lower case)
-	DetectEvents      []Event                 // T: DetectEvents, §3.2.2.8
-	RestartMethod     RestartMethod           // RM: RestartMethod, §3.2.2.20 (lower case)
-	RestartDelay      int                     // RD: RestartDelay in seconds, §3.2.2.20; valid when HasRestartDelay
-	HasRestartDelay   bool
-	EventStates       []Event  // ES: EventStates, §3.2.2.9
-	Capabilities      string   // A: Capabilities, §3.2.2.3 (first line; further lines are in Extra)
-	PackageList       string   // PL: PackageList, §3.2.2.13
-	MaxDatagram       int      // MD: MaxMGCPDatagram, §3.2.2.11; 0 when absent
-	Extra             []Param  // everything else, in wire order
+	ResponseAck        []AckRange              `json:"response_ack,omitempty"`        // K: ResponseAck, §3.2.2.19
+	BearerInformation  string                  `json:"bearer_information,omitempty"`  // B: BearerInformation, §3.2.2.1
+	CallID             string                  `json:"call_id,omitempty"`             // C: CallId, §3.2.2.2
+	ConnectionID       string                  `json:"connection_id,omitempty"`       // I: ConnectionId, §3.2.2.5
+	NotifiedEntity     string                  `json:"notified_entity,omitempty"`     // N: NotifiedEntity, §3.2.1.3
+	RequestID          string                  `json:"request_id,omitempty"`          // X: RequestIdentifier, §3.2.2.18
+	LocalOptions       *LocalConnectionOptions `json:"local_options,omitempty"`       // L: LocalConnectionOptions, §3.2.2.10
+	Mode               ConnectionMode          `json:"mode,omitempty"`                // M: ConnectionMode, §3.2.2.6
+	RequestedEvents    []RequestedEvent        `json:"requested_events,omitempty"`    // R: RequestedEvents, §3.2.2.16
+	Signals            []Event                 `json:"signals,omitempty"`             // S: SignalRequests, §3.2.2.21
+	DigitMap           string                  `json:"digit_map,omitempty"`           // D: DigitMap, §2.1.5 (compile with CompileDigitMap)
+	ObservedEvents     []Event                 `json:"observed_events,omitempty"`     // O: ObservedEvents, §3.2.2.12
+	ConnectionParams   []ConnParam             `json:"connection_params,omitempty"`   // P: ConnectionParameters, §3.2.2.7
+	Reason             *Reason                 `json:"reason,omitempty"`              // E: ReasonCode, §3.2.2.15
+	SpecificEndpoint   string                  `json:"specific_endpoint,omitempty"`   // Z: SpecificEndPointId, §3.2.2.22
+	SecondEndpoint     string                  `json:"second_endpoint,omitempty"`     // Z2: SecondEndpointId, §3.2.2.22
+	SecondConnection   string                  `json:"second_connection,omitempty"`   // I2: SecondConnectionId, §3.2.2.5
+	RequestedInfo      []string                `json:"requested_info,omitempty"`      // F: RequestedInfo, §3.2.2.17 (upper case)
+	QuarantineHandling string                  `json:"quarantine_handling,omitempty"` // Q: QuarantineHandling, §3.2.2.14 (lower case)
+	DetectEvents       []Event                 `json:"detect_events,omitempty"`       // T: DetectEvents, §3.2.2.8
+	RestartMethod      RestartMethod           `json:"restart_method,omitempty"`      // RM: RestartMethod, §3.2.2.20 (lower case)
+	RestartDelay       int                     `json:"restart_delay,omitempty"`       // RD: RestartDelay in seconds, §3.2.2.20; valid when HasRestartDelay
+	HasRestartDelay    bool                    `json:"has_restart_delay,omitempty"`
+	EventStates        []Event                 `json:"event_states,omitempty"` // ES: EventStates, §3.2.2.9
+	Capabilities       string                  `json:"capabilities,omitempty"` // A: Capabilities, §3.2.2.3 (first line; further lines are in Extra)
+	PackageList        string                  `json:"package_list,omitempty"` // PL: PackageList, §3.2.2.13
+	MaxDatagram        int                     `json:"max_datagram,omitempty"` // MD: MaxMGCPDatagram, §3.2.2.11; 0 when absent
+	Extra              []Param                 `json:"extra,omitempty"`        // everything else, in wire order
 }
 
 // ExtraValues returns the values of every Extra parameter named name
@@ -194,7 +194,7 @@ type Command struct {
 	Version       string       // "1.0" (or "0.1"); empty means "1.0" when serializing
 	Profile       string       // optional profile after the version, e.g. "NCS 1.0"
 	Parameters
-	SDP []byte // session description after the empty line, byte-exact
+	SDP []byte `json:"-"` // session description after the empty line, byte-exact
 }
 
 // Response is an MGCP response (RFC 3435 §3.3). Code 000 is a response
@@ -205,7 +205,7 @@ type Response struct {
 	Package       string // "/pkg" after the transaction id, for 8xx codes
 	Comment       string // commentary, free text
 	Parameters
-	SDP []byte
+	SDP []byte `json:"-"`
 }
 
 // Message is a *Command or a *Response.

@@ -1,0 +1,56 @@
+# mgsip developer entry points. `make test` is what CI runs (.ci/run).
+GO        ?= go
+BIN       ?= bin/mgsip
+FUZZTIME  ?= 5m
+PKGS      := ./...
+
+.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/mgsip
+
+# Every test: formatting, vet, staticcheck, unit and race tests, fuzz corpus
+# replay, and the interop tests against real programs (osmo-mgw, tshark),
+# which must run here: MGSIP_REQUIRE_INTEROP=1 turns a missing program into
+# a failure instead of a skip.
+test: test-deps lint
+	MGSIP_REQUIRE_INTEROP=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Installs the programs the interop tests need (Debian packages) if absent.
+test-deps:
+	@bash .ci/deps
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GO) tool staticcheck $(PKGS)
+
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+# Benchmarks (figures go to docs/benchmarks.md).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+
+# Long fuzzing: each target for FUZZTIME. New crashers land in
+# testdata/fuzz/ and are replayed by `make test` from then on.
+fuzz:
+	cd mgcp && for t in FuzzParse FuzzDigitMap FuzzLocalConnectionOptions; do \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+
+# The main job on its built-in default: a call between two simulated lines.
+demo:
+	$(GO) run ./cmd/mgsip demo
+
+clean:
+	rm -rf bin
