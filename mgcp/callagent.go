@@ -158,6 +158,9 @@ type peer struct {
 	hasRTT       bool
 	// received responses to confirm with K: on the next command
 	acks []uint32
+	// noAcks is set once the peer refused a command for its K: line
+	// (osmo-mgw answers 539); K: is then never sent to it again.
+	noAcks bool
 	// response cache for commands received from this peer
 	cache map[uint32]*cached
 	order []uint32 // insertion order, for expiry and the size cap
@@ -448,35 +451,61 @@ func (ca *CallAgent) resolve(ctx context.Context, to string, fresh bool) (netip.
 // acknowledged with "000". It returns ErrTimeout (wrapped) when the peer
 // never answers, and the response, whatever its code, otherwise.
 func (ca *CallAgent) Do(ctx context.Context, to string, cmd *Command) (*Response, error) {
+	r, addr, piggybacked, err := ca.do(ctx, to, cmd)
+	if err == nil && piggybacked && (r.Code == CodeInvalidParameter || r.Code == CodeProtocolError) {
+		// The peer refused the command, most likely for the K: we added
+		// (K: is optional to support in practice). Stop sending it K:
+		// and send the command again; it was not executed.
+		ca.mu.Lock()
+		if p := ca.peers[addr]; p != nil && !p.noAcks {
+			p.noAcks = true
+			p.acks = nil
+			ca.log.WithFields(logrus.Fields{"gateway": addr.String(), "code": r.Code.String()}).Info("mgcp: peer rejects K: response acknowledgements; no longer sending them")
+		}
+		ca.mu.Unlock()
+		retry := *cmd
+		if retry.TransactionID != 0 {
+			retry.TransactionID = ca.NextTransactionID()
+		}
+		r, _, _, err = ca.do(ctx, to, &retry)
+	}
+	return r, err
+}
+
+// do runs one transaction and reports the address used and whether it
+// added a K: line.
+func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response, netip.AddrPort, bool, error) {
 	if ca.ctx.Err() != nil {
-		return nil, ErrClosed
+		return nil, netip.AddrPort{}, false, ErrClosed
 	}
 	addr, err := ca.resolve(ctx, to, false)
 	if err != nil {
-		return nil, err
+		return nil, addr, false, err
 	}
 	c := *cmd
 	if c.TransactionID == 0 {
 		c.TransactionID = ca.NextTransactionID()
 	}
+	piggybacked := false
 	tx := &outTx{final: make(chan *Response, 1), prov: make(chan struct{}, 1)}
 	ca.mu.Lock()
 	if len(ca.pending) >= ca.cfg.MaxPending {
 		ca.mu.Unlock()
-		return nil, ErrTooManyPending
+		return nil, addr, false, ErrTooManyPending
 	}
 	if _, dup := ca.pending[c.TransactionID]; dup {
 		ca.mu.Unlock()
-		return nil, fmt.Errorf("mgcp: transaction %d already outstanding", c.TransactionID)
+		return nil, addr, false, fmt.Errorf("mgcp: transaction %d already outstanding", c.TransactionID)
 	}
 	ca.pending[c.TransactionID] = tx
 	p := ca.getPeer(addr)
 	rto := ca.cfg.InitialRTO
 	if p != nil {
 		rto = ca.rto(p)
-		if c.ResponseAck == nil && len(p.acks) > 0 {
+		if c.ResponseAck == nil && len(p.acks) > 0 && !p.noAcks {
 			c.ResponseAck = ackRanges(p.acks)
 			p.acks = p.acks[:0]
+			piggybacked = true
 		}
 	}
 	ca.mu.Unlock()
@@ -488,13 +517,13 @@ func (ca *CallAgent) Do(ctx context.Context, to string, cmd *Command) (*Response
 
 	wire := c.AppendTo(make([]byte, 0, 512))
 	if len(wire) > ca.cfg.MaxDatagram {
-		return nil, fmt.Errorf("%w: %d bytes", ErrMessageTooBig, len(wire))
+		return nil, addr, false, fmt.Errorf("%w: %d bytes", ErrMessageTooBig, len(wire))
 	}
 	log := ca.log
 	ca.stats.commandsSent.Add(1)
 	start := time.Now()
 	if err := ca.write(wire, addr); err != nil {
-		return nil, fmt.Errorf("mgcp: send %s %d: %w", c.Verb, c.TransactionID, err)
+		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", c.Verb, c.TransactionID, err)
 	}
 	timer := time.NewTimer(rto)
 	defer timer.Stop()
@@ -508,12 +537,12 @@ func (ca *CallAgent) Do(ctx context.Context, to string, cmd *Command) (*Response
 				if retries == 0 && !provisional {
 					sample(p, time.Since(start)) // Karn: only unambiguous samples
 				}
-				if len(p.acks) < 64 {
+				if len(p.acks) < 64 && !p.noAcks {
 					p.acks = append(p.acks, r.TransactionID)
 				}
 			}
 			ca.mu.Unlock()
-			return r, nil
+			return r, addr, piggybacked, nil
 		case <-tx.prov:
 			if !provisional {
 				provisional = true
@@ -529,7 +558,7 @@ func (ca *CallAgent) Do(ctx context.Context, to string, cmd *Command) (*Response
 					ca.setState(addr, p, PeerDisconnected)
 				}
 				ca.mu.Unlock()
-				return nil, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
+				return nil, addr, piggybacked, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
 					c.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
 			}
 			retries++
@@ -553,9 +582,9 @@ func (ca *CallAgent) Do(ctx context.Context, to string, cmd *Command) (*Response
 			}
 			timer.Reset(rto)
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, addr, piggybacked, ctx.Err()
 		case <-ca.ctx.Done():
-			return nil, ErrClosed
+			return nil, addr, piggybacked, ErrClosed
 		}
 	}
 }

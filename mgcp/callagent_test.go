@@ -534,3 +534,33 @@ func TestContextCancelStopsDo(t *testing.T) {
 		e.close()
 	})
 }
+
+func TestPeerRejectingResponseAckGetsNoMore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Like osmo-mgw: any command carrying K: is refused with 539.
+		e := newEnv(t, mgcp.Config{}, mgcptest.GatewayConfig{Respond: func(c *mgcp.Command) *mgcp.Response {
+			if c.ResponseAck != nil {
+				return mgcp.NewResponse(c, mgcp.CodeInvalidParameter)
+			}
+			return nil
+		}})
+		for i := range 3 {
+			r, err := e.ca.Do(context.Background(), "127.0.0.1:2427", rqnt())
+			if err != nil || r.Code != mgcp.CodeOK {
+				t.Fatalf("command %d: %v %v", i, r, err)
+			}
+		}
+		var withK int
+		for _, c := range e.gw.Commands() {
+			if c.ResponseAck != nil {
+				withK++
+			}
+		}
+		// The second command carried K: once, was refused and re-sent
+		// without it; the third never tried.
+		if withK != 1 || len(e.gw.Commands()) != 4 {
+			t.Fatalf("%d commands, %d with K:", len(e.gw.Commands()), withK)
+		}
+		e.close()
+	})
+}
