@@ -33,7 +33,11 @@ func (c *Command) String() string { return string(c.AppendTo(make([]byte, 0, 256
 
 // AppendTo appends the wire form of the response to b.
 func (r *Response) AppendTo(b []byte) []byte {
-	b = append(b, r.Code.String()...)
+	if c := r.Code; c >= 0 && c < 1000 {
+		b = append(b, byte('0'+c/100), byte('0'+c/10%10), byte('0'+c%10))
+	} else {
+		b = strconv.AppendInt(b, int64(c), 10)
+	}
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, uint64(r.TransactionID), 10)
 	if r.Package != "" {
