@@ -130,6 +130,8 @@ type CallAgent struct {
 	names    map[string]nameEntry
 	inflight int
 
+	msgs []Message // read loop's scratch list of parsed messages
+
 	ctx       context.Context // ends on Close; parent of handler contexts
 	cancel    context.CancelFunc
 	closeOnce sync.Once
@@ -202,6 +204,10 @@ func New(conn net.PacketConn, cfg Config, opts ...Option) *CallAgent {
 	ca.nextTx.Store(uint32(time.Now().UnixNano()%MaxTransactionID) + 1)
 	return ca
 }
+
+// sendBufs recycles the buffers commands are serialized into while Do
+// waits for their answer.
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 type discard struct{}
 
@@ -515,7 +521,12 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 		ca.mu.Unlock()
 	}()
 
-	wire := c.AppendTo(make([]byte, 0, 512))
+	bp := sendBufs.Get().(*[]byte)
+	wire := c.AppendTo((*bp)[:0])
+	defer func() {
+		*bp = wire[:0]
+		sendBufs.Put(bp)
+	}()
 	if len(wire) > ca.cfg.MaxDatagram {
 		return nil, addr, false, fmt.Errorf("%w: %d bytes", ErrMessageTooBig, len(wire))
 	}
@@ -613,7 +624,8 @@ func (ca *CallAgent) receive(b []byte, from netip.AddrPort) {
 	if ca.cfg.Trace {
 		ca.log.WithField("from", from.String()).Info("mgcp recv\n" + string(b))
 	}
-	msgs, err := ParseDatagram(b)
+	msgs, err := parseDatagramInto(ca.msgs[:0], b)
+	ca.msgs = msgs[:0]
 	for _, m := range msgs {
 		switch m := m.(type) {
 		case *Response:
@@ -832,9 +844,11 @@ func check(c *Command) *Response {
 
 func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 	defer ca.wg.Done()
-	log := ca.log.WithFields(logrus.Fields{"mgcp_tx": c.TransactionID, "verb": string(c.Verb), "endpoint": c.Endpoint.String()})
-	var provTimer *time.Timer
-	provTimer = time.AfterFunc(ca.cfg.ProvisionalAfter, func() {
+	// Built only when something is logged: this is the hot path.
+	log := func() *logrus.Entry {
+		return ca.log.WithFields(logrus.Fields{"mgcp_tx": c.TransactionID, "verb": string(c.Verb), "endpoint": c.Endpoint.String(), "from": from.String()})
+	}
+	provTimer := time.AfterFunc(ca.cfg.ProvisionalAfter, func() {
 		ca.mu.Lock()
 		send := e.wire == nil && !e.provSent
 		if send {
@@ -871,7 +885,7 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 	acked := e.acked
 	ca.mu.Unlock()
 	if err := ca.write(wire, from); err != nil {
-		log.WithError(err).Debug("mgcp: send response failed")
+		log().WithError(err).Debug("mgcp: send response failed")
 	}
 	if needAck {
 		ca.awaitAck(wire, from, acked)
@@ -880,10 +894,10 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 
 // call runs the handler, turning a panic into a 400 so one bad command
 // cannot take the call agent down.
-func (ca *CallAgent) call(c *Command, from netip.AddrPort, log *logrus.Entry) (r *Response) {
+func (ca *CallAgent) call(c *Command, from netip.AddrPort, log func() *logrus.Entry) (r *Response) {
 	defer func() {
 		if v := recover(); v != nil {
-			log.WithField("panic", v).Error("mgcp: handler panicked")
+			log().WithField("panic", v).Error("mgcp: handler panicked")
 			r = NewResponse(c, CodeTransientError)
 		}
 	}()
@@ -892,7 +906,7 @@ func (ca *CallAgent) call(c *Command, from netip.AddrPort, log *logrus.Entry) (r
 	}
 	r = ca.handler.HandleMGCP(ca.ctx, from, c)
 	if r == nil {
-		log.Error("mgcp: handler returned no response")
+		log().Error("mgcp: handler returned no response")
 		return NewResponse(c, CodeTransientError)
 	}
 	return r

@@ -50,8 +50,12 @@ func ParseResponse(data []byte) (*Response, error) {
 // are returned in order. On error, the messages parsed before the bad one
 // are returned with it.
 func ParseDatagram(data []byte) ([]Message, error) {
+	return parseDatagramInto(nil, data)
+}
+
+// parseDatagramInto is ParseDatagram appending to out.
+func parseDatagramInto(out []Message, data []byte) ([]Message, error) {
 	p := parser{s: string(data)}
-	var out []Message
 	for {
 		m, err := p.message()
 		if err != nil {

@@ -47,7 +47,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			ca := mgcp.New(conn, mgcp.Config{MaxCachedPerPeer: 1 << 20})
 			go func() { _ = ca.Serve(context.Background()) }()
 			defer ca.Close()
-			gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Lines: 8, MGCP: mgcp.Config{MaxCachedPerPeer: 1 << 20}})
+			gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Lines: 8, NoRecord: true, MGCP: mgcp.Config{MaxCachedPerPeer: 1 << 20}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -37,6 +37,9 @@ type GatewayConfig struct {
 	// Respond, if set, may answer a command itself (return non-nil) before
 	// the built-in behaviour; use it to script errors or slowness.
 	Respond func(cmd *mgcp.Command) *mgcp.Response
+	// NoRecord stops the gateway keeping every command (for load runs,
+	// where the record would only grow); WaitCommands then never returns.
+	NoRecord bool
 	// Faults, if set, is applied to every datagram the gateway sends.
 	Faults func(b []byte, to net.Addr) Fault
 	// MGCP is the transaction-layer config (defaults apply).
@@ -214,13 +217,15 @@ func (g *Gateway) State(local string) (EndpointState, bool) {
 }
 
 func (g *Gateway) handle(_ context.Context, _ netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
-	g.mu.Lock()
-	g.log = append(g.log, cmd)
-	for _, w := range g.waiters {
-		close(w)
+	if !g.cfg.NoRecord {
+		g.mu.Lock()
+		g.log = append(g.log, cmd)
+		for _, w := range g.waiters {
+			close(w)
+		}
+		g.waiters = nil
+		g.mu.Unlock()
 	}
-	g.waiters = nil
-	g.mu.Unlock()
 	if g.cfg.Respond != nil {
 		if r := g.cfg.Respond(cmd); r != nil {
 			return r
