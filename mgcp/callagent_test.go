@@ -3,6 +3,7 @@ package mgcp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -562,5 +563,81 @@ func TestPeerRejectingResponseAckGetsNoMore(t *testing.T) {
 			t.Fatalf("%d commands, %d with K:", len(e.gw.Commands()), withK)
 		}
 		e.close()
+	})
+}
+
+func TestGatewayDisconnectedProcedureReachesCallAgent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The call agent's answers are lost for the first 40 seconds.
+		var cut atomic.Bool
+		cut.Store(true)
+		mn := mgcptest.NewMemNet()
+		caConn := mgcptest.NewFaultConn(mn.MustListen("127.0.0.1:2727"), func([]byte, net.Addr) mgcptest.Fault {
+			return mgcptest.Fault{Drop: cut.Load()}
+		})
+		rsips := make(chan *mgcp.Command, 64)
+		ca := mgcp.New(caConn, mgcp.Config{}, mgcp.WithHandler(mgcp.HandlerFunc(func(_ context.Context, _ netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+			if c.Verb == mgcp.VerbRSIP {
+				rsips <- c
+			}
+			return mgcp.NewResponse(c, mgcp.CodeOK)
+		})))
+		go func() { _ = ca.Serve(context.Background()) }()
+		gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: mn.MustListen("127.0.0.1:2427"), CallAgent: "127.0.0.1:2727"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gw.OffHook(context.Background(), "aaln/1"); !errors.Is(err, mgcp.ErrTimeout) {
+			t.Fatalf("NTFY while cut off: %v", err)
+		}
+		if !gw.Disconnected() {
+			t.Fatal("gateway did not enter the disconnected state")
+		}
+		time.Sleep(40 * time.Second)
+		cut.Store(false)
+		// Within the doubled waiting delays an RSIP "disconnected" gets an
+		// answer through and the gateway leaves the state.
+		deadline := time.Now().Add(20 * time.Minute)
+		for gw.Disconnected() && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+		}
+		if gw.Disconnected() {
+			t.Fatal("gateway still disconnected 20 minutes after the link came back")
+		}
+		if len(rsips) == 0 {
+			t.Fatal("the call agent saw no RSIP")
+		}
+		for len(rsips) > 0 {
+			if c := <-rsips; c.RestartMethod != mgcp.RestartDisconnected || c.Endpoint.Local != "*" {
+				t.Errorf("RSIP %s RM %s", c.Endpoint, c.RestartMethod)
+			}
+		}
+		_ = gw.Close()
+		_ = ca.Close()
+	})
+}
+
+func TestMemoryCaps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int32
+		ca, p := newServed(t, mgcp.Config{MaxCachedPerPeer: 4, MaxPeers: 1}, countingHandler(&n))
+		for i := 1; i <= 10; i++ {
+			p.send(fmt.Sprintf("NTFY %d aaln/1@gw MGCP 1.0\nX: 1\nO: L/hd\n", 100+i))
+			p.recv()
+		}
+		info, _ := ca.Peer(netip.MustParseAddrPort("127.0.0.1:2427"))
+		if info.CachedResponses > 4 {
+			t.Errorf("%d cached responses, cap 4", info.CachedResponses)
+		}
+		// A second peer does not fit the table: it is not served.
+		other := &rawPeer{t: t, to: p.to, conn: mustListen(t, p)}
+		other.send(ntfy10)
+		if r := other.recv(); r != "" {
+			t.Errorf("peer beyond the cap answered %q", r)
+		}
+		if ca.Stats().Overloaded != 1 || n.Load() != 10 {
+			t.Errorf("overloaded %d, executed %d", ca.Stats().Overloaded, n.Load())
+		}
+		_ = ca.Close()
 	})
 }

@@ -2,7 +2,9 @@ package mgcptest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -44,6 +46,14 @@ type GatewayConfig struct {
 	Faults func(b []byte, to net.Addr) Fault
 	// MGCP is the transaction-layer config (defaults apply).
 	MGCP mgcp.Config
+	// DisconnectedInitial and DisconnectedMax drive the disconnected
+	// procedure (RFC 3435 §4.4.7): when a command to the call agent gives
+	// up, the gateway waits a random time up to DisconnectedInitial (15s),
+	// then sends "RSIP RM: disconnected" for "*", doubling the wait up to
+	// DisconnectedMax (600s) until one is answered. A negative
+	// DisconnectedInitial turns the procedure off.
+	DisconnectedInitial time.Duration
+	DisconnectedMax     time.Duration
 }
 
 // Connection is one connection on a fake endpoint.
@@ -76,17 +86,21 @@ type Gateway struct {
 	cfg   GatewayConfig
 	ca    *mgcp.CallAgent
 	conn  net.PacketConn
+	ctx   context.Context
 	stop  context.CancelFunc
+	bg    sync.WaitGroup
 	done  chan struct{}
 	media netip.Addr
 
-	mu       sync.Mutex
-	eps      map[string]*EndpointState // by lower-case local name
-	order    []string
-	log      []*mgcp.Command
-	nextConn uint64
-	nextPort int
-	waiters  []chan struct{}
+	mu           sync.Mutex
+	disconnected bool // the disconnected procedure is running
+	rng          *rand.Rand
+	eps          map[string]*EndpointState // by lower-case local name
+	order        []string
+	log          []*mgcp.Command
+	nextConn     uint64
+	nextPort     int
+	waiters      []chan struct{}
 }
 
 // NewGateway starts a fake gateway.
@@ -124,7 +138,14 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Faults != nil {
 		conn = NewFaultConn(conn, cfg.Faults)
 	}
-	g := &Gateway{cfg: cfg, conn: conn, eps: map[string]*EndpointState{}, nextPort: cfg.RTPPortBase, media: media, done: make(chan struct{})}
+	if cfg.DisconnectedInitial == 0 {
+		cfg.DisconnectedInitial = 15 * time.Second
+	}
+	if cfg.DisconnectedMax == 0 {
+		cfg.DisconnectedMax = 600 * time.Second
+	}
+	g := &Gateway{cfg: cfg, conn: conn, eps: map[string]*EndpointState{}, nextPort: cfg.RTPPortBase, media: media,
+		done: make(chan struct{}), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 	for _, e := range cfg.Endpoints {
 		name := mgcp.EndpointName{Local: e, Domain: cfg.Domain}
 		g.eps[strings.ToLower(e)] = &EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}
@@ -132,6 +153,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	}
 	g.ca = mgcp.New(conn, cfg.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(g.handle)))
 	ctx, cancel := context.WithCancel(context.Background())
+	g.ctx = ctx
 	g.stop = cancel
 	go func() {
 		defer close(g.done)
@@ -145,7 +167,55 @@ func (g *Gateway) Close() error {
 	g.stop()
 	err := g.ca.Close()
 	<-g.done
+	g.bg.Wait()
 	return err
+}
+
+// Disconnected reports whether the gateway is running the disconnected
+// procedure (it lost the call agent and has not got an RSIP through yet).
+func (g *Gateway) Disconnected() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.disconnected
+}
+
+// startDisconnected enters the disconnected state unless already in it.
+func (g *Gateway) startDisconnected() {
+	g.mu.Lock()
+	if g.disconnected || g.cfg.DisconnectedInitial < 0 || g.ctx.Err() != nil {
+		g.mu.Unlock()
+		return
+	}
+	g.disconnected = true
+	wait := time.Duration(g.rng.Int64N(int64(g.cfg.DisconnectedInitial))) + time.Millisecond
+	g.bg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.bg.Done()
+		limit := g.cfg.DisconnectedInitial
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-g.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			r, err := g.ca.Do(g.ctx, g.cfg.CallAgent, &mgcp.Command{Verb: mgcp.VerbRSIP, Endpoint: g.Endpoint("*"),
+				Parameters: mgcp.Parameters{RestartMethod: mgcp.RestartDisconnected}})
+			if err == nil && r.Code.IsSuccess() {
+				g.mu.Lock()
+				g.disconnected = false
+				g.mu.Unlock()
+				return
+			}
+			// Double the waiting delay up to the maximum (§4.4.7).
+			limit = min(2*limit, g.cfg.DisconnectedMax)
+			g.mu.Lock()
+			wait = time.Duration(g.rng.Int64N(int64(limit))) + time.Millisecond
+			g.mu.Unlock()
+		}
+	}()
 }
 
 // Addr returns the gateway's MGCP address as host:port.
@@ -628,7 +698,11 @@ func (g *Gateway) Send(ctx context.Context, local string, cmd *mgcp.Command) (*m
 		return nil, err
 	}
 	cmd.Endpoint = g.Endpoint(local)
-	return g.ca.Do(ctx, to, cmd)
+	r, err := g.ca.Do(ctx, to, cmd)
+	if errors.Is(err, mgcp.ErrTimeout) {
+		g.startDisconnected()
+	}
+	return r, err
 }
 
 // Notify sends NTFY with the observed events and the current request id.
