@@ -89,8 +89,9 @@ func WithHandler(h Handler) Option { return func(ca *CallAgent) { ca.handler = h
 // WithLogger sets the logger (default: a discarding logger).
 func WithLogger(l *logrus.Entry) Option { return func(ca *CallAgent) { ca.log = l } }
 
-// WithAuthorizer restricts which addresses may send commands. Commands
-// from refused addresses are dropped without an answer and counted.
+// WithAuthorizer restricts which addresses may send commands and
+// responses. Datagrams from refused addresses are dropped without an
+// answer and counted.
 func WithAuthorizer(allow func(netip.AddrPort) bool) Option {
 	return func(ca *CallAgent) { ca.allow = allow }
 }
@@ -671,6 +672,13 @@ func (ca *CallAgent) onParseError(err error, from netip.AddrPort) {
 }
 
 func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
+	if ca.allow != nil && !ca.allow(from) {
+		// Responses are matched by transaction id alone (a gateway may
+		// answer from another address); the authorizer keeps strangers
+		// from answering for it.
+		ca.stats.refused.Add(1)
+		return
+	}
 	ca.stats.responsesReceived.Add(1)
 	ca.mu.Lock()
 	if p := ca.peers[from]; p != nil {

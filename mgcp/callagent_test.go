@@ -641,3 +641,32 @@ func TestMemoryCaps(t *testing.T) {
 		_ = ca.Close()
 	})
 }
+
+func TestAuthorizerDropsForeignResponses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := mgcptest.NewMemNet()
+		ca := mgcp.New(mn.MustListen("127.0.0.1:2727"), mgcp.Config{},
+			mgcp.WithAuthorizer(func(a netip.AddrPort) bool { return a.Port() == 2427 }))
+		go func() { _ = ca.Serve(context.Background()) }()
+		gwConn := mn.MustListen("127.0.0.1:2427") // silent gateway
+		spoofer := mn.MustListen("127.0.0.1:6666")
+		errc := make(chan error, 1)
+		go func() {
+			c := rqnt()
+			c.TransactionID = 4242
+			_, err := ca.Do(context.Background(), "127.0.0.1:2427", c)
+			errc <- err
+		}()
+		time.Sleep(10 * time.Millisecond)
+		_, _ = spoofer.WriteTo([]byte("200 4242 OK\r\n"), ca.LocalAddr())
+		if err := <-errc; !errors.Is(err, mgcp.ErrTimeout) {
+			t.Fatalf("a spoofed response was accepted: %v", err)
+		}
+		if ca.Stats().Refused != 1 {
+			t.Errorf("refused %d", ca.Stats().Refused)
+		}
+		_ = gwConn.Close()
+		_ = spoofer.Close()
+		_ = ca.Close()
+	})
+}
