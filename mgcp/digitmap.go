@@ -239,6 +239,12 @@ func (d *DigitMap) Match(dialed string) MatchResult {
 		bit := uint64(1) << uint(sym)
 		if bit&timerSet != 0 {
 			bit = timerSet // any expired timer satisfies any timer position
+			// The timer expiring on a string that already matches an
+			// alternative completes it, even if a longer alternative
+			// could take the timer event (RFC 3435 §2.1.5).
+			if i == len(dialed)-1 && accepting(d.patterns, states) {
+				return Match
+			}
 		}
 		live := false
 		for k, p := range d.patterns {
@@ -279,6 +285,16 @@ func (d *DigitMap) Match(dialed string) MatchResult {
 		return Partial
 	}
 	return NoMatch
+}
+
+// accepting reports whether any pattern is in its final state.
+func accepting(patterns [][]dmElem, states []uint64) bool {
+	for k, p := range patterns {
+		if states[k]&(1<<uint(len(p))) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // accepts reports whether s (without timer symbols) fully matches.
