@@ -252,9 +252,6 @@ func (d *DigitMap) Match(dialed string) MatchResult {
 			live = live || states[k] != 0
 		}
 		if !live {
-			if bit&timerSet != 0 && i == len(dialed)-1 && d.accepts(dialed[:i]) {
-				return Match
-			}
 			return NoMatch
 		}
 	}
@@ -291,20 +288,6 @@ func (d *DigitMap) Match(dialed string) MatchResult {
 func accepting(patterns [][]dmElem, states []uint64) bool {
 	for k, p := range patterns {
 		if states[k]&(1<<uint(len(p))) != 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// accepts reports whether s (without timer symbols) fully matches.
-func (d *DigitMap) accepts(s string) bool {
-	for _, p := range d.patterns {
-		st := closure(p, 1)
-		for i := 0; i < len(s) && st != 0; i++ {
-			st = step(p, st, uint64(1)<<uint(symIndex(s[i])))
-		}
-		if st&(1<<uint(len(p))) != 0 {
 			return true
 		}
 	}
