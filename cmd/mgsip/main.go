@@ -67,6 +67,8 @@ func newRootCmd(a *app) *cobra.Command {
 		newMGCPCmd(a),
 		newDigitMapCmd(a),
 		newDemoCmd(a),
+		newCheckConfigCmd(a),
+		newRunCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"go.yaml.in/yaml/v3"
+)
+
+// fileConfig is the whole configuration file. Each package owns its part.
+type fileConfig struct {
+	Log            logConfig   `yaml:"log"`
+	MGCP           mgcp.Config `yaml:"mgcp"`
+	SIP            sip.Config  `yaml:"sip"`
+	Admin          adminConfig `yaml:"admin"`
+	mapping.Config `yaml:",inline"`
+}
+
+type logConfig struct {
+	Level  string `yaml:"level"`  // default info
+	Format string `yaml:"format"` // text (default) or json
+}
+
+type adminConfig struct {
+	// Listen is the admin API address (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// Token, when set, is required as a bearer token.
+	Token mapping.Secret `yaml:"token"`
+}
+
+// configProblem is one problem with its place in the file.
+type configProblem struct {
+	Line   int // 0 when unknown
+	Path   string
+	Reason string
+}
+
+// configError lists every problem of a configuration file.
+type configError struct {
+	File     string
+	Problems []configProblem
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(p.format(e.File))
+	}
+	return b.String()
+}
+
+func (p configProblem) format(file string) string {
+	loc := file
+	if p.Line > 0 {
+		loc += ":" + strconv.Itoa(p.Line)
+	}
+	if p.Path == "" {
+		return loc + ": " + p.Reason
+	}
+	return loc + ": " + p.Path + ": " + p.Reason
+}
+
+// loadedConfig is a configuration that passed every check.
+type loadedConfig struct {
+	File  fileConfig
+	Rules *mapping.Rules
+}
+
+// loadConfigFile reads and checks a configuration file.
+func loadConfigFile(path string, lookupEnv func(string) (string, bool)) (*loadedConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return loadConfig(path, data, lookupEnv)
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// loadConfig decodes data strictly, validates every section, compiles the
+// rules, and reports each problem with its line and key path.
+func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool)) (*loadedConfig, error) {
+	cerr := &configError{File: name}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		cerr.Problems = append(cerr.Problems, yamlProblem(err.Error(), nil))
+		return nil, cerr
+	}
+	index := newPathIndex(&root)
+	var fc fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// Type errors do not stop decoding: the rest of the file is still
+	// checked, but problems under a path that already has a type error
+	// are left out (they would only describe its zero value).
+	var typed []string
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			cerr.Problems = append(cerr.Problems, yamlProblem(err.Error(), index))
+			return nil, cerr
+		}
+		for _, msg := range te.Errors {
+			p := yamlProblem(msg, index)
+			cerr.Problems = append(cerr.Problems, p)
+			if p.Path != "" && !strings.HasPrefix(p.Reason, "unknown key") {
+				typed = append(typed, p.Path)
+			}
+		}
+	}
+	add := func(path, reason string) {
+		for _, t := range typed {
+			if path == t || strings.HasPrefix(path, t+".") || strings.HasPrefix(path, t+"[") {
+				return
+			}
+		}
+		cerr.Problems = append(cerr.Problems, configProblem{Line: index.line(path), Path: path, Reason: reason})
+	}
+	addJoined := func(err error) {
+		if err == nil {
+			return
+		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			path, reason, ok := strings.Cut(line, ": ")
+			if !ok {
+				path, reason = "", line
+			}
+			add(path, reason)
+		}
+	}
+	switch strings.ToLower(fc.Log.Level) {
+	case "", "trace", "debug", "info", "warn", "warning", "error":
+	default:
+		add("log.level", fmt.Sprintf("must be trace, debug, info, warn or error, not %q", fc.Log.Level))
+	}
+	switch strings.ToLower(fc.Log.Format) {
+	case "", "text", "json":
+	default:
+		add("log.format", fmt.Sprintf("must be text or json, not %q", fc.Log.Format))
+	}
+	if fc.Admin.Listen != "" {
+		if !strings.Contains(fc.Admin.Listen, ":") {
+			add("admin.listen", fmt.Sprintf("%q is not host:port", fc.Admin.Listen))
+		}
+	}
+	tok, err := expandSecret(string(fc.Admin.Token), lookupEnv)
+	if err != nil {
+		add("admin.token", err.Error())
+	}
+	fc.Admin.Token = mapping.Secret(tok)
+	addJoined(fc.MGCP.Validate())
+	addJoined(fc.SIP.Validate())
+	rules, err := mapping.New(fc.Config, mapping.Options{
+		CheckDigitMap: func(s string) error { _, err := mgcp.CompileDigitMap(s); return err },
+		LookupEnv:     lookupEnv,
+	})
+	var me *mapping.Error
+	if errors.As(err, &me) {
+		for _, p := range me.Problems {
+			add(p.Path, p.Reason)
+		}
+	} else if err != nil {
+		add("", err.Error())
+	}
+	if len(cerr.Problems) > 0 {
+		sort.SliceStable(cerr.Problems, func(i, j int) bool { return cerr.Problems[i].Line < cerr.Problems[j].Line })
+		return nil, cerr
+	}
+	fc.MGCP = fc.MGCP.WithDefaults()
+	fc.SIP = fc.SIP.WithDefaults()
+	if fc.Admin.Listen == "" {
+		fc.Admin.Listen = "127.0.0.1:8080"
+	}
+	return &loadedConfig{File: fc, Rules: rules}, nil
+}
+
+// expandSecret resolves a whole-value ${NAME} reference.
+func expandSecret(s string, lookupEnv func(string) (string, bool)) (string, error) {
+	if strings.HasPrefix(s, "${") && strings.HasSuffix(s, "}") {
+		name := s[2 : len(s)-1]
+		v, ok := lookupEnv(name)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set", name)
+		}
+		return v, nil
+	}
+	return s, nil
+}
+
+var (
+	unknownField = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	cannotDecode = regexp.MustCompile("^cannot unmarshal !!(\\w+) (`.*` )?into (\\S+)$")
+)
+
+// yamlProblem turns a yaml error message into a problem with a line and,
+// where the index knows it, a key path.
+func yamlProblem(msg string, index *pathIndex) configProblem {
+	p := configProblem{Reason: strings.TrimPrefix(msg, "yaml: ")}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		p.Line, _ = strconv.Atoi(m[1])
+		p.Reason = m[2]
+	}
+	if index != nil && p.Line > 0 {
+		p.Path = index.pathAt(p.Line)
+	}
+	if m := unknownField.FindStringSubmatch(p.Reason); m != nil {
+		p.Reason = fmt.Sprintf("unknown key %q", m[1])
+	} else if m := cannotDecode.FindStringSubmatch(p.Reason); m != nil {
+		want := strings.TrimPrefix(m[3], "[]")
+		switch want {
+		case "time.Duration":
+			want = "a duration such as 30s or 5m"
+		case "mapping.Secret":
+			want = "a string"
+		}
+		if strings.HasPrefix(m[3], "[]") {
+			want = "a list of " + want
+		}
+		got := m[1]
+		if m[2] != "" {
+			got += " " + strings.TrimSpace(m[2])
+		}
+		p.Reason = fmt.Sprintf("expected %s, got %s", want, got)
+	}
+	return p
+}
+
+// pathIndex maps key paths ("lines[2].user") to the line they start on,
+// and lines back to the deepest key on them.
+type pathIndex struct {
+	lines  map[string]int
+	byLine map[int]string
+}
+
+func newPathIndex(root *yaml.Node) *pathIndex {
+	ix := &pathIndex{lines: map[string]int{}, byLine: map[int]string{}}
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		ix.walk(root.Content[0], "")
+	}
+	return ix
+}
+
+func (ix *pathIndex) note(path string, line int) {
+	ix.lines[path] = line
+	if prev, ok := ix.byLine[line]; !ok || len(path) > len(prev) {
+		ix.byLine[line] = path
+	}
+}
+
+func (ix *pathIndex) walk(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			ix.note(p, k.Line)
+			ix.walk(v, p)
+		}
+	case yaml.SequenceNode:
+		for i, v := range n.Content {
+			p := path + "[" + strconv.Itoa(i) + "]"
+			ix.note(p, v.Line)
+			ix.walk(v, p)
+		}
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			ix.walk(n.Alias, path)
+		}
+	}
+}
+
+// line finds the line of path, or of its nearest ancestor present in the
+// file (a missing key is reported where its parent is).
+func (ix *pathIndex) line(path string) int {
+	for path != "" {
+		if l, ok := ix.lines[path]; ok {
+			return l
+		}
+		cut := strings.LastIndexAny(path, ".[")
+		if cut <= 0 {
+			break
+		}
+		path = path[:cut]
+	}
+	return 0
+}
+
+// pathAt returns the deepest key path starting on line.
+func (ix *pathIndex) pathAt(line int) string { return ix.byLine[line] }

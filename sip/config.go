@@ -1,0 +1,139 @@
+// Package sip is mgsip's SIP side: listeners, per-line registrations and
+// dialogs on top of sipgo. This file holds its configuration.
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Config configures the SIP stack.
+type Config struct {
+	// Listeners default to one UDP listener on 0.0.0.0:5060.
+	Listeners []Listener `yaml:"listeners"`
+	// UserAgent is sent in User-Agent and Server headers (default "mgsip").
+	UserAgent string `yaml:"user_agent"`
+	// RegisterRate caps new REGISTER transactions per second, so that
+	// thousands of lines do not register in one burst (default 50).
+	RegisterRate float64 `yaml:"register_rate"`
+	// DropUnknown silently drops requests from addresses that are not a
+	// configured peer and carry no valid credentials, instead of answering
+	// 403 (useful against scanners).
+	DropUnknown bool `yaml:"drop_unknown"`
+	// Trace logs every SIP message sent and received.
+	Trace bool `yaml:"trace"`
+}
+
+// Listener is one SIP transport listener.
+type Listener struct {
+	// Transport is udp (default), tcp or tls.
+	Transport string `yaml:"transport"`
+	// Listen is host:port to bind (default 0.0.0.0:5060, :5061 for tls).
+	Listen string `yaml:"listen"`
+	// Advertise is host[:port] put in Via and Contact when mgsip is
+	// behind NAT; default: the bound address.
+	Advertise string `yaml:"advertise"`
+	// Cert and Key are PEM files, required for tls.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Defaults.
+const (
+	DefaultUserAgent    = "mgsip"
+	DefaultRegisterRate = 50
+)
+
+// WithDefaults returns the config with unset fields defaulted.
+func (c Config) WithDefaults() Config {
+	if len(c.Listeners) == 0 {
+		c.Listeners = []Listener{{Transport: "udp", Listen: "0.0.0.0:5060"}}
+	}
+	ls := make([]Listener, len(c.Listeners))
+	for i, l := range c.Listeners {
+		l.Transport = strings.ToLower(l.Transport)
+		if l.Transport == "" {
+			l.Transport = "udp"
+		}
+		if l.Listen == "" {
+			l.Listen = "0.0.0.0:5060"
+			if l.Transport == "tls" {
+				l.Listen = "0.0.0.0:5061"
+			}
+		}
+		ls[i] = l
+	}
+	c.Listeners = ls
+	if c.UserAgent == "" {
+		c.UserAgent = DefaultUserAgent
+	}
+	if c.RegisterRate == 0 {
+		c.RegisterRate = DefaultRegisterRate
+	}
+	return c
+}
+
+// Validate reports every problem as "sip.key.path: reason".
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	bad := func(path, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, a...)))
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Listeners {
+		p := "sip.listeners[" + strconv.Itoa(i) + "]"
+		switch l.Transport {
+		case "udp", "tcp", "tls":
+		default:
+			bad(p+".transport", "must be udp, tcp or tls, not %q", l.Transport)
+		}
+		if err := checkHostPort(l.Listen, true); err != nil {
+			bad(p+".listen", "%v", err)
+		}
+		key := l.Transport + " " + l.Listen
+		if seen[key] {
+			bad(p+".listen", "%s %s is listed twice", l.Transport, l.Listen)
+		}
+		seen[key] = true
+		if l.Advertise != "" {
+			if err := checkHostPort(l.Advertise, false); err != nil {
+				bad(p+".advertise", "%v", err)
+			}
+		}
+		if l.Transport == "tls" && (l.Cert == "" || l.Key == "") {
+			bad(p, "tls needs cert and key")
+		}
+		if l.Transport != "tls" && (l.Cert != "" || l.Key != "") {
+			bad(p, "cert and key only apply to tls")
+		}
+	}
+	if c.RegisterRate < 0 {
+		bad("sip.register_rate", "must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// checkHostPort checks "host:port" (port required when needPort).
+func checkHostPort(s string, needPort bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if needPort {
+			return fmt.Errorf("%q is not host:port", s)
+		}
+		host, port = s, ""
+	}
+	if host == "" && !needPort {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("%q has a bad port", s)
+		}
+	}
+	return nil
+}
