@@ -23,8 +23,8 @@ type Rules struct {
 	gatewayByName   map[string]*GatewayRule
 	gatewayByDomain map[string]*GatewayRule // lower-case domain
 	lineByID        map[string]*LineRule
-	lineByEndpoint  map[string]map[string]*LineRule  // domain -> local name (lower case)
-	lineBySIP       map[string]map[string]*LineRule  // peer -> SIP user
+	lineByEndpoint  map[string]map[string]*LineRule // domain -> local name (lower case)
+	lineBySIP       map[string]map[string]*LineRule // peer -> SIP user
 	trunkByName     map[string]*TrunkRule
 	trunkByEndpoint map[string]map[string]*TrunkRule // domain -> local name (lower case)
 	huntByName      map[string]*HuntGroupRule
