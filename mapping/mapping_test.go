@@ -1,0 +1,370 @@
+package mapping
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func env(vals map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vals[k]; return v, ok }
+}
+
+func boolp(b bool) *bool { return &b }
+
+func sample() Config {
+	return Config{
+		Peers: []Peer{
+			{Name: "pbx", Host: "192.0.2.20", Rewrite: RewriteRefs{ToSIP: "strip-9"}},
+			{Name: "provider", Host: "sip.example.com", Transport: "tls", Auth: "ip", Addresses: []string{"198.51.100.0/24"}},
+		},
+		Gateways: []Gateway{
+			{Name: "rgw", Domain: "RGW.example.net", Quirks: "mine"},
+			{Name: "tgw", Domain: "tgw.example.net", Address: "learn", DialPlan: "short"},
+		},
+		Quirks: []QuirkProfile{{Name: "mine", Base: "ncs", ResponseAck: boolp(false)}},
+		DialPlans: []DialPlan{
+			{Name: "nanp", DigitMap: "(x.T)", Default: true},
+			{Name: "short", DigitMap: "(xx)"},
+		},
+		Rewrites: []RewriteSet{
+			{Name: "strip-9", Rules: []RewriteRule{{NumberMatch: NumberMatch{Prefix: "9"}, Replace: "", Stop: true}}},
+			{Name: "e164", Rules: []RewriteRule{
+				{NumberMatch: NumberMatch{Regex: `^1?([2-9]\d{9})$`}, Replace: "+1$1", Stop: true},
+				{NumberMatch: NumberMatch{Prefix: "011"}, Replace: "+"},
+				{NumberMatch: NumberMatch{Exact: "0"}, Replace: "2000"},
+			}},
+		},
+		Lines: []Line{
+			{Gateway: "rgw", Endpoint: "aaln/{1..24}", User: "{n+2000}", Password: "${PW_{n}}", DisplayName: "Line {n}", Peer: "pbx"},
+			{Gateway: "rgw", Endpoint: "aaln/25", User: "2099", Password: "x", Peer: "pbx", Features: Features{Hotline: "2000", CallWaiting: boolp(false), DTMF: "INFO"}},
+		},
+		Trunks: []Trunk{{Name: "pstn", Gateway: "tgw", Endpoints: []string{"ds/ds1-1/{01..24}"}, Peer: "provider",
+			DIDs: []string{"15551230000-15551230099", "/^44\\d+$/"}, Rewrite: RewriteRefs{ToSIP: "e164"}}},
+		HuntGroups: []HuntGroup{{Name: "sales", Lines: []string{"rgw/aaln/1", "rgw/aaln/2"}, Strategy: "ring-all"}},
+		Routes: Routes{
+			Outbound: []OutboundRoute{
+				{Name: "internal", Match: NumberMatch{Regex: `^20\d\d$`}, Local: true},
+				{Name: "intl", Match: NumberMatch{Prefix: "011"}, Trunk: "pstn"},
+				{Name: "rest", Peer: "pbx", LocalFallback: true},
+			},
+			Inbound: []InboundRoute{
+				{Name: "sales-did", Peer: "provider", Match: NumberMatch{Exact: "15551230001"}, HuntGroup: "sales"},
+				{Name: "reception", Match: NumberMatch{Exact: "0"}, Line: "rgw/aaln/25"},
+			},
+		},
+	}
+}
+
+func compileSample(t testing.TB) *Rules {
+	t.Helper()
+	pw := map[string]string{}
+	for i := 1; i <= 24; i++ {
+		pw[fmt.Sprintf("PW_%d", i)] = fmt.Sprintf("pw%d", i)
+	}
+	r, err := New(sample(), Options{LookupEnv: env(pw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestLookups(t *testing.T) {
+	r := compileSample(t)
+	tests := []struct {
+		name, local, domain string
+		wantID, wantUser    string
+	}{
+		{"exact", "aaln/1", "RGW.example.net", "rgw/aaln/1", "2001"},
+		{"case-insensitive", "AALN/24", "rgw.EXAMPLE.net", "rgw/aaln/24", "2024"},
+		{"single", "aaln/25", "rgw.example.net", "rgw/aaln/25", "2099"},
+		{"unknown endpoint", "aaln/26", "rgw.example.net", "", ""},
+		{"unknown domain", "aaln/1", "other.example.net", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := r.LineByEndpoint(tt.local, tt.domain)
+			if tt.wantID == "" {
+				if l != nil {
+					t.Fatalf("found %s", l.ID)
+				}
+				return
+			}
+			if l == nil || l.ID != tt.wantID || l.User != tt.wantUser {
+				t.Fatalf("got %+v", l)
+			}
+			if r.LineBySIPUser("pbx", tt.wantUser) != l || r.LineByID(tt.wantID) != l {
+				t.Error("lookups disagree")
+			}
+		})
+	}
+	l := r.LineByEndpoint("aaln/7", "rgw.example.net")
+	if l.Password.Reveal() != "pw7" || l.DisplayName != "Line 7" || l.AuthUser != "2007" || l.DialPlan.Name != "nanp" || l.EndpointName() != "aaln/7@RGW.example.net" {
+		t.Errorf("template expansion: %+v", l)
+	}
+	if f := r.LineByID("rgw/aaln/25").Features; f.CallWaiting || !f.ThreeWay || f.Hotline != "2000" || f.DTMF != "info" {
+		t.Errorf("features %+v", f)
+	}
+	if tr := r.TrunkByEndpoint("ds/ds1-1/07", "tgw.example.net"); tr == nil || tr.Name != "pstn" || len(tr.Endpoints) != 24 || tr.Endpoints[0] != "ds/ds1-1/01" {
+		t.Errorf("trunk %+v", tr)
+	}
+	if r.LineBySIPUser("provider", "2001") != nil {
+		t.Error("SIP users are per peer")
+	}
+	g := r.GatewayByDomain("rgw.example.net")
+	if g == nil || g.Quirks.ResponseAck || g.Quirks.RingbackSignal != "L/rt" || g.Quirks.ProtocolProfile != "NCS 1.0" || g.Port != 2427 || g.Address != "RGW.example.net" {
+		t.Errorf("gateway with quirks from ncs: %+v", g)
+	}
+	if tg := r.Gateway("tgw"); !tg.Learn || tg.DialPlan.Name != "short" {
+		t.Errorf("tgw %+v", tg)
+	}
+	p := r.Peer("provider")
+	if p.Port != 5061 || p.Register || p.Addresses[0].String() != "198.51.100.0/24" || p.Registrar != "sip.example.com:5061" {
+		t.Errorf("provider %+v", p)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	r := compileSample(t)
+	out := []struct{ number, route string }{
+		{"2005", "internal"}, {"01144123", "intl"}, {"5551234", "rest"}, {"20055", "rest"},
+	}
+	for _, tt := range out {
+		if got := r.RouteOutbound(tt.number); got == nil || got.Name != tt.route {
+			t.Errorf("outbound %s: %+v, want %s", tt.number, got, tt.route)
+		}
+	}
+	in := []struct {
+		peer, user, want string
+	}{
+		{"provider", "15551230001", "hunt:sales"},
+		{"pbx", "15551230001", "none"}, // DID range belongs to the provider's trunk
+		{"provider", "15551230042", "trunk:pstn"},
+		{"provider", "44123", "trunk:pstn"},
+		{"pbx", "0", "line:rgw/aaln/25"},
+		{"pbx", "2003", "line:rgw/aaln/3"},
+		{"provider", "2003", "none"},
+		{"provider", "15551230100", "none"},
+	}
+	for _, tt := range in {
+		tg, ok := r.RouteInbound(tt.peer, tt.user)
+		got := "none"
+		switch {
+		case ok && tg.Line != nil:
+			got = "line:" + tg.Line.ID
+		case ok && tg.Trunk != nil:
+			got = "trunk:" + tg.Trunk.Name
+		case ok && tg.HuntGroup != nil:
+			got = "hunt:" + tg.HuntGroup.Name
+		}
+		if got != tt.want {
+			t.Errorf("inbound %s from %s: %s, want %s", tt.user, tt.peer, got, tt.want)
+		}
+	}
+}
+
+func TestRewriting(t *testing.T) {
+	r := compileSample(t)
+	e164 := r.Trunk("pstn").ToSIP
+	tests := []struct{ in, want string }{
+		{"2125551234", "+12125551234"},
+		{"12125551234", "+12125551234"},
+		{"011441234", "+441234"},
+		{"0", "2000"},
+		{"123", "123"},
+	}
+	for _, tt := range tests {
+		if got := e164.Apply(tt.in); got != tt.want {
+			t.Errorf("e164 %s = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+	if got := r.Peer("pbx").ToSIP.Apply("95551234"); got != "5551234" {
+		t.Errorf("strip-9: %s", got)
+	}
+	var none *Rewriter
+	if none.Apply("42") != "42" {
+		t.Error("nil rewriter")
+	}
+	// Without stop, later rules see the rewritten number.
+	chain, err := New(Config{Rewrites: []RewriteSet{{Name: "c", Rules: []RewriteRule{
+		{NumberMatch: NumberMatch{Prefix: "0"}, Replace: "44"},
+		{NumberMatch: NumberMatch{Prefix: "44"}, Replace: "+44"},
+		{NumberMatch: NumberMatch{Prefix: "+"}, Replace: "00", Stop: true},
+		{Replace: "never"},
+	}}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := chain.Rewriters[0].Apply("0207"); got != "0044207" {
+		t.Errorf("chain: %s", got)
+	}
+}
+
+func TestEveryProblemAtOnce(t *testing.T) {
+	cfg := sample()
+	cfg.Lines = append(cfg.Lines, Line{Gateway: "nope", Endpoint: "aaln/1", User: "1"}, Line{Gateway: "rgw", Endpoint: "aaln/3", User: "3001", Password: "x", Peer: "pbx"})
+	cfg.Peers[1].Transport = "smoke"
+	pw := map[string]string{}
+	for i := 2; i <= 24; i++ {
+		pw[fmt.Sprintf("PW_%d", i)] = "x"
+	}
+	cfg.Lines[0].Endpoint = "aaln/{2..24}"
+	cfg.Lines[0].User = "{n+3000}"
+	cfg.Lines = append(cfg.Lines, Line{Gateway: "rgw", Endpoint: "aaln/1", User: "4001", Password: "${PW_1}", Peer: "pbx"})
+	_, err := New(cfg, Options{LookupEnv: env(pw), CheckDigitMap: func(s string) error {
+		if s == "(xx)" {
+			return errors.New("pretend it is bad")
+		}
+		return nil
+	}})
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("got %v", err)
+	}
+	want := []string{
+		`dial_plans[1].digit_map: pretend it is bad`,
+		`peers[1].transport: must be udp, tcp or tls, not "smoke"`,
+		`lines[2].gateway: no gateway named "nope"`,
+		`lines[3]: endpoint aaln/3@RGW.example.net is already bound by lines[0]`,
+		`lines[4].password: environment variable PW_1 is not set`,
+	}
+	got := strings.Split(e.Error(), "\n")
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || g == w
+		}
+		if !found {
+			t.Errorf("missing %q in\n%s", w, e.Error())
+		}
+	}
+}
+
+func TestSecretRedaction(t *testing.T) {
+	s := Secret("p4ss")
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %q %#v %+v", s, s, s, s, struct{ P Secret }{s})} {
+		if strings.Contains(out, "p4ss") {
+			t.Errorf("leaked: %s", out)
+		}
+	}
+	if b, _ := s.MarshalText(); string(b) != "******" || s.Reveal() != "p4ss" || Secret("").String() != "" {
+		t.Error("secret methods")
+	}
+}
+
+func TestHolderSwap(t *testing.T) {
+	a := compileSample(t)
+	b, err := New(Config{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHolder(a)
+	inCall := h.Load() // a call keeps the rules it started with
+	if old := h.Swap(b); old != a || h.Load() != b || inCall.LineByID("rgw/aaln/1") == nil {
+		t.Fatal("swap")
+	}
+	if b.DefaultDialPlan().DigitMap != BuiltinDigitMap {
+		t.Error("builtin default dial plan")
+	}
+}
+
+// generated builds n lines over n/100 gateways with 100 lines each.
+func generated(n int) Config {
+	cfg := Config{Peers: []Peer{{Name: "pbx", Host: "192.0.2.1", Auth: "ip"}}}
+	for g := 0; g < n/100; g++ {
+		name := fmt.Sprintf("gw%d", g)
+		cfg.Gateways = append(cfg.Gateways, Gateway{Name: name, Domain: name + ".example.net"})
+		cfg.Lines = append(cfg.Lines, Line{Gateway: name, Endpoint: "aaln/{1..100}", User: fmt.Sprintf("{n+%d}", 100000+g*100)})
+	}
+	return cfg
+}
+
+func BenchmarkCompile100kLines(b *testing.B) {
+	cfg := generated(100000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := New(cfg, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLookup100kLines(b *testing.B) {
+	r, err := New(generated(100000), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("by-endpoint", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r.LineByEndpoint("aaln/57", "gw731.example.net") == nil {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("by-endpoint-mixed-case", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r.LineByEndpoint("AALN/57", "GW731.example.net") == nil {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("by-sip-user", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r.LineBySIPUser("pbx", "173157") == nil {
+				b.Fatal("missing")
+			}
+		}
+	})
+}
+
+func BenchmarkRewriteChain20(b *testing.B) {
+	set := RewriteSet{Name: "long"}
+	for i := 0; i < 19; i++ {
+		set.Rules = append(set.Rules, RewriteRule{NumberMatch: NumberMatch{Prefix: fmt.Sprintf("%03d", 900+i)}, Replace: "x"})
+	}
+	set.Rules = append(set.Rules, RewriteRule{NumberMatch: NumberMatch{Regex: `^1?([2-9]\d{9})$`}, Replace: "+1$1", Stop: true})
+	r, err := New(Config{Rewrites: []RewriteSet{set}}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rw := r.Rewriters[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		if rw.Apply("2125551234") != "+12125551234" {
+			b.Fatal("wrong")
+		}
+	}
+}
+
+func BenchmarkRouteOutbound(b *testing.B) {
+	r := compileSample(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if r.RouteOutbound("5551234") == nil {
+			b.Fatal("no route")
+		}
+	}
+}
+
+// BenchmarkMemoryPerLine reports the heap the compiled rules keep per line.
+func BenchmarkMemoryPerLine(b *testing.B) {
+	cfg := generated(100000)
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := New(cfg, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(r.Lines)), "B/line")
+		runtime.KeepAlive(r)
+	}
+}
