@@ -47,8 +47,10 @@ fuzz:
 	cd mgcp && for t in FuzzParse FuzzDigitMap FuzzLocalConnectionOptions; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
+	cd cmd/mgsip && $(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME) .
 
-# The main job on its built-in default: a call between two simulated lines.
+# The main job on its built-in default: a call between two simulated lines
+# (the gateway and lines of configs/demo.yaml).
 demo:
 	$(GO) run ./cmd/mgsip demo
 

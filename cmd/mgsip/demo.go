@@ -6,40 +6,49 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/spf13/cobra"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var path string
+	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a call between two lines of a simulated MGCP gateway and print the ladder",
-		Long: `Start the MGCP call agent and a simulated two-line residential gateway on
-loopback, then play a call: the gateway restarts, the call agent audits and
-arms both lines, line 1 goes off hook and dials 1002, the call agent rings
-line 2 and connects the two with CRCX/MDCX, and line 1 hangs up. Every MGCP
-message is printed as a ladder. Exit status 0 only if each step got the
-answer it needs.
+		Long: `Load the demo configuration, start the MGCP call agent and a simulated
+gateway with the configuration's lines on loopback (free ports), then play a
+call: the gateway restarts, the call agent audits and arms the lines, line 1
+goes off hook and dials line 2's number through its dial plan, the outbound
+route says "local", and the call agent rings line 2 and connects the two
+with CRCX/MDCX; line 1 hangs up. Every MGCP message is printed as a ladder.
+Exit status 0 only if each step got the answer it needs.
 
-This demo exercises the MGCP stack on its own; SIP legs join it once the
-bridge lands.`,
+This demo exercises the MGCP stack and the mapping rules; SIP legs join it
+once the bridge lands.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfigFile(path, os.LookupEnv)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 20*time.Second)
 			defer cancel()
-			if err := runDemo(ctx, a.stdout); err != nil {
+			if err := runDemo(ctx, a.stdout, cfg.Rules); err != nil {
 				fmt.Fprintln(a.stdout, "VERDICT: FAIL:", err)
 				return &exitError{code: exitFailure, err: err}
 			}
-			fmt.Fprintln(a.stdout, "VERDICT: OK: call set up between aaln/1 and aaln/2 and torn down; every transaction answered")
 			return nil
 		},
 	}
+	c.Flags().StringVarP(&path, "config", "c", "configs/demo.yaml", "demo configuration")
+	return c
 }
 
 // tap records every datagram a PacketConn sends or receives.
@@ -104,13 +113,27 @@ func (d *demoAgent) wait(ctx context.Context, verb mgcp.Verb, what string) (*mgc
 	}
 }
 
-func runDemo(ctx context.Context, out io.Writer) error {
+func runDemo(ctx context.Context, out io.Writer, rules *mapping.Rules) error {
+	if len(rules.Lines) < 2 {
+		return fmt.Errorf("the demo needs two lines, the configuration has %d", len(rules.Lines))
+	}
+	caller, callee := rules.Lines[0], rules.Lines[1]
+	gwRule := caller.Gateway
+	if callee.Gateway != gwRule {
+		return fmt.Errorf("the demo needs both lines on one gateway")
+	}
+	var locals []string
+	for _, l := range rules.Lines {
+		if l.Gateway == gwRule {
+			locals = append(locals, l.Endpoint)
+		}
+	}
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	t := &tap{PacketConn: conn, start: time.Now()}
-	d := &demoAgent{events: make(chan *mgcp.Command, 16), domain: "demo-gw.invalid"}
+	d := &demoAgent{events: make(chan *mgcp.Command, 16), domain: gwRule.Domain}
 	d.ca = mgcp.New(t, mgcp.Config{}, mgcp.WithHandler(mgcp.HandlerFunc(d.handle)))
 	served := make(chan error, 1)
 	go func() { served <- d.ca.Serve(ctx) }()
@@ -118,20 +141,24 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		_ = d.ca.Close()
 		<-served
 	}()
-	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Domain: d.domain, Lines: 2, CallAgent: conn.LocalAddr().String()})
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Domain: gwRule.Domain, Endpoints: locals, Codecs: append(append([]string{}, gwRule.Codecs...), "telephone-event"), CallAgent: conn.LocalAddr().String()})
 	if err != nil {
 		return err
 	}
 	defer gw.Close()
 	d.gw = gw.Addr()
 	ne := "ca@" + conn.LocalAddr().String()
+	verdict := ""
 	defer func() {
-		fmt.Fprintf(out, "MGCP ladder (call agent %s, gateway %s):\n", conn.LocalAddr(), gw.Addr())
+		fmt.Fprintf(out, "MGCP ladder (call agent %s, gateway %s at %s):\n", conn.LocalAddr(), gwRule.Name, gw.Addr())
 		t.mu.Lock()
 		for _, l := range t.lines {
 			fmt.Fprintln(out, l)
 		}
 		t.mu.Unlock()
+		if verdict != "" {
+			fmt.Fprintln(out, verdict)
+		}
 	}()
 
 	step := func(err error, what string) error {
@@ -155,29 +182,33 @@ func runDemo(ctx context.Context, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if rules.LineByEndpoint(ep.Local, ep.Domain) == nil {
+			return fmt.Errorf("gateway lists %s, which is not a configured line", name)
+		}
 		if _, err := d.ca.NotificationRequest(ctx, d.gw, ep, mgcp.Parameters{NotifiedEntity: ne, RequestID: fmt.Sprintf("A%d", i+1), RequestedEvents: hookOff, Signals: []mgcp.Event{}}); err != nil {
 			return step(err, "RQNT arm "+name)
 		}
 	}
-	// 2. Line 1 goes off hook: dial tone and the digit map.
-	go func() { _, _ = gw.OffHook(ctx, "aaln/1") }()
-	if _, err := d.wait(ctx, mgcp.VerbNTFY, "off-hook on aaln/1"); err != nil {
+	// 2. The caller goes off hook: dial tone and its line's digit map.
+	go func() { _, _ = gw.OffHook(ctx, caller.Endpoint) }()
+	if _, err := d.wait(ctx, mgcp.VerbNTFY, "off-hook on "+caller.Endpoint); err != nil {
 		return err
 	}
-	const plan = "(1xxx|*xx|0T|9x.T)"
+	plan := caller.DialPlan.DigitMap
 	dm, err := mgcp.CompileDigitMap(plan)
 	if err != nil {
 		return err
 	}
-	if _, err := d.ca.NotificationRequest(ctx, d.gw, d.ep("aaln/1"), mgcp.Parameters{RequestID: "B1", DigitMap: plan,
+	if _, err := d.ca.NotificationRequest(ctx, d.gw, d.ep(caller.Endpoint), mgcp.Parameters{RequestID: "B1", DigitMap: plan,
 		RequestedEvents: []mgcp.RequestedEvent{{Event: mgcp.Event{Package: "L", Name: "hu"}, Actions: []mgcp.Action{{Code: "N"}}},
 			{Event: mgcp.Event{Package: "D", Name: "[0-9#*T]"}, Actions: []mgcp.Action{{Code: "D"}}}},
 		Signals: []mgcp.Event{{Package: "L", Name: "dl"}}}); err != nil {
 		return step(err, "RQNT dial tone")
 	}
-	// 3. Digits arrive; the plan says 1002 is complete and means line 2.
-	go func() { _, _ = gw.Dial(ctx, "aaln/1", "1002") }()
-	digits, err := d.wait(ctx, mgcp.VerbNTFY, "digits from aaln/1")
+	// 3. The caller dials the callee's number; the digit map says complete,
+	//    the outbound route says local, the rules name the line.
+	go func() { _, _ = gw.Dial(ctx, caller.Endpoint, callee.User) }()
+	digits, err := d.wait(ctx, mgcp.VerbNTFY, "digits from "+caller.Endpoint)
 	if err != nil {
 		return err
 	}
@@ -185,38 +216,49 @@ func runDemo(ctx context.Context, out io.Writer) error {
 	for _, e := range digits.ObservedEvents {
 		dialed.WriteString(e.Name)
 	}
+	number := caller.ToSIP.Apply(dialed.String())
 	if r := dm.Match(dialed.String()); r != mgcp.Match {
-		return fmt.Errorf("dialed %q is %v, not a match", dialed.String(), r)
+		return fmt.Errorf("dialed %q is %v in %s, not a match", dialed.String(), r, plan)
 	}
+	route := rules.RouteOutbound(number)
+	if route == nil || !route.Local {
+		return fmt.Errorf("no local route for %s", number)
+	}
+	target := rules.LineBySIPUser(caller.Peer.Name, number)
+	if target == nil {
+		return fmt.Errorf("no line is SIP user %s", number)
+	}
+	fmt.Fprintf(out, "%s dialed %s: route %q (local) -> line %s (%s)\n", caller.ID, number, route.Name, target.ID, target.EndpointName())
 	// 4. Local switching: two connections, each given the other's SDP.
-	a, err := d.ca.CreateConnection(ctx, d.gw, d.ep("aaln/1"), mgcp.Parameters{CallID: "DE1", Mode: mgcp.ModeRecvOnly,
-		LocalOptions: &mgcp.LocalConnectionOptions{Codecs: []string{"PCMU"}, Packetization: mgcp.Range{Min: 20, Max: 20}}}, nil)
+	lco := &mgcp.LocalConnectionOptions{Codecs: gwRule.Codecs, Packetization: mgcp.Range{Min: gwRule.Ptime, Max: gwRule.Ptime}}
+	a, err := d.ca.CreateConnection(ctx, d.gw, d.ep(caller.Endpoint), mgcp.Parameters{CallID: "DE1", Mode: mgcp.ModeRecvOnly, LocalOptions: lco}, nil)
 	if err != nil {
-		return step(err, "CRCX aaln/1")
+		return step(err, "CRCX "+caller.Endpoint)
 	}
-	b, err := d.ca.CreateConnection(ctx, d.gw, d.ep("aaln/2"), mgcp.Parameters{CallID: "DE1", Mode: mgcp.ModeSendRecv,
-		RequestID: "C2", RequestedEvents: hookOff, Signals: []mgcp.Event{{Package: "L", Name: "rg"}}}, a.SDP)
+	ci := []string{time.Now().Format("01/02/15/04"), mgcp.Quote(caller.User), mgcp.Quote(caller.DisplayName)}
+	b, err := d.ca.CreateConnection(ctx, d.gw, d.ep(target.Endpoint), mgcp.Parameters{CallID: "DE1", Mode: mgcp.ModeSendRecv, LocalOptions: lco,
+		RequestID: "C2", RequestedEvents: hookOff, Signals: []mgcp.Event{{Package: "L", Name: "ci", Params: ci}, {Package: "L", Name: "rg"}}}, a.SDP)
 	if err != nil {
-		return step(err, "CRCX aaln/2")
+		return step(err, "CRCX "+target.Endpoint)
 	}
-	if _, err := d.ca.ModifyConnection(ctx, d.gw, d.ep("aaln/1"), mgcp.Parameters{CallID: "DE1", ConnectionID: a.ConnectionID, Mode: mgcp.ModeRecvOnly,
+	if _, err := d.ca.ModifyConnection(ctx, d.gw, d.ep(caller.Endpoint), mgcp.Parameters{CallID: "DE1", ConnectionID: a.ConnectionID, Mode: mgcp.ModeRecvOnly,
 		Signals: []mgcp.Event{{Package: "G", Name: "rt"}}}, b.SDP); err != nil {
-		return step(err, "MDCX aaln/1 ringback")
+		return step(err, "MDCX "+caller.Endpoint+" ringback")
 	}
-	// 5. Line 2 answers.
-	go func() { _, _ = gw.OffHook(ctx, "aaln/2") }()
-	if _, err := d.wait(ctx, mgcp.VerbNTFY, "answer on aaln/2"); err != nil {
+	// 5. The callee answers.
+	go func() { _, _ = gw.OffHook(ctx, target.Endpoint) }()
+	if _, err := d.wait(ctx, mgcp.VerbNTFY, "answer on "+target.Endpoint); err != nil {
 		return err
 	}
-	if _, err := d.ca.ModifyConnection(ctx, d.gw, d.ep("aaln/1"), mgcp.Parameters{CallID: "DE1", ConnectionID: a.ConnectionID, Mode: mgcp.ModeSendRecv, Signals: []mgcp.Event{}}, nil); err != nil {
-		return step(err, "MDCX aaln/1 sendrecv")
+	if _, err := d.ca.ModifyConnection(ctx, d.gw, d.ep(caller.Endpoint), mgcp.Parameters{CallID: "DE1", ConnectionID: a.ConnectionID, Mode: mgcp.ModeSendRecv, Signals: []mgcp.Event{}}, nil); err != nil {
+		return step(err, "MDCX "+caller.Endpoint+" sendrecv")
 	}
-	// 6. Line 1 hangs up: both connections go, both lines are re-armed.
-	go func() { _, _ = gw.OnHook(ctx, "aaln/1") }()
-	if _, err := d.wait(ctx, mgcp.VerbNTFY, "hang-up on aaln/1"); err != nil {
+	// 6. The caller hangs up: both connections go.
+	go func() { _, _ = gw.OnHook(ctx, caller.Endpoint) }()
+	if _, err := d.wait(ctx, mgcp.VerbNTFY, "hang-up on "+caller.Endpoint); err != nil {
 		return err
 	}
-	for _, leg := range []struct{ ep, conn string }{{"aaln/1", a.ConnectionID}, {"aaln/2", b.ConnectionID}} {
+	for _, leg := range []struct{ ep, conn string }{{caller.Endpoint, a.ConnectionID}, {target.Endpoint, b.ConnectionID}} {
 		r, err := d.ca.DeleteConnection(ctx, d.gw, d.ep(leg.ep), mgcp.Parameters{CallID: "DE1", ConnectionID: leg.conn})
 		if err != nil {
 			return step(err, "DLCX "+leg.ep)
@@ -225,8 +267,11 @@ func runDemo(ctx context.Context, out io.Writer) error {
 			fmt.Fprintf(out, "%s: connection %s deleted, %s packets sent\n", leg.ep, leg.conn, ps)
 		}
 	}
-	if st, _ := gw.State("aaln/1"); len(st.Connections) != 0 {
-		return fmt.Errorf("aaln/1 still has %d connections", len(st.Connections))
+	for _, ep := range []string{caller.Endpoint, target.Endpoint} {
+		if st, _ := gw.State(ep); len(st.Connections) != 0 {
+			return fmt.Errorf("%s still has %d connections", ep, len(st.Connections))
+		}
 	}
+	verdict = fmt.Sprintf("VERDICT: OK: %s called %s (%s) through the local route; set up and torn down, every transaction answered", caller.User, callee.User, target.ID)
 	return nil
 }

@@ -105,8 +105,12 @@ func TestSend(t *testing.T) {
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	cfg, err := loadConfigFile("../../configs/demo.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
-	if err := runDemo(ctx, &out); err != nil {
+	if err := runDemo(ctx, &out, cfg.Rules); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	for _, want := range []string{"RSIP", "AUEP", "CRCX", "MDCX", "250 "} {
@@ -114,7 +118,10 @@ func TestDemo(t *testing.T) {
 			t.Errorf("ladder lacks %s", want)
 		}
 	}
-	code, stdout, _ := runCLI(t, "", "demo")
+	if !strings.Contains(out.String(), `dialed 1002: route "internal" (local) -> line demo-gw/aaln/2`) {
+		t.Errorf("the demo did not route through the rules:\n%s", out.String())
+	}
+	code, stdout, _ := runCLI(t, "", "demo", "--config", "../../configs/demo.yaml")
 	if code != 0 || !strings.Contains(stdout, "VERDICT: OK") {
 		t.Fatalf("exit %d\n%s", code, stdout)
 	}
