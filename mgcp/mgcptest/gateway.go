@@ -468,14 +468,24 @@ func findConn(ep *EndpointState, id string) (int, *Connection) {
 	return -1, nil
 }
 
-func (g *Gateway) mdcx(cmd *mgcp.Command) *mgcp.Response {
+// connection finds the endpoint and connection a command names; must
+// hold g.mu.
+func (g *Gateway) connection(cmd *mgcp.Command) (*EndpointState, *Connection, *mgcp.Response) {
 	ep, r := g.endpoint(cmd)
 	if r != nil {
-		return r
+		return nil, nil, r
 	}
 	_, c := findConn(ep, cmd.ConnectionID)
 	if c == nil {
-		return resp(cmd, mgcp.CodeIncorrectConnectionID, "")
+		return nil, nil, resp(cmd, mgcp.CodeIncorrectConnectionID, "")
+	}
+	return ep, c, nil
+}
+
+func (g *Gateway) mdcx(cmd *mgcp.Command) *mgcp.Response {
+	ep, c, r := g.connection(cmd)
+	if r != nil {
+		return r
 	}
 	if cmd.CallID != "" && !strings.EqualFold(cmd.CallID, c.CallID) {
 		return resp(cmd, mgcp.CodeUnknownCallID, "")
@@ -624,13 +634,9 @@ func (g *Gateway) auep(cmd *mgcp.Command) *mgcp.Response {
 }
 
 func (g *Gateway) aucx(cmd *mgcp.Command) *mgcp.Response {
-	ep, r := g.endpoint(cmd)
+	ep, c, r := g.connection(cmd)
 	if r != nil {
 		return r
-	}
-	_, c := findConn(ep, cmd.ConnectionID)
-	if c == nil {
-		return resp(cmd, mgcp.CodeIncorrectConnectionID, "")
 	}
 	r = resp(cmd, mgcp.CodeOK, "")
 	var sdps [][]byte
