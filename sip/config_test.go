@@ -1,0 +1,44 @@
+package sip
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfigDefaultsAndValidation(t *testing.T) {
+	d := Config{}.WithDefaults()
+	if len(d.Listeners) != 1 || d.Listeners[0] != (Listener{Transport: "udp", Listen: "0.0.0.0:5060"}) || d.UserAgent != "mgsip" || d.RegisterRate != 50 {
+		t.Fatalf("defaults %+v", d)
+	}
+	if tls := (Config{Listeners: []Listener{{Transport: "TLS", Cert: "c", Key: "k"}}}).WithDefaults(); tls.Listeners[0].Listen != "0.0.0.0:5061" || tls.Listeners[0].Transport != "tls" {
+		t.Fatalf("tls defaults %+v", tls.Listeners[0])
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Fatalf("zero config: %v", err)
+	}
+	bad := Config{RegisterRate: -1, Listeners: []Listener{
+		{Transport: "sctp", Listen: "0.0.0.0:5060"},
+		{Listen: "nohost"},
+		{Listen: "0.0.0.0:5062", Advertise: ":5062"},
+		{Transport: "tls", Listen: "0.0.0.0:5061"},
+		{Listen: "0.0.0.0:5063", Cert: "c"},
+		{Listen: "0.0.0.0:5064"}, {Listen: "0.0.0.0:5064"},
+	}}
+	err := bad.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`sip.listeners[0].transport: must be udp, tcp or tls, not "sctp"`,
+		`sip.listeners[1].listen: "nohost" is not host:port`,
+		`sip.listeners[2].advertise: ":5062" has no host`,
+		`sip.listeners[3]: tls needs cert and key`,
+		`sip.listeners[4]: cert and key only apply to tls`,
+		`sip.listeners[6].listen: udp 0.0.0.0:5064 is listed twice`,
+		`sip.register_rate: must not be negative`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}
