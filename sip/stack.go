@@ -1,0 +1,220 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// Stack is mgsip's SIP endpoint: one sipgo user agent with a server and a
+// client sharing the configured listeners, so requests leave from the
+// advertised address and answers come back to it.
+type Stack struct {
+	cfg    Config
+	log    *logrus.Entry
+	ua     *sipgo.UserAgent
+	server *sipgo.Server
+	client *sipgo.Client
+
+	udp       []net.PacketConn
+	streams   []streamListener
+	contact   sip.Uri // host:port for Contact and Via (advertised or bound)
+	transport string  // transport of the first listener
+
+	closeOnce sync.Once
+}
+
+type streamListener struct {
+	l   net.Listener
+	tls bool
+}
+
+// StackOption configures a Stack.
+type StackOption func(*Stack)
+
+// WithStackLogger sets the logger (default: discard).
+func WithStackLogger(l *logrus.Entry) StackOption { return func(s *Stack) { s.log = l } }
+
+// NewStack binds every listener of cfg (so port 0 is resolved before
+// anything is sent) and prepares the user agent. Serve starts serving.
+func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Stack{cfg: cfg}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.log == nil {
+		l := logrus.New()
+		l.Out = discardWriter{}
+		s.log = logrus.NewEntry(l)
+	}
+	var tlsConf *tls.Config
+	for i, l := range cfg.Listeners {
+		switch l.Transport {
+		case "udp":
+			c, err := net.ListenPacket("udp", l.Listen)
+			if err != nil {
+				s.closeListeners()
+				return nil, fmt.Errorf("sip.listeners[%d]: %w", i, err)
+			}
+			s.udp = append(s.udp, c)
+		case "tcp", "tls":
+			ln, err := net.Listen("tcp", l.Listen)
+			if err != nil {
+				s.closeListeners()
+				return nil, fmt.Errorf("sip.listeners[%d]: %w", i, err)
+			}
+			if l.Transport == "tls" {
+				cert, err := tls.LoadX509KeyPair(l.Cert, l.Key)
+				if err != nil {
+					_ = ln.Close()
+					s.closeListeners()
+					return nil, fmt.Errorf("sip.listeners[%d]: %w", i, err)
+				}
+				tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+				ln = tls.NewListener(ln, tlsConf)
+			}
+			s.streams = append(s.streams, streamListener{l: ln, tls: l.Transport == "tls"})
+		}
+	}
+	first := cfg.Listeners[0]
+	s.transport = first.Transport
+	host, port, err := s.boundAddr(0)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	if first.Advertise != "" {
+		h, p, err := net.SplitHostPort(first.Advertise)
+		if err != nil {
+			h, p = first.Advertise, strconv.Itoa(port)
+		}
+		host = h
+		port, _ = strconv.Atoi(p)
+	}
+	s.contact = sip.Uri{Scheme: "sip", Host: host, Port: port}
+	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(host)}
+	if tlsConf != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tlsConf))
+	}
+	s.ua, err = sipgo.NewUA(uaOpts...)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	slogger := newSlogLogger(s.log.WithField("component", "sipgo"))
+	if s.server, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(slogger)); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	bound, bport, _ := s.boundAddr(0)
+	// Via/Contact carry the advertised address; requests leave from the
+	// listener's own socket, so answers come back to it (and through the
+	// same NAT binding).
+	s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientLogger(slogger), sipgo.WithClientHostname(host),
+		sipgo.WithClientPort(port), sipgo.WithClientConnectionAddr(net.JoinHostPort(bound, strconv.Itoa(bport))))
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	s.server.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	})
+	return s, nil
+}
+
+type discardWriter struct{}
+
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// boundAddr returns the bound host and port of listener i.
+func (s *Stack) boundAddr(i int) (string, int, error) {
+	var a net.Addr
+	switch {
+	case i < len(s.udp):
+		a = s.udp[i].LocalAddr()
+	case i-len(s.udp) < len(s.streams):
+		a = s.streams[i-len(s.udp)].l.Addr()
+	default:
+		return "", 0, errors.New("sip: no listener")
+	}
+	host, p, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "", 0, err
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port, nil
+}
+
+// LocalAddr returns the first listener's bound address.
+func (s *Stack) LocalAddr() net.Addr {
+	if len(s.udp) > 0 {
+		return s.udp[0].LocalAddr()
+	}
+	return s.streams[0].l.Addr()
+}
+
+// ContactURI returns the host:port used in Contact and Via.
+func (s *Stack) ContactURI() sip.Uri { return s.contact }
+
+// Serve serves every listener until ctx ends or Close is called.
+func (s *Stack) Serve(ctx context.Context) error {
+	errc := make(chan error, len(s.udp)+len(s.streams))
+	for _, c := range s.udp {
+		go func() { errc <- s.server.ServeUDP(c) }()
+	}
+	for _, l := range s.streams {
+		go func() {
+			if l.tls {
+				errc <- s.server.ServeTLS(l.l)
+			} else {
+				errc <- s.server.ServeTCP(l.l)
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		_ = s.Close()
+		return nil
+	case err := <-errc:
+		_ = s.Close()
+		if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+func (s *Stack) closeListeners() {
+	for _, c := range s.udp {
+		_ = c.Close()
+	}
+	for _, l := range s.streams {
+		_ = l.l.Close()
+	}
+}
+
+// Close stops the stack. Safe to call more than once.
+func (s *Stack) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeListeners()
+		if s.client != nil {
+			_ = s.client.Close()
+		}
+		if s.ua != nil {
+			_ = s.ua.Close()
+		}
+	})
+	return nil
+}
