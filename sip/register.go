@@ -236,6 +236,11 @@ func (r *Registrations) notify(id string, st RegStatus) {
 // Run drives the registrations until ctx ends, then unregisters every
 // bound account (for at most 5 seconds) and returns.
 func (r *Registrations) Run(ctx context.Context) error {
+	select {
+	case <-r.stack.Ready():
+	case <-ctx.Done():
+		return nil
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {

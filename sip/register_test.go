@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,9 +92,23 @@ func TestRegisterWithDigest(t *testing.T) {
 		{"no algorithm parameter", []string{""}, "MD5"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newRegEnv(t, siptest.RegistrarConfig{Users: map[string]string{"2001": "s3cret"}, Algorithms: tt.offered}, sip.RegistrationConfig{})
+			var mu sync.Mutex
+			var seen []sip.RegState
+			e := newRegEnv(t, siptest.RegistrarConfig{Users: map[string]string{"2001": "s3cret"}, Algorithms: tt.offered},
+				sip.RegistrationConfig{OnChange: func(_ string, st sip.RegStatus) {
+					mu.Lock()
+					seen = append(seen, st.State)
+					mu.Unlock()
+				}})
 			e.regs.Add(e.account("2001", "s3cret"))
 			st := e.waitState("gw/aaln/2001", sip.RegRegistered)
+			mu.Lock()
+			for _, s := range seen {
+				if s == sip.RegRetrying {
+					t.Errorf("a first registration needed a retry: states %v", seen)
+				}
+			}
+			mu.Unlock()
 			if st.Algorithm != tt.want || st.Code != 200 || time.Until(st.Expires) < 290*time.Second {
 				t.Errorf("status %+v", st)
 			}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -29,6 +30,7 @@ type Stack struct {
 	contact   sip.Uri // host:port for Contact and Via (advertised or bound)
 	transport string  // transport of the first listener
 
+	ready     chan struct{} // closed once the listeners are serving
 	closeOnce sync.Once
 }
 
@@ -50,7 +52,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg}
+	s := &Stack{cfg: cfg, ready: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -157,6 +159,9 @@ func (s *Stack) boundAddr(i int) (string, int, error) {
 	return host, port, nil
 }
 
+// Ready is closed once Serve has the listeners serving.
+func (s *Stack) Ready() <-chan struct{} { return s.ready }
+
 // LocalAddr returns the first listener's bound address.
 func (s *Stack) LocalAddr() net.Addr {
 	if len(s.udp) > 0 {
@@ -183,6 +188,18 @@ func (s *Stack) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	// Requests must leave from the listener sockets; sipgo knows them only
+	// once its serving goroutines have started, so wait for that before
+	// saying the stack is ready.
+	for _, c := range s.udp {
+		for i := 0; i < 2000; i++ {
+			if conn, err := s.ua.TransportLayer().GetConnection("udp", c.LocalAddr().String()); err == nil && conn != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(s.ready)
 	select {
 	case <-ctx.Done():
 		_ = s.Close()

@@ -1,0 +1,275 @@
+package sip_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/sip"
+)
+
+// requireProgram finds a program the interop tests need. `make test` sets
+// MGSIP_REQUIRE_INTEROP=1 (and installs it), turning absence into failure.
+func requireProgram(t *testing.T, name string) string {
+	t.Helper()
+	for _, dir := range []string{"", "/usr/sbin/", "/usr/bin/"} {
+		if p, err := exec.LookPath(dir + name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("MGSIP_REQUIRE_INTEROP") == "1" {
+		t.Fatalf("%s is not installed; run `make test-deps`", name)
+	}
+	t.Skipf("%s not installed (make test installs it)", name)
+	return ""
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// kamailio is a real Kamailio registrar with digest authentication: the
+// password of user U is "pw-U" (pv_auth_check), bindings last at most
+// maxExpires seconds.
+type kamailio struct {
+	addr   string
+	ctl    string
+	kamcmd string
+}
+
+func startKamailio(t *testing.T, algorithm string, maxExpires int) *kamailio {
+	bin := requireProgram(t, "kamailio")
+	kamcmd := requireProgram(t, "kamcmd")
+	dir, err := os.MkdirTemp("", "kam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	n := time.Now().UnixNano()
+	ip := fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
+	k := &kamailio{addr: ip + ":5060", ctl: filepath.Join(dir, "ctl"), kamcmd: kamcmd}
+	cfg := fmt.Sprintf(`#!KAMAILIO
+debug=1
+log_stderror=yes
+children=2
+disable_tcp=yes
+listen=udp:%s
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+loadmodule "ctl.so"
+modparam("ctl", "binrpc", "unix:%s")
+modparam("registrar", "max_expires", %d)
+modparam("auth", "algorithm", "%s")
+request_route {
+	if (is_method("REGISTER")) {
+		if (!pv_auth_check("$fd", "pw-$fU", "0", "1")) {
+			auth_challenge("$fd", "1");
+			exit;
+		}
+		if (!save("location")) {
+			sl_reply_error();
+		}
+		exit;
+	}
+	sl_send_reply("404", "Not here");
+}
+`, k.addr, k.ctl, maxExpires, algorithm)
+	path := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-f", path, "-DD", "-E", "-m", "512", "-M", "16", "-Y", dir, "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"))
+	logs := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		// The launched process is Kamailio's main process: SIGTERM stops
+		// it and its children.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("kamailio log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := k.stat("usrloc:location_contacts"); err == nil {
+			return k
+		}
+		select {
+		case <-exited:
+			t.Fatalf("kamailio exited:\n%s", logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kamailio did not come up:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stat reads one Kamailio statistic over its control socket.
+func (k *kamailio) stat(name string) (int, error) {
+	out, err := exec.Command(k.kamcmd, "-s", "unix:"+k.ctl, "stats.get_statistics", "all").Output()
+	if err != nil {
+		return 0, err
+	}
+	m := regexp.MustCompile(regexp.QuoteMeta(name) + ` = (\d+)`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no %s in %q", name, out)
+	}
+	return strconv.Atoi(string(m[1]))
+}
+
+func newStack(t *testing.T) (*sip.Stack, context.CancelFunc) {
+	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = stack.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); _ = stack.Close() })
+	return stack, cancel
+}
+
+// TestInteropKamailioThousandLines registers 1,000 lines with SHA-256
+// digest against Kamailio, keeps them registered through refreshes of a
+// 20 s binding, reports a wrong password as failed, and unbinds everything
+// on shutdown.
+func TestInteropKamailioThousandLines(t *testing.T) {
+	kam := startKamailio(t, "SHA-256", 20)
+	stack, _ := newStack(t)
+	regs := stack.NewRegistrations(sip.RegistrationConfig{Rate: 500})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- regs.Run(ctx) }()
+	defer func() { stop(); <-done }()
+
+	const lines = 1000
+	start := time.Now()
+	for i := 0; i < lines; i++ {
+		u := strconv.Itoa(70000 + i)
+		regs.Add(sip.Account{ID: "kam/" + u, User: u, Password: "pw-" + u, Registrar: kam.addr, Expiry: 60 * time.Second})
+	}
+	waitCount := func(state sip.RegState, n int, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for regs.Counts()[state] < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d %v after %v (counts %v)", regs.Counts()[state], n, state, within, regs.Counts())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCount(sip.RegRegistered, lines, 30*time.Second)
+	t.Logf("%d lines registered with SHA-256 digest in %v", lines, time.Since(start).Round(time.Millisecond))
+	if c, err := kam.stat("usrloc:location_contacts"); err != nil || c != lines {
+		t.Fatalf("kamailio holds %d contacts (%v)", c, err)
+	}
+	st, _ := regs.Status("kam/70000")
+	if st.Algorithm != "SHA-256" || time.Until(st.Expires) > 21*time.Second {
+		t.Errorf("status %+v: want SHA-256 and Kamailio's 20 s cap", st)
+	}
+
+	// A wrong password: challenged twice, reported failed, not retried.
+	regs.Add(sip.Account{ID: "kam/bad", User: "79999", Password: "not-it", Registrar: kam.addr})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, _ := regs.Status("kam/bad"); st.State == sip.RegFailed {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := regs.Status("kam/bad")
+			t.Fatalf("wrong password: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Through at least one refresh of every 20 s binding.
+	time.Sleep(25 * time.Second)
+	if c := regs.Counts()[sip.RegRegistered]; c != lines {
+		t.Fatalf("%d registered after the refresh period", c)
+	}
+	if c, err := kam.stat("usrloc:location_contacts"); err != nil || c != lines {
+		t.Fatalf("kamailio holds %d contacts after the refresh period (%v)", c, err)
+	}
+	if st, _ := regs.Status("kam/70000"); !st.Expires.After(time.Now()) {
+		t.Errorf("binding not refreshed: %+v", st)
+	}
+
+	// Shutdown unregisters every line.
+	stop()
+	<-done
+	done <- nil
+	if c, err := kam.stat("usrloc:location_contacts"); err != nil || c != 0 {
+		t.Errorf("kamailio still holds %d contacts after shutdown (%v)", c, err)
+	}
+}
+
+func TestInteropKamailioMD5(t *testing.T) {
+	kam := startKamailio(t, "MD5", 3600)
+	stack, _ := newStack(t)
+	regs := stack.NewRegistrations(sip.RegistrationConfig{})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- regs.Run(ctx) }()
+	defer func() { stop(); <-done }()
+	for _, u := range []string{"5001", "5002"} {
+		regs.Add(sip.Account{ID: u, User: u, Password: "pw-" + u, Registrar: kam.addr})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for regs.Counts()[sip.RegRegistered] < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("counts %v", regs.Counts())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st, _ := regs.Status("5001"); st.Algorithm != "MD5" {
+		t.Errorf("status %+v", st)
+	}
+	if c, _ := kam.stat("usrloc:location_contacts"); c != 2 {
+		t.Errorf("kamailio holds %d contacts", c)
+	}
+}
