@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -32,6 +35,10 @@ type Stack struct {
 
 	ready     chan struct{} // closed once the listeners are serving
 	closeOnce sync.Once
+
+	allow   func(netip.AddrPort) bool
+	refused atomic.Uint64
+	methods []string // methods with a handler, for Allow
 }
 
 type streamListener struct {
@@ -44,6 +51,13 @@ type StackOption func(*Stack)
 
 // WithStackLogger sets the logger (default: discard).
 func WithStackLogger(l *logrus.Entry) StackOption { return func(s *Stack) { s.log = l } }
+
+// WithAccess restricts which source addresses may send requests (the
+// configured peers). Others get 403, or nothing when Config.DropUnknown
+// is set (against scanners).
+func WithAccess(allow func(netip.AddrPort) bool) StackOption {
+	return func(s *Stack) { s.allow = allow }
+}
 
 // NewStack binds every listener of cfg (so port 0 is resolved before
 // anything is sent) and prepares the user agent. Serve starts serving.
@@ -130,10 +144,112 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	s.server.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	s.OnRequest(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
+		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
+		res.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))
+		_ = tx.Respond(res)
 	})
+	s.server.OnNoRoute(s.guard(func(req *sip.Request, tx sip.ServerTransaction) {
+		if req.IsAck() || tx == nil {
+			return // an ACK is never answered
+		}
+		res := sip.NewResponseFromRequest(req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil)
+		res.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))
+		_ = tx.Respond(res)
+	}))
 	return s, nil
+}
+
+// OnRequest serves one method. The handler runs only for allowed sources;
+// a panic in it is answered 500 and logged.
+func (s *Stack) OnRequest(method sip.RequestMethod, h sipgo.RequestHandler) {
+	s.methods = append(s.methods, string(method))
+	s.server.OnRequest(method, s.guard(h))
+}
+
+// Refused counts requests refused for their source address.
+func (s *Stack) Refused() uint64 { return s.refused.Load() }
+
+func (s *Stack) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if s.allow != nil {
+			src, err := netip.ParseAddrPort(req.Source())
+			if err != nil || !s.allow(netip.AddrPortFrom(src.Addr().Unmap(), src.Port())) {
+				s.refused.Add(1)
+				if !s.cfg.DropUnknown && !req.IsAck() && tx != nil {
+					_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusForbidden, "Forbidden", nil))
+				}
+				return
+			}
+		}
+		if res := checkRequest(req); res != nil {
+			if !req.IsAck() && tx != nil {
+				_ = tx.Respond(res)
+			}
+			return
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				s.log.WithFields(logrus.Fields{"panic": v, "method": string(req.Method), "sip_call_id": callID(req)}).Error("sip: handler panicked")
+				if !req.IsAck() && tx != nil {
+					_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "Server Internal Error", nil))
+				}
+			}
+		}()
+		h(req, tx)
+	}
+}
+
+// statusUnsupportedURIScheme is 416 (RFC 3261 §21.4.13); sipgo's table
+// gives the number its HTTP name.
+const statusUnsupportedURIScheme = 416
+
+// supportedExtensions are the option tags a Require header may name.
+var supportedExtensions = map[string]bool{}
+
+// checkRequest applies the UAS checks of RFC 3261 §8.2.2 before a handler
+// sees a request; it returns the rejection, or nil.
+func checkRequest(req *sip.Request) *sip.Response {
+	// §8.2.2.1: a Request-URI scheme we do not understand gets 416.
+	switch strings.ToLower(req.Recipient.Scheme) {
+	case "sip", "sips", "tel":
+	default:
+		return sip.NewResponseFromRequest(req, statusUnsupportedURIScheme, "Unsupported URI Scheme", nil)
+	}
+	// A message with conflicting lengths cannot be framed (RFC 4475
+	// "mcl01"): reject it rather than guess.
+	if cls := req.GetHeaders("Content-Length"); len(cls) > 1 {
+		for _, h := range cls[1:] {
+			if strings.TrimSpace(h.Value()) != strings.TrimSpace(cls[0].Value()) {
+				return sip.NewResponseFromRequest(req, sip.StatusBadRequest, "Conflicting Content-Length", nil)
+			}
+		}
+	}
+	// §8.2.2.3: extensions required but not supported get 420 with an
+	// Unsupported header listing them (never for ACK and CANCEL).
+	if req.Method != sip.ACK && req.Method != sip.CANCEL {
+		var unsupported []string
+		for _, h := range req.GetHeaders("Require") {
+			for _, tag := range strings.Split(h.Value(), ",") {
+				if tag = strings.TrimSpace(tag); tag != "" && !supportedExtensions[strings.ToLower(tag)] {
+					unsupported = append(unsupported, tag)
+				}
+			}
+		}
+		if len(unsupported) > 0 {
+			res := sip.NewResponseFromRequest(req, sip.StatusBadExtension, "Bad Extension", nil)
+			res.AppendHeader(sip.NewHeader("Unsupported", strings.Join(unsupported, ", ")))
+			return res
+		}
+	}
+	return nil
+}
+
+func callID(m sip.Message) string {
+	if c := m.CallID(); c != nil {
+		return c.Value()
+	}
+	return ""
 }
 
 type discardWriter struct{}
@@ -157,6 +273,15 @@ func (s *Stack) boundAddr(i int) (string, int, error) {
 	}
 	port, _ := strconv.Atoi(p)
 	return host, port, nil
+}
+
+// ListenerAddr returns the bound address of listener i (UDP listeners
+// first, then TCP and TLS).
+func (s *Stack) ListenerAddr(i int) net.Addr {
+	if i < len(s.udp) {
+		return s.udp[i].LocalAddr()
+	}
+	return s.streams[i-len(s.udp)].l.Addr()
 }
 
 // Ready is closed once Serve has the listeners serving.
