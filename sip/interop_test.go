@@ -19,7 +19,7 @@ import (
 
 // requireProgram finds a program the interop tests need. `make test` sets
 // MGSIP_REQUIRE_INTEROP=1 (and installs it), turning absence into failure.
-func requireProgram(t *testing.T, name string) string {
+func requireProgram(t testing.TB, name string) string {
 	t.Helper()
 	for _, dir := range []string{"", "/usr/sbin/", "/usr/bin/"} {
 		if p, err := exec.LookPath(dir + name); err == nil {
@@ -60,6 +60,10 @@ type kamailio struct {
 }
 
 func startKamailio(t *testing.T, algorithm string, maxExpires int) *kamailio {
+	return startKamailioB(t, algorithm, maxExpires)
+}
+
+func startKamailioB(t testing.TB, algorithm string, maxExpires int) *kamailio {
 	bin := requireProgram(t, "kamailio")
 	kamcmd := requireProgram(t, "kamcmd")
 	dir, err := os.MkdirTemp("", "kam")
