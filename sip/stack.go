@@ -39,6 +39,12 @@ type Stack struct {
 	allow   func(netip.AddrPort) bool
 	refused atomic.Uint64
 	methods []string // methods with a handler, for Allow
+
+	handler       atomic.Pointer[handlerBox]
+	clientDialogs *sipgo.DialogClientCache
+	serverDialogs *sipgo.DialogServerCache
+	inboundMu     sync.Mutex
+	inbound       map[*sipgo.DialogServerSession]*Dialog
 }
 
 type streamListener struct {
@@ -144,6 +150,13 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		s.closeListeners()
 		return nil, err
 	}
+	contactHdr := sip.ContactHeader{Address: s.contact}
+	s.clientDialogs = sipgo.NewDialogClientCache(s.client, contactHdr)
+	s.serverDialogs = sipgo.NewDialogServerCache(s.client, contactHdr)
+	s.inbound = map[*sipgo.DialogServerSession]*Dialog{}
+	s.OnRequest(sip.INVITE, s.onInvite)
+	s.OnRequest(sip.ACK, s.onAck)
+	s.OnRequest(sip.BYE, s.onBye)
 	s.OnRequest(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))

@@ -1,0 +1,399 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// Handler serves an inbound dialog for its lifetime: it rings, answers or
+// rejects it and returns when the call is over (architecture: like
+// net/http's Handler).
+type Handler interface {
+	ServeDialog(d *Dialog)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(d *Dialog)
+
+// ServeDialog calls f.
+func (f HandlerFunc) ServeDialog(d *Dialog) { f(d) }
+
+// EventKind says what happened in a dialog.
+type EventKind int
+
+// Dialog events.
+const (
+	EventRinging   EventKind = iota // 180/181/182 received (outbound)
+	EventProgress                   // 183 with SDP: early media (outbound)
+	EventAnswered                   // 2xx received and acknowledged (outbound) / ACK received (inbound)
+	EventFailed                     // final non-2xx (outbound); Status says which
+	EventCancelled                  // the caller cancelled before the answer (inbound)
+	EventBye                        // the far end hung up
+)
+
+func (k EventKind) String() string {
+	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye"}[k]
+}
+
+// Event is something that happened in a dialog.
+type Event struct {
+	Kind   EventKind
+	Status int    // SIP status for responses
+	Reason string // reason phrase
+	SDP    []byte // body of a 183/2xx
+}
+
+// Dialog is one SIP dialog, inbound or outbound. Events arrive on Events;
+// Context ends with the dialog.
+type Dialog struct {
+	stack   *Stack
+	Inbound bool
+	CallID  string
+
+	events chan Event
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	client *sipgo.DialogClientSession
+	server *sipgo.DialogServerSession
+	invite *sip.Request
+
+	mu       sync.Mutex
+	answered bool
+	ended    bool
+	remote   []byte // remote SDP: the INVITE's (inbound) or the answer's (outbound)
+}
+
+// Events returns the dialog's events; it is closed when the dialog ends.
+func (d *Dialog) Events() <-chan Event { return d.events }
+
+// Context ends when the dialog does.
+func (d *Dialog) Context() context.Context { return d.ctx }
+
+// RemoteSDP returns the far end's session description so far.
+func (d *Dialog) RemoteSDP() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.remote
+}
+
+// RequestUser is the user part of the INVITE's Request-URI (the called
+// number or account).
+func (d *Dialog) RequestUser() string { return d.invite.Recipient.User }
+
+// FromUser and FromName are the caller's user and display name.
+func (d *Dialog) FromUser() string { return d.invite.From().Address.User }
+
+// FromName is the caller's display name.
+func (d *Dialog) FromName() string { return d.invite.From().DisplayName }
+
+// Header returns the first value of a header of the INVITE, or "".
+func (d *Dialog) Header(name string) string {
+	if h := d.invite.GetHeader(name); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// Source is the address the INVITE came from (inbound).
+func (d *Dialog) Source() string { return d.invite.Source() }
+
+func (d *Dialog) emit(e Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended {
+		return
+	}
+	select {
+	case d.events <- e:
+	default:
+		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID, "event": e.Kind.String()}).Warn("sip: dialog event dropped: the handler is not reading events")
+	}
+}
+
+// end closes the dialog once.
+func (d *Dialog) end(last *Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended {
+		return
+	}
+	if last != nil {
+		select {
+		case d.events <- *last:
+		default:
+		}
+	}
+	d.ended = true
+	close(d.events)
+	d.cancel()
+}
+
+func newDialog(s *Stack, inbound bool, invite *sip.Request) *Dialog {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Dialog{stack: s, Inbound: inbound, invite: invite, events: make(chan Event, 16), ctx: ctx, cancel: cancel}
+	if c := invite.CallID(); c != nil {
+		d.CallID = c.Value()
+	}
+	return d
+}
+
+// ---- outbound ----
+
+// Call describes an outbound INVITE.
+type Call struct {
+	From      Account // the line's identity and credentials (Registrar is not used)
+	To        string  // the called user (number)
+	Peer      string  // host:port of the PBX or provider
+	Transport string  // udp (default), tcp, tls
+	SDP       []byte  // the offer; empty for an offerless INVITE
+	Headers   map[string]string
+}
+
+// ErrCallFailed is wrapped by Invite errors for non-2xx answers.
+var ErrCallFailed = errors.New("sip: call failed")
+
+// Invite places a call. It returns once the INVITE is sent; progress,
+// the answer (after the ACK is sent) or the failure arrive as events.
+// Cancelling ctx before the answer sends CANCEL.
+func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
+	host, port, err := splitHostPort(c.Peer)
+	if err != nil {
+		return nil, err
+	}
+	domain := c.From.Domain
+	if domain == "" {
+		domain = host
+	}
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: c.To, Host: host, Port: port})
+	from := &sip.FromHeader{DisplayName: c.From.DisplayName, Address: sip.Uri{Scheme: "sip", User: c.From.User, Host: domain}, Params: sip.NewParams()}
+	from.Params.Add("tag", randomToken())
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: c.To, Host: domain}, Params: sip.NewParams()})
+	contact := s.contact
+	contact.User = c.From.User
+	req.AppendHeader(&sip.ContactHeader{Address: contact, Params: sip.NewParams()})
+	for k, v := range c.Headers {
+		req.AppendHeader(sip.NewHeader(k, v))
+	}
+	if len(c.SDP) > 0 {
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		req.SetBody(c.SDP)
+	}
+	if c.Transport != "" {
+		req.SetTransport(strings.ToUpper(c.Transport))
+	}
+	sess, err := s.clientDialogs.WriteInvite(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("sip: INVITE %s: %w", c.To, err)
+	}
+	d := newDialog(s, false, sess.InviteRequest)
+	d.client = sess
+	authUser := c.From.AuthUser
+	if authUser == "" {
+		authUser = c.From.User
+	}
+	go func() {
+		err := sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: authUser, Password: c.From.Password,
+			OnResponse: func(res *sip.Response) error {
+				switch {
+				case res.StatusCode == 183 && len(res.Body()) > 0:
+					d.mu.Lock()
+					d.remote = res.Body()
+					d.mu.Unlock()
+					d.emit(Event{Kind: EventProgress, Status: res.StatusCode, Reason: res.Reason, SDP: res.Body()})
+				case res.StatusCode >= 180 && res.StatusCode < 200:
+					d.emit(Event{Kind: EventRinging, Status: res.StatusCode, Reason: res.Reason})
+				}
+				return nil
+			}})
+		var de *sipgo.ErrDialogResponse
+		switch {
+		case err == nil:
+		case errors.As(err, &de):
+			d.end(&Event{Kind: EventFailed, Status: de.Res.StatusCode, Reason: de.Res.Reason})
+			return
+		default:
+			d.end(&Event{Kind: EventFailed, Reason: err.Error()})
+			return
+		}
+		if err := sess.Ack(context.Background()); err != nil {
+			d.end(&Event{Kind: EventFailed, Reason: "ACK: " + err.Error()})
+			return
+		}
+		res := sess.InviteResponse
+		d.mu.Lock()
+		d.answered = true
+		d.remote = res.Body()
+		d.mu.Unlock()
+		d.emit(Event{Kind: EventAnswered, Status: res.StatusCode, Reason: res.Reason, SDP: res.Body()})
+		<-sess.Context().Done()
+		d.end(&Event{Kind: EventBye})
+	}()
+	return d, nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return hp, 0, nil
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("sip: bad port in %q", hp)
+	}
+	return host, port, nil
+}
+
+// ---- inbound ----
+
+// Ring answers 180 Ringing (inbound, before the answer).
+func (d *Dialog) Ring() error {
+	return d.server.Respond(sip.StatusRinging, "Ringing", nil)
+}
+
+// Progress answers 183 Session Progress with early media SDP.
+func (d *Dialog) Progress(sdp []byte) error {
+	return d.server.Respond(183, "Session Progress", sdp, sip.NewHeader("Content-Type", "application/sdp"))
+}
+
+// Answer answers 200 OK with the SDP answer; EventAnswered follows when
+// the ACK arrives.
+func (d *Dialog) Answer(sdp []byte) error {
+	if err := d.server.RespondSDP(sdp); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.answered = true
+	d.mu.Unlock()
+	return nil
+}
+
+// Reject answers the INVITE with a final failure status, e.g. 486.
+func (d *Dialog) Reject(status int, reason string) error {
+	err := d.server.Respond(status, reason, nil)
+	d.end(nil)
+	return err
+}
+
+// Bye hangs up an established dialog.
+func (d *Dialog) Bye(ctx context.Context) error {
+	var err error
+	if d.Inbound {
+		err = d.server.Bye(ctx)
+	} else {
+		err = d.client.Bye(ctx)
+	}
+	d.end(nil)
+	return err
+}
+
+type handlerBox struct{ h Handler }
+
+// SetHandler sets the handler of inbound dialogs (INVITEs that match no
+// dialog); safe to call while serving. Without one, INVITEs get 480.
+func (s *Stack) SetHandler(h Handler) { s.handler.Store(&handlerBox{h}) }
+
+func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if req.To() != nil && req.To().Params.Has("tag") {
+		// A re-INVITE: not handled yet in this version.
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		return
+	}
+	hb := s.handler.Load()
+	if hb == nil || hb.h == nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable", nil))
+		return
+	}
+	sess, err := s.serverDialogs.ReadInvite(req, tx)
+	if err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusBadRequest, err.Error(), nil))
+		return
+	}
+	d := newDialog(s, true, req)
+	d.server = sess
+	d.remote = req.Body()
+	s.inboundMu.Lock()
+	s.inbound[sess] = d
+	s.inboundMu.Unlock()
+	defer func() {
+		s.inboundMu.Lock()
+		delete(s.inbound, sess)
+		s.inboundMu.Unlock()
+	}()
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusTrying, "Trying", nil))
+	go func() {
+		// Before the answer, the end of the INVITE transaction means the
+		// caller cancelled (sipgo answers the CANCEL and sends 487) or
+		// gave up; after it, the dialog lasts until a BYE.
+		select {
+		case <-tx.Done():
+			d.mu.Lock()
+			answered := d.answered
+			d.mu.Unlock()
+			if !answered {
+				d.end(&Event{Kind: EventCancelled})
+				return
+			}
+		case <-d.ctx.Done():
+			return
+		}
+		select {
+		case <-sess.Context().Done():
+			d.end(&Event{Kind: EventBye})
+		case <-d.ctx.Done():
+		}
+	}()
+	hb.h.ServeDialog(d)
+	d.mu.Lock()
+	answered := d.answered
+	d.mu.Unlock()
+	if !answered && !d.isEnded() {
+		_ = sess.Respond(sip.StatusTemporarilyUnavailable, "Temporarily Unavailable", nil)
+	}
+	d.end(nil)
+	_ = sess.Close()
+}
+
+func (d *Dialog) isEnded() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ended
+}
+
+func (s *Stack) onAck(req *sip.Request, tx sip.ServerTransaction) {
+	sess, err := s.serverDialogs.MatchDialogRequest(req)
+	if err != nil {
+		return
+	}
+	if err := sess.ReadAck(req, tx); err == nil {
+		if d := s.findInbound(sess); d != nil {
+			d.emit(Event{Kind: EventAnswered, Status: 200})
+		}
+	}
+}
+
+func (s *Stack) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if err := s.serverDialogs.ReadBye(req, tx); err == nil {
+		return
+	}
+	if err := s.clientDialogs.ReadBye(req, tx); err == nil {
+		return
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+}
+
+func (s *Stack) findInbound(sess *sipgo.DialogServerSession) *Dialog {
+	s.inboundMu.Lock()
+	defer s.inboundMu.Unlock()
+	return s.inbound[sess]
+}
