@@ -166,6 +166,13 @@ var ErrCallFailed = errors.New("sip: call failed")
 // the answer (after the ACK is sent) or the failure arrive as events.
 // Cancelling ctx before the answer sends CANCEL.
 func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
+	// Requests must leave from the listener socket, which sipgo knows only
+	// once Serve runs.
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	host, port, err := splitHostPort(c.Peer)
 	if err != nil {
 		return nil, err

@@ -94,6 +94,7 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 loadmodule "ctl.so"
+loadmodule "rr.so"
 modparam("ctl", "binrpc", "unix:%s")
 modparam("registrar", "max_expires", %d)
 modparam("auth", "algorithm", "%s")
@@ -106,6 +107,32 @@ request_route {
 		if (!save("location")) {
 			sl_reply_error();
 		}
+		exit;
+	}
+	# Calls: to a registered contact, with Kamailio staying in the path.
+	if (has_totag()) {
+		if (loose_route()) {
+			t_relay();
+			exit;
+		}
+		if (is_method("ACK") && t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (is_method("CANCEL")) {
+		if (t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (is_method("INVITE")) {
+		record_route();
+		if (!lookup("location")) {
+			sl_send_reply("404", "Not Found");
+			exit;
+		}
+		t_relay();
 		exit;
 	}
 	sl_send_reply("404", "Not here");

@@ -1,0 +1,184 @@
+package sip_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/sip"
+)
+
+// sippRun is a SIPp process started by a test.
+type sippRun struct {
+	addr   string
+	done   chan error
+	output *lockedBuffer
+}
+
+// startSIPp runs SIPp with args on a free port of its own 127/8 address
+// and returns once its socket is bound. The test stops it by PID if it is
+// still running at the end.
+func startSIPp(t *testing.T, args ...string) *sippRun {
+	bin := requireProgram(t, "sipp")
+	n := time.Now().UnixNano()
+	ip := fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
+	port := 5070
+	full := append([]string{"-i", ip, "-p", strconv.Itoa(port), "-m", "1", "-nostdin", "-timeout", "20s",
+		"-buff_size", "4194304", "-trace_err", "-error_file", filepath.Join(t.TempDir(), "err.log")}, args...)
+	cmd := exec.Command(bin, full...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &sippRun{addr: net.JoinHostPort(ip, strconv.Itoa(port)), done: make(chan error, 1), output: out}
+	go func() { r.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case err := <-r.done:
+			r.done <- err
+		default:
+			_ = cmd.Process.Kill()
+		}
+	})
+	// Bound once the port cannot be taken any more.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.ListenPacket("udp", r.addr)
+		if err != nil {
+			return r
+		}
+		_ = c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("sipp did not bind %s:\n%s", r.addr, out.String())
+	return nil
+}
+
+// wait returns SIPp's exit error (nil: every call succeeded).
+func (r *sippRun) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("sipp failed: %v\n%s", err, r.output.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("sipp did not finish:\n%s", r.output.String())
+	}
+}
+
+// TestInteropSIPpAnswersOurInvite: SIPp as the PBX answers our INVITE;
+// once we hang up (built-in uas scenario), once SIPp does.
+func TestInteropSIPpAnswersOurInvite(t *testing.T) {
+	for _, sippHangsUp := range []bool{false, true} {
+		scenario := []string{"-sn", "uas"}
+		if sippHangsUp {
+			scenario = []string{"-sf", "testdata/sipp/uas_hangs_up.xml"}
+		}
+		sipp := startSIPp(t, scenario...)
+		stack, _ := newStack(t)
+		d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var answered bool
+		timeout := time.AfterFunc(20*time.Second, func() { _ = d.Bye(context.Background()) })
+		defer timeout.Stop()
+		for e := range d.Events() {
+			switch e.Kind {
+			case sip.EventAnswered:
+				answered = true
+				if len(e.SDP) == 0 {
+					t.Error("answer without SDP")
+				}
+				if !sippHangsUp {
+					if err := d.Bye(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			case sip.EventFailed:
+				t.Fatalf("call failed: %+v\n%s", e, sipp.output.String())
+			}
+		}
+		if !answered {
+			t.Fatal("never answered")
+		}
+		sipp.wait(t)
+	}
+}
+
+// TestInteropSIPpCallsRegisteredLine: a line registers at Kamailio; SIPp
+// calls it through Kamailio (record-routed); once SIPp hangs up, once we do.
+func TestInteropSIPpCallsRegisteredLine(t *testing.T) {
+	kam := startKamailio(t, "SHA-256", 3600)
+	for _, weHangUp := range []bool{false, true} {
+		stack, _ := newStack(t)
+		events := make(chan sip.EventKind, 8)
+		stack.SetHandler(sip.HandlerFunc(func(d *sip.Dialog) {
+			if d.RequestUser() != "2002" {
+				_ = d.Reject(404, "Not Found")
+				return
+			}
+			_ = d.Ring()
+			if err := d.Answer([]byte(answer)); err != nil {
+				t.Error(err)
+				return
+			}
+			for e := range d.Events() {
+				events <- e.Kind
+				if e.Kind == sip.EventAnswered && weHangUp {
+					_ = d.Bye(context.Background())
+					return
+				}
+			}
+		}))
+		regs := stack.NewRegistrations(sip.RegistrationConfig{})
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- regs.Run(ctx) }()
+		regs.Add(sip.Account{ID: "l2", User: "2002", Password: "pw-2002", Registrar: kam.addr})
+		deadline := time.Now().Add(10 * time.Second)
+		for st, _ := regs.Status("l2"); st.State != sip.RegRegistered; st, _ = regs.Status("l2") {
+			if time.Now().After(deadline) {
+				t.Fatalf("registration: %+v", st)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// SIPp's built-in uac ignores Record-Route, so its ACK and BYE would
+		// never find their way back through Kamailio: these scenarios keep
+		// the route set as a phone does.
+		scenario := []string{"-sf", "testdata/sipp/uac_hangs_up.xml"}
+		if weHangUp {
+			scenario = []string{"-sf", "testdata/sipp/uac_waits_bye.xml"}
+		}
+		sipp := startSIPp(t, append(scenario, "-s", "2002", kam.addr)...)
+		sipp.wait(t)
+		select {
+		case first := <-events:
+			if first != sip.EventAnswered {
+				t.Errorf("first event %v", first)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the line never saw the call answered; sipp:\n%s", sipp.output.String())
+		}
+		if !weHangUp {
+			select {
+			case e := <-events:
+				if e != sip.EventBye {
+					t.Errorf("after SIPp's BYE: %v", e)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("SIPp's BYE never reached the line")
+			}
+		}
+		stop()
+		<-done
+	}
+}
