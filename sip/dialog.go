@@ -38,10 +38,11 @@ const (
 	EventFailed                     // final non-2xx (outbound); Status says which
 	EventCancelled                  // the caller cancelled before the answer (inbound)
 	EventBye                        // the far end hung up
+	EventInfo                       // an INFO arrived (DTMF relay): ContentType and Body
 )
 
 func (k EventKind) String() string {
-	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye"}[k]
+	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye", "info"}[k]
 }
 
 // Event is something that happened in a dialog.
@@ -50,6 +51,9 @@ type Event struct {
 	Status int    // SIP status for responses
 	Reason string // reason phrase
 	SDP    []byte // body of a 183/2xx
+
+	ContentType string // of an INFO
+	Body        []byte // of an INFO
 }
 
 // Dialog is one SIP dialog, inbound or outbound. Events arrive on Events;
@@ -205,6 +209,9 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	}
 	d := newDialog(s, false, sess.InviteRequest)
 	d.client = sess
+	s.inboundMu.Lock()
+	s.outbound[sess] = d
+	s.inboundMu.Unlock()
 	authUser := c.From.AuthUser
 	if authUser == "" {
 		authUser = c.From.User
@@ -243,8 +250,17 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		d.remote = res.Body()
 		d.mu.Unlock()
 		d.emit(Event{Kind: EventAnswered, Status: res.StatusCode, Reason: res.Reason, SDP: res.Body()})
-		<-sess.Context().Done()
-		d.end(&Event{Kind: EventBye})
+		select {
+		case <-sess.Context().Done():
+			d.end(&Event{Kind: EventBye})
+		case <-d.ctx.Done():
+		}
+	}()
+	go func() {
+		<-d.ctx.Done()
+		s.inboundMu.Lock()
+		delete(s.outbound, sess)
+		s.inboundMu.Unlock()
 	}()
 	return d, nil
 }
@@ -403,4 +419,75 @@ func (s *Stack) findInbound(sess *sipgo.DialogServerSession) *Dialog {
 	s.inboundMu.Lock()
 	defer s.inboundMu.Unlock()
 	return s.inbound[sess]
+}
+
+// Info sends an INFO in the dialog, e.g. a DTMF digit as
+// application/dtmf-relay ("Signal=5\r\nDuration=160\r\n").
+func (d *Dialog) Info(ctx context.Context, contentType string, body []byte) error {
+	var target *sip.ContactHeader
+	var routes []sip.Header
+	if d.Inbound {
+		// UAS: the caller's Contact; the route set is the INVITE's
+		// Record-Route in order (RFC 3261 §12.1.1).
+		target = d.invite.Contact()
+		routes = d.invite.GetHeaders("Record-Route")
+	} else {
+		// UAC: the callee's Contact; Record-Route of the answer reversed
+		// (§12.1.2).
+		res := d.client.InviteResponse
+		if res == nil {
+			return errors.New("sip: INFO before the answer")
+		}
+		target = res.Contact()
+		rr := res.GetHeaders("Record-Route")
+		for i := len(rr) - 1; i >= 0; i-- {
+			routes = append(routes, rr[i])
+		}
+	}
+	if target == nil {
+		return errors.New("sip: no remote target for INFO")
+	}
+	req := sip.NewRequest(sip.INFO, target.Address)
+	for _, h := range routes {
+		if rr, ok := h.(*sip.RecordRouteHeader); ok {
+			req.AppendHeader(&sip.RouteHeader{Address: rr.Address})
+		}
+	}
+	req.AppendHeader(sip.NewHeader("Content-Type", contentType))
+	req.SetBody(body)
+	var res *sip.Response
+	var err error
+	if d.Inbound {
+		res, err = d.server.Do(ctx, req)
+	} else {
+		res, err = d.client.Do(ctx, req)
+	}
+	if err != nil {
+		return err
+	}
+	if !res.IsSuccess() {
+		return fmt.Errorf("sip: INFO answered %d %s", res.StatusCode, res.Reason)
+	}
+	return nil
+}
+
+func (s *Stack) onInfo(req *sip.Request, tx sip.ServerTransaction) {
+	var d *Dialog
+	if sess, err := s.serverDialogs.MatchDialogRequest(req); err == nil {
+		d = s.findInbound(sess)
+	} else if sess, err := s.clientDialogs.MatchRequestDialog(req); err == nil {
+		s.inboundMu.Lock()
+		d = s.outbound[sess]
+		s.inboundMu.Unlock()
+	}
+	if d == nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	d.emit(Event{Kind: EventInfo, ContentType: ct, Body: req.Body()})
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
 }

@@ -168,3 +168,45 @@ func TestCancelBeforeAnswer(t *testing.T) {
 		t.Logf("caller: %+v after %v", e, time.Since(start))
 	}
 }
+
+// TestInfoBothWays relays DTMF as SIP INFO from caller to callee and back.
+func TestInfoBothWays(t *testing.T) {
+	calleeGot := make(chan sip.Event, 4)
+	calleeSent := make(chan error, 1)
+	caller, callee := pair(t, func(d *sip.Dialog) {
+		if err := d.Answer([]byte(answer)); err != nil {
+			t.Error(err)
+			return
+		}
+		for e := range d.Events() {
+			switch e.Kind {
+			case sip.EventAnswered:
+				calleeSent <- d.Info(context.Background(), "application/dtmf-relay", []byte("Signal=7\r\nDuration=160\r\n"))
+			case sip.EventInfo:
+				calleeGot <- e
+			}
+		}
+	})
+	d := call(t, caller, callee, context.Background())
+	if e := next(t, d); e.Kind != sip.EventAnswered {
+		t.Fatalf("%+v", e)
+	}
+	if err := d.Info(context.Background(), "application/dtmf", []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-calleeGot:
+		if e.ContentType != "application/dtmf" || string(e.Body) != "5" {
+			t.Errorf("callee got %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("callee got no INFO")
+	}
+	if err := <-calleeSent; err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, d); e.Kind != sip.EventInfo || e.ContentType != "application/dtmf-relay" || !bytes.Contains(e.Body, []byte("Signal=7")) {
+		t.Errorf("caller got %+v", e)
+	}
+	_ = d.Bye(context.Background())
+}

@@ -126,6 +126,17 @@ request_route {
 		}
 		exit;
 	}
+	# Calls to 9...: the caller must authenticate (407; pv_auth_check reads
+	# Proxy-Authorization for methods other than REGISTER), then are refused
+	# busy; proves a UAC answers a proxy challenge on INVITE.
+	if (is_method("INVITE") && $rU =~ "^9") {
+		if (!pv_auth_check("$fd", "pw-$fU", "0", "0")) {
+			proxy_challenge("$fd", "1");
+			exit;
+		}
+		sl_send_reply("486", "Busy Here");
+		exit;
+	}
 	if (is_method("INVITE")) {
 		record_route();
 		if (!lookup("location")) {
@@ -302,5 +313,29 @@ func TestInteropKamailioMD5(t *testing.T) {
 	}
 	if c, _ := kam.stat("usrloc:location_contacts"); c != 2 {
 		t.Errorf("kamailio holds %d contacts", c)
+	}
+}
+
+// TestInteropKamailioChallengesInvite: Kamailio answers our INVITE with
+// 407; the call goes on with credentials and gets Kamailio's final answer
+// (486) instead of a second challenge; a wrong password ends on 407.
+func TestInteropKamailioChallengesInvite(t *testing.T) {
+	kam := startKamailio(t, "SHA-256", 3600)
+	stack, _ := newStack(t)
+	for _, tt := range []struct {
+		password string
+		want     int
+	}{{"pw-2001", 486}, {"wrong", 407}} {
+		d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001", Password: tt.password}, To: "9123", Peer: kam.addr, SDP: []byte(offer)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last sip.Event
+		for e := range d.Events() {
+			last = e
+		}
+		if last.Kind != sip.EventFailed || last.Status != tt.want {
+			t.Errorf("password %q: last event %+v, want failure %d", tt.password, last, tt.want)
+		}
 	}
 }

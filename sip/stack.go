@@ -45,6 +45,7 @@ type Stack struct {
 	serverDialogs *sipgo.DialogServerCache
 	inboundMu     sync.Mutex
 	inbound       map[*sipgo.DialogServerSession]*Dialog
+	outbound      map[*sipgo.DialogClientSession]*Dialog
 }
 
 type streamListener struct {
@@ -154,9 +155,11 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	s.clientDialogs = sipgo.NewDialogClientCache(s.client, contactHdr)
 	s.serverDialogs = sipgo.NewDialogServerCache(s.client, contactHdr)
 	s.inbound = map[*sipgo.DialogServerSession]*Dialog{}
+	s.outbound = map[*sipgo.DialogClientSession]*Dialog{}
 	s.OnRequest(sip.INVITE, s.onInvite)
 	s.OnRequest(sip.ACK, s.onAck)
 	s.OnRequest(sip.BYE, s.onBye)
+	s.OnRequest(sip.INFO, s.onInfo)
 	s.OnRequest(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))
