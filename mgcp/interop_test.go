@@ -16,26 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 )
-
-// requireProgram finds a program the interop tests need. `make test` sets
-// MGSIP_REQUIRE_INTEROP=1 (and installs the programs), so there a missing
-// program fails the test; a bare `go test` elsewhere skips.
-func requireProgram(t *testing.T, name string) string {
-	t.Helper()
-	for _, dir := range []string{"", "/usr/sbin/", "/usr/bin/"} {
-		if p, err := exec.LookPath(dir + name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("MGSIP_REQUIRE_INTEROP") == "1" {
-		t.Fatalf("%s is not installed; run `make test-deps`", name)
-	}
-	t.Skipf("%s not installed (make test installs it)", name)
-	return ""
-}
 
 // wireTap records the datagrams a PacketConn sends and receives.
 type wireTap struct {
@@ -137,7 +121,7 @@ func exchange(t *testing.T) []mgcptest.Packet {
 // dissector, and requires each datagram to be dissected as MGCP with no
 // malformed-packet or expert flag.
 func TestWireFormatDissectedByTshark(t *testing.T) {
-	tshark := requireProgram(t, "tshark")
+	tshark := testutil.RequireProgram(t, "tshark")
 	var pkts []mgcptest.Packet
 	ca, gw := netip.MustParseAddrPort("127.0.0.1:2727"), netip.MustParseAddrPort("127.0.0.1:2427")
 	files, _ := filepath.Glob("testdata/valid/*.txt")
@@ -212,7 +196,7 @@ func TestWireFormatDissectedByTshark(t *testing.T) {
 // each instance gets an address of its own in 127/8 instead of a free port.
 // It is stopped by PID when the test ends.
 func startOsmoMGW(t *testing.T, ca *mgcp.CallAgent) string {
-	bin := requireProgram(t, "osmo-mgw")
+	bin := testutil.RequireProgram(t, "osmo-mgw")
 	dir := t.TempDir()
 	for attempt := 0; attempt < 3; attempt++ {
 		n := time.Now().UnixNano()
@@ -238,7 +222,7 @@ mgcp
 			t.Fatal(err)
 		}
 		cmd := exec.Command(bin, "-c", path)
-		var logs lockedBuffer
+		var logs testutil.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -276,24 +260,6 @@ mgcp
 	}
 	t.Fatal("osmo-mgw did not start")
 	return ""
-}
-
-// lockedBuffer is a bytes.Buffer safe for a child process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func isRTP(b []byte) bool { return len(b) >= 12 && b[0]>>6 == 2 }

@@ -71,6 +71,11 @@ type Dialog struct {
 	server *sipgo.DialogServerSession
 	invite *sip.Request
 
+	// answeredEmitted is closed once an outbound dialog reported its
+	// answer; events of in-dialog requests wait for it so that they never
+	// come first (the far end may send them as soon as it has our ACK).
+	answeredEmitted chan struct{}
+
 	mu       sync.Mutex
 	answered bool
 	ended    bool
@@ -144,7 +149,8 @@ func (d *Dialog) end(last *Event) {
 
 func newDialog(s *Stack, inbound bool, invite *sip.Request) *Dialog {
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Dialog{stack: s, Inbound: inbound, invite: invite, events: make(chan Event, 16), ctx: ctx, cancel: cancel}
+	d := &Dialog{stack: s, Inbound: inbound, invite: invite, events: make(chan Event, 16), ctx: ctx, cancel: cancel,
+		answeredEmitted: make(chan struct{})}
 	if c := invite.CallID(); c != nil {
 		d.CallID = c.Value()
 	}
@@ -250,6 +256,7 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		d.remote = res.Body()
 		d.mu.Unlock()
 		d.emit(Event{Kind: EventAnswered, Status: res.StatusCode, Reason: res.Reason, SDP: res.Body()})
+		close(d.answeredEmitted)
 		select {
 		case <-sess.Context().Done():
 			d.end(&Event{Kind: EventBye})
@@ -488,6 +495,13 @@ func (s *Stack) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.ContentType(); h != nil {
 		ct = h.Value()
 	}
-	d.emit(Event{Kind: EventInfo, ContentType: ct, Body: req.Body()})
 	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	if !d.Inbound {
+		select {
+		case <-d.answeredEmitted:
+		case <-d.ctx.Done():
+			return
+		}
+	}
+	d.emit(Event{Kind: EventInfo, ContentType: ct, Body: req.Body()})
 }

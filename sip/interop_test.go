@@ -1,7 +1,6 @@
 package sip_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,46 +8,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/sip"
 )
-
-// requireProgram finds a program the interop tests need. `make test` sets
-// MGSIP_REQUIRE_INTEROP=1 (and installs it), turning absence into failure.
-func requireProgram(t testing.TB, name string) string {
-	t.Helper()
-	for _, dir := range []string{"", "/usr/sbin/", "/usr/bin/"} {
-		if p, err := exec.LookPath(dir + name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("MGSIP_REQUIRE_INTEROP") == "1" {
-		t.Fatalf("%s is not installed; run `make test-deps`", name)
-	}
-	t.Skipf("%s not installed (make test installs it)", name)
-	return ""
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // kamailio is a real Kamailio registrar with digest authentication: the
 // password of user U is "pw-U" (pv_auth_check), bindings last at most
@@ -64,8 +30,8 @@ func startKamailio(t *testing.T, algorithm string, maxExpires int) *kamailio {
 }
 
 func startKamailioB(t testing.TB, algorithm string, maxExpires int) *kamailio {
-	bin := requireProgram(t, "kamailio")
-	kamcmd := requireProgram(t, "kamcmd")
+	bin := testutil.RequireProgram(t, "kamailio")
+	kamcmd := testutil.RequireProgram(t, "kamcmd")
 	dir, err := os.MkdirTemp("", "kam")
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +120,7 @@ request_route {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-f", path, "-DD", "-E", "-m", "512", "-M", "16", "-Y", dir, "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"))
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -173,12 +173,13 @@ func TestServerErrorsBackOff(t *testing.T) {
 	if len(reqs) != 5 {
 		t.Fatalf("%d requests", len(reqs))
 	}
-	// Delays double from RetryMin (±20% jitter): ~100ms, ~200ms, ~400ms.
+	// Delays double from RetryMin (±20% jitter): at least 80, 160 and
+	// 320 ms. Only lower bounds: a loaded machine may add delay, never
+	// remove it.
 	for i, want := range []time.Duration{100, 200, 400} {
 		gap := reqs[i+1].At.Sub(reqs[i].At)
-		lo, hi := want*time.Millisecond*8/10, want*time.Millisecond*12/10+50*time.Millisecond
-		if gap < lo || gap > hi {
-			t.Errorf("retry %d after %v, want %v-%v", i+1, gap, lo, hi)
+		if lo := want * time.Millisecond * 8 / 10; gap < lo {
+			t.Errorf("retry %d after %v, want at least %v", i+1, gap, lo)
 		}
 	}
 }
@@ -203,19 +204,31 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 	e := newRegEnv(t, siptest.RegistrarConfig{Users: map[string]string{"2001": "pw"}, MaxExpires: 2}, sip.RegistrationConfig{})
 	e.regs.Add(e.account("2001", "pw"))
 	e.waitState("gw/aaln/2001", sip.RegRegistered)
-	time.Sleep(3 * time.Second)
-	// Granted 2s, refreshed half-way: still bound after 3s, with refreshes.
+	// Granted 2s and refreshed half-way: two refreshes come, and each
+	// finds the binding still in place (never a lapse between them).
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var authorized []siptest.Request
+		for _, r := range e.reg.RequestsFor("2001") {
+			if r.Authorized {
+				authorized = append(authorized, r)
+			}
+		}
+		if len(authorized) >= 3 {
+			for i := 1; i < len(authorized); i++ {
+				if gap := authorized[i].At.Sub(authorized[i-1].At); gap >= 2*time.Second {
+					t.Errorf("refresh %d came %v after the previous one: the 2s binding lapsed", i, gap)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d authorized REGISTERs, want 3 (initial and two refreshes)", len(authorized))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if _, ok := e.reg.Binding("2001"); !ok {
 		t.Fatal("binding expired")
-	}
-	var authorized int
-	for _, r := range e.reg.RequestsFor("2001") {
-		if r.Authorized {
-			authorized++
-		}
-	}
-	if authorized < 3 {
-		t.Errorf("%d authorized REGISTERs in 3s with a 2s binding", authorized)
 	}
 	if st, _ := e.regs.Status("gw/aaln/2001"); st.State != sip.RegRegistered {
 		t.Errorf("status %+v", st)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/sip"
 )
 
@@ -17,21 +18,21 @@ import (
 type sippRun struct {
 	addr   string
 	done   chan error
-	output *lockedBuffer
+	output *testutil.Buffer
 }
 
 // startSIPp runs SIPp with args on a free port of its own 127/8 address
 // and returns once its socket is bound. The test stops it by PID if it is
 // still running at the end.
 func startSIPp(t *testing.T, args ...string) *sippRun {
-	bin := requireProgram(t, "sipp")
+	bin := testutil.RequireProgram(t, "sipp")
 	n := time.Now().UnixNano()
 	ip := fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
 	port := 5070
 	full := append([]string{"-i", ip, "-p", strconv.Itoa(port), "-m", "1", "-nostdin", "-timeout", "20s",
 		"-buff_size", "4194304", "-trace_err", "-error_file", filepath.Join(t.TempDir(), "err.log")}, args...)
 	cmd := exec.Command(bin, full...)
-	out := &lockedBuffer{}
+	out := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -10,10 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 )
@@ -235,7 +235,7 @@ lines:
 	reload := make(chan struct{})
 	reloaded := make(chan error)
 	ctx, cancel := context.WithCancel(context.Background())
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	a := &app{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: stderr, logLevel: "info", logFormat: "text"}
 	if err := a.setupLogging(); err != nil {
 		t.Fatal(err)
@@ -304,23 +304,4 @@ func TestRunRefusesBadConfigBeforeBinding(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "gateways[0].ptime") || !strings.Contains(errOut, "nothing started") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a daemon goroutine may write while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

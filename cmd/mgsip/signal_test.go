@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mgsip/mgsip/internal/testutil"
 )
 
 // TestMain lets the test binary stand in for mgsip itself when
@@ -20,7 +22,7 @@ func TestMain(m *testing.M) {
 }
 
 // waitFor polls the process's output until it contains s.
-func waitFor(t *testing.T, out *syncBuffer, s string) {
+func waitFor(t *testing.T, out *testutil.Buffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), s) {
@@ -40,7 +42,7 @@ func TestRunSignals(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "run", "--config", path, "--log-format", "text")
 	cmd.Env = append(os.Environ(), "MGSIP_BE_MAIN=1")
-	out := &syncBuffer{}
+	out := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
