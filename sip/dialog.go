@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -39,10 +40,14 @@ const (
 	EventCancelled                  // the caller cancelled before the answer (inbound)
 	EventBye                        // the far end hung up
 	EventInfo                       // an INFO arrived (DTMF relay): ContentType and Body
+	// EventReinvite: the far end sent a re-INVITE (hold, resume, new
+	// media); SDP is its offer. Answer with AcceptReinvite or
+	// RejectReinvite within 32 s.
+	EventReinvite
 )
 
 func (k EventKind) String() string {
-	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye", "info"}[k]
+	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye", "info", "reinvite"}[k]
 }
 
 // Event is something that happened in a dialog.
@@ -77,6 +82,10 @@ type Dialog struct {
 	answeredEmitted chan struct{}
 
 	mu       sync.Mutex
+	acked    bool          // the ACK of an inbound INVITE arrived
+	pending  *reinvite     // a re-INVITE waiting for our answer
+	ackWait  chan struct{} // closed by the ACK of our 2xx to a re-INVITE
+	ackCSeq  uint32
 	answered bool
 	ended    bool
 	remote   []byte // remote SDP: the INVITE's (inbound) or the answer's (outbound)
@@ -335,8 +344,7 @@ func (s *Stack) SetHandler(h Handler) { s.handler.Store(&handlerBox{h}) }
 
 func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if req.To() != nil && req.To().Params.Has("tag") {
-		// A re-INVITE: not handled yet in this version.
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		s.onReinvite(req, tx)
 		return
 	}
 	hb := s.handler.Load()
@@ -401,13 +409,153 @@ func (d *Dialog) isEnded() bool {
 }
 
 func (s *Stack) onAck(req *sip.Request, tx sip.ServerTransaction) {
-	sess, err := s.serverDialogs.MatchDialogRequest(req)
-	if err != nil {
+	d := s.dialogOf(req)
+	if d == nil {
 		return
 	}
-	if err := sess.ReadAck(req, tx); err == nil {
-		if d := s.findInbound(sess); d != nil {
-			d.emit(Event{Kind: EventAnswered, Status: 200})
+	d.mu.Lock()
+	if d.ackWait != nil && req.CSeq().SeqNo == d.ackCSeq {
+		// The ACK of our 2xx to a re-INVITE.
+		close(d.ackWait)
+		d.ackWait = nil
+		d.mu.Unlock()
+		return
+	}
+	first := d.Inbound && !d.acked
+	d.mu.Unlock()
+	if !first {
+		return
+	}
+	if err := d.server.ReadAck(req, tx); err == nil {
+		d.mu.Lock()
+		d.acked = true
+		d.mu.Unlock()
+		d.emit(Event{Kind: EventAnswered, Status: 200})
+	}
+}
+
+// dialogOf finds the dialog an in-dialog request belongs to, inbound or
+// outbound.
+func (s *Stack) dialogOf(req *sip.Request) *Dialog {
+	if sess, err := s.serverDialogs.MatchDialogRequest(req); err == nil {
+		return s.findInbound(sess)
+	}
+	if sess, err := s.clientDialogs.MatchRequestDialog(req); err == nil {
+		s.inboundMu.Lock()
+		defer s.inboundMu.Unlock()
+		return s.outbound[sess]
+	}
+	return nil
+}
+
+type reinvite struct {
+	answer chan reinviteAnswer
+}
+
+type reinviteAnswer struct {
+	code   int
+	reason string
+	sdp    []byte
+}
+
+// AcceptReinvite answers the pending re-INVITE with 200 and sdp.
+func (d *Dialog) AcceptReinvite(sdp []byte) error {
+	return d.answerReinvite(reinviteAnswer{code: sip.StatusOK, reason: "OK", sdp: sdp})
+}
+
+// RejectReinvite answers the pending re-INVITE with a failure, e.g. 488;
+// the dialog goes on with the media it had.
+func (d *Dialog) RejectReinvite(code int, reason string) error {
+	return d.answerReinvite(reinviteAnswer{code: code, reason: reason})
+}
+
+func (d *Dialog) answerReinvite(a reinviteAnswer) error {
+	d.mu.Lock()
+	p := d.pending
+	d.mu.Unlock()
+	if p == nil {
+		return errors.New("sip: no re-INVITE is pending")
+	}
+	select {
+	case p.answer <- a:
+		return nil
+	default:
+		return errors.New("sip: the re-INVITE was already answered")
+	}
+}
+
+// onReinvite serves an INVITE inside a dialog (RFC 3261 §14.2).
+func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
+	d := s.dialogOf(req)
+	if d == nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	var err error
+	if d.Inbound {
+		err = d.server.ReadRequest(req, tx)
+	} else {
+		err = d.client.ReadRequest(req, tx)
+	}
+	d.mu.Lock()
+	busy := d.pending != nil || d.ackWait != nil
+	if err != nil || busy {
+		d.mu.Unlock()
+		// §14.2: a re-INVITE while another is in progress (or out of
+		// order) gets 500 with a Retry-After of 0 to 10 seconds.
+		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "Another INVITE in progress", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(req.CSeq().SeqNo%11))))
+		_ = tx.Respond(res)
+		return
+	}
+	p := &reinvite{answer: make(chan reinviteAnswer, 1)}
+	d.pending = p
+	d.mu.Unlock()
+	d.emit(Event{Kind: EventReinvite, SDP: req.Body()})
+	var a reinviteAnswer
+	select {
+	case a = <-p.answer:
+	case <-time.After(32 * time.Second):
+		a = reinviteAnswer{code: sip.StatusInternalServerError, reason: "No answer to the re-INVITE"}
+	case <-d.ctx.Done():
+		a = reinviteAnswer{code: sip.StatusRequestTerminated, reason: "Request Terminated"}
+	}
+	res := sip.NewResponseFromRequest(req, a.code, a.reason, nil)
+	ackWait := make(chan struct{})
+	d.mu.Lock()
+	d.pending = nil
+	if a.code/100 == 2 {
+		d.remote = req.Body()
+		d.ackWait, d.ackCSeq = ackWait, req.CSeq().SeqNo
+		contact := s.contact
+		res.AppendHeader(&sip.ContactHeader{Address: contact})
+		if len(a.sdp) > 0 {
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.SetBody(a.sdp)
+		}
+	}
+	d.mu.Unlock()
+	if err := tx.Respond(res); err != nil || a.code/100 != 2 {
+		return
+	}
+	// §13.3.1.4: the 2xx is repeated (T1 doubling to T2) until its ACK
+	// arrives, for at most 64*T1.
+	interval := sip.T1
+	deadline := time.After(64 * sip.T1)
+	for {
+		select {
+		case <-ackWait:
+			return
+		case <-d.ctx.Done():
+			return
+		case <-deadline:
+			d.mu.Lock()
+			d.ackWait = nil
+			d.mu.Unlock()
+			return
+		case <-time.After(interval):
+			_ = tx.Respond(res)
+			interval = min(2*interval, sip.T2)
 		}
 	}
 }
@@ -479,14 +627,7 @@ func (d *Dialog) Info(ctx context.Context, contentType string, body []byte) erro
 }
 
 func (s *Stack) onInfo(req *sip.Request, tx sip.ServerTransaction) {
-	var d *Dialog
-	if sess, err := s.serverDialogs.MatchDialogRequest(req); err == nil {
-		d = s.findInbound(sess)
-	} else if sess, err := s.clientDialogs.MatchRequestDialog(req); err == nil {
-		s.inboundMu.Lock()
-		d = s.outbound[sess]
-		s.inboundMu.Unlock()
-	}
+	d := s.dialogOf(req)
 	if d == nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 		return

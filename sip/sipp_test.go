@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,5 +182,38 @@ func TestInteropSIPpCallsRegisteredLine(t *testing.T) {
 		}
 		stop()
 		<-done
+	}
+}
+
+// TestInteropSIPpPutsUsOnHold: SIPp answers our call, puts it on hold with
+// a re-INVITE (a=sendonly), which we accept with a=recvonly (SIPp checks),
+// then hangs up.
+func TestInteropSIPpPutsUsOnHold(t *testing.T) {
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_holds.xml")
+	stack, _ := newStack(t)
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held, bye bool
+	for e := range d.Events() {
+		switch e.Kind {
+		case sip.EventReinvite:
+			held = strings.Contains(string(e.SDP), "a=sendonly")
+			if err := d.AcceptReinvite([]byte(strings.Replace(offer, "m=audio 16000 RTP/AVP 0\r\n", "m=audio 16000 RTP/AVP 0\r\na=recvonly\r\n", 1))); err != nil {
+				t.Error(err)
+			}
+		case sip.EventBye:
+			bye = true
+		case sip.EventFailed:
+			t.Fatalf("%+v\n%s", e, sipp.output.String())
+		}
+	}
+	sipp.wait(t)
+	if !held || !bye {
+		t.Errorf("held %v, bye %v", held, bye)
+	}
+	if !strings.Contains(string(d.RemoteSDP()), "a=sendonly") {
+		t.Errorf("remote SDP not updated by the re-INVITE: %q", d.RemoteSDP())
 	}
 }
