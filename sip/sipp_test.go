@@ -196,6 +196,8 @@ func TestInteropSIPpPutsUsOnHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	var held, bye bool
+	timeout := time.AfterFunc(20*time.Second, func() { _ = d.Bye(context.Background()) })
+	defer timeout.Stop()
 	for e := range d.Events() {
 		switch e.Kind {
 		case sip.EventReinvite:
@@ -215,5 +217,36 @@ func TestInteropSIPpPutsUsOnHold(t *testing.T) {
 	}
 	if !strings.Contains(string(d.RemoteSDP()), "a=sendonly") {
 		t.Errorf("remote SDP not updated by the re-INVITE: %q", d.RemoteSDP())
+	}
+}
+
+// TestInteropSIPpOverlappingReinvite: while SIPp's first re-INVITE waits
+// for our answer, its second one gets 500 with Retry-After (RFC 3261
+// §14.2; SIPp checks both); the first is then accepted.
+func TestInteropSIPpOverlappingReinvite(t *testing.T) {
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_overlapping_reinvites.xml")
+	stack, _ := newStack(t)
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reinvites := 0
+	timeout := time.AfterFunc(20*time.Second, func() { _ = d.Bye(context.Background()) })
+	defer timeout.Stop()
+	for e := range d.Events() {
+		switch e.Kind {
+		case sip.EventReinvite:
+			reinvites++
+			go func() {
+				time.Sleep(100 * time.Millisecond) // the second re-INVITE arrives meanwhile
+				_ = d.AcceptReinvite([]byte(strings.Replace(offer, "RTP/AVP 0\r\n", "RTP/AVP 0\r\na=recvonly\r\n", 1)))
+			}()
+		case sip.EventFailed:
+			t.Fatalf("%+v\n%s", e, sipp.output.String())
+		}
+	}
+	sipp.wait(t)
+	if reinvites != 1 {
+		t.Errorf("%d re-INVITEs reached the dialog, want only the first", reinvites)
 	}
 }
