@@ -197,6 +197,26 @@ func trimOff(s string) (string, int) {
 	return s[i:j], i
 }
 
+// eachItem calls fn with every top-level comma-separated item of s and its
+// offset, and rejects a trailing comma with the reason trailing. Error
+// offsets are relative to s.
+func eachItem(s, trailing string, fn func(it string, off int) *valueError) *valueError {
+	for i := 0; i < len(s); {
+		it, off, next, err := nextItem(s, i)
+		if err != nil {
+			return err
+		}
+		if err := fn(it, off); err != nil {
+			return err
+		}
+		i = next
+		if i == len(s) && s[len(s)-1] == ',' {
+			return verr(i, trailing)
+		}
+	}
+	return nil
+}
+
 // countItems counts top-level items of a list that nextItem accepts.
 func countItems(s string) int {
 	if strings.TrimSpace(s) == "" {
@@ -313,20 +333,16 @@ func parseEventHead(s string) (Event, int, *valueError) {
 // splitParams splits the inside of a parameter group into trimmed items.
 func splitParams(inner string, base int) ([]string, *valueError) {
 	out := make([]string, 0, countItems(inner))
-	for i := 0; i < len(inner); {
-		it, off, next, err := nextItem(inner, i)
-		if err != nil {
-			err.off += base
-			return nil, err
-		}
+	err := eachItem(inner, "empty parameter", func(it string, off int) *valueError {
 		if it == "" {
-			return nil, verr(base+off, "empty parameter")
+			return verr(off, "empty parameter")
 		}
 		out = append(out, it)
-		i = next
-		if i == len(inner) && inner[len(inner)-1] == ',' {
-			return nil, verr(base+i, "empty parameter")
-		}
+		return nil
+	})
+	if err != nil {
+		err.off += base
+		return nil, err
 	}
 	return out, nil
 }
@@ -357,27 +373,23 @@ func parseEvent(s string) (Event, *valueError) {
 // An empty value gives an empty, non-nil list.
 func parseEventList(s string) ([]Event, *valueError) {
 	out := make([]Event, 0, countItems(s))
-	for i := 0; i < len(s); {
-		it, off, next, err := nextItem(s, i)
-		if err != nil {
-			return nil, err
-		}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	err := eachItem(s, "empty list element", func(it string, off int) *valueError {
 		if it == "" {
-			if strings.TrimSpace(s) == "" {
-				break
-			}
-			return nil, verr(off, "empty list element")
+			return verr(off, "empty list element")
 		}
 		e, err := parseEvent(it)
 		if err != nil {
 			err.off += off
-			return nil, err
+			return err
 		}
 		out = append(out, e)
-		i = next
-		if i == len(s) && s[len(s)-1] == ',' {
-			return nil, verr(i, "empty list element")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -387,27 +399,23 @@ func parseRequestedEvents(s string, depth int) ([]RequestedEvent, *valueError) {
 		return nil, verr(0, "embedded requests nested too deeply")
 	}
 	out := make([]RequestedEvent, 0, countItems(s))
-	for i := 0; i < len(s); {
-		it, off, next, err := nextItem(s, i)
-		if err != nil {
-			return nil, err
-		}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	err := eachItem(s, "empty list element", func(it string, off int) *valueError {
 		if it == "" {
-			if strings.TrimSpace(s) == "" {
-				break
-			}
-			return nil, verr(off, "empty list element")
+			return verr(off, "empty list element")
 		}
 		r, err := parseRequestedEvent(it, depth)
 		if err != nil {
 			err.off += off
-			return nil, err
+			return err
 		}
 		out = append(out, r)
-		i = next
-		if i == len(s) && s[len(s)-1] == ',' {
-			return nil, verr(i, "empty list element")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -487,22 +495,18 @@ func parseActions(s string, base, depth int) ([]Action, *valueError) {
 		return nil, nil
 	}
 	out := make([]Action, 0, countItems(s))
-	for i := 0; i < len(s); {
-		it, off, next, err := nextItem(s, i)
-		if err != nil {
-			err.off += base
-			return nil, err
-		}
+	err := eachItem(s, "empty action", func(it string, off int) *valueError {
 		a, err := parseAction(it, depth)
 		if err != nil {
-			err.off += base + off
-			return nil, err
+			err.off += off
+			return err
 		}
 		out = append(out, a)
-		i = next
-		if i == len(s) && s[len(s)-1] == ',' {
-			return nil, verr(base+i, "empty action")
-		}
+		return nil
+	})
+	if err != nil {
+		err.off += base
+		return nil, err
 	}
 	return out, nil
 }

@@ -81,23 +81,18 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 	if strings.TrimSpace(s) == "" {
 		return nil, verr(0, "empty LocalConnectionOptions")
 	}
-	for i := 0; i < len(s); {
-		it, off, next, err := nextItem(s, i)
-		if err != nil {
-			return nil, err
-		}
-		i = next
+	err := eachItem(s, "empty option", func(it string, off int) *valueError {
 		if it == "" {
-			return nil, verr(off, "empty option")
+			return verr(off, "empty option")
 		}
 		c := strings.IndexByte(it, ':')
 		if c <= 0 {
-			return nil, &valueError{off: off, reason: "option is not key:value", code: CodeLCOInvalid}
+			return &valueError{off: off, reason: "option is not key:value", code: CodeLCOInvalid}
 		}
 		key, val := it[:c], strings.TrimLeft(it[c+1:], " \t")
 		for k := 0; k < len(key); k++ {
 			if ch := key[k]; !(isAlnum(ch) || ch == '-' || ch == '+' || ch == '/' || ch == '_') {
-				return nil, &valueError{off: off + k, reason: "invalid option key", code: CodeLCOInvalid}
+				return &valueError{off: off + k, reason: "invalid option key", code: CodeLCOInvalid}
 			}
 		}
 		voff := off + c + 1 + (len(it[c+1:]) - len(val))
@@ -105,17 +100,17 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 			return &valueError{off: voff, reason: why + " in option " + quote(key), code: CodeLCOUnsupportedValue}
 		}
 		if val == "" {
-			return nil, bad("empty value")
+			return bad("empty value")
 		}
 		switch {
 		case equalFold(key, "a"):
 			if err := mark(1, off, key); err != nil {
-				return nil, err
+				return err
 			}
 			l.Codecs = strings.Split(val, ";")
 			for _, codec := range l.Codecs {
 				if codec == "" || strings.ContainsAny(codec, " \t") {
-					return nil, bad("bad codec list")
+					return bad("bad codec list")
 				}
 			}
 		case equalFold(key, "p"), equalFold(key, "b"):
@@ -124,11 +119,11 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 				bit = 4
 			}
 			if err := mark(bit, off, key); err != nil {
-				return nil, err
+				return err
 			}
 			r, ok := parseRange(val)
 			if !ok {
-				return nil, bad("bad number or range")
+				return bad("bad number or range")
 			}
 			if bit == 2 {
 				l.Packetization = r
@@ -141,7 +136,7 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 				bit = 16
 			}
 			if err := mark(bit, off, key); err != nil {
-				return nil, err
+				return err
 			}
 			var v OnOff
 			switch {
@@ -150,7 +145,7 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 			case equalFold(val, "off"):
 				v = Off
 			default:
-				return nil, bad("expected on or off")
+				return bad("expected on or off")
 			}
 			if bit == 8 {
 				l.EchoCancellation = v
@@ -159,10 +154,10 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 			}
 		case equalFold(key, "t"):
 			if err := mark(32, off, key); err != nil {
-				return nil, err
+				return err
 			}
 			if len(val) != 2 || !isHex(val) {
-				return nil, bad("expected two hex digits")
+				return bad("expected two hex digits")
 			}
 			l.TypeOfService = val
 		case equalFold(key, "gc"), equalFold(key, "r"), equalFold(key, "k"), equalFold(key, "nt"):
@@ -179,26 +174,27 @@ func parseLCO(s string) (*LocalConnectionOptions, *valueError) {
 				bit, dst = 512, &l.NetworkType
 			}
 			if err := mark(bit, off, key); err != nil {
-				return nil, err
+				return err
 			}
 			if strings.ContainsAny(val, " \t") {
-				return nil, bad("space")
+				return bad("space")
 			}
 			*dst = val
 		case len(key) > 2 && (key[0] == 'x' || key[0] == 'X') && (key[1] == '-' || key[1] == '+'),
 			strings.Contains(key, "/"):
 			for _, x := range l.Extensions {
 				if equalFold(x.Key, key) {
-					return nil, &valueError{off: off, reason: "duplicate option " + quote(key), code: CodeLCOInconsistent}
+					return &valueError{off: off, reason: "duplicate option " + quote(key), code: CodeLCOInconsistent}
 				}
 			}
 			l.Extensions = append(l.Extensions, LCOParam{Key: key, Value: val})
 		default:
-			return nil, &valueError{off: off, reason: "unknown option " + quote(key), code: CodeLCOInvalid}
+			return &valueError{off: off, reason: "unknown option " + quote(key), code: CodeLCOInvalid}
 		}
-		if i == len(s) && s[len(s)-1] == ',' {
-			return nil, verr(i, "empty option")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return l, nil
 }

@@ -653,27 +653,23 @@ func parseAckList(v string) ([]AckRange, *valueError) {
 	if v == "" {
 		return out, nil
 	}
-	for i := 0; i < len(v); {
-		it, off, next, err := nextItem(v, i)
-		if err != nil {
-			return nil, err
-		}
+	err := eachItem(v, "empty element in response ack", func(it string, off int) *valueError {
 		lo, hi, rng := strings.Cut(it, "-")
 		a, ok := parseTxID(strings.TrimSpace(lo))
 		if !ok {
-			return nil, verr(off, "bad transaction id in response ack")
+			return verr(off, "bad transaction id in response ack")
 		}
 		b := a
 		if rng {
 			if b, ok = parseTxID(strings.TrimSpace(hi)); !ok || b < a {
-				return nil, verr(off, "bad transaction id range in response ack")
+				return verr(off, "bad transaction id range in response ack")
 			}
 		}
 		out = append(out, AckRange{a, b})
-		i = next
-		if i == len(v) && v[len(v)-1] == ',' {
-			return nil, verr(i, "empty element in response ack")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -682,29 +678,25 @@ func parseAckList(v string) ([]AckRange, *valueError) {
 // list.
 func parseConnParams(v string) ([]ConnParam, *valueError) {
 	out := make([]ConnParam, 0, countItems(v))
-	for i := 0; i < len(v); {
-		it, off, next, err := nextItem(v, i)
-		if err != nil {
-			return nil, err
-		}
+	err := eachItem(v, "empty connection parameter", func(it string, off int) *valueError {
 		name, val, ok := strings.Cut(it, "=")
 		name, val = strings.TrimSpace(name), strings.TrimSpace(val)
 		if !ok || name == "" {
-			return nil, verr(off, "connection parameter is not name=value")
+			return verr(off, "connection parameter is not name=value")
 		}
 		for k := 0; k < len(name); k++ {
 			if !isParamNameByte(name[k]) {
-				return nil, verr(off+k, "invalid connection parameter name")
+				return verr(off+k, "invalid connection parameter name")
 			}
 		}
 		if strings.ContainsAny(val, " \t()\"") {
-			return nil, verr(off, "invalid connection parameter value")
+			return verr(off, "invalid connection parameter value")
 		}
 		out = append(out, ConnParam{Name: name, Value: val})
-		i = next
-		if i == len(v) && v[len(v)-1] == ',' {
-			return nil, verr(i, "empty connection parameter")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -712,19 +704,15 @@ func parseConnParams(v string) ([]ConnParam, *valueError) {
 // parseInfoList parses F: "R,D,S,X,N,I,T,O,ES". Empty gives an empty list.
 func parseInfoList(v string) ([]string, *valueError) {
 	out := make([]string, 0, countItems(v))
-	for i := 0; i < len(v); {
-		it, off, next, err := nextItem(v, i)
-		if err != nil {
-			return nil, err
-		}
+	err := eachItem(v, "empty requested-info code", func(it string, off int) *valueError {
 		if it == "" || !isParamNameToken(it) {
-			return nil, verr(off, "bad requested-info code")
+			return verr(off, "bad requested-info code")
 		}
 		out = append(out, toUpper(it))
-		i = next
-		if i == len(v) && v[len(v)-1] == ',' {
-			return nil, verr(i, "empty requested-info code")
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
