@@ -113,11 +113,15 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	}
 	first := cfg.Listeners[0]
 	s.transport = first.Transport
-	host, port, err := s.boundAddr(0)
+	// The first listener's bound address: where requests leave from, and
+	// what Contact and Via carry unless an advertised one is configured.
+	bound := s.ListenerAddr(0).String()
+	host, p, err := net.SplitHostPort(bound)
 	if err != nil {
 		s.closeListeners()
 		return nil, err
 	}
+	port, _ := strconv.Atoi(p)
 	if first.Advertise != "" {
 		h, p, err := net.SplitHostPort(first.Advertise)
 		if err != nil {
@@ -141,12 +145,11 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	bound, bport, _ := s.boundAddr(0)
 	// Via/Contact carry the advertised address; requests leave from the
 	// listener's own socket, so answers come back to it (and through the
 	// same NAT binding).
 	s.client, err = sipgo.NewClient(s.ua, sipgo.WithClientLogger(slogger), sipgo.WithClientHostname(host),
-		sipgo.WithClientPort(port), sipgo.WithClientConnectionAddr(net.JoinHostPort(bound, strconv.Itoa(bport))))
+		sipgo.WithClientPort(port), sipgo.WithClientConnectionAddr(bound))
 	if err != nil {
 		s.closeListeners()
 		return nil, err
@@ -272,25 +275,6 @@ type discardWriter struct{}
 
 func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 
-// boundAddr returns the bound host and port of listener i.
-func (s *Stack) boundAddr(i int) (string, int, error) {
-	var a net.Addr
-	switch {
-	case i < len(s.udp):
-		a = s.udp[i].LocalAddr()
-	case i-len(s.udp) < len(s.streams):
-		a = s.streams[i-len(s.udp)].l.Addr()
-	default:
-		return "", 0, errors.New("sip: no listener")
-	}
-	host, p, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return "", 0, err
-	}
-	port, _ := strconv.Atoi(p)
-	return host, port, nil
-}
-
 // ListenerAddr returns the bound address of listener i (UDP listeners
 // first, then TCP and TLS).
 func (s *Stack) ListenerAddr(i int) net.Addr {
@@ -304,12 +288,7 @@ func (s *Stack) ListenerAddr(i int) net.Addr {
 func (s *Stack) Ready() <-chan struct{} { return s.ready }
 
 // LocalAddr returns the first listener's bound address.
-func (s *Stack) LocalAddr() net.Addr {
-	if len(s.udp) > 0 {
-		return s.udp[0].LocalAddr()
-	}
-	return s.streams[0].l.Addr()
-}
+func (s *Stack) LocalAddr() net.Addr { return s.ListenerAddr(0) }
 
 // ContactURI returns the host:port used in Contact and Via.
 func (s *Stack) ContactURI() sip.Uri { return s.contact }
