@@ -370,7 +370,7 @@ func (c *compiler) peers(peers []Peer) {
 			if acct.AuthUser == "" {
 				acct.AuthUser = acct.User
 			}
-			pw, err := expandEnv(string(acct.Password), c.opts.LookupEnv)
+			pw, err := ExpandEnv(string(acct.Password), c.opts.LookupEnv)
 			if err != nil {
 				c.bad(p+".account.password", "%v", err)
 			}
@@ -633,7 +633,7 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 			if len(c.problems) > before {
 				break
 			}
-			if pw, err = expandEnv(pw, c.opts.LookupEnv); err != nil {
+			if pw, err = ExpandEnv(pw, c.opts.LookupEnv); err != nil {
 				c.bad(p+".password", "%v", err)
 				break
 			}

@@ -368,3 +368,17 @@ func BenchmarkMemoryPerLine(b *testing.B) {
 		runtime.KeepAlive(r)
 	}
 }
+
+func TestExpandEnv(t *testing.T) {
+	look := env(map[string]string{"A": "1", "B": "two"})
+	for in, want := range map[string]string{"plain": "plain", "${A}": "1", "x-${A}-${B}": "x-1-two", "": ""} {
+		if got, err := ExpandEnv(in, look); err != nil || got != want {
+			t.Errorf("ExpandEnv(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]string{"${NOPE}": "environment variable NOPE is not set", "a${": "unterminated ${ reference", "${}": "empty ${} reference"} {
+		if _, err := ExpandEnv(in, look); err == nil || err.Error() != want {
+			t.Errorf("ExpandEnv(%q) error %v, want %q", in, err, want)
+		}
+	}
+}

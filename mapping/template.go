@@ -118,9 +118,10 @@ func expand(s string, n, i int, has bool) (string, error) {
 	return b.String(), nil
 }
 
-// expandEnv replaces ${NAME} references using lookup; an unset variable is
-// an error that names it (and never the value).
-func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+// ExpandEnv replaces ${NAME} references using lookup; an unset variable is
+// an error that names it (and never the value). Every secret of the
+// configuration (line and account passwords, the admin token) follows it.
+func ExpandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 	if !strings.Contains(s, "${") {
 		return s, nil
 	}

@@ -156,7 +156,7 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 			add("admin.listen", fmt.Sprintf("%q is not host:port", fc.Admin.Listen))
 		}
 	}
-	tok, err := expandSecret(string(fc.Admin.Token), lookupEnv)
+	tok, err := mapping.ExpandEnv(string(fc.Admin.Token), lookupEnv)
 	if err != nil {
 		add("admin.token", err.Error())
 	}
@@ -185,19 +185,6 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 		fc.Admin.Listen = "127.0.0.1:8080"
 	}
 	return &loadedConfig{File: fc, Rules: rules}, nil
-}
-
-// expandSecret resolves a whole-value ${NAME} reference.
-func expandSecret(s string, lookupEnv func(string) (string, bool)) (string, error) {
-	if strings.HasPrefix(s, "${") && strings.HasSuffix(s, "}") {
-		name := s[2 : len(s)-1]
-		v, ok := lookupEnv(name)
-		if !ok {
-			return "", fmt.Errorf("environment variable %s is not set", name)
-		}
-		return v, nil
-	}
-	return s, nil
 }
 
 var (
