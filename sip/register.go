@@ -474,10 +474,7 @@ func (r *Registrations) exchange(ctx context.Context, e *regEntry, expiry time.D
 	r.mu.Lock()
 	acct := e.acct
 	r.mu.Unlock()
-	req, err := r.newRegister(e, acct, expiry)
-	if err != nil {
-		return nil, err
-	}
+	req := r.newRegister(e, acct, expiry)
 	res, err := r.do(ctx, req)
 	for tries := 0; err == nil && tries < 2 && (res.StatusCode == 401 || res.StatusCode == 407); tries++ {
 		if tries == 1 && !staleChallenge(res) {
@@ -554,7 +551,7 @@ func authorize(req *sip.Request, res *sip.Response, acct Account) (string, error
 	return algo, nil
 }
 
-func (r *Registrations) newRegister(e *regEntry, acct Account, expiry time.Duration) (*sip.Request, error) {
+func (r *Registrations) newRegister(e *regEntry, acct Account, expiry time.Duration) *sip.Request {
 	host, portStr, err := net.SplitHostPort(acct.Registrar)
 	if err != nil {
 		host, portStr = acct.Registrar, ""
@@ -590,7 +587,7 @@ func (r *Registrations) newRegister(e *regEntry, acct Account, expiry time.Durat
 	req.AppendHeader(&mf)
 	req.AppendHeader(sip.NewHeader("User-Agent", r.stack.cfg.UserAgent))
 	req.SetTransport(strings.ToUpper(acct.Transport))
-	return req, nil
+	return req
 }
 
 // do runs one client transaction and returns its final response.
