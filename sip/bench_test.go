@@ -74,3 +74,43 @@ func BenchmarkRegister10kSiptest(b *testing.B) {
 	defer reg.Close()
 	benchRegister(b, reg.Addr(), 10000, 100000, func(string) string { return "pw" })
 }
+
+// BenchmarkDialogsSiptest places calls at the siptest PBX (answered at
+// once) and hangs each up: INVITE, 200, ACK, BYE, 200 per dialog, 16 in
+// flight.
+func BenchmarkDialogsSiptest(b *testing.B) {
+	pbx, err := siptest.NewRegistrar(siptest.RegistrarConfig{NoRecord: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pbx.Close()
+	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = stack.Serve(ctx) }()
+	defer stack.Close()
+	b.SetParallelism(8) // 8 per core: 16 calls in flight on two cores
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			d, err := stack.Invite(ctx, sip.Call{From: sip.Account{User: "2001"}, To: "3000", Peer: pbx.Addr(), SDP: []byte(offer)})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			e := <-d.Events()
+			if e.Kind != sip.EventAnswered {
+				b.Errorf("call: %+v", e)
+				return
+			}
+			if err := d.Bye(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "dialogs/s")
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config configures the SIP stack.
@@ -25,6 +26,12 @@ type Config struct {
 	DropUnknown bool `yaml:"drop_unknown"`
 	// Trace logs every SIP message sent and received.
 	Trace bool `yaml:"trace"`
+	// SessionExpires is the session interval mgsip asks for in its INVITEs
+	// (RFC 4028 session timers; default 1800 s, negative: do not ask).
+	SessionExpires time.Duration `yaml:"session_expires"`
+	// MinSE is the smallest session interval accepted from a peer; shorter
+	// ones are refused with 422 (RFC 4028 §8.1; default 90 s, the RFC floor).
+	MinSE time.Duration `yaml:"min_se"`
 }
 
 // Listener is one SIP transport listener.
@@ -45,6 +52,9 @@ type Listener struct {
 const (
 	DefaultUserAgent    = "mgsip"
 	DefaultRegisterRate = 50
+	// DefaultSessionExpires and DefaultMinSE follow RFC 4028 §4 and §5.
+	DefaultSessionExpires = 1800 * time.Second
+	DefaultMinSE          = 90 * time.Second
 )
 
 // WithDefaults returns the config with unset fields defaulted.
@@ -72,6 +82,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RegisterRate == 0 {
 		c.RegisterRate = DefaultRegisterRate
+	}
+	if c.SessionExpires == 0 {
+		c.SessionExpires = DefaultSessionExpires
+	}
+	if c.MinSE == 0 {
+		c.MinSE = DefaultMinSE
 	}
 	return c
 }
@@ -113,6 +129,12 @@ func (c Config) Validate() error {
 	}
 	if c.RegisterRate < 0 {
 		bad("sip.register_rate", "must not be negative")
+	}
+	if c.MinSE < time.Second {
+		bad("sip.min_se", "must be at least 1s")
+	}
+	if c.SessionExpires > 0 && c.SessionExpires < c.MinSE {
+		bad("sip.session_expires", "%v is below min_se %v", c.SessionExpires, c.MinSE)
 	}
 	return errors.Join(errs...)
 }

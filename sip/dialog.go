@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,10 +45,21 @@ const (
 	// media); SDP is its offer. Answer with AcceptReinvite or
 	// RejectReinvite within 32 s.
 	EventReinvite
+	// EventUpdate: the far end sent an UPDATE with an offer (RFC 3311);
+	// answer it with AcceptReinvite or RejectReinvite like a re-INVITE.
+	EventUpdate
+	// EventRefer: the far end asks us to transfer the call (RFC 3515):
+	// ReferTo is the target, Replaces set for an attended transfer.
+	// Report the outcome with NotifyRefer.
+	EventRefer
+	// EventReferStatus: progress of a transfer we asked for with Refer,
+	// from the far end's NOTIFY: Status of its call, Final when done.
+	EventReferStatus
 )
 
 func (k EventKind) String() string {
-	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye", "info", "reinvite"}[k]
+	return [...]string{"ringing", "progress", "answered", "failed", "cancelled", "bye", "info", "reinvite",
+		"update", "refer", "refer-status"}[k]
 }
 
 // Event is something that happened in a dialog.
@@ -59,6 +71,12 @@ type Event struct {
 
 	ContentType string // of an INFO
 	Body        []byte // of an INFO
+
+	ReferTo     string // EventRefer: the target URI
+	ReferToUser string // EventRefer: its user part (the number to call)
+	Replaces    string // EventRefer: Replaces value for an attended transfer
+	ReferredBy  string // EventRefer: Referred-By, when given
+	Final       bool   // EventReferStatus: the transfer attempt is over
 }
 
 // Dialog is one SIP dialog, inbound or outbound. Events arrive on Events;
@@ -81,6 +99,9 @@ type Dialog struct {
 	// come first (the far end may send them as soon as it has our ACK).
 	answeredEmitted chan struct{}
 
+	// ackedCh is closed when the ACK of an inbound INVITE arrived.
+	ackedCh chan struct{}
+
 	mu       sync.Mutex
 	acked    bool          // the ACK of an inbound INVITE arrived
 	pending  *reinvite     // a re-INVITE waiting for our answer
@@ -89,6 +110,10 @@ type Dialog struct {
 	answered bool
 	ended    bool
 	remote   []byte // remote SDP: the INVITE's (inbound) or the answer's (outbound)
+	local    []byte // our latest SDP (offer or answer)
+	sending  bool   // our re-INVITE or UPDATE is outstanding
+	referSeq uint32 // CSeq of the REFER being reported (Event: refer;id=)
+	st       *sessionTimer
 }
 
 // Events returns the dialog's events; it is closed when the dialog ends.
@@ -152,6 +177,9 @@ func (d *Dialog) end(last *Event) {
 		}
 	}
 	d.ended = true
+	if d.st != nil {
+		d.st.timer.Stop()
+	}
 	close(d.events)
 	d.cancel()
 }
@@ -159,7 +187,7 @@ func (d *Dialog) end(last *Event) {
 func newDialog(s *Stack, inbound bool, invite *sip.Request) *Dialog {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dialog{stack: s, Inbound: inbound, invite: invite, events: make(chan Event, 16), ctx: ctx, cancel: cancel,
-		answeredEmitted: make(chan struct{})}
+		answeredEmitted: make(chan struct{}), ackedCh: make(chan struct{})}
 	if c := invite.CallID(); c != nil {
 		d.CallID = c.Value()
 	}
@@ -176,6 +204,12 @@ type Call struct {
 	Transport string  // udp (default), tcp, tls
 	SDP       []byte  // the offer; empty for an offerless INVITE
 	Headers   map[string]string
+	// AnswerOffer, for an offerless INVITE, turns the offer in the 2xx
+	// into the answer sent in the ACK (RFC 3261 §13.2.1).
+	AnswerOffer func(offer []byte) []byte
+	// SessionExpires overrides the stack's session interval for this
+	// call; negative: ask for no session timer.
+	SessionExpires time.Duration
 }
 
 // ErrCallFailed is wrapped by Invite errors for non-2xx answers.
@@ -210,6 +244,14 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	req.AppendHeader(&sip.ContactHeader{Address: contact, Params: sip.NewParams()})
 	for k, v := range c.Headers {
 		req.AppendHeader(sip.NewHeader(k, v))
+	}
+	req.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))
+	req.AppendHeader(sip.NewHeader("Supported", "timer, replaces"))
+	if se := cmp.Or(c.SessionExpires, s.cfg.SessionExpires); se > 0 {
+		// RFC 4028 §7.1: ask for a session interval; the UAS picks the
+		// refresher.
+		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))))
+		req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(int(s.cfg.MinSE/time.Second))))
 	}
 	if len(c.SDP) > 0 {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -255,15 +297,23 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 			d.end(&Event{Kind: EventFailed, Reason: err.Error()})
 			return
 		}
-		if err := sess.Ack(context.Background()); err != nil {
+		res := sess.InviteResponse
+		local := c.SDP
+		if len(c.SDP) == 0 && c.AnswerOffer != nil && len(res.Body()) > 0 {
+			// Offerless INVITE: the 2xx carried the offer, our answer
+			// goes in the ACK.
+			local = c.AnswerOffer(res.Body())
+		}
+		if err := d.ack(sess, local); err != nil {
 			d.end(&Event{Kind: EventFailed, Reason: "ACK: " + err.Error()})
 			return
 		}
-		res := sess.InviteResponse
 		d.mu.Lock()
 		d.answered = true
 		d.remote = res.Body()
+		d.local = local
 		d.mu.Unlock()
+		d.sessionRefreshed(res)
 		d.emit(Event{Kind: EventAnswered, Status: res.StatusCode, Reason: res.Reason, SDP: res.Body()})
 		close(d.answeredEmitted)
 		select {
@@ -279,6 +329,22 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		s.inboundMu.Unlock()
 	}()
 	return d, nil
+}
+
+// ack acknowledges the 2xx of the initial INVITE, with an SDP answer
+// when the INVITE was offerless.
+func (d *Dialog) ack(sess *sipgo.DialogClientSession, answer []byte) error {
+	if len(answer) == 0 || len(d.invite.Body()) > 0 {
+		return sess.Ack(context.Background())
+	}
+	target := sess.InviteRequest.Recipient
+	if c := sess.InviteResponse.Contact(); c != nil {
+		target = c.Address
+	}
+	ack := sip.NewRequest(sip.ACK, *target.Clone())
+	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(answer)
+	return sess.WriteAck(context.Background(), ack)
 }
 
 func splitHostPort(hp string) (string, int, error) {
@@ -305,17 +371,44 @@ func (d *Dialog) Progress(sdp []byte) error {
 	return d.server.Respond(183, "Session Progress", sdp, sip.NewHeader("Content-Type", "application/sdp"))
 }
 
-// Answer answers 200 OK with the SDP answer; EventAnswered follows when
-// the ACK arrives.
+// Answer answers 200 OK with the SDP answer (or, to an offerless INVITE,
+// our offer: the answer arrives with EventAnswered from the ACK). It
+// returns once the ACK arrived; without one in 64*T1 the call is hung up
+// (RFC 3261 §13.3.1.4) and EventFailed reported.
 func (d *Dialog) Answer(sdp []byte) error {
-	if err := d.server.RespondSDP(sdp); err != nil {
-		return err
+	// The session's copy of the INVITE carries our To tag.
+	res := sip.NewResponseFromRequest(d.server.InviteRequest, sip.StatusOK, "OK", nil)
+	res.AppendHeader(&sip.ContactHeader{Address: d.stack.contact})
+	res.AppendHeader(sip.NewHeader("Allow", strings.Join(d.stack.methods, ", ")))
+	res.AppendHeader(sip.NewHeader("Supported", "timer, replaces"))
+	d.sessionTimerHeaders(d.invite, res)
+	if len(sdp) > 0 {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody(sdp)
 	}
 	d.mu.Lock()
 	d.answered = true
+	d.local = sdp
 	d.mu.Unlock()
+	// sipgo repeats the 200 until the ACK comes but restarts its 64*T1
+	// limit with every repetition, so the limit is kept here.
+	errc := make(chan error, 1)
+	go func() { errc <- d.server.WriteResponse(res) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	case <-time.After(64 * sip.T1):
+		d.hangup(&Event{Kind: EventFailed, Status: sip.StatusRequestTimeout, Reason: "no ACK for our 200"})
+		return ErrNoAck
+	}
+	d.sessionRefreshed(d.invite)
 	return nil
 }
+
+// ErrNoAck: our 200 was never acknowledged; the call was hung up.
+var ErrNoAck = errors.New("sip: no ACK for our 200 within 64*T1")
 
 // Reject answers the INVITE with a final failure status, e.g. 486.
 func (d *Dialog) Reject(status int, reason string) error {
@@ -345,6 +438,9 @@ func (s *Stack) SetHandler(h Handler) { s.handler.Store(&handlerBox{h}) }
 func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if req.To() != nil && req.To().Params.Has("tag") {
 		s.onReinvite(req, tx)
+		return
+	}
+	if s.tooBrief(req, tx) {
 		return
 	}
 	hb := s.handler.Load()
@@ -402,6 +498,21 @@ func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	_ = sess.Close()
 }
 
+// waitAck holds an in-dialog request of an inbound dialog until the ACK
+// of our 200 was processed: handlers run concurrently, and a request the
+// caller sent right after its ACK could otherwise be read first and make
+// sipgo refuse the ACK's older CSeq.
+func (d *Dialog) waitAck() {
+	if !d.Inbound {
+		return
+	}
+	select {
+	case <-d.ackedCh:
+	case <-d.ctx.Done():
+	case <-time.After(time.Second):
+	}
+}
+
 func (d *Dialog) isEnded() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -429,8 +540,13 @@ func (s *Stack) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	if err := d.server.ReadAck(req, tx); err == nil {
 		d.mu.Lock()
 		d.acked = true
+		close(d.ackedCh)
+		if len(req.Body()) > 0 {
+			// The answer to the offer of our 200 (offerless INVITE).
+			d.remote = req.Body()
+		}
 		d.mu.Unlock()
-		d.emit(Event{Kind: EventAnswered, Status: 200})
+		d.emit(Event{Kind: EventAnswered, Status: 200, SDP: req.Body()})
 	}
 }
 
@@ -491,53 +607,41 @@ func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 		return
 	}
+	if s.tooBrief(req, tx) {
+		return
+	}
+	d.waitAck()
 	var err error
 	if d.Inbound {
 		err = d.server.ReadRequest(req, tx)
 	} else {
 		err = d.client.ReadRequest(req, tx)
 	}
-	d.mu.Lock()
-	busy := d.pending != nil || d.ackWait != nil
-	if err != nil || busy {
-		d.mu.Unlock()
-		// §14.2: a re-INVITE while another is in progress (or out of
-		// order) gets 500 with a Retry-After of 0 to 10 seconds.
-		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "Another INVITE in progress", nil)
-		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(req.CSeq().SeqNo%11))))
+	if err != nil {
+		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "CSeq out of order", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", "1"))
 		_ = tx.Respond(res)
 		return
 	}
-	p := &reinvite{answer: make(chan reinviteAnswer, 1)}
-	d.pending = p
-	d.mu.Unlock()
-	d.emit(Event{Kind: EventReinvite, SDP: req.Body()})
-	var a reinviteAnswer
-	select {
-	case a = <-p.answer:
-	case <-time.After(32 * time.Second):
-		a = reinviteAnswer{code: sip.StatusInternalServerError, reason: "No answer to the re-INVITE"}
-	case <-d.ctx.Done():
-		a = reinviteAnswer{code: sip.StatusRequestTerminated, reason: "Request Terminated"}
+	a, ok := d.awaitOffer(req, tx, EventReinvite)
+	if !ok {
+		return
 	}
-	res := sip.NewResponseFromRequest(req, a.code, a.reason, nil)
+	res := d.answerOffer(req, a)
 	ackWait := make(chan struct{})
-	d.mu.Lock()
-	d.pending = nil
 	if a.code/100 == 2 {
-		d.remote = req.Body()
-		d.ackWait, d.ackCSeq = ackWait, req.CSeq().SeqNo
-		contact := s.contact
-		res.AppendHeader(&sip.ContactHeader{Address: contact})
-		if len(a.sdp) > 0 {
-			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-			res.SetBody(a.sdp)
+		d.mu.Lock()
+		if d.ackWait != nil {
+			// A newer re-INVITE implies the previous 2xx arrived.
+			close(d.ackWait)
 		}
+		d.ackWait, d.ackCSeq = ackWait, req.CSeq().SeqNo
+		d.mu.Unlock()
 	}
-	d.mu.Unlock()
 	if err := tx.Respond(res); err != nil || a.code/100 != 2 {
 		return
 	}
+	d.sessionRefreshed(req)
 	// §13.3.1.4: the 2xx is repeated (T1 doubling to T2) until its ACK
 	// arrives, for at most 64*T1.
 	interval := sip.T1
@@ -550,7 +654,9 @@ func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		case <-deadline:
 			d.mu.Lock()
-			d.ackWait = nil
+			if d.ackWait == ackWait {
+				d.ackWait = nil
+			}
 			d.mu.Unlock()
 			return
 		case <-time.After(interval):
@@ -579,49 +685,18 @@ func (s *Stack) findInbound(sess *sipgo.DialogServerSession) *Dialog {
 // Info sends an INFO in the dialog, e.g. a DTMF digit as
 // application/dtmf-relay ("Signal=5\r\nDuration=160\r\n").
 func (d *Dialog) Info(ctx context.Context, contentType string, body []byte) error {
-	var target *sip.ContactHeader
-	var routes []sip.Header
-	if d.Inbound {
-		// UAS: the caller's Contact; the route set is the INVITE's
-		// Record-Route in order (RFC 3261 §12.1.1).
-		target = d.invite.Contact()
-		routes = d.invite.GetHeaders("Record-Route")
-	} else {
-		// UAC: the callee's Contact; Record-Route of the answer reversed
-		// (§12.1.2).
-		res := d.client.InviteResponse
-		if res == nil {
-			return errors.New("sip: INFO before the answer")
-		}
-		target = res.Contact()
-		rr := res.GetHeaders("Record-Route")
-		for i := len(rr) - 1; i >= 0; i-- {
-			routes = append(routes, rr[i])
-		}
-	}
-	if target == nil {
-		return errors.New("sip: no remote target for INFO")
-	}
-	req := sip.NewRequest(sip.INFO, target.Address)
-	for _, h := range routes {
-		if rr, ok := h.(*sip.RecordRouteHeader); ok {
-			req.AppendHeader(&sip.RouteHeader{Address: rr.Address})
-		}
+	req, err := d.newRequest(sip.INFO)
+	if err != nil {
+		return err
 	}
 	req.AppendHeader(sip.NewHeader("Content-Type", contentType))
 	req.SetBody(body)
-	var res *sip.Response
-	var err error
-	if d.Inbound {
-		res, err = d.server.Do(ctx, req)
-	} else {
-		res, err = d.client.Do(ctx, req)
-	}
+	res, err := d.do(ctx, req)
 	if err != nil {
 		return err
 	}
 	if !res.IsSuccess() {
-		return fmt.Errorf("sip: INFO answered %d %s", res.StatusCode, res.Reason)
+		return &StatusError{Method: "INFO", Status: res.StatusCode, Reason: res.Reason}
 	}
 	return nil
 }

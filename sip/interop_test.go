@@ -172,7 +172,13 @@ func (k *kamailio) stat(name string) (int, error) {
 }
 
 func newStack(t *testing.T) (*sip.Stack, context.CancelFunc) {
-	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	return newStackWith(t, sip.Config{})
+}
+
+// newStackWith serves a stack with cfg on 127.0.0.1:0.
+func newStackWith(t *testing.T, cfg sip.Config) (*sip.Stack, context.CancelFunc) {
+	cfg.Listeners = []sip.Listener{{Listen: "127.0.0.1:0"}}
+	stack, err := sip.NewStack(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -592,10 +592,21 @@ func (r *Registrations) newRegister(e *regEntry, acct Account, expiry time.Durat
 
 // do runs one client transaction and returns its final response.
 func (r *Registrations) do(ctx context.Context, req *sip.Request, opts ...sipgo.ClientRequestOption) (*sip.Response, error) {
-	tx, err := r.stack.client.TransactionRequest(ctx, req, opts...)
+	return r.stack.do(ctx, req, opts...)
+}
+
+// do runs one client transaction outside any dialog and returns its
+// final response.
+func (s *Stack) do(ctx context.Context, req *sip.Request, opts ...sipgo.ClientRequestOption) (*sip.Response, error) {
+	tx, err := s.client.TransactionRequest(ctx, req, opts...)
 	if err != nil {
 		return nil, err
 	}
+	return finalResponse(ctx, tx)
+}
+
+// finalResponse waits for the final response of a client transaction.
+func finalResponse(ctx context.Context, tx sip.ClientTransaction) (*sip.Response, error) {
 	defer tx.Terminate()
 	for {
 		select {

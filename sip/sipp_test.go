@@ -65,13 +65,18 @@ func startSIPp(t *testing.T, args ...string) *sippRun {
 // wait returns SIPp's exit error (nil: every call succeeded).
 func (r *sippRun) wait(t *testing.T) {
 	t.Helper()
+	r.waitFor(t, 30*time.Second)
+}
+
+func (r *sippRun) waitFor(t *testing.T, limit time.Duration) {
+	t.Helper()
 	select {
 	case err := <-r.done:
 		r.done <- err
 		if err != nil {
 			t.Fatalf("sipp failed: %v\n%s", err, r.output.String())
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(limit):
 		t.Fatalf("sipp did not finish:\n%s", r.output.String())
 	}
 }
@@ -248,5 +253,115 @@ func TestInteropSIPpOverlappingReinvite(t *testing.T) {
 	sipp.wait(t)
 	if reinvites != 1 {
 		t.Errorf("%d re-INVITEs reached the dialog, want only the first", reinvites)
+	}
+}
+
+// TestInteropSIPpGlare: SIPp refuses our hold re-INVITE with 491 as if
+// its own had crossed ours; we wait 2.1-4 s (RFC 3261 §14.1, we own the
+// Call-ID) and retry; SIPp checks the retry holds and gets our BYE.
+func TestInteropSIPpGlare(t *testing.T) {
+	t.Parallel()
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_glare.xml")
+	stack, _ := newStack(t)
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, d); e.Kind != sip.EventAnswered {
+		t.Fatalf("%+v\n%s", e, sipp.output.String())
+	}
+	start := time.Now()
+	ans, err := d.Reinvite(context.Background(), []byte(holdOffer))
+	took := time.Since(start)
+	if err != nil || !strings.Contains(string(ans), "a=recvonly") {
+		t.Fatalf("re-INVITE after glare: %q %v\n%s", ans, err, sipp.output.String())
+	}
+	if took < 2100*time.Millisecond || took > 5*time.Second {
+		t.Errorf("retry came after %v, want 2.1-4 s", took)
+	}
+	if err := d.Bye(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sipp.wait(t)
+}
+
+// TestInteropSIPpSessionTimerRefresh: SIPp answers with a 2 s session
+// interval and makes us the refresher; it requires two UPDATE refreshes
+// before it hangs up.
+func TestInteropSIPpSessionTimerRefresh(t *testing.T) {
+	t.Parallel()
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_session_timer.xml")
+	stack, _ := newStackWith(t, sip.Config{MinSE: time.Second, SessionExpires: 2 * time.Second})
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range d.Events() {
+		if e.Kind == sip.EventFailed {
+			t.Fatalf("%+v\n%s", e, sipp.output.String())
+		}
+		if e.Kind == sip.EventBye && e.Reason != "" {
+			t.Fatalf("we hung up: %+v\n%s", e, sipp.output.String())
+		}
+	}
+	sipp.wait(t)
+}
+
+// TestInteropSIPpSessionNotRefreshed: SIPp asks for a 3 s session as
+// refresher and never refreshes; we hang up before it ends (RFC 4028 §10),
+// which SIPp requires.
+func TestInteropSIPpSessionNotRefreshed(t *testing.T) {
+	t.Parallel()
+	stack, _ := newStackWith(t, sip.Config{MinSE: time.Second})
+	ended := make(chan sip.Event, 1)
+	stack.SetHandler(sip.HandlerFunc(func(d *sip.Dialog) {
+		if err := d.Answer([]byte(answer)); err != nil {
+			t.Error(err)
+			return
+		}
+		for e := range d.Events() {
+			if e.Kind == sip.EventBye {
+				ended <- e
+			}
+		}
+	}))
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uac_no_refresh.xml", "-s", "2002", stack.LocalAddr().String())
+	sipp.wait(t)
+	select {
+	case e := <-ended:
+		if e.Reason != "session expired" {
+			t.Errorf("ended with %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dialog did not report its end")
+	}
+}
+
+// TestInteropSIPpNeverAcks: SIPp never acknowledges our 200; after 64*T1
+// (32 s) we hang up with BYE (RFC 3261 §13.3.1.4) and report the call
+// failed. Runs in parallel with the other slow interop tests.
+func TestInteropSIPpNeverAcks(t *testing.T) {
+	t.Parallel()
+	stack, _ := newStack(t)
+	result := make(chan error, 1)
+	events := make(chan sip.Event, 4)
+	stack.SetHandler(sip.HandlerFunc(func(d *sip.Dialog) {
+		result <- d.Answer([]byte(answer))
+		for e := range d.Events() {
+			events <- e
+		}
+	}))
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uac_no_ack.xml", "-timeout", "60s", "-s", "2002", stack.LocalAddr().String())
+	sipp.waitFor(t, 60*time.Second)
+	if err := <-result; err == nil {
+		t.Fatal("Answer succeeded without an ACK")
+	}
+	select {
+	case e := <-events:
+		if e.Kind != sip.EventFailed || e.Status != 408 {
+			t.Errorf("event %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no failure event")
 	}
 }

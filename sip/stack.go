@@ -41,6 +41,7 @@ type Stack struct {
 	methods []string // methods with a handler, for Allow
 
 	handler       atomic.Pointer[handlerBox]
+	mwi           atomic.Pointer[mwiBox]
 	clientDialogs *sipgo.DialogClientCache
 	serverDialogs *sipgo.DialogServerCache
 	inboundMu     sync.Mutex
@@ -163,6 +164,9 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	s.OnRequest(sip.ACK, s.onAck)
 	s.OnRequest(sip.BYE, s.onBye)
 	s.OnRequest(sip.INFO, s.onInfo)
+	s.OnRequest(sip.UPDATE, s.onUpdate)
+	s.OnRequest(sip.REFER, s.onRefer)
+	s.OnRequest(sip.NOTIFY, s.onNotify)
 	s.OnRequest(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))

@@ -1,5 +1,7 @@
-// Package siptest provides a scriptable SIP peer for tests: a registrar
-// with digest authentication that stands in for a PBX.
+// Package siptest provides a scriptable SIP peer for tests that stands in
+// for a PBX on 127.0.0.1:0: a registrar with digest authentication, a UAS
+// answering INVITEs as scripted, a UAC calling registered lines, MWI
+// subscriptions and NOTIFYs, and a recorder of every message.
 package siptest
 
 import (
@@ -32,6 +34,10 @@ type RegistrarConfig struct {
 	// Fail, if set, may answer a REGISTER itself: return a status code
 	// (and an optional Retry-After) or 0 to go on.
 	Fail func(user string, n int) (code int, retryAfter int)
+	// UAS scripts the answer to each INVITE (default: 200 at once).
+	UAS func(req *sip.Request) Script
+	// NoRecord turns the message recorder off (for load runs).
+	NoRecord bool
 }
 
 // Binding is a registered contact.
@@ -52,17 +58,25 @@ type Request struct {
 
 // Registrar is a SIP registrar on 127.0.0.1:0.
 type Registrar struct {
-	cfg  RegistrarConfig
-	ua   *sipgo.UserAgent
-	srv  *sipgo.Server
-	conn net.PacketConn
-	done chan struct{}
+	cfg    RegistrarConfig
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	uas    *sipgo.DialogServerCache
+	uac    *sipgo.DialogClientCache
+	conn   net.PacketConn
+	done   chan struct{}
 
 	mu       sync.Mutex
 	nonces   map[string]string // nonce -> algorithm it was issued for
 	bindings map[string]Binding
 	requests []Request
 	counts   map[string]int
+
+	finals         map[int]int
+	messages       []Message
+	subscribers    map[string]*subscriber
+	subscribeCount map[string]int
 }
 
 // NewRegistrar starts a registrar.
@@ -87,12 +101,32 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	r := &Registrar{cfg: cfg, ua: ua, srv: srv, conn: conn, done: make(chan struct{}),
-		nonces: map[string]string{}, bindings: map[string]Binding{}, counts: map[string]int{}}
+	r := &Registrar{cfg: cfg, ua: ua, srv: srv, done: make(chan struct{}),
+		nonces: map[string]string{}, bindings: map[string]Binding{}, counts: map[string]int{},
+		finals: map[int]int{}, subscribers: map[string]*subscriber{}, subscribeCount: map[string]int{}}
+	r.conn = recordingConn{PacketConn: conn, r: r}
+	addr := conn.LocalAddr().(*net.UDPAddr)
+	r.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(addr.IP.String()), sipgo.WithClientPort(addr.Port),
+		sipgo.WithClientConnectionAddr(addr.String()))
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: addr.IP.String(), Port: addr.Port}}
+	r.uas = sipgo.NewDialogServerCache(r.client, contact)
+	r.uac = sipgo.NewDialogClientCache(r.client, contact)
 	srv.OnRegister(r.onRegister)
+	srv.OnInvite(r.onInvite)
+	srv.OnAck(r.onAck)
+	srv.OnBye(r.onBye)
+	srv.OnSubscribe(r.onSubscribe)
+	srv.OnInfo(r.simple)
+	srv.OnUpdate(r.simple)
+	srv.OnNotify(r.simple)
+	srv.OnOptions(r.simple)
 	go func() {
 		defer close(r.done)
-		_ = srv.ServeUDP(conn)
+		_ = srv.ServeUDP(r.conn)
 	}()
 	return r, nil
 }
@@ -171,14 +205,7 @@ func (r *Registrar) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if !r.authorized(req, user, &rec) {
 		res := sip.NewResponseFromRequest(req, sip.StatusUnauthorized, "Unauthorized", nil)
-		r.mu.Lock()
-		for _, alg := range r.cfg.Algorithms {
-			nonce := token()
-			r.nonces[nonce] = alg
-			chal := digest.Challenge{Realm: r.cfg.Realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}}
-			res.AppendHeader(sip.NewHeader("WWW-Authenticate", chal.String()))
-		}
-		r.mu.Unlock()
+		r.challenge(res)
 		respond(res)
 		return
 	}
@@ -207,6 +234,18 @@ func (r *Registrar) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	r.mu.Unlock()
 	respond(res)
+}
+
+// challenge adds one WWW-Authenticate per configured algorithm.
+func (r *Registrar) challenge(res *sip.Response) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, alg := range r.cfg.Algorithms {
+		nonce := token()
+		r.nonces[nonce] = alg
+		chal := digest.Challenge{Realm: r.cfg.Realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}}
+		res.AppendHeader(sip.NewHeader("WWW-Authenticate", chal.String()))
+	}
 }
 
 // authorized checks the request's digest credentials.

@@ -1,0 +1,390 @@
+package siptest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// The Registrar is also the rest of a PBX stand-in: a UAS that answers
+// INVITEs as scripted, a UAC that calls registered contacts, a notifier
+// for subscriptions and MWI, and a recorder of every message on its
+// socket.
+
+// Script says how the UAS treats one INVITE.
+type Script struct {
+	Ring        time.Duration // send 180 and wait this long before the final answer
+	Status      int           // final status; 0 means 200
+	SDP         []byte        // SDP of the 200 (default: a fixed PCMU answer)
+	HangUpAfter time.Duration // send BYE this long after the ACK (0: wait for the far end)
+}
+
+// DefaultAnswerSDP is the 200's SDP when a Script gives none.
+const DefaultAnswerSDP = "v=0\r\no=siptest 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+
+// Message is one datagram the PBX sent or received.
+type Message struct {
+	At       time.Time
+	Outgoing bool
+	Peer     string
+	Data     []byte
+}
+
+// StartLine is the message's first line ("INVITE sip:..." or "SIP/2.0 200 OK").
+func (m Message) StartLine() string {
+	line, _, _ := strings.Cut(string(m.Data), "\r\n")
+	return line
+}
+
+// recordingConn records every datagram through it.
+type recordingConn struct {
+	net.PacketConn
+	r *Registrar
+}
+
+func (c recordingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(b)
+	if n > 0 && addr != nil {
+		c.r.record(false, addr, b[:n])
+	}
+	return n, addr, err
+}
+
+func (c recordingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(b, addr)
+	if n > 0 {
+		c.r.record(true, addr, b[:n])
+	}
+	return n, err
+}
+
+func (r *Registrar) record(out bool, addr net.Addr, b []byte) {
+	if r.cfg.NoRecord {
+		return
+	}
+	r.mu.Lock()
+	r.messages = append(r.messages, Message{At: time.Now(), Outgoing: out, Peer: addr.String(), Data: append([]byte(nil), b...)})
+	r.mu.Unlock()
+}
+
+// Messages returns every datagram sent and received so far, in order.
+func (r *Registrar) Messages() []Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Message(nil), r.messages...)
+}
+
+// Received returns the requests received with method.
+func (r *Registrar) Received(method string) []Message {
+	var out []Message
+	for _, m := range r.Messages() {
+		if !m.Outgoing && strings.HasPrefix(m.StartLine(), method+" ") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Sent returns the requests sent with method.
+func (r *Registrar) Sent(method string) []Message {
+	var out []Message
+	for _, m := range r.Messages() {
+		if m.Outgoing && strings.HasPrefix(m.StartLine(), method+" ") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Calls counts INVITEs answered by the UAS, by final status.
+func (r *Registrar) Calls() map[int]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[int]int{}
+	for k, v := range r.finals {
+		out[k] = v
+	}
+	return out
+}
+
+func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if req.To() != nil && req.To().Params.Has("tag") {
+		// A re-INVITE: accept it with our SDP, direction mirrored.
+		sdp := []byte(DefaultAnswerSDP)
+		if strings.Contains(string(req.Body()), "a=sendonly") {
+			sdp = []byte(strings.Replace(DefaultAnswerSDP, "a=sendrecv", "a=recvonly", 1))
+		}
+		sess, err := r.uas.MatchDialogRequest(req)
+		if err != nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+			return
+		}
+		_ = sess.ReadRequest(req, tx)
+		res := sip.NewSDPResponseFromRequest(req, sdp)
+		_ = tx.Respond(res)
+		return
+	}
+	script := Script{}
+	if r.cfg.UAS != nil {
+		script = r.cfg.UAS(req)
+	}
+	sess, err := r.uas.ReadInvite(req, tx)
+	if err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusBadRequest, err.Error(), nil))
+		return
+	}
+	defer func() { _ = sess.Close() }()
+	_ = sess.Respond(sip.StatusTrying, "Trying", nil)
+	if script.Ring > 0 {
+		_ = sess.Respond(sip.StatusRinging, "Ringing", nil)
+		select {
+		case <-time.After(script.Ring):
+		case <-sess.Context().Done():
+			r.count(sip.StatusRequestTerminated)
+			return
+		}
+	}
+	status := script.Status
+	if status == 0 {
+		status = sip.StatusOK
+	}
+	r.count(status)
+	if status != sip.StatusOK {
+		_ = sess.Respond(status, "Scripted", nil)
+		return
+	}
+	sdp := script.SDP
+	if sdp == nil {
+		sdp = []byte(DefaultAnswerSDP)
+	}
+	if err := sess.RespondSDP(sdp); err != nil {
+		return
+	}
+	if script.HangUpAfter > 0 {
+		select {
+		case <-time.After(script.HangUpAfter):
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = sess.Bye(ctx)
+			cancel()
+		case <-sess.Context().Done():
+		}
+		return
+	}
+	<-sess.Context().Done()
+}
+
+func (r *Registrar) count(status int) {
+	r.mu.Lock()
+	r.finals[status]++
+	r.mu.Unlock()
+}
+
+func (r *Registrar) onAck(req *sip.Request, tx sip.ServerTransaction) {
+	if err := r.uas.ReadAck(req, tx); err == nil {
+		return
+	}
+}
+
+func (r *Registrar) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if err := r.uas.ReadBye(req, tx); err == nil {
+		return
+	}
+	if err := r.uac.ReadBye(req, tx); err == nil {
+		return
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+}
+
+// simple answers requests the PBX only acknowledges (INFO, UPDATE, NOTIFY).
+func (r *Registrar) simple(req *sip.Request, tx sip.ServerTransaction) {
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+}
+
+// OutCall is a call the PBX placed to a registered line.
+type OutCall struct {
+	sess   *sipgo.DialogClientSession
+	Status int    // final status
+	SDP    []byte // the answer's SDP
+}
+
+// Done is closed when the call ends (a BYE either way).
+func (c *OutCall) Done() <-chan struct{} { return c.sess.Context().Done() }
+
+// HangUp sends BYE.
+func (c *OutCall) HangUp(ctx context.Context) error {
+	defer func() { _ = c.sess.Close() }()
+	return c.sess.Bye(ctx)
+}
+
+// ErrNotRegistered: Call found no binding for the user.
+var ErrNotRegistered = errors.New("siptest: user not registered")
+
+// Call places an INVITE with sdp to user's registered contact, waits for
+// the final answer and acknowledges a 2xx. A non-2xx comes back as an
+// error carrying its status.
+func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*OutCall, error) {
+	b, ok := r.Binding(user)
+	if !ok {
+		return nil, ErrNotRegistered
+	}
+	var target sip.Uri
+	if err := sip.ParseUri(b.Contact, &target); err != nil {
+		return nil, err
+	}
+	req := sip.NewRequest(sip.INVITE, target)
+	fromHdr := &sip.FromHeader{DisplayName: from, Address: sip.Uri{Scheme: "sip", User: from, Host: r.cfg.Realm}, Params: sip.NewParams()}
+	fromHdr.Params.Add("tag", token())
+	req.AppendHeader(fromHdr)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: r.cfg.Realm}, Params: sip.NewParams()})
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(sdp)
+	sess, err := r.uac.WriteInvite(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	c := &OutCall{sess: sess}
+	if err := sess.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		var de *sipgo.ErrDialogResponse
+		if errors.As(err, &de) {
+			c.Status = de.Res.StatusCode
+			return c, fmt.Errorf("siptest: call to %s answered %d", user, de.Res.StatusCode)
+		}
+		return c, err
+	}
+	c.Status = sess.InviteResponse.StatusCode
+	c.SDP = sess.InviteResponse.Body()
+	if err := sess.Ack(ctx); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// subscriber is one accepted SUBSCRIBE dialog.
+type subscriber struct {
+	contact sip.Uri
+	callID  string
+	from    sip.FromHeader // the subscriber's From, becomes our To
+	toTag   string
+	cseq    uint32
+	event   string
+}
+
+func (r *Registrar) onSubscribe(req *sip.Request, tx sip.ServerTransaction) {
+	user := req.From().Address.User
+	rec := Request{}
+	if !r.authorized(req, user, &rec) {
+		res := sip.NewResponseFromRequest(req, sip.StatusUnauthorized, "Unauthorized", nil)
+		r.challenge(res)
+		_ = tx.Respond(res)
+		return
+	}
+	event := ""
+	if h := req.GetHeader("Event"); h != nil {
+		event = strings.TrimSpace(h.Value())
+	}
+	if event != "message-summary" {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 489, "Bad Event", nil))
+		return
+	}
+	expires := 3600
+	if h := req.GetHeader("Expires"); h != nil {
+		expires, _ = strconv.Atoi(strings.TrimSpace(h.Value()))
+	}
+	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
+	toTag, _ := req.To().Params.Get("tag")
+	if toTag == "" {
+		toTag = token()
+		res.To().Params.Add("tag", toTag)
+	}
+	res.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+	r.mu.Lock()
+	r.subscribeCount[user]++
+	if expires == 0 {
+		delete(r.subscribers, user)
+	} else if c := req.Contact(); c != nil {
+		r.subscribers[user] = &subscriber{contact: *c.Address.Clone(), callID: req.CallID().Value(), from: *req.From(), toTag: toTag, event: event}
+	}
+	r.mu.Unlock()
+	_ = tx.Respond(res)
+}
+
+// Subscribed reports how many SUBSCRIBEs a user sent (refreshes and the
+// final Expires: 0 included) and whether a subscription is active.
+func (r *Registrar) Subscribed(user string) (count int, active bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, active = r.subscribers[user]
+	return r.subscribeCount[user], active
+}
+
+// NotifyMWI sends a message-summary NOTIFY to user: inside its
+// subscription when it has one, else unsolicited to its registered
+// contact.
+func (r *Registrar) NotifyMWI(ctx context.Context, user string, waiting bool, newMsgs, oldMsgs int) (int, error) {
+	yes := "no"
+	if waiting {
+		yes = "yes"
+	}
+	body := fmt.Sprintf("Messages-Waiting: %s\r\nMessage-Account: sip:%s@%s\r\nVoice-Message: %d/%d (0/0)\r\n", yes, user, r.cfg.Realm, newMsgs, oldMsgs)
+	r.mu.Lock()
+	sub := r.subscribers[user]
+	var target sip.Uri
+	req := (*sip.Request)(nil)
+	if sub != nil {
+		sub.cseq++
+		target = sub.contact
+		req = sip.NewRequest(sip.NOTIFY, target)
+		from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: r.cfg.Realm}, Params: sip.NewParams()}
+		from.Params.Add("tag", sub.toTag)
+		req.AppendHeader(from)
+		to := sub.from.AsTo()
+		req.AppendHeader(&to)
+		cid := sip.CallIDHeader(sub.callID)
+		req.AppendHeader(&cid)
+		req.AppendHeader(&sip.CSeqHeader{SeqNo: sub.cseq, MethodName: sip.NOTIFY})
+		req.AppendHeader(sip.NewHeader("Subscription-State", "active;expires=3600"))
+	}
+	r.mu.Unlock()
+	if req == nil {
+		b, ok := r.Binding(user)
+		if !ok {
+			return 0, ErrNotRegistered
+		}
+		if err := sip.ParseUri(b.Contact, &target); err != nil {
+			return 0, err
+		}
+		req = sip.NewRequest(sip.NOTIFY, target)
+		from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: r.cfg.Realm}, Params: sip.NewParams()}
+		from.Params.Add("tag", token())
+		req.AppendHeader(from)
+		req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: r.cfg.Realm}, Params: sip.NewParams()})
+	}
+	req.AppendHeader(sip.NewHeader("Event", "message-summary"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/simple-message-summary"))
+	req.SetBody([]byte(body))
+	tx, err := r.client.TransactionRequest(ctx, req, sipgo.ClientRequestBuild)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			return res.StatusCode, nil
+		case <-tx.Done():
+			return 0, tx.Err()
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
