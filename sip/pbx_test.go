@@ -47,6 +47,9 @@ func TestSiptestPBX(t *testing.T) {
 	regs.Add(mgsip.Account{ID: "l1", User: "2001", Password: "pw", Registrar: pbx.Addr()})
 	waitFor(t, func() bool { _, ok := pbx.Binding("2001"); return ok })
 
+	if rtt, code, err := stack.Ping(context.Background(), pbx.Addr(), ""); err != nil || code != 200 || rtt <= 0 {
+		t.Fatalf("OPTIONS ping: %v %d %v", rtt, code, err)
+	}
 	call, err := pbx.Call(context.Background(), "2001", "5551234", []byte(siptest.DefaultAnswerSDP))
 	if err != nil || call.Status != 200 || string(call.SDP) != answer {
 		t.Fatalf("PBX call: %+v %v", call, err)

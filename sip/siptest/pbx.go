@@ -57,12 +57,11 @@ func (c recordingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, addr, err
 }
 
+// WriteTo records before sending, so that a test woken by the datagram
+// finds it recorded.
 func (c recordingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	n, err := c.PacketConn.WriteTo(b, addr)
-	if n > 0 {
-		c.r.record(true, addr, b[:n])
-	}
-	return n, err
+	c.r.record(true, addr, b)
+	return c.PacketConn.WriteTo(b, addr)
 }
 
 func (r *Registrar) record(out bool, addr net.Addr, b []byte) {
