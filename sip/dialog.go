@@ -469,8 +469,18 @@ func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		// Before the answer, the end of the INVITE transaction means the
 		// caller cancelled (sipgo answers the CANCEL and sends 487) or
 		// gave up; after it, the dialog lasts until a BYE.
+		// sipgo ends the session's context as soon as a CANCEL arrives;
+		// the transaction itself lingers for Timer I after the 487's ACK.
 		select {
 		case <-tx.Done():
+			d.mu.Lock()
+			answered := d.answered
+			d.mu.Unlock()
+			if !answered {
+				d.end(&Event{Kind: EventCancelled})
+				return
+			}
+		case <-sess.Context().Done():
 			d.mu.Lock()
 			answered := d.answered
 			d.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
 	mgsip "github.com/mgsip/mgsip/sip"
 	"github.com/mgsip/mgsip/sip/siptest"
 )
@@ -17,8 +16,8 @@ import (
 // the PBX; the recorder saw every request.
 func TestSiptestPBX(t *testing.T) {
 	pbx, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"2001": "pw"},
-		UAS: func(req *sip.Request) siptest.Script {
-			if req.Recipient.User == "486" {
+		UAS: func(in siptest.Incoming) siptest.Script {
+			if in.User == "486" {
 				return siptest.Script{Ring: 50 * time.Millisecond, Status: 486}
 			}
 			return siptest.Script{HangUpAfter: 100 * time.Millisecond}

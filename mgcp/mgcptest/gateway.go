@@ -54,6 +54,10 @@ type GatewayConfig struct {
 	// DisconnectedInitial turns the procedure off.
 	DisconnectedInitial time.Duration
 	DisconnectedMax     time.Duration
+	// RTP gives every connection a real UDP socket on MediaIP: RTP is
+	// sent to the remote SDP's address while the mode sends and counted
+	// both ways (Connection.RTP); DLCX reports the real counts in P:.
+	RTP bool
 }
 
 // Connection is one connection on a fake endpoint.
@@ -65,6 +69,10 @@ type Connection struct {
 	RemoteSDP []byte
 	RTPPort   int
 	Options   *mgcp.LocalConnectionOptions
+	// RTP counts the media of the connection when GatewayConfig.RTP is set.
+	RTP *RTPStats
+
+	stream *rtpStream
 }
 
 // EndpointState is the recorded state of one fake endpoint.
@@ -168,6 +176,16 @@ func (g *Gateway) Close() error {
 	err := g.ca.Close()
 	<-g.done
 	g.bg.Wait()
+	g.mu.Lock()
+	for _, ep := range g.eps {
+		for _, c := range ep.Connections {
+			if c.stream != nil {
+				c.stream.close()
+				c.stream = nil
+			}
+		}
+	}
+	g.mu.Unlock()
 	return err
 }
 
@@ -421,7 +439,16 @@ func (g *Gateway) crcx(cmd *mgcp.Command) *mgcp.Response {
 		RTPPort:   g.nextPort,
 		Options:   cmd.LocalOptions,
 	}
-	g.nextPort += 2
+	if g.cfg.RTP {
+		st, err := newRTPStream(g.media)
+		if err != nil {
+			return resp(cmd, mgcp.CodeNoResources, "no RTP port")
+		}
+		c.stream, c.RTP, c.RTPPort = st, &st.stats, st.port()
+		st.update(c.Mode, c.RemoteSDP)
+	} else {
+		g.nextPort += 2
+	}
 	c.LocalSDP = g.sdp(c.ID, c.RTPPort, codecs, ptime)
 	ep.Connections = append(ep.Connections, c)
 	g.applyRequest(ep, cmd)
@@ -502,6 +529,9 @@ func (g *Gateway) mdcx(cmd *mgcp.Command) *mgcp.Response {
 	if len(cmd.SDP) > 0 {
 		c.RemoteSDP = cmd.SDP
 	}
+	if c.stream != nil {
+		c.stream.update(c.Mode, c.RemoteSDP)
+	}
 	g.applyRequest(ep, cmd)
 	r = resp(cmd, mgcp.CodeOK, "")
 	r.SDP = c.LocalSDP
@@ -524,6 +554,7 @@ func (g *Gateway) dlcx(cmd *mgcp.Command) *mgcp.Response {
 		targets = []*EndpointState{ep}
 	}
 	deleted := 0
+	var stats *RTPStats
 	for _, ep := range targets {
 		kept := ep.Connections[:0]
 		for _, c := range ep.Connections {
@@ -531,6 +562,10 @@ func (g *Gateway) dlcx(cmd *mgcp.Command) *mgcp.Response {
 				(cmd.CallID == "" || strings.EqualFold(c.CallID, cmd.CallID))
 			if match {
 				deleted++
+				if c.stream != nil {
+					c.stream.close()
+					stats = c.RTP
+				}
 			} else {
 				kept = append(kept, c)
 			}
@@ -549,6 +584,12 @@ func (g *Gateway) dlcx(cmd *mgcp.Command) *mgcp.Response {
 		r.ConnectionParams = []mgcp.ConnParam{{Name: "PS", Value: "1000"}, {Name: "OS", Value: "160000"},
 			{Name: "PR", Value: "998"}, {Name: "OR", Value: "159680"}, {Name: "PL", Value: "2"},
 			{Name: "JI", Value: "5"}, {Name: "LA", Value: "20"}}
+		if stats != nil {
+			ps, pr := stats.Sent(), stats.Received()
+			r.ConnectionParams = []mgcp.ConnParam{{Name: "PS", Value: strconv.FormatUint(ps, 10)},
+				{Name: "OS", Value: strconv.FormatUint(ps*160, 10)}, {Name: "PR", Value: strconv.FormatUint(pr, 10)},
+				{Name: "OR", Value: strconv.FormatUint(pr*160, 10)}}
+		}
 		return r
 	}
 	return resp(cmd, mgcp.CodeOK, "")

@@ -18,6 +18,14 @@ import (
 // for subscriptions and MWI, and a recorder of every message on its
 // socket.
 
+// Incoming describes an INVITE the UAS received.
+type Incoming struct {
+	User   string // Request-URI user: the number called
+	From   string // From user
+	SDP    []byte
+	CallID string
+}
+
 // Script says how the UAS treats one INVITE.
 type Script struct {
 	Ring        time.Duration // send 180 and wait this long before the final answer
@@ -132,7 +140,7 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	script := Script{}
 	if r.cfg.UAS != nil {
-		script = r.cfg.UAS(req)
+		script = r.cfg.UAS(Incoming{User: req.Recipient.User, From: req.From().Address.User, SDP: req.Body(), CallID: req.CallID().Value()})
 	}
 	sess, err := r.uas.ReadInvite(req, tx)
 	if err != nil {

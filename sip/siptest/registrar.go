@@ -35,7 +35,7 @@ type RegistrarConfig struct {
 	// (and an optional Retry-After) or 0 to go on.
 	Fail func(user string, n int) (code int, retryAfter int)
 	// UAS scripts the answer to each INVITE (default: 200 at once).
-	UAS func(req *sip.Request) Script
+	UAS func(in Incoming) Script
 	// NoRecord turns the message recorder off (for load runs).
 	NoRecord bool
 }

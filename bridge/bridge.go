@@ -1,0 +1,246 @@
+// Package bridge joins the MGCP call agent, the SIP side and the mapping
+// rules: each configured line is an MGCP endpoint owned by one goroutine
+// and a SIP identity; calls are translated between the two (signalling
+// and SDP), while media flows directly between gateway and far end.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// Config wires a Bridge.
+type Config struct {
+	CallAgent *mgcp.CallAgent
+	SIP       *sip.Stack // nil: lines work only with local switching
+	Rules     *mapping.Holder
+	Log       *logrus.Entry
+	// NotifiedEntity is N: given to gateways (default "mgsip@" + the call
+	// agent's address).
+	NotifiedEntity string
+	// RingTimeout ends an unanswered incoming call with 480 (default 60 s).
+	RingTimeout time.Duration
+	// ToneTimeout: after a failed or ended call the off-hook phone hears
+	// reorder this long, then the off-hook warning (default 30 s).
+	ToneTimeout time.Duration
+	// Register makes lines whose peer asks for it register (default on in
+	// cmd; tests switch it as needed).
+	Register bool
+	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
+	OnCall func(CallRecord)
+}
+
+// CallRecord summarizes an ended call.
+type CallRecord struct {
+	Line      string
+	Direction string // "outgoing", "incoming", "local"
+	Number    string // dialled or calling number
+	SIPCallID string
+	MGCPCall  string
+	Answered  bool
+	Result    string // "answered", "busy", "no answer", "cancelled", status text...
+	Duration  time.Duration
+	Stats     []mgcp.ConnParam // P: of the DLCX response
+}
+
+// Bridge owns the lines.
+type Bridge struct {
+	cfg  Config
+	log  *logrus.Entry
+	regs *sip.Registrations
+
+	mu         sync.Mutex
+	lines      map[string]*line // by lower-case endpoint name
+	byUser     map[string]*line // by SIP user
+	gwAddr     map[string]string
+	ctx        context.Context
+	wg         sync.WaitGroup
+	nextCallID atomic.Uint64
+	active     atomic.Int64
+}
+
+// New builds a bridge for the rules in cfg.Rules; Run starts it.
+func New(cfg Config) (*Bridge, error) {
+	if cfg.CallAgent == nil || cfg.Rules == nil || cfg.Rules.Load() == nil {
+		return nil, errors.New("bridge: a call agent and rules are required")
+	}
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		cfg.Log = logrus.NewEntry(l)
+	}
+	if cfg.RingTimeout == 0 {
+		cfg.RingTimeout = 60 * time.Second
+	}
+	if cfg.ToneTimeout == 0 {
+		cfg.ToneTimeout = 30 * time.Second
+	}
+	if cfg.NotifiedEntity == "" {
+		cfg.NotifiedEntity = "mgsip@" + cfg.CallAgent.LocalAddr().String()
+	}
+	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, gwAddr: map[string]string{}}
+	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
+	if cfg.SIP != nil {
+		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
+	}
+	return b, nil
+}
+
+// Registrations exposes the lines' registration state.
+func (b *Bridge) Registrations() *sip.Registrations { return b.regs }
+
+// ActiveCalls counts calls in progress.
+func (b *Bridge) ActiveCalls() int64 { return b.active.Load() }
+
+// Run starts every line's owner goroutine (audit, arm, register) and
+// serves until ctx ends; then calls are hung up and lines unregistered.
+func (b *Bridge) Run(ctx context.Context) error {
+	b.mu.Lock()
+	b.ctx = ctx
+	rules := b.cfg.Rules.Load()
+	for _, lr := range rules.Lines {
+		l := newLine(b, lr)
+		b.lines[strings.ToLower(l.ep.String())] = l
+		b.byUser[lr.User] = l
+	}
+	lines := make([]*line, 0, len(b.lines))
+	for _, l := range b.lines {
+		lines = append(lines, l)
+	}
+	b.mu.Unlock()
+	regDone := make(chan error, 1)
+	if b.regs != nil {
+		go func() { regDone <- b.regs.Run(ctx) }()
+	} else {
+		regDone <- nil
+	}
+	for _, l := range lines {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			l.run(ctx)
+		}()
+		if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
+			b.regs.Add(l.account())
+		}
+	}
+	<-ctx.Done()
+	b.wg.Wait()
+	return <-regDone
+}
+
+// lineByEndpoint finds the line of an endpoint name.
+func (b *Bridge) lineByEndpoint(name string) *line {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lines[strings.ToLower(name)]
+}
+
+func (b *Bridge) lineByUser(user string) *line {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byUser[user]
+}
+
+// gatewayAddr returns where commands for a gateway go: the configured
+// address, else the one it was last heard from.
+func (b *Bridge) gatewayAddr(gw *mapping.GatewayRule) string {
+	b.mu.Lock()
+	learned := b.gwAddr[strings.ToLower(gw.Domain)]
+	b.mu.Unlock()
+	if gw.Address != "" && !gw.Learn {
+		return net.JoinHostPort(gw.Address, strconv.Itoa(gw.Port))
+	}
+	if learned != "" {
+		return learned
+	}
+	return net.JoinHostPort(gw.Address, strconv.Itoa(gw.Port))
+}
+
+func (b *Bridge) newCallID() string {
+	return strings.ToUpper(strconv.FormatUint(b.nextCallID.Add(1), 16))
+}
+
+// HandleMGCP serves commands from gateways (mgcp.Handler): it routes each
+// to the owning line and answers at once.
+func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+	rules := b.cfg.Rules.Load()
+	gw := rules.GatewayByDomain(cmd.Endpoint.Domain)
+	if gw == nil {
+		return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "unknown gateway"}
+	}
+	b.mu.Lock()
+	b.gwAddr[strings.ToLower(gw.Domain)] = from.String()
+	b.mu.Unlock()
+	ok := &mgcp.Response{Code: mgcp.CodeOK, TransactionID: cmd.TransactionID}
+	switch cmd.Verb {
+	case mgcp.VerbRSIP:
+		b.restart(gw, cmd)
+		return ok
+	case mgcp.VerbNTFY, mgcp.VerbDLCX:
+		l := b.lineByEndpoint(cmd.Endpoint.String())
+		if l == nil {
+			return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID}
+		}
+		if !l.post(func() { l.onCommand(cmd) }) {
+			return &mgcp.Response{Code: mgcp.CodeTransientError, TransactionID: cmd.TransactionID, Comment: "line busy"}
+		}
+		return ok
+	}
+	return &mgcp.Response{Code: mgcp.CodeUnknownCommand, TransactionID: cmd.TransactionID}
+}
+
+// restart handles RSIP for one endpoint or a wildcard: that gateway's
+// calls end and its lines are audited and re-armed (RFC 3435 §2.3.12).
+func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
+	b.mu.Lock()
+	var hit []*line
+	for _, l := range b.lines {
+		if l.rule.Gateway == gw && cmd.Endpoint.Matches(l.ep) {
+			hit = append(hit, l)
+		}
+	}
+	b.mu.Unlock()
+	graceful := cmd.RestartMethod == mgcp.RestartGraceful
+	for _, l := range hit {
+		l.post(func() { l.onRestart(cmd.RestartMethod, graceful) })
+	}
+}
+
+// ServeDialog serves an inbound SIP call (sip.Handler): the line it is for
+// takes it over for its lifetime.
+func (b *Bridge) ServeDialog(d *sip.Dialog) {
+	l := b.lineByUser(d.RequestUser())
+	if l == nil {
+		_ = d.Reject(404, "Not Found")
+		return
+	}
+	done := make(chan struct{})
+	if !l.post(func() { l.onInvite(d, done) }) {
+		_ = d.Reject(486, "Busy Here")
+		return
+	}
+	<-done
+}
+
+func (b *Bridge) record(r CallRecord) {
+	b.log.WithFields(logrus.Fields{"line": r.Line, "direction": r.Direction, "number": r.Number,
+		"sip_call_id": r.SIPCallID, "call": r.MGCPCall, "result": r.Result, "duration": r.Duration.Round(time.Millisecond),
+		"stats": fmt.Sprint(r.Stats)}).Info("bridge: call ended")
+	if b.cfg.OnCall != nil {
+		b.cfg.OnCall(r)
+	}
+}

@@ -1,0 +1,256 @@
+package bridge_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/mgsip/mgsip/sip/siptest"
+)
+
+// env is mgsip (call agent, SIP stack, bridge) between a fake gateway
+// with real RTP and a siptest PBX, all on loopback.
+type env struct {
+	t       *testing.T
+	gw      *mgcptest.Gateway
+	ca      *mgcp.CallAgent
+	stack   *sip.Stack
+	pbx     *siptest.Registrar
+	b       *bridge.Bridge
+	records chan bridge.CallRecord
+}
+
+type envOptions struct {
+	uas      func(in siptest.Incoming) siptest.Script
+	lines    int
+	register bool
+	ring     time.Duration
+	mgcp     mgcp.Config
+	faults   func(b []byte, to net.Addr) mgcptest.Fault
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	if o.lines == 0 {
+		o.lines = 2
+	}
+	e := &env{t: t, records: make(chan bridge.CallRecord, 16)}
+	users := map[string]string{}
+	for i := 1; i <= o.lines; i++ {
+		users[strconv.Itoa(1000+i)] = "pw"
+	}
+	var err error
+	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.pbx.Close() })
+	var b *bridge.Bridge
+	var bmu sync.Mutex
+	handler := mgcp.HandlerFunc(func(ctx context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+		bmu.Lock()
+		bb := b
+		bmu.Unlock()
+		if bb == nil {
+			return &mgcp.Response{Code: mgcp.CodeTransientError, TransactionID: cmd.TransactionID}
+		}
+		return bb.HandleMGCP(ctx, from, cmd)
+	})
+	mc := o.mgcp
+	mc.ListenAddr = "127.0.0.1:0"
+	e.ca, err = mgcp.Listen(mc, mgcp.WithHandler(handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
+		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults}
+	e.gw, err = mgcptest.NewGateway(gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stack, err = sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwHost, gwPort, _ := net.SplitHostPort(e.gw.Addr())
+	pbxHost, pbxPortS, _ := net.SplitHostPort(e.pbx.Addr())
+	pbxPort, _ := strconv.Atoi(pbxPortS)
+	gp, _ := strconv.Atoi(gwPort)
+	yes := true
+	cfg := mapping.Config{
+		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
+		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}}},
+		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
+		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1.." + strconv.Itoa(o.lines) + "}", User: "{n+1000}",
+			Password: "pw", DisplayName: "Line {n}"}},
+		Routes: mapping.Routes{Outbound: []mapping.OutboundRoute{
+			{Name: "local", Match: mapping.NumberMatch{Prefix: "1"}, Local: true},
+			{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"},
+		}},
+	}
+	rules, err := mapping.New(cfg, mapping.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := o.ring
+	if ring == 0 {
+		ring = 10 * time.Second
+	}
+	bb, err := bridge.New(bridge.Config{CallAgent: e.ca, SIP: e.stack, Rules: mapping.NewHolder(rules), Register: o.register,
+		RingTimeout: ring, ToneTimeout: time.Second, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bmu.Lock()
+	b = bb
+	bmu.Unlock()
+	e.b = bb
+	e.stack.SetHandler(bb)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = e.ca.Serve(ctx) }()
+	go func() { defer wg.Done(); _ = e.stack.Serve(ctx) }()
+	go func() { defer wg.Done(); _ = bb.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = e.gw.Close()
+		_ = e.stack.Close()
+	})
+	// Every line armed for off-hook.
+	for i := 1; i <= o.lines; i++ {
+		e.waitSignalState("aaln/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+	}
+	if o.register {
+		for i := 1; i <= o.lines; i++ {
+			u := strconv.Itoa(1000 + i)
+			e.waitFor("registration of "+u, func() bool { _, ok := e.pbx.Binding(u); return ok })
+		}
+	}
+	return e
+}
+
+func hasEvent(st mgcptest.EndpointState, ev string) bool {
+	for _, r := range st.RequestedEvents {
+		if strings.EqualFold(r.Event.String(), ev) || strings.EqualFold(r.Package+"/"+r.Name, ev) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasSignal(st mgcptest.EndpointState, sig string) bool {
+	for _, s := range st.Signals {
+		if strings.EqualFold(s.Package+"/"+s.Name, sig) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *env) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (e *env) state(local string) mgcptest.EndpointState {
+	st, _ := e.gw.State(local)
+	return st
+}
+
+func (e *env) waitSignalState(local string, cond func(mgcptest.EndpointState) bool) mgcptest.EndpointState {
+	e.t.Helper()
+	var st mgcptest.EndpointState
+	e.waitFor(local+" state", func() bool { st = e.state(local); return cond(st) })
+	return st
+}
+
+func (e *env) waitSignal(local, sig string) {
+	e.t.Helper()
+	e.waitSignalState(local, func(st mgcptest.EndpointState) bool { return hasSignal(st, sig) })
+}
+
+func (e *env) do(f func(ctx context.Context) (*mgcp.Response, error)) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r, err := f(ctx); err != nil {
+		e.t.Fatal(err)
+	} else if !r.Code.IsSuccess() {
+		e.t.Fatalf("gateway command answered %v", r.Code)
+	}
+}
+
+func (e *env) offHook(local string) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.OffHook(ctx, local) })
+}
+
+func (e *env) onHook(local string) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.OnHook(ctx, local) })
+}
+
+func (e *env) dial(local, digits string) {
+	e.t.Helper()
+	e.waitSignal(local, "L/dl")
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Collect(ctx, local, digits) })
+}
+
+func (e *env) record() bridge.CallRecord {
+	e.t.Helper()
+	select {
+	case r := <-e.records:
+		return r
+	case <-time.After(10 * time.Second):
+		e.t.Fatal("no call record")
+	}
+	return bridge.CallRecord{}
+}
+
+// conn returns the endpoint's only connection, waiting for it.
+func (e *env) conn(local string) *mgcptest.Connection {
+	e.t.Helper()
+	var c *mgcptest.Connection
+	e.waitFor("a connection on "+local, func() bool {
+		st := e.state(local)
+		if len(st.Connections) == 1 {
+			c = st.Connections[0]
+			return true
+		}
+		return false
+	})
+	return c
+}
+
+func (e *env) noConnections(local string) {
+	e.t.Helper()
+	e.waitFor("no connection on "+local, func() bool { return len(e.state(local).Connections) == 0 })
+}
+
+func verbs(cmds []*mgcp.Command, local string) string {
+	var out []string
+	for _, c := range cmds {
+		if strings.EqualFold(c.Endpoint.Local, local) {
+			out = append(out, string(c.Verb))
+		}
+	}
+	return strings.Join(out, " ")
+}

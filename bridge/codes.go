@@ -1,0 +1,54 @@
+package bridge
+
+import (
+	"errors"
+
+	"github.com/mgsip/mgsip/mgcp"
+)
+
+// The one table between MGCP return codes (RFC 3435 §2.4, RFC 3661) and
+// SIP statuses (RFC 3261 §21), and from SIP failures to the tone the
+// phone hears (RFC 3660 line and generic packages).
+
+// StatusForMGCP is the SIP status that reports a failed MGCP command to
+// the SIP side.
+func StatusForMGCP(err error) (int, string) {
+	var re *mgcp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		switch re.Response.Code {
+		case mgcp.CodeOffHook:
+			return 486, "Busy Here"
+		case mgcp.CodeEndpointUnknown:
+			return 404, "Not Found"
+		case mgcp.CodeEndpointNotReady, mgcp.CodeEndpointRestarting, mgcp.CodeEndpointRestarting5xx:
+			return 480, "Temporarily Unavailable"
+		case mgcp.CodeUnsupportedRemoteSDP, mgcp.CodeRemoteSDPError, mgcp.CodeCodecNegotiation,
+			mgcp.CodePacketization, mgcp.CodeLCOAndSDPConflict:
+			return 488, "Not Acceptable Here"
+		case mgcp.CodeNoResources, mgcp.CodeNoBandwidth, mgcp.CodeOverload, mgcp.CodeNoEndpointAvailable,
+			mgcp.CodeNoResourcesPermanent, mgcp.CodeNoBandwidthPermanent, mgcp.CodeConnectionLimit:
+			return 503, "Service Unavailable"
+		}
+		if re.Response.Code.Class() == mgcp.ClassTransient {
+			return 503, "Service Unavailable"
+		}
+		return 500, "Gateway Error"
+	}
+	if errors.Is(err, mgcp.ErrTimeout) {
+		return 480, "Temporarily Unavailable"
+	}
+	return 500, "Gateway Error"
+}
+
+// ToneForStatus is the signal an off-hook phone hears when its call
+// fails with a SIP status: busy for 486/600, congestion for a timeout,
+// reorder otherwise.
+func ToneForStatus(status int) string {
+	switch status {
+	case 486, 600:
+		return "L/bz"
+	case 408, 0:
+		return "G/cg"
+	}
+	return "L/ro"
+}

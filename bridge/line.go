@@ -1,0 +1,756 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// lineState is where a line stands. Only the line's goroutine reads or
+// writes it (architecture: one owner per line, no mutex).
+type lineState int
+
+const (
+	stIdle       lineState = iota // on hook, armed for off-hook
+	stDialing                     // off hook, dial tone, collecting digits
+	stCalling                     // outgoing call placed, not answered
+	stRinging                     // incoming call, phone ringing
+	stConnected                   // talking
+	stTone                        // call over or failed, phone still off hook hearing a tone
+	stRestarting                  // the gateway restarted; audit and re-arm pending
+)
+
+var stateNames = [...]string{"idle", "dialing", "calling", "ringing", "connected", "tone", "restarting"}
+
+func (s lineState) String() string { return stateNames[s] }
+
+// call is this line's leg of a call: one MGCP connection and either a SIP
+// dialog or, for a locally switched call, the other line.
+type call struct {
+	id        string // MGCP call id (C:)
+	connID    string
+	gwSDP     []byte // the gateway's LocalConnectionDescriptor
+	codecs    []string
+	origin    Origin
+	direction string
+	number    string
+	dialog    *sip.Dialog
+	cancel    context.CancelFunc // cancels an outgoing INVITE
+	done      chan struct{}      // releases ServeDialog of an incoming call
+	peer      *line              // locally switched: the other line
+	start     time.Time
+	answered  time.Time
+	result    string
+	gen       int
+}
+
+// line owns one MGCP endpoint and its SIP identity.
+type line struct {
+	b    *Bridge
+	rule *mapping.LineRule
+	ep   mgcp.EndpointName
+	in   chan func()
+	log  *logrus.Entry
+	ctx  context.Context
+
+	// owned by the loop goroutine
+	state     lineState
+	reqID     uint64
+	call      *call
+	gen       int
+	toneTimer *time.Timer
+}
+
+func newLine(b *Bridge, lr *mapping.LineRule) *line {
+	ep := mgcp.EndpointName{Local: lr.Endpoint, Domain: lr.Gateway.Domain}
+	return &line{b: b, rule: lr, ep: ep, in: make(chan func(), 64),
+		log: b.log.WithFields(logrus.Fields{"line": lr.ID, "endpoint": ep.String()})}
+}
+
+// post queues f for the line's goroutine without blocking; false when
+// the queue is full.
+func (l *line) post(f func()) bool {
+	select {
+	case l.in <- f:
+		return true
+	default:
+		return false
+	}
+}
+
+// postWait queues f, waiting for room unless the bridge stops.
+func (l *line) postWait(f func()) {
+	select {
+	case l.in <- f:
+	case <-l.ctx.Done():
+	}
+}
+
+// after runs f on the line's goroutine after d, unless the line moved on
+// to another call or state generation meanwhile.
+func (l *line) after(d time.Duration, f func()) *time.Timer {
+	gen := l.gen
+	return time.AfterFunc(d, func() {
+		l.postWait(func() {
+			if l.gen == gen {
+				f()
+			}
+		})
+	})
+}
+
+func (l *line) run(ctx context.Context) {
+	l.ctx = ctx
+	l.audit()
+	l.arm()
+	for {
+		select {
+		case f := <-l.in:
+			f()
+		case <-ctx.Done():
+			l.shutdown()
+			return
+		}
+	}
+}
+
+func (l *line) account() sip.Account {
+	a := sip.Account{ID: l.rule.ID, User: l.rule.User, AuthUser: l.rule.AuthUser, Password: l.rule.Password.Reveal(),
+		DisplayName: l.rule.DisplayName}
+	if p := l.rule.Peer; p != nil {
+		a.Registrar = p.Registrar
+		a.Transport = p.Transport
+		a.Expiry = p.RegisterExpiry
+		a.Domain = p.Realm
+	}
+	return a
+}
+
+// ---- MGCP helpers ----
+
+func (l *line) gw() string { return l.b.gatewayAddr(l.rule.Gateway) }
+
+func (l *line) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(l.ctx, 30*time.Second)
+}
+
+func (l *line) nextRequestID() string {
+	l.reqID++
+	return strconv.FormatUint(l.reqID, 16)
+}
+
+var (
+	evOffHook = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hd"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+	evOnHook  = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hu"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+	evFlash   = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hf"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+	evDigits  = mgcp.RequestedEvent{Event: mgcp.Event{Package: "D", Name: "[0-9#*T]"}, Actions: []mgcp.Action{{Code: mgcp.ActionDigitMap}}}
+	evDTMF    = mgcp.RequestedEvent{Event: mgcp.Event{Package: "D", Name: "[0-9#*]"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+)
+
+func signal(pkgName string, params ...string) mgcp.Event {
+	pkg, name, ok := strings.Cut(pkgName, "/")
+	if !ok {
+		pkg, name = "", pkgName
+	}
+	return mgcp.Event{Package: pkg, Name: name, Params: params}
+}
+
+// offHookEvents are the events watched while the phone is off hook.
+func (l *line) offHookEvents() []mgcp.RequestedEvent {
+	evs := []mgcp.RequestedEvent{evOnHook, evFlash}
+	if l.rule.Features.DTMF == "info" {
+		evs = append(evs, evDTMF)
+	}
+	return evs
+}
+
+// request sends RQNT (RFC 3435 §2.3.3) with the events, signals and digit
+// map; signals nil stops any signal playing.
+func (l *line) request(events []mgcp.RequestedEvent, signals []mgcp.Event, digitMap string) error {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	if signals == nil {
+		signals = []mgcp.Event{}
+	}
+	_, err := l.b.cfg.CallAgent.NotificationRequest(ctx, l.gw(), l.ep, mgcp.Parameters{NotifiedEntity: l.b.cfg.NotifiedEntity,
+		RequestID: l.nextRequestID(), RequestedEvents: events, Signals: signals, DigitMap: digitMap})
+	if err != nil {
+		l.log.WithError(err).Warn("bridge: RQNT failed")
+	}
+	return err
+}
+
+// audit checks the endpoint exists (AUEP, RFC 3435 §2.3.10).
+func (l *line) audit() {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	if _, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep); err != nil {
+		l.log.WithError(err).Warn("bridge: audit failed")
+	}
+}
+
+// arm returns the line to idle, watching for off-hook.
+func (l *line) arm() {
+	l.stopTone()
+	l.gen++
+	l.state = stIdle
+	_ = l.request([]mgcp.RequestedEvent{evOffHook}, nil, "")
+}
+
+// toneAndWait plays tone to the off-hook phone, then the off-hook warning
+// after ToneTimeout, until it hangs up.
+func (l *line) toneAndWait(tone string) {
+	l.gen++
+	l.state = stTone
+	_ = l.request([]mgcp.RequestedEvent{evOnHook}, []mgcp.Event{signal(tone)}, "")
+	l.stopTone()
+	l.toneTimer = l.after(l.b.cfg.ToneTimeout, func() {
+		_ = l.request([]mgcp.RequestedEvent{evOnHook}, []mgcp.Event{signal("L/ot")}, "")
+	})
+}
+
+func (l *line) stopTone() {
+	if l.toneTimer != nil {
+		l.toneTimer.Stop()
+		l.toneTimer = nil
+	}
+}
+
+// lco is the LocalConnectionOptions from the gateway's codec preference.
+func (l *line) lco() *mgcp.LocalConnectionOptions {
+	o := &mgcp.LocalConnectionOptions{Codecs: l.rule.Gateway.Codecs}
+	if p := l.rule.Gateway.Ptime; p > 0 {
+		o.Packetization = mgcp.Range{Min: p, Max: p}
+	}
+	return o
+}
+
+// createConnection sends CRCX for c; remote may be nil.
+func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte, events []mgcp.RequestedEvent, signals []mgcp.Event) error {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	p := mgcp.Parameters{CallID: c.id, Mode: mode, LocalOptions: l.lco(), NotifiedEntity: l.b.cfg.NotifiedEntity}
+	if events != nil {
+		p.RequestID = l.nextRequestID()
+		p.RequestedEvents = events
+		p.Signals = signals
+		if p.Signals == nil {
+			p.Signals = []mgcp.Event{}
+		}
+	}
+	res, err := l.b.cfg.CallAgent.CreateConnection(ctx, l.gw(), l.ep, p, remote)
+	if err != nil {
+		return err
+	}
+	c.connID = res.ConnectionID
+	c.gwSDP = res.SDP
+	return nil
+}
+
+// modifyConnection sends MDCX; a new LocalConnectionDescriptor in the
+// answer replaces the old one (osmo-mgw re-binds on MDCX).
+func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte) error {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	res, err := l.b.cfg.CallAgent.ModifyConnection(ctx, l.gw(), l.ep, mgcp.Parameters{CallID: c.id, ConnectionID: c.connID, Mode: mode}, remote)
+	if err != nil {
+		l.log.WithError(err).Warn("bridge: MDCX failed")
+		return err
+	}
+	if len(res.SDP) > 0 {
+		c.gwSDP = res.SDP
+	}
+	return nil
+}
+
+// deleteConnection sends DLCX and returns the connection statistics.
+func (l *line) deleteConnection(c *call) []mgcp.ConnParam {
+	if c.connID == "" {
+		return nil
+	}
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	res, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, mgcp.Parameters{CallID: c.id, ConnectionID: c.connID})
+	c.connID = ""
+	if err != nil {
+		var re *mgcp.ResponseError
+		if !errors.As(err, &re) || re.Response == nil || re.Response.Code != mgcp.CodeIncorrectConnectionID {
+			l.log.WithError(err).Warn("bridge: DLCX failed")
+		}
+		return nil
+	}
+	return res.ConnectionParams
+}
+
+// ---- events from the gateway ----
+
+func (l *line) onCommand(cmd *mgcp.Command) {
+	switch cmd.Verb {
+	case mgcp.VerbDLCX:
+		// The gateway deleted the connection itself (RFC 3435 §2.3.8).
+		if c := l.call; c != nil && (cmd.ConnectionID == "" || cmd.ConnectionID == c.connID) {
+			c.connID = ""
+			l.endCall("gateway deleted the connection", true)
+		}
+		return
+	}
+	var digits strings.Builder
+	for _, e := range cmd.ObservedEvents {
+		switch {
+		case e.Is("L", "hd"):
+			l.onOffHook()
+		case e.Is("L", "hu"):
+			l.onOnHook()
+		case e.Is("L", "hf"):
+			l.log.Debug("bridge: flash ignored (no call waiting yet)")
+		case strings.EqualFold(e.Package, "D") && len(e.Name) == 1:
+			digits.WriteString(e.Name)
+		}
+	}
+	if digits.Len() == 0 {
+		return
+	}
+	switch l.state {
+	case stDialing:
+		l.dial(strings.TrimSuffix(digits.String(), "T"))
+	case stConnected:
+		if l.call != nil && l.call.dialog != nil && l.rule.Features.DTMF == "info" {
+			for _, dg := range digits.String() {
+				d := l.call.dialog
+				body := []byte("Signal=" + string(dg) + "\r\nDuration=160\r\n")
+				go func() { _ = d.Info(context.Background(), "application/dtmf-relay", body) }()
+			}
+		}
+	}
+}
+
+func (l *line) onOffHook() {
+	switch l.state {
+	case stIdle:
+		if h := l.rule.Features.Hotline; h != "" {
+			l.state = stDialing
+			l.dial(h)
+			return
+		}
+		l.gen++
+		l.state = stDialing
+		plan := l.rule.DialPlan
+		dm := ""
+		if plan != nil {
+			dm = plan.DigitMap
+		}
+		events := append(l.offHookEvents()[:1:1], evDigits)
+		_ = l.request(events, []mgcp.Event{signal("L/dl")}, dm)
+	case stRinging:
+		l.answer()
+	}
+}
+
+func (l *line) onOnHook() {
+	switch l.state {
+	case stDialing, stTone:
+		l.arm()
+	case stCalling, stConnected:
+		l.endCall("hung up", false)
+		l.arm()
+	}
+}
+
+// ---- outgoing ----
+
+// dial routes a collected number (RFC 3435 digit map already matched).
+func (l *line) dial(number string) {
+	rules := l.b.cfg.Rules.Load()
+	number = l.rule.ToSIP.Apply(number)
+	rt := rules.RouteOutbound(number)
+	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	switch {
+	case rt == nil:
+		l.log.WithField("number", number).Info("bridge: no route")
+		l.toneAndWait("L/ro")
+	case rt.Local:
+		c.direction = "local"
+		l.localCall(c, number)
+	case rt.Peer != nil:
+		c.direction = "outgoing"
+		l.sipCall(c, rt.Peer)
+	default:
+		l.toneAndWait("L/ro")
+	}
+}
+
+func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
+	if l.b.cfg.SIP == nil {
+		l.toneAndWait("L/ro")
+		return
+	}
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.state = stCalling
+	l.b.active.Add(1)
+	// Receive-only until the answer (early media may arrive), watching
+	// the hook; the dial tone stops with the empty signal list.
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.toneAndWait("L/ro")
+		return
+	}
+	offer, err := ToSIP(c.gwSDP, &c.origin, l.rule.Gateway.Codecs, SendRecv)
+	if err != nil {
+		c.result = err.Error()
+		l.finish(c, l.deleteConnection(c))
+		l.toneAndWait("L/ro")
+		return
+	}
+	c.codecs = offer.Codecs
+	ctx, cancel := context.WithCancel(l.ctx)
+	c.cancel = cancel
+	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
+		Transport: peer.Transport, SDP: offer.SDP})
+	if err != nil {
+		cancel()
+		c.result = err.Error()
+		l.finish(c, l.deleteConnection(c))
+		l.toneAndWait("L/ro")
+		return
+	}
+	c.dialog = d
+	l.forward(c)
+}
+
+// forward passes a dialog's events to the line's goroutine.
+func (l *line) forward(c *call) {
+	d := c.dialog
+	go func() {
+		for e := range d.Events() {
+			l.postWait(func() { l.onSIP(c, e) })
+		}
+		l.postWait(func() { l.onSIPEnd(c) })
+	}()
+}
+
+// ---- incoming ----
+
+func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
+	if l.state != stIdle {
+		_ = d.Reject(486, "Busy Here")
+		close(done)
+		return
+	}
+	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
+	if err != nil {
+		_ = d.Reject(488, "Not Acceptable Here")
+		close(done)
+		return
+	}
+	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
+		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	c.number, _ = callerOf(d)
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.b.active.Add(1)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(d)); err != nil {
+		status, reason := StatusForMGCP(err)
+		_ = d.Reject(status, reason)
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.call = nil
+		close(done)
+		l.arm()
+		return
+	}
+	l.state = stRinging
+	_ = d.Ring()
+	l.forward(c)
+	l.after(l.b.cfg.RingTimeout, func() {
+		if l.state == stRinging && l.call == c {
+			_ = d.Reject(480, "Temporarily Unavailable")
+			c.result = "no answer"
+			l.endCall("no answer", true)
+			l.arm()
+		}
+	})
+}
+
+// callerOf returns the caller's number and name: P-Asserted-Identity
+// first, else From (RFC 3325).
+func callerOf(d *sip.Dialog) (number, name string) {
+	number, name = d.FromUser(), d.FromName()
+	if pai := d.Header("P-Asserted-Identity"); pai != "" {
+		if t, _, err := sip.ParseReferTo(pai); err == nil && t.User != "" {
+			number = t.User
+			if i := strings.Index(pai, "<"); i > 0 {
+				if n := strings.Trim(strings.TrimSpace(pai[:i]), `"`); n != "" {
+					name = n
+				}
+			}
+		}
+	}
+	return number, name
+}
+
+// ringSignals rings the phone with caller id (RFC 3660 L/ci(time, number,
+// name)) when the line has it.
+func (l *line) ringSignals(d *sip.Dialog) []mgcp.Event {
+	ring := signal("L/rg")
+	if !l.rule.Features.CallerID {
+		return []mgcp.Event{ring}
+	}
+	number, name := callerOf(d)
+	return []mgcp.Event{ring, callerID(number, name)}
+}
+
+func callerID(number, name string) mgcp.Event {
+	return signal("L/ci", time.Now().Format("01/02/15/04"), mgcp.Quote(number), mgcp.Quote(name))
+}
+
+// answer: the phone went off hook while ringing.
+func (l *line) answer() {
+	c := l.call
+	if c == nil {
+		l.arm()
+		return
+	}
+	l.gen++
+	c.gen = l.gen
+	l.state = stConnected
+	c.answered = time.Now()
+	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
+	_ = l.request(l.offHookEvents(), nil, "")
+	if c.peer != nil {
+		peer := c.peer
+		peer.postWait(func() { peer.onLocalAnswered(c.id) })
+		return
+	}
+	tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv)
+	if err != nil {
+		_ = c.dialog.Reject(488, "Not Acceptable Here")
+		l.endCall(err.Error(), true)
+		l.toneAndWait("L/ro")
+		return
+	}
+	d := c.dialog
+	go func() {
+		if err := d.Answer(tr.SDP); err != nil {
+			l.log.WithError(err).Info("bridge: answer not acknowledged")
+		}
+	}()
+}
+
+// ---- SIP events ----
+
+func (l *line) onSIP(c *call, e sip.Event) {
+	if l.call != c {
+		return
+	}
+	switch e.Kind {
+	case sip.EventRinging:
+		if l.state == stCalling {
+			_ = l.request(l.offHookEvents(), []mgcp.Event{signal(l.ringback())}, "")
+		}
+	case sip.EventProgress:
+		if tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs); err == nil {
+			_ = l.request(l.offHookEvents(), nil, "")
+			_ = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
+		}
+	case sip.EventAnswered:
+		if c.direction == "incoming" {
+			return // the ACK of our 200
+		}
+		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
+		if err != nil {
+			l.log.WithError(err).Warn("bridge: answer SDP unusable")
+			l.endCall("bad answer SDP", false)
+			l.toneAndWait("L/ro")
+			return
+		}
+		l.state = stConnected
+		c.answered = time.Now()
+		_ = l.request(l.offHookEvents(), nil, "")
+		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
+	case sip.EventFailed:
+		c.result = strconv.Itoa(e.Status) + " " + e.Reason
+		l.endCall(c.result, true)
+		if l.state == stCalling || l.state == stConnected {
+			l.toneAndWait(ToneForStatus(e.Status))
+		}
+	case sip.EventCancelled:
+		c.result = "cancelled"
+		l.endCall("cancelled", true)
+		l.arm()
+	case sip.EventBye:
+		c.result = "far end hung up"
+		wasRinging := l.state == stRinging
+		l.endCall("far end hung up", true)
+		if wasRinging {
+			l.arm()
+		} else {
+			l.toneAndWait("L/ro")
+		}
+	case sip.EventReinvite, sip.EventUpdate:
+		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
+		if err != nil {
+			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+			return
+		}
+		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
+		ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
+		if err != nil {
+			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+			return
+		}
+		_ = c.dialog.AcceptReinvite(ans.SDP)
+	case sip.EventInfo:
+		if dg := dtmfDigit(e.ContentType, e.Body); dg != "" {
+			_ = l.request(l.offHookEvents(), []mgcp.Event{signal("D/" + dg)}, "")
+		}
+	case sip.EventRefer:
+		go func() { _ = c.dialog.NotifyRefer(context.Background(), 603, "Declined") }()
+	}
+}
+
+// mirror is the direction answering remote: what it sends we receive.
+func mirror(remote Direction) Direction {
+	switch remote {
+	case SendOnly:
+		return RecvOnly
+	case RecvOnly:
+		return SendOnly
+	}
+	return remote
+}
+
+func (l *line) onSIPEnd(c *call) {
+	if l.call == c && c.dialog != nil && (l.state == stCalling || l.state == stRinging) {
+		c.result = "dialog ended"
+		l.endCall("dialog ended", true)
+		l.arm()
+	}
+}
+
+func (l *line) ringback() string {
+	if s := l.rule.Gateway.Quirks.RingbackSignal; s != "" {
+		return s
+	}
+	return "G/rt"
+}
+
+// dtmfDigit reads a digit from an INFO body (application/dtmf-relay
+// "Signal=5" or application/dtmf "5").
+func dtmfDigit(contentType string, body []byte) string {
+	ct := strings.ToLower(strings.TrimSpace(contentType))
+	s := strings.TrimSpace(string(body))
+	if strings.HasPrefix(ct, "application/dtmf-relay") {
+		for _, ln := range strings.Split(s, "\n") {
+			k, v, ok := strings.Cut(ln, "=")
+			if ok && strings.EqualFold(strings.TrimSpace(k), "Signal") {
+				s = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if len(s) == 1 && strings.Contains("0123456789*#ABCD", strings.ToUpper(s)) {
+		return strings.ToUpper(s)
+	}
+	return ""
+}
+
+// ---- release ----
+
+// endCall ends the current call on both sides: the SIP dialog (BYE,
+// CANCEL or nothing when remote already ended it) or the other local
+// line, and the MGCP connection.
+func (l *line) endCall(why string, remoteEnded bool) {
+	c := l.call
+	if c == nil {
+		return
+	}
+	l.call = nil
+	l.gen++
+	if c.result == "" {
+		c.result = why
+	}
+	if c.dialog != nil && !remoteEnded {
+		d := c.dialog
+		switch {
+		case !c.answered.IsZero() || c.direction == "incoming":
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = d.Bye(ctx)
+			}()
+		case c.cancel != nil:
+			c.cancel() // CANCEL
+		}
+	}
+	if c.peer != nil {
+		peer, id := c.peer, c.id
+		peer.postWait(func() { peer.onLocalHangup(id) })
+	}
+	stats := l.deleteConnection(c)
+	l.finish(c, stats)
+}
+
+// finish reports the ended call and releases what waits for it.
+func (l *line) finish(c *call, stats []mgcp.ConnParam) {
+	if c.cancel != nil {
+		defer c.cancel()
+	}
+	if c.done != nil {
+		close(c.done)
+		c.done = nil
+	}
+	if l.call == c {
+		l.call = nil
+	}
+	l.b.active.Add(-1)
+	r := CallRecord{Line: l.rule.ID, Direction: c.direction, Number: c.number, MGCPCall: c.id, Answered: !c.answered.IsZero(),
+		Result: c.result, Stats: stats, Duration: time.Since(c.start)}
+	if !c.answered.IsZero() {
+		r.Duration = time.Since(c.answered)
+		if c.result == "" || c.result == "hung up" || c.result == "far end hung up" {
+			r.Result = "answered, " + c.result
+		}
+	}
+	if c.dialog != nil {
+		r.SIPCallID = c.dialog.CallID
+	}
+	l.b.record(r)
+}
+
+// onRestart: the gateway restarted the endpoint (RFC 3435 §2.3.12).
+func (l *line) onRestart(method mgcp.RestartMethod, graceful bool) {
+	if graceful && l.call != nil {
+		return // calls finish first
+	}
+	if l.call != nil {
+		l.call.connID = "" // gone with the restart
+		l.endCall("gateway restarted", false)
+	}
+	l.audit()
+	l.arm()
+	if l.b.regs != nil && l.b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register && method != mgcp.RestartDisconnected {
+		l.b.regs.Remove(l.rule.ID)
+		l.b.regs.Add(l.account())
+	}
+}
+
+func (l *line) shutdown() {
+	if l.call != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		l.ctx = ctx
+		l.endCall("shutdown", false)
+	}
+}

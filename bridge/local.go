@@ -1,0 +1,141 @@
+package bridge
+
+import (
+	"time"
+
+	"github.com/mgsip/mgsip/mgcp"
+)
+
+// Local switching: a call between two lines of this mgsip is set up with
+// one connection on each endpoint, each given the other's SDP, without
+// SIP. The two lines talk by posting to each other's goroutine; neither
+// ever waits for the other.
+
+// localCall places a call from this line to the line registered as number.
+func (l *line) localCall(c *call, number string) {
+	callee := l.b.lineByUser(number)
+	if callee == nil || callee == l {
+		l.log.WithField("number", number).Info("bridge: no local line with that number")
+		l.toneAndWait("L/ro")
+		return
+	}
+	l.gen++
+	c.gen = l.gen
+	c.peer = callee
+	l.call = c
+	l.state = stCalling
+	l.b.active.Add(1)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.toneAndWait("L/ro")
+		return
+	}
+	id, sdp, user, name := c.id, c.gwSDP, l.rule.User, l.rule.DisplayName
+	caller := l
+	callee.postWait(func() { callee.onLocalOffer(caller, id, sdp, user, name) })
+}
+
+// onLocalOffer: another line calls this one.
+func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name string) {
+	busy := func() { caller.postWait(func() { caller.onLocalBusy(id) }) }
+	if l.state != stIdle {
+		busy()
+		return
+	}
+	tr, err := ToGateway(sdp, l.rule.Gateway.Codecs)
+	if err != nil {
+		busy()
+		return
+	}
+	c := &call{id: id, direction: "local", peer: caller, number: number, start: time.Now(), codecs: tr.Codecs}
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.b.active.Add(1)
+	signals := []mgcp.Event{signal("L/rg")}
+	if l.rule.Features.CallerID {
+		signals = append(signals, callerID(number, name))
+	}
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, signals); err != nil {
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.arm()
+		busy()
+		return
+	}
+	l.state = stRinging
+	mine := c.gwSDP
+	caller.postWait(func() { caller.onLocalRinging(id, mine) })
+	l.after(l.b.cfg.RingTimeout, func() {
+		if l.state == stRinging && l.call == c {
+			c.result = "no answer"
+			l.endCall("no answer", false)
+			l.arm()
+		}
+	})
+}
+
+func (l *line) localLeg(id string) *call {
+	if l.call == nil || l.call.id != id || l.call.peer == nil {
+		return nil
+	}
+	return l.call
+}
+
+// onLocalRinging: the called line rings; its SDP arrives.
+func (l *line) onLocalRinging(id string, sdp []byte) {
+	c := l.localLeg(id)
+	if c == nil {
+		return
+	}
+	if tr, err := ToGateway(sdp, l.rule.Gateway.Codecs); err == nil {
+		_ = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
+	}
+	_ = l.request(l.offHookEvents(), []mgcp.Event{signal(l.ringback())}, "")
+}
+
+// onLocalAnswered: the called line went off hook.
+func (l *line) onLocalAnswered(id string) {
+	c := l.localLeg(id)
+	if c == nil {
+		return
+	}
+	l.state = stConnected
+	c.answered = time.Now()
+	_ = l.request(l.offHookEvents(), nil, "")
+	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
+}
+
+// onLocalBusy: the called line could not take the call.
+func (l *line) onLocalBusy(id string) {
+	c := l.localLeg(id)
+	if c == nil {
+		return
+	}
+	c.peer = nil
+	c.result = "busy"
+	l.endCall("busy", true)
+	l.toneAndWait("L/bz")
+}
+
+// onLocalHangup: the other line hung up (or gave up ringing).
+func (l *line) onLocalHangup(id string) {
+	c := l.localLeg(id)
+	if c == nil {
+		return
+	}
+	c.peer = nil // do not echo the hang-up back
+	wasRinging := l.state == stRinging
+	if c.answered.IsZero() && l.state == stCalling {
+		c.result = "no answer"
+	} else {
+		c.result = "far end hung up"
+	}
+	l.endCall(c.result, true)
+	if wasRinging {
+		l.arm()
+	} else {
+		l.toneAndWait("L/ro")
+	}
+}

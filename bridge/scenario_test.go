@@ -1,0 +1,275 @@
+package bridge_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip/siptest"
+)
+
+func statValue(ps []mgcp.ConnParam, name string) string {
+	for _, p := range ps {
+		if p.Name == name {
+			return p.Value
+		}
+	}
+	return ""
+}
+
+// TestLocalCallWithRTP: line 1 dials line 2's number (route local); line
+// 2 rings with caller id while line 1 hears ringback; line 2 answers; RTP
+// flows both ways between the two connections; line 1 hangs up, line 2
+// hears reorder until it hangs up; both end idle and armed.
+func TestLocalCallWithRTP(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "1002")
+	st := e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+	if !hasSignal(st, "L/ci") {
+		t.Errorf("no caller id with the ring: %v", st.Signals)
+	}
+	for _, s := range st.Signals {
+		if s.Is("L", "ci") && (s.Param(1) != "1001" || s.Param(2) != "Line 1") {
+			t.Errorf("caller id %v", s)
+		}
+	}
+	e.waitSignal("aaln/1", "G/rt")
+	e.offHook("aaln/2")
+	c1, c2 := e.conn("aaln/1"), e.conn("aaln/2")
+	e.waitFor("send-receive on both", func() bool {
+		return e.conn("aaln/1").Mode == mgcp.ModeSendRecv && e.conn("aaln/2").Mode == mgcp.ModeSendRecv
+	})
+	e.waitFor("RTP both ways", func() bool { return c1.RTP.Received() > 10 && c2.RTP.Received() > 10 })
+	e.onHook("aaln/1")
+	e.waitSignal("aaln/2", "L/ro")
+	e.noConnections("aaln/1")
+	e.noConnections("aaln/2")
+	e.onHook("aaln/2")
+	for _, l := range []string{"aaln/1", "aaln/2"} {
+		e.waitSignalState(l, func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") && len(st.Signals) == 0 })
+	}
+	r1, r2 := e.record(), e.record()
+	for _, r := range []bridge.CallRecord{r1, r2} {
+		if !r.Answered || r.Direction != "local" {
+			t.Errorf("record %+v", r)
+		}
+		if pr := statValue(r.Stats, "PR"); pr == "" || pr == "0" {
+			t.Errorf("DLCX stats without received packets: %v", r.Stats)
+		}
+	}
+	got := verbs(e.gw.Commands(), "aaln/1")
+	if !strings.HasPrefix(got, "AUEP RQNT RQNT CRCX MDCX RQNT RQNT MDCX DLCX RQNT") {
+		t.Errorf("aaln/1 saw %s", got)
+	}
+}
+
+// TestOutgoingAnswered: a dialled number goes to the PBX from the line's
+// account with the gateway's SDP; ringback on 180; the answer's SDP
+// reaches the gateway with send-receive; hanging up sends BYE and DLCX.
+func TestOutgoingAnswered(t *testing.T) {
+	var invites atomic.Int32
+	var offered atomic.Value
+	e := newEnv(t, envOptions{uas: func(in siptest.Incoming) siptest.Script {
+		invites.Add(1)
+		offered.Store(string(in.SDP) + "|" + in.From + "|" + in.User)
+		return siptest.Script{Ring: 300 * time.Millisecond}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitSignal("aaln/1", "G/rt")
+	c := e.conn("aaln/1")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	if !strings.Contains(string(e.conn("aaln/1").RemoteSDP), "m=audio 40000") {
+		t.Errorf("gateway got remote SDP %q", c.RemoteSDP)
+	}
+	o, _ := offered.Load().(string)
+	if !strings.Contains(o, "|1001|2000") || !strings.Contains(o, "m=audio "+strconv.Itoa(c.RTPPort)) || !strings.Contains(o, "o=mgsip ") {
+		t.Errorf("PBX got %q", o)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	if r := e.record(); !r.Answered || r.Direction != "outgoing" || r.SIPCallID == "" {
+		t.Errorf("record %+v", r)
+	}
+	if invites.Load() != 1 {
+		t.Errorf("%d INVITEs", invites.Load())
+	}
+}
+
+// TestOutgoingBusyAndAbandoned: 486 gives busy tone and the line returns
+// idle on hang-up; hanging up while the far end rings sends CANCEL.
+func TestOutgoingBusyAndAbandoned(t *testing.T) {
+	e := newEnv(t, envOptions{uas: func(in siptest.Incoming) siptest.Script {
+		if in.User == "2486" {
+			return siptest.Script{Status: 486}
+		}
+		return siptest.Script{Ring: 20 * time.Second}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2486")
+	e.waitSignal("aaln/1", "L/bz")
+	e.noConnections("aaln/1")
+	if r := e.record(); r.Answered || !strings.HasPrefix(r.Result, "486") {
+		t.Errorf("record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitSignal("aaln/1", "G/rt")
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("CANCEL at the PBX", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+	e.waitFor("487 counted", func() bool { return e.pbx.Calls()[487] == 1 })
+	if r := e.record(); r.Answered {
+		t.Errorf("record %+v", r)
+	}
+}
+
+// TestIncomingAnsweredCancelledNoAnswerBusy: calls from the PBX to a
+// registered line: answered (200 with the gateway's SDP, then the PBX
+// hangs up and the phone hears reorder), cancelled while ringing (ring
+// stops, connection deleted), unanswered (480 after the ring timeout),
+// and to a line that is off hook (486).
+func TestIncomingAnsweredCancelledNoAnswerBusy(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, ring: 1500 * time.Millisecond})
+	sdp := []byte(siptest.DefaultAnswerSDP)
+
+	type result struct {
+		call *siptest.OutCall
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := e.pbx.Call(context.Background(), "1002", "5551234", sdp)
+		res <- result{c, err}
+	}()
+	st := e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+	for _, s := range st.Signals {
+		if s.Is("L", "ci") && s.Param(1) != "5551234" {
+			t.Errorf("caller id %v", s)
+		}
+	}
+	if c := e.conn("aaln/2"); !strings.Contains(string(c.RemoteSDP), "m=audio 40000") || c.Mode != mgcp.ModeRecvOnly {
+		t.Errorf("CRCX before answer: mode %s remote %q", c.Mode, c.RemoteSDP)
+	}
+	e.offHook("aaln/2")
+	r := <-res
+	if r.err != nil || r.call.Status != 200 || !strings.Contains(string(r.call.SDP), "m=audio "+strconv.Itoa(e.conn("aaln/2").RTPPort)) {
+		t.Fatalf("answer: %+v %v", r.call, r.err)
+	}
+	e.waitFor("send-receive", func() bool { return e.conn("aaln/2").Mode == mgcp.ModeSendRecv })
+	if err := r.call.HangUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSignal("aaln/2", "L/ro")
+	e.noConnections("aaln/2")
+	e.onHook("aaln/2")
+	if rec := e.record(); !rec.Answered || rec.Direction != "incoming" || rec.Number != "5551234" {
+		t.Errorf("record %+v", rec)
+	}
+
+	// Cancelled while ringing.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		c, err := e.pbx.Call(ctx, "1002", "5551234", sdp)
+		res <- result{c, err}
+	}()
+	e.waitSignal("aaln/2", "L/rg")
+	cancel()
+	if r := <-res; r.err == nil {
+		t.Fatal("cancelled call succeeded")
+	}
+	e.noConnections("aaln/2")
+	e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return len(st.Signals) == 0 && hasEvent(st, "L/hd") })
+	if rec := e.record(); rec.Answered || rec.Result != "cancelled" {
+		t.Errorf("record %+v", rec)
+	}
+
+	// Not answered: 480 after the ring timeout.
+	start := time.Now()
+	c, err := e.pbx.Call(context.Background(), "1002", "5551234", sdp)
+	if err == nil || c == nil || c.Status != 480 || time.Since(start) < time.Second {
+		t.Fatalf("unanswered call: %+v %v after %v", c, err, time.Since(start))
+	}
+	e.noConnections("aaln/2")
+	e.record()
+
+	// Busy: the line is off hook.
+	e.offHook("aaln/2")
+	e.waitSignal("aaln/2", "L/dl")
+	c, err = e.pbx.Call(context.Background(), "1002", "5551234", sdp)
+	if err == nil || c.Status != 486 {
+		t.Fatalf("call to an off-hook line: %+v %v", c, err)
+	}
+}
+
+// TestGatewayRestartMidCall: RSIP restart for the whole gateway ends its
+// calls on the SIP side (BYE) and re-audits and re-arms every line.
+func TestGatewayRestartMidCall(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	before := len(e.gw.Commands())
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	e.waitFor("re-audit and re-arm", func() bool {
+		v := verbs(e.gw.Commands()[before:], "aaln/2")
+		return strings.Contains(v, "AUEP RQNT")
+	})
+	if r := e.record(); r.Result != "gateway restarted" {
+		t.Errorf("record %+v", r)
+	}
+}
+
+// TestLostAndDuplicatedMGCP: a third of the gateway's datagrams are lost
+// and another third duplicated; the call still completes (retransmission
+// and the at-most-once cache absorb it).
+func TestLostAndDuplicatedMGCP(t *testing.T) {
+	var n atomic.Int64
+	e := newEnv(t, envOptions{mgcp: mgcp.Config{}, faults: func(b []byte, _ net.Addr) mgcptest.Fault {
+		switch n.Add(1) % 3 {
+		case 0:
+			return mgcptest.Fault{Drop: true}
+		case 1:
+			return mgcptest.Fault{Duplicate: true}
+		}
+		return mgcptest.Fault{}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "1002")
+	e.waitSignal("aaln/2", "L/rg")
+	e.offHook("aaln/2")
+	e.waitFor("connected", func() bool {
+		st1, st2 := e.state("aaln/1"), e.state("aaln/2")
+		return len(st1.Connections) == 1 && len(st2.Connections) == 1 &&
+			st1.Connections[0].Mode == mgcp.ModeSendRecv && st2.Connections[0].Mode == mgcp.ModeSendRecv
+	})
+	e.onHook("aaln/2")
+	e.noConnections("aaln/1")
+	e.noConnections("aaln/2")
+}
+
+// TestUnknownGatewayRefused: commands for an unknown domain get 500.
+func TestUnknownGatewayRefused(t *testing.T) {
+	e := newEnv(t, envOptions{lines: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := e.gw.Agent().Do(ctx, e.ca.LocalAddr().String(), &mgcp.Command{Verb: mgcp.VerbNTFY,
+		Endpoint: mgcp.EndpointName{Local: "aaln/1", Domain: "other.test"}, Parameters: mgcp.Parameters{RequestID: "1",
+			ObservedEvents: []mgcp.Event{{Package: "L", Name: "hd"}}}})
+	if err != nil || r.Code != mgcp.CodeEndpointUnknown {
+		t.Fatalf("%v %v", r, err)
+	}
+}
