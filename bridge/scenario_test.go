@@ -222,7 +222,9 @@ func TestGatewayRestartMidCall(t *testing.T) {
 	e.dial("aaln/1", "2000")
 	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
 	before := len(e.gw.Commands())
-	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+	e.do(func(ctx context.Context) (*mgcp.Response, error) {
+		return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
+	})
 	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
 	e.waitFor("re-audit and re-arm", func() bool {
 		v := verbs(e.gw.Commands()[before:], "aaln/2")
