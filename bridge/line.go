@@ -109,8 +109,7 @@ func (l *line) after(d time.Duration, f func()) *time.Timer {
 
 func (l *line) run(ctx context.Context) {
 	l.ctx = ctx
-	l.audit()
-	l.arm()
+	l.rearm(l.audit())
 	for {
 		select {
 		case f := <-l.in:
@@ -188,13 +187,35 @@ func (l *line) request(events []mgcp.RequestedEvent, signals []mgcp.Event, digit
 	return err
 }
 
-// audit checks the endpoint exists (AUEP, RFC 3435 §2.3.10).
-func (l *line) audit() {
+// audit checks the endpoint and asks its hook state (AUEP F: ES, RFC
+// 3435 §2.3.10); it reports whether the phone is off hook.
+func (l *line) audit() (offHook bool) {
 	ctx, cancel := l.opCtx()
 	defer cancel()
-	if _, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep); err != nil {
+	res, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep, "ES")
+	if err != nil {
 		l.log.WithError(err).Warn("bridge: audit failed")
+		return false
 	}
+	for _, e := range res.EventStates {
+		if e.Is("L", "hd") {
+			return true
+		}
+	}
+	return false
+}
+
+// rearm arms an audited line: a phone found off hook is left to hang up
+// first (no dial tone it did not ask for).
+func (l *line) rearm(offHook bool) {
+	if !offHook {
+		l.arm()
+		return
+	}
+	l.stopTone()
+	l.gen++
+	l.state = stTone
+	_ = l.request([]mgcp.RequestedEvent{evOnHook}, nil, "")
 }
 
 // arm returns the line to idle, watching for off-hook.
@@ -738,8 +759,7 @@ func (l *line) onRestart(method mgcp.RestartMethod, graceful bool) {
 		l.call.connID = "" // gone with the restart
 		l.endCall("gateway restarted", false)
 	}
-	l.audit()
-	l.arm()
+	l.rearm(l.audit())
 	if l.b.regs != nil && l.b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register && method != mgcp.RestartDisconnected {
 		l.b.regs.Remove(l.rule.ID)
 		l.b.regs.Add(l.account())

@@ -67,6 +67,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newMGCPCmd(a),
 		newDigitMapCmd(a),
 		newDemoCmd(a),
+		newSimCmd(a),
 		newCheckConfigCmd(a),
 		newRunCmd(a),
 	)

@@ -103,23 +103,23 @@ func TestSend(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg, err := loadConfigFile("../../configs/demo.yaml", testEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := runDemo(ctx, &out, cfg.Rules); err != nil {
+	if err := runDemo(ctx, &out, cfg.File); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	for _, want := range []string{"RSIP", "AUEP", "CRCX", "MDCX", "250 "} {
+	for _, want := range []string{"RSIP", "AUEP", "CRCX", "MDCX", "250 ", "INVITE sip:1002@", "SIP/2.0 180", "ACK", "BYE", "VERDICT: OK"} {
 		if !strings.Contains(out.String(), want) {
-			t.Errorf("ladder lacks %s", want)
+			t.Errorf("demo output lacks %q", want)
 		}
 	}
-	if !strings.Contains(out.String(), `dialed 1002: route "internal" (local) -> line demo-gw/aaln/2`) {
-		t.Errorf("the demo did not route through the rules:\n%s", out.String())
+	if t.Failed() {
+		t.Log(out.String())
 	}
 	code, stdout, _ := runCLI(t, "", "demo", "--config", "../../configs/demo.yaml")
 	if code != 0 || !strings.Contains(stdout, "VERDICT: OK") {

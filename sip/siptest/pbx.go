@@ -32,6 +32,11 @@ type Script struct {
 	Status      int           // final status; 0 means 200
 	SDP         []byte        // SDP of the 200 (default: a fixed PCMU answer)
 	HangUpAfter time.Duration // send BYE this long after the ACK (0: wait for the far end)
+	// Forward makes the PBX a B2BUA for this call: it calls the line
+	// registered as the called user with the caller's SDP, rings the caller
+	// meanwhile, answers with the callee's answer (or its failure status)
+	// and passes a hang-up from either side to the other.
+	Forward bool
 }
 
 // DefaultAnswerSDP is the 200's SDP when a Script gives none.
@@ -149,6 +154,10 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	defer func() { _ = sess.Close() }()
 	_ = sess.Respond(sip.StatusTrying, "Trying", nil)
+	if script.Forward {
+		r.forward(req, sess)
+		return
+	}
 	if script.Ring > 0 {
 		_ = sess.Respond(sip.StatusRinging, "Ringing", nil)
 		select {
@@ -185,6 +194,41 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	<-sess.Context().Done()
+}
+
+// forward bridges an INVITE to the registered callee (B2BUA).
+func (r *Registrar) forward(req *sip.Request, sess *sipgo.DialogServerSession) {
+	ctx, cancel := context.WithCancel(sess.Context())
+	defer cancel()
+	_ = sess.Respond(sip.StatusRinging, "Ringing", nil)
+	out, err := r.Call(ctx, req.Recipient.User, req.From().Address.User, req.Body())
+	if err != nil {
+		status := sip.StatusTemporarilyUnavailable
+		if out != nil && out.Status >= 300 {
+			status = out.Status
+		}
+		if errors.Is(err, ErrNotRegistered) {
+			status = sip.StatusNotFound
+		}
+		r.count(status)
+		_ = sess.Respond(status, "Forwarded failure", nil)
+		return
+	}
+	r.count(sip.StatusOK)
+	if err := sess.RespondSDP(out.SDP); err != nil {
+		_ = out.HangUp(context.Background())
+		return
+	}
+	select {
+	case <-sess.Context().Done(): // the caller hung up
+		hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = out.HangUp(hctx)
+		hcancel()
+	case <-out.Done(): // the callee hung up
+		hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = sess.Bye(hctx)
+		hcancel()
+	}
 }
 
 func (r *Registrar) count(status int) {
