@@ -226,9 +226,9 @@ func (s *simulator) step(ctx context.Context, st simStep) error {
 func newSimCmd(a *app) *cobra.Command {
 	var (
 		listen, callAgent, domain, script, steps, mediaIP string
-		lines                                            int
-		serve                                            bool
-		timeout                                          time.Duration
+		lines                                             int
+		serve                                             bool
+		timeout                                           time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "sim",
@@ -308,4 +308,3 @@ out, 2 for bad flags or a bad script.`,
 	f.DurationVar(&timeout, "timeout", time.Minute, "limit for the whole script")
 	return c
 }
-
