@@ -128,18 +128,70 @@ func (b *Bridge) Run(ctx context.Context) error {
 		regDone <- nil
 	}
 	for _, l := range lines {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			l.run(ctx)
-		}()
-		if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
-			b.regs.Add(l.account())
-		}
+		b.start(ctx, l)
 	}
 	<-ctx.Done()
 	b.wg.Wait()
 	return <-regDone
+}
+
+// start runs a line's goroutine and registers its account.
+func (b *Bridge) start(ctx context.Context, l *line) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		l.run(ctx)
+	}()
+	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
+		b.regs.Add(l.account())
+	}
+}
+
+// Apply brings the lines in line with new rules after a reload (the
+// Holder already serves them to routing): lines that appeared start,
+// audited, armed and registered; lines that went away are retired once
+// idle (unregistered, their goroutine ends). Lines that stay keep the
+// rule they started with until mgsip restarts.
+func (b *Bridge) Apply(rules *mapping.Rules) (added, retired int) {
+	b.mu.Lock()
+	ctx := b.ctx
+	if ctx == nil {
+		b.mu.Unlock()
+		return 0, 0
+	}
+	want := map[string]*mapping.LineRule{}
+	for _, lr := range rules.Lines {
+		want[strings.ToLower(lr.EndpointName())] = lr
+	}
+	var starts, retires []*line
+	for key, lr := range want {
+		if _, ok := b.lines[key]; !ok {
+			l := newLine(b, lr)
+			b.lines[key] = l
+			b.byUser[lr.User] = l
+			starts = append(starts, l)
+		}
+	}
+	for key, l := range b.lines {
+		if _, ok := want[key]; !ok {
+			delete(b.lines, key)
+			if b.byUser[l.rule.User] == l {
+				delete(b.byUser, l.rule.User)
+			}
+			retires = append(retires, l)
+		}
+	}
+	b.mu.Unlock()
+	for _, l := range starts {
+		b.start(ctx, l)
+	}
+	for _, l := range retires {
+		l.postWait(l.retire)
+		if b.regs != nil {
+			b.regs.Remove(l.rule.ID)
+		}
+	}
+	return len(starts), len(retires)
 }
 
 // lineByEndpoint finds the line of an endpoint name.

@@ -63,6 +63,8 @@ type line struct {
 
 	// owned by the loop goroutine
 	state     lineState
+	retiring  bool // removed from the configuration: stop once idle
+	quit      bool
 	reqID     uint64
 	call      *call
 	gen       int
@@ -110,7 +112,7 @@ func (l *line) after(d time.Duration, f func()) *time.Timer {
 func (l *line) run(ctx context.Context) {
 	l.ctx = ctx
 	l.rearm(l.audit())
-	for {
+	for !l.quit {
 		select {
 		case f := <-l.in:
 			f()
@@ -118,6 +120,15 @@ func (l *line) run(ctx context.Context) {
 			l.shutdown()
 			return
 		}
+	}
+}
+
+// retire stops the line now if it has no call, else after it.
+func (l *line) retire() {
+	l.retiring = true
+	if l.call == nil {
+		l.log.Info("bridge: line removed from the configuration")
+		l.quit = true
 	}
 }
 
@@ -224,6 +235,9 @@ func (l *line) arm() {
 	l.gen++
 	l.state = stIdle
 	_ = l.request([]mgcp.RequestedEvent{evOffHook}, nil, "")
+	if l.retiring {
+		l.retire()
+	}
 }
 
 // toneAndWait plays tone to the off-hook phone, then the off-hook warning

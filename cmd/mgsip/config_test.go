@@ -214,6 +214,9 @@ func TestReloadSwapsValidRulesAndKeepsOldOnError(t *testing.T) {
 	conf := func(lines string) string {
 		return `mgcp:
   listen: 127.0.0.1:0
+sip:
+  listeners:
+    - listen: 127.0.0.1:0
 peers:
   - name: pbx
     host: 127.0.0.1

@@ -12,10 +12,13 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 )
 
 func newCheckConfigCmd(a *app) *cobra.Command {
@@ -97,15 +100,17 @@ type daemonOptions struct {
 	reloaded chan<- error
 }
 
-// daemon is the running service. Until the bridge lands it answers the
-// gateways' own commands for configured endpoints and refuses the rest.
+// daemon is the running service: the MGCP call agent, the SIP stack and
+// the bridge between them, under one errgroup.
 type daemon struct {
-	log   *logrus.Logger
-	rules *mapping.Holder
-	ca    *mgcp.CallAgent
+	log    *logrus.Logger
+	rules  *mapping.Holder
+	ca     *mgcp.CallAgent
+	bridge *bridge.Bridge
 
 	mu      sync.RWMutex
 	allowed map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
+	peers   []netip.Prefix      // SIP peers' addresses
 }
 
 func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
@@ -139,18 +144,38 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 		return err
 	}
 	d.ca = ca
-	a.log.WithFields(logrus.Fields{"config": opts.configPath, "mgcp": ca.LocalAddr().String()}).
+	stack, err := sip.NewStack(cfg.File.SIP, sip.WithStackLogger(a.log.WithField("component", "sip")), sip.WithAccess(d.allowSIP))
+	if err != nil {
+		_ = ca.Close()
+		return err
+	}
+	b, err := bridge.New(bridge.Config{CallAgent: ca, SIP: stack, Rules: d.rules, Register: true,
+		Log: a.log.WithField("component", "bridge")})
+	if err != nil {
+		_ = ca.Close()
+		_ = stack.Close()
+		return err
+	}
+	d.mu.Lock()
+	d.bridge = b
+	d.mu.Unlock()
+	stack.SetHandler(b)
+	a.log.WithFields(logrus.Fields{"config": opts.configPath, "mgcp": ca.LocalAddr().String(), "sip": stack.LocalAddr().String()}).
 		Info("mgsip running: " + summaryLine(cfg.Rules.Summary()))
-	served := make(chan error, 1)
-	go func() { served <- ca.Serve(ctx) }()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ca.Serve(gctx) })
+	g.Go(func() error { return stack.Serve(gctx) })
+	g.Go(func() error { return b.Run(gctx) })
 	if opts.ready != nil {
 		opts.ready <- ca.LocalAddr()
 	}
 	for {
 		select {
-		case err := <-served:
+		case <-gctx.Done():
+			err := g.Wait()
 			_ = ca.Close()
-			if err != nil {
+			_ = stack.Close()
+			if err != nil && ctx.Err() == nil {
 				return err
 			}
 			a.log.Info("mgsip stopped")
@@ -174,6 +199,12 @@ func (d *daemon) reload(ctx context.Context, path string) error {
 	old := d.rules.Swap(cfg.Rules)
 	d.setAllowed(ctx, cfg.Rules)
 	added, removed := diffLines(old, cfg.Rules)
+	d.mu.RLock()
+	b := d.bridge
+	d.mu.RUnlock()
+	if b != nil {
+		b.Apply(cfg.Rules)
+	}
 	d.log.WithFields(logrus.Fields{"config": path, "lines_added": added, "lines_removed": removed}).
 		Info("configuration reloaded: " + summaryLine(cfg.Rules.Summary()))
 	return nil
@@ -214,9 +245,41 @@ func (d *daemon) setAllowed(ctx context.Context, r *mapping.Rules) {
 			allowed[a.Unmap()] = true
 		}
 	}
+	var peers []netip.Prefix
+	for _, p := range r.Peers {
+		if len(p.Addresses) > 0 {
+			peers = append(peers, p.Addresses...)
+			continue
+		}
+		if a, err := netip.ParseAddr(p.Host); err == nil {
+			peers = append(peers, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", p.Host)
+		if err != nil {
+			d.log.WithError(err).WithField("peer", p.Name).Warn("cannot resolve SIP peer address; its requests are refused until a reload")
+			continue
+		}
+		for _, a := range addrs {
+			peers = append(peers, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
 	d.mu.Lock()
 	d.allowed = allowed
+	d.peers = peers
 	d.mu.Unlock()
+}
+
+// allowSIP lets requests in from configured SIP peers only.
+func (d *daemon) allowSIP(a netip.AddrPort) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for _, p := range d.peers {
+		if p.Contains(a.Addr().Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *daemon) allow(a netip.AddrPort) bool {
@@ -225,29 +288,20 @@ func (d *daemon) allow(a netip.AddrPort) bool {
 	return d.allowed == nil || d.allowed[a.Addr()]
 }
 
-// handleMGCP answers commands from gateways: configured endpoints get 200
-// (the bridge will act on them), others 500.
-func (d *daemon) handleMGCP(_ context.Context, from netip.AddrPort, c *mgcp.Command) *mgcp.Response {
-	rules := d.rules.Load()
+// handleMGCP passes commands from gateways to the bridge, logging them.
+func (d *daemon) handleMGCP(ctx context.Context, from netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+	d.mu.RLock()
+	b := d.bridge
+	d.mu.RUnlock()
 	log := d.log.WithFields(logrus.Fields{"gateway": from.String(), "endpoint": c.Endpoint.String(), "verb": string(c.Verb), "mgcp_tx": c.TransactionID})
-	if rules.GatewayByDomain(c.Endpoint.Domain) == nil {
-		log.Warn("command for an unknown gateway domain")
-		return mgcp.NewResponse(c, mgcp.CodeEndpointUnknown)
-	}
-	switch c.Verb {
-	case mgcp.VerbRSIP, mgcp.VerbNTFY, mgcp.VerbDLCX:
-	default:
-		return mgcp.NewResponse(c, mgcp.CodeUnknownCommand)
-	}
-	if c.Endpoint.Local != "*" && rules.LineByEndpoint(c.Endpoint.Local, c.Endpoint.Domain) == nil &&
-		rules.TrunkByEndpoint(c.Endpoint.Local, c.Endpoint.Domain) == nil {
-		log.Warn("command for an endpoint that is not configured")
-		return mgcp.NewResponse(c, mgcp.CodeEndpointUnknown)
+	if b == nil {
+		return mgcp.NewResponse(c, mgcp.CodeTransientError)
 	}
 	var events []string
 	for _, e := range c.ObservedEvents {
 		events = append(events, e.String())
 	}
-	log.WithField("events", strings.Join(events, ",")).Info("gateway event")
-	return mgcp.NewResponse(c, mgcp.CodeOK)
+	r := b.HandleMGCP(ctx, from, c)
+	log.WithFields(logrus.Fields{"events": strings.Join(events, ","), "code": int(r.Code)}).Debug("gateway command")
+	return r
 }
