@@ -191,75 +191,14 @@ func TestWireFormatDissectedByTshark(t *testing.T) {
 	t.Logf("tshark dissected %d datagrams (%d corpus, %d live) as MGCP without a flag", len(pkts), len(files), len(live))
 }
 
-// startOsmoMGW runs osmo-mgw and returns its MGCP address. osmo-mgw 1.10
-// binds its VTY and CTRL ports (4243, 4267) whatever the config says, so
-// each instance gets an address of its own in 127/8 instead of a free port.
-// It is stopped by PID when the test ends.
+// startOsmoMGW runs osmo-mgw, ready once it answers an AUEP.
 func startOsmoMGW(t *testing.T, ca *mgcp.CallAgent) string {
-	bin := testutil.RequireProgram(t, "osmo-mgw")
-	dir := t.TempDir()
-	for attempt := 0; attempt < 3; attempt++ {
-		n := time.Now().UnixNano()
-		ip := fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
-		cfg := fmt.Sprintf(`log stderr
- logging filter all 1
- logging level set-all notice
-line vty
- bind %[1]s
-ctrl
- bind %[1]s
-mgcp
- bind ip %[1]s
- bind port 2427
- rtp port-range 16002 16099
- rtp bind-ip %[1]s
- rtp ip-probing
- domain mgw
- number endpoints 8
-`, ip)
-		path := filepath.Join(dir, "osmo-mgw.cfg")
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "-c", path)
-		var logs testutil.Buffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		stop := func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		addr := ip + ":2427"
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			_, err := ca.AuditEndpoint(ctx, addr, mgcp.EndpointName{Local: "rtpbridge/1", Domain: "mgw"})
-			cancel()
-			if err == nil {
-				t.Cleanup(func() {
-					stop()
-					if t.Failed() {
-						t.Logf("osmo-mgw log:\n%s", logs.String())
-					}
-				})
-				return addr
-			}
-			select {
-			case err := <-exited:
-				exited <- err
-				deadline = time.Now() // it died: try another address
-			default:
-			}
-		}
-		stop()
-		t.Logf("osmo-mgw attempt %d did not come up:\n%s", attempt+1, logs.String())
-	}
-	t.Fatal("osmo-mgw did not start")
-	return ""
+	return testutil.StartOsmoMGW(t, func(addr string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := ca.AuditEndpoint(ctx, addr, mgcp.EndpointName{Local: "rtpbridge/1", Domain: "mgw"})
+		return err == nil
+	})
 }
 
 func isRTP(b []byte) bool { return len(b) >= 12 && b[0]>>6 == 2 }

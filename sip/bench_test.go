@@ -57,7 +57,7 @@ func benchRegister(b *testing.B, registrar string, n int, rate float64, password
 // Kamailio (SHA-256 digest).
 func BenchmarkRegister10kKamailio(b *testing.B) {
 	kam := startKamailioB(b, "SHA-256", 3600)
-	benchRegister(b, kam.addr, 10000, 100000, func(u string) string { return "pw-" + u })
+	benchRegister(b, kam.Addr, 10000, 100000, func(u string) string { return "pw-" + u })
 }
 
 // BenchmarkRegister10kSiptest registers 10,000 lines against the siptest

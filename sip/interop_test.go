@@ -2,13 +2,7 @@ package sip_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,159 +10,14 @@ import (
 	"github.com/mgsip/mgsip/sip"
 )
 
-// kamailio is a real Kamailio registrar with digest authentication: the
-// password of user U is "pw-U" (pv_auth_check), bindings last at most
-// maxExpires seconds.
-type kamailio struct {
-	addr   string
-	ctl    string
-	kamcmd string
-}
+type kamailio = testutil.Kamailio
 
 func startKamailio(t *testing.T, algorithm string, maxExpires int) *kamailio {
-	return startKamailioB(t, algorithm, maxExpires)
+	return testutil.StartKamailio(t, algorithm, maxExpires)
 }
 
 func startKamailioB(t testing.TB, algorithm string, maxExpires int) *kamailio {
-	bin := testutil.RequireProgram(t, "kamailio")
-	kamcmd := testutil.RequireProgram(t, "kamcmd")
-	dir, err := os.MkdirTemp("", "kam")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	n := time.Now().UnixNano()
-	ip := fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
-	k := &kamailio{addr: ip + ":5060", ctl: filepath.Join(dir, "ctl"), kamcmd: kamcmd}
-	cfg := fmt.Sprintf(`#!KAMAILIO
-debug=1
-log_stderror=yes
-children=2
-disable_tcp=yes
-listen=udp:%s
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-loadmodule "xlog.so"
-loadmodule "kex.so"
-loadmodule "corex.so"
-loadmodule "usrloc.so"
-loadmodule "registrar.so"
-loadmodule "auth.so"
-loadmodule "ctl.so"
-loadmodule "rr.so"
-modparam("ctl", "binrpc", "unix:%s")
-modparam("registrar", "max_expires", %d)
-modparam("auth", "algorithm", "%s")
-request_route {
-	if (is_method("REGISTER")) {
-		if (!pv_auth_check("$fd", "pw-$fU", "0", "1")) {
-			auth_challenge("$fd", "1");
-			exit;
-		}
-		if (!save("location")) {
-			sl_reply_error();
-		}
-		exit;
-	}
-	# Calls: to a registered contact, with Kamailio staying in the path.
-	if (has_totag()) {
-		if (loose_route()) {
-			t_relay();
-			exit;
-		}
-		if (is_method("ACK") && t_check_trans()) {
-			t_relay();
-		}
-		exit;
-	}
-	if (is_method("CANCEL")) {
-		if (t_check_trans()) {
-			t_relay();
-		}
-		exit;
-	}
-	# Calls to 9...: the caller must authenticate (407; pv_auth_check reads
-	# Proxy-Authorization for methods other than REGISTER), then are refused
-	# busy; proves a UAC answers a proxy challenge on INVITE.
-	if (is_method("INVITE") && $rU =~ "^9") {
-		if (!pv_auth_check("$fd", "pw-$fU", "0", "0")) {
-			proxy_challenge("$fd", "1");
-			exit;
-		}
-		sl_send_reply("486", "Busy Here");
-		exit;
-	}
-	if (is_method("INVITE")) {
-		record_route();
-		if (!lookup("location")) {
-			sl_send_reply("404", "Not Found");
-			exit;
-		}
-		t_relay();
-		exit;
-	}
-	sl_send_reply("404", "Not here");
-}
-`, k.addr, k.ctl, maxExpires, algorithm)
-	path := filepath.Join(dir, "kamailio.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-f", path, "-DD", "-E", "-m", "512", "-M", "16", "-Y", dir, "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"))
-	logs := &testutil.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		// The launched process is Kamailio's main process: SIGTERM stops
-		// it and its children.
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("kamailio log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := k.stat("usrloc:location_contacts"); err == nil {
-			return k
-		}
-		select {
-		case <-exited:
-			t.Fatalf("kamailio exited:\n%s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kamailio did not come up:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stat reads one Kamailio statistic over its control socket.
-func (k *kamailio) stat(name string) (int, error) {
-	out, err := exec.Command(k.kamcmd, "-s", "unix:"+k.ctl, "stats.get_statistics", "all").Output()
-	if err != nil {
-		return 0, err
-	}
-	m := regexp.MustCompile(regexp.QuoteMeta(name) + ` = (\d+)`).FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no %s in %q", name, out)
-	}
-	return strconv.Atoi(string(m[1]))
+	return testutil.StartKamailio(t, algorithm, maxExpires)
 }
 
 func newStack(t *testing.T) (*sip.Stack, context.CancelFunc) {
@@ -205,7 +54,7 @@ func TestInteropKamailioThousandLines(t *testing.T) {
 	start := time.Now()
 	for i := 0; i < lines; i++ {
 		u := strconv.Itoa(70000 + i)
-		regs.Add(sip.Account{ID: "kam/" + u, User: u, Password: "pw-" + u, Registrar: kam.addr, Expiry: 60 * time.Second})
+		regs.Add(sip.Account{ID: "kam/" + u, User: u, Password: "pw-" + u, Registrar: kam.Addr, Expiry: 60 * time.Second})
 	}
 	waitCount := func(state sip.RegState, n int, within time.Duration) {
 		t.Helper()
@@ -219,7 +68,7 @@ func TestInteropKamailioThousandLines(t *testing.T) {
 	}
 	waitCount(sip.RegRegistered, lines, 30*time.Second)
 	t.Logf("%d lines registered with SHA-256 digest in %v", lines, time.Since(start).Round(time.Millisecond))
-	if c, err := kam.stat("usrloc:location_contacts"); err != nil || c != lines {
+	if c, err := kam.Stat("usrloc:location_contacts"); err != nil || c != lines {
 		t.Fatalf("kamailio holds %d contacts (%v)", c, err)
 	}
 	st, _ := regs.Status("kam/70000")
@@ -228,7 +77,7 @@ func TestInteropKamailioThousandLines(t *testing.T) {
 	}
 
 	// A wrong password: challenged twice, reported failed, not retried.
-	regs.Add(sip.Account{ID: "kam/bad", User: "79999", Password: "not-it", Registrar: kam.addr})
+	regs.Add(sip.Account{ID: "kam/bad", User: "79999", Password: "not-it", Registrar: kam.Addr})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if st, _ := regs.Status("kam/bad"); st.State == sip.RegFailed {
@@ -247,7 +96,7 @@ func TestInteropKamailioThousandLines(t *testing.T) {
 	if c := regs.Counts()[sip.RegRegistered]; c != lines {
 		t.Fatalf("%d registered after the refresh period", c)
 	}
-	if c, err := kam.stat("usrloc:location_contacts"); err != nil || c != lines {
+	if c, err := kam.Stat("usrloc:location_contacts"); err != nil || c != lines {
 		t.Fatalf("kamailio holds %d contacts after the refresh period (%v)", c, err)
 	}
 	// Every binding was renewed: its expiry lies beyond the first one.
@@ -262,7 +111,7 @@ func TestInteropKamailioThousandLines(t *testing.T) {
 	stop()
 	<-done
 	done <- nil
-	if c, err := kam.stat("usrloc:location_contacts"); err != nil || c != 0 {
+	if c, err := kam.Stat("usrloc:location_contacts"); err != nil || c != 0 {
 		t.Errorf("kamailio still holds %d contacts after shutdown (%v)", c, err)
 	}
 }
@@ -276,7 +125,7 @@ func TestInteropKamailioMD5(t *testing.T) {
 	go func() { done <- regs.Run(ctx) }()
 	defer func() { stop(); <-done }()
 	for _, u := range []string{"5001", "5002"} {
-		regs.Add(sip.Account{ID: u, User: u, Password: "pw-" + u, Registrar: kam.addr})
+		regs.Add(sip.Account{ID: u, User: u, Password: "pw-" + u, Registrar: kam.Addr})
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for regs.Counts()[sip.RegRegistered] < 2 {
@@ -288,7 +137,7 @@ func TestInteropKamailioMD5(t *testing.T) {
 	if st, _ := regs.Status("5001"); st.Algorithm != "MD5" {
 		t.Errorf("status %+v", st)
 	}
-	if c, _ := kam.stat("usrloc:location_contacts"); c != 2 {
+	if c, _ := kam.Stat("usrloc:location_contacts"); c != 2 {
 		t.Errorf("kamailio holds %d contacts", c)
 	}
 }
@@ -303,7 +152,7 @@ func TestInteropKamailioChallengesInvite(t *testing.T) {
 		password string
 		want     int
 	}{{"pw-2001", 486}, {"wrong", 407}} {
-		d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001", Password: tt.password}, To: "9123", Peer: kam.addr, SDP: []byte(offer)})
+		d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001", Password: tt.password}, To: "9123", Peer: kam.Addr, SDP: []byte(offer)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,11 +2,6 @@ package sip_test
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,71 +10,7 @@ import (
 	"github.com/mgsip/mgsip/sip"
 )
 
-// sippRun is a SIPp process started by a test.
-type sippRun struct {
-	addr   string
-	done   chan error
-	output *testutil.Buffer
-}
-
-// startSIPp runs SIPp with args on a free port of its own 127/8 address
-// and returns once its socket is bound. The test stops it by PID if it is
-// still running at the end.
-func startSIPp(t *testing.T, args ...string) *sippRun {
-	bin := testutil.RequireProgram(t, "sipp")
-	n := time.Now().UnixNano()
-	ip := fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
-	port := 5070
-	full := append([]string{"-i", ip, "-p", strconv.Itoa(port), "-m", "1", "-nostdin", "-timeout", "20s",
-		"-buff_size", "4194304", "-trace_err", "-error_file", filepath.Join(t.TempDir(), "err.log")}, args...)
-	cmd := exec.Command(bin, full...)
-	out := &testutil.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &sippRun{addr: net.JoinHostPort(ip, strconv.Itoa(port)), done: make(chan error, 1), output: out}
-	go func() { r.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case err := <-r.done:
-			r.done <- err
-		default:
-			_ = cmd.Process.Kill()
-		}
-	})
-	// Bound once the port cannot be taken any more.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.ListenPacket("udp", r.addr)
-		if err != nil {
-			return r
-		}
-		_ = c.Close()
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("sipp did not bind %s:\n%s", r.addr, out.String())
-	return nil
-}
-
-// wait returns SIPp's exit error (nil: every call succeeded).
-func (r *sippRun) wait(t *testing.T) {
-	t.Helper()
-	r.waitFor(t, 30*time.Second)
-}
-
-func (r *sippRun) waitFor(t *testing.T, limit time.Duration) {
-	t.Helper()
-	select {
-	case err := <-r.done:
-		r.done <- err
-		if err != nil {
-			t.Fatalf("sipp failed: %v\n%s", err, r.output.String())
-		}
-	case <-time.After(limit):
-		t.Fatalf("sipp did not finish:\n%s", r.output.String())
-	}
-}
+func startSIPp(t *testing.T, args ...string) *testutil.SIPp { return testutil.StartSIPp(t, args...) }
 
 // TestInteropSIPpAnswersOurInvite: SIPp as the PBX answers our INVITE;
 // once we hang up (built-in uas scenario), once SIPp does.
@@ -91,7 +22,7 @@ func TestInteropSIPpAnswersOurInvite(t *testing.T) {
 		}
 		sipp := startSIPp(t, scenario...)
 		stack, _ := newStack(t)
-		d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+		d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr, SDP: []byte(offer)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,13 +42,13 @@ func TestInteropSIPpAnswersOurInvite(t *testing.T) {
 					}
 				}
 			case sip.EventFailed:
-				t.Fatalf("call failed: %+v\n%s", e, sipp.output.String())
+				t.Fatalf("call failed: %+v\n%s", e, sipp.Output.String())
 			}
 		}
 		if !answered {
 			t.Fatal("never answered")
 		}
-		sipp.wait(t)
+		sipp.Wait(t)
 	}
 }
 
@@ -150,7 +81,7 @@ func TestInteropSIPpCallsRegisteredLine(t *testing.T) {
 		ctx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- regs.Run(ctx) }()
-		regs.Add(sip.Account{ID: "l2", User: "2002", Password: "pw-2002", Registrar: kam.addr})
+		regs.Add(sip.Account{ID: "l2", User: "2002", Password: "pw-2002", Registrar: kam.Addr})
 		deadline := time.Now().Add(10 * time.Second)
 		for st, _ := regs.Status("l2"); st.State != sip.RegRegistered; st, _ = regs.Status("l2") {
 			if time.Now().After(deadline) {
@@ -165,15 +96,15 @@ func TestInteropSIPpCallsRegisteredLine(t *testing.T) {
 		if weHangUp {
 			scenario = []string{"-sf", "testdata/sipp/uac_waits_bye.xml"}
 		}
-		sipp := startSIPp(t, append(scenario, "-s", "2002", kam.addr)...)
-		sipp.wait(t)
+		sipp := startSIPp(t, append(scenario, "-s", "2002", kam.Addr)...)
+		sipp.Wait(t)
 		select {
 		case first := <-events:
 			if first != sip.EventAnswered {
 				t.Errorf("first event %v", first)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("the line never saw the call answered; sipp:\n%s", sipp.output.String())
+			t.Fatalf("the line never saw the call answered; sipp:\n%s", sipp.Output.String())
 		}
 		if !weHangUp {
 			select {
@@ -196,7 +127,7 @@ func TestInteropSIPpCallsRegisteredLine(t *testing.T) {
 func TestInteropSIPpPutsUsOnHold(t *testing.T) {
 	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_holds.xml")
 	stack, _ := newStack(t)
-	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr, SDP: []byte(offer)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,10 +144,10 @@ func TestInteropSIPpPutsUsOnHold(t *testing.T) {
 		case sip.EventBye:
 			bye = true
 		case sip.EventFailed:
-			t.Fatalf("%+v\n%s", e, sipp.output.String())
+			t.Fatalf("%+v\n%s", e, sipp.Output.String())
 		}
 	}
-	sipp.wait(t)
+	sipp.Wait(t)
 	if !held || !bye {
 		t.Errorf("held %v, bye %v", held, bye)
 	}
@@ -231,7 +162,7 @@ func TestInteropSIPpPutsUsOnHold(t *testing.T) {
 func TestInteropSIPpOverlappingReinvite(t *testing.T) {
 	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_overlapping_reinvites.xml")
 	stack, _ := newStack(t)
-	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr, SDP: []byte(offer)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,10 +178,10 @@ func TestInteropSIPpOverlappingReinvite(t *testing.T) {
 				_ = d.AcceptReinvite([]byte(strings.Replace(offer, "RTP/AVP 0\r\n", "RTP/AVP 0\r\na=recvonly\r\n", 1)))
 			}()
 		case sip.EventFailed:
-			t.Fatalf("%+v\n%s", e, sipp.output.String())
+			t.Fatalf("%+v\n%s", e, sipp.Output.String())
 		}
 	}
-	sipp.wait(t)
+	sipp.Wait(t)
 	if reinvites != 1 {
 		t.Errorf("%d re-INVITEs reached the dialog, want only the first", reinvites)
 	}
@@ -263,18 +194,18 @@ func TestInteropSIPpGlare(t *testing.T) {
 	t.Parallel()
 	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_glare.xml")
 	stack, _ := newStack(t)
-	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr, SDP: []byte(offer)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := next(t, d); e.Kind != sip.EventAnswered {
-		t.Fatalf("%+v\n%s", e, sipp.output.String())
+		t.Fatalf("%+v\n%s", e, sipp.Output.String())
 	}
 	start := time.Now()
 	ans, err := d.Reinvite(context.Background(), []byte(holdOffer))
 	took := time.Since(start)
 	if err != nil || !strings.Contains(string(ans), "a=recvonly") {
-		t.Fatalf("re-INVITE after glare: %q %v\n%s", ans, err, sipp.output.String())
+		t.Fatalf("re-INVITE after glare: %q %v\n%s", ans, err, sipp.Output.String())
 	}
 	if took < 2100*time.Millisecond || took > 5*time.Second {
 		t.Errorf("retry came after %v, want 2.1-4 s", took)
@@ -282,7 +213,7 @@ func TestInteropSIPpGlare(t *testing.T) {
 	if err := d.Bye(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	sipp.wait(t)
+	sipp.Wait(t)
 }
 
 // TestInteropSIPpSessionTimerRefresh: SIPp answers with a 2 s session
@@ -292,19 +223,19 @@ func TestInteropSIPpSessionTimerRefresh(t *testing.T) {
 	t.Parallel()
 	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_session_timer.xml")
 	stack, _ := newStackWith(t, sip.Config{MinSE: time.Second, SessionExpires: 2 * time.Second})
-	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.addr, SDP: []byte(offer)})
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr, SDP: []byte(offer)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for e := range d.Events() {
 		if e.Kind == sip.EventFailed {
-			t.Fatalf("%+v\n%s", e, sipp.output.String())
+			t.Fatalf("%+v\n%s", e, sipp.Output.String())
 		}
 		if e.Kind == sip.EventBye && e.Reason != "" {
-			t.Fatalf("we hung up: %+v\n%s", e, sipp.output.String())
+			t.Fatalf("we hung up: %+v\n%s", e, sipp.Output.String())
 		}
 	}
-	sipp.wait(t)
+	sipp.Wait(t)
 }
 
 // TestInteropSIPpSessionNotRefreshed: SIPp asks for a 3 s session as
@@ -326,7 +257,7 @@ func TestInteropSIPpSessionNotRefreshed(t *testing.T) {
 		}
 	}))
 	sipp := startSIPp(t, "-sf", "testdata/sipp/uac_no_refresh.xml", "-s", "2002", stack.LocalAddr().String())
-	sipp.wait(t)
+	sipp.Wait(t)
 	select {
 	case e := <-ended:
 		if e.Reason != "session expired" {
@@ -352,7 +283,7 @@ func TestInteropSIPpNeverAcks(t *testing.T) {
 		}
 	}))
 	sipp := startSIPp(t, "-sf", "testdata/sipp/uac_no_ack.xml", "-timeout", "60s", "-s", "2002", stack.LocalAddr().String())
-	sipp.waitFor(t, 60*time.Second)
+	sipp.WaitFor(t, 60*time.Second)
 	if err := <-result; err == nil {
 		t.Fatal("Answer succeeded without an ACK")
 	}
