@@ -63,8 +63,11 @@ type Bridge struct {
 	regs *sip.Registrations
 
 	mu         sync.Mutex
-	lines      map[string]*line // by lower-case endpoint name
-	byUser     map[string]*line // by SIP user
+	lines      map[string]*line   // by lower-case endpoint name
+	byUser     map[string]*line   // by SIP user
+	byID       map[string]*line   // by line id
+	trunks     map[string][]*line // trunk group name -> channels in hunting order
+	nextHunt   map[string]int     // round-robin position per trunk group
 	gwAddr     map[string]string
 	ctx        context.Context
 	wg         sync.WaitGroup
@@ -91,7 +94,8 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.NotifiedEntity == "" {
 		cfg.NotifiedEntity = "mgsip@" + cfg.CallAgent.LocalAddr().String()
 	}
-	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, gwAddr: map[string]string{}}
+	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
+		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{}}
 	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
@@ -115,6 +119,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 		l := newLine(b, lr)
 		b.lines[strings.ToLower(l.ep.String())] = l
 		b.byUser[lr.User] = l
+		b.byID[lr.ID] = l
+	}
+	for _, tr := range rules.Trunks {
+		for _, ep := range tr.Endpoints {
+			l := newTrunkChannel(b, tr, ep)
+			b.lines[strings.ToLower(l.ep.String())] = l
+			b.byID[l.rule.ID] = l
+			b.trunks[tr.Name] = append(b.trunks[tr.Name], l)
+		}
 	}
 	lines := make([]*line, 0, len(b.lines))
 	for _, l := range b.lines {
@@ -169,15 +182,17 @@ func (b *Bridge) Apply(rules *mapping.Rules) (added, retired int) {
 			l := newLine(b, lr)
 			b.lines[key] = l
 			b.byUser[lr.User] = l
+			b.byID[lr.ID] = l
 			starts = append(starts, l)
 		}
 	}
 	for key, l := range b.lines {
-		if _, ok := want[key]; !ok {
+		if _, ok := want[key]; !ok && l.trunk == nil {
 			delete(b.lines, key)
 			if b.byUser[l.rule.User] == l {
 				delete(b.byUser, l.rule.User)
 			}
+			delete(b.byID, l.rule.ID)
 			retires = append(retires, l)
 		}
 	}
@@ -272,20 +287,91 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 	}
 }
 
-// ServeDialog serves an inbound SIP call (sip.Handler): the line it is for
-// takes it over for its lifetime.
+// peerOf names the configured peer a request came from ("" if none).
+func (b *Bridge) peerOf(rules *mapping.Rules, source string) string {
+	ap, err := netip.ParseAddrPort(source)
+	if err != nil {
+		return ""
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range rules.Peers {
+		for _, pfx := range p.Addresses {
+			if pfx.Contains(ip) {
+				return p.Name
+			}
+		}
+		if a, err := netip.ParseAddr(p.Host); err == nil && a.Unmap() == ip {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// ServeDialog serves an inbound SIP call (sip.Handler): the inbound
+// routes say which line or trunk group takes it; that line, or the
+// first free channel of the group in its hunting order, serves it for
+// its lifetime.
 func (b *Bridge) ServeDialog(d *sip.Dialog) {
-	l := b.lineByUser(d.RequestUser())
-	if l == nil {
+	rules := b.cfg.Rules.Load()
+	peer := b.peerOf(rules, d.Source())
+	target, ok := rules.RouteInbound(peer, d.RequestUser())
+	if !ok && peer != "" {
+		target, ok = rules.RouteInbound("", d.RequestUser())
+	}
+	if !ok {
+		// A line's own account, whatever peer the call came through.
+		if l := b.lineByUser(d.RequestUser()); l != nil {
+			target, ok = mapping.InboundTarget{Line: l.rule}, true
+		}
+	}
+	switch {
+	case !ok:
 		_ = d.Reject(404, "Not Found")
-		return
+	case target.Line != nil:
+		b.mu.Lock()
+		l := b.byID[target.Line.ID]
+		b.mu.Unlock()
+		if l == nil {
+			_ = d.Reject(404, "Not Found")
+			return
+		}
+		done := make(chan struct{})
+		if !l.post(func() { l.onInvite(d, done) }) {
+			_ = d.Reject(486, "Busy Here")
+			return
+		}
+		<-done
+	case target.Trunk != nil:
+		b.serveTrunk(d, target.Trunk)
+	default:
+		_ = d.Reject(501, "Hunt groups are not served yet")
 	}
-	done := make(chan struct{})
-	if !l.post(func() { l.onInvite(d, done) }) {
-		_ = d.Reject(486, "Busy Here")
-		return
+}
+
+// serveTrunk offers the call to the group's channels in hunting order
+// until one takes it.
+func (b *Bridge) serveTrunk(d *sip.Dialog, tr *mapping.TrunkRule) {
+	b.mu.Lock()
+	chans := append([]*line(nil), b.trunks[tr.Name]...)
+	start := 0
+	if tr.Hunting == "round-robin" && len(chans) > 0 {
+		start = b.nextHunt[tr.Name] % len(chans)
+		b.nextHunt[tr.Name] = start + 1
 	}
-	<-done
+	b.mu.Unlock()
+	for i := range chans {
+		l := chans[(start+i)%len(chans)]
+		taken := make(chan bool, 1)
+		done := make(chan struct{})
+		if !l.post(func() { l.onTrunkInvite(d, done, taken) }) {
+			continue
+		}
+		if <-taken {
+			<-done
+			return
+		}
+	}
+	_ = d.Reject(503, "All Trunk Channels Busy")
 }
 
 func (b *Bridge) record(r CallRecord) {

@@ -37,6 +37,7 @@ type envOptions struct {
 	ring     time.Duration
 	mgcp     mgcp.Config
 	faults   func(b []byte, to net.Addr) mgcptest.Fault
+	viaPBX   bool // every number goes to the PBX, with local fallback
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -55,30 +56,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.pbx.Close() })
-	var b *bridge.Bridge
-	var bmu sync.Mutex
-	handler := mgcp.HandlerFunc(func(ctx context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
-		bmu.Lock()
-		bb := b
-		bmu.Unlock()
-		if bb == nil {
-			return &mgcp.Response{Code: mgcp.CodeTransientError, TransactionID: cmd.TransactionID}
-		}
-		return bb.HandleMGCP(ctx, from, cmd)
-	})
-	mc := o.mgcp
-	mc.ListenAddr = "127.0.0.1:0"
-	e.ca, err = mgcp.Listen(mc, mgcp.WithHandler(handler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var setBridge func(*bridge.Bridge)
+	e.ca, setBridge = listenCA(t, o.mgcp)
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
 		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.stack, err = sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +80,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 			{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"},
 		}},
 	}
+	if o.viaPBX {
+		cfg.Routes.Outbound = []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx", LocalFallback: true}}
+	}
 	rules, err := mapping.New(cfg, mapping.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -106,28 +91,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if ring == 0 {
 		ring = 10 * time.Second
 	}
-	bb, err := bridge.New(bridge.Config{CallAgent: e.ca, SIP: e.stack, Rules: mapping.NewHolder(rules), Register: o.register,
-		RingTimeout: ring, ToneTimeout: time.Second, OnCall: func(r bridge.CallRecord) { e.records <- r }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bmu.Lock()
-	b = bb
-	bmu.Unlock()
-	e.b = bb
-	e.stack.SetHandler(bb)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); _ = e.ca.Serve(ctx) }()
-	go func() { defer wg.Done(); _ = e.stack.Serve(ctx) }()
-	go func() { defer wg.Done(); _ = bb.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		_ = e.gw.Close()
-		_ = e.stack.Close()
-	})
+	t.Cleanup(func() { _ = e.gw.Close() })
+	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
+		ToneTimeout: time.Second, OnCall: func(r bridge.CallRecord) { e.records <- r }})
 	// Every line armed for off-hook.
 	for i := 1; i <= o.lines; i++ {
 		e.waitSignalState("aaln/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
@@ -139,6 +105,58 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 	}
 	return e
+}
+
+// listenCA binds a call agent on 127.0.0.1:0 whose commands go to the
+// bridge given later to the returned setter.
+func listenCA(t *testing.T, mc mgcp.Config) (*mgcp.CallAgent, func(*bridge.Bridge)) {
+	t.Helper()
+	var b *bridge.Bridge
+	var mu sync.Mutex
+	handler := mgcp.HandlerFunc(func(ctx context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+		mu.Lock()
+		bb := b
+		mu.Unlock()
+		if bb == nil {
+			return mgcp.NewResponse(cmd, mgcp.CodeTransientError)
+		}
+		return bb.HandleMGCP(ctx, from, cmd)
+	})
+	mc.ListenAddr = "127.0.0.1:0"
+	ca, err := mgcp.Listen(mc, mgcp.WithHandler(handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, func(bb *bridge.Bridge) { mu.Lock(); b = bb; mu.Unlock() }
+}
+
+// startBridge runs a SIP stack on 127.0.0.1:0 and the bridge over ca and
+// rules; cfg supplies the options. Everything stops when the test ends.
+func startBridge(t *testing.T, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge), rules *mapping.Rules, cfg bridge.Config) (*bridge.Bridge, *sip.Stack) {
+	t.Helper()
+	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CallAgent, cfg.SIP, cfg.Rules = ca, stack, mapping.NewHolder(rules)
+	b, err := bridge.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setBridge(b)
+	stack.SetHandler(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = ca.Serve(ctx) }()
+	go func() { defer wg.Done(); _ = stack.Serve(ctx) }()
+	go func() { defer wg.Done(); _ = b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = stack.Close()
+	})
+	return b, stack
 }
 
 func hasEvent(st mgcptest.EndpointState, ev string) bool {

@@ -50,12 +50,15 @@ type call struct {
 	answered  time.Time
 	result    string
 	gen       int
+	fallback  bool // switch locally if the SIP peer cannot be reached
 }
 
-// line owns one MGCP endpoint and its SIP identity.
+// line owns one MGCP endpoint and its SIP identity: an analog line, or
+// a channel of a trunk group (trunk set).
 type line struct {
-	b    *Bridge
-	rule *mapping.LineRule
+	b     *Bridge
+	rule  *mapping.LineRule
+	trunk *mapping.TrunkRule
 	ep   mgcp.EndpointName
 	in   chan func()
 	log  *logrus.Entry
@@ -109,9 +112,24 @@ func (l *line) after(d time.Duration, f func()) *time.Timer {
 	})
 }
 
+// newTrunkChannel makes a trunk group's channel: no hook, no tones, no
+// registration; it only carries calls.
+func newTrunkChannel(b *Bridge, tr *mapping.TrunkRule, local string) *line {
+	lr := &mapping.LineRule{ID: tr.Name + "/" + local, Gateway: tr.Gateway, Endpoint: local, Peer: tr.Peer,
+		ToSIP: tr.ToSIP, ToMGCP: tr.ToMGCP, Source: "trunks." + tr.Name}
+	l := newLine(b, lr)
+	l.trunk = tr
+	l.log = l.log.WithField("trunk", tr.Name)
+	return l
+}
+
 func (l *line) run(ctx context.Context) {
 	l.ctx = ctx
-	l.rearm(l.audit())
+	if l.trunk != nil {
+		l.audit()
+	} else {
+		l.rearm(l.audit())
+	}
 	for !l.quit {
 		select {
 		case f := <-l.in:
@@ -234,6 +252,9 @@ func (l *line) arm() {
 	l.stopTone()
 	l.gen++
 	l.state = stIdle
+	if l.trunk != nil {
+		return // a trunk channel has no hook to watch
+	}
 	_ = l.request([]mgcp.RequestedEvent{evOffHook}, nil, "")
 	if l.retiring {
 		l.retire()
@@ -243,6 +264,10 @@ func (l *line) arm() {
 // toneAndWait plays tone to the off-hook phone, then the off-hook warning
 // after ToneTimeout, until it hangs up.
 func (l *line) toneAndWait(tone string) {
+	if l.trunk != nil {
+		l.arm()
+		return
+	}
 	l.gen++
 	l.state = stTone
 	_ = l.request([]mgcp.RequestedEvent{evOnHook}, []mgcp.Event{signal(tone)}, "")
@@ -272,8 +297,17 @@ func (l *line) lco() *mgcp.LocalConnectionOptions {
 func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte, events []mgcp.RequestedEvent, signals []mgcp.Event) error {
 	ctx, cancel := l.opCtx()
 	defer cancel()
-	p := mgcp.Parameters{CallID: c.id, Mode: mode, LocalOptions: l.lco(), NotifiedEntity: l.b.cfg.NotifiedEntity}
-	if events != nil {
+	p := mgcp.Parameters{CallID: c.id, Mode: mode}
+	if remote == nil {
+		// Without a remote description the codec choice is ours to give;
+		// with one, it already lists only codecs the gateway has (and
+		// osmo-mgw 1.10 misreads a multi-codec a: list).
+		p.LocalOptions = l.lco()
+	}
+	embed := events != nil && l.rule.Gateway.Quirks.EmbeddedRequests
+	if embed {
+		// RFC 3435 §2.3.5: a notification request may ride on the CRCX.
+		p.NotifiedEntity = l.b.cfg.NotifiedEntity
 		p.RequestID = l.nextRequestID()
 		p.RequestedEvents = events
 		p.Signals = signals
@@ -287,6 +321,10 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 	}
 	c.connID = res.ConnectionID
 	c.gwSDP = res.SDP
+	if events != nil && !embed {
+		// Gateways that take no embedded request (quirk) get it apart.
+		_ = l.request(events, signals, "")
+	}
 	return nil
 }
 
@@ -416,6 +454,7 @@ func (l *line) dial(number string) {
 		l.localCall(c, number)
 	case rt.Peer != nil:
 		c.direction = "outgoing"
+		c.fallback = rt.LocalFallback
 		l.sipCall(c, rt.Peer)
 	default:
 		l.toneAndWait("L/ro")
@@ -518,6 +557,41 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 	})
 }
 
+// onTrunkInvite: a call for the trunk group; this channel takes it when
+// free (taken <- true), connects it (CRCX receive-only with the far end's
+// SDP, MDCX send-receive) and answers with the gateway's description.
+func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
+	if l.state != stIdle || l.call != nil {
+		taken <- false
+		return
+	}
+	taken <- true
+	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
+	if err != nil {
+		_ = d.Reject(488, "Not Acceptable Here")
+		close(done)
+		return
+	}
+	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
+		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	c.number, _ = callerOf(d)
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.b.active.Add(1)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, nil, nil); err != nil {
+		status, reason := StatusForMGCP(err)
+		_ = d.Reject(status, reason)
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.arm()
+		return
+	}
+	l.state = stRinging
+	l.forward(c)
+	l.answer()
+}
+
 // callerOf returns the caller's number and name: P-Asserted-Identity
 // first, else From (RFC 3325).
 func callerOf(d *sip.Dialog) (number, name string) {
@@ -562,7 +636,9 @@ func (l *line) answer() {
 	l.state = stConnected
 	c.answered = time.Now()
 	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
-	_ = l.request(l.offHookEvents(), nil, "")
+	if l.trunk == nil {
+		_ = l.request(l.offHookEvents(), nil, "")
+	}
 	if c.peer != nil {
 		peer := c.peer
 		peer.postWait(func() { peer.onLocalAnswered(c.id) })
@@ -616,6 +692,15 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
 	case sip.EventFailed:
 		c.result = strconv.Itoa(e.Status) + " " + e.Reason
+		if c.fallback && !c.dialog.Inbound && unreachable(e.Status) && l.b.lineByUser(c.number) != nil {
+			// Survivability: the PBX is down, the number is one of ours.
+			l.log.WithFields(logrus.Fields{"number": c.number, "status": e.Status}).Warn("bridge: SIP peer unreachable, switching locally")
+			c.result = "peer unreachable, switched locally"
+			l.endCall(c.result, true)
+			lc := &call{id: l.b.newCallID(), number: c.number, direction: "local", start: time.Now()}
+			l.localCall(lc, c.number)
+			return
+		}
 		l.endCall(c.result, true)
 		if l.state == stCalling || l.state == stConnected {
 			l.toneAndWait(ToneForStatus(e.Status))
@@ -654,6 +739,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		go func() { _ = c.dialog.NotifyRefer(context.Background(), 603, "Declined") }()
 	}
 }
+
+// unreachable reports failures that mean the peer is not there: no
+// answer at all (0, 408) or 503.
+func unreachable(status int) bool { return status == 0 || status == 408 || status == 503 }
 
 // mirror is the direction answering remote: what it sends we receive.
 func mirror(remote Direction) Direction {

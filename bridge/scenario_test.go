@@ -275,3 +275,26 @@ func TestUnknownGatewayRefused(t *testing.T) {
 		t.Fatalf("%v %v", r, err)
 	}
 }
+
+// TestLocalFallbackWhenPBXDown: with local_fallback on the route, a call
+// to another line's number that the PBX cannot take (503) is switched
+// locally and rings that line.
+func TestLocalFallbackWhenPBXDown(t *testing.T) {
+	e := newEnv(t, envOptions{viaPBX: true, uas: func(siptest.Incoming) siptest.Script { return siptest.Script{Status: 503} }})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "1002")
+	e.waitSignal("aaln/2", "L/rg")
+	if r := e.record(); r.Result != "peer unreachable, switched locally" {
+		t.Errorf("record %+v", r)
+	}
+	e.offHook("aaln/2")
+	e.waitFor("connected locally", func() bool {
+		st1, st2 := e.state("aaln/1"), e.state("aaln/2")
+		return len(st1.Connections) == 1 && len(st2.Connections) == 1 && st1.Connections[0].Mode == mgcp.ModeSendRecv
+	})
+	e.onHook("aaln/1")
+	e.onHook("aaln/2")
+	if n := len(e.pbx.Received("INVITE")); n != 1 {
+		t.Errorf("%d INVITEs reached the PBX", n)
+	}
+}
