@@ -59,10 +59,10 @@ type line struct {
 	b     *Bridge
 	rule  *mapping.LineRule
 	trunk *mapping.TrunkRule
-	ep   mgcp.EndpointName
-	in   chan func()
-	log  *logrus.Entry
-	ctx  context.Context
+	ep    mgcp.EndpointName
+	in    chan func()
+	log   *logrus.Entry
+	ctx   context.Context
 
 	// owned by the loop goroutine
 	state     lineState
