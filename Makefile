@@ -4,7 +4,7 @@ BIN       ?= bin/mgsip
 FUZZTIME  ?= 5m
 PKGS      := ./...
 
-.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench fuzz demo clean
+.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench bench-calls fuzz demo clean
 
 all: build
 
@@ -37,9 +37,16 @@ staticcheck:
 unit:
 	$(GO) test -count=1 $(PKGS)
 
-# Benchmarks (figures go to docs/benchmarks.md).
+# Benchmarks (figures go to docs/benchmarks.md); the call load run is
+# bench-calls.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkCallLoad$$' -benchmem -count=1 $(PKGS)
+
+# Call load: 2,000 simulated lines registered to the siptest PBX, calls at
+# stepped rates (MGSIP_LOAD_LINES, MGSIP_LOAD_RATES, MGSIP_LOAD_STEP,
+# MGSIP_LOAD_TALK tune it; see bridge/bench_test.go).
+bench-calls:
+	$(GO) test -run '^$$' -bench '^BenchmarkCallLoad$$' -benchtime 1x -timeout 30m -v ./bridge/
 
 # Long fuzzing: each target for FUZZTIME. New crashers land in
 # testdata/fuzz/ and are replayed by `make test` from then on.
@@ -49,8 +56,8 @@ fuzz:
 	done
 	cd cmd/mgsip && $(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME) .
 
-# The main job on its built-in default: a call between two simulated lines
-# (the gateway and lines of configs/demo.yaml).
+# The main job on its built-in default: a real call between the two lines
+# of a simulated gateway through SIP and a PBX stand-in (configs/demo.yaml).
 demo:
 	$(GO) run ./cmd/mgsip demo
 

@@ -70,7 +70,8 @@ type Bridge struct {
 	nextHunt   map[string]int     // round-robin position per trunk group
 	gwAddr     map[string]string
 	ctx        context.Context
-	wg         sync.WaitGroup
+	stopping   bool           // no line goroutine may start any more
+	wg         sync.WaitGroup // line goroutines
 	nextCallID atomic.Uint64
 	active     atomic.Int64
 }
@@ -141,20 +142,30 @@ func (b *Bridge) Run(ctx context.Context) error {
 		regDone <- nil
 	}
 	for _, l := range lines {
-		b.start(ctx, l)
+		b.start(l)
 	}
 	<-ctx.Done()
+	b.mu.Lock()
+	b.stopping = true
+	b.mu.Unlock()
 	b.wg.Wait()
 	return <-regDone
 }
 
-// start runs a line's goroutine and registers its account.
-func (b *Bridge) start(ctx context.Context, l *line) {
+// track counts a line goroutine about to start; false once stopping.
+func (b *Bridge) track() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopping {
+		return false
+	}
 	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		l.run(ctx)
-	}()
+	return true
+}
+
+// start audits and arms a new line and registers its account.
+func (b *Bridge) start(l *line) {
+	l.postWait(l.begin)
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())
 	}
@@ -198,7 +209,7 @@ func (b *Bridge) Apply(rules *mapping.Rules) (added, retired int) {
 	}
 	b.mu.Unlock()
 	for _, l := range starts {
-		b.start(ctx, l)
+		b.start(l)
 	}
 	for _, l := range retires {
 		l.postWait(l.retire)

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"net"
 	"strconv"
 	"strings"
@@ -60,9 +61,16 @@ type line struct {
 	rule  *mapping.LineRule
 	trunk *mapping.TrunkRule
 	ep    mgcp.EndpointName
-	in    chan func()
-	log   *logrus.Entry
-	ctx   context.Context
+	in   chan func()
+	log  *logrus.Entry
+	ctx  context.Context // the bridge's; set before any input arrives
+	// running says whether the owner goroutine is up: it parks (ends)
+	// when the line has no call and nothing queued, and the next input
+	// starts it again, so idle lines cost no goroutine stack.
+	running atomic.Bool
+
+	// ops bounds MGCP operations; the loop replaces it at shutdown.
+	ops context.Context
 
 	// owned by the loop goroutine
 	state     lineState
@@ -76,7 +84,7 @@ type line struct {
 
 func newLine(b *Bridge, lr *mapping.LineRule) *line {
 	ep := mgcp.EndpointName{Local: lr.Endpoint, Domain: lr.Gateway.Domain}
-	return &line{b: b, rule: lr, ep: ep, in: make(chan func(), 64),
+	return &line{b: b, rule: lr, ep: ep, in: make(chan func(), 16), ctx: b.ctx, ops: b.ctx,
 		log: b.log.WithFields(logrus.Fields{"line": lr.ID, "endpoint": ep.String()})}
 }
 
@@ -85,6 +93,7 @@ func newLine(b *Bridge, lr *mapping.LineRule) *line {
 func (l *line) post(f func()) bool {
 	select {
 	case l.in <- f:
+		l.kick()
 		return true
 	default:
 		return false
@@ -95,7 +104,53 @@ func (l *line) post(f func()) bool {
 func (l *line) postWait(f func()) {
 	select {
 	case l.in <- f:
+		l.kick()
 	case <-l.ctx.Done():
+	}
+}
+
+// kick starts the owner goroutine unless it runs.
+func (l *line) kick() {
+	if l.running.Load() || !l.running.CompareAndSwap(false, true) {
+		return
+	}
+	if !l.b.track() {
+		l.running.Store(false) // the bridge is stopping
+		return
+	}
+	go l.loop()
+}
+
+// loop is the owner goroutine: it runs queued inputs one at a time and
+// parks when the line has no call and nothing is queued.
+func (l *line) loop() {
+	defer l.b.wg.Done()
+	for !l.quit {
+		select {
+		case f := <-l.in:
+			f()
+			continue
+		case <-l.ctx.Done():
+			l.shutdown()
+			return
+		default:
+		}
+		if l.call == nil {
+			l.running.Store(false)
+			// An input queued between the check above and the store must
+			// not be stranded: whoever wins the swap runs it.
+			if len(l.in) == 0 || !l.running.CompareAndSwap(false, true) {
+				return
+			}
+			continue
+		}
+		select {
+		case f := <-l.in:
+			f()
+		case <-l.ctx.Done():
+			l.shutdown()
+			return
+		}
 	}
 }
 
@@ -123,21 +178,12 @@ func newTrunkChannel(b *Bridge, tr *mapping.TrunkRule, local string) *line {
 	return l
 }
 
-func (l *line) run(ctx context.Context) {
-	l.ctx = ctx
+// begin audits and arms a line that was just created.
+func (l *line) begin() {
 	if l.trunk != nil {
 		l.audit()
 	} else {
 		l.rearm(l.audit())
-	}
-	for !l.quit {
-		select {
-		case f := <-l.in:
-			f()
-		case <-ctx.Done():
-			l.shutdown()
-			return
-		}
 	}
 }
 
@@ -167,7 +213,7 @@ func (l *line) account() sip.Account {
 func (l *line) gw() string { return l.b.gatewayAddr(l.rule.Gateway) }
 
 func (l *line) opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(l.ctx, 30*time.Second)
+	return context.WithTimeout(l.ops, 30*time.Second)
 }
 
 func (l *line) nextRequestID() string {
@@ -873,7 +919,7 @@ func (l *line) shutdown() {
 	if l.call != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		l.ctx = ctx
+		l.ops = ctx
 		l.endCall("shutdown", false)
 	}
 }
