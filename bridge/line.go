@@ -3,10 +3,10 @@ package bridge
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mgsip/mgsip/mapping"
@@ -61,9 +61,9 @@ type line struct {
 	rule  *mapping.LineRule
 	trunk *mapping.TrunkRule
 	ep    mgcp.EndpointName
-	in   chan func()
-	log  *logrus.Entry
-	ctx  context.Context // the bridge's; set before any input arrives
+	in    chan func()
+	log   *logrus.Entry
+	ctx   context.Context // the bridge's; set before any input arrives
 	// running says whether the owner goroutine is up: it parks (ends)
 	// when the line has no call and nothing queued, and the next input
 	// starts it again, so idle lines cost no goroutine stack.
