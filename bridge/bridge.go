@@ -69,6 +69,7 @@ type Bridge struct {
 	trunks     map[string][]*line // trunk group name -> channels in hunting order
 	nextHunt   map[string]int     // round-robin position per trunk group
 	gwAddr     map[string]string
+	health     map[string]*gatewayHealth // by gateway name
 	ctx        context.Context
 	stopping   bool           // no line goroutine may start any more
 	wg         sync.WaitGroup // line goroutines
@@ -96,7 +97,8 @@ func New(cfg Config) (*Bridge, error) {
 		cfg.NotifiedEntity = "mgsip@" + cfg.CallAgent.LocalAddr().String()
 	}
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
-		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{}}
+		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
+		health: map[string]*gatewayHealth{}}
 	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
@@ -144,7 +146,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	for _, l := range lines {
 		b.start(l)
 	}
+	kaDone := make(chan struct{})
+	go func() { defer close(kaDone); b.keepalive(ctx) }()
 	<-ctx.Done()
+	<-kaDone
 	b.mu.Lock()
 	b.stopping = true
 	b.mu.Unlock()
@@ -262,7 +267,14 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 	}
 	b.mu.Lock()
 	b.gwAddr[strings.ToLower(gw.Domain)] = from.String()
+	h := b.healthOf(gw)
+	wasDown := h.down
+	h.down, h.timeouts, h.lastOK = false, 0, time.Now()
 	b.mu.Unlock()
+	if wasDown && cmd.Verb != mgcp.VerbRSIP {
+		// A command from a gateway marked down proves it is back.
+		go b.markUp(gw)
+	}
 	ok := &mgcp.Response{Code: mgcp.CodeOK, TransactionID: cmd.TransactionID}
 	switch cmd.Verb {
 	case mgcp.VerbRSIP:

@@ -31,13 +31,14 @@ type env struct {
 }
 
 type envOptions struct {
-	uas      func(in siptest.Incoming) siptest.Script
-	lines    int
-	register bool
-	ring     time.Duration
-	mgcp     mgcp.Config
-	faults   func(b []byte, to net.Addr) mgcptest.Fault
-	viaPBX   bool // every number goes to the PBX, with local fallback
+	uas       func(in siptest.Incoming) siptest.Script
+	lines     int
+	register  bool
+	ring      time.Duration
+	mgcp      mgcp.Config
+	faults    func(b []byte, to net.Addr) mgcptest.Fault
+	viaPBX    bool // every number goes to the PBX, with local fallback
+	keepalive time.Duration
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -71,7 +72,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	yes := true
 	cfg := mapping.Config{
 		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
-		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}}},
+		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}, Keepalive: o.keepalive}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1.." + strconv.Itoa(o.lines) + "}", User: "{n+1000}",
 			Password: "pw", DisplayName: "Line {n}"}},

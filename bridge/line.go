@@ -256,6 +256,7 @@ func (l *line) request(events []mgcp.RequestedEvent, signals []mgcp.Event, digit
 	}
 	_, err := l.b.cfg.CallAgent.NotificationRequest(ctx, l.gw(), l.ep, mgcp.Parameters{NotifiedEntity: l.b.cfg.NotifiedEntity,
 		RequestID: l.nextRequestID(), RequestedEvents: events, Signals: signals, DigitMap: digitMap})
+	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		l.log.WithError(err).Warn("bridge: RQNT failed")
 	}
@@ -268,6 +269,7 @@ func (l *line) audit() (offHook bool) {
 	ctx, cancel := l.opCtx()
 	defer cancel()
 	res, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep, "ES")
+	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		l.log.WithError(err).Warn("bridge: audit failed")
 		return false
@@ -362,6 +364,7 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 		}
 	}
 	res, err := l.b.cfg.CallAgent.CreateConnection(ctx, l.gw(), l.ep, p, remote)
+	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		return err
 	}
@@ -380,6 +383,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 	ctx, cancel := l.opCtx()
 	defer cancel()
 	res, err := l.b.cfg.CallAgent.ModifyConnection(ctx, l.gw(), l.ep, mgcp.Parameters{CallID: c.id, ConnectionID: c.connID, Mode: mode}, remote)
+	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		l.log.WithError(err).Warn("bridge: MDCX failed")
 		return err
@@ -398,6 +402,7 @@ func (l *line) deleteConnection(c *call) []mgcp.ConnParam {
 	ctx, cancel := l.opCtx()
 	defer cancel()
 	res, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, mgcp.Parameters{CallID: c.id, ConnectionID: c.connID})
+	l.b.noteMGCP(l.rule.Gateway, err)
 	c.connID = ""
 	if err != nil {
 		var re *mgcp.ResponseError
@@ -562,6 +567,11 @@ func (l *line) forward(c *call) {
 // ---- incoming ----
 
 func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
+	if l.b.gatewayDown(l.rule.Gateway) {
+		_ = d.Reject(480, "Temporarily Unavailable")
+		close(done)
+		return
+	}
 	if l.state != stIdle {
 		_ = d.Reject(486, "Busy Here")
 		close(done)
@@ -607,7 +617,7 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 // free (taken <- true), connects it (CRCX receive-only with the far end's
 // SDP, MDCX send-receive) and answers with the gateway's description.
 func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
-	if l.state != stIdle || l.call != nil {
+	if l.state != stIdle || l.call != nil || l.b.gatewayDown(l.rule.Gateway) {
 		taken <- false
 		return
 	}

@@ -106,14 +106,32 @@ func TestOutgoingAnswered(t *testing.T) {
 }
 
 // TestOutgoingBusyAndAbandoned: 486 gives busy tone and the line returns
-// idle on hang-up; hanging up while the far end rings sends CANCEL.
+// idle on hang-up; a far end that never answers (480 after ringing) and an
+// unreachable PBX (503, no fallback) give reorder; hanging up while the
+// far end rings sends CANCEL.
 func TestOutgoingBusyAndAbandoned(t *testing.T) {
 	e := newEnv(t, envOptions{uas: func(in siptest.Incoming) siptest.Script {
-		if in.User == "2486" {
+		switch in.User {
+		case "2486":
 			return siptest.Script{Status: 486}
+		case "2480":
+			return siptest.Script{Ring: 200 * time.Millisecond, Status: 480}
+		case "2503":
+			return siptest.Script{Status: 503}
 		}
 		return siptest.Script{Ring: 20 * time.Second}
 	}})
+	for _, n := range []string{"2480", "2503"} {
+		e.offHook("aaln/1")
+		e.dial("aaln/1", n)
+		e.waitSignal("aaln/1", "L/ro")
+		e.noConnections("aaln/1")
+		if r := e.record(); r.Answered || !strings.HasPrefix(r.Result, n[1:]) {
+			t.Errorf("%s: record %+v", n, r)
+		}
+		e.onHook("aaln/1")
+		e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+	}
 	e.offHook("aaln/1")
 	e.dial("aaln/1", "2486")
 	e.waitSignal("aaln/1", "L/bz")
@@ -297,4 +315,71 @@ func TestLocalFallbackWhenPBXDown(t *testing.T) {
 	if n := len(e.pbx.Received("INVITE")); n != 1 {
 		t.Errorf("%d INVITEs reached the PBX", n)
 	}
+}
+
+// TestEarlyMedia: a 183 with SDP puts the far end's description on the
+// gateway receive-only before the answer; the 200 makes it send-receive.
+func TestEarlyMedia(t *testing.T) {
+	early := strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40100", 1)
+	e := newEnv(t, envOptions{uas: func(siptest.Incoming) siptest.Script {
+		return siptest.Script{EarlyMedia: []byte(early), Ring: 300 * time.Millisecond}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("early media on the gateway", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeRecvOnly && strings.Contains(string(c.RemoteSDP), "m=audio 40100")
+	})
+	e.waitFor("answered", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeSendRecv && strings.Contains(string(c.RemoteSDP), "m=audio 40000")
+	})
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+}
+
+// TestGatewayDownAndBack: a gateway that stops answering is marked down
+// after two timed-out commands (here: keepalive AUEPs) and its lines are
+// unregistered; when it answers again its lines are re-armed and
+// registered again.
+func TestGatewayDownAndBack(t *testing.T) {
+	fast := mgcp.Config{InitialRTO: 20 * time.Millisecond, MinRTO: 10 * time.Millisecond, MaxRTO: 50 * time.Millisecond,
+		TMax: 300 * time.Millisecond, Max1: 2, Max2: 3}
+	e := newEnv(t, envOptions{register: true, mgcp: fast, keepalive: 200 * time.Millisecond})
+	addr := e.gw.Addr()
+	_ = e.gw.Close()
+	e.waitFor("gateway marked down", func() bool {
+		gs := e.b.Gateways()
+		return len(gs) == 1 && gs[0].Down
+	})
+	e.waitFor("lines unregistered", func() bool {
+		_, ok1 := e.pbx.Binding("1001")
+		_, ok2 := e.pbx.Binding("1002")
+		return !ok1 && !ok2
+	})
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: conn, Domain: "gw.test", Lines: 2, CallAgent: e.ca.LocalAddr().String(),
+		DisconnectedInitial: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	e.waitFor("gateway up", func() bool { return !e.b.Gateways()[0].Down })
+	e.waitFor("lines re-armed", func() bool {
+		for _, l := range []string{"aaln/1", "aaln/2"} {
+			st, _ := gw.State(l)
+			if !hasEvent(st, "L/hd") {
+				return false
+			}
+		}
+		return true
+	})
+	e.waitFor("lines registered again", func() bool {
+		_, ok1 := e.pbx.Binding("1001")
+		_, ok2 := e.pbx.Binding("1002")
+		return ok1 && ok2
+	})
 }

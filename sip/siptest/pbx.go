@@ -29,6 +29,7 @@ type Incoming struct {
 // Script says how the UAS treats one INVITE.
 type Script struct {
 	Ring        time.Duration // send 180 and wait this long before the final answer
+	EarlyMedia  []byte        // send 183 with this SDP first (early media)
 	Status      int           // final status; 0 means 200
 	SDP         []byte        // SDP of the 200 (default: a fixed PCMU answer)
 	HangUpAfter time.Duration // send BYE this long after the ACK (0: wait for the far end)
@@ -154,6 +155,9 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	defer func() { _ = sess.Close() }()
 	_ = sess.Respond(sip.StatusTrying, "Trying", nil)
+	if len(script.EarlyMedia) > 0 {
+		_ = sess.Respond(183, "Session Progress", script.EarlyMedia, sip.NewHeader("Content-Type", "application/sdp"))
+	}
 	if script.Forward {
 		r.forward(req, sess)
 		return
