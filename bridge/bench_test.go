@@ -198,8 +198,8 @@ func runLoad(b *testing.B, lines int, talk, step time.Duration, rates []int) {
 	best := 0
 	for _, rate := range rates {
 		res := loadStep(gw, lg, free, rate, step, talk, &failed)
-		b.Logf("rate %4d/s: %5d calls, %d failed, setup p50 %6.2f ms p99 %6.2f ms, CPU %.2f cores, peak %d calls, heap per call %.0f B",
-			rate, res.calls, res.failed, ms(res.p50), ms(res.p99), res.cores, res.peak, res.perCall)
+		b.Logf("rate %4d/s: %5d calls, %d failed (%d for want of a free line), setup p50 %6.2f ms p99 %6.2f ms, CPU %.2f cores, peak %d calls, heap per call %.0f B",
+			rate, res.calls, res.failed, res.noLine, ms(res.p50), ms(res.p99), res.cores, res.peak, res.perCall)
 		if res.failed == 0 {
 			best = rate
 			b.ReportMetric(ms(res.p99), fmt.Sprintf("ms-p99@%d/s", rate))
@@ -212,6 +212,7 @@ func runLoad(b *testing.B, lines int, talk, step time.Duration, rates []int) {
 
 type stepResult struct {
 	calls, failed int
+	noLine        int // calls not placed: every line busy
 	p50, p99      time.Duration
 	cores         float64
 	peak          int64
@@ -225,7 +226,8 @@ func loadStep(gw *mgcptest.Gateway, lg *loadGateway, free chan string, rate int,
 	wall := time.Now()
 	var mu sync.Mutex
 	var lat []time.Duration
-	var fails atomic.Int64
+	var fails, noLine atomic.Int64
+	var firstFail atomic.Value
 	var active, peak atomic.Int64
 	var heapPeak uint64
 	var wg sync.WaitGroup
@@ -244,7 +246,7 @@ func loadStep(gw *mgcptest.Gateway, lg *loadGateway, free chan string, rate int,
 		select {
 		case ep = <-free:
 		default:
-			fails.Add(1) // no free line: the rate is beyond the line count
+			noLine.Add(1) // every line is busy: the rate is beyond the line count
 			continue
 		}
 		wg.Add(1)
@@ -260,20 +262,25 @@ func loadStep(gw *mgcptest.Gateway, lg *loadGateway, free chan string, rate int,
 			drain(lg.dialTone[ep])
 			drain(lg.answered[ep])
 			t0 := time.Now()
-			if r, err := gw.OffHook(ctx, ep); err != nil || !r.Code.IsSuccess() {
+			fail := func(stage string, r *mgcp.Response, err error) {
 				fails.Add(1)
+				firstFail.CompareAndSwap(nil, fmt.Sprintf("%s %s: %v %v", ep, stage, r, err))
+			}
+			if r, err := gw.OffHook(ctx, ep); err != nil || !r.Code.IsSuccess() {
+				fail("off-hook NTFY", r, err)
 				return
 			}
 			if !waitCh(ctx, lg.dialTone[ep]) {
-				fails.Add(1)
+				fail("no dial tone", nil, ctx.Err())
+				_, _ = gw.OnHook(context.Background(), ep)
 				return
 			}
 			if r, err := gw.Collect(ctx, ep, "2000"); err != nil || !r.Code.IsSuccess() {
-				fails.Add(1)
+				fail("digits NTFY", r, err)
 				return
 			}
 			if !waitCh(ctx, lg.answered[ep]) {
-				fails.Add(1)
+				fail("no answer", nil, ctx.Err())
 				_, _ = gw.OnHook(context.Background(), ep)
 				return
 			}
@@ -306,7 +313,10 @@ func loadStep(gw *mgcptest.Gateway, lg *loadGateway, free chan string, rate int,
 		}
 		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
 	}
-	res := stepResult{calls: total, failed: int(fails.Load() + failed.Load()), p50: pct(0.50), p99: pct(0.99),
+	if f, ok := firstFail.Load().(string); ok {
+		fmt.Println("first failure:", f)
+	}
+	res := stepResult{calls: total, failed: int(fails.Load() + failed.Load() + noLine.Load()), noLine: int(noLine.Load()), p50: pct(0.50), p99: pct(0.99),
 		cores: cpu.Seconds() / elapsed.Seconds(), peak: peak.Load()}
 	if res.peak > 0 && heapPeak > baseHeap {
 		res.perCall = float64(heapPeak-baseHeap) / float64(res.peak)
