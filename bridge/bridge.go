@@ -72,6 +72,7 @@ type Bridge struct {
 	health     map[string]*gatewayHealth // by gateway name
 	ctx        context.Context
 	stopping   bool           // no line goroutine may start any more
+	draining   bool           // no new calls (shutdown)
 	wg         sync.WaitGroup // line goroutines
 	nextCallID atomic.Uint64
 	active     atomic.Int64
@@ -242,8 +243,12 @@ func (b *Bridge) lineByUser(user string) *line {
 // address, else the one it was last heard from.
 func (b *Bridge) gatewayAddr(gw *mapping.GatewayRule) string {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gatewayAddrLocked(gw)
+}
+
+func (b *Bridge) gatewayAddrLocked(gw *mapping.GatewayRule) string {
 	learned := b.gwAddr[strings.ToLower(gw.Domain)]
-	b.mu.Unlock()
 	if gw.Address != "" && !gw.Learn {
 		return net.JoinHostPort(gw.Address, strconv.Itoa(gw.Port))
 	}

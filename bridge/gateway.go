@@ -22,6 +22,7 @@ import (
 const downAfter = 2
 
 type gatewayHealth struct {
+	drained  bool // no new calls (admin drain/disable)
 	down     bool
 	timeouts int
 	lastOK   time.Time
@@ -30,9 +31,11 @@ type gatewayHealth struct {
 
 // GatewayStatus reports a gateway's health.
 type GatewayStatus struct {
-	Name   string
-	Down   bool
-	LastOK time.Time
+	Name    string    `json:"name"`
+	Address string    `json:"address"`
+	Down    bool      `json:"down"`
+	Drained bool      `json:"drained"`
+	LastOK  time.Time `json:"last_ok"`
 }
 
 // Gateways reports every configured gateway's health.
@@ -43,9 +46,9 @@ func (b *Bridge) Gateways() []GatewayStatus {
 	var out []GatewayStatus
 	for _, g := range rules.Gateways {
 		h := b.health[g.Name]
-		st := GatewayStatus{Name: g.Name}
+		st := GatewayStatus{Name: g.Name, Address: b.gatewayAddrLocked(g)}
 		if h != nil {
-			st.Down, st.LastOK = h.down, h.lastOK
+			st.Down, st.Drained, st.LastOK = h.down, h.drained, h.lastOK
 		}
 		out = append(out, st)
 	}

@@ -68,6 +68,7 @@ type line struct {
 	// when the line has no call and nothing queued, and the next input
 	// starts it again, so idle lines cost no goroutine stack.
 	running atomic.Bool
+	status  atomic.Pointer[LineStatus] // published after every input
 
 	// ops bounds MGCP operations; the loop replaces it at shutdown.
 	ops context.Context
@@ -129,6 +130,7 @@ func (l *line) loop() {
 		select {
 		case f := <-l.in:
 			f()
+			l.publish()
 			continue
 		case <-l.ctx.Done():
 			l.shutdown()
@@ -147,6 +149,7 @@ func (l *line) loop() {
 		select {
 		case f := <-l.in:
 			f()
+			l.publish()
 		case <-l.ctx.Done():
 			l.shutdown()
 			return
@@ -459,6 +462,10 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 func (l *line) onOffHook() {
 	switch l.state {
 	case stIdle:
+		if !l.b.accepting(l.rule.Gateway) {
+			l.toneAndWait("L/ro") // draining or disabled: no new calls
+			return
+		}
 		if h := l.rule.Features.Hotline; h != "" {
 			l.state = stDialing
 			l.dial(h)
@@ -567,7 +574,7 @@ func (l *line) forward(c *call) {
 // ---- incoming ----
 
 func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
-	if l.b.gatewayDown(l.rule.Gateway) {
+	if !l.b.accepting(l.rule.Gateway) {
 		_ = d.Reject(480, "Temporarily Unavailable")
 		close(done)
 		return
@@ -617,7 +624,7 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 // free (taken <- true), connects it (CRCX receive-only with the far end's
 // SDP, MDCX send-receive) and answers with the gateway's description.
 func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
-	if l.state != stIdle || l.call != nil || l.b.gatewayDown(l.rule.Gateway) {
+	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
 		taken <- false
 		return
 	}

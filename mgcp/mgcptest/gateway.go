@@ -447,7 +447,12 @@ func (g *Gateway) crcx(cmd *mgcp.Command) *mgcp.Response {
 		c.stream, c.RTP, c.RTPPort = st, &st.stats, st.port()
 		st.update(c.Mode, c.RemoteSDP)
 	} else {
+		// Even ports from the base up, wrapping before 65535 (a long load
+		// run creates more connections than there are ports).
 		g.nextPort += 2
+		if g.nextPort > 65534 {
+			g.nextPort = g.cfg.RTPPortBase
+		}
 	}
 	c.LocalSDP = g.sdp(c.ID, c.RTPPort, codecs, ptime)
 	ep.Connections = append(ep.Connections, c)
