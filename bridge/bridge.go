@@ -52,7 +52,8 @@ type CallRecord struct {
 	MGCPCall  string
 	Answered  bool
 	Result    string // "answered", "busy", "no answer", "cancelled", status text...
-	Duration  time.Duration
+	Duration  time.Duration // talk time when answered, else the whole attempt
+	Setup     time.Duration // from the start to the answer (answered calls)
 	Stats     []mgcp.ConnParam // P: of the DLCX response
 }
 

@@ -906,6 +906,7 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 		Result: c.result, Stats: stats, Duration: time.Since(c.start)}
 	if !c.answered.IsZero() {
 		r.Duration = time.Since(c.answered)
+		r.Setup = c.answered.Sub(c.start)
 		if c.result == "" || c.result == "hung up" || c.result == "far end hung up" {
 			r.Result = "answered, " + c.result
 		}

@@ -102,6 +102,14 @@ func WithPeerStateFunc(f func(netip.AddrPort, PeerState)) Option {
 	return func(ca *CallAgent) { ca.onState = f }
 }
 
+// WithRoundTripFunc sets a function called once per completed outgoing
+// transaction with its peer, verb, final code and the time from the first
+// send to the final response (retransmissions included). It runs on the
+// caller's goroutine and must be quick (metrics).
+func WithRoundTripFunc(f func(peer netip.AddrPort, verb Verb, code ReturnCode, rtt time.Duration)) Option {
+	return func(ca *CallAgent) { ca.onRoundTrip = f }
+}
+
 // Resolver looks up the addresses of a gateway name.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
@@ -114,13 +122,14 @@ func WithResolver(r Resolver) Option { return func(ca *CallAgent) { ca.resolver 
 // commands with retransmission (Do) and serves commands from peers with
 // at-most-once semantics (Serve). Safe for concurrent use.
 type CallAgent struct {
-	conn     net.PacketConn
-	cfg      Config
-	log      *logrus.Entry
-	handler  Handler
-	allow    func(netip.AddrPort) bool
-	onState  func(netip.AddrPort, PeerState)
-	resolver Resolver
+	conn        net.PacketConn
+	cfg         Config
+	log         *logrus.Entry
+	handler     Handler
+	allow       func(netip.AddrPort) bool
+	onState     func(netip.AddrPort, PeerState)
+	onRoundTrip func(netip.AddrPort, Verb, ReturnCode, time.Duration)
+	resolver    Resolver
 
 	nextTx atomic.Uint32
 	stats  stats
@@ -554,6 +563,9 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 				}
 			}
 			ca.mu.Unlock()
+			if ca.onRoundTrip != nil {
+				ca.onRoundTrip(addr, c.Verb, r.Code, time.Since(start))
+			}
 			return r, addr, piggybacked, nil
 		case <-tx.prov:
 			if !provisional {

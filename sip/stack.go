@@ -37,6 +37,7 @@ type Stack struct {
 	closeOnce sync.Once
 
 	allow   func(netip.AddrPort) bool
+	wrap    func(net.PacketConn) net.PacketConn
 	refused atomic.Uint64
 	methods []string // methods with a handler, for Allow
 
@@ -59,6 +60,12 @@ type StackOption func(*Stack)
 
 // WithStackLogger sets the logger (default: discard).
 func WithStackLogger(l *logrus.Entry) StackOption { return func(s *Stack) { s.log = l } }
+
+// WithPacketConnWrapper wraps every UDP listener socket, e.g. to tap the
+// messages for traces and metrics. The wrapper must keep LocalAddr.
+func WithPacketConnWrapper(w func(net.PacketConn) net.PacketConn) StackOption {
+	return func(s *Stack) { s.wrap = w }
+}
 
 // WithAccess restricts which source addresses may send requests (the
 // configured peers). Others get 403, or nothing when Config.DropUnknown
@@ -91,6 +98,9 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 			if err != nil {
 				s.closeListeners()
 				return nil, fmt.Errorf("sip.listeners[%d]: %w", i, err)
+			}
+			if s.wrap != nil {
+				c = s.wrap(c)
 			}
 			s.udp = append(s.udp, c)
 		case "tcp", "tls":

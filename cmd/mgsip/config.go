@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
@@ -19,11 +21,32 @@ import (
 
 // fileConfig is the whole configuration file. Each package owns its part.
 type fileConfig struct {
-	Log            logConfig   `yaml:"log"`
-	MGCP           mgcp.Config `yaml:"mgcp"`
-	SIP            sip.Config  `yaml:"sip"`
-	Admin          adminConfig `yaml:"admin"`
+	Log            logConfig    `yaml:"log"`
+	MGCP           mgcp.Config  `yaml:"mgcp"`
+	SIP            sip.Config   `yaml:"sip"`
+	Admin          adminConfig  `yaml:"admin"`
+	Trace          traceConfig  `yaml:"trace"`
+	Daemon         daemonConfig `yaml:"daemon"`
 	mapping.Config `yaml:",inline"`
+}
+
+type traceConfig struct {
+	// HEP is a Homer collector (host:port, HEPv3 over UDP); empty: off.
+	HEP string `yaml:"hep"`
+	// HEPNodeID identifies this mgsip to the collector (default 2427).
+	HEPNodeID uint32 `yaml:"hep_node_id"`
+	// Pcap is a file every MGCP and SIP message is written to; empty: off.
+	Pcap string `yaml:"pcap"`
+	// PcapMaxBytes starts a new file past this size (default 100 MB);
+	// PcapKeep files are kept (default 5).
+	PcapMaxBytes int64 `yaml:"pcap_max_bytes"`
+	PcapKeep     int   `yaml:"pcap_keep"`
+}
+
+type daemonConfig struct {
+	// DrainTimeout is how long SIGTERM waits for calls to end before
+	// hanging them up (default 30s).
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 type logConfig struct {
@@ -161,6 +184,20 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 		add("admin.token", err.Error())
 	}
 	fc.Admin.Token = mapping.Secret(tok)
+	if fc.Trace.HEP != "" {
+		if _, _, err := net.SplitHostPort(fc.Trace.HEP); err != nil {
+			add("trace.hep", fmt.Sprintf("%q is not host:port", fc.Trace.HEP))
+		}
+	}
+	if fc.Trace.PcapMaxBytes < 0 {
+		add("trace.pcap_max_bytes", "must not be negative")
+	}
+	if fc.Trace.PcapKeep < 0 {
+		add("trace.pcap_keep", "must not be negative")
+	}
+	if fc.Daemon.DrainTimeout < 0 {
+		add("daemon.drain_timeout", "must not be negative")
+	}
 	addJoined(fc.MGCP.Validate())
 	addJoined(fc.SIP.Validate())
 	rules, err := mapping.New(fc.Config, mapping.Options{
@@ -183,6 +220,18 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 	fc.SIP = fc.SIP.WithDefaults()
 	if fc.Admin.Listen == "" {
 		fc.Admin.Listen = "127.0.0.1:8080"
+	}
+	if fc.Trace.HEPNodeID == 0 {
+		fc.Trace.HEPNodeID = 2427
+	}
+	if fc.Trace.PcapMaxBytes == 0 {
+		fc.Trace.PcapMaxBytes = 100 << 20
+	}
+	if fc.Trace.PcapKeep == 0 {
+		fc.Trace.PcapKeep = 5
+	}
+	if fc.Daemon.DrainTimeout == 0 {
+		fc.Daemon.DrainTimeout = 30 * time.Second
 	}
 	return &loadedConfig{File: fc, Rules: rules}, nil
 }

@@ -217,6 +217,8 @@ func TestReloadSwapsValidRulesAndKeepsOldOnError(t *testing.T) {
 sip:
   listeners:
     - listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
 peers:
   - name: pbx
     host: 127.0.0.1

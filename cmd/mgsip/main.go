@@ -71,6 +71,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newCheckConfigCmd(a),
 		newRunCmd(a),
 	)
+	root.AddCommand(adminCommands(a)...)
 	return root
 }
 

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/mapping"
@@ -55,21 +56,29 @@ func newRunCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Run the daemon",
-		Long: `Load and check the configuration before binding any socket, then serve.
+		Long: `Load and check the configuration before binding any socket, then serve:
+the MGCP call agent, the SIP stack, the bridge and the admin API.
 SIGHUP re-reads the file: a valid file replaces the rules (calls in
 progress keep theirs), an invalid one is rejected with its problems logged
-and the running rules stay. SIGINT or SIGTERM stop the daemon.`,
+and the running rules stay. SIGTERM or SIGINT drains: no new calls, calls
+in progress get daemon.drain_timeout, then are hung up; lines unregister
+and mgsip exits 0. A second signal stops at once. Under systemd
+(Type=notify) it reports READY, RELOADING, STOPPING and the watchdog.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path == "" {
 				return usageErr("--config is required")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
+			stop := make(chan os.Signal, 2)
+			signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+			defer signal.Stop(stop)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			reload := make(chan struct{}, 1)
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			go func() {
 				for {
 					select {
@@ -78,12 +87,13 @@ and the running rules stay. SIGINT or SIGTERM stop the daemon.`,
 						case reload <- struct{}{}:
 						default:
 						}
-					case <-ctx.Done():
+					case <-rctx.Done():
 						return
 					}
 				}
 			}()
-			return runDaemon(ctx, a, daemonOptions{configPath: path, reload: reload, flagsSetLog: cmd.Flags().Changed("log-level") || cmd.Flags().Changed("log-format")})
+			return runDaemon(ctx, a, daemonOptions{configPath: path, reload: reload, stop: stop,
+				flagsSetLog: cmd.Flags().Changed("log-level") || cmd.Flags().Changed("log-format")})
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "", "configuration file")
@@ -91,26 +101,40 @@ and the running rules stay. SIGINT or SIGTERM stop the daemon.`,
 }
 
 type daemonOptions struct {
-	configPath  string
-	reload      <-chan struct{}
-	flagsSetLog bool
-	// ready, if set, receives the bound MGCP address once serving.
-	ready chan<- net.Addr
+	configPath string
+	reload     <-chan struct{}
+	// stop delivers SIGTERM/SIGINT: the first drains, the second stops.
+	stop <-chan os.Signal
+	// ready, if set, receives the call agent's address once serving;
+	// adminReady the admin API's.
+	ready      chan<- net.Addr
+	adminReady chan<- net.Addr
 	// reloaded, if set, receives the result of each reload.
 	reloaded chan<- error
+	// flagsSetLog: --log-level/--log-format were given and win over the file.
+	flagsSetLog bool
 }
 
-// daemon is the running service: the MGCP call agent, the SIP stack and
-// the bridge between them, under one errgroup.
+// daemon is the running service: the MGCP call agent, the SIP stack, the
+// bridge between them and the admin API, under one errgroup.
 type daemon struct {
-	log    *logrus.Logger
-	rules  *mapping.Holder
-	ca     *mgcp.CallAgent
-	bridge *bridge.Bridge
+	log        *logrus.Logger
+	configPath string
+	rules      *mapping.Holder
+	ca         *mgcp.CallAgent
+	stack      *sip.Stack
+	bridge     *bridge.Bridge
+	tap        *tapper
+	metrics    *metrics
+	token      string
+	drainFor   time.Duration
 
-	mu      sync.RWMutex
-	allowed map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
-	peers   []netip.Prefix      // SIP peers' addresses
+	reloadMu sync.Mutex
+	mu       sync.RWMutex
+	allowed  map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
+	peers    []netip.Prefix      // SIP peers' addresses
+	peerUp   map[string]bool     // SIP peers answering OPTIONS
+	lastRSIP map[string]time.Time
 }
 
 func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
@@ -134,54 +158,114 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 			return err
 		}
 	}
-	d := &daemon{log: a.log, rules: mapping.NewHolder(cfg.Rules)}
+	d := &daemon{log: a.log, configPath: opts.configPath, rules: mapping.NewHolder(cfg.Rules), metrics: newMetrics(),
+		token: cfg.File.Admin.Token.Reveal(), drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{}}
+	d.tap = &tapper{log: a.log.WithField("component", "trace"), metrics: d.metrics}
+	d.tap.traceMGCP.Store(cfg.File.MGCP.Trace)
+	d.tap.traceSIP.Store(cfg.File.SIP.Trace)
+	if p := cfg.File.Trace.Pcap; p != "" {
+		if d.tap.pcap, err = newPcapWriter(p, cfg.File.Trace.PcapMaxBytes, cfg.File.Trace.PcapKeep); err != nil {
+			return &exitError{code: exitFailure, err: fmt.Errorf("trace.pcap: %w", err)}
+		}
+		defer d.tap.pcap.close()
+	}
+	if h := cfg.File.Trace.HEP; h != "" {
+		if d.tap.hep, err = newHEPSender(h, cfg.File.Trace.HEPNodeID); err != nil {
+			return &exitError{code: exitFailure, err: fmt.Errorf("trace.hep: %w", err)}
+		}
+		defer d.tap.hep.close()
+	}
 	d.setAllowed(ctx, cfg.Rules)
-	ca, err := mgcp.Listen(cfg.File.MGCP,
+
+	mcfg := cfg.File.MGCP
+	mcfg.Trace = false // the tap writes the wire trace
+	conn, err := net.ListenPacket("udp", mcfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("mgcp: listen %s: %w", mcfg.ListenAddr, err)
+	}
+	d.ca = mgcp.New(d.tap.wrap("mgcp")(conn), mcfg,
 		mgcp.WithLogger(a.log.WithField("component", "mgcp")),
 		mgcp.WithHandler(mgcp.HandlerFunc(d.handleMGCP)),
-		mgcp.WithAuthorizer(d.allow))
+		mgcp.WithAuthorizer(d.allow),
+		mgcp.WithRoundTripFunc(d.metrics.roundTrip))
+	scfg := cfg.File.SIP
+	scfg.Trace = false
+	d.stack, err = sip.NewStack(scfg, sip.WithStackLogger(a.log.WithField("component", "sip")), sip.WithAccess(d.allowSIP),
+		sip.WithPacketConnWrapper(d.tap.wrap("sip")))
 	if err != nil {
+		_ = d.ca.Close()
 		return err
 	}
-	d.ca = ca
-	stack, err := sip.NewStack(cfg.File.SIP, sip.WithStackLogger(a.log.WithField("component", "sip")), sip.WithAccess(d.allowSIP))
+	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
+		Log: a.log.WithField("component", "bridge"), OnCall: d.metrics.call})
 	if err != nil {
-		_ = ca.Close()
+		_ = d.ca.Close()
+		_ = d.stack.Close()
 		return err
 	}
-	b, err := bridge.New(bridge.Config{CallAgent: ca, SIP: stack, Rules: d.rules, Register: true,
-		Log: a.log.WithField("component", "bridge")})
+	d.metrics.reg.MustRegister(newStateCollector(d.ca, d.bridge))
+	d.stack.SetHandler(d.bridge)
+	adminLn, err := net.Listen("tcp", cfg.File.Admin.Listen)
 	if err != nil {
-		_ = ca.Close()
-		_ = stack.Close()
-		return err
+		_ = d.ca.Close()
+		_ = d.stack.Close()
+		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
-	d.mu.Lock()
-	d.bridge = b
-	d.mu.Unlock()
-	stack.SetHandler(b)
-	a.log.WithFields(logrus.Fields{"config": opts.configPath, "mgcp": ca.LocalAddr().String(), "sip": stack.LocalAddr().String()}).
-		Info("mgsip running: " + summaryLine(cfg.Rules.Summary()))
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return ca.Serve(gctx) })
-	g.Go(func() error { return stack.Serve(gctx) })
-	g.Go(func() error { return b.Run(gctx) })
+	admin := &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	a.log.WithFields(logrus.Fields{"config": opts.configPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
+		"admin": adminLn.Addr().String()}).Info("mgsip running: " + summaryLine(cfg.Rules.Summary()))
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return d.ca.Serve(gctx) })
+	g.Go(func() error { return d.stack.Serve(gctx) })
+	g.Go(func() error { return d.bridge.Run(gctx) })
+	g.Go(func() error {
+		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return admin.Shutdown(sctx)
+	})
+	g.Go(func() error { d.probePeers(gctx); return nil })
+	g.Go(func() error { watchdog(gctx, a.log); return nil })
 	if opts.ready != nil {
-		opts.ready <- ca.LocalAddr()
+		opts.ready <- d.ca.LocalAddr()
 	}
+	if opts.adminReady != nil {
+		opts.adminReady <- adminLn.Addr()
+	}
+	sdNotify(a.log, "READY=1")
+	draining := false
 	for {
 		select {
 		case <-gctx.Done():
+			sdNotify(a.log, "STOPPING=1")
 			err := g.Wait()
-			_ = ca.Close()
-			_ = stack.Close()
-			if err != nil && ctx.Err() == nil {
+			_ = d.ca.Close()
+			_ = d.stack.Close()
+			if err != nil && runCtx.Err() == nil {
 				return err
 			}
 			a.log.Info("mgsip stopped")
 			return nil
+		case sig := <-opts.stop:
+			if draining {
+				a.log.WithField("signal", sig.String()).Warn("second signal: stopping now")
+				stopRun()
+				continue
+			}
+			draining = true
+			sdNotify(a.log, "STOPPING=1")
+			go d.drain(runCtx, stopRun)
 		case <-opts.reload:
-			err := d.reload(ctx, opts.configPath)
+			err := d.reload(ctx)
 			if opts.reloaded != nil {
 				opts.reloaded <- err
 			}
@@ -189,21 +273,49 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 	}
 }
 
+// drain refuses new calls, waits for the calls in progress up to the
+// drain timeout, then stops everything (remaining calls are hung up and
+// lines unregistered as the bridge shuts down).
+func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
+	d.bridge.Drain()
+	n := d.bridge.ActiveCalls()
+	d.log.WithFields(logrus.Fields{"calls": n, "timeout": d.drainFor}).Info("draining: no new calls")
+	deadline := time.After(d.drainFor)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for d.bridge.ActiveCalls() > 0 {
+		select {
+		case <-deadline:
+			d.log.WithField("calls", d.bridge.ActiveCalls()).Warn("drain timeout: hanging up the remaining calls")
+			stop()
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	stop()
+}
+
 // reload re-reads the file and swaps the rules in if they are valid.
-func (d *daemon) reload(ctx context.Context, path string) error {
+func (d *daemon) reload(ctx context.Context) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	path := d.configPath
+	sdNotify(d.log, "RELOADING=1\nMONOTONIC_USEC="+monotonicUsec())
+	defer sdNotify(d.log, "READY=1")
 	cfg, err := loadConfigFile(path, os.LookupEnv)
 	if err != nil {
+		d.metrics.reloads.WithLabelValues("rejected").Inc()
 		d.log.WithField("config", path).Error("reload rejected, keeping the running rules:\n" + err.Error())
 		return err
 	}
+	d.metrics.reloads.WithLabelValues("ok").Inc()
 	old := d.rules.Swap(cfg.Rules)
 	d.setAllowed(ctx, cfg.Rules)
 	added, removed := diffLines(old, cfg.Rules)
-	d.mu.RLock()
-	b := d.bridge
-	d.mu.RUnlock()
-	if b != nil {
-		b.Apply(cfg.Rules)
+	if d.bridge != nil {
+		d.bridge.Apply(cfg.Rules)
 	}
 	d.log.WithFields(logrus.Fields{"config": path, "lines_added": added, "lines_removed": removed}).
 		Info("configuration reloaded: " + summaryLine(cfg.Rules.Summary()))
@@ -288,20 +400,18 @@ func (d *daemon) allow(a netip.AddrPort) bool {
 	return d.allowed == nil || d.allowed[a.Addr()]
 }
 
-// handleMGCP passes commands from gateways to the bridge, logging them.
+// handleMGCP passes commands from gateways to the bridge, noting RSIPs.
 func (d *daemon) handleMGCP(ctx context.Context, from netip.AddrPort, c *mgcp.Command) *mgcp.Response {
-	d.mu.RLock()
-	b := d.bridge
-	d.mu.RUnlock()
-	log := d.log.WithFields(logrus.Fields{"gateway": from.String(), "endpoint": c.Endpoint.String(), "verb": string(c.Verb), "mgcp_tx": c.TransactionID})
-	if b == nil {
+	if d.bridge == nil {
 		return mgcp.NewResponse(c, mgcp.CodeTransientError)
 	}
-	var events []string
-	for _, e := range c.ObservedEvents {
-		events = append(events, e.String())
+	if c.Verb == mgcp.VerbRSIP {
+		if gw := d.rules.Load().GatewayByDomain(c.Endpoint.Domain); gw != nil {
+			d.mu.Lock()
+			d.lastRSIP[gw.Name] = time.Now()
+			d.mu.Unlock()
+			d.log.WithFields(logrus.Fields{"gateway": gw.Name, "endpoint": c.Endpoint.String(), "method": string(c.RestartMethod)}).Info("gateway restart")
+		}
 	}
-	r := b.HandleMGCP(ctx, from, c)
-	log.WithFields(logrus.Fields{"events": strings.Join(events, ","), "code": int(r.Code)}).Debug("gateway command")
-	return r
+	return d.bridge.HandleMGCP(ctx, from, c)
 }

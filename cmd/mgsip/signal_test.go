@@ -36,7 +36,7 @@ func waitFor(t *testing.T, out *testutil.Buffer, s string) {
 func TestRunSignals(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mgsip.yaml")
-	good := "mgcp:\n  listen: 127.0.0.1:0\nsip:\n  listeners:\n    - listen: 127.0.0.1:0\ngateways:\n  - name: gw\n    domain: gw.test\n"
+	good := "mgcp:\n  listen: 127.0.0.1:0\nsip:\n  listeners:\n    - listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ngateways:\n  - name: gw\n    domain: gw.test\n"
 	if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/spf13/cobra"
+)
+
+// The operator commands talk to a running mgsip over its admin API.
+
+type adminClient struct {
+	base  string
+	token string
+	json  bool
+}
+
+func addAdminFlags(c *cobra.Command, ac *adminClient) {
+	def := os.Getenv("MGSIP_ADMIN")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	c.Flags().StringVar(&ac.base, "admin", def, "admin API base URL (env MGSIP_ADMIN)")
+	c.Flags().StringVar(&ac.token, "token", os.Getenv("MGSIP_ADMIN_TOKEN"), "bearer token (env MGSIP_ADMIN_TOKEN)")
+}
+
+// call performs a request; the body of a 2xx is returned. A non-2xx
+// answer is exit 1 with the API's message, no answer exit 3.
+func (ac *adminClient) call(ctx context.Context, method, path string, q url.Values) ([]byte, error) {
+	u := strings.TrimSuffix(ac.base, "/") + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, usageErr("--admin: %v", err)
+	}
+	if ac.token != "" {
+		req.Header.Set("Authorization", "Bearer "+ac.token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, &exitError{code: exitTimeout, err: fmt.Errorf("cannot reach mgsip at %s: %w", ac.base, err)}
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return nil, &exitError{code: exitTimeout, err: err}
+	}
+	if res.StatusCode/100 != 2 {
+		var ae apiError
+		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
+			return nil, &exitError{code: exitFailure, err: fmt.Errorf("%s: %s", res.Status, ae.Error)}
+		}
+		return nil, &exitError{code: exitFailure, err: errors.New(res.Status)}
+	}
+	return body, nil
+}
+
+func adminCtx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), 30*time.Second)
+}
+
+func table(w io.Writer, header string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	_ = tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func since(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String()
+}
+
+func newListCmd(a *app, use, short, path string, render func(io.Writer, []byte) error) *cobra.Command {
+	ac := &adminClient{}
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodGet, path, nil)
+			if err != nil {
+				return err
+			}
+			if ac.json {
+				_, err := a.stdout.Write(body)
+				return err
+			}
+			return render(a.stdout, body)
+		},
+	}
+	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
+	return c
+}
+
+func newGatewaysCmd(a *app) *cobra.Command {
+	return newListCmd(a, "gateways", "List gateways: address, state, RTT, retransmissions, last RSIP", "/api/v1/gateways",
+		func(w io.Writer, body []byte) error {
+			var gs []gatewayView
+			if err := json.Unmarshal(body, &gs); err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, g := range gs {
+				state := "up"
+				switch {
+				case g.Down:
+					state = "down"
+				case g.Drained:
+					state = "drained"
+				}
+				rows = append(rows, []string{g.Name, g.Address, state, orDash(g.State), orDash(g.RTT),
+					fmt.Sprint(g.Retransmissions), fmt.Sprint(g.Timeouts), since(g.LastRSIP)})
+			}
+			table(w, "GATEWAY\tADDRESS\tSTATE\tMGCP\tRTT\tRETRANS\tTIMEOUTS\tLAST RSIP", rows)
+			return nil
+		})
+}
+
+func newLinesCmd(a *app) *cobra.Command {
+	return newListCmd(a, "lines", "List lines and trunk channels: hook, line state, registration", "/api/v1/lines",
+		func(w io.Writer, body []byte) error {
+			var ls []bridge.LineStatus
+			if err := json.Unmarshal(body, &ls); err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, l := range ls {
+				hook := "on"
+				if l.OffHook {
+					hook = "off"
+				}
+				reg := "-"
+				if r := l.Registration; r != nil {
+					reg = r.State.String()
+					if r.Reason != "" {
+						reg += " (" + r.Reason + ")"
+					}
+				}
+				call := "-"
+				if l.Call != nil {
+					call = l.Call.ID
+				}
+				rows = append(rows, []string{l.ID, l.Endpoint, orDash(l.User), hook, l.State, reg, call})
+			}
+			table(w, "LINE\tENDPOINT\tUSER\tHOOK\tSTATE\tREGISTRATION\tCALL", rows)
+			return nil
+		})
+}
+
+func newCallsCmd(a *app) *cobra.Command {
+	return newListCmd(a, "calls", "List calls in progress (one row per line involved)", "/api/v1/calls",
+		func(w io.Writer, body []byte) error {
+			var cs []bridge.CallStatus
+			if err := json.Unmarshal(body, &cs); err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, c := range cs {
+				codec := "-"
+				if len(c.Codecs) > 0 {
+					codec = c.Codecs[0]
+				}
+				dur := "-"
+				if !c.Answered.IsZero() {
+					dur = since(c.Answered)
+				}
+				rows = append(rows, []string{c.ID, c.Line, c.Direction, orDash(c.Number), orDash(c.SIPCallID), orDash(c.ConnectionID), codec, dur})
+			}
+			table(w, "CALL\tLINE\tDIRECTION\tNUMBER\tSIP CALL-ID\tCONNECTION\tCODEC\tDURATION", rows)
+			return nil
+		})
+}
+
+func newActionCmd(a *app, use, short, path, param string, long string) *cobra.Command {
+	ac := &adminClient{}
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodPost, path, url.Values{param: {args[0]}})
+			if err != nil {
+				return err
+			}
+			_, err = a.stdout.Write(body)
+			return err
+		},
+	}
+	addAdminFlags(c, ac)
+	return c
+}
+
+func newReloadCmd(a *app) *cobra.Command {
+	ac := &adminClient{}
+	c := &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running mgsip re-read its configuration (like SIGHUP)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodPost, "/api/v1/reload", nil)
+			if err != nil {
+				return err
+			}
+			_, err = a.stdout.Write(body)
+			return err
+		},
+	}
+	addAdminFlags(c, ac)
+	return c
+}
+
+func adminCommands(a *app) []*cobra.Command {
+	return []*cobra.Command{
+		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a), newReloadCmd(a),
+		newActionCmd(a, "audit ENDPOINT", "Audit an endpoint (line id or endpoint name) and print the gateway's answer", "/api/v1/audit", "endpoint", ""),
+		newActionCmd(a, "reregister LINE", "Register a line's SIP account again", "/api/v1/reregister", "line", ""),
+		newActionCmd(a, "rearm LINE", "Audit and re-arm an idle line", "/api/v1/rearm", "line", ""),
+		newActionCmd(a, "hangup CALL", "Hang up a call (MGCP call id or SIP Call-ID)", "/api/v1/hangup", "call", ""),
+		newActionCmd(a, "drain GATEWAY", "Stop new calls on a gateway (calls in progress go on)", "/api/v1/gateways/drain", "gateway", ""),
+		newActionCmd(a, "disable GATEWAY", "Stop new calls on a gateway and hang up its calls", "/api/v1/gateways/disable", "gateway", ""),
+		newActionCmd(a, "enable GATEWAY", "Take new calls on a drained or disabled gateway again", "/api/v1/gateways/enable", "gateway", ""),
+	}
+}

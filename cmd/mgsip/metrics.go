@@ -1,0 +1,142 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are mgsip's Prometheus metrics; docs/operations.md lists them.
+type metrics struct {
+	reg          *prometheus.Registry
+	messages     *prometheus.CounterVec
+	mgcpRTT      *prometheus.HistogramVec
+	callSetups   *prometheus.CounterVec
+	setupSeconds prometheus.Histogram
+	callSeconds  prometheus.Histogram
+	reloads      *prometheus.CounterVec
+	sipMalformed prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_messages_total",
+		Help: "MGCP and SIP messages by protocol, direction (in, out) and type: verb or method of a command or request, code of a response."},
+		[]string{"protocol", "direction", "type"})
+	m.mgcpRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mgsip_mgcp_transaction_seconds",
+		Help:    "Time from sending an MGCP command to its final response, retransmissions included, by gateway address.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"gateway"})
+	m.callSetups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_call_setups_total",
+		Help: "Ended calls by direction and result: answered, busy, no_answer, cancelled, failed."}, []string{"direction", "result"})
+	m.setupSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mgsip_call_setup_seconds",
+		Help:    "Time from the start of a call (off hook dialled, or INVITE received) to its answer.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}})
+	m.callSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mgsip_call_duration_seconds",
+		Help:    "Talk time of answered calls.",
+		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_config_reloads_total",
+		Help: "Configuration reloads by result (ok, rejected)."}, []string{"result"})
+	m.sipMalformed = prometheus.NewCounter(prometheus.CounterOpts{Name: "mgsip_sip_malformed_total",
+		Help: "SIP datagrams received that do not start like a SIP message."})
+	m.reg.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.reloads, m.sipMalformed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) message(proto, dir, typ string) {
+	if proto == "sip" && dir == "in" && typ == "malformed" {
+		m.sipMalformed.Inc()
+	}
+	m.messages.WithLabelValues(proto, dir, typ).Inc()
+}
+
+func (m *metrics) roundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
+	m.mgcpRTT.WithLabelValues(peer.String()).Observe(rtt.Seconds())
+}
+
+// callResult folds a call record's result into a few label values.
+func callResult(r bridge.CallRecord) string {
+	switch {
+	case r.Answered:
+		return "answered"
+	case strings.HasPrefix(r.Result, "486") || strings.HasPrefix(r.Result, "600") || r.Result == "busy":
+		return "busy"
+	case r.Result == "no answer" || strings.HasPrefix(r.Result, "480") || strings.HasPrefix(r.Result, "408"):
+		return "no_answer"
+	case r.Result == "cancelled" || r.Result == "hung up":
+		return "cancelled"
+	}
+	return "failed"
+}
+
+func (m *metrics) call(r bridge.CallRecord) {
+	m.callSetups.WithLabelValues(r.Direction, callResult(r)).Inc()
+	if r.Answered {
+		m.setupSeconds.Observe(r.Setup.Seconds())
+		m.callSeconds.Observe(r.Duration.Seconds())
+	}
+}
+
+// stateCollector reads the running state when scraped: the MGCP stack's
+// counters, gateways, endpoints, registrations and calls.
+type stateCollector struct {
+	ca *mgcp.CallAgent
+	b  *bridge.Bridge
+
+	mgcpRetrans, mgcpTimeouts, mgcpParseErrors, mgcpRefused *prometheus.Desc
+	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
+}
+
+func newStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge) *stateCollector {
+	return &stateCollector{ca: ca, b: b,
+		mgcpRetrans:     prometheus.NewDesc("mgsip_mgcp_retransmissions_total", "MGCP commands sent again for want of an answer.", nil, nil),
+		mgcpTimeouts:    prometheus.NewDesc("mgsip_mgcp_timeouts_total", "MGCP transactions that ended without an answer.", nil, nil),
+		mgcpParseErrors: prometheus.NewDesc("mgsip_mgcp_parse_errors_total", "MGCP datagrams received that did not parse.", nil, nil),
+		mgcpRefused:     prometheus.NewDesc("mgsip_mgcp_refused_total", "MGCP datagrams dropped because their source is not a configured gateway.", nil, nil),
+		gatewaysUp:      prometheus.NewDesc("mgsip_gateways_up", "Configured gateways answering (1) or marked down (0).", []string{"gateway"}, nil),
+		endpoints:       prometheus.NewDesc("mgsip_endpoints", "Lines and trunk channels by state.", []string{"state"}, nil),
+		registrations:   prometheus.NewDesc("mgsip_registrations", "Line registrations by state.", []string{"state"}, nil),
+		callsActive:     prometheus.NewDesc("mgsip_calls_active", "Calls in progress.", nil, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints, c.registrations, c.callsActive} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.ca.Stats()
+	ch <- prometheus.MustNewConstMetric(c.mgcpRetrans, prometheus.CounterValue, float64(st.Retransmissions))
+	ch <- prometheus.MustNewConstMetric(c.mgcpTimeouts, prometheus.CounterValue, float64(st.Timeouts))
+	ch <- prometheus.MustNewConstMetric(c.mgcpParseErrors, prometheus.CounterValue, float64(st.ParseErrors))
+	ch <- prometheus.MustNewConstMetric(c.mgcpRefused, prometheus.CounterValue, float64(st.Refused))
+	for _, g := range c.b.Gateways() {
+		up := 1.0
+		if g.Down {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.gatewaysUp, prometheus.GaugeValue, up, g.Name)
+	}
+	states := map[string]int{"idle": 0, "dialing": 0, "calling": 0, "ringing": 0, "connected": 0, "tone": 0}
+	for _, l := range c.b.Lines() {
+		states[l.State]++
+	}
+	for s, n := range states {
+		ch <- prometheus.MustNewConstMetric(c.endpoints, prometheus.GaugeValue, float64(n), s)
+	}
+	if regs := c.b.Registrations(); regs != nil {
+		counts := regs.Counts()
+		for _, s := range []sip.RegState{sip.RegPending, sip.RegRegistering, sip.RegRegistered, sip.RegRetrying, sip.RegFailed} {
+			ch <- prometheus.MustNewConstMetric(c.registrations, prometheus.GaugeValue, float64(counts[s]), s.String())
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.callsActive, prometheus.GaugeValue, float64(c.b.ActiveCalls()))
+}
