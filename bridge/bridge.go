@@ -51,9 +51,9 @@ type CallRecord struct {
 	SIPCallID string
 	MGCPCall  string
 	Answered  bool
-	Result    string // "answered", "busy", "no answer", "cancelled", status text...
-	Duration  time.Duration // talk time when answered, else the whole attempt
-	Setup     time.Duration // from the start to the answer (answered calls)
+	Result    string           // "answered", "busy", "no answer", "cancelled", status text...
+	Duration  time.Duration    // talk time when answered, else the whole attempt
+	Setup     time.Duration    // from the start to the answer (answered calls)
 	Stats     []mgcp.ConnParam // P: of the DLCX response
 }
 
