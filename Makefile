@@ -54,7 +54,9 @@ fuzz:
 	cd mgcp && for t in FuzzParse FuzzDigitMap FuzzLocalConnectionOptions; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
-	cd cmd/mgsip && $(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME) .
+	cd cmd/mgsip && for t in FuzzLoadConfig FuzzHEPRoundTrip; do \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
 
 # The main job on its built-in default: a real call between the two lines
 # of a simulated gateway through SIP and a PBX stand-in (configs/demo.yaml).

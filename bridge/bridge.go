@@ -71,6 +71,7 @@ type Bridge struct {
 	nextHunt   map[string]int     // round-robin position per trunk group
 	gwAddr     map[string]string
 	health     map[string]*gatewayHealth // by gateway name
+	ready      chan struct{}             // closed once Run created the lines
 	ctx        context.Context
 	stopping   bool           // no line goroutine may start any more
 	draining   bool           // no new calls (shutdown)
@@ -100,13 +101,17 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
 		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
-		health: map[string]*gatewayHealth{}}
+		health: map[string]*gatewayHealth{}, ready: make(chan struct{})}
 	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
 	}
 	return b, nil
 }
+
+// Ready is closed once Run has set up the lines; commands that arrive
+// before are answered 400 (transient), which gateways retry.
+func (b *Bridge) Ready() <-chan struct{} { return b.ready }
 
 // Registrations exposes the lines' registration state.
 func (b *Bridge) Registrations() *sip.Registrations { return b.regs }
@@ -139,6 +144,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		lines = append(lines, l)
 	}
 	b.mu.Unlock()
+	close(b.ready)
 	regDone := make(chan error, 1)
 	if b.regs != nil {
 		go func() { regDone <- b.regs.Run(ctx) }()
@@ -266,6 +272,11 @@ func (b *Bridge) newCallID() string {
 // HandleMGCP serves commands from gateways (mgcp.Handler): it routes each
 // to the owning line and answers at once.
 func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+	select {
+	case <-b.ready:
+	default:
+		return &mgcp.Response{Code: mgcp.CodeTransientError, TransactionID: cmd.TransactionID, Comment: "starting"}
+	}
 	rules := b.cfg.Rules.Load()
 	gw := rules.GatewayByDomain(cmd.Endpoint.Domain)
 	if gw == nil {

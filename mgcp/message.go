@@ -200,10 +200,10 @@ type Command struct {
 // Response is an MGCP response (RFC 3435 §3.3). Code 000 is a response
 // acknowledgement.
 type Response struct {
-	Code          ReturnCode
-	TransactionID uint32
-	Package       string // "/pkg" after the transaction id, for 8xx codes
-	Comment       string // commentary, free text
+	Code          ReturnCode `json:"code"`
+	TransactionID uint32     `json:"transaction_id"`
+	Package       string     `json:"package,omitempty"` // "/pkg" after the transaction id, for 8xx codes
+	Comment       string     `json:"comment,omitempty"` // commentary, free text
 	Parameters
 	SDP []byte `json:"-"`
 }

@@ -218,9 +218,17 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return d.ca.Serve(gctx) })
-	g.Go(func() error { return d.stack.Serve(gctx) })
-	g.Go(func() error { return d.bridge.Run(gctx) })
+	// The stacks outlive the bridge: its shutdown still hangs up calls
+	// (BYE, DLCX) and unregisters lines through them.
+	svcCtx, stopSvc := context.WithCancel(context.Background())
+	defer stopSvc()
+	g.Go(func() error { return d.ca.Serve(svcCtx) })
+	g.Go(func() error { return d.stack.Serve(svcCtx) })
+	g.Go(func() error {
+		defer stopSvc()
+		return d.bridge.Run(gctx)
+	})
+
 	g.Go(func() error {
 		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin: %w", err)
@@ -235,6 +243,10 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 	})
 	g.Go(func() error { d.probePeers(gctx); return nil })
 	g.Go(func() error { watchdog(gctx, a.log); return nil })
+	select {
+	case <-d.bridge.Ready():
+	case <-gctx.Done():
+	}
 	if opts.ready != nil {
 		opts.ready <- d.ca.LocalAddr()
 	}

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/testutil"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip/siptest"
+)
+
+// runningDaemon is `mgsip run` in this process between a simulated
+// gateway (real RTP) and the siptest PBX (registrar and B2BUA).
+type runningDaemon struct {
+	t      *testing.T
+	admin  string // http://host:port
+	gw     *mgcptest.Gateway
+	pbx    *siptest.Registrar
+	sim    *simulator
+	stop   chan os.Signal
+	done   chan error
+	cancel context.CancelFunc
+	logs   *testutil.Buffer
+	dir    string
+}
+
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func startDaemon(t *testing.T, extra string) *runningDaemon {
+	t.Helper()
+	rd := &runningDaemon{t: t, stop: make(chan os.Signal, 2), done: make(chan error, 1), logs: &testutil.Buffer{}, dir: t.TempDir()}
+	var err error
+	rd.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"1001": "pw-1", "1002": "pw-2"},
+		UAS: func(siptest.Incoming) siptest.Script { return siptest.Script{Forward: true} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rd.pbx.Close() })
+	caAddr := freeUDP(t)
+	rd.gw, err = mgcptest.NewGateway(mgcptest.GatewayConfig{Domain: "gw.test", Lines: 2, CallAgent: caAddr, RTP: true, DisconnectedInitial: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rd.gw.Close() })
+	rd.sim = &simulator{gw: rd.gw, local: []string{"aaln/1", "aaln/2"}}
+	gwHost, gwPort, _ := net.SplitHostPort(rd.gw.Addr())
+	pbxHost, pbxPort, _ := net.SplitHostPort(rd.pbx.Addr())
+	cfg := fmt.Sprintf(`log:
+  level: info
+mgcp:
+  listen: %s
+sip:
+  listeners:
+    - listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+  token: s3cret
+peers:
+  - name: pbx
+    host: %s
+    port: %s
+gateways:
+  - name: gw
+    domain: gw.test
+    address: %s
+    port: %s
+dial_plans:
+  - name: p
+    digit_map: "(1xxx)"
+    default: true
+lines:
+  - gateway: gw
+    endpoint: aaln/{1..2}
+    user: "{n+1000}"
+    password: "pw-{n}"
+routes:
+  outbound:
+    - name: pbx
+      match: { prefix: "" }
+      peer: pbx
+%s`, caAddr, pbxHost, pbxPort, gwHost, gwPort, strings.ReplaceAll(extra, "{dir}", rd.dir))
+	path := filepath.Join(rd.dir, "mgsip.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: rd.logs, logLevel: "info", logFormat: "text"}
+	if err := a.setupLogging(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rd.cancel = cancel
+	adminReady := make(chan net.Addr, 1)
+	go func() {
+		rd.done <- runDaemon(ctx, a, daemonOptions{configPath: path, stop: rd.stop, adminReady: adminReady, flagsSetLog: true})
+	}()
+	select {
+	case addr := <-adminReady:
+		rd.admin = "http://" + addr.String()
+	case err := <-rd.done:
+		t.Fatalf("daemon ended: %v\n%s", err, rd.logs.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-rd.done:
+		case <-time.After(15 * time.Second):
+			t.Error("daemon did not stop")
+		}
+	})
+	rd.waitFor("both lines registered", func() bool {
+		_, a := rd.pbx.Binding("1001")
+		_, b := rd.pbx.Binding("1002")
+		return a && b
+	})
+	return rd
+}
+
+func (rd *runningDaemon) waitFor(what string, cond func() bool) {
+	rd.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := rd.sim.waitUntil(ctx, what, cond); err != nil {
+		rd.t.Fatalf("%v\n%s", err, rd.logs.String())
+	}
+}
+
+func (rd *runningDaemon) script(s string) {
+	rd.t.Helper()
+	steps, err := parseSimScript(s)
+	if err != nil {
+		rd.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := rd.sim.run(ctx, steps); err != nil {
+		rd.t.Fatalf("%v\n%s", err, rd.logs.String())
+	}
+}
+
+func (rd *runningDaemon) cli(args ...string) (int, string) {
+	rd.t.Helper()
+	code, out, errOut := runCLI(rd.t, "", append(args, "--admin", rd.admin, "--token", "s3cret")...)
+	return code, out + errOut
+}
+
+func (rd *runningDaemon) get(path, token string) (int, string) {
+	rd.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, rd.admin+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		rd.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestDaemonAdminAPIAndCLI runs the daemon with the simulator and the
+// PBX, places a call, and checks the API and CLI views and actions, the
+// metrics moving, the wire trace switch, and the pcap trace opening in
+// tshark with every MGCP and SIP message dissected.
+func TestDaemonAdminAPIAndCLI(t *testing.T) {
+	tshark := testutil.RequireProgram(t, "tshark")
+	rd := startDaemon(t, "trace:\n  pcap: {dir}/mgsip.pcap\n")
+
+	if code, _ := rd.get("/healthz", ""); code != 200 {
+		t.Errorf("healthz %d", code)
+	}
+	rd.waitFor("ready (the PBX answers OPTIONS)", func() bool { code, _ := rd.get("/readyz", ""); return code == 200 })
+	if code, body := rd.get("/api/v1/lines", ""); code != 401 || !strings.Contains(body, "bearer token") {
+		t.Errorf("without a token: %d %s", code, body)
+	}
+	if code, out := runCLI2(t, "lines", "--admin", rd.admin, "--token", "wrong"); code != 1 || !strings.Contains(out, "401") {
+		t.Errorf("CLI with a wrong token: exit %d %s", code, out)
+	}
+	code, out := rd.cli("lines")
+	if code != 0 || !strings.Contains(out, "gw/aaln/1") || !strings.Contains(out, "registered") || !strings.Contains(out, "idle") {
+		t.Fatalf("lines: exit %d\n%s", code, out)
+	}
+	code, out = rd.cli("gateways")
+	if code != 0 || !strings.Contains(out, "gw") || !strings.Contains(out, "up") {
+		t.Errorf("gateways: exit %d\n%s", code, out)
+	}
+
+	// Trace on for MGCP through the API, then a call 1001 -> 1002.
+	req, _ := http.NewRequest(http.MethodPost, rd.admin+"/api/v1/trace?mgcp=on", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
+		t.Fatalf("trace on: %v %v", res, err)
+	}
+	rd.script("offhook 1; wait 1 L/dl; dial 1 1002; wait 2 L/rg; offhook 2; wait 1 connected; wait 2 connected; rtp 1 10")
+	code, out = rd.cli("calls", "--json")
+	var calls []bridge.CallStatus
+	if code != 0 || json.Unmarshal([]byte(out), &calls) != nil || len(calls) != 2 {
+		t.Fatalf("calls: exit %d\n%s", code, out)
+	}
+	for _, c := range calls {
+		if c.SIPCallID == "" || c.ConnectionID == "" || c.Answered.IsZero() {
+			t.Errorf("call %+v", c)
+		}
+	}
+	code, out = rd.cli("calls")
+	if code != 0 || !strings.Contains(out, "outgoing") || !strings.Contains(out, "incoming") || !strings.Contains(out, "PCMU") {
+		t.Errorf("calls table:\n%s", out)
+	}
+	_, metricsText := rd.get("/metrics", "s3cret")
+	for _, want := range []string{"mgsip_calls_active 2", `mgsip_messages_total{direction="in",protocol="mgcp",type="NTFY"}`,
+		`mgsip_messages_total{direction="out",protocol="sip",type="INVITE"}`, `mgsip_endpoints{state="connected"} 2`,
+		`mgsip_registrations{state="registered"} 2`, "mgsip_mgcp_transaction_seconds_bucket", `mgsip_gateways_up{gateway="gw"} 1`} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	code, out = rd.cli("audit", "gw/aaln/1")
+	if code != 0 || !strings.Contains(out, `"code": 200`) || !strings.Contains(out, "L") {
+		t.Errorf("audit: exit %d\n%s", code, out)
+	}
+	if code, out := rd.cli("audit", "gw/aaln/9"); code != 1 || !strings.Contains(out, "404") {
+		t.Errorf("audit of an unknown line: exit %d %s", code, out)
+	}
+	// Hang the call up from the CLI: both phones hear reorder.
+	if code, out := rd.cli("hangup", calls[0].SIPCallID); code != 0 {
+		t.Fatalf("hangup: exit %d %s", code, out)
+	}
+	rd.script("wait 1 L/ro; wait 2 L/ro; onhook 1; onhook 2; wait 1 armed; wait 2 armed")
+	if code, out := rd.cli("hangup", "nope"); code != 1 || !strings.Contains(out, "no such call") {
+		t.Errorf("hangup unknown: exit %d %s", code, out)
+	}
+	if code, out := rd.cli("reregister", "gw/aaln/1"); code != 0 {
+		t.Errorf("reregister: exit %d %s", code, out)
+	}
+	if code, out := rd.cli("rearm", "gw/aaln/2"); code != 0 {
+		t.Errorf("rearm: exit %d %s", code, out)
+	}
+	if code, out := rd.cli("reload"); code != 0 || !strings.Contains(out, "reloaded") {
+		t.Errorf("reload: exit %d %s", code, out)
+	}
+	_, metricsText = rd.get("/metrics", "s3cret")
+	for _, want := range []string{`mgsip_call_setups_total{direction="outgoing",result="answered"} 1`,
+		`mgsip_call_setups_total{direction="incoming",result="answered"} 1`, "mgsip_call_duration_seconds_count 2",
+		`mgsip_config_reloads_total{result="ok"} 1`, "mgsip_calls_active 0"} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics after the call lack %s", want)
+		}
+	}
+	if !strings.Contains(rd.logs.String(), "CRCX ") {
+		t.Error("the MGCP wire trace did not log the CRCX")
+	}
+	if code, _ := runCLI2(t, "lines", "--admin", "http://127.0.0.1:1"); code != 3 {
+		t.Errorf("no daemon: exit %d, want 3", code)
+	}
+
+	// The pcap file opens in tshark with MGCP and SIP dissected.
+	rd.cancel()
+	<-rd.done
+	rd.done <- nil
+	out2, err := exec.Command(tshark, "-r", filepath.Join(rd.dir, "mgsip.pcap"), "-d", "udp.port=="+portOf(rd.gw.Addr())+",mgcp",
+		"-T", "fields", "-e", "frame.protocols").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	var nMGCP, nSIP int
+	for _, l := range strings.Split(string(out2), "\n") {
+		switch {
+		case strings.Contains(l, "mgcp"):
+			nMGCP++
+		case strings.Contains(l, "sip"):
+			nSIP++
+		}
+	}
+	if nMGCP < 20 || nSIP < 10 {
+		t.Errorf("tshark dissected %d MGCP and %d SIP packets in the trace", nMGCP, nSIP)
+	}
+	t.Logf("pcap: %d MGCP and %d SIP packets dissected by tshark", nMGCP, nSIP)
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+func runCLI2(t *testing.T, args ...string) (int, string) {
+	code, out, errOut := runCLI(t, "", args...)
+	return code, out + errOut
+}
+
+// TestDaemonDrain: SIGTERM during a call makes mgsip refuse new calls
+// (readyz 503, an off-hook line hears reorder) while the call goes on;
+// when it ends mgsip unregisters the lines and exits 0.
+func TestDaemonDrain(t *testing.T) {
+	rd := startDaemon(t, "daemon:\n  drain_timeout: 20s\n")
+	rd.script("offhook 1; wait 1 L/dl; dial 1 1002; wait 2 L/rg; offhook 2; wait 1 connected")
+	rd.stop <- syscall.SIGTERM
+	rd.waitFor("readyz says draining", func() bool {
+		code, body := rd.get("/readyz", "")
+		return code == 503 && strings.Contains(body, "draining")
+	})
+	select {
+	case err := <-rd.done:
+		t.Fatalf("exited while a call was up: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	rd.script("onhook 1; onhook 2")
+	select {
+	case err := <-rd.done:
+		rd.done <- err
+		if err != nil {
+			t.Fatalf("drain ended with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("did not exit after the last call\n%s", rd.logs.String())
+	}
+	for _, u := range []string{"1001", "1002"} {
+		if _, ok := rd.pbx.Binding(u); ok {
+			t.Errorf("%s still registered after the drain\n%s", u, rd.logs.String())
+		}
+	}
+	if !strings.Contains(rd.logs.String(), "draining: no new calls") {
+		t.Errorf("log lacks the drain:\n%s", rd.logs.String())
+	}
+}
+
+var _ = bytes.NewReader
