@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -314,9 +313,43 @@ func runCLI2(t *testing.T, args ...string) (int, string) {
 // (readyz 503, an off-hook line hears reorder) while the call goes on;
 // when it ends mgsip unregisters the lines and exits 0.
 func TestDaemonDrain(t *testing.T) {
+	// systemd's notification socket, to see READY and STOPPING.
+	sock := filepath.Join(t.TempDir(), "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	notes := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, err := ln.Read(buf)
+			if err != nil {
+				return
+			}
+			notes <- string(buf[:n])
+		}
+	}()
+	t.Setenv("NOTIFY_SOCKET", sock)
 	rd := startDaemon(t, "daemon:\n  drain_timeout: 20s\n")
+	waitNote := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case n := <-notes:
+				if strings.Contains(n, want) {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("systemd never got %s", want)
+			}
+		}
+	}
+	waitNote("READY=1")
 	rd.script("offhook 1; wait 1 L/dl; dial 1 1002; wait 2 L/rg; offhook 2; wait 1 connected")
 	rd.stop <- syscall.SIGTERM
+	waitNote("STOPPING=1")
 	rd.waitFor("readyz says draining", func() bool {
 		code, body := rd.get("/readyz", "")
 		return code == 503 && strings.Contains(body, "draining")
@@ -345,5 +378,3 @@ func TestDaemonDrain(t *testing.T) {
 		t.Errorf("log lacks the drain:\n%s", rd.logs.String())
 	}
 }
-
-var _ = bytes.NewReader

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/internal/testutil"
+)
+
+// TestPcapRotationReadByTshark writes SIP and MGCP messages over IPv4 and
+// IPv6 into a pcap that rotates every few packets; every kept file opens
+// in tshark with the messages dissected, and no more files than asked
+// are kept.
+func TestPcapRotationReadByTshark(t *testing.T) {
+	tshark := testutil.RequireProgram(t, "tshark")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mgsip.pcap")
+	w, err := newPcapWriter(path, 1500, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, gw := netip.MustParseAddrPort("192.0.2.1:2727"), netip.MustParseAddrPort("192.0.2.9:2427")
+	us6, pbx6 := netip.MustParseAddrPort("[2001:db8::1]:5060"), netip.MustParseAddrPort("[2001:db8::2]:5060")
+	for i := 1; i <= 20; i++ {
+		w.write(time.Now(), gw, ca, []byte(fmt.Sprintf("NTFY %d aaln/1@gw.test MGCP 1.0\r\nX: 1\r\nO: L/hd\r\n", i)))
+		w.write(time.Now(), us6, pbx6, []byte(fmt.Sprintf("OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK%d\r\n"+
+			"From: <sip:mgsip@x>;tag=1\r\nTo: <sip:pbx>\r\nCall-ID: c%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", i, i)))
+	}
+	if err := w.close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(path + "*")
+	if len(files) != 3 {
+		t.Fatalf("kept %v, want 3 files", files)
+	}
+	for _, f := range files {
+		out, err := exec.Command("timeout", "20", tshark, "-r", f, "-d", "udp.port==2727,mgcp", "-T", "fields", "-e", "frame.protocols").Output()
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		lines := strings.Fields(string(out))
+		if len(lines) == 0 {
+			t.Fatalf("%s: empty", f)
+		}
+		for _, l := range lines {
+			if !strings.HasSuffix(l, ":mgcp") && !strings.HasSuffix(l, ":sip") {
+				t.Errorf("%s: packet dissected as %s", f, l)
+			}
+		}
+		if fi, _ := os.Stat(f); fi.Size() > 1500+600 {
+			t.Errorf("%s is %d bytes, past the limit", f, fi.Size())
+		}
+	}
+}
