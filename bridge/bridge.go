@@ -383,9 +383,48 @@ func (b *Bridge) ServeDialog(d *sip.Dialog) {
 		<-done
 	case target.Trunk != nil:
 		b.serveTrunk(d, target.Trunk)
-	default:
-		_ = d.Reject(501, "Hunt groups are not served yet")
+	case target.HuntGroup != nil:
+		b.serveHunt(d, target.HuntGroup)
 	}
+}
+
+// serveHunt offers the call to the group's lines in order (linear) or
+// starting after the last line chosen (round-robin) until an idle one
+// rings; ring-all is served linearly. All busy -> 486.
+func (b *Bridge) serveHunt(d *sip.Dialog, hg *mapping.HuntGroupRule) {
+	b.mu.Lock()
+	var lines []*line
+	for _, lr := range hg.Lines {
+		if l := b.byID[lr.ID]; l != nil {
+			lines = append(lines, l)
+		}
+	}
+	start := 0
+	if hg.Strategy == "round-robin" && len(lines) > 0 {
+		start = b.nextHunt["hunt/"+hg.Name] % len(lines)
+		b.nextHunt["hunt/"+hg.Name] = start + 1
+	}
+	b.mu.Unlock()
+	for i := range lines {
+		l := lines[(start+i)%len(lines)]
+		taken := make(chan bool, 1)
+		done := make(chan struct{})
+		if !l.post(func() {
+			if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
+				taken <- false
+				return
+			}
+			taken <- true
+			l.onInvite(d, done)
+		}) {
+			continue
+		}
+		if <-taken {
+			<-done
+			return
+		}
+	}
+	_ = d.Reject(486, "Busy Here")
 }
 
 // serveTrunk offers the call to the group's channels in hunting order

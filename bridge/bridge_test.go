@@ -39,6 +39,7 @@ type envOptions struct {
 	faults    func(b []byte, to net.Addr) mgcptest.Fault
 	viaPBX    bool // every number goes to the PBX, with local fallback
 	keepalive time.Duration
+	hunt      bool // hunt group "sales" (both lines) behind number 3000
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -80,6 +81,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 			{Name: "local", Match: mapping.NumberMatch{Prefix: "1"}, Local: true},
 			{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"},
 		}},
+	}
+	if o.hunt {
+		cfg.HuntGroups = []mapping.HuntGroup{{Name: "sales", Lines: []string{"gw/aaln/1", "gw/aaln/2"}}}
+		cfg.Routes.Inbound = []mapping.InboundRoute{{Name: "sales", Match: mapping.NumberMatch{Exact: "3000"}, HuntGroup: "sales"}}
 	}
 	if o.viaPBX {
 		cfg.Routes.Outbound = []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx", LocalFallback: true}}

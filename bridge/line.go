@@ -676,11 +676,30 @@ func callerOf(d *sip.Dialog) (number, name string) {
 // name)) when the line has it.
 func (l *line) ringSignals(d *sip.Dialog) []mgcp.Event {
 	ring := signal("L/rg")
+	if r := distinctiveRing(d.Header("Alert-Info")); r != "" {
+		ring = signal(r)
+	}
 	if !l.rule.Features.CallerID {
 		return []mgcp.Event{ring}
 	}
 	number, name := callerOf(d)
 	return []mgcp.Event{ring, callerID(number, name)}
+}
+
+// distinctiveRing maps an Alert-Info naming a ring pattern (Asterisk and
+// most PBXes send "info=ring2", "Bellcore-dr3" or "<urn:alert:...>;info=r4")
+// to the line package's distinctive ringing r1..r7 (RFC 3660 §2.4); ""
+// keeps the normal ring.
+func distinctiveRing(alertInfo string) string {
+	v := strings.ToLower(alertInfo)
+	for _, key := range []string{"bellcore-dr", "ring", "info=r"} {
+		if i := strings.LastIndex(v, key); i >= 0 && i+len(key) < len(v) {
+			if c := v[i+len(key)]; c >= '1' && c <= '7' {
+				return "L/r" + string(c)
+			}
+		}
+	}
+	return ""
 }
 
 func callerID(number, name string) mgcp.Event {

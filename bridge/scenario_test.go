@@ -12,6 +12,7 @@ import (
 	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip"
 	"github.com/mgsip/mgsip/sip/siptest"
 )
 
@@ -382,4 +383,53 @@ func TestGatewayDownAndBack(t *testing.T) {
 		_, ok2 := e.pbx.Binding("1002")
 		return ok1 && ok2
 	})
+}
+
+// TestHuntGroup: a call to the group's number rings its first idle line:
+// line 1 when both are idle, line 2 while line 1 is off hook; with both
+// busy the caller gets 486.
+func TestHuntGroup(t *testing.T) {
+	e := newEnv(t, envOptions{hunt: true})
+	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = caller.Serve(ctx) }()
+	defer caller.Close()
+	call := func(ctx context.Context) *sip.Dialog {
+		d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "3000", Peer: e.stack.LocalAddr().String(),
+			SDP: []byte(siptest.DefaultAnswerSDP)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	cctx, cancelCall := context.WithCancel(ctx)
+	call(cctx)
+	e.waitSignal("aaln/1", "L/rg")
+	cancelCall() // CANCEL while ringing
+	e.noConnections("aaln/1")
+	if r := e.record(); r.Result != "cancelled" {
+		t.Errorf("record %+v", r)
+	}
+	e.offHook("aaln/1")
+	e.waitSignal("aaln/1", "L/dl")
+	d := call(ctx)
+	e.waitSignal("aaln/2", "L/rg")
+	e.offHook("aaln/2")
+	if ev := <-d.Events(); ev.Kind != sip.EventRinging {
+		t.Fatalf("%+v", ev)
+	}
+	if ev := <-d.Events(); ev.Kind != sip.EventAnswered {
+		t.Fatalf("%+v", ev)
+	}
+	d2 := call(ctx)
+	for ev := range d2.Events() {
+		if ev.Kind == sip.EventFailed && ev.Status != 486 {
+			t.Fatalf("all busy: %+v", ev)
+		}
+	}
+	_ = d.Bye(context.Background())
 }

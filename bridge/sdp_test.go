@@ -92,3 +92,18 @@ func TestModeFor(t *testing.T) {
 		}
 	}
 }
+
+func TestDistinctiveRing(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                     "",
+		"<http://pbx/ring.wav>;info=ring2":     "L/r2",
+		"<http://127.0.0.1>;info=Bellcore-dr3": "L/r3",
+		"<urn:alert:service:call-waiting>":     "",
+		"<sip:x>;info=r4":                      "L/r4",
+		"info=ring9":                           "",
+	} {
+		if got := distinctiveRing(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
