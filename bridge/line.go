@@ -51,7 +51,8 @@ type call struct {
 	answered  time.Time
 	result    string
 	gen       int
-	fallback  bool // switch locally if the SIP peer cannot be reached
+	fallback  bool   // switch locally if the SIP peer cannot be reached
+	byeReason string // Reason header of our BYE (RFC 3326), when there is one to give
 }
 
 // line owns one MGCP endpoint and its SIP identity: an analog line, or
@@ -889,12 +890,17 @@ func (l *line) endCall(why string, remoteEnded bool) {
 	}
 	if c.dialog != nil && !remoteEnded {
 		d := c.dialog
+		reason := c.byeReason
 		switch {
 		case !c.answered.IsZero() || c.direction == "incoming":
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				_ = d.Bye(ctx)
+				if reason != "" {
+					_ = d.ByeWithReason(ctx, reason)
+				} else {
+					_ = d.Bye(ctx)
+				}
 			}()
 		case c.cancel != nil:
 			c.cancel() // CANCEL
@@ -943,6 +949,8 @@ func (l *line) onRestart(method mgcp.RestartMethod, graceful bool) {
 	}
 	if l.call != nil {
 		l.call.connID = "" // gone with the restart
+		// Q.850 cause 41: temporary failure.
+		l.call.byeReason = `Q.850;cause=41;text="MGCP gateway restarted"`
 		l.endCall("gateway restarted", false)
 	}
 	l.rearm(l.audit())

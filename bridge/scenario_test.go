@@ -245,6 +245,9 @@ func TestGatewayRestartMidCall(t *testing.T) {
 		return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
 	})
 	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	if bye := string(e.pbx.Received("BYE")[0].Data); !strings.Contains(bye, "Reason: Q.850;cause=41;") {
+		t.Errorf("BYE without the Reason:\n%s", bye)
+	}
 	e.waitFor("re-audit and re-arm", func() bool {
 		v := verbs(e.gw.Commands()[before:], "aaln/2")
 		return strings.Contains(v, "AUEP RQNT")

@@ -153,6 +153,25 @@ func (s *Stack) FindReplaced(replaces string) *Dialog {
 	return nil
 }
 
+// ByeWithReason hangs up with a Reason header (RFC 3326), e.g.
+// `Q.850;cause=41;text="gateway restarted"`.
+func (d *Dialog) ByeWithReason(ctx context.Context, reason string) error {
+	t, err := d.target()
+	if err != nil {
+		return err
+	}
+	bye := sip.NewRequest(sip.BYE, t)
+	bye.AppendHeader(sip.NewHeader("Reason", reason))
+	if d.Inbound {
+		bye.SetTransport(d.invite.Transport())
+		err = d.server.WriteBye(ctx, bye)
+	} else {
+		err = d.client.WriteBye(ctx, bye)
+	}
+	d.end(nil)
+	return err
+}
+
 // ---- offers we send: re-INVITE ----
 
 // Reinvite sends a re-INVITE with a new offer (hold: a=sendonly or

@@ -57,4 +57,15 @@ func TestPcapRotationReadByTshark(t *testing.T) {
 			t.Errorf("%s is %d bytes, past the limit", f, fi.Size())
 		}
 	}
+	// sngrep opens it too: it reads the file and writes the SIP it
+	// recognised to a pcap of its own (when it exits).
+	sngrep := testutil.RequireProgram(t, "sngrep")
+	out := filepath.Join(dir, "sngrep.pcap")
+	cmd := exec.Command("timeout", "-s", "TERM", "3", sngrep, "-N", "-q", "-F", "-I", path, "-O", out)
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	_ = cmd.Run() // ended by timeout's SIGTERM
+	res, err := exec.Command("timeout", "20", tshark, "-r", out, "-Y", "sip.Method == \"OPTIONS\"", "-T", "fields", "-e", "sip.Call-ID").Output()
+	if err != nil || len(strings.Fields(string(res))) == 0 {
+		t.Fatalf("sngrep did not read the SIP messages of our pcap: %v %q", err, res)
+	}
 }
