@@ -2,13 +2,14 @@ package testutil
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"sync/atomic"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,13 +19,11 @@ import (
 // gets an address of its own in 127/8 (some bind fixed ports whatever
 // their configuration says) and is stopped by its PID.
 
-var loopbackSeq atomic.Uint32
-
-// LoopbackIP returns an address in 127/8 unlikely to be in use by another
-// test of this run or a parallel one.
+// LoopbackIP returns a random address in 127.10.0.1-127.209.249.250, so
+// that programs of parallel tests (and of other test processes) rarely
+// meet.
 func LoopbackIP() string {
-	n := uint64(time.Now().UnixNano()) + uint64(loopbackSeq.Add(1))*7919
-	return fmt.Sprintf("127.%d.%d.%d", 10+n%200, (n>>8)%250, 1+(n>>16)%250)
+	return fmt.Sprintf("127.%d.%d.%d", 10+rand.N(200), rand.N(250), 1+rand.N(250))
 }
 
 // Kamailio is a real Kamailio registrar with digest authentication: the
@@ -212,18 +211,37 @@ func StartSIPp(t testing.TB, args ...string) *SIPp {
 			_ = cmd.Process.Kill()
 		}
 	})
-	// Bound once the port cannot be taken any more.
+	// Bound once the kernel lists the socket. (Probing by binding the
+	// address ourselves could take it at the moment SIPp binds.)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := net.ListenPacket("udp", r.Addr)
-		if err != nil {
+		if udpBound(ip, port) {
 			return r
 		}
-		_ = c.Close()
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("sipp did not bind %s:\n%s", r.Addr, out.String())
 	return nil
+}
+
+// udpBound reports whether a UDP socket is bound to ip:port, from
+// /proc/net/udp (addresses in hex, IPv4 in host byte order).
+func udpBound(ip string, port int) bool {
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return false
+	}
+	a := net.ParseIP(ip).To4()
+	if a == nil {
+		return false
+	}
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], port)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == want {
+			return true
+		}
+	}
+	return false
 }
 
 // Wait fails the test unless SIPp ends within 30 s with every call
