@@ -7,7 +7,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -453,10 +452,20 @@ func (b *Bridge) serveTrunk(d *sip.Dialog, tr *mapping.TrunkRule) {
 	_ = d.Reject(503, "All Trunk Channels Busy")
 }
 
+// FormatStats writes DLCX connection statistics as on the wire (P: line,
+// RFC 3435 §3.2.2.7): "PS=50, OS=8000, PR=50, OR=8000".
+func FormatStats(ps []mgcp.ConnParam) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.Name + "=" + p.Value
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (b *Bridge) record(r CallRecord) {
 	b.log.WithFields(logrus.Fields{"line": r.Line, "direction": r.Direction, "number": r.Number,
 		"sip_call_id": r.SIPCallID, "call": r.MGCPCall, "result": r.Result, "duration": r.Duration.Round(time.Millisecond),
-		"stats": fmt.Sprint(r.Stats)}).Info("bridge: call ended")
+		"stats": FormatStats(r.Stats)}).Info("bridge: call ended")
 	if b.cfg.OnCall != nil {
 		b.cfg.OnCall(r)
 	}

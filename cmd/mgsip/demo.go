@@ -272,7 +272,8 @@ func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
 	for answered < 2 {
 		select {
 		case r := <-records:
-			fmt.Fprintf(out, "call record: line %s %s %s: %s, %v, DLCX stats %v\n", r.Line, r.Direction, r.Number, r.Result, r.Duration.Round(time.Millisecond), r.Stats)
+			fmt.Fprintf(out, "call record: line %s %s %s: %s, %v, DLCX statistics %s\n", r.Line, r.Direction, r.Number, r.Result,
+				r.Duration.Round(time.Millisecond), bridge.FormatStats(r.Stats))
 			if !r.Answered {
 				return fmt.Errorf("line %s: call not answered: %s", r.Line, r.Result)
 			}
