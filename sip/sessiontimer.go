@@ -270,8 +270,11 @@ func (d *Dialog) sessionExpired() {
 	d.hangup(&Event{Kind: EventBye, Reason: "session expired"})
 }
 
-// hangup sends BYE and ends the dialog with last (nil: no event).
+// hangup ends the dialog with last (nil: no event) and sends BYE. The
+// event goes first: the BYE ends sipgo's session, which the dialog's
+// watcher would otherwise report as the far end's hang-up.
 func (d *Dialog) hangup(last *Event) {
+	d.end(last)
 	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
 	defer cancel()
 	var err error
@@ -283,5 +286,4 @@ func (d *Dialog) hangup(last *Event) {
 	if err != nil {
 		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("sip: BYE failed")
 	}
-	d.end(last)
 }
