@@ -104,6 +104,7 @@ func New(cfg Config) (*Bridge, error) {
 	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
+		cfg.SIP.SetMWIHandler(b.onMWI)
 	}
 	return b, nil
 }
@@ -324,6 +325,16 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 	for _, l := range hit {
 		l.post(func() { l.onRestart(cmd.RestartMethod, graceful) })
 	}
+}
+
+// onMWI lights or clears the message-waiting lamp of the line whose
+// account the NOTIFY is for (RFC 3842 -> L/vmwi, RFC 3660 §2.4).
+func (b *Bridge) onMWI(m sip.MWI) {
+	l := b.lineByUser(m.User)
+	if l == nil || !l.rule.Features.MWI {
+		return
+	}
+	l.postWait(func() { l.setMWI(m.Waiting) })
 }
 
 // peerOf names the configured peer a request came from ("" if none).

@@ -77,6 +77,8 @@ type line struct {
 	// owned by the loop goroutine
 	state     lineState
 	retiring  bool // removed from the configuration: stop once idle
+	mwi       bool // messages waiting (lamp on)
+	mwiKnown  bool // an MWI NOTIFY arrived
 	quit      bool
 	reqID     uint64
 	call      *call
@@ -307,10 +309,33 @@ func (l *line) arm() {
 	if l.trunk != nil {
 		return // a trunk channel has no hook to watch
 	}
-	_ = l.request([]mgcp.RequestedEvent{evOffHook}, nil, "")
+	_ = l.request([]mgcp.RequestedEvent{evOffHook}, l.mwiSignal(), "")
 	if l.retiring {
 		l.retire()
 	}
+}
+
+// setMWI sets the message-waiting indicator. An on/off signal, it stays
+// on until turned off; it is sent at once on an idle line, and goes with
+// the next arming otherwise.
+func (l *line) setMWI(on bool) {
+	l.mwi = on
+	l.mwiKnown = true
+	if l.state == stIdle && l.call == nil {
+		l.arm()
+	}
+}
+
+// mwiSignal is the indicator signal to keep with an idle line's request.
+func (l *line) mwiSignal() []mgcp.Event {
+	if !l.mwiKnown {
+		return nil
+	}
+	v := "-"
+	if l.mwi {
+		v = "+"
+	}
+	return []mgcp.Event{signal("L/vmwi", v)}
 }
 
 // toneAndWait plays tone to the off-hook phone, then the off-hook warning

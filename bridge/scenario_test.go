@@ -436,3 +436,28 @@ func TestHuntGroup(t *testing.T) {
 	}
 	_ = d.Bye(context.Background())
 }
+
+// TestMWILamp: a message-summary NOTIFY for a line's account turns its
+// lamp on (L/vmwi(+)) while the line idles, and off again.
+func TestMWILamp(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, waiting := range []bool{true, false} {
+		if code, err := e.pbx.NotifyMWI(ctx, "1002", waiting, 1, 0); err != nil || code != 200 {
+			t.Fatalf("NOTIFY: %d %v", code, err)
+		}
+		want := "-"
+		if waiting {
+			want = "+"
+		}
+		e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool {
+			for _, s := range st.Signals {
+				if s.Is("L", "vmwi") && s.Param(0) == want {
+					return hasEvent(st, "L/hd")
+				}
+			}
+			return false
+		})
+	}
+}

@@ -113,7 +113,9 @@ type Dialog struct {
 	local    []byte // our latest SDP (offer or answer)
 	sending  bool   // our re-INVITE or UPDATE is outstanding
 	referSeq uint32 // CSeq of the REFER being reported (Event: refer;id=)
-	st       *sessionTimer
+	// cancelInvite cancels an outbound INVITE still waiting for its answer.
+	cancelInvite context.CancelFunc
+	st           *sessionTimer
 }
 
 // Events returns the dialog's events; it is closed when the dialog ends.
@@ -273,8 +275,14 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	if authUser == "" {
 		authUser = c.From.User
 	}
+	// Cancelling the wait sends CANCEL: Bye before the answer uses it.
+	ictx, icancel := context.WithCancel(ctx)
+	d.mu.Lock()
+	d.cancelInvite = icancel
+	d.mu.Unlock()
 	go func() {
-		err := sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: authUser, Password: c.From.Password,
+		defer icancel()
+		err := sess.WaitAnswer(ictx, sipgo.AnswerOptions{Username: authUser, Password: c.From.Password,
 			OnResponse: func(res *sip.Response) error {
 				switch {
 				case res.StatusCode == 183 && len(res.Body()) > 0:
@@ -417,8 +425,16 @@ func (d *Dialog) Reject(status int, reason string) error {
 	return err
 }
 
-// Bye hangs up an established dialog.
+// Bye hangs up an established dialog; an outbound call not answered yet
+// is cancelled (CANCEL) instead.
 func (d *Dialog) Bye(ctx context.Context) error {
+	d.mu.Lock()
+	cancelInvite, answered := d.cancelInvite, d.answered
+	d.mu.Unlock()
+	if !d.Inbound && !answered && cancelInvite != nil {
+		cancelInvite()
+		return nil
+	}
 	var err error
 	if d.Inbound {
 		err = d.server.Bye(ctx)

@@ -210,3 +210,33 @@ func TestInfoBothWays(t *testing.T) {
 	}
 	_ = d.Bye(context.Background())
 }
+
+// TestByeBeforeAnswerCancels: Bye on an outbound call still ringing sends
+// CANCEL; the callee sees the call cancelled, the caller a failure.
+func TestByeBeforeAnswerCancels(t *testing.T) {
+	calleeEvents := make(chan sip.EventKind, 4)
+	caller, callee := pair(t, func(d *sip.Dialog) {
+		_ = d.Ring()
+		for e := range d.Events() {
+			calleeEvents <- e.Kind
+		}
+	})
+	d := call(t, caller, callee, context.Background())
+	if e := next(t, d); e.Kind != sip.EventRinging {
+		t.Fatalf("%+v", e)
+	}
+	if err := d.Bye(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case k := <-calleeEvents:
+		if k != sip.EventCancelled {
+			t.Fatalf("callee got %v", k)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("callee never saw the CANCEL")
+	}
+	if e := next(t, d); e.Kind != sip.EventFailed {
+		t.Fatalf("caller: %+v", e)
+	}
+}
