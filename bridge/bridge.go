@@ -316,7 +316,7 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 	b.mu.Lock()
 	var hit []*line
 	for _, l := range b.lines {
-		if l.rule.Gateway == gw && cmd.Endpoint.Matches(l.ep) {
+		if l.rule.Gateway.Name == gw.Name && cmd.Endpoint.Matches(l.ep) {
 			hit = append(hit, l)
 		}
 	}
