@@ -104,6 +104,37 @@ func TestOutgoingAnswered(t *testing.T) {
 	if invites.Load() != 1 {
 		t.Errorf("%d INVITEs", invites.Load())
 	}
+	// The whole exchange, in order: on the gateway side (audit, arm; dial
+	// tone; CRCX; ringback on 180; stop it on 200 and MDCX send-receive;
+	// on hook: DLCX and arm again) ...
+	want := "AUEP RQNT RQNT CRCX RQNT RQNT MDCX DLCX RQNT"
+	e.waitFor("the line re-armed", func() bool { return verbs(e.gw.Commands(), "aaln/1") == want })
+	// ... and on the SIP side (what the PBX received).
+	if got := sipSeq(e.pbx.Messages()); got != "INVITE 100 180 200 ACK BYE 200" {
+		t.Errorf("SIP at the PBX: %s", got)
+	}
+}
+
+// sipSeq is the sequence of start lines the PBX saw for calls (requests
+// by method, responses by code), registrations left out.
+func sipSeq(msgs []siptest.Message) string {
+	var out []string
+	for _, m := range msgs {
+		line := m.StartLine()
+		if strings.Contains(string(m.Data), " REGISTER\r\n") || strings.HasPrefix(line, "REGISTER") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		if f[0] == "SIP/2.0" {
+			out = append(out, f[1])
+		} else {
+			out = append(out, f[0])
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // TestOutgoingBusyAndAbandoned: 486 gives busy tone and the line returns
@@ -196,6 +227,14 @@ func TestIncomingAnsweredCancelledNoAnswerBusy(t *testing.T) {
 	e.onHook("aaln/2")
 	if rec := e.record(); !rec.Answered || rec.Direction != "incoming" || rec.Number != "5551234" {
 		t.Errorf("record %+v", rec)
+	}
+	// In order: ring (CRCX with the far end's SDP and the ring request),
+	// off hook: MDCX send-receive and the on-hook request; the PBX's BYE:
+	// DLCX and reorder; on hook: armed again. SIP as the PBX saw it.
+	want := "AUEP RQNT CRCX MDCX RQNT DLCX RQNT RQNT"
+	e.waitFor("line 2 re-armed", func() bool { return verbs(e.gw.Commands(), "aaln/2") == want })
+	if got := sipSeq(e.pbx.Messages()); got != "INVITE 100 180 200 ACK BYE 200" {
+		t.Errorf("SIP at the PBX: %s", got)
 	}
 
 	// Cancelled while ringing.
