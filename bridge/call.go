@@ -1,0 +1,461 @@
+package bridge
+
+// Calls on a line: placing and routing them, taking incoming ones,
+// translating the SIP side's events, and releasing them.
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// dial routes a collected number (RFC 3435 digit map already matched).
+func (l *line) dial(number string) {
+	rules := l.b.cfg.Rules.Load()
+	number = l.rule.ToSIP.Apply(number)
+	rt := rules.RouteOutbound(number)
+	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	switch {
+	case rt == nil:
+		l.log.WithField("number", number).Info("bridge: no route")
+		l.toneAndWait("L/ro")
+	case rt.Local:
+		c.direction = "local"
+		l.localCall(c, number)
+	case rt.Peer != nil:
+		c.direction = "outgoing"
+		c.fallback = rt.LocalFallback
+		l.sipCall(c, rt.Peer)
+	default:
+		l.toneAndWait("L/ro")
+	}
+}
+
+func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
+	if l.b.cfg.SIP == nil {
+		l.toneAndWait("L/ro")
+		return
+	}
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.state = stCalling
+	l.b.active.Add(1)
+	// Receive-only until the answer (early media may arrive), watching
+	// the hook; the dial tone stops with the empty signal list.
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.toneAndWait("L/ro")
+		return
+	}
+	offer, err := ToSIP(c.gwSDP, &c.origin, l.rule.Gateway.Codecs, SendRecv)
+	if err != nil {
+		c.result = err.Error()
+		l.finish(c, l.deleteConnection(c))
+		l.toneAndWait("L/ro")
+		return
+	}
+	c.codecs = offer.Codecs
+	ctx, cancel := context.WithCancel(l.ctx)
+	c.cancel = cancel
+	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
+		Transport: peer.Transport, SDP: offer.SDP})
+	if err != nil {
+		cancel()
+		c.result = err.Error()
+		l.finish(c, l.deleteConnection(c))
+		l.toneAndWait("L/ro")
+		return
+	}
+	c.dialog = d
+	l.forward(c)
+}
+
+// forward passes a dialog's events to the line's goroutine.
+func (l *line) forward(c *call) {
+	d := c.dialog
+	go func() {
+		for e := range d.Events() {
+			l.postWait(func() { l.onSIP(c, e) })
+		}
+		l.postWait(func() { l.onSIPEnd(c) })
+	}()
+}
+
+// ---- incoming ----
+
+func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
+	if !l.b.accepting(l.rule.Gateway) {
+		_ = d.Reject(480, "Temporarily Unavailable")
+		close(done)
+		return
+	}
+	if l.state != stIdle {
+		_ = d.Reject(486, "Busy Here")
+		close(done)
+		return
+	}
+	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
+	if err != nil {
+		_ = d.Reject(488, "Not Acceptable Here")
+		close(done)
+		return
+	}
+	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
+		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	c.number, _ = callerOf(d)
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.b.active.Add(1)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(d)); err != nil {
+		status, reason := StatusForMGCP(err)
+		_ = d.Reject(status, reason)
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.call = nil
+		close(done)
+		l.arm()
+		return
+	}
+	l.state = stRinging
+	_ = d.Ring()
+	l.forward(c)
+	l.after(l.b.cfg.RingTimeout, func() {
+		if l.state == stRinging && l.call == c {
+			_ = d.Reject(480, "Temporarily Unavailable")
+			c.result = "no answer"
+			l.endCall("no answer", true)
+			l.arm()
+		}
+	})
+}
+
+// onTrunkInvite: a call for the trunk group; this channel takes it when
+// free (taken <- true), connects it (CRCX receive-only with the far end's
+// SDP, MDCX send-receive) and answers with the gateway's description.
+func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
+	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
+		taken <- false
+		return
+	}
+	taken <- true
+	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
+	if err != nil {
+		_ = d.Reject(488, "Not Acceptable Here")
+		close(done)
+		return
+	}
+	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
+		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	c.number, _ = callerOf(d)
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.b.active.Add(1)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, nil, nil); err != nil {
+		status, reason := StatusForMGCP(err)
+		_ = d.Reject(status, reason)
+		c.result = "CRCX failed: " + err.Error()
+		l.finish(c, nil)
+		l.arm()
+		return
+	}
+	l.state = stRinging
+	l.forward(c)
+	l.answer()
+}
+
+// callerOf returns the caller's number and name: P-Asserted-Identity
+// first, else From (RFC 3325).
+func callerOf(d *sip.Dialog) (number, name string) {
+	number, name = d.FromUser(), d.FromName()
+	if pai := d.Header("P-Asserted-Identity"); pai != "" {
+		if t, _, err := sip.ParseReferTo(pai); err == nil && t.User != "" {
+			number = t.User
+			if i := strings.Index(pai, "<"); i > 0 {
+				if n := strings.Trim(strings.TrimSpace(pai[:i]), `"`); n != "" {
+					name = n
+				}
+			}
+		}
+	}
+	return number, name
+}
+
+// ringSignals rings the phone with caller id (RFC 3660 L/ci(time, number,
+// name)) when the line has it.
+func (l *line) ringSignals(d *sip.Dialog) []mgcp.Event {
+	ring := signal("L/rg")
+	if r := distinctiveRing(d.Header("Alert-Info")); r != "" {
+		ring = signal(r)
+	}
+	if !l.rule.Features.CallerID {
+		return []mgcp.Event{ring}
+	}
+	number, name := callerOf(d)
+	return []mgcp.Event{ring, callerID(number, name)}
+}
+
+// distinctiveRing maps an Alert-Info naming a ring pattern (Asterisk and
+// most PBXes send "info=ring2", "Bellcore-dr3" or "<urn:alert:...>;info=r4")
+// to the line package's distinctive ringing r1..r7 (RFC 3660 §2.4); ""
+// keeps the normal ring.
+func distinctiveRing(alertInfo string) string {
+	v := strings.ToLower(alertInfo)
+	for _, key := range []string{"bellcore-dr", "ring", "info=r"} {
+		if i := strings.LastIndex(v, key); i >= 0 && i+len(key) < len(v) {
+			if c := v[i+len(key)]; c >= '1' && c <= '7' {
+				return "L/r" + string(c)
+			}
+		}
+	}
+	return ""
+}
+
+func callerID(number, name string) mgcp.Event {
+	return signal("L/ci", time.Now().Format("01/02/15/04"), mgcp.Quote(number), mgcp.Quote(name))
+}
+
+// answer: the phone went off hook while ringing.
+func (l *line) answer() {
+	c := l.call
+	if c == nil {
+		l.arm()
+		return
+	}
+	l.gen++
+	c.gen = l.gen
+	l.state = stConnected
+	c.answered = time.Now()
+	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
+	if l.trunk == nil {
+		_ = l.request(l.offHookEvents(), nil, "")
+	}
+	if c.peer != nil {
+		peer := c.peer
+		peer.postWait(func() { peer.onLocalAnswered(c.id) })
+		return
+	}
+	tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv)
+	if err != nil {
+		_ = c.dialog.Reject(488, "Not Acceptable Here")
+		l.endCall(err.Error(), true)
+		l.toneAndWait("L/ro")
+		return
+	}
+	d := c.dialog
+	go func() {
+		if err := d.Answer(tr.SDP); err != nil {
+			l.log.WithError(err).Info("bridge: answer not acknowledged")
+		}
+	}()
+}
+
+// ---- SIP events ----
+
+func (l *line) onSIP(c *call, e sip.Event) {
+	if l.call != c {
+		return
+	}
+	switch e.Kind {
+	case sip.EventRinging:
+		if l.state == stCalling {
+			_ = l.request(l.offHookEvents(), []mgcp.Event{signal(l.ringback())}, "")
+		}
+	case sip.EventProgress:
+		if tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs); err == nil {
+			_ = l.request(l.offHookEvents(), nil, "")
+			_ = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
+		}
+	case sip.EventAnswered:
+		if c.direction == "incoming" {
+			return // the ACK of our 200
+		}
+		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
+		if err != nil {
+			l.log.WithError(err).Warn("bridge: answer SDP unusable")
+			l.endCall("bad answer SDP", false)
+			l.toneAndWait("L/ro")
+			return
+		}
+		l.state = stConnected
+		c.answered = time.Now()
+		_ = l.request(l.offHookEvents(), nil, "")
+		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
+	case sip.EventFailed:
+		c.result = strconv.Itoa(e.Status) + " " + e.Reason
+		if c.fallback && !c.dialog.Inbound && unreachable(e.Status) && l.b.lineByUser(c.number) != nil {
+			// Survivability: the PBX is down, the number is one of ours.
+			l.log.WithFields(logrus.Fields{"number": c.number, "status": e.Status}).Warn("bridge: SIP peer unreachable, switching locally")
+			c.result = "peer unreachable, switched locally"
+			l.endCall(c.result, true)
+			lc := &call{id: l.b.newCallID(), number: c.number, direction: "local", start: time.Now()}
+			l.localCall(lc, c.number)
+			return
+		}
+		l.endCall(c.result, true)
+		if l.state == stCalling || l.state == stConnected {
+			l.toneAndWait(ToneForStatus(e.Status))
+		}
+	case sip.EventCancelled:
+		c.result = "cancelled"
+		l.endCall("cancelled", true)
+		l.arm()
+	case sip.EventBye:
+		c.result = "far end hung up"
+		wasRinging := l.state == stRinging
+		l.endCall("far end hung up", true)
+		if wasRinging {
+			l.arm()
+		} else {
+			l.toneAndWait("L/ro")
+		}
+	case sip.EventReinvite, sip.EventUpdate:
+		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
+		if err != nil {
+			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+			return
+		}
+		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
+		ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
+		if err != nil {
+			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+			return
+		}
+		_ = c.dialog.AcceptReinvite(ans.SDP)
+	case sip.EventInfo:
+		if dg := dtmfDigit(e.ContentType, e.Body); dg != "" {
+			_ = l.request(l.offHookEvents(), []mgcp.Event{signal("D/" + dg)}, "")
+		}
+	case sip.EventRefer:
+		go func() { _ = c.dialog.NotifyRefer(context.Background(), 603, "Declined") }()
+	}
+}
+
+// unreachable reports failures that mean the peer is not there: no
+// answer at all (0, 408) or 503.
+func unreachable(status int) bool { return status == 0 || status == 408 || status == 503 }
+
+// mirror is the direction answering remote: what it sends we receive.
+func mirror(remote Direction) Direction {
+	switch remote {
+	case SendOnly:
+		return RecvOnly
+	case RecvOnly:
+		return SendOnly
+	}
+	return remote
+}
+
+func (l *line) onSIPEnd(c *call) {
+	if l.call == c && c.dialog != nil && (l.state == stCalling || l.state == stRinging) {
+		c.result = "dialog ended"
+		l.endCall("dialog ended", true)
+		l.arm()
+	}
+}
+
+func (l *line) ringback() string {
+	if s := l.rule.Gateway.Quirks.RingbackSignal; s != "" {
+		return s
+	}
+	return "G/rt"
+}
+
+// dtmfDigit reads a digit from an INFO body (application/dtmf-relay
+// "Signal=5" or application/dtmf "5").
+func dtmfDigit(contentType string, body []byte) string {
+	ct := strings.ToLower(strings.TrimSpace(contentType))
+	s := strings.TrimSpace(string(body))
+	if strings.HasPrefix(ct, "application/dtmf-relay") {
+		for _, ln := range strings.Split(s, "\n") {
+			k, v, ok := strings.Cut(ln, "=")
+			if ok && strings.EqualFold(strings.TrimSpace(k), "Signal") {
+				s = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if len(s) == 1 && strings.Contains("0123456789*#ABCD", strings.ToUpper(s)) {
+		return strings.ToUpper(s)
+	}
+	return ""
+}
+
+// ---- release ----
+
+// endCall ends the current call on both sides: the SIP dialog (BYE,
+// CANCEL or nothing when remote already ended it) or the other local
+// line, and the MGCP connection.
+func (l *line) endCall(why string, remoteEnded bool) {
+	c := l.call
+	if c == nil {
+		return
+	}
+	l.call = nil
+	l.gen++
+	if c.result == "" {
+		c.result = why
+	}
+	if c.dialog != nil && !remoteEnded {
+		d := c.dialog
+		reason := c.byeReason
+		switch {
+		case !c.answered.IsZero() || c.direction == "incoming":
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if reason != "" {
+					_ = d.ByeWithReason(ctx, reason)
+				} else {
+					_ = d.Bye(ctx)
+				}
+			}()
+		case c.cancel != nil:
+			c.cancel() // CANCEL
+		}
+	}
+	if c.peer != nil {
+		peer, id := c.peer, c.id
+		peer.postWait(func() { peer.onLocalHangup(id) })
+	}
+	stats := l.deleteConnection(c)
+	l.finish(c, stats)
+}
+
+// finish reports the ended call and releases what waits for it.
+func (l *line) finish(c *call, stats []mgcp.ConnParam) {
+	if c.cancel != nil {
+		defer c.cancel()
+	}
+	if c.done != nil {
+		close(c.done)
+		c.done = nil
+	}
+	if l.call == c {
+		l.call = nil
+	}
+	l.b.active.Add(-1)
+	r := CallRecord{Line: l.rule.ID, Direction: c.direction, Number: c.number, MGCPCall: c.id, Answered: !c.answered.IsZero(),
+		Result: c.result, Stats: stats, Duration: time.Since(c.start)}
+	if !c.answered.IsZero() {
+		r.Duration = time.Since(c.answered)
+		r.Setup = c.answered.Sub(c.start)
+		if c.result == "" || c.result == "hung up" || c.result == "far end hung up" {
+			r.Result = "answered, " + c.result
+		}
+	}
+	if c.dialog != nil {
+		r.SIPCallID = c.dialog.CallID
+	}
+	l.b.record(r)
+}
