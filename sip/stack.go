@@ -126,7 +126,12 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	s.transport = first.Transport
 	// The first listener's bound address: where requests leave from, and
 	// what Contact and Via carry unless an advertised one is configured.
-	bound := s.ListenerAddr(0).String()
+	// (ListenerAddr numbers the UDP sockets first, then the streams.)
+	firstIdx := 0
+	if first.Transport != "udp" {
+		firstIdx = len(s.udp)
+	}
+	bound := s.ListenerAddr(firstIdx).String()
 	host, p, err := net.SplitHostPort(bound)
 	if err != nil {
 		s.closeListeners()

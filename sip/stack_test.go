@@ -205,3 +205,18 @@ func tcpRequest(t *testing.T, to net.Addr, msg string) string {
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
 }
+
+// TestContactFollowsFirstListener: with a TCP listener first and a UDP
+// one second, Contact carries the TCP listener's address.
+func TestContactFollowsFirstListener(t *testing.T) {
+	s, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Transport: "tcp", Listen: "127.0.0.1:0"}, {Transport: "udp", Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tcp := s.ListenerAddr(1).String() // UDP sockets are numbered first
+	c := s.ContactURI()
+	if got := c.HostPort(); got != tcp {
+		t.Fatalf("Contact %s, want the TCP listener %s (UDP is %s)", got, tcp, s.ListenerAddr(0))
+	}
+}
