@@ -576,58 +576,58 @@ func parseEmbedded(s string, base, depth int) (*EmbeddedRequest, *valueError) {
 	}
 	emb := &EmbeddedRequest{}
 	seen := 0
-	for i := 0; i < len(s); {
-		it, off, next, err := nextItem(s, i)
-		if err != nil {
-			err.off += base
-			return nil, err
-		}
+	// Offsets below are within s; base is added once at the end.
+	err := eachItem(s, "trailing comma in embedded request", func(it string, off int) *valueError {
 		p := strings.IndexByte(it, '(')
 		if p < 0 {
-			return nil, verr(base+off, "embedded request element needs R(...), S(...) or D(...)")
+			return verr(off, "embedded request element needs R(...), S(...) or D(...)")
 		}
 		inner, end, err := group(it, p)
 		if err != nil {
-			err.off += base + off
-			return nil, err
+			err.off += off
+			return err
 		}
 		if end != len(it) {
-			return nil, verr(base+off+end, "unexpected text in embedded request")
+			return verr(off+end, "unexpected text in embedded request")
 		}
-		ib := base + off + p + 1
+		ib := off + p + 1
 		key := strings.TrimSpace(it[:p])
 		switch {
 		case equalFold(key, "R"):
 			if seen&1 != 0 {
-				return nil, verr(base+off, "duplicate R in embedded request")
+				return verr(off, "duplicate R in embedded request")
 			}
 			seen |= 1
 			if emb.RequestedEvents, err = parseRequestedEvents(inner, depth); err != nil {
 				err.off += ib
-				return nil, err
+				return err
 			}
 		case equalFold(key, "S"):
 			if seen&2 != 0 {
-				return nil, verr(base+off, "duplicate S in embedded request")
+				return verr(off, "duplicate S in embedded request")
 			}
 			seen |= 2
 			if emb.Signals, err = parseEventList(inner); err != nil {
 				err.off += ib
-				return nil, err
+				return err
 			}
 		case equalFold(key, "D"):
 			if seen&4 != 0 {
-				return nil, verr(base+off, "duplicate D in embedded request")
+				return verr(off, "duplicate D in embedded request")
 			}
 			seen |= 4
 			if strings.TrimSpace(inner) == "" {
-				return nil, verr(ib, "empty digit map in embedded request")
+				return verr(ib, "empty digit map in embedded request")
 			}
 			emb.DigitMap = strings.TrimSpace(inner)
 		default:
-			return nil, verr(base+off, "unknown embedded request element "+quote(key))
+			return verr(off, "unknown embedded request element "+quote(key))
 		}
-		i = next
+		return nil
+	})
+	if err != nil {
+		err.off += base
+		return nil, err
 	}
 	if seen == 0 {
 		return nil, verr(base, "empty embedded request")
