@@ -400,8 +400,12 @@ func (b *Bridge) ServeDialog(d *sip.Dialog) {
 
 // serveHunt offers the call to the group's lines in order (linear) or
 // starting after the last line chosen (round-robin) until an idle one
-// rings; ring-all is served linearly. All busy -> 486.
+// rings, or to all at once (ring-all, fork.go). All busy -> 486.
 func (b *Bridge) serveHunt(d *sip.Dialog, hg *mapping.HuntGroupRule) {
+	if hg.Strategy == "ring-all" {
+		b.serveRingAll(d, hg)
+		return
+	}
 	b.mu.Lock()
 	var lines []*line
 	for _, lr := range hg.Lines {

@@ -39,7 +39,8 @@ type envOptions struct {
 	faults    func(b []byte, to net.Addr) mgcptest.Fault
 	viaPBX    bool // every number goes to the PBX, with local fallback
 	keepalive time.Duration
-	hunt      bool // hunt group "sales" (both lines) behind number 3000
+	hunt      bool   // hunt group "sales" (both lines) behind number 3000
+	huntHow   string // its strategy
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -83,7 +84,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}},
 	}
 	if o.hunt {
-		cfg.HuntGroups = []mapping.HuntGroup{{Name: "sales", Lines: []string{"gw/aaln/1", "gw/aaln/2"}}}
+		cfg.HuntGroups = []mapping.HuntGroup{{Name: "sales", Lines: []string{"gw/aaln/1", "gw/aaln/2"}, Strategy: o.huntHow}}
 		cfg.Routes.Inbound = []mapping.InboundRoute{{Name: "sales", Match: mapping.NumberMatch{Exact: "3000"}, HuntGroup: "sales"}}
 	}
 	if o.viaPBX {

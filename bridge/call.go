@@ -198,7 +198,7 @@ func (l *line) ringSignals(d *sip.Dialog) []mgcp.Event {
 	if r := distinctiveRing(d.Header("Alert-Info")); r != "" {
 		ring = signal(r)
 	}
-	if !l.rule.Features.CallerID {
+	if !l.rule.Features.CallerID || !l.rule.Gateway.Quirks.CallerID {
 		return []mgcp.Event{ring}
 	}
 	number, name := callerOf(d)

@@ -52,6 +52,7 @@ type call struct {
 	gen       int
 	fallback  bool   // switch locally if the SIP peer cannot be reached
 	byeReason string // Reason header of our BYE (RFC 3326), when there is one to give
+	fork      *fork  // a ring-all call ringing this line, not taken yet
 }
 
 // line owns one MGCP endpoint and its SIP identity: an analog line, or
@@ -506,6 +507,10 @@ func (l *line) onOffHook() {
 		events := append(l.offHookEvents()[:1:1], evDigits)
 		_ = l.request(events, []mgcp.Event{signal("L/dl")}, dm)
 	case stRinging:
+		if l.call != nil && l.call.fork != nil {
+			l.takeFork(l.call)
+			return
+		}
 		l.answer()
 	}
 }

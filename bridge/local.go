@@ -54,7 +54,7 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 	l.call = c
 	l.b.active.Add(1)
 	signals := []mgcp.Event{signal("L/rg")}
-	if l.rule.Features.CallerID {
+	if l.rule.Features.CallerID && l.rule.Gateway.Quirks.CallerID {
 		signals = append(signals, callerID(number, name))
 	}
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, signals); err != nil {

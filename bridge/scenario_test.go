@@ -500,3 +500,68 @@ func TestMWILamp(t *testing.T) {
 		})
 	}
 }
+
+// TestHuntGroupRingAll: a call to a ring-all group rings both lines;
+// line 2 answers and line 1 stops ringing; a second call cancelled while
+// ringing stops both; the caller's BYE ends the answered one.
+func TestHuntGroupRingAll(t *testing.T) {
+	e := newEnv(t, envOptions{hunt: true, huntHow: "ring-all"})
+	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = caller.Serve(ctx) }()
+	defer caller.Close()
+	call := func(ctx context.Context) *sip.Dialog {
+		d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "3000", Peer: e.stack.LocalAddr().String(),
+			SDP: []byte(siptest.DefaultAnswerSDP)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	// Cancelled while both ring.
+	cctx, cancelCall := context.WithCancel(ctx)
+	call(cctx)
+	e.waitSignal("aaln/1", "L/rg")
+	e.waitSignal("aaln/2", "L/rg")
+	cancelCall()
+	e.noConnections("aaln/1")
+	e.noConnections("aaln/2")
+	for _, l := range []string{"aaln/1", "aaln/2"} {
+		e.waitSignalState(l, func(st mgcptest.EndpointState) bool { return len(st.Signals) == 0 && hasEvent(st, "L/hd") })
+	}
+	e.record()
+	e.record()
+	// Answered by line 2.
+	d := call(ctx)
+	e.waitSignal("aaln/1", "L/rg")
+	e.waitSignal("aaln/2", "L/rg")
+	e.offHook("aaln/2")
+	for ev := range d.Events() {
+		if ev.Kind == sip.EventAnswered {
+			break
+		}
+		if ev.Kind != sip.EventRinging {
+			t.Fatalf("caller: %+v", ev)
+		}
+	}
+	e.noConnections("aaln/1")
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return len(st.Signals) == 0 && hasEvent(st, "L/hd") })
+	if r := e.record(); r.Line != "gw/aaln/1" || r.Result != "answered elsewhere" {
+		t.Errorf("line 1 record %+v", r)
+	}
+	if c := e.conn("aaln/2"); c.Mode != mgcp.ModeSendRecv {
+		t.Errorf("line 2 connection %s", c.Mode)
+	}
+	if err := d.Bye(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSignal("aaln/2", "L/ro")
+	e.noConnections("aaln/2")
+	if r := e.record(); r.Line != "gw/aaln/2" || !r.Answered {
+		t.Errorf("line 2 record %+v", r)
+	}
+}
