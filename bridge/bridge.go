@@ -398,6 +398,19 @@ func (b *Bridge) ServeDialog(d *sip.Dialog) {
 	}
 }
 
+// huntLines returns the running lines of a hunt group, in its order.
+func (b *Bridge) huntLines(hg *mapping.HuntGroupRule) []*line {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var lines []*line
+	for _, lr := range hg.Lines {
+		if l := b.byID[lr.ID]; l != nil {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
 // serveHunt offers the call to the group's lines in order (linear) or
 // starting after the last line chosen (round-robin) until an idle one
 // rings, or to all at once (ring-all, fork.go). All busy -> 486.
@@ -406,13 +419,8 @@ func (b *Bridge) serveHunt(d *sip.Dialog, hg *mapping.HuntGroupRule) {
 		b.serveRingAll(d, hg)
 		return
 	}
+	lines := b.huntLines(hg)
 	b.mu.Lock()
-	var lines []*line
-	for _, lr := range hg.Lines {
-		if l := b.byID[lr.ID]; l != nil {
-			lines = append(lines, l)
-		}
-	}
 	start := 0
 	if hg.Strategy == "round-robin" && len(lines) > 0 {
 		start = b.nextHunt["hunt/"+hg.Name] % len(lines)

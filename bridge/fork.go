@@ -51,14 +51,7 @@ func (f *fork) stopOthers() {
 
 // serveRingAll offers the call to every idle line of the group.
 func (b *Bridge) serveRingAll(d *sip.Dialog, hg *mapping.HuntGroupRule) {
-	b.mu.Lock()
-	var lines []*line
-	for _, lr := range hg.Lines {
-		if l := b.byID[lr.ID]; l != nil {
-			lines = append(lines, l)
-		}
-	}
-	b.mu.Unlock()
+	lines := b.huntLines(hg)
 	f := &fork{d: d, done: make(chan struct{})}
 	// Ring the caller first: sipgo's session may not be written from two
 	// goroutines unordered, and the lines answer from theirs.
