@@ -14,6 +14,7 @@ import (
 	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
 )
 
 // The admin API: HTTP+JSON on loopback by default, every /api and
@@ -69,6 +70,19 @@ func (d *daemon) adminHandler() http.Handler {
 			calls = []bridge.CallStatus{}
 		}
 		writeJSON(w, http.StatusOK, calls)
+	})
+	api("GET /api/v1/peers", func(w http.ResponseWriter, _ *http.Request) {
+		d.mu.RLock()
+		out := []peerView{}
+		for _, p := range d.rules.Load().Peers {
+			if v, ok := d.peerState[p.Name]; ok {
+				out = append(out, v)
+			} else {
+				out = append(out, peerView{Name: p.Name, Address: net.JoinHostPort(p.Host, itoa(p.Port))})
+			}
+		}
+		d.mu.RUnlock()
+		writeJSON(w, http.StatusOK, out)
 	})
 	api("GET /api/v1/registrations", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]any{}
@@ -183,6 +197,16 @@ func (d *daemon) gatewayViews() []gatewayView {
 	return out
 }
 
+// peerView is a SIP peer's reachability as the OPTIONS probes see it.
+type peerView struct {
+	Name      string    `json:"name"`
+	Address   string    `json:"address"`
+	Up        bool      `json:"up"`
+	Status    int       `json:"status,omitempty"`
+	RTT       string    `json:"rtt,omitempty"`
+	LastProbe time.Time `json:"last_probe,omitzero"`
+}
+
 // ready: not while draining, nor when no configured SIP peer answers.
 func (d *daemon) ready() (bool, string) {
 	if d.bridge.Draining() {
@@ -190,33 +214,56 @@ func (d *daemon) ready() (bool, string) {
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if len(d.peerUp) == 0 {
+	if len(d.peerState) == 0 {
 		return true, ""
 	}
-	for _, up := range d.peerUp {
-		if up {
+	for _, p := range d.peerState {
+		if p.Up {
 			return true, ""
 		}
 	}
 	return false, "no SIP peer answers OPTIONS"
 }
 
-// servePeersProbe pings every configured peer with OPTIONS every 15 s.
+// probePeers sends OPTIONS to every configured peer: each peer's
+// options_interval when set, else every 30 s, and logs a peer going up or
+// down.
 func (d *daemon) probePeers(ctx context.Context) {
-	t := time.NewTicker(15 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		rules := d.rules.Load()
-		up := map[string]bool{}
-		for _, p := range rules.Peers {
+		for _, p := range d.rules.Load().Peers {
+			every := p.OptionsInterval
+			if every <= 0 {
+				every = 30 * time.Second
+			}
+			d.mu.RLock()
+			prev, seen := d.peerState[p.Name]
+			d.mu.RUnlock()
+			if seen && time.Since(prev.LastProbe) < every {
+				continue
+			}
+			addr := net.JoinHostPort(p.Host, itoa(p.Port))
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, _, err := d.stack.Ping(pctx, net.JoinHostPort(p.Host, itoa(p.Port)), p.Transport)
+			rtt, status, err := d.stack.Ping(pctx, addr, p.Transport)
 			cancel()
-			up[p.Name] = err == nil
+			if ctx.Err() != nil {
+				return
+			}
+			v := peerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now()}
+			if err == nil {
+				v.RTT = rtt.Round(time.Microsecond).String()
+			}
+			if seen && prev.Up != v.Up {
+				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
+			}
+			d.mu.Lock()
+			if d.peerState == nil {
+				d.peerState = map[string]peerView{}
+			}
+			d.peerState[p.Name] = v
+			d.mu.Unlock()
 		}
-		d.mu.Lock()
-		d.peerUp = up
-		d.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return

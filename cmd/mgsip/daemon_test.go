@@ -202,6 +202,9 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "gw/aaln/1") || !strings.Contains(out, "registered") || !strings.Contains(out, "idle") {
 		t.Fatalf("lines: exit %d\n%s", code, out)
 	}
+	if code, body := rd.get("/api/v1/peers", "s3cret"); code != 200 || !strings.Contains(body, `"up": true`) {
+		t.Errorf("peers: %d %s", code, body)
+	}
 	code, out = rd.cli("gateways")
 	if code != 0 || !strings.Contains(out, "gw") || !strings.Contains(out, "up") {
 		t.Errorf("gateways: exit %d\n%s", code, out)

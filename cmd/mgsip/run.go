@@ -129,12 +129,12 @@ type daemon struct {
 	token      string
 	drainFor   time.Duration
 
-	reloadMu sync.Mutex
-	mu       sync.RWMutex
-	allowed  map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
-	peers    []netip.Prefix      // SIP peers' addresses
-	peerUp   map[string]bool     // SIP peers answering OPTIONS
-	lastRSIP map[string]time.Time
+	reloadMu  sync.Mutex
+	mu        sync.RWMutex
+	allowed   map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
+	peers     []netip.Prefix      // SIP peers' addresses
+	peerState map[string]peerView // SIP peers by name, from the OPTIONS probes
+	lastRSIP  map[string]time.Time
 }
 
 func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
