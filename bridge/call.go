@@ -99,6 +99,10 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 		return
 	}
 	if l.state != stIdle {
+		if l.canWait() {
+			l.offerWaiting(d, done)
+			return
+		}
 		_ = d.Reject(486, "Busy Here")
 		close(done)
 		return
@@ -264,6 +268,9 @@ func (l *line) answer() {
 
 func (l *line) onSIP(c *call, e sip.Event) {
 	if l.call != c {
+		if l.other == c {
+			l.onOtherSIP(c, e)
+		}
 		return
 	}
 	switch e.Kind {
@@ -314,6 +321,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		c.result = "far end hung up"
 		wasRinging := l.state == stRinging
 		l.endCall("far end hung up", true)
+		if l.other != nil && l.state == stConnected {
+			l.afterActiveEnded(false)
+			return
+		}
 		if wasRinging {
 			l.arm()
 		} else {
@@ -397,11 +408,20 @@ func dtmfDigit(contentType string, body []byte) string {
 // CANCEL or nothing when remote already ended it) or the other local
 // line, and the MGCP connection.
 func (l *line) endCall(why string, remoteEnded bool) {
-	c := l.call
+	l.endCallOf(l.call, why, remoteEnded)
+}
+
+// endCallOf ends one of the line's calls (the active one or the other).
+func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	if c == nil {
 		return
 	}
-	l.call = nil
+	switch c {
+	case l.call:
+		l.call = nil
+	case l.other:
+		l.other = nil
+	}
 	l.gen++
 	if c.result == "" {
 		c.result = why
@@ -443,6 +463,9 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 	}
 	if l.call == c {
 		l.call = nil
+	}
+	if l.other == c {
+		l.other = nil
 	}
 	l.b.active.Add(-1)
 	r := CallRecord{Line: l.rule.ID, Direction: c.direction, Number: c.number, MGCPCall: c.id, Answered: !c.answered.IsZero(),

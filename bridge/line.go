@@ -53,6 +53,7 @@ type call struct {
 	fallback  bool   // switch locally if the SIP peer cannot be reached
 	byeReason string // Reason header of our BYE (RFC 3326), when there is one to give
 	fork      *fork  // a ring-all call ringing this line, not taken yet
+	recall    bool   // ringing again for a call left waiting or on hold
 }
 
 // line owns one MGCP endpoint and its SIP identity: an analog line, or
@@ -82,6 +83,7 @@ type line struct {
 	quit      bool
 	reqID     uint64
 	call      *call
+	other     *call // call waiting, or the call on hold
 	gen       int
 	toneTimer *time.Timer
 }
@@ -463,7 +465,7 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 		case e.Is("L", "hu"):
 			l.onOnHook()
 		case e.Is("L", "hf"):
-			l.log.Debug("bridge: flash ignored (no call waiting yet)")
+			l.onFlash()
 		case strings.EqualFold(e.Package, "D") && len(e.Name) == 1:
 			digits.WriteString(e.Name)
 		}
@@ -511,6 +513,12 @@ func (l *line) onOffHook() {
 			l.takeFork(l.call)
 			return
 		}
+		if l.call != nil && l.call.recall {
+			l.other = l.call
+			l.call = nil
+			l.pickUpRecall(l.other)
+			return
+		}
 		l.answer()
 	}
 }
@@ -521,6 +529,10 @@ func (l *line) onOnHook() {
 		l.arm()
 	case stCalling, stConnected:
 		l.endCall("hung up", false)
+		if l.other != nil {
+			l.afterActiveEnded(true)
+			return
+		}
 		l.arm()
 	}
 }

@@ -565,3 +565,102 @@ func TestHuntGroupRingAll(t *testing.T) {
 		t.Errorf("line 2 record %+v", r)
 	}
 }
+
+// TestCallWaiting: a second call to a talking line waits (second
+// connection inactive, waiting tone); a flash holds the first (re-INVITE
+// a=sendonly, MDCX inactive) and answers the second; another flash swaps
+// back; the held party hanging up leaves the first call; hanging up ends
+// it.
+func TestCallWaiting(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	type result struct {
+		call *siptest.OutCall
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- result{c, err}
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	modes := func() []mgcp.ConnectionMode {
+		var m []mgcp.ConnectionMode
+		for _, c := range e.state("aaln/1").Connections {
+			m = append(m, c.Mode)
+		}
+		return m
+	}
+	if m := modes(); len(m) != 2 || m[0] != mgcp.ModeSendRecv || m[1] != mgcp.ModeInactive {
+		t.Fatalf("while waiting: %v", m)
+	}
+	flash := func() {
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Notify(ctx, "aaln/1", mgcp.Event{Package: "L", Name: "hf"})
+		})
+	}
+	flash()
+	r := <-res
+	if r.err != nil || r.call.Status != 200 {
+		t.Fatalf("waiting call: %+v %v", r.call, r.err)
+	}
+	e.waitFor("first held, second talking", func() bool {
+		m := modes()
+		return len(m) == 2 && m[0] == mgcp.ModeInactive && m[1] == mgcp.ModeSendRecv
+	})
+	e.waitFor("hold re-INVITE at the PBX", func() bool {
+		for _, m := range e.pbx.Received("INVITE") {
+			if strings.Contains(string(m.Data), "a=sendonly") {
+				return true
+			}
+		}
+		return false
+	})
+	flash()
+	e.waitFor("swapped back", func() bool {
+		m := modes()
+		return len(m) == 2 && m[0] == mgcp.ModeSendRecv && m[1] == mgcp.ModeInactive
+	})
+	if err := r.call.HangUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("held call gone", func() bool { return len(modes()) == 1 })
+	if rec := e.record(); rec.Direction != "incoming" || !rec.Answered {
+		t.Errorf("record %+v", rec)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	if rec := e.record(); rec.Direction != "outgoing" || !rec.Answered {
+		t.Errorf("record %+v", rec)
+	}
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+}
+
+// TestCallWaitingRecall: hanging up while a call waits rings the phone
+// again; picking up answers the waiting call.
+func TestCallWaitingRecall(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- c
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.onHook("aaln/1")
+	e.waitSignal("aaln/1", "L/rg")
+	if r := e.record(); r.Direction != "outgoing" {
+		t.Errorf("first call record %+v", r)
+	}
+	e.offHook("aaln/1")
+	if c := <-res; c == nil || c.Status != 200 {
+		t.Fatalf("waiting call after the recall: %+v", c)
+	}
+	e.waitFor("talking", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+}

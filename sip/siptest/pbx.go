@@ -134,12 +134,14 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		if strings.Contains(string(req.Body()), "a=sendonly") {
 			sdp = []byte(strings.Replace(DefaultAnswerSDP, "a=sendrecv", "a=recvonly", 1))
 		}
-		sess, err := r.uas.MatchDialogRequest(req)
-		if err != nil {
+		if sess, err := r.uas.MatchDialogRequest(req); err == nil {
+			_ = sess.ReadRequest(req, tx)
+		} else if csess, err := r.uac.MatchRequestDialog(req); err == nil {
+			_ = csess.ReadRequest(req, tx) // a call the PBX placed
+		} else {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 			return
 		}
-		_ = sess.ReadRequest(req, tx)
 		res := sip.NewSDPResponseFromRequest(req, sdp)
 		_ = tx.Respond(res)
 		return
