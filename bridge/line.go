@@ -84,6 +84,7 @@ type line struct {
 	reqID     uint64
 	call      *call
 	other     *call // call waiting, or the call on hold
+	transfer  transferState
 	gen       int
 	toneTimer *time.Timer
 }
@@ -475,6 +476,10 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 	}
 	switch l.state {
 	case stDialing:
+		if l.transfer.active {
+			l.transferDialled(strings.TrimSuffix(digits.String(), "T"))
+			return
+		}
 		l.dial(strings.TrimSuffix(digits.String(), "T"))
 	case stConnected:
 		if l.call != nil && l.call.dialog != nil && l.rule.Features.DTMF == "info" {
@@ -526,6 +531,10 @@ func (l *line) onOffHook() {
 func (l *line) onOnHook() {
 	switch l.state {
 	case stDialing, stTone:
+		if l.transfer.active {
+			l.completeTransfer()
+			return
+		}
 		l.arm()
 	case stCalling, stConnected:
 		l.endCall("hung up", false)
@@ -558,10 +567,14 @@ func (l *line) onRestart(method mgcp.RestartMethod, graceful bool) {
 }
 
 func (l *line) shutdown() {
-	if l.call != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		l.ops = ctx
-		l.endCall("shutdown", false)
+	if l.call == nil && l.other == nil {
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l.ops = ctx
+	if l.other != nil {
+		l.endCallOf(l.other, "shutdown", false)
+	}
+	l.endCall("shutdown", false)
 }

@@ -664,3 +664,39 @@ func TestCallWaitingRecall(t *testing.T) {
 	e.onHook("aaln/1")
 	e.noConnections("aaln/1")
 }
+
+// TestBlindTransfer: flash during a call holds it (re-INVITE a=sendonly)
+// and gives dial tone; after dialling, hanging up sends REFER for the
+// held call to the number dialled, then BYE. A flash instead returns to
+// the held call.
+func TestBlindTransfer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	flash := func() {
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Notify(ctx, "aaln/1", mgcp.Event{Package: "L", Name: "hf"})
+		})
+	}
+	// Flash, then flash back: the call resumes.
+	flash()
+	e.waitSignal("aaln/1", "L/dl")
+	e.waitFor("held", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeInactive })
+	flash()
+	e.waitFor("resumed", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	// Flash, dial, hang up: transferred.
+	flash()
+	e.dial("aaln/1", "2005")
+	e.onHook("aaln/1")
+	e.waitFor("REFER at the PBX", func() bool { return len(e.pbx.Received("REFER")) == 1 })
+	if refer := string(e.pbx.Received("REFER")[0].Data); !strings.Contains(refer, "Refer-To: <sip:2005@") {
+		t.Errorf("REFER:\n%s", refer)
+	}
+	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	e.noConnections("aaln/1")
+	if r := e.record(); r.Result != "transferred to 2005" {
+		t.Errorf("record %+v", r)
+	}
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") && len(st.Signals) == 0 })
+}

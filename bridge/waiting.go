@@ -59,8 +59,19 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 	})
 }
 
-// onFlash swaps the active call and the waiting or held one.
+// onFlash swaps the active call and the waiting or held one; with only
+// one call it starts a transfer (transfer.go), and while transferring it
+// goes back to the held call.
 func (l *line) onFlash() {
+	if l.transfer.active {
+		l.cancelTransfer()
+		return
+	}
+	if l.state == stConnected && l.call != nil && l.other == nil && l.call.dialog != nil && l.call.peer == nil &&
+		l.rule.Features.Transfer {
+		l.startTransfer()
+		return
+	}
 	if l.state != stConnected || l.call == nil || l.other == nil {
 		return
 	}

@@ -259,6 +259,18 @@ func (r *Registrar) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 }
 
+// onRefer accepts a transfer request inside a call (202, RFC 3515); the
+// test reads it from the recorder.
+func (r *Registrar) onRefer(req *sip.Request, tx sip.ServerTransaction) {
+	if _, err := r.uas.MatchDialogRequest(req); err != nil {
+		if _, err := r.uac.MatchRequestDialog(req); err != nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+			return
+		}
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusAccepted, "Accepted", nil))
+}
+
 // simple answers requests the PBX only acknowledges (INFO, UPDATE, NOTIFY).
 func (r *Registrar) simple(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))

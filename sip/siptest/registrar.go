@@ -120,6 +120,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	srv.OnAck(r.onAck)
 	srv.OnBye(r.onBye)
 	srv.OnSubscribe(r.onSubscribe)
+	srv.OnRefer(r.onRefer)
 	srv.OnInfo(r.simple)
 	srv.OnUpdate(r.simple)
 	srv.OnNotify(r.simple)
