@@ -3,8 +3,6 @@ package bridge_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -98,33 +96,15 @@ func runLoad(b *testing.B, lines int, talk, step time.Duration, rates []int) {
 		lg.dialTone[ep] = make(chan struct{}, 1)
 		lg.answered[ep] = make(chan struct{}, 1)
 	}
-	var setBridge func(*bridge.Bridge)
-	var bridgeRef *bridge.Bridge
-	var bmu sync.Mutex
-	handler := mgcp.HandlerFunc(func(ctx context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
-		bmu.Lock()
-		bb := bridgeRef
-		bmu.Unlock()
-		if bb == nil {
-			return mgcp.NewResponse(cmd, mgcp.CodeTransientError)
-		}
-		return bb.HandleMGCP(ctx, from, cmd)
-	})
-	setBridge = func(bb *bridge.Bridge) { bmu.Lock(); bridgeRef = bb; bmu.Unlock() }
-	ca, err := mgcp.Listen(mgcp.Config{ListenAddr: "127.0.0.1:0"}, mgcp.WithHandler(handler))
-	if err != nil {
-		b.Fatal(err)
-	}
+	ca, setBridge := listenCA(b, mgcp.Config{})
 	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Domain: "gw.test", Lines: lines, CallAgent: ca.LocalAddr().String(),
 		NoRecord: true, Respond: lg.watch, DisconnectedInitial: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer gw.Close()
-	gwHost, gwPortS, _ := net.SplitHostPort(gw.Addr())
-	gwPort, _ := strconv.Atoi(gwPortS)
-	pbxHost, pbxPortS, _ := net.SplitHostPort(pbx.Addr())
-	pbxPort, _ := strconv.Atoi(pbxPortS)
+	gwHost, gwPort := hostPort(b, gw.Addr())
+	pbxHost, pbxPort := hostPort(b, pbx.Addr())
 	yes := true
 	rules, err := mapping.New(mapping.Config{
 		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
@@ -136,32 +116,16 @@ func runLoad(b *testing.B, lines int, talk, step time.Duration, rates []int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}, RegisterRate: 5000})
-	if err != nil {
-		b.Fatal(err)
-	}
 	runtime.GC()
 	var m0 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	var failed atomic.Int64
-	br, err := bridge.New(bridge.Config{CallAgent: ca, SIP: stack, Rules: mapping.NewHolder(rules), Register: true,
-		ToneTimeout: time.Hour, OnCall: func(r bridge.CallRecord) {
+	br, _ := startBridgeSIP(b, ca, setBridge, rules, bridge.Config{Register: true, ToneTimeout: time.Hour,
+		OnCall: func(r bridge.CallRecord) {
 			if !r.Answered {
 				failed.Add(1)
 			}
-		}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	setBridge(br)
-	stack.SetHandler(br)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); _ = ca.Serve(ctx) }()
-	go func() { defer wg.Done(); _ = stack.Serve(ctx) }()
-	go func() { defer wg.Done(); _ = br.Run(ctx) }()
-	defer func() { cancel(); wg.Wait(); _ = stack.Close() }()
+		}}, sip.Config{RegisterRate: 5000})
 
 	start := time.Now()
 	for br.Registrations().Counts()[sip.RegRegistered] < lines {

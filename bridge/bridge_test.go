@@ -67,10 +67,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwHost, gwPort, _ := net.SplitHostPort(e.gw.Addr())
-	pbxHost, pbxPortS, _ := net.SplitHostPort(e.pbx.Addr())
-	pbxPort, _ := strconv.Atoi(pbxPortS)
-	gp, _ := strconv.Atoi(gwPort)
+	gwHost, gp := hostPort(t, e.gw.Addr())
+	pbxHost, pbxPort := hostPort(t, e.pbx.Addr())
 	yes := true
 	cfg := mapping.Config{
 		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
@@ -116,7 +114,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 // listenCA binds a call agent on 127.0.0.1:0 whose commands go to the
 // bridge given later to the returned setter.
-func listenCA(t *testing.T, mc mgcp.Config) (*mgcp.CallAgent, func(*bridge.Bridge)) {
+func listenCA(t testing.TB, mc mgcp.Config) (*mgcp.CallAgent, func(*bridge.Bridge)) {
 	t.Helper()
 	var b *bridge.Bridge
 	var mu sync.Mutex
@@ -139,9 +137,16 @@ func listenCA(t *testing.T, mc mgcp.Config) (*mgcp.CallAgent, func(*bridge.Bridg
 
 // startBridge runs a SIP stack on 127.0.0.1:0 and the bridge over ca and
 // rules; cfg supplies the options. Everything stops when the test ends.
-func startBridge(t *testing.T, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge), rules *mapping.Rules, cfg bridge.Config) (*bridge.Bridge, *sip.Stack) {
+func startBridge(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge), rules *mapping.Rules, cfg bridge.Config) (*bridge.Bridge, *sip.Stack) {
+	return startBridgeSIP(t, ca, setBridge, rules, cfg, sip.Config{})
+}
+
+// startBridgeSIP is startBridge with a SIP configuration (its listeners
+// are replaced by one on 127.0.0.1:0).
+func startBridgeSIP(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge), rules *mapping.Rules, cfg bridge.Config, scfg sip.Config) (*bridge.Bridge, *sip.Stack) {
 	t.Helper()
-	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	scfg.Listeners = []sip.Listener{{Listen: "127.0.0.1:0"}}
+	stack, err := sip.NewStack(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/mgsip/mgsip/sip"
 )
 
-func hostPort(t *testing.T, addr string) (string, int) {
+func hostPort(t testing.TB, addr string) (string, int) {
 	t.Helper()
 	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
