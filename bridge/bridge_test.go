@@ -171,6 +171,28 @@ func startBridgeSIP(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bri
 	return b, stack
 }
 
+// sipCaller starts a SIP stack on 127.0.0.1:0 (stopped when the test
+// ends) and returns a function placing a call from 5551234 to number at
+// mgsip's SIP address; cancelling ctx before the answer sends CANCEL.
+func sipCaller(t *testing.T, mgsip string) func(ctx context.Context, number string, sdp []byte) *sip.Dialog {
+	t.Helper()
+	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = caller.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); _ = caller.Close() })
+	return func(ctx context.Context, number string, sdp []byte) *sip.Dialog {
+		t.Helper()
+		d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: number, Peer: mgsip, SDP: sdp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+}
+
 func hasEvent(st mgcptest.EndpointState, ev string) bool {
 	for _, r := range st.RequestedEvents {
 		if strings.EqualFold(r.Event.String(), ev) || strings.EqualFold(r.Package+"/"+r.Name, ev) {

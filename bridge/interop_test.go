@@ -65,19 +65,8 @@ func TestInteropOsmoMGWTrunk(t *testing.T) {
 	records := make(chan bridge.CallRecord, 4)
 	_, stack := startBridge(t, ca, setBridge, rules, bridge.Config{OnCall: func(r bridge.CallRecord) { records <- r }})
 
-	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = caller.Serve(ctx) }()
-	defer caller.Close()
 	offer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-	d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "5000", Peer: stack.LocalAddr().String(), SDP: []byte(offer)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := sipCaller(t, stack.LocalAddr().String())(context.Background(), "5000", []byte(offer))
 	var e sip.Event
 	select {
 	case e = <-d.Events():

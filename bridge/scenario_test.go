@@ -432,22 +432,10 @@ func TestGatewayDownAndBack(t *testing.T) {
 // busy the caller gets 486.
 func TestHuntGroup(t *testing.T) {
 	e := newEnv(t, envOptions{hunt: true})
-	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	placeCall := sipCaller(t, e.stack.LocalAddr().String())
+	call := func(ctx context.Context) *sip.Dialog { return placeCall(ctx, "3000", []byte(siptest.DefaultAnswerSDP)) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = caller.Serve(ctx) }()
-	defer caller.Close()
-	call := func(ctx context.Context) *sip.Dialog {
-		d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "3000", Peer: e.stack.LocalAddr().String(),
-			SDP: []byte(siptest.DefaultAnswerSDP)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
 	cctx, cancelCall := context.WithCancel(ctx)
 	call(cctx)
 	e.waitSignal("aaln/1", "L/rg")
@@ -506,22 +494,10 @@ func TestMWILamp(t *testing.T) {
 // ringing stops both; the caller's BYE ends the answered one.
 func TestHuntGroupRingAll(t *testing.T) {
 	e := newEnv(t, envOptions{hunt: true, huntHow: "ring-all"})
-	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	placeCall := sipCaller(t, e.stack.LocalAddr().String())
+	call := func(ctx context.Context) *sip.Dialog { return placeCall(ctx, "3000", []byte(siptest.DefaultAnswerSDP)) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = caller.Serve(ctx) }()
-	defer caller.Close()
-	call := func(ctx context.Context) *sip.Dialog {
-		d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "3000", Peer: e.stack.LocalAddr().String(),
-			SDP: []byte(siptest.DefaultAnswerSDP)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
 	// Cancelled while both ring.
 	cctx, cancelCall := context.WithCancel(ctx)
 	call(cctx)
