@@ -226,45 +226,49 @@ func (d *Dialog) endOffer() {
 }
 
 func (d *Dialog) reinviteOnce(ctx context.Context, sdp []byte, extra []sip.Header) ([]byte, error) {
+	return d.sendOffer(ctx, sip.INVITE, sdp, extra)
+}
+
+// sendOffer sends a re-INVITE or an UPDATE carrying sdp (an UPDATE may
+// carry none: a session refresh) and returns the answer. A 2xx to an
+// INVITE is acknowledged here (RFC 3261 §13.2.2.4); a 481 or 408 ends the
+// dialog (see do).
+func (d *Dialog) sendOffer(ctx context.Context, method sip.RequestMethod, sdp []byte, hdrs []sip.Header) ([]byte, error) {
 	if err := d.beginOffer(); err != nil {
 		return nil, err
 	}
 	defer d.endOffer()
-	req, err := d.newRequest(sip.INVITE)
+	req, err := d.newRequest(method)
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range extra {
+	for _, h := range hdrs {
 		req.AppendHeader(h)
 	}
 	if len(sdp) > 0 {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
 	req.SetBody(sdp)
-	tx, err := d.transaction(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	res, err := finalResponse(ctx, tx)
+	res, err := d.do(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	if !res.IsSuccess() {
-		if res.StatusCode == sip.StatusCallTransactionDoesNotExists || res.StatusCode == sip.StatusRequestTimeout {
-			d.end(&Event{Kind: EventBye, Status: res.StatusCode, Reason: res.Reason})
+		return nil, &StatusError{Method: string(method), Status: res.StatusCode, Reason: res.Reason}
+	}
+	if method == sip.INVITE {
+		if err := d.stack.ackFor(req, res, nil); err != nil {
+			return nil, fmt.Errorf("sip: ACK of re-INVITE: %w", err)
 		}
-		return nil, &StatusError{Method: "INVITE", Status: res.StatusCode, Reason: res.Reason}
 	}
-	// §13.2.2.4: the UAC core acknowledges a 2xx itself.
-	if err := d.stack.ackFor(req, res, nil); err != nil {
-		return nil, fmt.Errorf("sip: ACK of re-INVITE: %w", err)
+	if method == sip.INVITE || len(sdp) > 0 {
+		d.mu.Lock()
+		d.local = sdp
+		if len(res.Body()) > 0 {
+			d.remote = res.Body()
+		}
+		d.mu.Unlock()
 	}
-	d.mu.Lock()
-	d.local = sdp
-	if len(res.Body()) > 0 {
-		d.remote = res.Body()
-	}
-	d.mu.Unlock()
 	d.sessionRefreshed(res)
 	return res.Body(), nil
 }

@@ -230,38 +230,7 @@ func (d *Dialog) sendUpdate(ctx context.Context, hdrs []sip.Header) error {
 }
 
 func (d *Dialog) update(ctx context.Context, sdp []byte, hdrs []sip.Header) ([]byte, error) {
-	if err := d.beginOffer(); err != nil {
-		return nil, err
-	}
-	defer d.endOffer()
-	req, err := d.newRequest(sip.UPDATE)
-	if err != nil {
-		return nil, err
-	}
-	for _, h := range hdrs {
-		req.AppendHeader(h)
-	}
-	if len(sdp) > 0 {
-		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	}
-	req.SetBody(sdp)
-	res, err := d.do(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	if !res.IsSuccess() {
-		return nil, &StatusError{Method: "UPDATE", Status: res.StatusCode, Reason: res.Reason}
-	}
-	if len(sdp) > 0 {
-		d.mu.Lock()
-		d.local = sdp
-		if len(res.Body()) > 0 {
-			d.remote = res.Body()
-		}
-		d.mu.Unlock()
-	}
-	d.sessionRefreshed(res)
-	return res.Body(), nil
+	return d.sendOffer(ctx, sip.UPDATE, sdp, hdrs)
 }
 
 // sessionExpired hangs up a session the far end stopped refreshing.
