@@ -576,6 +576,40 @@ func (s *Stack) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
+// noDialog answers a request that matches no dialog (RFC 3261 §12.2.2).
+func noDialog(req *sip.Request, tx sip.ServerTransaction) {
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+}
+
+// dialogFor is dialogOf that answers 481 when there is none.
+func (s *Stack) dialogFor(req *sip.Request, tx sip.ServerTransaction) *Dialog {
+	d := s.dialogOf(req)
+	if d == nil {
+		noDialog(req, tx)
+	}
+	return d
+}
+
+// readInDialog checks an in-dialog request's CSeq once the ACK of an
+// inbound INVITE was processed; out of order it answers 500 with
+// Retry-After (RFC 3261 §12.2.2, §14.2) and reports false.
+func (d *Dialog) readInDialog(req *sip.Request, tx sip.ServerTransaction) bool {
+	d.waitAck()
+	var err error
+	if d.Inbound {
+		err = d.server.ReadRequest(req, tx)
+	} else {
+		err = d.client.ReadRequest(req, tx)
+	}
+	if err != nil {
+		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "CSeq out of order", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", "1"))
+		_ = tx.Respond(res)
+		return false
+	}
+	return true
+}
+
 // dialogOf finds the dialog an in-dialog request belongs to, inbound or
 // outbound.
 func (s *Stack) dialogOf(req *sip.Request) *Dialog {
@@ -628,25 +662,14 @@ func (d *Dialog) answerReinvite(a reinviteAnswer) error {
 
 // onReinvite serves an INVITE inside a dialog (RFC 3261 §14.2).
 func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
-	d := s.dialogOf(req)
+	d := s.dialogFor(req, tx)
 	if d == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 		return
 	}
 	if s.tooBrief(req, tx) {
 		return
 	}
-	d.waitAck()
-	var err error
-	if d.Inbound {
-		err = d.server.ReadRequest(req, tx)
-	} else {
-		err = d.client.ReadRequest(req, tx)
-	}
-	if err != nil {
-		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "CSeq out of order", nil)
-		res.AppendHeader(sip.NewHeader("Retry-After", "1"))
-		_ = tx.Respond(res)
+	if !d.readInDialog(req, tx) {
 		return
 	}
 	a, ok := d.awaitOffer(req, tx, EventReinvite)
@@ -699,7 +722,7 @@ func (s *Stack) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	if err := s.clientDialogs.ReadBye(req, tx); err == nil {
 		return
 	}
-	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+	noDialog(req, tx)
 }
 
 func (s *Stack) findInbound(sess *sipgo.DialogServerSession) *Dialog {
@@ -728,9 +751,8 @@ func (d *Dialog) Info(ctx context.Context, contentType string, body []byte) erro
 }
 
 func (s *Stack) onInfo(req *sip.Request, tx sip.ServerTransaction) {
-	d := s.dialogOf(req)
+	d := s.dialogFor(req, tx)
 	if d == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 		return
 	}
 	ct := ""

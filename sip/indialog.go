@@ -364,22 +364,11 @@ func (d *Dialog) answerOffer(req *sip.Request, a reinviteAnswer) *sip.Response {
 // onUpdate serves UPDATE (RFC 3311): with SDP it is an offer answered
 // through AcceptReinvite/RejectReinvite; without, a session refresh.
 func (s *Stack) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
-	d := s.dialogOf(req)
+	d := s.dialogFor(req, tx)
 	if d == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 		return
 	}
-	d.waitAck()
-	var err error
-	if d.Inbound {
-		err = d.server.ReadRequest(req, tx)
-	} else {
-		err = d.client.ReadRequest(req, tx)
-	}
-	if err != nil {
-		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "CSeq out of order", nil)
-		res.AppendHeader(sip.NewHeader("Retry-After", "1"))
-		_ = tx.Respond(res)
+	if !d.readInDialog(req, tx) {
 		return
 	}
 	a := reinviteAnswer{code: sip.StatusOK, reason: "OK"}
@@ -462,9 +451,8 @@ func ParseReferTo(v string) (target sip.Uri, replaces string, err error) {
 }
 
 func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
-	d := s.dialogOf(req)
+	d := s.dialogFor(req, tx)
 	if d == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 		return
 	}
 	// RFC 3515 §2.4.1: exactly one Refer-To.
@@ -560,9 +548,8 @@ func (s *Stack) onNotify(req *sip.Request, tx sip.ServerTransaction) {
 	case "message-summary":
 		s.onMWI(req, tx)
 	case "refer":
-		d := s.dialogOf(req)
+		d := s.dialogFor(req, tx)
 		if d == nil {
-			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 			return
 		}
 		code, reason, ok := parseSipfrag(req.Body())
