@@ -21,7 +21,7 @@ func (l *line) dial(number string) {
 	rules := l.b.cfg.Rules.Load()
 	number = l.rule.ToSIP.Apply(number)
 	rt := rules.RouteOutbound(number)
-	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
+	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: newOrigin()}
 	switch {
 	case rt == nil:
 		l.log.WithField("number", number).Info("bridge: no route")
@@ -43,11 +43,8 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 		l.toneAndWait("L/ro")
 		return
 	}
-	l.gen++
-	c.gen = l.gen
-	l.call = c
+	l.adopt(c)
 	l.state = stCalling
-	l.b.active.Add(1)
 	// Receive-only until the answer (early media may arrive), watching
 	// the hook; the dial tone stops with the empty signal list.
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
@@ -107,20 +104,12 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 		close(done)
 		return
 	}
-	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
-	if err != nil {
-		_ = d.Reject(488, "Not Acceptable Here")
-		close(done)
+	c, remote, ok := l.incomingOr488(d, done)
+	if !ok {
 		return
 	}
-	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
-		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
-	c.number, _ = callerOf(d)
-	l.gen++
-	c.gen = l.gen
-	l.call = c
-	l.b.active.Add(1)
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(d)); err != nil {
+	l.adopt(c)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(d)); err != nil {
 		status, reason := StatusForMGCP(err)
 		_ = d.Reject(status, reason)
 		c.result = "CRCX failed: " + err.Error()
@@ -152,20 +141,12 @@ func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- boo
 		return
 	}
 	taken <- true
-	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
-	if err != nil {
-		_ = d.Reject(488, "Not Acceptable Here")
-		close(done)
+	c, remote, ok := l.incomingOr488(d, done)
+	if !ok {
 		return
 	}
-	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
-		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
-	c.number, _ = callerOf(d)
-	l.gen++
-	c.gen = l.gen
-	l.call = c
-	l.b.active.Add(1)
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, nil, nil); err != nil {
+	l.adopt(c)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote, nil, nil); err != nil {
 		status, reason := StatusForMGCP(err)
 		_ = d.Reject(status, reason)
 		c.result = "CRCX failed: " + err.Error()
@@ -176,6 +157,43 @@ func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- boo
 	l.state = stRinging
 	l.forward(c)
 	l.answer()
+}
+
+// newOrigin starts the o= line mgsip shows the SIP side for a call.
+func newOrigin() Origin { return Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1} }
+
+// adopt makes c the line's current call.
+func (l *line) adopt(c *call) {
+	l.gen++
+	c.gen = l.gen
+	l.call = c
+	l.b.active.Add(1)
+}
+
+// newIncoming builds this line's leg of an incoming call: the far end's
+// description restricted to the gateway's codecs, the caller's number, a
+// fresh origin.
+func (l *line) newIncoming(d *sip.Dialog) (*call, []byte, error) {
+	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, start: time.Now(), codecs: tr.Codecs, origin: newOrigin()}
+	c.number, _ = callerOf(d)
+	return c, tr.SDP, nil
+}
+
+// incomingOr488 is newIncoming refusing a description the gateway cannot
+// take with 488 (and releasing ServeDialog through done).
+func (l *line) incomingOr488(d *sip.Dialog, done chan struct{}) (*call, []byte, bool) {
+	c, remote, err := l.newIncoming(d)
+	if err != nil {
+		_ = d.Reject(488, "Not Acceptable Here")
+		close(done)
+		return nil, nil, false
+	}
+	c.done = done
+	return c, remote, true
 }
 
 // callerOf returns the caller's number and name: P-Asserted-Identity

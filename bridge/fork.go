@@ -131,21 +131,17 @@ func (l *line) onForkOffer(f *fork) bool {
 	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
 		return false
 	}
-	tr, err := ToGateway(f.d.RemoteSDP(), l.rule.Gateway.Codecs)
+	c, remote, err := l.newIncoming(f.d)
 	if err != nil {
 		return false
 	}
-	c := &call{id: l.b.newCallID(), direction: "incoming", fork: f, start: time.Now(), codecs: tr.Codecs,
-		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
-	c.number, _ = callerOf(f.d)
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(f.d)); err != nil {
+	// Not this line's dialog until it wins (claim).
+	c.dialog, c.fork = nil, f
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(f.d)); err != nil {
 		return false
 	}
-	l.gen++
-	c.gen = l.gen
-	l.call = c
+	l.adopt(c)
 	l.state = stRinging
-	l.b.active.Add(1)
 	return true
 }
 

@@ -19,12 +19,9 @@ func (l *line) localCall(c *call, number string) {
 		l.toneAndWait("L/ro")
 		return
 	}
-	l.gen++
-	c.gen = l.gen
 	c.peer = callee
-	l.call = c
+	l.adopt(c)
 	l.state = stCalling
-	l.b.active.Add(1)
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
 		c.result = "CRCX failed: " + err.Error()
 		l.finish(c, nil)
@@ -49,10 +46,7 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 		return
 	}
 	c := &call{id: id, direction: "local", peer: caller, number: number, start: time.Now(), codecs: tr.Codecs}
-	l.gen++
-	c.gen = l.gen
-	l.call = c
-	l.b.active.Add(1)
+	l.adopt(c)
 	signals := []mgcp.Event{signal("L/rg")}
 	if l.rule.Features.CallerID && l.rule.Gateway.Quirks.CallerID {
 		signals = append(signals, callerID(number, name))

@@ -25,17 +25,12 @@ func (l *line) canWait() bool {
 
 // offerWaiting makes an incoming call wait on a talking line.
 func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
-	tr, err := ToGateway(d.RemoteSDP(), l.rule.Gateway.Codecs)
-	if err != nil {
-		_ = d.Reject(488, "Not Acceptable Here")
-		close(done)
+	c, remote, ok := l.incomingOr488(d, done)
+	if !ok {
 		return
 	}
-	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, done: done, start: time.Now(), codecs: tr.Codecs,
-		origin: Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}}
-	c.number, _ = callerOf(d)
 	l.b.active.Add(1)
-	if err := l.createConnection(c, mgcp.ModeInactive, tr.SDP, nil, nil); err != nil {
+	if err := l.createConnection(c, mgcp.ModeInactive, remote, nil, nil); err != nil {
 		status, reason := StatusForMGCP(err)
 		_ = d.Reject(status, reason)
 		c.result = "CRCX failed: " + err.Error()
