@@ -160,7 +160,9 @@ func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- boo
 }
 
 // newOrigin starts the o= line mgsip shows the SIP side for a call.
-func newOrigin() Origin { return Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1} }
+func newOrigin() Origin {
+	return Origin{SessionID: uint64(time.Now().UnixNano() & 0x7fffffff), Version: 1}
+}
 
 // adopt makes c the line's current call.
 func (l *line) adopt(c *call) {
