@@ -94,7 +94,9 @@ func since(t time.Time) string {
 	return time.Since(t).Round(time.Second).String()
 }
 
-func newListCmd(a *app, use, short, path string, render func(io.Writer, []byte) error) *cobra.Command {
+// newListCmd lists what path returns: a table with header, one row per
+// element, or the API's JSON with --json.
+func newListCmd[T any](a *app, use, short, path, header string, row func(T) []string) *cobra.Command {
 	ac := &adminClient{}
 	c := &cobra.Command{
 		Use:   use,
@@ -111,7 +113,16 @@ func newListCmd(a *app, use, short, path string, render func(io.Writer, []byte) 
 				_, err := a.stdout.Write(body)
 				return err
 			}
-			return render(a.stdout, body)
+			var items []T
+			if err := json.Unmarshal(body, &items); err != nil {
+				return err
+			}
+			rows := make([][]string, 0, len(items))
+			for _, it := range items {
+				rows = append(rows, row(it))
+			}
+			table(a.stdout, header, rows)
+			return nil
 		},
 	}
 	addAdminFlags(c, ac)
@@ -121,115 +132,76 @@ func newListCmd(a *app, use, short, path string, render func(io.Writer, []byte) 
 
 func newGatewaysCmd(a *app) *cobra.Command {
 	return newListCmd(a, "gateways", "List gateways: address, state, RTT, retransmissions, last RSIP", "/api/v1/gateways",
-		func(w io.Writer, body []byte) error {
-			var gs []gatewayView
-			if err := json.Unmarshal(body, &gs); err != nil {
-				return err
+		"GATEWAY\tADDRESS\tSTATE\tMGCP\tRTT\tRETRANS\tTIMEOUTS\tLAST RSIP", func(g gatewayView) []string {
+			state := "up"
+			switch {
+			case g.Down:
+				state = "down"
+			case g.Drained:
+				state = "drained"
 			}
-			var rows [][]string
-			for _, g := range gs {
-				state := "up"
-				switch {
-				case g.Down:
-					state = "down"
-				case g.Drained:
-					state = "drained"
-				}
-				rows = append(rows, []string{g.Name, g.Address, state, orDash(g.State), orDash(g.RTT),
-					fmt.Sprint(g.Retransmissions), fmt.Sprint(g.Timeouts), since(g.LastRSIP)})
-			}
-			table(w, "GATEWAY\tADDRESS\tSTATE\tMGCP\tRTT\tRETRANS\tTIMEOUTS\tLAST RSIP", rows)
-			return nil
+			return []string{g.Name, g.Address, state, orDash(g.State), orDash(g.RTT),
+				fmt.Sprint(g.Retransmissions), fmt.Sprint(g.Timeouts), since(g.LastRSIP)}
 		})
 }
 
 func newLinesCmd(a *app) *cobra.Command {
 	return newListCmd(a, "lines", "List lines and trunk channels: hook, line state, registration", "/api/v1/lines",
-		func(w io.Writer, body []byte) error {
-			var ls []bridge.LineStatus
-			if err := json.Unmarshal(body, &ls); err != nil {
-				return err
+		"LINE\tENDPOINT\tUSER\tHOOK\tSTATE\tREGISTRATION\tCALL", func(l bridge.LineStatus) []string {
+			hook := "on"
+			if l.OffHook {
+				hook = "off"
 			}
-			var rows [][]string
-			for _, l := range ls {
-				hook := "on"
-				if l.OffHook {
-					hook = "off"
+			reg := "-"
+			if r := l.Registration; r != nil {
+				reg = r.State.String()
+				if r.Reason != "" {
+					reg += " (" + r.Reason + ")"
 				}
-				reg := "-"
-				if r := l.Registration; r != nil {
-					reg = r.State.String()
-					if r.Reason != "" {
-						reg += " (" + r.Reason + ")"
-					}
-				}
-				call := "-"
-				if l.Call != nil {
-					call = l.Call.ID
-				}
-				rows = append(rows, []string{l.ID, l.Endpoint, orDash(l.User), hook, l.State, reg, call})
 			}
-			table(w, "LINE\tENDPOINT\tUSER\tHOOK\tSTATE\tREGISTRATION\tCALL", rows)
-			return nil
+			call := "-"
+			if l.Call != nil {
+				call = l.Call.ID
+			}
+			return []string{l.ID, l.Endpoint, orDash(l.User), hook, l.State, reg, call}
 		})
 }
 
 func newCallsCmd(a *app) *cobra.Command {
 	return newListCmd(a, "calls", "List calls in progress (one row per line involved)", "/api/v1/calls",
-		func(w io.Writer, body []byte) error {
-			var cs []bridge.CallStatus
-			if err := json.Unmarshal(body, &cs); err != nil {
-				return err
+		"CALL\tLINE\tDIRECTION\tNUMBER\tSIP CALL-ID\tCONNECTION\tCODEC\tDURATION", func(c bridge.CallStatus) []string {
+			codec := "-"
+			if len(c.Codecs) > 0 {
+				codec = c.Codecs[0]
 			}
-			var rows [][]string
-			for _, c := range cs {
-				codec := "-"
-				if len(c.Codecs) > 0 {
-					codec = c.Codecs[0]
-				}
-				dur := "-"
-				if !c.Answered.IsZero() {
-					dur = since(c.Answered)
-				}
-				rows = append(rows, []string{c.ID, c.Line, c.Direction, orDash(c.Number), orDash(c.SIPCallID), orDash(c.ConnectionID), codec, dur})
+			dur := "-"
+			if !c.Answered.IsZero() {
+				dur = since(c.Answered)
 			}
-			table(w, "CALL\tLINE\tDIRECTION\tNUMBER\tSIP CALL-ID\tCONNECTION\tCODEC\tDURATION", rows)
-			return nil
+			return []string{c.ID, c.Line, c.Direction, orDash(c.Number), orDash(c.SIPCallID), orDash(c.ConnectionID), codec, dur}
 		})
 }
 
-func newActionCmd(a *app, use, short, path, param string, long string) *cobra.Command {
+// newActionCmd POSTs to path and prints the answer; with a param, the
+// command's one argument is sent as ?param=ARG.
+func newActionCmd(a *app, use, short, path, param string) *cobra.Command {
 	ac := &adminClient{}
+	args := cobra.NoArgs
+	if param != "" {
+		args = cobra.ExactArgs(1)
+	}
 	c := &cobra.Command{
 		Use:   use,
 		Short: short,
-		Long:  long,
-		Args:  cobra.ExactArgs(1),
+		Args:  args,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := adminCtx(cmd)
 			defer cancel()
-			body, err := ac.call(ctx, http.MethodPost, path, url.Values{param: {args[0]}})
-			if err != nil {
-				return err
+			var q url.Values
+			if param != "" {
+				q = url.Values{param: {args[0]}}
 			}
-			_, err = a.stdout.Write(body)
-			return err
-		},
-	}
-	addAdminFlags(c, ac)
-	return c
-}
-
-func newReloadCmd(a *app) *cobra.Command {
-	ac := &adminClient{}
-	c := &cobra.Command{
-		Use:   "reload",
-		Short: "Make the running mgsip re-read its configuration (like SIGHUP)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := adminCtx(cmd)
-			defer cancel()
-			body, err := ac.call(ctx, http.MethodPost, "/api/v1/reload", nil)
+			body, err := ac.call(ctx, http.MethodPost, path, q)
 			if err != nil {
 				return err
 			}
@@ -243,13 +215,14 @@ func newReloadCmd(a *app) *cobra.Command {
 
 func adminCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{
-		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a), newReloadCmd(a),
-		newActionCmd(a, "audit ENDPOINT", "Audit an endpoint (line id or endpoint name) and print the gateway's answer", "/api/v1/audit", "endpoint", ""),
-		newActionCmd(a, "reregister LINE", "Register a line's SIP account again", "/api/v1/reregister", "line", ""),
-		newActionCmd(a, "rearm LINE", "Audit and re-arm an idle line", "/api/v1/rearm", "line", ""),
-		newActionCmd(a, "hangup CALL", "Hang up a call (MGCP call id or SIP Call-ID)", "/api/v1/hangup", "call", ""),
-		newActionCmd(a, "drain GATEWAY", "Stop new calls on a gateway (calls in progress go on)", "/api/v1/gateways/drain", "gateway", ""),
-		newActionCmd(a, "disable GATEWAY", "Stop new calls on a gateway and hang up its calls", "/api/v1/gateways/disable", "gateway", ""),
-		newActionCmd(a, "enable GATEWAY", "Take new calls on a drained or disabled gateway again", "/api/v1/gateways/enable", "gateway", ""),
+		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a),
+		newActionCmd(a, "reload", "Make the running mgsip re-read its configuration (like SIGHUP)", "/api/v1/reload", ""),
+		newActionCmd(a, "audit ENDPOINT", "Audit an endpoint (line id or endpoint name) and print the gateway's answer", "/api/v1/audit", "endpoint"),
+		newActionCmd(a, "reregister LINE", "Register a line's SIP account again", "/api/v1/reregister", "line"),
+		newActionCmd(a, "rearm LINE", "Audit and re-arm an idle line", "/api/v1/rearm", "line"),
+		newActionCmd(a, "hangup CALL", "Hang up a call (MGCP call id or SIP Call-ID)", "/api/v1/hangup", "call"),
+		newActionCmd(a, "drain GATEWAY", "Stop new calls on a gateway (calls in progress go on)", "/api/v1/gateways/drain", "gateway"),
+		newActionCmd(a, "disable GATEWAY", "Stop new calls on a gateway and hang up its calls", "/api/v1/gateways/disable", "gateway"),
+		newActionCmd(a, "enable GATEWAY", "Take new calls on a drained or disabled gateway again", "/api/v1/gateways/enable", "gateway"),
 	}
 }
