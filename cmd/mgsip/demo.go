@@ -87,25 +87,6 @@ func (l *ladder) print(out io.Writer) {
 	}
 }
 
-// mgcpTap records the call agent's datagrams into the ladder.
-type mgcpTap struct {
-	net.PacketConn
-	l *ladder
-}
-
-func (t mgcpTap) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := t.PacketConn.ReadFrom(b)
-	if err == nil {
-		t.l.add(time.Now(), "gateway", "mgsip", b[:n])
-	}
-	return n, a, err
-}
-
-func (t mgcpTap) WriteTo(b []byte, to net.Addr) (int, error) {
-	t.l.add(time.Now(), "mgsip", "gateway", b)
-	return t.PacketConn.WriteTo(b, to)
-}
-
 // demoScript is the call the demo plays on the simulator.
 const demoScript = `restart; wait 1 armed; wait 2 armed
 offhook 1; wait 1 L/dl; dial 1 %s
@@ -155,7 +136,15 @@ func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
 	if err != nil {
 		return err
 	}
-	ca := mgcp.New(mgcpTap{conn, lad}, file.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(
+	// The call agent's datagrams go into the ladder.
+	tapped := &tapConn{PacketConn: conn, observe: func(out bool, _, _ net.Addr, b []byte) {
+		if out {
+			lad.add(time.Now(), "mgsip", "gateway", b)
+		} else {
+			lad.add(time.Now(), "gateway", "mgsip", b)
+		}
+	}}
+	ca := mgcp.New(tapped, file.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(
 		func(ctx context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
 			bmu.Lock()
 			bb := b

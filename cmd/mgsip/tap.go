@@ -28,26 +28,31 @@ type tapper struct {
 	hepErrors atomic.Uint64
 }
 
+// tapConn passes every datagram read or written to observe (out: we
+// sent it) before it goes on.
 type tapConn struct {
 	net.PacketConn
-	proto string // "mgcp" or "sip"
-	t     *tapper
+	observe func(out bool, local, remote net.Addr, b []byte)
 }
 
 func (t *tapper) wrap(proto string) func(net.PacketConn) net.PacketConn {
-	return func(c net.PacketConn) net.PacketConn { return &tapConn{PacketConn: c, proto: proto, t: t} }
+	return func(c net.PacketConn) net.PacketConn {
+		return &tapConn{PacketConn: c, observe: func(out bool, local, remote net.Addr, b []byte) {
+			t.observe(proto, out, local, remote, b)
+		}}
+	}
 }
 
 func (c *tapConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := c.PacketConn.ReadFrom(b)
 	if n > 0 && addr != nil {
-		c.t.observe(c.proto, false, c.LocalAddr(), addr, b[:n])
+		c.observe(false, c.LocalAddr(), addr, b[:n])
 	}
 	return n, addr, err
 }
 
 func (c *tapConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	c.t.observe(c.proto, true, c.LocalAddr(), addr, b)
+	c.observe(true, c.LocalAddr(), addr, b)
 	return c.PacketConn.WriteTo(b, addr)
 }
 
