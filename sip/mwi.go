@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/sirupsen/logrus"
 )
@@ -186,21 +185,7 @@ func (s *Stack) Subscribe(ctx context.Context, sub Subscription) error {
 		return req
 	}
 	exchange := func(ctx context.Context, expires time.Duration) (*sip.Response, error) {
-		req := build(expires)
-		res, err := s.do(ctx, req)
-		for tries := 0; err == nil && tries < 2 && (res.StatusCode == 401 || res.StatusCode == 407); tries++ {
-			if tries == 1 && !staleChallenge(res) {
-				break
-			}
-			if _, err := authorize(req, res, sub.Account); err != nil {
-				return res, err
-			}
-			cseq++
-			req.CSeq().SeqNo = cseq
-			req.RemoveHeader("Via")
-			res, err = s.do(ctx, req, sipgo.ClientRequestAddVia)
-		}
-		return res, err
+		return s.doAuth(ctx, build(expires), sub.Account, func(string) uint32 { cseq++; return cseq })
 	}
 	backoff := 5 * time.Second
 	for {

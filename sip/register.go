@@ -475,7 +475,21 @@ func (r *Registrations) exchange(ctx context.Context, e *regEntry, expiry time.D
 	acct := e.acct
 	r.mu.Unlock()
 	req := r.newRegister(e, acct, expiry)
-	res, err := r.do(ctx, req)
+	return r.stack.doAuth(ctx, req, acct, func(algo string) uint32 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		e.status.Algorithm = algo
+		e.cseq++
+		return e.cseq
+	})
+}
+
+// doAuth runs an out-of-dialog request, answering a 401/407 digest
+// challenge with acct's credentials, and a second one only when the first
+// credentials were stale. retry is told the algorithm used and gives the
+// CSeq of the repeated request.
+func (s *Stack) doAuth(ctx context.Context, req *sip.Request, acct Account, retry func(algo string) uint32) (*sip.Response, error) {
+	res, err := s.do(ctx, req)
 	for tries := 0; err == nil && tries < 2 && (res.StatusCode == 401 || res.StatusCode == 407); tries++ {
 		if tries == 1 && !staleChallenge(res) {
 			break
@@ -484,13 +498,9 @@ func (r *Registrations) exchange(ctx context.Context, e *regEntry, expiry time.D
 		if aerr != nil {
 			return res, aerr
 		}
-		r.mu.Lock()
-		e.status.Algorithm = algo
-		e.cseq++
-		req.CSeq().SeqNo = e.cseq
-		r.mu.Unlock()
+		req.CSeq().SeqNo = retry(algo)
 		req.RemoveHeader("Via")
-		res, err = r.do(ctx, req, sipgo.ClientRequestAddVia)
+		res, err = s.do(ctx, req, sipgo.ClientRequestAddVia)
 	}
 	return res, err
 }
@@ -588,11 +598,6 @@ func (r *Registrations) newRegister(e *regEntry, acct Account, expiry time.Durat
 	req.AppendHeader(sip.NewHeader("User-Agent", r.stack.cfg.UserAgent))
 	req.SetTransport(strings.ToUpper(acct.Transport))
 	return req
-}
-
-// do runs one client transaction and returns its final response.
-func (r *Registrations) do(ctx context.Context, req *sip.Request, opts ...sipgo.ClientRequestOption) (*sip.Response, error) {
-	return r.stack.do(ctx, req, opts...)
 }
 
 // do runs one client transaction outside any dialog and returns its
