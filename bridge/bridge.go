@@ -313,17 +313,11 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 // restart handles RSIP for one endpoint or a wildcard: that gateway's
 // calls end and its lines are audited and re-armed (RFC 3435 §2.3.12).
 func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
-	b.mu.Lock()
-	var hit []*line
-	for _, l := range b.lines {
-		if l.rule.Gateway.Name == gw.Name && cmd.Endpoint.Matches(l.ep) {
-			hit = append(hit, l)
-		}
-	}
-	b.mu.Unlock()
 	graceful := cmd.RestartMethod == mgcp.RestartGraceful
-	for _, l := range hit {
-		l.post(func() { l.onRestart(cmd.RestartMethod, graceful) })
+	for _, l := range b.linesOf(gw) {
+		if cmd.Endpoint.Matches(l.ep) {
+			l.post(func() { l.onRestart(cmd.RestartMethod, graceful) })
+		}
 	}
 }
 

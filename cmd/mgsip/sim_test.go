@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -51,14 +50,7 @@ func TestSimCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = ca.Serve(ctx) }()
-	free := func() string {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
+	free := func() string { return freeUDP(t) }
 	code, out, _ := runCLI(t, "", "sim", "--listen", free(), "--call-agent", ca.LocalAddr().String(), "--do", "offhook 1; onhook 1; offhook 2")
 	if code != 0 || !strings.Contains(out, "script done (3 steps)") || ntfy.Load() != 3 {
 		t.Fatalf("exit %d, %d NTFY\n%s", code, ntfy.Load(), out)
