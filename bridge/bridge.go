@@ -35,6 +35,13 @@ type Config struct {
 	// ToneTimeout: after a failed or ended call the off-hook phone hears
 	// reorder this long, then the off-hook warning (default 30 s).
 	ToneTimeout time.Duration
+	// NoAnswerTimeout ends an outgoing call the far end lets ring (CANCEL,
+	// reorder to the caller; default 3 min, negative: none).
+	NoAnswerTimeout time.Duration
+	// PeerDownFor is how long a SIP peer that did not answer an INVITE
+	// (no response, 408, 503) counts as down, so that the next calls go
+	// to local fallback or congestion at once (default 30 s).
+	PeerDownFor time.Duration
 	// Register makes lines whose peer asks for it register (default on in
 	// cmd; tests switch it as needed).
 	Register bool
@@ -70,6 +77,7 @@ type Bridge struct {
 	nextHunt   map[string]int     // round-robin position per trunk group
 	gwAddr     map[string]string
 	health     map[string]*gatewayHealth // by gateway name
+	peers      map[string]*peerHealth    // SIP peers by name
 	ready      chan struct{}             // closed once Run created the lines
 	ctx        context.Context
 	stopping   bool           // no line goroutine may start any more
@@ -95,12 +103,18 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.ToneTimeout == 0 {
 		cfg.ToneTimeout = 30 * time.Second
 	}
+	if cfg.NoAnswerTimeout == 0 {
+		cfg.NoAnswerTimeout = 3 * time.Minute
+	}
+	if cfg.PeerDownFor == 0 {
+		cfg.PeerDownFor = 30 * time.Second
+	}
 	if cfg.NotifiedEntity == "" {
 		cfg.NotifiedEntity = "mgsip@" + cfg.CallAgent.LocalAddr().String()
 	}
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
 		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
-		health: map[string]*gatewayHealth{}, ready: make(chan struct{})}
+		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{})}
 	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
@@ -313,10 +327,12 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 // restart handles RSIP for one endpoint or a wildcard: that gateway's
 // calls end and its lines are audited and re-armed (RFC 3435 §2.3.12).
 func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
-	graceful := cmd.RestartMethod == mgcp.RestartGraceful
 	for _, l := range b.linesOf(gw) {
 		if cmd.Endpoint.Matches(l.ep) {
-			l.post(func() { l.onRestart(cmd.RestartMethod, graceful) })
+			// What the line still waits for (a start-up audit the silent
+			// gateway never answered) is moot now.
+			l.supersede()
+			l.postWait(func() { l.onRestart(cmd.RestartMethod) })
 		}
 	}
 }

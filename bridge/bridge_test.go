@@ -222,6 +222,24 @@ func (e *env) waitFor(what string, cond func() bool) {
 	}
 }
 
+// waitVerbs waits until the commands the gateway received for local are
+// exactly want (verbs separated by spaces), and shows what they were if
+// they never are.
+func (e *env) waitVerbs(local, want string) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := verbs(e.gw.Commands(), local)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: commands\n got %s\nwant %s", local, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (e *env) state(local string) mgcptest.EndpointState {
 	st, _ := e.gw.State(local)
 	return st

@@ -25,39 +25,48 @@ func (l *line) dial(number string) {
 	switch {
 	case rt == nil:
 		l.log.WithField("number", number).Info("bridge: no route")
-		l.toneAndWait("L/ro")
+		l.playTone("L/ro")
 	case rt.Local:
 		c.direction = "local"
 		l.localCall(c, number)
 	case rt.Peer != nil:
 		c.direction = "outgoing"
 		c.fallback = rt.LocalFallback
+		if l.b.peerDown(rt.Peer, l) {
+			// Known unreachable (OPTIONS probes, registrations, the last
+			// calls): do not leave the caller in silence for Timer B.
+			if c.fallback && l.b.lineByUser(c.number) != nil {
+				l.log.WithFields(logrus.Fields{"number": c.number, "peer": rt.Peer.Name}).Warn("bridge: SIP peer down, switching locally")
+				c.direction = "local"
+				l.localCall(c, number)
+				return
+			}
+			l.log.WithFields(logrus.Fields{"number": c.number, "peer": rt.Peer.Name}).Warn("bridge: SIP peer down, congestion tone")
+			l.playTone("G/cg")
+			return
+		}
 		l.sipCall(c, rt.Peer)
 	default:
-		l.toneAndWait("L/ro")
+		l.playTone("L/ro")
 	}
 }
 
 func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	if l.b.cfg.SIP == nil {
-		l.toneAndWait("L/ro")
+		l.playTone("L/ro")
 		return
 	}
 	l.adopt(c)
 	l.state = stCalling
 	// Receive-only until the answer (early media may arrive), watching
 	// the hook; the dial tone stops with the empty signal list.
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
-		c.result = "CRCX failed: " + err.Error()
-		l.finish(c, nil)
-		l.toneAndWait("L/ro")
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil); err != nil {
+		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
 		return
 	}
 	offer, err := ToSIP(c.gwSDP, &c.origin, l.rule.Gateway.Codecs, SendRecv)
 	if err != nil {
-		c.result = err.Error()
-		l.finish(c, l.deleteConnection(c))
-		l.toneAndWait("L/ro")
+		l.failCall(c, err.Error(), "L/ro")
 		return
 	}
 	c.codecs = offer.Codecs
@@ -66,14 +75,29 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
 		Transport: peer.Transport, SDP: offer.SDP})
 	if err != nil {
-		cancel()
-		c.result = err.Error()
-		l.finish(c, l.deleteConnection(c))
-		l.toneAndWait("L/ro")
+		l.failCall(c, err.Error(), "L/ro")
 		return
 	}
 	c.dialog = d
+	c.peerRule = peer
 	l.forward(c)
+	if t := l.b.cfg.NoAnswerTimeout; t > 0 {
+		l.after(t, func() {
+			if l.call == c && l.state == stCalling {
+				c.result = "no answer"
+				l.endCall(c.result, false) // CANCEL
+				l.settle("L/ro")
+			}
+		})
+	}
+}
+
+// failCall ends the line's current call c that could not be set up and
+// plays tone to the caller (or re-arms an on-hook phone).
+func (l *line) failCall(c *call, why, tone string) {
+	c.result = why
+	l.endCallOf(c, why, false)
+	l.settle(tone)
 }
 
 // forward passes a dialog's events to the line's goroutine.
@@ -109,25 +133,19 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 		return
 	}
 	l.adopt(c)
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(d)); err != nil {
-		status, reason := StatusForMGCP(err)
-		_ = d.Reject(status, reason)
-		c.result = "CRCX failed: " + err.Error()
-		l.finish(c, nil)
-		l.call = nil
-		close(done)
-		l.arm()
+	l.state = stRinging
+	c.ring = l.ringSignals(d)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote); err != nil {
+		c.status, c.reason = StatusForMGCP(err)
+		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
 		return
 	}
-	l.state = stRinging
 	_ = d.Ring()
 	l.forward(c)
 	l.after(l.b.cfg.RingTimeout, func() {
 		if l.state == stRinging && l.call == c {
-			_ = d.Reject(480, "Temporarily Unavailable")
-			c.result = "no answer"
-			l.endCall("no answer", true)
-			l.arm()
+			c.status, c.reason = 480, "Temporarily Unavailable"
+			l.failCall(c, "no answer", "L/ro")
 		}
 	})
 }
@@ -146,15 +164,12 @@ func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- boo
 		return
 	}
 	l.adopt(c)
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote, nil, nil); err != nil {
-		status, reason := StatusForMGCP(err)
-		_ = d.Reject(status, reason)
-		c.result = "CRCX failed: " + err.Error()
-		l.finish(c, nil)
-		l.arm()
+	l.state = stRinging
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote); err != nil {
+		c.status, c.reason = StatusForMGCP(err)
+		l.failCall(c, "CRCX failed: "+err.Error(), "")
 		return
 	}
-	l.state = stRinging
 	l.forward(c)
 	l.answer()
 }
@@ -169,7 +184,15 @@ func (l *line) adopt(c *call) {
 	l.gen++
 	c.gen = l.gen
 	l.call = c
-	l.b.active.Add(1)
+	l.count(c)
+}
+
+// count counts c among the active calls (once; finish uncounts it).
+func (l *line) count(c *call) {
+	if !c.counted {
+		c.counted = true
+		l.b.active.Add(1)
+	}
 }
 
 // newIncoming builds this line's leg of an incoming call: the far end's
@@ -253,32 +276,36 @@ func callerID(number, name string) mgcp.Event {
 func (l *line) answer() {
 	c := l.call
 	if c == nil {
-		l.arm()
+		l.settle("L/ro")
 		return
+	}
+	var answer []byte
+	if c.peer == nil {
+		tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv)
+		if err != nil {
+			c.status, c.reason = 488, "Not Acceptable Here"
+			l.failCall(c, err.Error(), "L/ro")
+			return
+		}
+		answer = tr.SDP
 	}
 	l.gen++
 	c.gen = l.gen
 	l.state = stConnected
-	c.answered = time.Now()
-	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
-	if l.trunk == nil {
-		_ = l.request(l.offHookEvents(), nil, "")
-	}
-	if c.peer != nil {
-		peer := c.peer
-		peer.postWait(func() { peer.onLocalAnswered(c.id) })
+	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
+		c.status, c.reason = StatusForMGCP(err)
+		l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
 		return
 	}
-	tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv)
-	if err != nil {
-		_ = c.dialog.Reject(488, "Not Acceptable Here")
-		l.endCall(err.Error(), true)
-		l.toneAndWait("L/ro")
+	c.answered = time.Now()
+	if c.peer != nil {
+		peer, id := c.peer, c.id
+		peer.postWait(func() { peer.onLocalAnswered(id) })
 		return
 	}
 	d := c.dialog
 	go func() {
-		if err := d.Answer(tr.SDP); err != nil {
+		if err := d.Answer(answer); err != nil {
 			l.log.WithError(err).Info("bridge: answer not acknowledged")
 		}
 	}()
@@ -287,6 +314,9 @@ func (l *line) answer() {
 // ---- SIP events ----
 
 func (l *line) onSIP(c *call, e sip.Event) {
+	if c.ended {
+		return
+	}
 	if l.call != c {
 		if l.other == c {
 			l.onOtherSIP(c, e)
@@ -295,68 +325,74 @@ func (l *line) onSIP(c *call, e sip.Event) {
 	}
 	switch e.Kind {
 	case sip.EventRinging:
+		l.b.notePeer(c.peerRule, true)
 		if l.state == stCalling {
-			_ = l.request(l.offHookEvents(), []mgcp.Event{signal(l.ringback())}, "")
+			c.ringback = true
 		}
 	case sip.EventProgress:
-		if tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs); err == nil {
-			_ = l.request(l.offHookEvents(), nil, "")
+		l.b.notePeer(c.peerRule, true)
+		if tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs); err == nil && l.state == stCalling {
+			c.ringback = false // early media: the far end plays what is heard
 			_ = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
 		}
 	case sip.EventAnswered:
-		if c.direction == "incoming" {
+		if c.dialog.Inbound {
 			return // the ACK of our 200
 		}
+		l.b.notePeer(c.peerRule, true)
 		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
 		if err != nil {
 			l.log.WithError(err).Warn("bridge: answer SDP unusable")
-			l.endCall("bad answer SDP", false)
-			l.toneAndWait("L/ro")
+			c.answered = time.Now() // so that it gets a BYE
+			l.failCall(c, "bad answer SDP", "L/ro")
 			return
 		}
 		l.state = stConnected
+		c.ringback = false
 		c.answered = time.Now()
-		_ = l.request(l.offHookEvents(), nil, "")
-		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
+		if err := l.modifyConnection(c, tr.Mode, tr.SDP); err != nil {
+			l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
+		}
 	case sip.EventFailed:
 		c.result = strconv.Itoa(e.Status) + " " + e.Reason
+		if !c.dialog.Inbound {
+			// Only silence means the peer is gone; a 503 is an answer.
+			l.b.notePeer(c.peerRule, e.Status != 0 && e.Status != 408)
+		}
 		if c.fallback && !c.dialog.Inbound && unreachable(e.Status) && l.b.lineByUser(c.number) != nil {
 			// Survivability: the PBX is down, the number is one of ours.
 			l.log.WithFields(logrus.Fields{"number": c.number, "status": e.Status}).Warn("bridge: SIP peer unreachable, switching locally")
 			c.result = "peer unreachable, switched locally"
 			l.endCall(c.result, true)
 			lc := &call{id: l.b.newCallID(), number: c.number, direction: "local", start: time.Now()}
+			l.state = stDialing
 			l.localCall(lc, c.number)
 			return
 		}
 		l.endCall(c.result, true)
-		if l.state == stCalling || l.state == stConnected {
-			l.toneAndWait(ToneForStatus(e.Status))
-		}
+		l.settle(ToneForStatus(e.Status))
 	case sip.EventCancelled:
 		c.result = "cancelled"
 		l.endCall("cancelled", true)
-		l.arm()
+		l.settle("L/ro")
 	case sip.EventBye:
 		c.result = "far end hung up"
-		wasRinging := l.state == stRinging
 		l.endCall("far end hung up", true)
-		if l.other != nil && l.state == stConnected {
-			l.afterActiveEnded(false)
+		if l.other != nil {
+			l.afterActiveEnded(!l.offHook)
 			return
 		}
-		if wasRinging {
-			l.arm()
-		} else {
-			l.toneAndWait("L/ro")
-		}
+		l.settle("L/ro")
 	case sip.EventReinvite, sip.EventUpdate:
 		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
 		if err != nil {
 			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
 			return
 		}
-		_ = l.modifyConnection(c, tr.Mode, tr.SDP)
+		if err := l.modifyConnection(c, tr.Mode, tr.SDP); err != nil {
+			_ = c.dialog.RejectReinvite(500, "Server Internal Error")
+			return
+		}
 		ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
 		if err != nil {
 			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
@@ -364,8 +400,8 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		}
 		_ = c.dialog.AcceptReinvite(ans.SDP)
 	case sip.EventInfo:
-		if dg := dtmfDigit(e.ContentType, e.Body); dg != "" {
-			_ = l.request(l.offHookEvents(), []mgcp.Event{signal("D/" + dg)}, "")
+		if dg := dtmfDigit(e.ContentType, e.Body); dg != "" && l.trunk == nil {
+			l.oneShot = append(l.oneShot, signal("D/"+dg))
 		}
 	case sip.EventRefer:
 		go func() { _ = c.dialog.NotifyRefer(context.Background(), 603, "Declined") }()
@@ -387,19 +423,29 @@ func mirror(remote Direction) Direction {
 	return remote
 }
 
+// onSIPEnd: the dialog is over. A call still holding it (the dialog
+// ended without an event this line acted on) is released.
 func (l *line) onSIPEnd(c *call) {
-	if l.call == c && c.dialog != nil && (l.state == stCalling || l.state == stRinging) {
-		c.result = "dialog ended"
-		l.endCall("dialog ended", true)
-		l.arm()
+	if c.ended {
+		return
 	}
-}
-
-func (l *line) ringback() string {
-	if s := l.rule.Gateway.Quirks.RingbackSignal; s != "" {
-		return s
+	switch c {
+	case l.call:
+		if c.fork != nil {
+			return
+		}
+		if c.result == "" {
+			c.result = "dialog ended"
+		}
+		l.endCall(c.result, true)
+		if l.other != nil {
+			l.afterActiveEnded(!l.offHook)
+			return
+		}
+		l.settle("L/ro")
+	case l.other:
+		l.endCallOf(c, "dialog ended", true)
 	}
-	return "G/rt"
 }
 
 // dtmfDigit reads a digit from an INFO body (application/dtmf-relay
@@ -424,18 +470,21 @@ func dtmfDigit(contentType string, body []byte) string {
 
 // ---- release ----
 
-// endCall ends the current call on both sides: the SIP dialog (BYE,
-// CANCEL or nothing when remote already ended it) or the other local
-// line, and the MGCP connection.
+// endCall ends the current call on both sides.
 func (l *line) endCall(why string, remoteEnded bool) {
 	l.endCallOf(l.call, why, remoteEnded)
 }
 
-// endCallOf ends one of the line's calls (the active one or the other).
+// endCallOf is the one teardown of a call, idempotent: the SIP side (BYE,
+// CANCEL, a final answer to an unanswered INVITE, or nothing when the far
+// end ended it), the other line of a local call, and the MGCP connection,
+// whose DLCX goes once the line has settled in its next state (flush), so
+// that it can carry that state's request.
 func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
-	if c == nil {
+	if c == nil || c.ended {
 		return
 	}
+	c.ended = true
 	switch c {
 	case l.call:
 		l.call = nil
@@ -450,7 +499,13 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 		d := c.dialog
 		reason := c.byeReason
 		switch {
-		case !c.answered.IsZero() || c.direction == "incoming":
+		case d.Inbound && c.answered.IsZero():
+			status, text := c.status, c.reason
+			if status == 0 {
+				status, text = 480, "Temporarily Unavailable"
+			}
+			_ = d.Reject(status, text)
+		case !c.answered.IsZero() || d.Inbound:
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
@@ -466,10 +521,21 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	}
 	if c.peer != nil {
 		peer, id := c.peer, c.id
+		c.peer = nil
 		peer.postWait(func() { peer.onLocalHangup(id) })
 	}
-	stats := l.deleteConnection(c)
-	l.finish(c, stats)
+	l.doomed = append(l.doomed, c)
+}
+
+// flush deletes the connections of the calls ended by the last input and
+// reports them; the last DLCX carries the line's new request.
+func (l *line) flush() {
+	for len(l.doomed) > 0 {
+		c := l.doomed[0]
+		l.doomed = l.doomed[1:]
+		l.finish(c, l.deleteConnection(c, len(l.doomed) == 0))
+	}
+	l.doomed = nil
 }
 
 // finish reports the ended call and releases what waits for it.
@@ -481,13 +547,10 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 		close(c.done)
 		c.done = nil
 	}
-	if l.call == c {
-		l.call = nil
+	if c.counted {
+		c.counted = false
+		l.b.active.Add(-1)
 	}
-	if l.other == c {
-		l.other = nil
-	}
-	l.b.active.Add(-1)
 	r := CallRecord{Line: l.rule.ID, Direction: c.direction, Number: c.number, MGCPCall: c.id, Answered: !c.answered.IsZero(),
 		Result: c.result, Stats: stats, Duration: time.Since(c.start)}
 	if !c.answered.IsZero() {

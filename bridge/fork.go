@@ -137,11 +137,13 @@ func (l *line) onForkOffer(f *fork) bool {
 	}
 	// Not this line's dialog until it wins (claim).
 	c.dialog, c.fork = nil, f
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote, []mgcp.RequestedEvent{evOffHook}, l.ringSignals(f.d)); err != nil {
-		return false
-	}
 	l.adopt(c)
 	l.state = stRinging
+	c.ring = l.ringSignals(f.d)
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote); err != nil {
+		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		return false
+	}
 	return true
 }
 
@@ -153,8 +155,8 @@ func (l *line) takeFork(c *call) {
 		c.result = "answered elsewhere"
 		c.fork = nil
 		l.endCall(c.result, true)
-		l.state = stIdle
-		l.onOffHook()
+		l.arm()
+		l.onOffHook() // an ordinary dial tone
 		return
 	}
 	c.dialog, c.done, c.fork = f.d, f.done, nil
@@ -177,5 +179,5 @@ func (l *line) onForkStop(f *fork) {
 	}
 	c.fork = nil
 	l.endCall(c.result, true)
-	l.arm()
+	l.settle("L/ro")
 }

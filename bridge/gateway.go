@@ -18,8 +18,10 @@ import (
 // min(keepalive, 10 s) while it is down; the first answer brings it back:
 // its lines are audited, re-armed and registered again.
 
-// downAfter is how many timeouts in a row mark a gateway down.
-const downAfter = 2
+// downAfter is how many timeouts in a row mark a gateway down. Each is
+// already the end of a command's retransmissions, so one is enough: a
+// gateway that let a live command time out is not offered calls.
+const downAfter = 1
 
 type gatewayHealth struct {
 	drained  bool // no new calls (admin drain/disable)
@@ -122,7 +124,7 @@ func (b *Bridge) markDown(gw *mapping.GatewayRule) {
 func (b *Bridge) markUp(gw *mapping.GatewayRule) {
 	b.log.WithField("gateway", gw.Name).Info("bridge: gateway answers again; re-auditing and re-arming its lines")
 	for _, l := range b.linesOf(gw) {
-		l.postWait(func() { l.onRestart(mgcp.RestartRestart, false) })
+		l.postWait(l.onGatewayBack)
 	}
 }
 

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -54,6 +53,13 @@ type call struct {
 	byeReason string // Reason header of our BYE (RFC 3326), when there is one to give
 	fork      *fork  // a ring-all call ringing this line, not taken yet
 	recall    bool   // ringing again for a call left waiting or on hold
+	ring      []mgcp.Event // signals that ring the phone for it (with caller id)
+	status    int          // final answer to an unanswered incoming INVITE (0: 480)
+	reason    string
+	counted   bool              // counted in Bridge.active
+	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
+	ringback  bool         // the far end rings: the phone hears ringback
+	ended     bool         // released (endCallOf ran): nothing more to do
 }
 
 // line owns one MGCP endpoint and its SIP identity: an analog line, or
@@ -77,7 +83,9 @@ type line struct {
 
 	// owned by the loop goroutine
 	state     lineState
-	retiring  bool // removed from the configuration: stop once idle
+	offHook   bool   // the phone's hook as last reported (NTFY, audit, 401/402)
+	tone      string // the signal of stTone ("" silence)
+	retiring  bool   // removed from the configuration: stop once idle
 	mwi       bool // messages waiting (lamp on)
 	mwiKnown  bool // an MWI NOTIFY arrived
 	quit      bool
@@ -87,6 +95,23 @@ type line struct {
 	transfer  transferState
 	gen       int
 	toneTimer *time.Timer
+
+	// The gateway's request (request.go): the key and X: of the last
+	// one it accepted, whether it notified under it since, signals to
+	// play once with the next request, a hook state learnt from a 401/402
+	// refusal, and the retries of a refused request.
+	armed     string
+	armedID   string
+	notified  bool
+	oneShot   []mgcp.Event
+	hookHint  int
+	syncRetry int
+	armedE    bool    // the armed request gives dial tone by itself (E action)
+	doomed    []*call // ended calls whose connections flush deletes
+
+	// auditing cancels the audit in progress, so that an RSIP supersedes
+	// audits still retransmitting to a gateway that was silent.
+	auditing atomic.Pointer[context.CancelFunc]
 }
 
 func newLine(b *Bridge, lr *mapping.LineRule) *line {
@@ -135,8 +160,7 @@ func (l *line) loop() {
 	for !l.quit {
 		select {
 		case f := <-l.in:
-			f()
-			l.publish()
+			l.run(f)
 			continue
 		case <-l.ctx.Done():
 			l.shutdown()
@@ -154,13 +178,25 @@ func (l *line) loop() {
 		}
 		select {
 		case f := <-l.in:
-			f()
-			l.publish()
+			l.run(f)
 		case <-l.ctx.Done():
 			l.shutdown()
 			return
 		}
 	}
+}
+
+// run handles one input, then brings the gateway's request in line with
+// the new state and publishes it.
+func (l *line) run(f func()) {
+	f()
+	l.flush()
+	// With more input queued, the request waits for it (a 180 followed
+	// by the 200 needs no ringback); it is sent once the queue is empty.
+	if l.ctx.Err() == nil && len(l.in) == 0 {
+		l.sync()
+	}
+	l.publish()
 }
 
 // after runs f on the line's goroutine after d, unless the line moved on
@@ -176,6 +212,12 @@ func (l *line) after(d time.Duration, f func()) *time.Timer {
 	})
 }
 
+// at runs f on the line's goroutine after d, whatever the line did
+// meanwhile (f checks what it needs).
+func (l *line) at(d time.Duration, f func()) *time.Timer {
+	return time.AfterFunc(d, func() { l.postWait(f) })
+}
+
 // newTrunkChannel makes a trunk group's channel: no hook, no tones, no
 // registration; it only carries calls.
 func newTrunkChannel(b *Bridge, tr *mapping.TrunkRule, local string) *line {
@@ -188,13 +230,7 @@ func newTrunkChannel(b *Bridge, tr *mapping.TrunkRule, local string) *line {
 }
 
 // begin audits and arms a line that was just created.
-func (l *line) begin() {
-	if l.trunk != nil {
-		l.audit()
-	} else {
-		l.rearm(l.audit())
-	}
-}
+func (l *line) begin() { l.resynchronise(false) }
 
 // retire stops the line now if it has no call, else after it.
 func (l *line) retire() {
@@ -217,253 +253,22 @@ func (l *line) account() sip.Account {
 	return a
 }
 
-// ---- MGCP helpers ----
-
-func (l *line) gw() string { return l.b.gatewayAddr(l.rule.Gateway) }
-
-func (l *line) opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(l.ops, 30*time.Second)
-}
-
-func (l *line) nextRequestID() string {
-	l.reqID++
-	return strconv.FormatUint(l.reqID, 16)
-}
-
-var (
-	evOffHook = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hd"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
-	evOnHook  = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hu"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
-	evFlash   = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hf"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
-	evDigits  = mgcp.RequestedEvent{Event: mgcp.Event{Package: "D", Name: "[0-9#*T]"}, Actions: []mgcp.Action{{Code: mgcp.ActionDigitMap}}}
-	evDTMF    = mgcp.RequestedEvent{Event: mgcp.Event{Package: "D", Name: "[0-9#*]"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
-)
-
-func signal(pkgName string, params ...string) mgcp.Event {
-	pkg, name, ok := strings.Cut(pkgName, "/")
-	if !ok {
-		pkg, name = "", pkgName
-	}
-	return mgcp.Event{Package: pkg, Name: name, Params: params}
-}
-
-// offHookEvents are the events watched while the phone is off hook.
-func (l *line) offHookEvents() []mgcp.RequestedEvent {
-	evs := []mgcp.RequestedEvent{evOnHook, evFlash}
-	if l.rule.Features.DTMF == "info" {
-		evs = append(evs, evDTMF)
-	}
-	return evs
-}
-
-// request sends RQNT (RFC 3435 §2.3.3) with the events, signals and digit
-// map; signals nil stops any signal playing.
-func (l *line) request(events []mgcp.RequestedEvent, signals []mgcp.Event, digitMap string) error {
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	if signals == nil {
-		signals = []mgcp.Event{}
-	}
-	_, err := l.b.cfg.CallAgent.NotificationRequest(ctx, l.gw(), l.ep, mgcp.Parameters{NotifiedEntity: l.b.cfg.NotifiedEntity,
-		RequestID: l.nextRequestID(), RequestedEvents: events, Signals: signals, DigitMap: digitMap})
-	l.b.noteMGCP(l.rule.Gateway, err)
-	if err != nil {
-		l.log.WithError(err).Warn("bridge: RQNT failed")
-	}
-	return err
-}
-
-// audit checks the endpoint and asks its hook state (AUEP F: ES, RFC
-// 3435 §2.3.10); it reports whether the phone is off hook.
-func (l *line) audit() (offHook bool) {
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	res, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep, "ES")
-	l.b.noteMGCP(l.rule.Gateway, err)
-	if err != nil {
-		l.log.WithError(err).Warn("bridge: audit failed")
-		return false
-	}
-	for _, e := range res.EventStates {
-		if e.Is("L", "hd") {
-			return true
-		}
-	}
-	return false
-}
-
-// rearm arms an audited line: a phone found off hook is left to hang up
-// first (no dial tone it did not ask for).
-func (l *line) rearm(offHook bool) {
-	if !offHook {
-		l.arm()
-		return
-	}
-	l.stopTone()
-	l.gen++
-	l.state = stTone
-	_ = l.request([]mgcp.RequestedEvent{evOnHook}, nil, "")
-}
-
-// arm returns the line to idle, watching for off-hook.
-func (l *line) arm() {
-	l.stopTone()
-	l.gen++
-	l.state = stIdle
-	if l.trunk != nil {
-		return // a trunk channel has no hook to watch
-	}
-	_ = l.request([]mgcp.RequestedEvent{evOffHook}, l.mwiSignal(), "")
-	if l.retiring {
-		l.retire()
-	}
-}
-
-// setMWI sets the message-waiting indicator. An on/off signal, it stays
-// on until turned off; it is sent at once on an idle line, and goes with
-// the next arming otherwise.
-func (l *line) setMWI(on bool) {
-	l.mwi = on
-	l.mwiKnown = true
-	if l.state == stIdle && l.call == nil {
-		l.arm()
-	}
-}
-
-// mwiSignal is the indicator signal to keep with an idle line's request.
-func (l *line) mwiSignal() []mgcp.Event {
-	if !l.mwiKnown {
-		return nil
-	}
-	v := "-"
-	if l.mwi {
-		v = "+"
-	}
-	return []mgcp.Event{signal("L/vmwi", v)}
-}
-
-// toneAndWait plays tone to the off-hook phone, then the off-hook warning
-// after ToneTimeout, until it hangs up.
-func (l *line) toneAndWait(tone string) {
-	if l.trunk != nil {
-		l.arm()
-		return
-	}
-	l.gen++
-	l.state = stTone
-	_ = l.request([]mgcp.RequestedEvent{evOnHook}, []mgcp.Event{signal(tone)}, "")
-	l.stopTone()
-	l.toneTimer = l.after(l.b.cfg.ToneTimeout, func() {
-		_ = l.request([]mgcp.RequestedEvent{evOnHook}, []mgcp.Event{signal("L/ot")}, "")
-	})
-}
-
-func (l *line) stopTone() {
-	if l.toneTimer != nil {
-		l.toneTimer.Stop()
-		l.toneTimer = nil
-	}
-}
-
-// lco is the LocalConnectionOptions from the gateway's codec preference.
-func (l *line) lco() *mgcp.LocalConnectionOptions {
-	o := &mgcp.LocalConnectionOptions{Codecs: l.rule.Gateway.Codecs}
-	if p := l.rule.Gateway.Ptime; p > 0 {
-		o.Packetization = mgcp.Range{Min: p, Max: p}
-	}
-	return o
-}
-
-// createConnection sends CRCX for c; remote may be nil.
-func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte, events []mgcp.RequestedEvent, signals []mgcp.Event) error {
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	p := mgcp.Parameters{CallID: c.id, Mode: mode}
-	if remote == nil {
-		// Without a remote description the codec choice is ours to give;
-		// with one, it already lists only codecs the gateway has (and
-		// osmo-mgw 1.10 misreads a multi-codec a: list).
-		p.LocalOptions = l.lco()
-	}
-	embed := events != nil && l.rule.Gateway.Quirks.EmbeddedRequests
-	if embed {
-		// RFC 3435 §2.3.5: a notification request may ride on the CRCX.
-		p.NotifiedEntity = l.b.cfg.NotifiedEntity
-		p.RequestID = l.nextRequestID()
-		p.RequestedEvents = events
-		p.Signals = signals
-		if p.Signals == nil {
-			p.Signals = []mgcp.Event{}
-		}
-	}
-	res, err := l.b.cfg.CallAgent.CreateConnection(ctx, l.gw(), l.ep, p, remote)
-	l.b.noteMGCP(l.rule.Gateway, err)
-	if err != nil {
-		return err
-	}
-	c.connID = res.ConnectionID
-	c.gwSDP = res.SDP
-	if events != nil && !embed {
-		// Gateways that take no embedded request (quirk) get it apart.
-		_ = l.request(events, signals, "")
-	}
-	return nil
-}
-
-// modifyConnection sends MDCX; a new LocalConnectionDescriptor in the
-// answer replaces the old one (osmo-mgw re-binds on MDCX).
-func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte) error {
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	res, err := l.b.cfg.CallAgent.ModifyConnection(ctx, l.gw(), l.ep, mgcp.Parameters{CallID: c.id, ConnectionID: c.connID, Mode: mode}, remote)
-	l.b.noteMGCP(l.rule.Gateway, err)
-	if err != nil {
-		l.log.WithError(err).Warn("bridge: MDCX failed")
-		return err
-	}
-	if len(res.SDP) > 0 {
-		c.gwSDP = res.SDP
-	}
-	return nil
-}
-
-// deleteConnection sends DLCX and returns the connection statistics.
-func (l *line) deleteConnection(c *call) []mgcp.ConnParam {
-	if c.connID == "" {
-		return nil
-	}
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	res, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, mgcp.Parameters{CallID: c.id, ConnectionID: c.connID})
-	l.b.noteMGCP(l.rule.Gateway, err)
-	c.connID = ""
-	if err != nil {
-		var re *mgcp.ResponseError
-		if !errors.As(err, &re) || re.Response == nil || re.Response.Code != mgcp.CodeIncorrectConnectionID {
-			l.log.WithError(err).Warn("bridge: DLCX failed")
-		}
-		return nil
-	}
-	return res.ConnectionParams
-}
-
 // ---- events from the gateway ----
 
 func (l *line) onCommand(cmd *mgcp.Command) {
-	switch cmd.Verb {
-	case mgcp.VerbDLCX:
-		// The gateway deleted the connection itself (RFC 3435 §2.3.8).
-		if c := l.call; c != nil && (cmd.ConnectionID == "" || cmd.ConnectionID == c.connID) {
-			c.connID = ""
-			l.endCall("gateway deleted the connection", true)
-		}
+	if cmd.Verb == mgcp.VerbDLCX {
+		l.onGatewayDelete(cmd)
 		return
 	}
+	l.noteNotify(cmd.RequestID)
 	var digits strings.Builder
 	for _, e := range cmd.ObservedEvents {
 		switch {
 		case e.Is("L", "hd"):
+			l.offHook = true
 			l.onOffHook()
 		case e.Is("L", "hu"):
+			l.offHook = false
 			l.onOnHook()
 		case e.Is("L", "hf"):
 			l.onFlash()
@@ -471,57 +276,127 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 			digits.WriteString(e.Name)
 		}
 	}
-	if digits.Len() == 0 {
-		return
+	if digits.Len() > 0 {
+		l.onDigits(digits.String())
 	}
+}
+
+// onDigits: digits collected by the digit map (dialling) or pressed in a
+// call.
+func (l *line) onDigits(digits string) {
 	switch l.state {
 	case stDialing:
-		if l.transfer.active {
-			l.transferDialled(strings.TrimSuffix(digits.String(), "T"))
+		if l.transfer.active && l.transfer.to != "" {
 			return
 		}
-		l.dial(strings.TrimSuffix(digits.String(), "T"))
+		if !l.matchesDigitMap(digits) {
+			// The gateway reports what it had when the map could not
+			// match (RFC 3435 §2.1.5): nothing to route, reorder here.
+			l.log.WithField("digits", digits).Info("bridge: dialled digits match no digit map entry")
+			if l.transfer.active {
+				l.transfer.to = ""
+				l.cancelTransfer()
+				return
+			}
+			l.playTone("L/ro")
+			return
+		}
+		number := strings.TrimSuffix(strings.ToUpper(digits), "T")
+		if l.transfer.active {
+			l.transferDialled(number)
+			return
+		}
+		l.dial(number)
 	case stConnected:
 		if l.call != nil && l.call.dialog != nil && l.rule.Features.DTMF == "info" {
-			for _, dg := range digits.String() {
+			for _, dg := range digits {
+				if dg == 'T' || dg == 't' {
+					continue
+				}
 				d := l.call.dialog
 				body := []byte("Signal=" + string(dg) + "\r\nDuration=160\r\n")
-				go func() { _ = d.Info(context.Background(), "application/dtmf-relay", body) }()
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = d.Info(ctx, "application/dtmf-relay", body)
+				}()
 			}
 		}
 	}
 }
 
+// matchesDigitMap checks digits reported at the end of dialling against
+// the line's digit map: a gateway notifies a no-match too.
+func (l *line) matchesDigitMap(digits string) bool {
+	dm, err := mgcp.CompileDigitMap(l.digitMap())
+	if err != nil {
+		return true // checked when the configuration was loaded
+	}
+	return dm.Match(strings.ToUpper(digits)) == mgcp.Match
+}
+
+// onGatewayDelete: the gateway deleted a connection itself (RFC 3435
+// §2.3.8: RTP timeout, hardware failure, ...). The call it carried ends on
+// both sides: BYE (or a final answer) to the SIP side, the other line of
+// a local call hangs up, and the phone hears reorder if off hook.
+func (l *line) onGatewayDelete(cmd *mgcp.Command) {
+	c := l.callByConnection(cmd.ConnectionID)
+	if c == nil {
+		return
+	}
+	c.connID = ""
+	why := "gateway deleted the connection"
+	if cmd.Reason != nil {
+		why += " (" + strconv.Itoa(int(cmd.Reason.Code)) + ")"
+	}
+	c.result = why
+	// Q.850 cause 41, temporary failure (RFC 3326 Reason).
+	c.byeReason = `Q.850;cause=41;text="MGCP connection deleted by the gateway"`
+	if c == l.other {
+		l.endCallOf(c, why, false)
+		return
+	}
+	l.endCall(why, false)
+	if l.other != nil {
+		l.afterActiveEnded(!l.offHook)
+		return
+	}
+	l.settle("L/ro")
+}
+
+// callByConnection finds the line's call holding a connection ("" the
+// current call).
+func (l *line) callByConnection(id string) *call {
+	for _, c := range []*call{l.call, l.other} {
+		if c != nil && c.connID != "" && (id == "" || strings.EqualFold(id, c.connID)) {
+			return c
+		}
+	}
+	return nil
+}
+
 func (l *line) onOffHook() {
 	switch l.state {
 	case stIdle:
-		if !l.b.accepting(l.rule.Gateway) {
-			l.toneAndWait("L/ro") // draining or disabled: no new calls
+		if l.trunk != nil {
 			return
 		}
-		if h := l.rule.Features.Hotline; h != "" {
-			l.state = stDialing
-			l.dial(h)
+		if !l.b.accepting(l.rule.Gateway) {
+			l.playTone("L/ro") // draining or disabled: no new calls
 			return
 		}
 		l.gen++
 		l.state = stDialing
-		plan := l.rule.DialPlan
-		dm := ""
-		if plan != nil {
-			dm = plan.DigitMap
+		if h := l.rule.Features.Hotline; h != "" {
+			l.dial(h)
 		}
-		events := append(l.offHookEvents()[:1:1], evDigits)
-		_ = l.request(events, []mgcp.Event{signal("L/dl")}, dm)
 	case stRinging:
 		if l.call != nil && l.call.fork != nil {
 			l.takeFork(l.call)
 			return
 		}
 		if l.call != nil && l.call.recall {
-			l.other = l.call
-			l.call = nil
-			l.pickUpRecall(l.other)
+			l.pickUpRecall()
 			return
 		}
 		l.answer()
@@ -546,21 +421,194 @@ func (l *line) onOnHook() {
 	}
 }
 
-// ---- outgoing ----
+// ---- the line's own states ----
 
-// onRestart: the gateway restarted the endpoint (RFC 3435 §2.3.12).
-func (l *line) onRestart(method mgcp.RestartMethod, graceful bool) {
-	if graceful && l.call != nil {
-		return // calls finish first
+// arm returns the line to idle, watching for off-hook.
+func (l *line) arm() {
+	l.stopTone()
+	l.gen++
+	l.state = stIdle
+	l.tone = ""
+	l.transfer = transferState{}
+	if l.retiring {
+		l.retire()
 	}
+}
+
+// playTone plays tone to the off-hook phone, then the off-hook warning
+// (L/ot) after ToneTimeout, until it hangs up.
+func (l *line) playTone(tone string) {
+	if l.trunk != nil {
+		l.arm()
+		return
+	}
+	l.stopTone()
+	l.gen++
+	l.state = stTone
+	l.tone = tone
+	l.toneTimer = l.after(l.b.cfg.ToneTimeout, func() {
+		if l.state == stTone {
+			l.tone = "L/ot"
+		}
+	})
+}
+
+// settle puts the line where it belongs once its call is gone: the
+// off-hook phone hears tone, an on-hook one is armed for the next call.
+func (l *line) settle(tone string) {
+	if l.offHook && l.trunk == nil {
+		l.playTone(tone)
+		return
+	}
+	l.arm()
+}
+
+func (l *line) stopTone() {
+	if l.toneTimer != nil {
+		l.toneTimer.Stop()
+		l.toneTimer = nil
+	}
+}
+
+// setMWI sets the message-waiting indicator (an on/off signal): it goes
+// with the idle line's request, at once when idle, else with the next
+// arming.
+func (l *line) setMWI(on bool) {
+	l.mwi = on
+	l.mwiKnown = true
+}
+
+// mwiSignal is the indicator signal to keep with an idle line's request.
+func (l *line) mwiSignal() []mgcp.Event {
+	if !l.mwiKnown {
+		return nil
+	}
+	v := "-"
+	if l.mwi {
+		v = "+"
+	}
+	return []mgcp.Event{signal("L/vmwi", v)}
+}
+
+// ---- restarts and audits ----
+
+// supersede cancels an audit in progress (from any goroutine): an RSIP
+// for the endpoint makes it moot.
+func (l *line) supersede() {
+	if c := l.auditing.Load(); c != nil {
+		(*c)()
+	}
+}
+
+// resynchronise audits the endpoint (hook state and connections), deletes
+// connections no call of the line owns, and leaves the line in the state
+// the hook calls for. keepCalls keeps calls whose connection the gateway
+// still has (a "disconnected" restart keeps its state); otherwise the
+// line's calls are already ended.
+func (l *line) resynchronise(keepCalls bool) {
+	ctx, cancel := context.WithCancel(l.ops)
+	l.auditing.Store(&cancel)
+	offHook, conns, ok := l.audit(ctx)
+	l.auditing.Store(nil)
+	cancel()
+	if !ok {
+		// No answer (or superseded by an RSIP, which audits again): the
+		// gateway's up-coming (markUp, RSIP) re-runs this.
+		l.state = stRestarting
+		l.armed = ""
+		return
+	}
+	l.armed, l.notified = "", false // whatever the gateway held is unknown
+	owned := map[string]bool{}
+	for _, c := range []*call{l.call, l.other} {
+		if c == nil {
+			continue
+		}
+		found := false
+		for _, id := range conns {
+			found = found || strings.EqualFold(id, c.connID)
+		}
+		if !keepCalls || (!found && l.rule.Gateway.Quirks.AuditConnection) {
+			c.connID = ""
+			c.byeReason = `Q.850;cause=41;text="MGCP gateway restarted"`
+			l.endCallOf(c, "gateway restarted", false)
+			continue
+		}
+		owned[strings.ToLower(c.connID)] = true
+	}
+	for _, id := range conns {
+		if !owned[strings.ToLower(id)] {
+			l.log.WithField("connection", id).Info("bridge: deleting a connection no call owns")
+			l.deleteStale(id)
+		}
+	}
+	l.offHook = offHook && l.trunk == nil
 	if l.call != nil {
-		l.call.connID = "" // gone with the restart
-		// Q.850 cause 41: temporary failure.
-		l.call.byeReason = `Q.850;cause=41;text="MGCP gateway restarted"`
-		l.endCall("gateway restarted", false)
+		if l.state == stRestarting {
+			l.state = stConnected
+		}
+		return
 	}
-	l.rearm(l.audit())
-	if l.b.regs != nil && l.b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register && method != mgcp.RestartDisconnected {
+	if l.other != nil {
+		l.afterActiveEnded(!l.offHook)
+		return
+	}
+	if l.offHook {
+		// Off hook with no call (its call died with the restart, or the
+		// phone was left off hook): reorder until it hangs up.
+		l.playTone("L/ro")
+		return
+	}
+	l.arm()
+}
+
+// deleteStale deletes a connection found on the endpoint that no call owns.
+func (l *line) deleteStale(id string) {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	_, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, mgcp.Parameters{ConnectionID: id})
+	l.b.noteMGCP(l.rule.Gateway, err)
+	if err != nil {
+		l.log.WithError(err).WithField("connection", id).Info("bridge: stale connection not deleted")
+	}
+}
+
+// onRestart: the gateway restarted the endpoint (RFC 3435 §2.3.12,
+// §4.4.6).
+func (l *line) onRestart(method mgcp.RestartMethod) {
+	switch method {
+	case mgcp.RestartGraceful:
+		// The endpoint goes out of service after the delay: calls finish
+		// first; new ones are refused by the gateway.
+		return
+	case mgcp.RestartDisconnected, mgcp.RestartCancelGraceful:
+		// The gateway kept its state: keep the calls whose connections
+		// it still has.
+		l.resynchronise(true)
+		return
+	}
+	// restart, forced: the endpoint's connections are gone.
+	for _, c := range []*call{l.other, l.call} {
+		if c != nil {
+			c.connID = ""
+			c.byeReason = `Q.850;cause=41;text="MGCP gateway restarted"`
+			l.endCallOf(c, "gateway restarted", false)
+		}
+	}
+	l.resynchronise(false)
+	l.register()
+}
+
+// onGatewayBack: the gateway answers again after being marked down; it
+// may have kept its calls (a partition, not a reboot).
+func (l *line) onGatewayBack() {
+	l.resynchronise(true)
+	l.register()
+}
+
+// register (re)starts the line's registration, when it has one.
+func (l *line) register() {
+	if l.b.regs != nil && l.b.cfg.Register && l.trunk == nil && l.rule.Peer != nil && l.rule.Peer.Register {
 		l.b.regs.Remove(l.rule.ID)
 		l.b.regs.Add(l.account())
 	}
@@ -577,4 +625,13 @@ func (l *line) shutdown() {
 		l.endCallOf(l.other, "shutdown", false)
 	}
 	l.endCall("shutdown", false)
+	l.flush()
+}
+
+// ringback is the signal the phone hears while the far end rings.
+func (l *line) ringback() string {
+	if s := l.rule.Gateway.Quirks.RingbackSignal; s != "" {
+		return s
+	}
+	return "G/rt"
 }

@@ -16,16 +16,15 @@ func (l *line) localCall(c *call, number string) {
 	callee := l.b.lineByUser(number)
 	if callee == nil || callee == l {
 		l.log.WithField("number", number).Info("bridge: no local line with that number")
-		l.toneAndWait("L/ro")
+		l.playTone("L/ro")
 		return
 	}
 	c.peer = callee
 	l.adopt(c)
 	l.state = stCalling
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil, l.offHookEvents(), nil); err != nil {
-		c.result = "CRCX failed: " + err.Error()
-		l.finish(c, nil)
-		l.toneAndWait("L/ro")
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil); err != nil {
+		c.peer = nil
+		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
 		return
 	}
 	id, sdp, user, name := c.id, c.gwSDP, l.rule.User, l.rule.DisplayName
@@ -36,7 +35,7 @@ func (l *line) localCall(c *call, number string) {
 // onLocalOffer: another line calls this one.
 func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name string) {
 	busy := func() { caller.postWait(func() { caller.onLocalBusy(id) }) }
-	if l.state != stIdle {
+	if l.state != stIdle || !l.b.accepting(l.rule.Gateway) {
 		busy()
 		return
 	}
@@ -47,25 +46,22 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 	}
 	c := &call{id: id, direction: "local", peer: caller, number: number, start: time.Now(), codecs: tr.Codecs}
 	l.adopt(c)
-	signals := []mgcp.Event{signal("L/rg")}
+	l.state = stRinging
+	c.ring = []mgcp.Event{signal("L/rg")}
 	if l.rule.Features.CallerID && l.rule.Gateway.Quirks.CallerID {
-		signals = append(signals, callerID(number, name))
+		c.ring = append(c.ring, callerID(number, name))
 	}
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP, []mgcp.RequestedEvent{evOffHook}, signals); err != nil {
-		c.result = "CRCX failed: " + err.Error()
-		l.finish(c, nil)
-		l.arm()
+	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP); err != nil {
+		c.peer = nil // the caller hears busy instead of a hang-up
+		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
 		busy()
 		return
 	}
-	l.state = stRinging
 	mine := c.gwSDP
 	caller.postWait(func() { caller.onLocalRinging(id, mine) })
 	l.after(l.b.cfg.RingTimeout, func() {
 		if l.state == stRinging && l.call == c {
-			c.result = "no answer"
-			l.endCall("no answer", false)
-			l.arm()
+			l.failCall(c, "no answer", "L/ro")
 		}
 	})
 }
@@ -77,28 +73,31 @@ func (l *line) localLeg(id string) *call {
 	return l.call
 }
 
-// onLocalRinging: the called line rings; its SDP arrives.
+// onLocalRinging: the called line rings; its SDP arrives with the
+// ringback request embedded in the MDCX.
 func (l *line) onLocalRinging(id string, sdp []byte) {
 	c := l.localLeg(id)
-	if c == nil {
+	if c == nil || l.state != stCalling {
 		return
 	}
+	c.ringback = true
 	if tr, err := ToGateway(sdp, l.rule.Gateway.Codecs); err == nil {
 		_ = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
 	}
-	_ = l.request(l.offHookEvents(), []mgcp.Event{signal(l.ringback())}, "")
 }
 
 // onLocalAnswered: the called line went off hook.
 func (l *line) onLocalAnswered(id string) {
 	c := l.localLeg(id)
-	if c == nil {
+	if c == nil || l.state != stCalling {
 		return
 	}
 	l.state = stConnected
+	c.ringback = false
 	c.answered = time.Now()
-	_ = l.request(l.offHookEvents(), nil, "")
-	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
+	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
+		l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
+	}
 }
 
 // onLocalBusy: the called line could not take the call.
@@ -110,7 +109,7 @@ func (l *line) onLocalBusy(id string) {
 	c.peer = nil
 	c.result = "busy"
 	l.endCall("busy", true)
-	l.toneAndWait("L/bz")
+	l.settle("L/bz")
 }
 
 // onLocalHangup: the other line hung up (or gave up ringing).
@@ -120,16 +119,11 @@ func (l *line) onLocalHangup(id string) {
 		return
 	}
 	c.peer = nil // do not echo the hang-up back
-	wasRinging := l.state == stRinging
 	if c.answered.IsZero() && l.state == stCalling {
 		c.result = "no answer"
 	} else {
 		c.result = "far end hung up"
 	}
 	l.endCall(c.result, true)
-	if wasRinging {
-		l.arm()
-	} else {
-		l.toneAndWait("L/ro")
-	}
+	l.settle("L/ro")
 }

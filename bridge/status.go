@@ -151,19 +151,46 @@ func (b *Bridge) Reregister(id string) error {
 	return nil
 }
 
-// Rearm audits and re-arms an idle line (it does nothing to a call).
-func (b *Bridge) Rearm(id string) error {
+// Rearm audits and re-arms a line without a call; a line in a call
+// answers ErrLineBusy (a *BusyError naming its state).
+func (b *Bridge) Rearm(ctx context.Context, id string) error {
 	l, err := b.line(id)
 	if err != nil {
 		return err
 	}
+	res := make(chan error, 1)
 	l.postWait(func() {
-		if l.call == nil {
-			l.rearm(l.audit())
+		if l.call != nil || l.other != nil {
+			res <- &BusyError{Line: l.rule.ID, State: l.state.String()}
+			return
 		}
+		l.resynchronise(false)
+		if l.state == stRestarting {
+			res <- errors.New("bridge: the gateway did not answer the audit")
+			return
+		}
+		res <- nil
 	})
-	return nil
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
+
+// ErrLineBusy is wrapped by BusyError: the line has a call.
+var ErrLineBusy = errors.New("bridge: the line is in a call")
+
+// BusyError says why an action cannot touch a line now.
+type BusyError struct {
+	Line, State string
+}
+
+func (e *BusyError) Error() string { return "bridge: line " + e.Line + " is in a call (" + e.State + ")" }
+
+// Unwrap returns ErrLineBusy.
+func (e *BusyError) Unwrap() error { return ErrLineBusy }
 
 // HangUp ends a call (by MGCP call id or SIP Call-ID) on every line it
 // involves; the phones hear reorder until they hang up.
@@ -184,7 +211,11 @@ func (b *Bridge) HangUp(id string) error {
 			if l.call != nil && l.call.id == callID {
 				l.call.result = "hung up by the operator"
 				l.endCall(l.call.result, false)
-				l.toneAndWait("L/ro")
+				if l.other != nil {
+					l.afterActiveEnded(!l.offHook)
+					return
+				}
+				l.settle("L/ro")
 			}
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/mgsip/mgsip/mgcp"
 )
 
 // Blind transfer (line feature transfer, default on), the analog way:
@@ -21,19 +20,13 @@ func (l *line) startTransfer() {
 	l.other, l.call = c, nil
 	l.transfer = transferState{active: true}
 	l.gen++
-	l.state = stDialing
-	dm := ""
-	if l.rule.DialPlan != nil {
-		dm = l.rule.DialPlan.DigitMap
-	}
-	_ = l.request([]mgcp.RequestedEvent{evOnHook, evFlash, evDigits}, []mgcp.Event{signal("L/dl")}, dm)
+	l.state = stDialing // dial tone with flash watched (desired)
 }
 
 // transferDialled records the target; the transfer happens on hang-up.
 func (l *line) transferDialled(number string) {
-	l.transfer.to = l.rule.ToSIP.Apply(number)
 	// Silence and wait for the hang-up (or a flash to go back).
-	_ = l.request([]mgcp.RequestedEvent{evOnHook, evFlash}, nil, "")
+	l.transfer.to = l.rule.ToSIP.Apply(number)
 }
 
 // cancelTransfer: a flash while transferring returns to the held call.
@@ -41,14 +34,13 @@ func (l *line) cancelTransfer() {
 	c := l.other
 	l.transfer = transferState{}
 	if c == nil { // the held party hung up meanwhile
-		l.toneAndWait("L/ro")
+		l.playTone("L/ro")
 		return
 	}
 	l.other, l.call = nil, c
 	l.gen++
 	l.state = stConnected
 	l.resume(c)
-	_ = l.request(l.offHookEvents(), nil, "")
 }
 
 // completeTransfer runs on hang-up while transferring.

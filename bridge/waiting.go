@@ -29,34 +29,28 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 	if !ok {
 		return
 	}
-	l.b.active.Add(1)
-	if err := l.createConnection(c, mgcp.ModeInactive, remote, nil, nil); err != nil {
-		status, reason := StatusForMGCP(err)
-		_ = d.Reject(status, reason)
-		c.result = "CRCX failed: " + err.Error()
-		l.finish(c, nil)
+	l.count(c)
+	if err := l.createConnection(c, mgcp.ModeInactive, remote); err != nil {
+		c.status, c.reason = StatusForMGCP(err)
+		l.endCallOf(c, "CRCX failed: "+err.Error(), false)
 		return
 	}
 	l.other = c
-	_ = l.request(l.offHookEvents(), []mgcp.Event{signal("L/wt")}, "")
+	l.oneShot = append(l.oneShot, signal("L/wt"))
 	_ = d.Ring()
 	l.forward(c)
-	gen := c.gen
-	time.AfterFunc(l.b.cfg.RingTimeout, func() {
-		l.postWait(func() {
-			if l.other == c && c.answered.IsZero() && c.gen == gen {
-				_ = d.Reject(480, "Temporarily Unavailable")
-				c.result = "no answer"
-				l.endCallOf(c, c.result, true)
-				_ = l.request(l.offHookEvents(), nil, "")
-			}
-		})
+	l.at(l.b.cfg.RingTimeout, func() {
+		if l.other == c && c.answered.IsZero() {
+			c.status, c.reason = 480, "Temporarily Unavailable"
+			l.endCallOf(c, "no answer", false)
+		}
 	})
 }
 
 // onFlash swaps the active call and the waiting or held one; with only
 // one call it starts a transfer (transfer.go), and while transferring it
-// goes back to the held call.
+// goes back to the held call. A flash the state has no use for is
+// ignored (its NTFY is still followed by a request: sync).
 func (l *line) onFlash() {
 	if l.transfer.active {
 		l.cancelTransfer()
@@ -73,19 +67,31 @@ func (l *line) onFlash() {
 	active, other := l.call, l.other
 	l.hold(active)
 	if other.answered.IsZero() {
-		// Answer the waiting call.
-		other.answered = time.Now()
-		_ = l.modifyConnection(other, mgcp.ModeSendRecv, nil)
-		if tr, err := ToSIP(other.gwSDP, &other.origin, other.codecs, SendRecv); err == nil {
-			d := other.dialog
-			go func() { _ = d.Answer(tr.SDP) }()
-		}
+		l.answerWaiting(other)
 	} else {
 		l.resume(other)
 	}
 	l.call, l.other = other, active
 	l.gen++
-	_ = l.request(l.offHookEvents(), nil, "") // stops the waiting tone
+}
+
+// answerWaiting answers a call that waited: its connection sends and
+// receives, the far end gets our 200.
+func (l *line) answerWaiting(c *call) {
+	tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv)
+	if err != nil {
+		c.status, c.reason = 488, "Not Acceptable Here"
+		l.endCallOf(c, err.Error(), false)
+		return
+	}
+	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
+		c.status, c.reason = StatusForMGCP(err)
+		l.endCallOf(c, "MDCX failed: "+err.Error(), false)
+		return
+	}
+	c.answered = time.Now()
+	d := c.dialog
+	go func() { _ = d.Answer(tr.SDP) }()
 }
 
 // hold puts a call on hold: no media from the gateway, a=sendonly to the
@@ -129,11 +135,7 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 		if e.Kind == sip.EventCancelled {
 			c.result = "cancelled"
 		}
-		waiting := c.answered.IsZero()
-		l.endCallOf(c, c.result, true)
-		if waiting {
-			_ = l.request(l.offHookEvents(), nil, "") // stops the waiting tone
-		}
+		l.endCallOf(c, c.result, true) // the waiting tone stops with the next request
 	case sip.EventReinvite, sip.EventUpdate:
 		// The held party changed its media: keep our side on hold.
 		if tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendOnly); err == nil {
@@ -146,28 +148,25 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 
 // afterActiveEnded is called once the active call is gone while another
 // remains: on hook, the phone rings again for it; still off hook (the far
-// end hung up), the held call is resumed.
+// end hung up), the held call is resumed or the waiting one answered.
 func (l *line) afterActiveEnded(onHook bool) {
 	c := l.other
 	l.other = nil
 	l.call = c
 	l.gen++
 	c.gen = l.gen
+	l.transfer = transferState{}
 	if onHook {
 		c.recall = true
+		c.ring = []mgcp.Event{signal("L/rg")}
 		l.state = stRinging
-		_ = l.request([]mgcp.RequestedEvent{evOffHook}, []mgcp.Event{signal("L/rg")}, "")
 		return
 	}
 	l.state = stConnected
-	_ = l.request(l.offHookEvents(), nil, "")
 	if c.answered.IsZero() {
-		// The waiting call was never answered: answer it now.
-		c.answered = time.Now()
-		_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
-		if tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv); err == nil {
-			d := c.dialog
-			go func() { _ = d.Answer(tr.SDP) }()
+		l.answerWaiting(c)
+		if c.ended {
+			l.settle("L/ro")
 		}
 		return
 	}
@@ -176,8 +175,9 @@ func (l *line) afterActiveEnded(onHook bool) {
 
 // pickUpRecall: the phone went off hook while ringing for a call that
 // was waiting or held when it hung up.
-func (l *line) pickUpRecall(c *call) {
+func (l *line) pickUpRecall() {
+	c := l.call
 	c.recall = false
+	l.other, l.call = c, nil
 	l.afterActiveEnded(false)
-	l.call = c
 }

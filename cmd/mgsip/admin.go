@@ -129,7 +129,11 @@ func (d *daemon) adminHandler() http.Handler {
 		})
 	}
 	action("POST /api/v1/reregister", "line", d.bridge.Reregister)
-	action("POST /api/v1/rearm", "line", d.bridge.Rearm)
+	action("POST /api/v1/rearm", "line", func(id string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		defer cancel()
+		return d.bridge.Rearm(ctx, id)
+	})
 	action("POST /api/v1/hangup", "call", d.bridge.HangUp)
 	action("POST /api/v1/gateways/drain", "gateway", func(g string) error { return d.bridge.SetGatewayDrain(g, true, false) })
 	action("POST /api/v1/gateways/disable", "gateway", func(g string) error { return d.bridge.SetGatewayDrain(g, true, true) })
@@ -257,6 +261,7 @@ func (d *daemon) probePeers(ctx context.Context) {
 			if seen && prev.Up != v.Up {
 				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
 			}
+			d.bridge.SetPeerReachable(p.Name, v.Up)
 			d.mu.Lock()
 			if d.peerState == nil {
 				d.peerState = map[string]peerView{}

@@ -27,6 +27,7 @@ type fileConfig struct {
 	Admin          adminConfig  `yaml:"admin"`
 	Trace          traceConfig  `yaml:"trace"`
 	Daemon         daemonConfig `yaml:"daemon"`
+	Calls          callsConfig  `yaml:"calls"`
 	mapping.Config `yaml:",inline"`
 }
 
@@ -47,6 +48,23 @@ type daemonConfig struct {
 	// DrainTimeout is how long SIGTERM waits for calls to end before
 	// hanging them up (default 30s).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// callsConfig holds the call timers of the bridge (0: the default).
+type callsConfig struct {
+	// RingTimeout: an incoming call nobody answers gets 480 after it
+	// (default 60s).
+	RingTimeout time.Duration `yaml:"ring_timeout"`
+	// NoAnswerTimeout: an outgoing call the far end lets ring is
+	// cancelled after it and the caller hears reorder (default 3m).
+	NoAnswerTimeout time.Duration `yaml:"no_answer_timeout"`
+	// ToneTimeout: how long an off-hook phone hears reorder or busy
+	// after a call before the off-hook warning (default 30s).
+	ToneTimeout time.Duration `yaml:"tone_timeout"`
+	// PeerDownFor: how long a SIP peer that let an INVITE go unanswered
+	// counts as down, so that calls go to local fallback or congestion
+	// at once (default 30s).
+	PeerDownFor time.Duration `yaml:"peer_down_for"`
 }
 
 type logConfig struct {
@@ -197,6 +215,13 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 	}
 	if fc.Daemon.DrainTimeout < 0 {
 		add("daemon.drain_timeout", "must not be negative")
+	}
+	for key, v := range map[string]time.Duration{"calls.ring_timeout": fc.Calls.RingTimeout,
+		"calls.no_answer_timeout": fc.Calls.NoAnswerTimeout, "calls.tone_timeout": fc.Calls.ToneTimeout,
+		"calls.peer_down_for": fc.Calls.PeerDownFor} {
+		if v < 0 {
+			add(key, "must not be negative")
+		}
 	}
 	addJoined(fc.MGCP.Validate())
 	addJoined(fc.SIP.Validate())

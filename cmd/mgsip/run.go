@@ -196,8 +196,10 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 		_ = d.ca.Close()
 		return err
 	}
+	calls := cfg.File.Calls
 	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
-		Log: a.log.WithField("component", "bridge"), OnCall: d.metrics.call})
+		Log: a.log.WithField("component", "bridge"), OnCall: d.metrics.call, RingTimeout: calls.RingTimeout,
+		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor})
 	if err != nil {
 		_ = d.ca.Close()
 		_ = d.stack.Close()

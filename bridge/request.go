@@ -1,0 +1,454 @@
+package bridge
+
+// What a line asks of its gateway. The requested events, signals and
+// digit map (RFC 3435 §2.3.3) are derived from the line's state in one
+// place, desired; after every input the line goroutine calls sync, which
+// sends an RQNT when the gateway's request differs from the desired one or
+// when the gateway notified under its current request and so waits in
+// lock-step for a new one (RFC 3435 §4.4.1, Q: step). Commands that may
+// carry a request (CRCX, MDCX, DLCX; §2.3.5-2.3.8) embed it instead when
+// the gateway's quirk profile allows, which saves the separate RQNT. No
+// handler sends a request of its own, so none can forget one.
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+)
+
+// errNoConnection: the call has no connection on the gateway (any more).
+var errNoConnection = errors.New("bridge: no connection")
+
+// gwRequest is one notification request: R:, S: and D:.
+type gwRequest struct {
+	events   []mgcp.RequestedEvent
+	signals  []mgcp.Event
+	digitMap string
+}
+
+// key identifies a request for comparison. Brief signals of the D package
+// (a DTMF digit played once) are left out: nothing needs stopping after
+// them, so they never call for a request of their own.
+func (r gwRequest) key() string {
+	var b []byte
+	for _, e := range r.events {
+		b = append(b, e.String()...)
+		b = append(b, ',')
+	}
+	b = append(b, '|')
+	for _, s := range r.signals {
+		if strings.EqualFold(s.Package, "D") {
+			continue
+		}
+		b = append(b, s.String()...)
+		b = append(b, ',')
+	}
+	b = append(b, '|')
+	b = append(b, r.digitMap...)
+	return string(b)
+}
+
+// dialTone is the request that gives dial tone and collects digits
+// against the line's digit map.
+func (l *line) dialTone(withFlash bool) gwRequest {
+	evs := []mgcp.RequestedEvent{evOnHook}
+	if withFlash {
+		evs = append(evs, evFlash)
+	}
+	evs = append(evs, evDigits)
+	return gwRequest{events: evs, signals: []mgcp.Event{signal("L/dl")}, digitMap: l.digitMap()}
+}
+
+func (l *line) digitMap() string {
+	if l.rule.DialPlan != nil && l.rule.DialPlan.DigitMap != "" {
+		return l.rule.DialPlan.DigitMap
+	}
+	return mapping.BuiltinDigitMap
+}
+
+// dialsByItself reports whether an idle line's request lets the gateway
+// give dial tone and collect the number on its own (an embedded request
+// in the off-hook event, RFC 3435 §2.3.3 action E), so that the off-hook
+// and the number arrive in one NTFY.
+func (l *line) dialsByItself() bool {
+	return l.rule.Gateway.Quirks.EmbeddedRequests && l.rule.Features.Hotline == "" && l.b.accepting(l.rule.Gateway)
+}
+
+// desired is the request the line's state calls for (the state table of
+// docs/bridge.md).
+func (l *line) desired() gwRequest {
+	var r gwRequest
+	switch l.state {
+	case stIdle:
+		hd := evOffHook
+		if l.dialsByItself() {
+			dt := l.dialTone(false)
+			hd = mgcp.RequestedEvent{Event: evOffHook.Event, Actions: []mgcp.Action{{Code: mgcp.ActionEmbedded,
+				Embedded: &mgcp.EmbeddedRequest{RequestedEvents: dt.events, Signals: dt.signals, DigitMap: dt.digitMap}}}}
+		}
+		r = gwRequest{events: []mgcp.RequestedEvent{hd}, signals: l.mwiSignal()}
+	case stDialing:
+		switch {
+		case l.transfer.active && l.transfer.to != "":
+			r.events = []mgcp.RequestedEvent{evOnHook, evFlash} // number taken: silence until hang-up
+		case l.transfer.active:
+			r = l.dialTone(true)
+		default:
+			r = l.dialTone(false)
+		}
+	case stRinging:
+		r.events = []mgcp.RequestedEvent{evOffHook}
+		if c := l.call; c != nil {
+			r.signals = c.ring
+		}
+	case stCalling:
+		r.events = l.offHookEvents()
+		if c := l.call; c != nil && c.ringback {
+			r.signals = []mgcp.Event{signal(l.ringback())}
+		}
+	case stConnected:
+		r.events = l.offHookEvents()
+	case stTone:
+		r.events = []mgcp.RequestedEvent{evOnHook}
+		if l.tone != "" {
+			r.signals = []mgcp.Event{signal(l.tone)}
+		}
+	}
+	if len(l.oneShot) > 0 {
+		r.signals = append(append([]mgcp.Event(nil), r.signals...), l.oneShot...)
+	}
+	if r.signals == nil {
+		r.signals = []mgcp.Event{} // an empty S: stops what plays
+	}
+	return r
+}
+
+// needsRequest reports whether the gateway must be sent the desired
+// request: it holds another one, or it notified and waits for a new one.
+func (l *line) needsRequest(want gwRequest) bool {
+	return l.trunk == nil && l.state != stRestarting && (l.notified || want.key() != l.armed)
+}
+
+// sync sends the desired request when needed (see the top of this file).
+// A 401 or 402 answer means the phone's hook is not where the line
+// thought: the line takes the hook change as if notified, and tries
+// again with the request for its new state.
+func (l *line) sync() {
+	for range 4 {
+		l.applyHook()
+		if l.quit {
+			return
+		}
+		want := l.desired()
+		if !l.needsRequest(want) {
+			return
+		}
+		err := l.rqnt(want)
+		if err == nil {
+			l.syncRetry = 0
+			return
+		}
+		if l.hookFromError(err) {
+			continue
+		}
+		l.armed = "" // unknown: try again
+		if !errors.Is(err, mgcp.ErrTimeout) && l.syncRetry < 3 {
+			// A transient refusal: the line retries after a pause (1, 2,
+			// 4 s); the gateway would otherwise wait for a request forever.
+			l.syncRetry++
+			l.after(time.Duration(1<<(l.syncRetry-1))*time.Second, func() {})
+		}
+		return
+	}
+}
+
+// rqnt sends RQNT (RFC 3435 §2.3.3).
+func (l *line) rqnt(want gwRequest) error {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	id := l.nextRequestID()
+	_, err := l.b.cfg.CallAgent.NotificationRequest(ctx, l.gw(), l.ep, mgcp.Parameters{NotifiedEntity: l.b.cfg.NotifiedEntity,
+		RequestID: id, RequestedEvents: want.events, Signals: want.signals, DigitMap: want.digitMap})
+	l.b.noteMGCP(l.rule.Gateway, err)
+	if err != nil {
+		if hookCode(err) == 0 {
+			l.log.WithError(err).Warn("bridge: RQNT failed")
+		}
+		return err
+	}
+	l.accepted(want, id)
+	return nil
+}
+
+// accepted records that the gateway took a request.
+func (l *line) accepted(want gwRequest, id string) {
+	l.armed = want.key()
+	l.armedID = id
+	l.notified = false
+	l.oneShot = nil
+	l.armedE = len(want.events) == 1 && want.events[0].HasAction(mgcp.ActionEmbedded)
+}
+
+// embed puts the desired request into a CRCX, MDCX or DLCX when the
+// gateway takes embedded requests and one is needed; it returns the
+// request to record with accepted once the command succeeds (ok false:
+// nothing embedded).
+func (l *line) embed(p *mgcp.Parameters) (gwRequest, bool) {
+	if !l.rule.Gateway.Quirks.EmbeddedRequests {
+		return gwRequest{}, false
+	}
+	want := l.desired()
+	if !l.needsRequest(want) {
+		return gwRequest{}, false
+	}
+	p.NotifiedEntity = l.b.cfg.NotifiedEntity
+	p.RequestID = l.nextRequestID()
+	p.RequestedEvents = want.events
+	p.Signals = want.signals
+	p.DigitMap = want.digitMap
+	return want, true
+}
+
+// hookCode reads a hook-state refusal: +1 for 401 (the phone is off
+// hook), -1 for 402 (on hook), 0 for anything else.
+func hookCode(err error) int {
+	var re *mgcp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		switch re.Response.Code {
+		case mgcp.CodeOffHook:
+			return 1
+		case mgcp.CodeOnHook:
+			return -1
+		}
+	}
+	return 0
+}
+
+// hookFromError notes the hook state a 401/402 reveals; applyHook acts
+// on it. It reports whether err was such a refusal.
+func (l *line) hookFromError(err error) bool {
+	h := hookCode(err)
+	if h == 0 {
+		return false
+	}
+	l.hookHint = h
+	l.armed = ""
+	return true
+}
+
+// applyHook acts on a hook state learnt from a refusal as if the gateway
+// had notified the change (the NTFY itself may still be on its way, or
+// quarantined).
+func (l *line) applyHook() {
+	h := l.hookHint
+	l.hookHint = 0
+	switch {
+	case h > 0 && !l.offHook && l.state == stIdle && l.armedE && l.armed == l.desired().key():
+		// The idle request let the gateway give dial tone by itself: the
+		// phone is dialling under it; its NTFY brings the number.
+		l.offHook = true
+		l.gen++
+		l.state = stDialing
+		l.armed = l.desired().key()
+	case h > 0 && !l.offHook:
+		l.offHook = true
+		l.onOffHook()
+	case h < 0 && l.offHook:
+		l.offHook = false
+		l.onOnHook()
+	case h < 0 && l.state == stRinging:
+		// Asked for off-hook while ringing and told it is on hook: the
+		// request for the ring failed; sync sends it again.
+	}
+}
+
+// noteNotify records an NTFY's request id: one under the gateway's
+// current request leaves it waiting for a new one (lock-step); one under
+// an older request was overtaken by the request sent since.
+func (l *line) noteNotify(x string) {
+	if x == "" || l.armedID == "" || strings.EqualFold(x, l.armedID) {
+		l.notified = true
+		return
+	}
+	if n, err := strconv.ParseUint(x, 16, 64); err != nil || n > l.reqID {
+		l.notified = true // not one of ours: be safe
+	}
+}
+
+// ---- MGCP operations ----
+
+func (l *line) gw() string { return l.b.gatewayAddr(l.rule.Gateway) }
+
+func (l *line) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(l.ops, 30*time.Second)
+}
+
+func (l *line) nextRequestID() string {
+	l.reqID++
+	return strconv.FormatUint(l.reqID, 16)
+}
+
+// lco is the LocalConnectionOptions from the gateway's codec preference.
+func (l *line) lco() *mgcp.LocalConnectionOptions {
+	o := &mgcp.LocalConnectionOptions{Codecs: l.rule.Gateway.Codecs}
+	if p := l.rule.Gateway.Ptime; p > 0 {
+		o.Packetization = mgcp.Range{Min: p, Max: p}
+	}
+	return o
+}
+
+// createConnection sends CRCX for c (remote may be nil), with the
+// line's request embedded. A 401/402 fails the call (the phone is not
+// where the call needs it) and is noted for applyHook.
+func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte) error {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	p := mgcp.Parameters{CallID: c.id, Mode: mode}
+	if remote == nil {
+		// Without a remote description the codec choice is ours to give;
+		// with one, it already lists only codecs the gateway has (and
+		// osmo-mgw 1.10 misreads a multi-codec a: list).
+		p.LocalOptions = l.lco()
+	}
+	want, embedded := l.embed(&p)
+	res, err := l.b.cfg.CallAgent.CreateConnection(ctx, l.gw(), l.ep, p, remote)
+	l.b.noteMGCP(l.rule.Gateway, err)
+	if err != nil {
+		l.hookFromError(err)
+		return err
+	}
+	if embedded {
+		l.accepted(want, p.RequestID)
+	}
+	c.connID = res.ConnectionID
+	c.gwSDP = res.SDP
+	return nil
+}
+
+// modifyConnection sends MDCX; a new LocalConnectionDescriptor in the
+// answer replaces the old one (osmo-mgw re-binds on MDCX). An embedded
+// request refused with 401/402 is noted and the MDCX sent again without
+// it: the connection must change whatever the hook does.
+func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte) error {
+	if c.connID == "" {
+		return errNoConnection
+	}
+	for try := 0; ; try++ {
+		ctx, cancel := l.opCtx()
+		p := mgcp.Parameters{CallID: c.id, ConnectionID: c.connID, Mode: mode}
+		want, embedded := gwRequest{}, false
+		if try == 0 {
+			want, embedded = l.embed(&p)
+		}
+		res, err := l.b.cfg.CallAgent.ModifyConnection(ctx, l.gw(), l.ep, p, remote)
+		cancel()
+		l.b.noteMGCP(l.rule.Gateway, err)
+		if err != nil && embedded && l.hookFromError(err) {
+			continue
+		}
+		if err != nil {
+			l.log.WithError(err).Warn("bridge: MDCX failed")
+			return err
+		}
+		if embedded {
+			l.accepted(want, p.RequestID)
+		}
+		if len(res.SDP) > 0 {
+			c.gwSDP = res.SDP
+		}
+		return nil
+	}
+}
+
+// deleteConnection sends DLCX and returns the connection statistics; it
+// forgets the connection whatever the answer (515: already gone).
+func (l *line) deleteConnection(c *call, last bool) []mgcp.ConnParam {
+	if c.connID == "" {
+		return nil
+	}
+	for try := 0; ; try++ {
+		ctx, cancel := l.opCtx()
+		p := mgcp.Parameters{CallID: c.id, ConnectionID: c.connID}
+		want, embedded := gwRequest{}, false
+		if try == 0 && last {
+			// The last of the line's deletions: the request of the state
+			// the line is now in rides along.
+			want, embedded = l.embed(&p)
+		}
+		res, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, p)
+		cancel()
+		l.b.noteMGCP(l.rule.Gateway, err)
+		if err != nil && embedded && l.hookFromError(err) {
+			continue
+		}
+		c.connID = ""
+		if err != nil {
+			var re *mgcp.ResponseError
+			if !errors.As(err, &re) || re.Response == nil || re.Response.Code != mgcp.CodeIncorrectConnectionID {
+				l.log.WithError(err).Warn("bridge: DLCX failed")
+			}
+			return nil
+		}
+		if embedded {
+			l.accepted(want, p.RequestID)
+		}
+		return res.ConnectionParams
+	}
+}
+
+// audit checks the endpoint, asking its connections and hook state
+// (AUEP F: I, ES; RFC 3435 §2.3.10). ok is false when it did not answer.
+func (l *line) audit(ctx context.Context) (offHook bool, conns []string, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info := []string{"ES"}
+	if l.rule.Gateway.Quirks.AuditConnection {
+		info = []string{"I", "ES"}
+	}
+	res, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep, info...)
+	if ctx.Err() != nil && l.ops.Err() == nil {
+		return false, nil, false // superseded (an RSIP came): no verdict
+	}
+	l.b.noteMGCP(l.rule.Gateway, err)
+	if err != nil {
+		l.log.WithError(err).Warn("bridge: audit failed")
+		return false, nil, false
+	}
+	for _, e := range res.EventStates {
+		if e.Is("L", "hd") {
+			offHook = true
+		}
+	}
+	return offHook, res.ConnectionIDs(), true
+}
+
+var (
+	evOffHook = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hd"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+	evOnHook  = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hu"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+	evFlash   = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hf"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+	evDigits  = mgcp.RequestedEvent{Event: mgcp.Event{Package: "D", Name: "[0-9#*T]"}, Actions: []mgcp.Action{{Code: mgcp.ActionDigitMap}}}
+	evDTMF    = mgcp.RequestedEvent{Event: mgcp.Event{Package: "D", Name: "[0-9#*]"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}
+)
+
+func signal(pkgName string, params ...string) mgcp.Event {
+	pkg, name, ok := strings.Cut(pkgName, "/")
+	if !ok {
+		pkg, name = "", pkgName
+	}
+	return mgcp.Event{Package: pkg, Name: name, Params: params}
+}
+
+// offHookEvents are the events watched while the phone is off hook in a
+// call.
+func (l *line) offHookEvents() []mgcp.RequestedEvent {
+	evs := []mgcp.RequestedEvent{evOnHook, evFlash}
+	if l.rule.Features.DTMF == "info" {
+		evs = append(evs, evDTMF)
+	}
+	return evs
+}
