@@ -49,17 +49,17 @@ type call struct {
 	answered  time.Time
 	result    string
 	gen       int
-	fallback  bool   // switch locally if the SIP peer cannot be reached
-	byeReason string // Reason header of our BYE (RFC 3326), when there is one to give
-	fork      *fork  // a ring-all call ringing this line, not taken yet
-	recall    bool   // ringing again for a call left waiting or on hold
+	fallback  bool         // switch locally if the SIP peer cannot be reached
+	byeReason string       // Reason header of our BYE (RFC 3326), when there is one to give
+	fork      *fork        // a ring-all call ringing this line, not taken yet
+	recall    bool         // ringing again for a call left waiting or on hold
 	ring      []mgcp.Event // signals that ring the phone for it (with caller id)
 	status    int          // final answer to an unanswered incoming INVITE (0: 480)
 	reason    string
 	counted   bool              // counted in Bridge.active
 	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
-	ringback  bool         // the far end rings: the phone hears ringback
-	ended     bool         // released (endCallOf ran): nothing more to do
+	ringback  bool              // the far end rings: the phone hears ringback
+	ended     bool              // released (endCallOf ran): nothing more to do
 }
 
 // line owns one MGCP endpoint and its SIP identity: an analog line, or
@@ -86,8 +86,8 @@ type line struct {
 	offHook   bool   // the phone's hook as last reported (NTFY, audit, 401/402)
 	tone      string // the signal of stTone ("" silence)
 	retiring  bool   // removed from the configuration: stop once idle
-	mwi       bool // messages waiting (lamp on)
-	mwiKnown  bool // an MWI NOTIFY arrived
+	mwi       bool   // messages waiting (lamp on)
+	mwiKnown  bool   // an MWI NOTIFY arrived
 	quit      bool
 	reqID     uint64
 	call      *call

@@ -187,7 +187,9 @@ type BusyError struct {
 	Line, State string
 }
 
-func (e *BusyError) Error() string { return "bridge: line " + e.Line + " is in a call (" + e.State + ")" }
+func (e *BusyError) Error() string {
+	return "bridge: line " + e.Line + " is in a call (" + e.State + ")"
+}
 
 // Unwrap returns ErrLineBusy.
 func (e *BusyError) Unwrap() error { return ErrLineBusy }

@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"time"
-
 )
 
 // Blind transfer (line feature transfer, default on), the analog way:
