@@ -332,7 +332,10 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 			// What the line still waits for (a start-up audit the silent
 			// gateway never answered) is moot now.
 			l.supersede()
-			l.postWait(func() { l.onRestart(cmd.RestartMethod) })
+			f := func() { l.onRestart(cmd.RestartMethod) }
+			if !l.post(f) {
+				go l.postWait(f) // never lost, never blocking the answer
+			}
 		}
 	}
 }

@@ -41,6 +41,10 @@ type envOptions struct {
 	keepalive time.Duration
 	hunt      bool   // hunt group "sales" (both lines) behind number 3000
 	huntHow   string // its strategy
+	respond   func(cmd *mgcp.Command) *mgcp.Response
+	before    func(gw *mgcptest.Gateway) // runs before mgsip starts
+	noWait    bool                       // do not wait for the lines to be armed
+	noAnswer  time.Duration              // bridge.Config.NoAnswerTimeout
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -62,7 +66,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	var setBridge func(*bridge.Bridge)
 	e.ca, setBridge = listenCA(t, o.mgcp)
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
-		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults}
+		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -97,10 +101,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 		ring = 10 * time.Second
 	}
 	t.Cleanup(func() { _ = e.gw.Close() })
+	if o.before != nil {
+		o.before(e.gw)
+	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
-		ToneTimeout: time.Second, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, OnCall: func(r bridge.CallRecord) { e.records <- r }})
 	// Every line armed for off-hook.
-	for i := 1; i <= o.lines; i++ {
+	for i := 1; i <= o.lines && !o.noWait; i++ {
 		e.waitSignalState("aaln/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
 	}
 	if o.register {

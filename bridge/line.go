@@ -261,6 +261,16 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 		return
 	}
 	l.noteNotify(cmd.RequestID)
+	if l.state == stRestarting {
+		// The line waited for the gateway, which now speaks: audit it
+		// first. A phone found off hook because of this very NTFY gets
+		// dial tone, not the reorder of a phone left off hook.
+		l.resynchronise(true)
+		if l.state == stTone && l.call == nil && hasEvent(cmd.ObservedEvents, "L", "hd") {
+			l.offHook = false
+			l.arm()
+		}
+	}
 	var digits strings.Builder
 	for _, e := range cmd.ObservedEvents {
 		switch {
@@ -362,6 +372,15 @@ func (l *line) onGatewayDelete(cmd *mgcp.Command) {
 		return
 	}
 	l.settle("L/ro")
+}
+
+func hasEvent(evs []mgcp.Event, pkg, name string) bool {
+	for _, e := range evs {
+		if e.Is(pkg, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // callByConnection finds the line's call holding a connection ("" the
@@ -513,8 +532,10 @@ func (l *line) resynchronise(keepCalls bool) {
 	cancel()
 	if !ok {
 		// No answer (or superseded by an RSIP, which audits again): the
-		// gateway's up-coming (markUp, RSIP) re-runs this.
-		l.state = stRestarting
+		// gateway's up-coming (markUp, RSIP, its next NTFY) re-runs this.
+		if l.call == nil && l.other == nil {
+			l.state = stRestarting
+		}
 		l.armed = ""
 		return
 	}

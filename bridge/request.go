@@ -134,6 +134,11 @@ func (l *line) needsRequest(want gwRequest) bool {
 	return l.trunk == nil && l.state != stRestarting && (l.notified || want.key() != l.armed)
 }
 
+// gatewayGone reports a gateway marked down: the line sends it nothing
+// (each command would only wait out its retransmissions); when it comes
+// back the line is audited and its stale connections deleted.
+func (l *line) gatewayGone() bool { return l.b.gatewayDown(l.rule.Gateway) }
+
 // sync sends the desired request when needed (see the top of this file).
 // A 401 or 402 answer means the phone's hook is not where the line
 // thought: the line takes the hook change as if notified, and tries
@@ -145,7 +150,7 @@ func (l *line) sync() {
 			return
 		}
 		want := l.desired()
-		if !l.needsRequest(want) {
+		if !l.needsRequest(want) || l.gatewayGone() {
 			return
 		}
 		err := l.rqnt(want)
@@ -369,6 +374,10 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 // forgets the connection whatever the answer (515: already gone).
 func (l *line) deleteConnection(c *call, last bool) []mgcp.ConnParam {
 	if c.connID == "" {
+		return nil
+	}
+	if l.gatewayGone() {
+		c.connID = "" // deleted as stale once the gateway is back
 		return nil
 	}
 	for try := 0; ; try++ {

@@ -50,10 +50,7 @@ func (l *line) publish() {
 	if l.trunk != nil {
 		st.Trunk = l.trunk.Name
 	}
-	switch l.state {
-	case stDialing, stCalling, stConnected, stTone:
-		st.OffHook = l.trunk == nil
-	}
+	st.OffHook = l.offHook && l.trunk == nil
 	if c := l.call; c != nil {
 		cs := &CallStatus{ID: c.id, Line: l.rule.ID, Direction: c.direction, Number: c.number, ConnectionID: c.connID,
 			Codecs: c.codecs, Started: c.start, Answered: c.answered}

@@ -1,0 +1,304 @@
+package bridge_test
+
+// Regressions of the line-correctness defects (issue 10): each test fails
+// on the bridge before the line's requests were derived from its state.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip/siptest"
+)
+
+// incoming places a call from the PBX to user in the background.
+func (e *env) incoming(user string) <-chan *siptest.OutCall {
+	out := make(chan *siptest.OutCall, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, err := e.pbx.Call(ctx, user, "5551234", []byte(siptest.DefaultAnswerSDP))
+		if err != nil && c == nil {
+			c = &siptest.OutCall{}
+		}
+		out <- c
+	}()
+	return out
+}
+
+func (e *env) callResult(ch <-chan *siptest.OutCall) *siptest.OutCall {
+	e.t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(25 * time.Second):
+		e.t.Fatal("the PBX's call got no final answer")
+	}
+	return nil
+}
+
+// armed reports an idle line's request: off-hook watched, nothing else.
+func armed(st mgcptest.EndpointState) bool {
+	return hasEvent(st, "L/hd") && !hasEvent(st, "L/hu") && len(st.Connections) == 0
+}
+
+// TestIncomingCRCXFailure (defects 1 and 11): an incoming call whose CRCX
+// the gateway refuses (501 after a forced restart, 505 for an SDP it
+// cannot take) or never answers gets a final answer; mgsip stays up, the
+// line stays usable, and a silent gateway is marked down at once.
+func TestIncomingCRCXFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		code   mgcp.ReturnCode // 0: silence
+		status int
+	}{
+		{"501", mgcp.CodeEndpointNotReady, 480},
+		{"505", mgcp.CodeUnsupportedRemoteSDP, 488},
+		{"timeout", 0, 480},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var refuse, silent atomic.Bool
+			e := newEnv(t, envOptions{register: true, mgcp: mgcp.Config{TMax: 1500 * time.Millisecond, MaxRTO: 500 * time.Millisecond},
+				respond: func(cmd *mgcp.Command) *mgcp.Response {
+					if cmd.Verb == mgcp.VerbCRCX && refuse.Load() {
+						return mgcp.NewResponse(cmd, tc.code)
+					}
+					return nil
+				},
+				faults: func([]byte, net.Addr) mgcptest.Fault { return mgcptest.Fault{Drop: silent.Load()} }})
+			if tc.code == 0 {
+				silent.Store(true)
+			} else {
+				refuse.Store(true)
+			}
+			if c := e.callResult(e.incoming("1002")); c.Status != tc.status {
+				t.Fatalf("final answer %d, want %d", c.Status, tc.status)
+			}
+			if tc.code == 0 {
+				down := false
+				for _, g := range e.b.Gateways() {
+					down = down || g.Down
+				}
+				if !down {
+					t.Error("a CRCX timeout did not mark the gateway down")
+				}
+				// Down: the next call is refused at once, no CRCX sent.
+				n := len(e.gw.Commands())
+				start := time.Now()
+				if c := e.callResult(e.incoming("1002")); c.Status != 480 || time.Since(start) > time.Second {
+					t.Errorf("call to a down gateway: %d after %v", c.Status, time.Since(start))
+				}
+				if got := verbs(e.gw.Commands()[n:], "aaln/2"); strings.Contains(got, "CRCX") {
+					t.Errorf("CRCX sent to a gateway marked down: %s", got)
+				}
+				silent.Store(false)
+				e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+			}
+			refuse.Store(false)
+			e.waitSignalState("aaln/2", armed)
+			res := e.incoming("1002")
+			e.waitSignal("aaln/2", "L/rg")
+			e.offHook("aaln/2")
+			if c := e.callResult(res); c.Status != 200 {
+				t.Fatalf("second call: %d", c.Status)
+			} else {
+				_ = c.HangUp(context.Background())
+			}
+			e.waitSignal("aaln/2", "L/ro")
+			e.onHook("aaln/2")
+			e.waitSignalState("aaln/2", armed)
+		})
+	}
+}
+
+// TestGatewayDeleteEndsCall (defect 3): a DLCX from the gateway (RTP
+// timeout, hardware failure) ends the SIP side too (BYE with a Reason),
+// the off-hook phone hears reorder, and hanging up re-arms the line.
+func TestGatewayDeleteEndsCall(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	c := e.conn("aaln/1")
+	e.do(func(ctx context.Context) (*mgcp.Response, error) {
+		return e.gw.DeleteConnection(ctx, "aaln/1", c.ID, mgcp.Reason{Code: 900})
+	})
+	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	if bye := string(e.pbx.Received("BYE")[0].Data); !strings.Contains(bye, "Reason: Q.850;cause=41") {
+		t.Errorf("BYE without a Reason:\n%s", bye)
+	}
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/ro") && hasEvent(st, "L/hu") })
+	if r := e.record(); !strings.HasPrefix(r.Result, "gateway deleted the connection") {
+		t.Errorf("record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", armed)
+}
+
+// TestOperatorHangUpWhileRinging (defect 4): hanging up a ringing call
+// from the admin API answers the caller 480 and re-arms the on-hook
+// phone; rearm refuses a line in a call.
+func TestOperatorHangUpWhileRinging(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	res := e.incoming("1002")
+	e.waitSignal("aaln/2", "L/rg")
+	var id string
+	e.waitFor("the call listed", func() bool {
+		for _, c := range e.b.Calls() {
+			id = c.ID
+		}
+		return id != ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.b.Rearm(ctx, "gw/aaln/2"); !errors.Is(err, bridge.ErrLineBusy) {
+		t.Errorf("rearm of a ringing line: %v", err)
+	}
+	if err := e.b.HangUp(id); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.callResult(res); c.Status != 480 {
+		t.Errorf("caller got %d", c.Status)
+	}
+	e.waitSignalState("aaln/2", armed)
+	if st := e.state("aaln/2"); hasSignal(st, "L/ro") {
+		t.Errorf("reorder on an on-hook phone: %v", st.Signals)
+	}
+	for _, l := range e.b.Lines() {
+		if l.ID == "gw/aaln/2" && (l.State != "idle" || l.OffHook) {
+			t.Errorf("line %+v", l)
+		}
+	}
+	if err := e.b.Rearm(ctx, "gw/aaln/2"); err != nil {
+		t.Errorf("rearm of an idle line: %v", err)
+	}
+}
+
+// TestPBXKnownDown (defect 7): with the PBX known unreachable, a call to
+// it gives congestion at once, and one that may fall back is switched
+// locally at once; no INVITE waits for Timer B.
+func TestPBXKnownDown(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.b.SetPeerReachable("pbx", false)
+	start := time.Now()
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitSignal("aaln/1", "G/cg")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("congestion after %v", d)
+	}
+	if n := len(e.pbx.Received("INVITE")); n != 0 {
+		t.Errorf("%d INVITEs to a PBX known down", n)
+	}
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", armed)
+
+	f := newEnv(t, envOptions{viaPBX: true})
+	f.b.SetPeerReachable("pbx", false)
+	f.offHook("aaln/1")
+	f.dial("aaln/1", "1002")
+	f.waitSignal("aaln/2", "L/rg")
+	if n := len(f.pbx.Received("INVITE")); n != 0 {
+		t.Errorf("%d INVITEs to a PBX known down", n)
+	}
+	f.offHook("aaln/2")
+	f.onHook("aaln/1")
+	f.waitSignal("aaln/2", "L/ro")
+	f.onHook("aaln/2")
+	f.waitSignalState("aaln/1", armed)
+	f.waitSignalState("aaln/2", armed)
+}
+
+// TestStaleConnectionsAtStart (defect 8): connections a crashed mgsip
+// left on the gateway are audited (F: I) and deleted when mgsip starts.
+func TestStaleConnectionsAtStart(t *testing.T) {
+	e := newEnv(t, envOptions{before: func(gw *mgcptest.Gateway) {
+		other, err := mgcp.Listen(mgcp.Config{ListenAddr: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		go func() { _ = other.Serve(ctx) }()
+		for _, ep := range []string{"aaln/1", "aaln/2"} {
+			if _, err := other.CreateConnection(ctx, gw.Addr(), gw.Endpoint(ep), mgcp.Parameters{CallID: "DEAD", Mode: mgcp.ModeSendRecv},
+				[]byte(siptest.DefaultAnswerSDP)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}})
+	e.noConnections("aaln/1")
+	e.noConnections("aaln/2")
+	if got := verbs(e.gw.Commands(), "aaln/1"); !strings.Contains(got, "AUEP DLCX") {
+		t.Errorf("aaln/1 saw %s", got)
+	}
+	for _, c := range e.gw.Commands() {
+		if c.Verb == mgcp.VerbAUEP && !strings.Contains(strings.Join(c.RequestedInfo, ","), "I") {
+			t.Errorf("audit without F: I: %v", c.RequestedInfo)
+		}
+	}
+}
+
+// TestDigitMapNoMatch (defect 9): digits the digit map cannot match give
+// reorder at once; nothing goes to the PBX.
+func TestDigitMapNoMatch(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "*5")
+	e.waitSignal("aaln/1", "L/ro")
+	if n := len(e.pbx.Received("INVITE")); n != 0 {
+		t.Errorf("%d INVITEs for a no-match", n)
+	}
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", armed)
+}
+
+// TestOutgoingNoAnswer (defect 10): an outgoing call the far end lets
+// ring is cancelled after the no-answer timeout and the caller hears
+// reorder.
+func TestOutgoingNoAnswer(t *testing.T) {
+	e := newEnv(t, envOptions{noAnswer: time.Second, uas: func(siptest.Incoming) siptest.Script {
+		return siptest.Script{Ring: 30 * time.Second}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitSignal("aaln/1", "G/rt")
+	e.waitFor("CANCEL at the PBX", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+	e.waitSignal("aaln/1", "L/ro")
+	e.noConnections("aaln/1")
+	if r := e.record(); r.Result != "no answer" || r.Answered {
+		t.Errorf("record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", armed)
+}
+
+// TestRSIPSupersedesStartupAudit (defect 12): mgsip starts while the
+// gateway is silent; when it comes up and sends RSIP, the lines are armed
+// at once, not after the start-up audits have given up.
+func TestRSIPSupersedesStartupAudit(t *testing.T) {
+	var silent atomic.Bool
+	silent.Store(true)
+	e := newEnv(t, envOptions{noWait: true, mgcp: mgcp.Config{TMax: 20 * time.Second},
+		faults: func([]byte, net.Addr) mgcptest.Fault { return mgcptest.Fault{Drop: silent.Load()} }})
+	e.waitFor("start-up audits sent", func() bool { return strings.Contains(verbs(e.gw.Commands(), "aaln/2"), "AUEP") })
+	silent.Store(false)
+	start := time.Now()
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+	for _, l := range []string{"aaln/1", "aaln/2"} {
+		e.waitSignalState(l, armed)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("armed %v after the RSIP", d)
+	}
+	e.offHook("aaln/1")
+	e.waitSignal("aaln/1", "L/dl")
+}
