@@ -14,7 +14,10 @@ package bridge_test
 
 import (
 	"bytes"
+	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,4 +253,59 @@ func TestInteropIncomingCRCXTimeout(t *testing.T) {
 	r.crcx.Store(crcxNormal)
 	r.waitArmed("aaln/1")
 	r.answeredIncoming("aaln/1", "1001")
+}
+
+// TestInteropGatewayDeletesConnection: mid-call, the gateway deletes the
+// connection itself (DLCX with reason 902 loss of connectivity, or 900
+// hardware error). mgsip must hang up the SIP side (SIPp's scenario needs
+// a BYE within 10 s and answers 200), and the phone, still off hook, must
+// be watched for on-hook (L/hu) and hear a tone (reorder, as after a far
+// end's BYE; congestion or the off-hook warning are accepted). After the
+// on-hook the line is armed with no connection.
+func TestInteropGatewayDeletesConnection(t *testing.T) {
+	for _, reason := range []mgcp.Reason{{Code: 902, Text: "loss of lower layer connectivity"}, {Code: 900, Text: "endpoint malfunctioning"}} {
+		t.Run(strconv.Itoa(reason.Code), func(t *testing.T) {
+			r := newFaultRig(t, rigOptions{kamailio: true})
+			msgs := filepath.Join(t.TempDir(), "messages.log")
+			uac := testutil.StartSIPp(t, "-sf", "../sip/testdata/sipp/uac_needs_bye.xml", "-s", "1001",
+				"-trace_msg", "-message_file", msgs, r.sipAddr)
+			r.sim.waitSignal("aaln/1", "L/rg")
+			r.sim.offHook("aaln/1")
+			var connID string
+			r.sim.waitFor("the answered call's connection in sendrecv", func() bool {
+				st := r.state("aaln/1")
+				if len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
+					connID = st.Connections[0].ID
+					return true
+				}
+				return false
+			})
+			r.sim.waitFor("SIPp's ACK of the 200", func() bool {
+				b, _ := os.ReadFile(msgs)
+				return bytes.Contains(b, []byte("\nACK sip:"))
+			})
+
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			res, err := r.gw.DeleteConnection(ctx, "aaln/1", connID, reason)
+			cancel()
+			if err != nil || !res.Code.IsSuccess() {
+				t.Fatalf("gateway DLCX: %v %v", res, err)
+			}
+			uac.WaitFor(t, 15*time.Second)
+
+			var st mgcptest.EndpointState
+			r.sim.waitFor("L/hu requested and a tone on aaln/1", func() bool {
+				st = r.state("aaln/1")
+				return hasEvent(st, "L/hu") && (hasSignal(st, "L/ro") || hasSignal(st, "G/cg") || hasSignal(st, "L/ot"))
+			})
+			if len(st.Connections) != 0 {
+				t.Errorf("connections left after the gateway deleted the call's: %+v", st.Connections)
+			}
+			if c := r.record(); !c.Answered || c.Direction != "incoming" {
+				t.Errorf("record of the call: %+v", c)
+			}
+			r.sim.onHook("aaln/1")
+			r.waitArmed("aaln/1")
+		})
+	}
 }
