@@ -309,3 +309,27 @@ func TestInteropGatewayDeletesConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestInteropInfoDTMFThenOnHook: a line with features.dtmf: info calls
+// SIPp, which answers. The phone presses 5 and hangs up at once: SIPp's
+// scenario needs an INFO with the digit (answered 200) before the BYE
+// (answered 200); the line ends armed with no connection.
+func TestInteropInfoDTMFThenOnHook(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sf", "../sip/testdata/sipp/uas_accepts_info.xml")
+	r := newFaultRig(t, rigOptions{uas: uas.Addr, dtmf: "info"})
+	r.sim.offHook("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2000")
+	r.sim.waitFor("the call answered and digits watched", func() bool {
+		st := r.state("aaln/1")
+		return len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv &&
+			hasEvent(st, "L/hu") && hasEvent(st, "D/[0-9#*]")
+	})
+	r.sim.do(func(ctx context.Context) (*mgcp.Response, error) { return r.gw.Dial(ctx, "aaln/1", "5") })
+	r.sim.onHook("aaln/1")
+	uas.WaitFor(t, 20*time.Second)
+	r.waitArmed("aaln/1")
+	if c := r.record(); !c.Answered || c.Direction != "outgoing" {
+		t.Errorf("record of the call: %+v", c)
+	}
+}
