@@ -506,7 +506,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 			}
 			_ = d.Reject(status, text)
 		case !c.answered.IsZero() || d.Inbound:
-			go func() {
+			c.inOrder(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				if reason != "" {
@@ -514,10 +514,13 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 				} else {
 					_ = d.Bye(ctx)
 				}
-			}()
+			})
 		case c.cancel != nil:
 			c.cancel() // CANCEL
 		}
+	}
+	if c.sipq != nil {
+		close(c.sipq) // the sender ends after the BYE
 	}
 	if c.peer != nil {
 		peer, id := c.peer, c.id

@@ -83,7 +83,7 @@ func newFaultRig(t *testing.T, o rigOptions) *faultRig {
 	}
 	gwHost, gwPort := hostPort(t, r.gw.Addr())
 	cfg := mapping.Config{
-		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gwPort}},
+		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gwPort, Keepalive: time.Second}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(xxxx)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1..2}", User: "{n+1000}", Password: "pw-{n+1000}",
 			DisplayName: "Line {n}", Features: mapping.Features{DTMF: o.dtmf}}},
@@ -250,7 +250,17 @@ func TestInteropIncomingCRCXTimeout(t *testing.T) {
 	if c := r.record(); c.Answered || c.Direction != "incoming" {
 		t.Errorf("record of the refused call: %+v", c)
 	}
+	// The timeout marked the gateway down at once (no call is offered to
+	// it meanwhile); the next keepalive finds it answering again.
 	r.crcx.Store(crcxNormal)
+	r.sim.waitFor("the gateway up again", func() bool {
+		for _, g := range r.b.Gateways() {
+			if g.Down {
+				return false
+			}
+		}
+		return true
+	})
 	r.waitArmed("aaln/1")
 	r.answeredIncoming("aaln/1", "1001")
 }

@@ -60,6 +60,27 @@ type call struct {
 	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
 	ringback  bool              // the far end rings: the phone hears ringback
 	ended     bool              // released (endCallOf ran): nothing more to do
+	sipq      chan func()       // in-dialog requests sent in order (INFO digits, then BYE)
+}
+
+// inOrder runs f on the call's sender goroutine, after what was queued
+// before it: the far end gets the digits pressed before the hang-up
+// before the BYE. The line's goroutine never waits for it.
+func (c *call) inOrder(f func()) {
+	if c.sipq == nil {
+		q := make(chan func(), 64)
+		c.sipq = q
+		go func() {
+			for f := range q {
+				f()
+			}
+		}()
+	}
+	select {
+	case c.sipq <- f:
+	default:
+		go f() // 64 digits behind: order matters less than not blocking
+	}
 }
 
 // line owns one MGCP endpoint and its SIP identity: an analog line, or
@@ -325,11 +346,11 @@ func (l *line) onDigits(digits string) {
 				}
 				d := l.call.dialog
 				body := []byte("Signal=" + string(dg) + "\r\nDuration=160\r\n")
-				go func() {
+				l.call.inOrder(func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
 					_ = d.Info(ctx, "application/dtmf-relay", body)
-				}()
+				})
 			}
 		}
 	}

@@ -99,7 +99,9 @@ func TestIncomingCRCXFailure(t *testing.T) {
 					t.Errorf("CRCX sent to a gateway marked down: %s", got)
 				}
 				silent.Store(false)
-				e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+				e.do(func(ctx context.Context) (*mgcp.Response, error) {
+					return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
+				})
 			}
 			refuse.Store(false)
 			e.waitSignalState("aaln/2", armed)
@@ -292,7 +294,9 @@ func TestRSIPSupersedesStartupAudit(t *testing.T) {
 	e.waitFor("start-up audits sent", func() bool { return strings.Contains(verbs(e.gw.Commands(), "aaln/2"), "AUEP") })
 	silent.Store(false)
 	start := time.Now()
-	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+	e.do(func(ctx context.Context) (*mgcp.Response, error) {
+		return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
+	})
 	for _, l := range []string{"aaln/1", "aaln/2"} {
 		e.waitSignalState(l, armed)
 	}
