@@ -141,6 +141,12 @@ func TestGatewayOriginatedCommands(t *testing.T) {
 	if _, err := gw.OffHook(ctx, "aaln/1"); err != nil {
 		t.Fatal(err)
 	}
+	// The strict gateway reports the digits only once a request asks for
+	// them (lock-step, RFC 3435 §4.4.1).
+	if _, err := ca.NotificationRequest(ctx, gw.Addr(), gw.Endpoint("aaln/1"), mgcp.Parameters{RequestID: "1", DigitMap: "xxxx",
+		RequestedEvents: []mgcp.RequestedEvent{{Event: mgcp.Event{Package: "D", Name: "[0-9]"}, Actions: []mgcp.Action{{Code: "D"}}}}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := gw.Dial(ctx, "aaln/1", "2017"); err != nil {
 		t.Fatal(err)
 	}

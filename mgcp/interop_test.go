@@ -89,7 +89,7 @@ func exchange(t *testing.T) []mgcptest.Packet {
 	must(ca.NotificationRequest(ctx, to, ep, mgcp.Parameters{NotifiedEntity: "ca@" + conn.LocalAddr().String(), RequestID: "A1",
 		RequestedEvents: []mgcp.RequestedEvent{{Event: mgcp.Event{Package: "L", Name: "hd"}, Actions: []mgcp.Action{{Code: "N"}}}}, Signals: []mgcp.Event{}}))
 	must(gw.OffHook(ctx, "aaln/1"))
-	must(ca.NotificationRequest(ctx, to, ep, mgcp.Parameters{RequestID: "A2", DigitMap: "(*xx|[2-9]xxx|x.T)",
+	must(ca.NotificationRequest(ctx, to, ep, mgcp.Parameters{RequestID: "A2", DigitMap: "(*xx|[2-9]xxx|0T)",
 		RequestedEvents: []mgcp.RequestedEvent{
 			{Event: mgcp.Event{Package: "L", Name: "hu"}, Actions: []mgcp.Action{{Code: "N"}}},
 			{Event: mgcp.Event{Package: "D", Name: "[0-9#*T]"}, Actions: []mgcp.Action{{Code: "D"}}},

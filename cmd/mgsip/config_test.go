@@ -264,7 +264,10 @@ lines:
 		t.Helper()
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		r, err := gw.OffHook(c, local)
+		// A raw NTFY probes whether the daemon knows the endpoint; the
+		// strict phone model would quarantine a second off-hook on a line
+		// nobody re-armed.
+		r, err := gw.Notify(c, local, mgcp.Event{Package: "L", Name: "hd"})
 		if err != nil {
 			t.Fatal(err)
 		}

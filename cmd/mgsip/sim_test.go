@@ -33,7 +33,9 @@ func TestParseSimScript(t *testing.T) {
 }
 
 // TestSimCommand runs `mgsip sim` against a stand-in call agent that
-// answers everything 200: the hook steps pass; waiting for a dial tone
+// answers everything 200 and never re-arms a line: the hook steps pass,
+// but line 1's on-hook is quarantined (the gateway waits for a request
+// after its first NTFY), so two NTFY go out; waiting for a dial tone
 // nobody plays fails with exit 1; a bad script exits 2.
 func TestSimCommand(t *testing.T) {
 	var ntfy atomic.Int32
@@ -52,7 +54,7 @@ func TestSimCommand(t *testing.T) {
 	go func() { _ = ca.Serve(ctx) }()
 	free := func() string { return freeUDP(t) }
 	code, out, _ := runCLI(t, "", "sim", "--listen", free(), "--call-agent", ca.LocalAddr().String(), "--do", "offhook 1; onhook 1; offhook 2")
-	if code != 0 || !strings.Contains(out, "script done (3 steps)") || ntfy.Load() != 3 {
+	if code != 0 || !strings.Contains(out, "script done (3 steps)") || !strings.Contains(out, "line 1 onhook: mgcptest: no notification sent: quarantined") || ntfy.Load() != 2 {
 		t.Fatalf("exit %d, %d NTFY\n%s", code, ntfy.Load(), out)
 	}
 	code, out, _ = runCLI(t, "", "sim", "--listen", free(), "--call-agent", ca.LocalAddr().String(), "--timeout", "300ms", "--do", "offhook 1; wait 1 L/dl")

@@ -58,6 +58,17 @@ type GatewayConfig struct {
 	// sent to the remote SDP's address while the mode sends and counted
 	// both ways (Connection.RTP); DLCX reports the real counts in P:.
 	RTP bool
+	// DigitTimeout is the short (critical) inter-digit timer: when the
+	// digits collected so far match the digit map once the timer expires,
+	// the gateway waits this long, then adds T and notifies
+	// (RFC 3435 §2.1.5). Default 300ms, to keep tests quick; hardware
+	// uses about 4s.
+	DigitTimeout time.Duration
+	// DigitLongTimeout is the long inter-digit timer, run while the digit
+	// map needs more digits: on expiry T is added and the (mismatching)
+	// digits are notified. Default 4 x DigitTimeout (hardware: about
+	// 16s); negative turns it off.
+	DigitLongTimeout time.Duration
 }
 
 // Connection is one connection on a fake endpoint.
@@ -77,23 +88,51 @@ type Connection struct {
 
 // EndpointState is the recorded state of one fake endpoint.
 type EndpointState struct {
-	Name            mgcp.EndpointName
-	OffHook         bool
+	Name mgcp.EndpointName
+	// OffHook is the physical hook state of the phone.
+	OffHook bool
+	// RequestID, RequestedEvents and DigitMap are the current request
+	// (after any embedded request took effect); RequestID is "" before
+	// the first request and after a restart.
 	RequestID       string
 	RequestedEvents []mgcp.RequestedEvent
-	Signals         []mgcp.Event
-	DigitMap        string
-	NotifiedEntity  string
-	Connections     []*Connection
+	// Signals are the time-out and brief signals of the current request;
+	// they stop (become empty) when a requested event without K fires and
+	// are replaced by the next S:. On/off signals are not listed: see MWI.
+	Signals  []mgcp.Event
+	DigitMap string
+	// MWI is the on/off L/vmwi signal: set by L/vmwi or L/vmwi(+),
+	// cleared by L/vmwi(-) or a restart.
+	MWI bool
+	// QuarantineHandling is the Q: of the current request.
+	QuarantineHandling string
+	NotifiedEntity     string
+	// NotificationState is set from an NTFY until the next request
+	// (RFC 3435 §4.4.1).
+	NotificationState bool
+	// Observed are the events observed under the current request and not
+	// yet notified; Quarantined the events kept in notification state.
+	Observed    []mgcp.Event
+	Quarantined []mgcp.Event
+	// OutOfService is set after RSIP forced and during a restart delay:
+	// every command but AUEP is answered 501.
+	OutOfService bool
+	Connections  []*Connection
 }
 
-// Gateway is a scriptable fake MGCP gateway: it answers CRCX/MDCX/DLCX/
-// RQNT/AUEP/AUCX/EPCF like a residential gateway, keeps connection state,
-// records every command, and sends NTFY, RSIP and DLCX on demand.
+// Gateway is a fake MGCP residential gateway that behaves like the
+// strictest hardware: it answers CRCX/MDCX/DLCX/RQNT/AUEP/AUCX/EPCF,
+// keeps connection, request and signal state, models the phone (hook
+// state, digits) against the call agent's requests with notification
+// state and quarantine (RFC 3435 §4.4.1), refuses hook-state conflicts
+// (401/402), goes out of service on restarts, records every command, and
+// answers with injected codes, delays or silence on demand. See
+// docs/testing.md for its rules.
 type Gateway struct {
 	cfg   GatewayConfig
 	ca    *mgcp.CallAgent
 	conn  net.PacketConn
+	wire  *gwConn
 	ctx   context.Context
 	stop  context.CancelFunc
 	bg    sync.WaitGroup
@@ -101,14 +140,18 @@ type Gateway struct {
 	media netip.Addr
 
 	mu           sync.Mutex
+	closed       bool // no goroutine may be added to bg
 	disconnected bool // the disconnected procedure is running
 	rng          *rand.Rand
-	eps          map[string]*EndpointState // by lower-case local name
+	eps          map[string]*endpoint // by lower-case local name
 	order        []string
 	log          []*mgcp.Command
 	nextConn     uint64
 	nextPort     int
 	waiters      []chan struct{}
+
+	imu        sync.Mutex // guards injections and wire.dropped
+	injections []*injection
 }
 
 // NewGateway starts a fake gateway.
@@ -137,6 +180,12 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if len(cfg.Codecs) == 0 {
 		cfg.Codecs = []string{"PCMU", "PCMA", "telephone-event"}
 	}
+	if cfg.DigitTimeout <= 0 {
+		cfg.DigitTimeout = 300 * time.Millisecond
+	}
+	if cfg.DigitLongTimeout == 0 {
+		cfg.DigitLongTimeout = 4 * cfg.DigitTimeout
+	}
 	conn := cfg.Conn
 	if conn == nil {
 		if conn, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
@@ -152,14 +201,15 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.DisconnectedMax == 0 {
 		cfg.DisconnectedMax = 600 * time.Second
 	}
-	g := &Gateway{cfg: cfg, conn: conn, eps: map[string]*EndpointState{}, nextPort: cfg.RTPPortBase, media: media,
+	g := &Gateway{cfg: cfg, conn: conn, eps: map[string]*endpoint{}, nextPort: cfg.RTPPortBase, media: media,
 		done: make(chan struct{}), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	g.wire = &gwConn{PacketConn: conn, g: g}
 	for _, e := range cfg.Endpoints {
 		name := mgcp.EndpointName{Local: e, Domain: cfg.Domain}
-		g.eps[strings.ToLower(e)] = &EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}
+		g.eps[strings.ToLower(e)] = &endpoint{EndpointState: EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}}
 		g.order = append(g.order, strings.ToLower(e))
 	}
-	g.ca = mgcp.New(conn, cfg.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(g.handle)))
+	g.ca = mgcp.New(g.wire, cfg.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(g.handle)))
 	ctx, cancel := context.WithCancel(context.Background())
 	g.ctx = ctx
 	g.stop = cancel
@@ -170,9 +220,16 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	return g, nil
 }
 
-// Close stops the gateway.
+// Close stops the gateway and waits for every goroutine it started.
+// It is idempotent.
 func (g *Gateway) Close() error {
 	g.stop()
+	g.mu.Lock()
+	g.closed = true
+	for _, ep := range g.eps {
+		g.stopTimer(ep)
+	}
+	g.mu.Unlock()
 	err := g.ca.Close()
 	<-g.done
 	g.bg.Wait()
@@ -189,6 +246,20 @@ func (g *Gateway) Close() error {
 	return err
 }
 
+// goBg runs f on a goroutine counted in g.bg unless the gateway is
+// closing; must hold g.mu.
+func (g *Gateway) goBg(f func()) bool {
+	if g.closed {
+		return false
+	}
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		f()
+	}()
+	return true
+}
+
 // Disconnected reports whether the gateway is running the disconnected
 // procedure (it lost the call agent and has not got an RSIP through yet).
 func (g *Gateway) Disconnected() bool {
@@ -200,16 +271,13 @@ func (g *Gateway) Disconnected() bool {
 // startDisconnected enters the disconnected state unless already in it.
 func (g *Gateway) startDisconnected() {
 	g.mu.Lock()
-	if g.disconnected || g.cfg.DisconnectedInitial < 0 || g.ctx.Err() != nil {
-		g.mu.Unlock()
+	defer g.mu.Unlock()
+	if g.disconnected || g.cfg.DisconnectedInitial < 0 || g.closed {
 		return
 	}
 	g.disconnected = true
 	wait := time.Duration(g.rng.Int64N(int64(g.cfg.DisconnectedInitial))) + time.Millisecond
-	g.bg.Add(1)
-	g.mu.Unlock()
-	go func() {
-		defer g.bg.Done()
+	g.goBg(func() {
 		limit := g.cfg.DisconnectedInitial
 		for {
 			t := time.NewTimer(wait)
@@ -233,7 +301,7 @@ func (g *Gateway) startDisconnected() {
 			wait = time.Duration(g.rng.Int64N(int64(limit))) + time.Millisecond
 			g.mu.Unlock()
 		}
-	}()
+	})
 }
 
 // Addr returns the gateway's MGCP address as host:port.
@@ -287,6 +355,26 @@ func (g *Gateway) WaitCommands(ctx context.Context, n int) ([]*mgcp.Command, err
 	}
 }
 
+// record keeps a received command unless NoRecord.
+func (g *Gateway) record(cmd *mgcp.Command) {
+	if g.cfg.NoRecord {
+		return
+	}
+	g.mu.Lock()
+	g.log = append(g.log, cmd)
+	for _, w := range g.waiters {
+		close(w)
+	}
+	g.waiters = nil
+	g.mu.Unlock()
+}
+
+func cloneConn(c *Connection) *Connection {
+	cc := *c
+	cc.stream = nil
+	return &cc
+}
+
 // State returns a copy of an endpoint's state.
 func (g *Gateway) State(local string) (EndpointState, bool) {
 	g.mu.Lock()
@@ -295,24 +383,84 @@ func (g *Gateway) State(local string) (EndpointState, bool) {
 	if !ok {
 		return EndpointState{}, false
 	}
-	cp := *ep
+	cp := ep.EndpointState
+	cp.RequestedEvents = append([]mgcp.RequestedEvent(nil), ep.RequestedEvents...)
+	cp.Signals = append([]mgcp.Event(nil), ep.Signals...)
+	cp.Observed = append([]mgcp.Event(nil), ep.observed...)
+	cp.Quarantined = append([]mgcp.Event(nil), ep.quar...)
+	cp.NotificationState = ep.notifying
+	cp.OutOfService = !ep.inService(time.Now())
 	cp.Connections = nil
 	for _, c := range ep.Connections {
-		cc := *c
-		cp.Connections = append(cp.Connections, &cc)
+		cp.Connections = append(cp.Connections, cloneConn(c))
 	}
 	return cp, true
 }
 
-func (g *Gateway) handle(_ context.Context, _ netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
-	if !g.cfg.NoRecord {
-		g.mu.Lock()
-		g.log = append(g.log, cmd)
-		for _, w := range g.waiters {
-			close(w)
+// Quarantined returns the events an endpoint holds in quarantine, in
+// order (nil for an unknown endpoint).
+func (g *Gateway) Quarantined(local string) []mgcp.Event {
+	st, _ := g.State(local)
+	return st.Quarantined
+}
+
+// InNotificationState reports whether the endpoint sent an NTFY and has
+// not had a new request since (RFC 3435 §4.4.1).
+func (g *Gateway) InNotificationState(local string) bool {
+	st, _ := g.State(local)
+	return st.NotificationState
+}
+
+// Connections returns copies of the connections of an endpoint, or of
+// every endpoint for local "".
+func (g *Gateway) Connections(local string) []Connection {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []Connection
+	for _, k := range g.order {
+		if local != "" && k != strings.ToLower(local) {
+			continue
 		}
-		g.waiters = nil
-		g.mu.Unlock()
+		for _, c := range g.eps[k].Connections {
+			out = append(out, *cloneConn(c))
+		}
+	}
+	return out
+}
+
+// CheckIdle returns an error listing every connection left on any
+// endpoint and every quarantined event, or nil when there is none: call
+// it at the end of a test, when every call should be torn down.
+func (g *Gateway) CheckIdle() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var errs []error
+	for _, k := range g.order {
+		ep := g.eps[k]
+		for _, c := range ep.Connections {
+			errs = append(errs, fmt.Errorf("mgcptest: %s: connection %s of call %s left (%s)", ep.Name, c.ID, c.CallID, c.Mode))
+		}
+		for _, e := range ep.quar {
+			errs = append(errs, fmt.Errorf("mgcptest: %s: event %s left in quarantine", ep.Name, e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (g *Gateway) handle(_ context.Context, _ netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+	g.record(cmd)
+	if f, ok := g.take(cmd, false); ok {
+		if f.Delay > 0 {
+			t := time.NewTimer(f.Delay)
+			select {
+			case <-t.C:
+			case <-g.ctx.Done():
+				t.Stop()
+			}
+		}
+		if f.Code != 0 {
+			return resp(cmd, f.Code, "")
+		}
 	}
 	if g.cfg.Respond != nil {
 		if r := g.cfg.Respond(cmd); r != nil {
@@ -321,6 +469,43 @@ func (g *Gateway) handle(_ context.Context, _ netip.AddrPort, cmd *mgcp.Command)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	r, pending := g.execute(cmd)
+	if len(pending) > 0 {
+		// The notifications that follow from this command go once its
+		// response is on the wire (or after a second, should the
+		// response be lost in a way the conn does not see).
+		after := g.wire.afterResponse(cmd.TransactionID)
+		id := cmd.TransactionID
+		if !g.goBg(func() {
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-after:
+			case <-t.C:
+				g.wire.forget(id)
+			case <-g.ctx.Done():
+				g.wire.forget(id)
+				return
+			}
+			for _, p := range pending {
+				_, _ = g.send(g.ctx, p.local, p.cmd)
+			}
+		}) {
+			g.wire.forget(id)
+		}
+	}
+	return r
+}
+
+// execute runs a command's built-in behaviour; must hold g.mu.
+func (g *Gateway) execute(cmd *mgcp.Command) (*mgcp.Response, []pendingNotify) {
+	if cmd.Verb != mgcp.VerbAUEP && !cmd.Endpoint.IsWildcard() {
+		// RFC 3435 §4.4.6: an endpoint out of service answers 501.
+		if ep, ok := g.eps[strings.ToLower(cmd.Endpoint.Local)]; ok && strings.EqualFold(cmd.Endpoint.Domain, g.cfg.Domain) &&
+			!ep.inService(time.Now()) {
+			return resp(cmd, mgcp.CodeEndpointNotReady, "endpoint not ready"), nil
+		}
+	}
 	switch cmd.Verb {
 	case mgcp.VerbCRCX:
 		return g.crcx(cmd)
@@ -331,19 +516,19 @@ func (g *Gateway) handle(_ context.Context, _ netip.AddrPort, cmd *mgcp.Command)
 	case mgcp.VerbRQNT:
 		return g.rqnt(cmd)
 	case mgcp.VerbAUEP:
-		return g.auep(cmd)
+		return g.auep(cmd), nil
 	case mgcp.VerbAUCX:
-		return g.aucx(cmd)
+		return g.aucx(cmd), nil
 	case mgcp.VerbEPCF:
 		if cmd.BearerInformation == "" {
-			return resp(cmd, mgcp.CodeProtocolError, "missing B:")
+			return resp(cmd, mgcp.CodeProtocolError, "missing B:"), nil
 		}
 		if _, r := g.endpoint(cmd); r != nil {
-			return r
+			return r, nil
 		}
-		return resp(cmd, mgcp.CodeOK, "")
+		return resp(cmd, mgcp.CodeOK, ""), nil
 	}
-	return resp(cmd, mgcp.CodeUnknownCommand, "")
+	return resp(cmd, mgcp.CodeUnknownCommand, ""), nil
 }
 
 func resp(cmd *mgcp.Command, code mgcp.ReturnCode, comment string) *mgcp.Response {
@@ -355,7 +540,7 @@ func resp(cmd *mgcp.Command, code mgcp.ReturnCode, comment string) *mgcp.Respons
 }
 
 // endpoint finds the endpoint of a command; must hold g.mu.
-func (g *Gateway) endpoint(cmd *mgcp.Command) (*EndpointState, *mgcp.Response) {
+func (g *Gateway) endpoint(cmd *mgcp.Command) (*endpoint, *mgcp.Response) {
 	if !strings.EqualFold(cmd.Endpoint.Domain, g.cfg.Domain) {
 		return nil, resp(cmd, mgcp.CodeEndpointUnknown, "")
 	}
@@ -366,357 +551,8 @@ func (g *Gateway) endpoint(cmd *mgcp.Command) (*EndpointState, *mgcp.Response) {
 	return ep, nil
 }
 
-// applyRequest stores an (embedded) notification request; must hold g.mu.
-func (g *Gateway) applyRequest(ep *EndpointState, cmd *mgcp.Command) {
-	if cmd.NotifiedEntity != "" {
-		ep.NotifiedEntity = cmd.NotifiedEntity
-	}
-	if cmd.RequestID != "" {
-		ep.RequestID = cmd.RequestID
-		ep.RequestedEvents = cmd.RequestedEvents
-		ep.DigitMap = cmd.DigitMap
-	}
-	if cmd.Signals != nil {
-		ep.Signals = cmd.Signals
-	}
-}
-
-func (g *Gateway) crcx(cmd *mgcp.Command) *mgcp.Response {
-	if cmd.CallID == "" || cmd.Mode == "" {
-		return resp(cmd, mgcp.CodeProtocolError, "CRCX needs C: and M:")
-	}
-	var ep *EndpointState
-	if cmd.Endpoint.Wildcard() == '$' {
-		pat := cmd.Endpoint
-		for _, k := range g.order {
-			if e := g.eps[k]; pat.Matches(e.Name) && len(e.Connections) == 0 {
-				ep = e
-				break
-			}
-		}
-		if ep == nil {
-			return resp(cmd, mgcp.CodeNoEndpointAvailable, "")
-		}
-	} else {
-		var r *mgcp.Response
-		if ep, r = g.endpoint(cmd); r != nil {
-			return r
-		}
-	}
-	if !cmd.Mode.Known() {
-		return resp(cmd, mgcp.CodeInvalidMode, "")
-	}
-	if len(ep.Connections) >= 2 {
-		return resp(cmd, mgcp.CodeConnectionLimit, "")
-	}
-	if cmd.Mode == mgcp.ModeSendRecv && len(cmd.SDP) == 0 {
-		return resp(cmd, mgcp.CodeMissingRemoteSDP, "")
-	}
-	codecs := g.cfg.Codecs
-	if cmd.LocalOptions != nil && len(cmd.LocalOptions.Codecs) > 0 {
-		codecs = nil
-		for _, want := range cmd.LocalOptions.Codecs {
-			for _, have := range g.cfg.Codecs {
-				if strings.EqualFold(want, have) {
-					codecs = append(codecs, have)
-				}
-			}
-		}
-		if len(codecs) == 0 {
-			return resp(cmd, mgcp.CodeCodecNegotiation, "")
-		}
-	}
-	ptime := 20
-	if cmd.LocalOptions != nil && !cmd.LocalOptions.Packetization.IsZero() {
-		ptime = cmd.LocalOptions.Packetization.Min
-	}
-	g.nextConn++
-	c := &Connection{
-		ID:        strings.ToUpper(strconv.FormatUint(0xA000+g.nextConn, 16)),
-		CallID:    cmd.CallID,
-		Mode:      cmd.Mode,
-		RemoteSDP: cmd.SDP,
-		RTPPort:   g.nextPort,
-		Options:   cmd.LocalOptions,
-	}
-	if g.cfg.RTP {
-		st, err := newRTPStream(g.media)
-		if err != nil {
-			return resp(cmd, mgcp.CodeNoResources, "no RTP port")
-		}
-		c.stream, c.RTP, c.RTPPort = st, &st.stats, st.port()
-		st.update(c.Mode, c.RemoteSDP)
-	} else {
-		// Even ports from the base up, wrapping before 65535 (a long load
-		// run creates more connections than there are ports).
-		g.nextPort += 2
-		if g.nextPort > 65534 {
-			g.nextPort = g.cfg.RTPPortBase
-		}
-	}
-	c.LocalSDP = g.sdp(c.ID, c.RTPPort, codecs, ptime)
-	ep.Connections = append(ep.Connections, c)
-	g.applyRequest(ep, cmd)
-	r := resp(cmd, mgcp.CodeOK, "")
-	r.ConnectionID = c.ID
-	if cmd.Endpoint.IsWildcard() {
-		r.SpecificEndpoint = ep.Name.String()
-	}
-	r.SDP = c.LocalSDP
-	return r
-}
-
-var payloadTypes = map[string]string{"PCMU": "0", "PCMA": "8", "G729": "18", "telephone-event": "101"}
-
-// sdp writes the LocalConnectionDescriptor a typical gateway returns.
-func (g *Gateway) sdp(id string, port int, codecs []string, ptime int) []byte {
-	ipv := "IP4"
-	if g.media.Is6() {
-		ipv = "IP6"
-	}
-	var pts []string
-	var attrs strings.Builder
-	for _, c := range codecs {
-		pt, ok := payloadTypes[c]
-		if !ok {
-			continue
-		}
-		pts = append(pts, pt)
-		fmt.Fprintf(&attrs, "a=rtpmap:%s %s/8000\r\n", pt, c)
-		if c == "telephone-event" {
-			fmt.Fprintf(&attrs, "a=fmtp:%s 0-15\r\n", pt)
-		}
-	}
-	return []byte(fmt.Sprintf("v=0\r\no=- %s 1 IN %s %s\r\ns=-\r\nc=IN %s %s\r\nt=0 0\r\nm=audio %d RTP/AVP %s\r\n%sa=ptime:%d\r\n",
-		id, ipv, g.media, ipv, g.media, port, strings.Join(pts, " "), attrs.String(), ptime))
-}
-
-func findConn(ep *EndpointState, id string) (int, *Connection) {
-	for i, c := range ep.Connections {
-		if strings.EqualFold(c.ID, id) {
-			return i, c
-		}
-	}
-	return -1, nil
-}
-
-// connection finds the endpoint and connection a command names; must
-// hold g.mu.
-func (g *Gateway) connection(cmd *mgcp.Command) (*EndpointState, *Connection, *mgcp.Response) {
-	ep, r := g.endpoint(cmd)
-	if r != nil {
-		return nil, nil, r
-	}
-	_, c := findConn(ep, cmd.ConnectionID)
-	if c == nil {
-		return nil, nil, resp(cmd, mgcp.CodeIncorrectConnectionID, "")
-	}
-	return ep, c, nil
-}
-
-func (g *Gateway) mdcx(cmd *mgcp.Command) *mgcp.Response {
-	ep, c, r := g.connection(cmd)
-	if r != nil {
-		return r
-	}
-	if cmd.CallID != "" && !strings.EqualFold(cmd.CallID, c.CallID) {
-		return resp(cmd, mgcp.CodeUnknownCallID, "")
-	}
-	if cmd.Mode != "" {
-		if !cmd.Mode.Known() {
-			return resp(cmd, mgcp.CodeInvalidMode, "")
-		}
-		if cmd.Mode == mgcp.ModeSendRecv && len(cmd.SDP) == 0 && len(c.RemoteSDP) == 0 {
-			return resp(cmd, mgcp.CodeMissingRemoteSDP, "")
-		}
-		c.Mode = cmd.Mode
-	}
-	if len(cmd.SDP) > 0 {
-		c.RemoteSDP = cmd.SDP
-	}
-	if c.stream != nil {
-		c.stream.update(c.Mode, c.RemoteSDP)
-	}
-	g.applyRequest(ep, cmd)
-	r = resp(cmd, mgcp.CodeOK, "")
-	r.SDP = c.LocalSDP
-	return r
-}
-
-func (g *Gateway) dlcx(cmd *mgcp.Command) *mgcp.Response {
-	var targets []*EndpointState
-	if cmd.Endpoint.Wildcard() == '*' {
-		for _, k := range g.order {
-			if e := g.eps[k]; cmd.Endpoint.Matches(e.Name) {
-				targets = append(targets, e)
-			}
-		}
-	} else {
-		ep, r := g.endpoint(cmd)
-		if r != nil {
-			return r
-		}
-		targets = []*EndpointState{ep}
-	}
-	deleted := 0
-	var stats *RTPStats
-	for _, ep := range targets {
-		kept := ep.Connections[:0]
-		for _, c := range ep.Connections {
-			match := (cmd.ConnectionID == "" || strings.EqualFold(c.ID, cmd.ConnectionID)) &&
-				(cmd.CallID == "" || strings.EqualFold(c.CallID, cmd.CallID))
-			if match {
-				deleted++
-				if c.stream != nil {
-					c.stream.close()
-					stats = c.RTP
-				}
-			} else {
-				kept = append(kept, c)
-			}
-		}
-		ep.Connections = kept
-		g.applyRequest(ep, cmd)
-	}
-	if cmd.ConnectionID != "" && deleted == 0 {
-		return resp(cmd, mgcp.CodeIncorrectConnectionID, "")
-	}
-	if cmd.CallID != "" && deleted == 0 {
-		return resp(cmd, mgcp.CodeUnknownCallID, "")
-	}
-	if cmd.ConnectionID != "" {
-		r := resp(cmd, mgcp.CodeConnectionDeleted, "")
-		r.ConnectionParams = []mgcp.ConnParam{{Name: "PS", Value: "1000"}, {Name: "OS", Value: "160000"},
-			{Name: "PR", Value: "998"}, {Name: "OR", Value: "159680"}, {Name: "PL", Value: "2"},
-			{Name: "JI", Value: "5"}, {Name: "LA", Value: "20"}}
-		if stats != nil {
-			ps, pr := stats.Sent(), stats.Received()
-			r.ConnectionParams = []mgcp.ConnParam{{Name: "PS", Value: strconv.FormatUint(ps, 10)},
-				{Name: "OS", Value: strconv.FormatUint(ps*160, 10)}, {Name: "PR", Value: strconv.FormatUint(pr, 10)},
-				{Name: "OR", Value: strconv.FormatUint(pr*160, 10)}}
-		}
-		return r
-	}
-	return resp(cmd, mgcp.CodeOK, "")
-}
-
-func (g *Gateway) rqnt(cmd *mgcp.Command) *mgcp.Response {
-	ep, r := g.endpoint(cmd)
-	if r != nil {
-		return r
-	}
-	if cmd.RequestID == "" {
-		return resp(cmd, mgcp.CodeProtocolError, "RQNT needs X:")
-	}
-	g.applyRequest(ep, cmd)
-	return resp(cmd, mgcp.CodeOK, "")
-}
-
-func (g *Gateway) auep(cmd *mgcp.Command) *mgcp.Response {
-	if cmd.Endpoint.Wildcard() == '*' {
-		r := resp(cmd, mgcp.CodeOK, "")
-		for _, k := range g.order {
-			e := g.eps[k]
-			if !cmd.Endpoint.Matches(e.Name) {
-				continue
-			}
-			if r.SpecificEndpoint == "" {
-				r.SpecificEndpoint = e.Name.String()
-			} else {
-				r.Extra = append(r.Extra, mgcp.Param{Name: "Z", Value: e.Name.String()})
-			}
-		}
-		if r.SpecificEndpoint == "" {
-			return resp(cmd, mgcp.CodeEndpointUnknown, "")
-		}
-		return r
-	}
-	ep, r := g.endpoint(cmd)
-	if r != nil {
-		return r
-	}
-	r = resp(cmd, mgcp.CodeOK, "")
-	for _, f := range cmd.RequestedInfo {
-		switch f {
-		case "R":
-			r.RequestedEvents = append([]mgcp.RequestedEvent{}, ep.RequestedEvents...)
-		case "S":
-			r.Signals = append([]mgcp.Event{}, ep.Signals...)
-		case "D":
-			r.DigitMap = ep.DigitMap
-		case "X":
-			r.RequestID = ep.RequestID
-		case "N":
-			r.NotifiedEntity = ep.NotifiedEntity
-		case "I":
-			for i, c := range ep.Connections {
-				if i == 0 {
-					r.ConnectionID = c.ID
-				} else {
-					r.Extra = append(r.Extra, mgcp.Param{Name: "I", Value: c.ID})
-				}
-			}
-		case "ES":
-			hook := "hu"
-			if ep.OffHook {
-				hook = "hd"
-			}
-			r.EventStates = []mgcp.Event{{Package: "L", Name: hook}}
-		case "A":
-			r.Capabilities = "a:" + strings.Join(g.cfg.Codecs, ";") + ", p:10-30, e:on, s:on, v:L;G;D, m:sendonly;recvonly;sendrecv;inactive;netwloop"
-		case "PL":
-			r.PackageList = "L:1,G:1,D:1"
-		case "MD":
-			r.MaxDatagram = 4000
-		case "RM":
-			r.RestartMethod = mgcp.RestartRestart
-		case "RD":
-			r.RestartDelay, r.HasRestartDelay = 0, true
-		case "B":
-			r.BearerInformation = "e:mu"
-		}
-	}
-	return r
-}
-
-func (g *Gateway) aucx(cmd *mgcp.Command) *mgcp.Response {
-	ep, c, r := g.connection(cmd)
-	if r != nil {
-		return r
-	}
-	r = resp(cmd, mgcp.CodeOK, "")
-	var sdps [][]byte
-	for _, f := range cmd.RequestedInfo {
-		switch f {
-		case "C":
-			r.CallID = c.CallID
-		case "N":
-			r.NotifiedEntity = ep.NotifiedEntity
-		case "L":
-			r.LocalOptions = c.Options
-		case "M":
-			r.Mode = c.Mode
-		case "LC":
-			sdps = append(sdps, c.LocalSDP)
-		case "RC":
-			sdps = append(sdps, c.RemoteSDP)
-		case "P":
-			r.ConnectionParams = []mgcp.ConnParam{{Name: "PS", Value: "0"}, {Name: "PR", Value: "0"}}
-		}
-	}
-	// RFC 3435 §2.3.11: with both descriptors, the local one comes first,
-	// separated by an empty line.
-	for i, s := range sdps {
-		if i > 0 {
-			r.SDP = append(r.SDP, "\r\n"...)
-		}
-		r.SDP = append(r.SDP, s...)
-	}
-	return r
-}
-
 // notifiedEntity returns where gateway-originated commands go for ep.
-func (g *Gateway) notifiedEntity(ep *EndpointState) (string, error) {
+func (g *Gateway) notifiedEntity(ep *endpoint) (string, error) {
 	ne := ep.NotifiedEntity
 	if ne == "" {
 		return "", fmt.Errorf("mgcptest: %s has no notified entity", ep.Name)
@@ -731,9 +567,13 @@ func (g *Gateway) notifiedEntity(ep *EndpointState) (string, error) {
 }
 
 // Send sends a command from the gateway to the endpoint's notified entity
-// (or the configured call agent) with retransmission, and returns the
-// answer.
+// (or, for "*", the configured call agent) with retransmission, and
+// returns the answer. It changes no endpoint state.
 func (g *Gateway) Send(ctx context.Context, local string, cmd *mgcp.Command) (*mgcp.Response, error) {
+	return g.send(ctx, local, cmd)
+}
+
+func (g *Gateway) send(ctx context.Context, local string, cmd *mgcp.Command) (*mgcp.Response, error) {
 	g.mu.Lock()
 	ep, ok := g.eps[strings.ToLower(local)]
 	var to string
@@ -757,58 +597,188 @@ func (g *Gateway) Send(ctx context.Context, local string, cmd *mgcp.Command) (*m
 	return r, err
 }
 
-// Notify sends NTFY with the observed events and the current request id.
+// Notify sends a raw NTFY with the given observed events and the current
+// request id, bypassing the endpoint model: hook, request and
+// notification state do not change. Use it to confront the call agent
+// with a gateway that misbehaves; use OffHook, OnHook, Flash and Dial to
+// model the phone.
 func (g *Gateway) Notify(ctx context.Context, local string, observed ...mgcp.Event) (*mgcp.Response, error) {
 	g.mu.Lock()
 	ep, ok := g.eps[strings.ToLower(local)]
 	var x, ne string
 	if ok {
 		x, ne = ep.RequestID, ep.NotifiedEntity
-		for _, o := range observed {
-			switch {
-			case o.Is("L", "hd"):
-				ep.OffHook = true
-			case o.Is("L", "hu"):
-				ep.OffHook = false
-			}
+		if x == "" {
+			x = "0"
 		}
 	}
 	g.mu.Unlock()
-	return g.Send(ctx, local, &mgcp.Command{Verb: mgcp.VerbNTFY, Parameters: mgcp.Parameters{
+	return g.send(ctx, local, &mgcp.Command{Verb: mgcp.VerbNTFY, Parameters: mgcp.Parameters{
 		NotifiedEntity: ne, RequestID: x, ObservedEvents: observed}})
 }
 
-// OffHook reports L/hd.
+// act performs a user action on the phone: hook changes the physical
+// state (or refuses with ErrHookState), then each event is detected in
+// turn (RFC 3435 §2.3.3, §4.4.1). Every NTFY that follows is sent before
+// the next event happens; act returns the last NTFY's answer, or
+// ErrNotNotified with the reason the last event sent none.
+func (g *Gateway) act(ctx context.Context, local string, hook func(ep *endpoint) error, events ...mgcp.Event) (*mgcp.Response, error) {
+	g.mu.Lock()
+	ep, ok := g.eps[strings.ToLower(local)]
+	if !ok {
+		g.mu.Unlock()
+		return nil, fmt.Errorf("mgcptest: no endpoint %q", local)
+	}
+	if err := hook(ep); err != nil {
+		g.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", err, ep.Name)
+	}
+	var last *mgcp.Response
+	var lastErr error
+	for _, e := range events {
+		n, why := g.detect(ep, e)
+		if n == nil {
+			if last == nil {
+				lastErr = why
+			}
+			continue
+		}
+		g.mu.Unlock()
+		last, lastErr = g.send(ctx, local, n)
+		g.mu.Lock()
+		if lastErr != nil {
+			break
+		}
+	}
+	g.mu.Unlock()
+	if last == nil && lastErr == nil {
+		lastErr = errNotRequested
+	}
+	return last, lastErr
+}
+
+var (
+	evOffHook = mgcp.Event{Package: "L", Name: "hd"}
+	evOnHook  = mgcp.Event{Package: "L", Name: "hu"}
+	evFlash   = mgcp.Event{Package: "L", Name: "hf"}
+)
+
+// OffHook lifts the handset: L/hd, persistent (RFC 3660 §2.2).
 func (g *Gateway) OffHook(ctx context.Context, local string) (*mgcp.Response, error) {
-	return g.Notify(ctx, local, mgcp.Event{Package: "L", Name: "hd"})
+	return g.act(ctx, local, func(ep *endpoint) error {
+		if ep.OffHook {
+			return fmt.Errorf("%w: already off hook", ErrHookState)
+		}
+		ep.OffHook = true
+		return nil
+	}, evOffHook)
 }
 
-// OnHook reports L/hu.
+// OnHook hangs up: L/hu, persistent.
 func (g *Gateway) OnHook(ctx context.Context, local string) (*mgcp.Response, error) {
-	return g.Notify(ctx, local, mgcp.Event{Package: "L", Name: "hu"})
+	return g.act(ctx, local, func(ep *endpoint) error {
+		if !ep.OffHook {
+			return fmt.Errorf("%w: already on hook", ErrHookState)
+		}
+		ep.OffHook = false
+		return nil
+	}, evOnHook)
 }
 
-// Dial reports digits as D/ events in one NTFY, as a gateway does once its
-// digit map matched.
+// Flash presses the hook switch briefly: L/hf, persistent. The phone must
+// be off hook.
+func (g *Gateway) Flash(ctx context.Context, local string) (*mgcp.Response, error) {
+	return g.act(ctx, local, offHookOnly, evFlash)
+}
+
+func offHookOnly(ep *endpoint) error {
+	if !ep.OffHook {
+		return fmt.Errorf("%w: on hook", ErrHookState)
+	}
+	return nil
+}
+
+// Dial presses digits (0-9, *, #, A-D) one at a time on an off-hook phone.
+// Each is a D/ event evaluated against the current request: with action D
+// the digits collect against the digit map and notify on a match, a
+// mismatch, or when the inter-digit timer adds T (RFC 3435 §2.1.5); the
+// timer's NTFY is sent in the background, after Dial returned
+// ErrNotNotified ("collecting digits").
 func (g *Gateway) Dial(ctx context.Context, local, digits string) (*mgcp.Response, error) {
 	var evs []mgcp.Event
-	for _, d := range digits {
-		evs = append(evs, mgcp.Event{Package: "D", Name: string(d)})
+	for i := 0; i < len(digits); i++ {
+		if !isDTMF(digits[i]) {
+			return nil, fmt.Errorf("mgcptest: %q is not a DTMF digit", digits[i])
+		}
+		evs = append(evs, mgcp.Event{Package: "D", Name: strings.ToUpper(digits[i : i+1])})
 	}
-	return g.Notify(ctx, local, evs...)
+	return g.act(ctx, local, offHookOnly, evs...)
 }
 
-// Restart sends RSIP for local ("*" for all endpoints).
+// Collect is Dial (kept for callers of the lenient fake, where it alone
+// followed the digit map).
+func (g *Gateway) Collect(ctx context.Context, local, digits string) (*mgcp.Response, error) {
+	return g.Dial(ctx, local, digits)
+}
+
+// reset forgets an endpoint's connections and request, as a restart does
+// (RFC 3435 §4.4.6); must hold g.mu.
+func (g *Gateway) reset(ep *endpoint) {
+	for _, c := range ep.Connections {
+		if c.stream != nil {
+			c.stream.close()
+			c.stream = nil
+		}
+	}
+	ep.Connections = nil
+	ep.RequestID, ep.RequestedEvents, ep.Signals, ep.DigitMap, ep.dm = "", nil, nil, "", nil
+	ep.QuarantineHandling, ep.discard, ep.loop = "", false, false
+	ep.notifying, ep.quar, ep.observed, ep.dialed = false, nil, nil, ""
+	ep.MWI = false
+	g.stopTimer(ep)
+}
+
+// Restart changes the endpoint (local, or "*" for all) as the restart
+// method says, then sends RSIP (RFC 3435 §2.3.12, §4.4.6):
+//   - restart: connections and request are gone; with a delay the
+//     endpoint is out of service (501 to all but AUEP) until it passes;
+//   - forced: connections and request are gone and the endpoint is out
+//     of service until a later Restart with restart and no delay;
+//   - graceful: once the delay passes new CRCX are refused with 501,
+//     existing connections stay; cancel-graceful undoes it;
+//   - disconnected: nothing changes.
 func (g *Gateway) Restart(ctx context.Context, local string, method mgcp.RestartMethod, delay time.Duration) (*mgcp.Response, error) {
+	g.mu.Lock()
+	now := time.Now()
+	for _, k := range g.order {
+		ep := g.eps[k]
+		if local != "*" && k != strings.ToLower(local) {
+			continue
+		}
+		switch method {
+		case mgcp.RestartRestart:
+			g.reset(ep)
+			ep.forced, ep.graceful = false, false
+			ep.outUntil = now.Add(delay)
+		case mgcp.RestartForced:
+			g.reset(ep)
+			ep.forced, ep.graceful = true, false
+		case mgcp.RestartGraceful:
+			ep.graceful, ep.gracefulAt = true, now.Add(delay)
+		case mgcp.RestartCancelGraceful:
+			ep.graceful = false
+		}
+	}
+	g.mu.Unlock()
 	p := mgcp.Parameters{RestartMethod: method}
 	if delay > 0 || method == mgcp.RestartGraceful {
 		p.RestartDelay, p.HasRestartDelay = int(delay/time.Second), true
 	}
-	return g.Send(ctx, local, &mgcp.Command{Verb: mgcp.VerbRSIP, Parameters: p})
+	return g.send(ctx, local, &mgcp.Command{Verb: mgcp.VerbRSIP, Parameters: p})
 }
 
 // DeleteConnection sends a gateway-initiated DLCX for a connection, with a
-// reason code, and forgets the connection.
+// reason code, and forgets the connection (RFC 3435 §2.3.8).
 func (g *Gateway) DeleteConnection(ctx context.Context, local, connID string, reason mgcp.Reason) (*mgcp.Response, error) {
 	g.mu.Lock()
 	ep, ok := g.eps[strings.ToLower(local)]
@@ -816,11 +786,15 @@ func (g *Gateway) DeleteConnection(ctx context.Context, local, connID string, re
 	if ok {
 		if i, c := findConn(ep, connID); c != nil {
 			callID = c.CallID
+			if c.stream != nil {
+				c.stream.close()
+				c.stream = nil
+			}
 			ep.Connections = append(ep.Connections[:i], ep.Connections[i+1:]...)
 		}
 	}
 	g.mu.Unlock()
-	return g.Send(ctx, local, &mgcp.Command{Verb: mgcp.VerbDLCX, Parameters: mgcp.Parameters{
+	return g.send(ctx, local, &mgcp.Command{Verb: mgcp.VerbDLCX, Parameters: mgcp.Parameters{
 		CallID: callID, ConnectionID: connID, Reason: &reason,
 		ConnectionParams: []mgcp.ConnParam{{Name: "PS", Value: "20"}, {Name: "PR", Value: "18"}}}})
 }

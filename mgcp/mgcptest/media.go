@@ -1,12 +1,10 @@
 package mgcptest
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,38 +145,4 @@ func mediaAddr(b []byte) (netip.AddrPort, error) {
 		return netip.AddrPortFrom(ip, uint16(md.MediaName.Port.Value)), nil
 	}
 	return netip.AddrPort{}, fmt.Errorf("mgcptest: no audio stream")
-}
-
-// Collect dials digits on an off-hook endpoint one at a time against the
-// digit map the call agent pushed (RFC 3435 §2.1.5) and notifies once it
-// matches, does not match, or - for a match that needs the timer - after
-// the last digit with T. Without a digit map the digits go at once.
-func (g *Gateway) Collect(ctx context.Context, local, digits string) (*mgcp.Response, error) {
-	g.mu.Lock()
-	ep, ok := g.eps[strings.ToLower(local)]
-	dmText := ""
-	if ok {
-		dmText = ep.DigitMap
-	}
-	g.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("mgcptest: no endpoint %q", local)
-	}
-	if dmText == "" {
-		return g.Dial(ctx, local, digits)
-	}
-	dm, err := mgcp.CompileDigitMap(dmText)
-	if err != nil {
-		return nil, err
-	}
-	for i := 1; i <= len(digits); i++ {
-		switch dm.Match(digits[:i]) {
-		case mgcp.Match, mgcp.NoMatch:
-			return g.Dial(ctx, local, digits[:i])
-		}
-	}
-	if dm.Match(digits+"T") == mgcp.Match {
-		return g.Dial(ctx, local, digits+"T")
-	}
-	return g.Dial(ctx, local, digits)
 }
