@@ -444,14 +444,7 @@ func (b *Bridge) serveHunt(d *sip.Dialog, hg *mapping.HuntGroupRule) {
 		l := lines[(start+i)%len(lines)]
 		taken := make(chan bool, 1)
 		done := make(chan struct{})
-		if !l.post(func() {
-			if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
-				taken <- false
-				return
-			}
-			taken <- true
-			l.onInvite(d, done)
-		}) {
+		if !l.post(func() { l.onHuntInvite(d, done, taken) }) {
 			continue
 		}
 		if <-taken {
@@ -477,7 +470,7 @@ func (b *Bridge) serveTrunk(d *sip.Dialog, tr *mapping.TrunkRule) {
 		l := chans[(start+i)%len(chans)]
 		taken := make(chan bool, 1)
 		done := make(chan struct{})
-		if !l.post(func() { l.onTrunkInvite(d, done, taken) }) {
+		if !l.post(func() { l.onHuntInvite(d, done, taken) }) {
 			continue
 		}
 		if <-taken {

@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -106,6 +107,23 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
 		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+	// Connection accounting, as the strict gateway keeps it: when the test
+	// ends (before mgsip stops), no connection may be left on the gateway
+	// and no event held back in quarantine.
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := e.gw.CheckIdle()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("gateway not idle at the end: %v", err)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	// Every line armed for off-hook.
 	for i := 1; i <= o.lines && !o.noWait; i++ {
 		e.waitSignalState("aaln/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
@@ -269,10 +287,30 @@ func (e *env) do(f func(ctx context.Context) (*mgcp.Response, error)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if r, err := f(ctx); err != nil {
-		e.t.Fatal(err)
+		if !heldBack(err) {
+			e.t.Fatal(err)
+		}
 	} else if !r.Code.IsSuccess() {
 		e.t.Fatalf("gateway command answered %v", r.Code)
 	}
+}
+
+// heldBack reports a user action the strict gateway did not notify at
+// once for a reason a real phone meets too: the off-hook was accumulated
+// under the embedded dial-tone request, digits wait for the timer, or the
+// event is quarantined until the call agent's next request (Q: process
+// reports it then). Anything else (not requested, out of service, an
+// impossible hook action) is a failure.
+func heldBack(err error) bool {
+	if !errors.Is(err, mgcptest.ErrNotNotified) {
+		return false
+	}
+	for _, why := range []string{"accumulated", "collecting digits", "quarantined"} {
+		if strings.Contains(err.Error(), why) {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *env) offHook(local string) {

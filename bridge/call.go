@@ -128,16 +128,56 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 		close(done)
 		return
 	}
-	c, remote, ok := l.incomingOr488(d, done)
-	if !ok {
+	l.ringFor(d, done, nil)
+}
+
+// onHuntInvite: a hunt group (or trunk group) offers a call to this line,
+// which takes it (taken <- true) when idle and its gateway creates the
+// connection; otherwise (busy, or the CRCX refused: a 401 says the phone
+// went off hook to dial) the group tries its next line.
+func (l *line) onHuntInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
+	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
+		taken <- false
 		return
 	}
+	l.ringFor(d, done, taken)
+}
+
+// ringFor rings the idle line (or, on a trunk channel, answers) for an
+// incoming call. With taken, a failure before the phone rings is reported
+// there and the dialog left for the next line.
+func (l *line) ringFor(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
+	c, remote, err := l.newIncoming(d)
+	if err != nil {
+		if taken != nil {
+			taken <- false
+			return
+		}
+		_ = d.Reject(488, "Not Acceptable Here")
+		close(done)
+		return
+	}
+	c.done = done
 	l.adopt(c)
 	l.state = stRinging
-	c.ring = l.ringSignals(d)
+	if l.trunk == nil {
+		c.ring = l.ringSignals(d)
+	}
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote); err != nil {
+		if taken != nil {
+			c.dialog, c.done = nil, nil // not this line's to answer
+			taken <- false
+		}
 		c.status, c.reason = StatusForMGCP(err)
 		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		return
+	}
+	if taken != nil {
+		taken <- true
+	}
+	if l.trunk != nil {
+		l.forward(c)
+		l.answer()
 		return
 	}
 	_ = d.Ring()
@@ -148,30 +188,6 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 			l.failCall(c, "no answer", "L/ro")
 		}
 	})
-}
-
-// onTrunkInvite: a call for the trunk group; this channel takes it when
-// free (taken <- true), connects it (CRCX receive-only with the far end's
-// SDP, MDCX send-receive) and answers with the gateway's description.
-func (l *line) onTrunkInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
-	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
-		taken <- false
-		return
-	}
-	taken <- true
-	c, remote, ok := l.incomingOr488(d, done)
-	if !ok {
-		return
-	}
-	l.adopt(c)
-	l.state = stRinging
-	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote); err != nil {
-		c.status, c.reason = StatusForMGCP(err)
-		l.failCall(c, "CRCX failed: "+err.Error(), "")
-		return
-	}
-	l.forward(c)
-	l.answer()
 }
 
 // newOrigin starts the o= line mgsip shows the SIP side for a call.

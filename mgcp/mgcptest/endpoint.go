@@ -81,7 +81,7 @@ var packages = map[string]struct{ events, signals map[string]bool }{
 	},
 	"g": {
 		events:  nameSet("mt", "ft", "ld", "pat", "oc", "of"),
-		signals: nameSet("rt", "it", "pt", "pat", "cf"),
+		signals: nameSet("rt", "rbk", "cg", "it", "pt", "pat", "cf"),
 	},
 }
 
