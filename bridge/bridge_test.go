@@ -17,6 +17,7 @@ import (
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
 	"github.com/mgsip/mgsip/sip/siptest"
+	"github.com/sirupsen/logrus"
 )
 
 // env is mgsip (call agent, SIP stack, bridge) between a fake gateway
@@ -46,6 +47,8 @@ type envOptions struct {
 	before    func(gw *mgcptest.Gateway) // runs before mgsip starts
 	noWait    bool                       // do not wait for the lines to be armed
 	noAnswer  time.Duration              // bridge.Config.NoAnswerTimeout
+	features  mapping.Features           // of every line
+	log       *logrus.Entry              // the bridge's logger (default: silent)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -80,7 +83,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}, Keepalive: o.keepalive}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1.." + strconv.Itoa(o.lines) + "}", User: "{n+1000}",
-			Password: "pw", DisplayName: "Line {n}"}},
+			Password: "pw", DisplayName: "Line {n}", Features: o.features}},
 		Routes: mapping.Routes{Outbound: []mapping.OutboundRoute{
 			{Name: "local", Match: mapping.NumberMatch{Prefix: "1"}, Local: true},
 			{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"},
@@ -106,7 +109,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.before(e.gw)
 	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
-		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log, OnCall: func(r bridge.CallRecord) { e.records <- r }})
 	// Connection accounting, as the strict gateway keeps it: when the test
 	// ends (before mgsip stops), no connection may be left on the gateway
 	// and no event held back in quarantine.

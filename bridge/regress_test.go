@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip/siptest"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
 // incoming places a call from the PBX to user in the background.
@@ -305,4 +308,94 @@ func TestRSIPSupersedesStartupAudit(t *testing.T) {
 	}
 	e.offHook("aaln/1")
 	e.waitSignal("aaln/1", "L/dl")
+}
+
+// TestLockStepAfterIgnoredEvents (defect 2): an NTFY the line has no use
+// for (an in-call digit sent as INFO, a flash during ringback, a flash in
+// a locally switched call) is still followed by a request, so the strict
+// gateway reports the hang-up that comes next instead of holding it back
+// for ever.
+func TestLockStepAfterIgnoredEvents(t *testing.T) {
+	t.Run("info digit", func(t *testing.T) {
+		e := newEnv(t, envOptions{features: mapping.Features{DTMF: "info"}})
+		e.offHook("aaln/1")
+		e.dial("aaln/1", "2000")
+		e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Dial(ctx, "aaln/1", "5") })
+		e.waitFor("INFO at the PBX", func() bool { return len(e.pbx.Received("INFO")) == 1 })
+		e.waitFor("the line re-armed after the digit", func() bool { return !e.gw.InNotificationState("aaln/1") })
+		e.onHook("aaln/1")
+		e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+		e.waitSignalState("aaln/1", armed)
+		e.record()
+	})
+	t.Run("flash during ringback", func(t *testing.T) {
+		e := newEnv(t, envOptions{features: mapping.Features{Transfer: new(bool)}, uas: func(siptest.Incoming) siptest.Script {
+			return siptest.Script{Ring: 20 * time.Second}
+		}})
+		e.offHook("aaln/1")
+		e.dial("aaln/1", "2000")
+		e.waitSignal("aaln/1", "G/rt")
+		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Flash(ctx, "aaln/1") })
+		e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool {
+			return hasSignal(st, "G/rt") && !e.gw.InNotificationState("aaln/1")
+		})
+		e.onHook("aaln/1")
+		e.waitFor("CANCEL at the PBX", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+		e.waitSignalState("aaln/1", armed)
+		e.record()
+	})
+	t.Run("flash in a local call", func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.offHook("aaln/1")
+		e.dial("aaln/1", "1002")
+		e.waitSignal("aaln/2", "L/rg")
+		e.offHook("aaln/2")
+		e.waitFor("connected", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Flash(ctx, "aaln/1") })
+		e.waitFor("the line re-armed after the flash", func() bool { return !e.gw.InNotificationState("aaln/1") })
+		e.onHook("aaln/1")
+		e.waitSignal("aaln/2", "L/ro")
+		e.onHook("aaln/2")
+		e.waitSignalState("aaln/1", armed)
+		e.waitSignalState("aaln/2", armed)
+		e.record()
+		e.record()
+	})
+}
+
+// TestReleaseRace (defect 5): both phones of a local call hang up at
+// once. The line that learns of the other's hang-up before its own NTFY
+// asks for L/hu with reorder; the gateway answers 402 (already on hook);
+// mgsip takes that as the on-hook and arms the line, with no warning.
+func TestReleaseRace(t *testing.T) {
+	logger, hook := logtest.NewNullLogger()
+	logger.SetLevel(logrus.InfoLevel)
+	e := newEnv(t, envOptions{log: logrus.NewEntry(logger)})
+	for i := range 5 {
+		e.offHook("aaln/1")
+		e.dial("aaln/1", "1002")
+		e.waitSignal("aaln/2", "L/rg")
+		e.offHook("aaln/2")
+		e.waitFor("connected", func() bool {
+			st1, st2 := e.state("aaln/1"), e.state("aaln/2")
+			return len(st1.Connections) == 1 && len(st2.Connections) == 1 && st1.Connections[0].Mode == mgcp.ModeSendRecv &&
+				st2.Connections[0].Mode == mgcp.ModeSendRecv
+		})
+		first, second := "aaln/1", "aaln/2"
+		if i%2 == 1 {
+			first, second = second, first
+		}
+		e.onHook(first)
+		e.onHook(second)
+		e.waitSignalState("aaln/1", armed)
+		e.waitSignalState("aaln/2", armed)
+		e.record()
+		e.record()
+	}
+	for _, en := range hook.AllEntries() {
+		if en.Level <= logrus.WarnLevel {
+			t.Errorf("warning logged: %s %v", en.Message, en.Data)
+		}
+	}
 }
