@@ -4,7 +4,7 @@ BIN       ?= bin/mgsip
 FUZZTIME  ?= 5m
 PKGS      := ./...
 
-.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench bench-calls fuzz demo clean
+.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench bench-calls fuzz explore demo clean
 
 all: build
 
@@ -47,6 +47,14 @@ bench:
 # MGSIP_LOAD_TALK tune it; see bridge/bench_test.go).
 bench-calls:
 	$(GO) test -run '^$$' -bench '^BenchmarkCallLoad$$' -benchtime 1x -timeout 30m -v ./bridge/
+
+# Long exploration of the line state machine: random seeded sequences of
+# user, far-end, gateway and operator actions until DURATION is up (`make
+# test` replays a fixed budget of seeds). A failure prints the seed and a
+# shrunk plan to replay (bridge/explore_test.go).
+DURATION ?= 10m
+explore:
+	MGSIP_EXPLORE_DURATION=$(DURATION) $(GO) test -count=1 -run '^TestExplore$$' -timeout 0 -v ./bridge/ 2>&1 | grep -v '^    --- PASS'
 
 # Long fuzzing: each target for FUZZTIME. New crashers land in
 # testdata/fuzz/ and are replayed by `make test` from then on.

@@ -30,6 +30,7 @@ type env struct {
 	pbx     *siptest.Registrar
 	b       *bridge.Bridge
 	records chan bridge.CallRecord
+	rules   *mapping.Rules
 }
 
 type envOptions struct {
@@ -56,7 +57,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.lines == 0 {
 		o.lines = 2
 	}
-	e := &env{t: t, records: make(chan bridge.CallRecord, 16)}
+	e := &env{t: t, records: make(chan bridge.CallRecord, 1024)}
 	users := map[string]string{}
 	for i := 1; i <= o.lines; i++ {
 		users[strconv.Itoa(1000+i)] = "pw"
@@ -100,6 +101,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.rules = rules
 	ring := o.ring
 	if ring == 0 {
 		ring = 10 * time.Second
@@ -185,12 +187,15 @@ func startBridgeSIP(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bri
 	}
 	setBridge(b)
 	stack.SetHandler(b)
+	// As the daemon does: the stacks serve until the bridge has finished
+	// (calls hung up, accounts unregistered).
 	ctx, cancel := context.WithCancel(context.Background())
+	svc, stopSvc := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(3)
-	go func() { defer wg.Done(); _ = ca.Serve(ctx) }()
-	go func() { defer wg.Done(); _ = stack.Serve(ctx) }()
-	go func() { defer wg.Done(); _ = b.Run(ctx) }()
+	go func() { defer wg.Done(); _ = ca.Serve(svc) }()
+	go func() { defer wg.Done(); _ = stack.Serve(svc) }()
+	go func() { defer wg.Done(); defer stopSvc(); _ = b.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()

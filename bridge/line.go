@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -126,9 +127,10 @@ type line struct {
 	notified  bool
 	oneShot   []mgcp.Event
 	hookHint  int
-	syncRetry int
+	retries   int // refusals in a row (backoff)
 	armedE    bool    // the armed request gives dial tone by itself (E action)
-	doomed    []*call // ended calls whose connections flush deletes
+	doomed    []*call  // ended calls whose connections flush deletes
+	leftover  []string // connections whose DLCX failed: sweep deletes them
 
 	// auditing cancels the audit in progress, so that an RSIP supersedes
 	// audits still retransmitting to a gateway that was silent.
@@ -469,6 +471,7 @@ func (l *line) arm() {
 	l.gen++
 	l.state = stIdle
 	l.tone = ""
+	l.oneShot = nil // a digit or waiting tone meant for the call
 	l.transfer = transferState{}
 	if l.retiring {
 		l.retire()
@@ -486,6 +489,7 @@ func (l *line) playTone(tone string) {
 	l.gen++
 	l.state = stTone
 	l.tone = tone
+	l.oneShot = nil
 	l.toneTimer = l.after(l.b.cfg.ToneTimeout, func() {
 		if l.state == stTone {
 			l.tone = "L/ot"
@@ -548,18 +552,27 @@ func (l *line) supersede() {
 func (l *line) resynchronise(keepCalls bool) {
 	ctx, cancel := context.WithCancel(l.ops)
 	l.auditing.Store(&cancel)
-	offHook, conns, ok := l.audit(ctx)
+	offHook, conns, err := l.audit(ctx)
 	l.auditing.Store(nil)
 	cancel()
-	if !ok {
-		// No answer (or superseded by an RSIP, which audits again): the
-		// gateway's up-coming (markUp, RSIP, its next NTFY) re-runs this.
+	if err != nil {
+		// Superseded by an RSIP (which audits again), or no answer (the
+		// gateway is marked down and re-audited when it answers: markUp,
+		// RSIP, its next NTFY), or refused: tried again after a pause.
 		if l.call == nil && l.other == nil {
 			l.state = stRestarting
 		}
 		l.armed = ""
+		if !errors.Is(err, errSuperseded) && !errors.Is(err, mgcp.ErrTimeout) {
+			l.after(l.backoff(), func() {
+				if l.state == stRestarting {
+					l.resynchronise(true)
+				}
+			})
+		}
 		return
 	}
+	l.retries = 0
 	l.armed, l.notified = "", false // whatever the gateway held is unknown
 	owned := map[string]bool{}
 	for _, c := range []*call{l.call, l.other} {

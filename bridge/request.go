@@ -131,7 +131,7 @@ func (l *line) desired() gwRequest {
 // needsRequest reports whether the gateway must be sent the desired
 // request: it holds another one, or it notified and waits for a new one.
 func (l *line) needsRequest(want gwRequest) bool {
-	return l.trunk == nil && l.state != stRestarting && (l.notified || want.key() != l.armed)
+	return l.trunk == nil && l.state != stRestarting && (l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
 }
 
 // gatewayGone reports a gateway marked down: the line sends it nothing
@@ -155,21 +155,30 @@ func (l *line) sync() {
 		}
 		err := l.rqnt(want)
 		if err == nil {
-			l.syncRetry = 0
+			l.retries = 0
 			return
 		}
 		if l.hookFromError(err) {
 			continue
 		}
 		l.armed = "" // unknown: try again
-		if !errors.Is(err, mgcp.ErrTimeout) && l.syncRetry < 3 {
-			// A transient refusal: the line retries after a pause (1, 2,
-			// 4 s); the gateway would otherwise wait for a request forever.
-			l.syncRetry++
-			l.after(time.Duration(1<<(l.syncRetry-1))*time.Second, func() {})
+		if !errors.Is(err, mgcp.ErrTimeout) {
+			// A refusal: the line tries again after a pause (1, 2, 4 ...
+			// 30 s); the gateway would otherwise wait for a request for
+			// ever. A timeout marked the gateway down instead: it is
+			// re-audited when it answers again.
+			l.after(l.backoff(), func() {})
 		}
 		return
 	}
+}
+
+// backoff is the next pause before the line tries again what its gateway
+// refused: 1 s doubling up to 30 s, reset by a success.
+func (l *line) backoff() time.Duration {
+	d := time.Second << min(l.retries, 5)
+	l.retries++
+	return min(d, 30*time.Second)
 }
 
 // rqnt sends RQNT (RFC 3435 §2.3.3).
@@ -395,12 +404,10 @@ func (l *line) deleteConnection(c *call, last bool) []mgcp.ConnParam {
 		if err != nil && embedded && l.hookFromError(err) {
 			continue
 		}
+		id := c.connID
 		c.connID = ""
 		if err != nil {
-			var re *mgcp.ResponseError
-			if !errors.As(err, &re) || re.Response == nil || re.Response.Code != mgcp.CodeIncorrectConnectionID {
-				l.log.WithError(err).Warn("bridge: DLCX failed")
-			}
+			l.deleteLater(id, err)
 			return nil
 		}
 		if embedded {
@@ -410,9 +417,47 @@ func (l *line) deleteConnection(c *call, last bool) []mgcp.ConnParam {
 	}
 }
 
+// deleteLater keeps a connection whose DLCX failed, to delete it again
+// after a pause: a refused DLCX (400, 403, 409...) leaves it on the
+// gateway. 515 means it is gone already; after a timeout the gateway is
+// marked down and the audit when it is back deletes what is stale.
+func (l *line) deleteLater(id string, err error) {
+	var re *mgcp.ResponseError
+	if errors.As(err, &re) && re.Response != nil && re.Response.Code == mgcp.CodeIncorrectConnectionID {
+		return
+	}
+	if errors.Is(err, mgcp.ErrTimeout) {
+		return
+	}
+	l.log.WithError(err).WithField("connection", id).Warn("bridge: DLCX failed; trying again")
+	l.leftover = append(l.leftover, id)
+	if len(l.leftover) == 1 {
+		l.at(l.backoff(), l.sweep)
+	}
+}
+
+// sweep deletes the connections left by failed DLCXs.
+func (l *line) sweep() {
+	ids := l.leftover
+	l.leftover = nil
+	for _, id := range ids {
+		if l.gatewayGone() {
+			return // the audit when it is back deletes them
+		}
+		ctx, cancel := l.opCtx()
+		_, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, mgcp.Parameters{ConnectionID: id})
+		cancel()
+		l.b.noteMGCP(l.rule.Gateway, err)
+		if err != nil {
+			l.deleteLater(id, err)
+		}
+	}
+}
+
 // audit checks the endpoint, asking its connections and hook state
-// (AUEP F: I, ES; RFC 3435 §2.3.10). ok is false when it did not answer.
-func (l *line) audit(ctx context.Context) (offHook bool, conns []string, ok bool) {
+// (AUEP F: I, ES; RFC 3435 §2.3.10). err is errSuperseded when an RSIP
+// cancelled it.
+func (l *line) audit(ctx context.Context) (offHook bool, conns []string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	info := []string{"ES"}
@@ -420,21 +465,24 @@ func (l *line) audit(ctx context.Context) (offHook bool, conns []string, ok bool
 		info = []string{"I", "ES"}
 	}
 	res, err := l.b.cfg.CallAgent.AuditEndpoint(ctx, l.gw(), l.ep, info...)
-	if ctx.Err() != nil && l.ops.Err() == nil {
-		return false, nil, false // superseded (an RSIP came): no verdict
+	if ctx.Err() != nil && l.ops.Err() == nil && !errors.Is(err, mgcp.ErrTimeout) {
+		return false, nil, errSuperseded // an RSIP came: it audits again
 	}
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		l.log.WithError(err).Warn("bridge: audit failed")
-		return false, nil, false
+		return false, nil, err
 	}
 	for _, e := range res.EventStates {
 		if e.Is("L", "hd") {
 			offHook = true
 		}
 	}
-	return offHook, res.ConnectionIDs(), true
+	return offHook, res.ConnectionIDs(), nil
 }
+
+// errSuperseded: an RSIP cancelled the audit in progress.
+var errSuperseded = errors.New("bridge: audit superseded by a restart")
 
 var (
 	evOffHook = mgcp.RequestedEvent{Event: mgcp.Event{Package: "L", Name: "hd"}, Actions: []mgcp.Action{{Code: mgcp.ActionNotify}}}

@@ -217,6 +217,9 @@ type Call struct {
 // ErrCallFailed is wrapped by Invite errors for non-2xx answers.
 var ErrCallFailed = errors.New("sip: call failed")
 
+// ErrStackClosed: the stack was closed; nothing more is sent.
+var ErrStackClosed = errors.New("sip: stack closed")
+
 // Invite places a call. It returns once the INVITE is sent; progress,
 // the answer (after the ACK is sent) or the failure arrive as events.
 // Cancelling ctx before the answer sends CANCEL.

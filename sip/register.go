@@ -603,6 +603,20 @@ func (r *Registrations) newRegister(e *regEntry, acct Account, expiry time.Durat
 // do runs one client transaction outside any dialog and returns its
 // final response.
 func (s *Stack) do(ctx context.Context, req *sip.Request, opts ...sipgo.ClientRequestOption) (*sip.Response, error) {
+	// Requests leave from the listener's socket, which sipgo knows only
+	// once Serve runs; sent before, they would go out of a socket of
+	// sipgo's own (another source port, never closed).
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-s.closed:
+		// sipgo would open a socket of its own for it, and never close it.
+		return nil, ErrStackClosed
+	default:
+	}
 	tx, err := s.client.TransactionRequest(ctx, req, opts...)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ type Stack struct {
 	transport string  // transport of the first listener
 
 	ready     chan struct{} // closed once the listeners are serving
+	closed    chan struct{} // closed by Close: nothing more is sent
 	closeOnce sync.Once
 
 	allow   func(netip.AddrPort) bool
@@ -81,7 +82,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, ready: make(chan struct{})}
+	s := &Stack{cfg: cfg, ready: make(chan struct{}), closed: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -364,6 +365,7 @@ func (s *Stack) closeListeners() {
 // Close stops the stack. Safe to call more than once.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
+		close(s.closed)
 		s.closeListeners()
 		if s.client != nil {
 			_ = s.client.Close()

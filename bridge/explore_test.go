@@ -1,0 +1,540 @@
+package bridge_test
+
+// Randomized exploration of the line state machine (model-based, seeded):
+// many lines, random interleavings of what users, far ends, the gateway
+// and the operator do, against the strict fake gateway; then everything
+// is brought to rest and invariants are checked. A failure prints the
+// seed and a shrunk plan; MGSIP_EXPLORE_SEED=N (with MGSIP_EXPLORE_KEEP=
+// "i,j,..." for a shrunk plan) replays it.
+//
+// `make test` runs a fixed budget of seeds; `make explore DURATION=1h`
+// (MGSIP_EXPLORE_DURATION) runs seeds until the time is up.
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/mgsip/mgsip/sip/siptest"
+)
+
+const (
+	exploreLines   = 4
+	explorePlanLen = 40
+)
+
+// action is one step of a plan. Its fields are drawn from the seed when
+// the plan is made, so that a plan (or a part of it) replays the same.
+type action struct {
+	kind string
+	line int // 1-based line
+	n    int // a second random choice (number, code, method...)
+	m    int // a third
+}
+
+func (a action) String() string {
+	return fmt.Sprintf("%s(line %d, %d, %d)", a.kind, a.line, a.n, a.m)
+}
+
+var actionKinds = []struct {
+	kind   string
+	weight int
+}{
+	{"offhook", 10}, {"onhook", 9}, {"flash", 4}, {"dial", 10}, {"digit", 2},
+	{"sip-call", 8}, {"sip-bye", 4}, {"sip-cancel", 3}, {"sip-hold", 2}, {"sip-resume", 2},
+	{"sip-info", 2}, {"sip-refer", 1}, {"mwi", 1},
+	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
+	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
+}
+
+func makePlan(seed uint64, n int) []action {
+	rng := rand.New(rand.NewPCG(seed, 0x6d677369))
+	total := 0
+	for _, k := range actionKinds {
+		total += k.weight
+	}
+	plan := make([]action, n)
+	for i := range plan {
+		w := rng.IntN(total)
+		kind := ""
+		for _, k := range actionKinds {
+			if w < k.weight {
+				kind = k.kind
+				break
+			}
+			w -= k.weight
+		}
+		plan[i] = action{kind: kind, line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)}
+	}
+	return plan
+}
+
+// explorer runs plans against one mgsip (bridge, SIP stack, call agent),
+// the strict gateway and the siptest PBX.
+type explorer struct {
+	t      *testing.T
+	e      *env
+	caller *sip.Stack
+	lossy  atomic.Int32 // datagrams still to be lossy
+	rngMu  sync.Mutex
+	rng    *rand.Rand
+
+	mu      sync.Mutex
+	dialogs []*farCall
+}
+
+// farCall is a call a SIP far end placed to a line.
+type farCall struct {
+	d        *sip.Dialog
+	cancel   context.CancelFunc
+	answered atomic.Bool
+	ended    chan struct{}
+}
+
+func newExplorer(t *testing.T, seed uint64) *explorer {
+	x := &explorer{t: t, rng: rand.New(rand.NewPCG(seed, 1))}
+	x.e = newEnv(t, envOptions{lines: exploreLines, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second,
+		keepalive: 300 * time.Millisecond,
+		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
+		uas:       x.pbxScript,
+		faults: func([]byte, net.Addr) mgcptest.Fault {
+			if x.lossy.Load() <= 0 {
+				return mgcptest.Fault{}
+			}
+			x.lossy.Add(-1)
+			x.rngMu.Lock()
+			r := x.rng.IntN(3)
+			x.rngMu.Unlock()
+			return mgcptest.Fault{Drop: r == 0, Duplicate: r == 1}
+		}})
+	var err error
+	x.caller, err = sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = x.caller.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; _ = x.caller.Close() })
+	return x
+}
+
+// pbxScript is the PBX's answer to a line's call, drawn at random.
+func (x *explorer) pbxScript(siptest.Incoming) siptest.Script {
+	x.rngMu.Lock()
+	defer x.rngMu.Unlock()
+	s := siptest.Script{Ring: time.Duration(x.rng.IntN(300)) * time.Millisecond}
+	switch x.rng.IntN(8) {
+	case 0:
+		s.Status = 486
+	case 1:
+		s.Status = 480
+	case 2:
+		s.Status = 503
+	case 3:
+		s.Ring = 5 * time.Second // rings until the no-answer timer
+	}
+	if s.Status == 0 && x.rng.IntN(3) == 0 {
+		s.HangUpAfter = time.Duration(100+x.rng.IntN(400)) * time.Millisecond
+	}
+	return s
+}
+
+func ep(line int) string { return "aaln/" + strconv.Itoa(line) }
+
+var dialled = []string{"1001", "1002", "1003", "1004", "2000", "2000", "2486", "*5", "0", "1009"}
+
+// step performs one action; failures of the action itself (a phone that
+// is already off hook, a call that is not there) are part of the game.
+func (x *explorer) step(a action) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gw, b := x.e.gw, x.e.b
+	local := ep(a.line)
+	switch a.kind {
+	case "offhook":
+		_, _ = gw.OffHook(ctx, local)
+	case "onhook":
+		_, _ = gw.OnHook(ctx, local)
+	case "flash":
+		_, _ = gw.Flash(ctx, local)
+	case "dial":
+		_, _ = gw.Dial(ctx, local, dialled[a.n%len(dialled)])
+	case "digit":
+		_, _ = gw.Dial(ctx, local, strconv.Itoa(a.n%10))
+	case "sip-call":
+		x.call(strconv.Itoa(1000+a.line), a.n%4 == 0)
+	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
+		x.farAction(a)
+	case "mwi":
+		_, _ = x.e.pbx.NotifyMWI(ctx, strconv.Itoa(1000+a.line), a.n%2 == 0, a.n%3, 0)
+	case "gw-error":
+		verbs := []mgcp.Verb{mgcp.VerbCRCX, mgcp.VerbMDCX, mgcp.VerbDLCX, mgcp.VerbRQNT, mgcp.VerbAUEP}
+		codes := []mgcp.ReturnCode{400, 401, 402, 403, 500, 501, 502, 510, 515, 516, 527, 534}
+		verb, code := verbs[a.n%len(verbs)], codes[a.m%len(codes)]
+		if verb == mgcp.VerbDLCX && (code == 515 || code == 516) {
+			code = 400 // a gateway does not deny a connection it has
+		}
+		gw.Inject(mgcptest.Injection{Verb: verb, Endpoint: local, Code: code, Count: 1})
+	case "gw-drop":
+		verbs := []mgcp.Verb{mgcp.VerbCRCX, mgcp.VerbMDCX, mgcp.VerbDLCX, mgcp.VerbRQNT}
+		gw.Inject(mgcptest.Injection{Verb: verbs[a.n%len(verbs)], Endpoint: local, Drop: true, Count: 1})
+	case "gw-dlcx":
+		if cs := gw.Connections(local); len(cs) > 0 {
+			_, _ = gw.DeleteConnection(ctx, local, cs[a.n%len(cs)].ID, mgcp.Reason{Code: 900 + 2*(a.m%2)})
+		}
+	case "gw-rsip":
+		methods := []mgcp.RestartMethod{mgcp.RestartRestart, mgcp.RestartForced, mgcp.RestartDisconnected,
+			mgcp.RestartGraceful, mgcp.RestartCancelGraceful}
+		target := local
+		if a.m%3 == 0 {
+			target = "*"
+		}
+		_, _ = gw.Restart(ctx, target, methods[a.n%len(methods)], 0)
+		if methods[a.n%len(methods)] == mgcp.RestartForced {
+			// The gateway comes back a moment later, as hardware does.
+			time.Sleep(time.Duration(a.m%50) * time.Millisecond)
+			_, _ = gw.Restart(ctx, target, mgcp.RestartRestart, 0)
+		}
+	case "gw-lossy":
+		x.lossy.Store(int32(5 + a.n%20))
+	case "op-hangup":
+		if calls := b.Calls(); len(calls) > 0 {
+			_ = b.HangUp(calls[a.n%len(calls)].ID)
+		}
+	case "op-drain":
+		_ = b.SetGatewayDrain("gw", a.n%2 == 0, a.m%2 == 0)
+	case "op-rearm":
+		_ = b.Rearm(ctx, "gw/"+local)
+	case "op-reload":
+		b.Apply(x.e.rules)
+	}
+}
+
+// call has a SIP far end call a line's account at mgsip (cancelled at
+// once when cancelSoon).
+func (x *explorer) call(user string, cancelSoon bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := x.caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: user, Peer: x.e.stack.LocalAddr().String(),
+		SDP: []byte(siptest.DefaultAnswerSDP)})
+	if err != nil {
+		cancel()
+		return
+	}
+	fc := &farCall{d: d, cancel: cancel, ended: make(chan struct{})}
+	go func() {
+		defer close(fc.ended)
+		for ev := range d.Events() {
+			if ev.Kind == sip.EventAnswered {
+				fc.answered.Store(true)
+			}
+		}
+	}()
+	x.mu.Lock()
+	x.dialogs = append(x.dialogs, fc)
+	x.mu.Unlock()
+	if cancelSoon {
+		cancel()
+	}
+}
+
+// live returns the far-end calls not ended yet.
+func (x *explorer) live() []*farCall {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []*farCall
+	for _, fc := range x.dialogs {
+		select {
+		case <-fc.ended:
+		default:
+			out = append(out, fc)
+		}
+	}
+	return out
+}
+
+func (x *explorer) farAction(a action) {
+	calls := x.live()
+	if len(calls) == 0 {
+		return
+	}
+	fc := calls[a.n%len(calls)]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	hold := strings.Replace(siptest.DefaultAnswerSDP, "a=sendrecv", "a=sendonly", 1)
+	switch a.kind {
+	case "sip-bye":
+		if fc.answered.Load() {
+			_ = fc.d.Bye(ctx)
+		}
+	case "sip-cancel":
+		if !fc.answered.Load() {
+			fc.cancel()
+		}
+	case "sip-hold", "sip-resume":
+		if fc.answered.Load() {
+			sdp := siptest.DefaultAnswerSDP
+			if a.kind == "sip-hold" {
+				sdp = hold
+			}
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				defer cancel()
+				_, _ = fc.d.Reinvite(ctx, []byte(sdp))
+			}()
+		}
+	case "sip-info":
+		if fc.answered.Load() {
+			_ = fc.d.Info(ctx, "application/dtmf-relay", []byte("Signal="+strconv.Itoa(a.m%10)+"\r\nDuration=160\r\n"))
+		}
+	case "sip-refer":
+		if fc.answered.Load() {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				defer cancel()
+				_ = fc.d.Refer(ctx, "2000", nil)
+			}()
+		}
+	}
+}
+
+// run executes the plan (the actions whose index keep allows), then
+// brings everything to rest and checks the invariants.
+func (x *explorer) run(plan []action, keep func(int) bool) {
+	for i, a := range plan {
+		if keep != nil && !keep(i) {
+			continue
+		}
+		x.step(a)
+		x.rngMu.Lock()
+		pause := time.Duration(x.rng.IntN(25)) * time.Millisecond
+		x.rngMu.Unlock()
+		time.Sleep(pause) // pacing the interleaving, not waiting for a result
+	}
+	x.quiesce()
+	x.check()
+}
+
+// quiesce stops the faults, ends every far-end call, brings the gateway
+// back to service and hangs up every phone, then waits for rest.
+func (x *explorer) quiesce() {
+	gw := x.e.gw
+	gw.ClearInjections()
+	x.lossy.Store(0)
+	_ = x.e.b.SetGatewayDrain("gw", false, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, fc := range x.live() {
+		if fc.answered.Load() {
+			_ = fc.d.Bye(ctx)
+		} else {
+			fc.cancel()
+		}
+	}
+	for i := 1; i <= exploreLines; i++ {
+		if st, _ := gw.State(ep(i)); st.OutOfService {
+			_, _ = gw.Restart(ctx, ep(i), mgcp.RestartRestart, 0)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for i := 1; i <= exploreLines; i++ {
+			if st, _ := gw.State(ep(i)); st.OffHook {
+				_, _ = gw.OnHook(ctx, ep(i))
+			}
+		}
+		if x.atRest() == "" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// atRest says what is not at rest yet ("" when everything is).
+func (x *explorer) atRest() string {
+	gw, b := x.e.gw, x.e.b
+	if err := gw.CheckIdle(); err != nil {
+		return err.Error()
+	}
+	for i := 1; i <= exploreLines; i++ {
+		st, _ := gw.State(ep(i))
+		switch {
+		case st.OffHook:
+			return ep(i) + " off hook"
+		case st.NotificationState:
+			return ep(i) + " in notification state (no request after its NTFY)"
+		case !hasEvent(st, "L/hd") || hasEvent(st, "L/hu"):
+			return fmt.Sprintf("%s not armed for off-hook: R: %v", ep(i), st.RequestedEvents)
+		case len(st.Signals) > 0:
+			return fmt.Sprintf("%s plays %v on hook", ep(i), st.Signals)
+		}
+	}
+	for _, l := range b.Lines() {
+		if l.State != "idle" || l.OffHook || l.Call != nil {
+			return fmt.Sprintf("line %s: state %s off_hook %v call %+v", l.ID, l.State, l.OffHook, l.Call)
+		}
+	}
+	for _, g := range b.Gateways() {
+		if g.Down {
+			return "gateway marked down"
+		}
+	}
+	if n := b.ActiveCalls(); n != 0 {
+		return fmt.Sprintf("%d calls counted active", n)
+	}
+	if n := len(x.live()); n != 0 {
+		return fmt.Sprintf("%d SIP dialogs of the far end still up", n)
+	}
+	return ""
+}
+
+// check reports the invariants that do not hold at rest.
+func (x *explorer) check() {
+	if why := x.atRest(); why != "" {
+		x.t.Errorf("not at rest: %s", why)
+	}
+	for {
+		select {
+		case r := <-x.e.records:
+			if r.Line == "" || r.Result == "" || (r.Answered && r.Setup < 0) {
+				x.t.Errorf("inconsistent call record %+v", r)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
+
+func exploreSeeds() (seeds []uint64, until time.Time) {
+	if s := os.Getenv("MGSIP_EXPLORE_SEED"); s != "" {
+		n, _ := strconv.ParseUint(s, 10, 64)
+		return []uint64{n}, time.Time{}
+	}
+	if d, err := time.ParseDuration(os.Getenv("MGSIP_EXPLORE_DURATION")); err == nil && d > 0 {
+		return nil, time.Now().Add(d)
+	}
+	// The fixed budget of `make test`.
+	for i := range uint64(16) {
+		seeds = append(seeds, 1000+i)
+	}
+	return seeds, time.Time{}
+}
+
+func keepFromEnv() func(int) bool {
+	s := os.Getenv("MGSIP_EXPLORE_KEEP")
+	if s == "" {
+		return nil
+	}
+	keep := map[int]bool{}
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+			keep[n] = true
+		}
+	}
+	return func(i int) bool { return keep[i] }
+}
+
+// TestExplore runs the seeds; see the top of the file.
+func TestExplore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("exploration runs real sockets for a while; -short skips it")
+	}
+	baseline := runtime.NumGoroutine()
+	seeds, until := exploreSeeds()
+	keep := keepFromEnv()
+	var runs atomic.Int64
+	next := uint64(time.Now().UnixNano())
+	for i := 0; ; i++ {
+		var seed uint64
+		switch {
+		case !until.IsZero():
+			if time.Now().After(until) {
+				break
+			}
+			seed = next + uint64(i)
+		case i < len(seeds):
+			seed = seeds[i]
+		}
+		if (until.IsZero() && i >= len(seeds)) || (!until.IsZero() && time.Now().After(until)) {
+			break
+		}
+		plan := makePlan(seed, explorePlanLen)
+		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			newExplorer(t, seed).run(plan, keep)
+		})
+		runs.Add(1)
+		if !ok {
+			shrunk := shrink(t, seed, plan)
+			t.Fatalf("seed %d failed; replay: MGSIP_EXPLORE_SEED=%d MGSIP_EXPLORE_KEEP=%s go test -run TestExplore ./bridge/\nshrunk plan:\n%s",
+				seed, seed, joinInts(shrunk), describe(plan, shrunk))
+		}
+	}
+	t.Logf("%d sequences of %d actions explored, 0 invariant violations", runs.Load(), explorePlanLen)
+	// No goroutine outlives its mgsip.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline+4 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines leaked: %d before, %d after\n%s", baseline, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shrink looks for a shorter part of a failing plan that still fails
+// (removing chunks of halving size; bounded number of attempts).
+func shrink(t *testing.T, seed uint64, plan []action) []int {
+	kept := make([]int, len(plan))
+	for i := range kept {
+		kept[i] = i
+	}
+	attempts := 0
+	for chunk := len(kept) / 2; chunk >= 1 && attempts < 12; chunk /= 2 {
+		for start := 0; start < len(kept) && attempts < 12; {
+			candidate := append(append([]int(nil), kept[:start]...), kept[min(start+chunk, len(kept)):]...)
+			set := map[int]bool{}
+			for _, i := range candidate {
+				set[i] = true
+			}
+			attempts++
+			failed := !t.Run(fmt.Sprintf("shrink-seed=%d-len=%d", seed, len(candidate)), func(t *testing.T) {
+				newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
+			})
+			if failed {
+				kept = candidate
+			} else {
+				start += chunk
+			}
+		}
+	}
+	return kept
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func describe(plan []action, kept []int) string {
+	var b strings.Builder
+	for _, i := range kept {
+		fmt.Fprintf(&b, "  %3d %s\n", i, plan[i])
+	}
+	return b.String()
+}
