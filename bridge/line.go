@@ -122,15 +122,15 @@ type line struct {
 	// one it accepted, whether it notified under it since, signals to
 	// play once with the next request, a hook state learnt from a 401/402
 	// refusal, and the retries of a refused request.
-	armed     string
-	armedID   string
-	notified  bool
-	oneShot   []mgcp.Event
-	hookHint  int
-	retries   int // refusals in a row (backoff)
-	armedE    bool    // the armed request gives dial tone by itself (E action)
-	doomed    []*call  // ended calls whose connections flush deletes
-	leftover  []string // connections whose DLCX failed: sweep deletes them
+	armed    string
+	armedID  string
+	notified bool
+	oneShot  []mgcp.Event
+	hookHint int
+	retries  int      // refusals in a row (backoff)
+	armedE   bool     // the armed request gives dial tone by itself (E action)
+	doomed   []*call  // ended calls whose connections flush deletes
+	leftover []string // connections whose DLCX failed: sweep deletes them
 
 	// auditing cancels the audit in progress, so that an RSIP supersedes
 	// audits still retransmitting to a gateway that was silent.
