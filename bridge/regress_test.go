@@ -399,3 +399,44 @@ func TestReleaseRace(t *testing.T) {
 		}
 	}
 }
+
+// TestTransactionsPerCall (defect 6): a line-to-line call, through the
+// PBX (SIP both ways) and switched locally, costs at most 13 MGCP
+// transactions from the first off-hook to both lines armed again
+// (embedded requests, no ringback started after the answer, no MDCX to
+// receive-only before the one to send-receive).
+func TestTransactionsPerCall(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		viaPBX bool
+	}{{"through the PBX", true}, {"switched locally", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{register: tc.viaPBX, viaPBX: tc.viaPBX,
+				uas: func(siptest.Incoming) siptest.Script { return siptest.Script{Forward: true} }})
+			before := e.ca.Stats()
+			e.offHook("aaln/1")
+			e.dial("aaln/1", "1002")
+			e.waitSignal("aaln/2", "L/rg")
+			e.offHook("aaln/2")
+			e.waitFor("connected", func() bool {
+				st1, st2 := e.state("aaln/1"), e.state("aaln/2")
+				return len(st1.Connections) == 1 && len(st2.Connections) == 1 && st1.Connections[0].Mode == mgcp.ModeSendRecv &&
+					st2.Connections[0].Mode == mgcp.ModeSendRecv
+			})
+			e.onHook("aaln/1")
+			e.waitSignal("aaln/2", "L/ro")
+			e.onHook("aaln/2")
+			e.waitSignalState("aaln/1", armed)
+			e.waitSignalState("aaln/2", armed)
+			e.record()
+			e.record()
+			after := e.ca.Stats()
+			n := (after.CommandsSent - before.CommandsSent) + (after.CommandsReceived - before.CommandsReceived)
+			t.Logf("%s: %d MGCP transactions (%d commands from mgsip, %d from the gateway)", tc.name, n,
+				after.CommandsSent-before.CommandsSent, after.CommandsReceived-before.CommandsReceived)
+			if n > 13 {
+				t.Errorf("%d MGCP transactions for one call, want at most 13", n)
+			}
+		})
+	}
+}
