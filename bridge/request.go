@@ -146,6 +146,7 @@ func (l *line) gatewayGone() bool { return l.b.gatewayDown(l.rule.Gateway) }
 func (l *line) sync() {
 	for range 4 {
 		l.applyHook()
+		l.flush() // calls the hook change ended
 		if l.quit {
 			return
 		}
