@@ -128,6 +128,7 @@ type line struct {
 	oneShot  []mgcp.Event
 	hookHint int
 	retries  int      // refusals in a row (backoff)
+	deferred int      // inputs handled since the last sync
 	armedE   bool     // the armed request gives dial tone by itself (E action)
 	doomed   []*call  // ended calls whose connections flush deletes
 	leftover []string // connections whose DLCX failed: sweep deletes them
@@ -216,8 +217,12 @@ func (l *line) run(f func()) {
 	l.flush()
 	// With more input queued, the request waits for it (a 180 followed
 	// by the 200 needs no ringback); it is sent once the queue is empty.
-	if l.ctx.Err() == nil && len(l.in) == 0 {
+	// A flood of input does not hold it back for long.
+	if l.ctx.Err() == nil && (len(l.in) == 0 || l.deferred >= 8) {
+		l.deferred = 0
 		l.sync()
+	} else {
+		l.deferred++
 	}
 	l.publish()
 }
