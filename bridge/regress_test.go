@@ -440,3 +440,28 @@ func TestTransactionsPerCall(t *testing.T) {
 		})
 	}
 }
+
+// TestIncomingWhileDialling: the gateway gave dial tone by itself (the
+// embedded request), so mgsip does not know the phone is off hook; an
+// incoming call's CRCX gets 401, the caller 486, and the number the
+// phone goes on dialling still makes its call.
+func TestIncomingWhileDialling(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.waitSignal("aaln/1", "L/dl")
+	if c := e.callResult(e.incoming("1001")); c.Status != 486 {
+		t.Errorf("call to a dialling line: %d", c.Status)
+	}
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Dial(ctx, "aaln/1", "1002") })
+	e.waitSignal("aaln/2", "L/rg")
+	e.offHook("aaln/2")
+	e.waitFor("connected", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.onHook("aaln/2")
+	e.waitSignal("aaln/1", "L/ro")
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", armed)
+	e.waitSignalState("aaln/2", armed)
+	for range 3 {
+		e.record()
+	}
+}
