@@ -393,6 +393,14 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.settle("L/ro")
 	case sip.EventBye:
 		c.result = "far end hung up"
+		if c.dialog.Inbound && c.answered.IsZero() {
+			// A BYE before our answer (RFC 3261 §15.1.2): the INVITE
+			// still gets its final answer.
+			c.status, c.reason = 487, "Request Terminated"
+			l.endCall(c.result, false)
+			l.settle("L/ro")
+			return
+		}
 		l.endCall("far end hung up", true)
 		if l.other != nil {
 			l.afterActiveEnded(!l.offHook)

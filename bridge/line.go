@@ -436,7 +436,9 @@ func (l *line) onOffHook() {
 		l.state = stDialing
 		if h := l.rule.Features.Hotline; h != "" {
 			l.dial(h)
+			return
 		}
+		l.dialBackstop()
 	case stRinging:
 		if l.call != nil && l.call.fork != nil {
 			l.takeFork(l.call)
@@ -469,6 +471,29 @@ func (l *line) onOnHook() {
 }
 
 // ---- the line's own states ----
+
+// dialBackstop ends dialling that never completes. The digit map's
+// timers run on the gateway (RFC 3435 §2.1.5: the long timer before the
+// first digit, the short one between digits), which reports a no-match
+// (reorder) when they expire; a gateway that never reports leaves the
+// phone in dial tone, so after the first-digit timeout plus ten
+// inter-digit timeouts the line gives reorder itself.
+func (l *line) dialBackstop() {
+	first, inter := mapping.DefaultFirstDigitTimeout, mapping.DefaultInterDigitTimeout
+	if p := l.rule.DialPlan; p != nil {
+		first, inter = p.FirstDigitTimeout, p.InterDigitTimeout
+	}
+	l.after(first+10*inter, func() {
+		if l.state == stDialing {
+			l.log.Info("bridge: no number dialled in time")
+			if l.transfer.active {
+				l.cancelTransfer()
+				return
+			}
+			l.playTone("L/ro")
+		}
+	})
+}
 
 // arm returns the line to idle, watching for off-hook.
 func (l *line) arm() {

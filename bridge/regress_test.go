@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -176,11 +177,14 @@ func TestOperatorHangUpWhileRinging(t *testing.T) {
 	if st := e.state("aaln/2"); hasSignal(st, "L/ro") {
 		t.Errorf("reorder on an on-hook phone: %v", st.Signals)
 	}
-	for _, l := range e.b.Lines() {
-		if l.ID == "gw/aaln/2" && (l.State != "idle" || l.OffHook) {
-			t.Errorf("line %+v", l)
+	e.waitFor("line 2 idle in the admin API", func() bool {
+		for _, l := range e.b.Lines() {
+			if l.ID == "gw/aaln/2" {
+				return l.State == "idle" && !l.OffHook && l.Call == nil
+			}
 		}
-	}
+		return false
+	})
 	if err := e.b.Rearm(ctx, "gw/aaln/2"); err != nil {
 		t.Errorf("rearm of an idle line: %v", err)
 	}
@@ -464,4 +468,56 @@ func TestIncomingWhileDialling(t *testing.T) {
 	for range 3 {
 		e.record()
 	}
+}
+
+// TestRefusedInviteWithoutAck: a caller that never ACKs a refusal (a lost
+// ACK) must not hold up the line for Timer H: the phone that was dialling
+// when the call was refused completes its call at once.
+func TestRefusedInviteWithoutAck(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.waitSignal("aaln/1", "L/dl")
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	me := conn.LocalAddr().String()
+	invite := "INVITE sip:1001@" + e.stack.LocalAddr().String() + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + me + ";branch=z9hG4bK-noack-1\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:5551234@" + me + ">;tag=noack\r\nTo: <sip:1001@" + e.stack.LocalAddr().String() + ">\r\n" +
+		"Call-ID: noack-1@" + me + "\r\nCSeq: 1 INVITE\r\nContact: <sip:5551234@" + me + ">\r\n" +
+		"Content-Type: application/sdp\r\nContent-Length: " + strconv.Itoa(len(siptest.DefaultAnswerSDP)) + "\r\n\r\n" + siptest.DefaultAnswerSDP
+	to, _ := net.ResolveUDPAddr("udp", e.stack.LocalAddr().String())
+	if _, err := conn.WriteTo([]byte(invite), to); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	final := ""
+	for final == "" {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no final answer: %v", err)
+		}
+		if line, _, _ := strings.Cut(string(buf[:n]), "\r\n"); !strings.Contains(line, " 100 ") {
+			final = line
+		}
+	}
+	if !strings.Contains(final, " 486 ") {
+		t.Errorf("INVITE to a dialling line answered %q", final)
+	}
+	// No ACK. The line goes on at once.
+	start := time.Now()
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Dial(ctx, "aaln/1", "1002") })
+	e.waitSignal("aaln/2", "L/rg")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the dialled call rang after %v", d)
+	}
+	e.offHook("aaln/2")
+	e.onHook("aaln/1")
+	e.waitSignal("aaln/2", "L/ro")
+	e.onHook("aaln/2")
+	e.waitSignalState("aaln/1", armed)
+	e.waitSignalState("aaln/2", armed)
 }

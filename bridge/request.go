@@ -270,6 +270,7 @@ func (l *line) applyHook() {
 		l.gen++
 		l.state = stDialing
 		l.armed = l.desired().key()
+		l.dialBackstop()
 	case h > 0 && !l.offHook:
 		l.offHook = true
 		l.onOffHook()

@@ -235,6 +235,7 @@ func (b *Bridge) SetGatewayDrain(name string, on, hangUp bool) error {
 	b.mu.Lock()
 	b.healthOf(gw).drained = on
 	b.mu.Unlock()
+	b.touch(gw)
 	if on && hangUp {
 		for _, st := range b.Lines() {
 			if st.Gateway == name && st.Call != nil {
@@ -251,6 +252,19 @@ func (b *Bridge) Drain() {
 	b.mu.Lock()
 	b.draining = true
 	b.mu.Unlock()
+	for _, gw := range b.cfg.Rules.Load().Gateways {
+		b.touch(gw)
+	}
+}
+
+// touch has every line of the gateway bring its request up to date (an
+// idle line's request depends on whether the gateway takes new calls).
+func (b *Bridge) touch(gw *mapping.GatewayRule) {
+	for _, l := range b.linesOf(gw) {
+		if l.trunk == nil {
+			l.post(func() {})
+		}
+	}
 }
 
 // Draining reports whether Drain was called.

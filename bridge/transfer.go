@@ -15,11 +15,12 @@ import (
 // startTransfer holds the active call and gives dial tone for the target.
 func (l *line) startTransfer() {
 	c := l.call
-	l.hold(c)
 	l.other, l.call = c, nil
 	l.transfer = transferState{active: true}
 	l.gen++
-	l.state = stDialing // dial tone with flash watched (desired)
+	l.state = stDialing // dial tone with flash watched (desired) ...
+	l.hold(c)           // ... which rides on the MDCX that holds the call
+	l.dialBackstop()
 }
 
 // transferDialled records the target; the transfer happens on hang-up.

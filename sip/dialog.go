@@ -103,6 +103,9 @@ type Dialog struct {
 	ackedCh chan struct{}
 
 	mu       sync.Mutex
+	// rejected is closed once the final failure answer of an inbound
+	// INVITE (Reject) has been acknowledged or timed out.
+	rejected chan struct{}
 	acked    bool          // the ACK of an inbound INVITE arrived
 	pending  *reinvite     // a re-INVITE waiting for our answer
 	ackWait  chan struct{} // closed by the ACK of our 2xx to a re-INVITE
@@ -421,11 +424,26 @@ func (d *Dialog) Answer(sdp []byte) error {
 // ErrNoAck: our 200 was never acknowledged; the call was hung up.
 var ErrNoAck = errors.New("sip: no ACK for our 200 within 64*T1")
 
-// Reject answers the INVITE with a final failure status, e.g. 486.
+// Reject answers the INVITE with a final failure status, e.g. 486. It
+// does not wait: sipgo holds the answer until the caller's ACK (or Timer
+// H, 32 s, when the ACK is lost), which must not hold up the caller of
+// Reject; the stack waits for it before it lets the transaction go. A
+// second Reject does nothing.
 func (d *Dialog) Reject(status int, reason string) error {
-	err := d.server.Respond(status, reason, nil)
-	d.end(nil)
-	return err
+	d.mu.Lock()
+	if d.rejected != nil || d.answered {
+		d.mu.Unlock()
+		return nil
+	}
+	done := make(chan struct{})
+	d.rejected = done
+	d.mu.Unlock()
+	go func() {
+		defer close(done)
+		_ = d.server.Respond(status, reason, nil)
+		d.end(nil)
+	}()
+	return nil
 }
 
 // Bye hangs up an established dialog; an outbound call not answered yet
@@ -518,9 +536,12 @@ func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}()
 	hb.h.ServeDialog(d)
 	d.mu.Lock()
-	answered := d.answered
+	answered, rejected := d.answered, d.rejected
 	d.mu.Unlock()
-	if !answered && !d.isEnded() {
+	switch {
+	case rejected != nil:
+		<-rejected
+	case !answered && !d.isEnded():
 		_ = sess.Respond(sip.StatusTemporarilyUnavailable, "Temporarily Unavailable", nil)
 	}
 	d.end(nil)

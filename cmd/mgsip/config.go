@@ -217,11 +217,13 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 		add("daemon.drain_timeout", "must not be negative")
 	}
 	for key, v := range map[string]time.Duration{"calls.ring_timeout": fc.Calls.RingTimeout,
-		"calls.no_answer_timeout": fc.Calls.NoAnswerTimeout, "calls.tone_timeout": fc.Calls.ToneTimeout,
-		"calls.peer_down_for": fc.Calls.PeerDownFor} {
-		if v < 0 {
-			add(key, "must not be negative")
+		"calls.no_answer_timeout": fc.Calls.NoAnswerTimeout, "calls.tone_timeout": fc.Calls.ToneTimeout} {
+		if v < 0 || (v > 0 && v < time.Second) {
+			add(key, "must be at least 1s (or absent for the default)")
 		}
+	}
+	if fc.Calls.PeerDownFor < 0 {
+		add("calls.peer_down_for", "must not be negative")
 	}
 	addJoined(fc.MGCP.Validate())
 	addJoined(fc.SIP.Validate())
