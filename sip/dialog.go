@@ -102,7 +102,7 @@ type Dialog struct {
 	// ackedCh is closed when the ACK of an inbound INVITE arrived.
 	ackedCh chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
 	// rejected is closed once the final failure answer of an inbound
 	// INVITE (Reject) has been acknowledged or timed out.
 	rejected chan struct{}
