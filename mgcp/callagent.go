@@ -153,6 +153,10 @@ type outTx struct {
 	final chan *Response
 	prov  chan struct{}
 	done  atomic.Bool // a final response was delivered
+	// peer is the address the command went to; only it may answer
+	// (guarded by CallAgent.mu): transaction ids are matched per peer,
+	// so one gateway cannot answer for another.
+	peer netip.Addr
 }
 
 type nameEntry struct {
@@ -503,7 +507,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 		c.TransactionID = ca.NextTransactionID()
 	}
 	piggybacked := false
-	tx := &outTx{final: make(chan *Response, 1), prov: make(chan struct{}, 1)}
+	tx := &outTx{final: make(chan *Response, 1), prov: make(chan struct{}, 1), peer: addr.Addr().Unmap()}
 	ca.mu.Lock()
 	if len(ca.pending) >= ca.cfg.MaxPending {
 		ca.mu.Unlock()
@@ -592,6 +596,9 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 				if a, err := ca.resolve(ctx, to, true); err == nil && a != addr {
 					log.WithFields(logrus.Fields{"gateway": to, "old": addr.String(), "new": a.String()}).Info("mgcp peer address changed")
 					addr = a
+					ca.mu.Lock()
+					tx.peer = a.Addr().Unmap()
+					ca.mu.Unlock()
 				}
 			}
 			rto = min(rto*2, ca.cfg.MaxRTO)
@@ -685,9 +692,8 @@ func (ca *CallAgent) onParseError(err error, from netip.AddrPort) {
 
 func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 	if ca.allow != nil && !ca.allow(from) {
-		// Responses are matched by transaction id alone (a gateway may
-		// answer from another address); the authorizer keeps strangers
-		// from answering for it.
+		// Strangers' answers are dropped here; a known peer's answer
+		// must also come from the peer the command went to (below).
 		ca.stats.refused.Add(1)
 		return
 	}
@@ -707,6 +713,14 @@ func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 		}
 	}
 	tx := ca.pending[r.TransactionID]
+	if tx != nil && tx.peer != from.Addr().Unmap() {
+		// Another peer's answer to a transaction id we gave someone
+		// else: not an answer to ours. The port may differ (a gateway
+		// may answer from another socket), the address may not.
+		ca.stats.refused.Add(1)
+		ca.mu.Unlock()
+		return
+	}
 	ca.mu.Unlock()
 	if r.Code == CodeResponseAck {
 		return

@@ -670,3 +670,44 @@ func TestAuthorizerDropsForeignResponses(t *testing.T) {
 		_ = ca.Close()
 	})
 }
+
+// TestResponsesMatchedPerPeer: a response from another known gateway that
+// carries the transaction id of a command sent elsewhere is not taken as
+// its answer (RFC 3435 §5: each gateway speaks for itself); the real
+// gateway's answer, even from another port, is.
+func TestResponsesMatchedPerPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := mgcptest.NewMemNet()
+		ca := mgcp.New(mn.MustListen("127.0.0.1:2727"), mgcp.Config{})
+		go func() { _ = ca.Serve(context.Background()) }()
+		gwConn := mn.MustListen("127.0.0.1:2427")
+		gwOther := mn.MustListen("127.0.0.1:2428") // the same gateway, another socket
+		other := mn.MustListen("127.0.0.2:2427")  // another gateway
+		errc := make(chan error, 1)
+		go func() {
+			c := rqnt()
+			c.TransactionID = 4343
+			_, err := ca.Do(context.Background(), "127.0.0.1:2427", c)
+			errc <- err
+		}()
+		time.Sleep(10 * time.Millisecond)
+		_, _ = other.WriteTo([]byte("200 4343 OK\r\n"), ca.LocalAddr())
+		time.Sleep(10 * time.Millisecond)
+		select {
+		case err := <-errc:
+			t.Fatalf("another gateway's answer was taken: %v", err)
+		default:
+		}
+		_, _ = gwOther.WriteTo([]byte("200 4343 OK\r\n"), ca.LocalAddr())
+		if err := <-errc; err != nil {
+			t.Fatalf("the gateway's own answer: %v", err)
+		}
+		if ca.Stats().Refused != 1 {
+			t.Errorf("refused %d", ca.Stats().Refused)
+		}
+		for _, c := range []net.PacketConn{gwConn, gwOther, other} {
+			_ = c.Close()
+		}
+		_ = ca.Close()
+	})
+}
