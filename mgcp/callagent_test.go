@@ -682,7 +682,7 @@ func TestResponsesMatchedPerPeer(t *testing.T) {
 		go func() { _ = ca.Serve(context.Background()) }()
 		gwConn := mn.MustListen("127.0.0.1:2427")
 		gwOther := mn.MustListen("127.0.0.1:2428") // the same gateway, another socket
-		other := mn.MustListen("127.0.0.2:2427")  // another gateway
+		other := mn.MustListen("127.0.0.2:2427")   // another gateway
 		errc := make(chan error, 1)
 		go func() {
 			c := rqnt()
