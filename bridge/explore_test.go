@@ -28,6 +28,7 @@ import (
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
 	"github.com/mgsip/mgsip/sip/siptest"
+	"github.com/sirupsen/logrus"
 )
 
 const (
@@ -105,7 +106,14 @@ type farCall struct {
 
 func newExplorer(t *testing.T, seed uint64) *explorer {
 	x := &explorer{t: t, rng: rand.New(rand.NewPCG(seed, 1))}
-	x.e = newEnv(t, envOptions{lines: exploreLines, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second,
+	var log *logrus.Entry
+	if os.Getenv("MGSIP_EXPLORE_LOG") != "" {
+		// Replaying a failure: the bridge's log on stderr.
+		l := logrus.New()
+		l.SetLevel(logrus.DebugLevel)
+		log = logrus.NewEntry(l)
+	}
+	x.e = newEnv(t, envOptions{lines: exploreLines, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
 		keepalive: 300 * time.Millisecond,
 		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
 		uas:       x.pbxScript,

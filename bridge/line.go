@@ -654,7 +654,7 @@ func (l *line) deleteStale(id string) {
 	_, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, mgcp.Parameters{ConnectionID: id})
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
-		l.log.WithError(err).WithField("connection", id).Info("bridge: stale connection not deleted")
+		l.deleteLater(id, err)
 	}
 }
 
