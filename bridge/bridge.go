@@ -45,6 +45,10 @@ type Config struct {
 	// Register makes lines whose peer asks for it register (default on in
 	// cmd; tests switch it as needed).
 	Register bool
+	// TrustGateway, if set, says whether a command for gw's endpoints may
+	// come from an address (cmd resolves gateway names); without it the
+	// gateway's address must match when it is an IP literal.
+	TrustGateway func(gw *mapping.GatewayRule, from netip.AddrPort) bool
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
 }
@@ -69,22 +73,23 @@ type Bridge struct {
 	log  *logrus.Entry
 	regs *sip.Registrations
 
-	mu         sync.Mutex
-	lines      map[string]*line   // by lower-case endpoint name
-	byUser     map[string]*line   // by SIP user
-	byID       map[string]*line   // by line id
-	trunks     map[string][]*line // trunk group name -> channels in hunting order
-	nextHunt   map[string]int     // round-robin position per trunk group
-	gwAddr     map[string]string
-	health     map[string]*gatewayHealth // by gateway name
-	peers      map[string]*peerHealth    // SIP peers by name
-	ready      chan struct{}             // closed once Run created the lines
-	ctx        context.Context
-	stopping   bool           // no line goroutine may start any more
-	draining   bool           // no new calls (shutdown)
-	wg         sync.WaitGroup // line goroutines
-	nextCallID atomic.Uint64
-	active     atomic.Int64
+	mu          sync.Mutex
+	lines       map[string]*line   // by lower-case endpoint name
+	byUser      map[string]*line   // by SIP user
+	byID        map[string]*line   // by line id
+	trunks      map[string][]*line // trunk group name -> channels in hunting order
+	nextHunt    map[string]int     // round-robin position per trunk group
+	gwAddr      map[string]string
+	health      map[string]*gatewayHealth // by gateway name
+	peers       map[string]*peerHealth    // SIP peers by name
+	ready       chan struct{}             // closed once Run created the lines
+	ctx         context.Context
+	stopping    bool           // no line goroutine may start any more
+	draining    bool           // no new calls (shutdown)
+	wg          sync.WaitGroup // line goroutines
+	refused     atomic.Uint64  // commands from an address not the gateway's
+	lastSampled atomic.Int64   // unix ns of the last sampled log line
+	active      atomic.Int64
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -115,7 +120,6 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
 		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
 		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{})}
-	b.nextCallID.Store(uint64(time.Now().UnixNano()) & 0xffffffff)
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
 		cfg.SIP.SetMWIHandler(b.onMWI)
@@ -280,7 +284,7 @@ func (b *Bridge) gatewayAddrLocked(gw *mapping.GatewayRule) string {
 }
 
 func (b *Bridge) newCallID() string {
-	return strings.ToUpper(strconv.FormatUint(b.nextCallID.Add(1), 16))
+	return randomHex() // C: (RFC 3435 §3.2.2.2), not guessable
 }
 
 // HandleMGCP serves commands from gateways (mgcp.Handler): it routes each
@@ -295,6 +299,21 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 	gw := rules.GatewayByDomain(cmd.Endpoint.Domain)
 	if gw == nil {
 		return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "unknown gateway"}
+	}
+	if !b.trusts(gw, from) {
+		// Another gateway (or a spoofer with an allowed address) speaks
+		// for endpoints that are not its own (RFC 3435 §5).
+		b.refused.Add(1)
+		b.sampleLog(func() {
+			b.log.WithFields(logrus.Fields{"gateway": gw.Name, "from": from.String(), "verb": string(cmd.Verb)}).
+				Warn("bridge: command for a gateway's endpoint from another address refused")
+		})
+		return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "not this gateway's endpoint"}
+	}
+	if cmd.Verb == mgcp.VerbDLCX {
+		if r := b.checkDelete(cmd); r != nil {
+			return r
+		}
 	}
 	b.mu.Lock()
 	b.gwAddr[strings.ToLower(gw.Domain)] = from.String()
@@ -323,6 +342,66 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 	}
 	return &mgcp.Response{Code: mgcp.CodeUnknownCommand, TransactionID: cmd.TransactionID}
 }
+
+// trusts reports whether a command for gw's endpoints may come from
+// from: the configured check (cmd resolves names), else the gateway's
+// address when it is an IP literal; a gateway whose address is learnt
+// is trusted from anywhere the call agent's authorizer lets through.
+func (b *Bridge) trusts(gw *mapping.GatewayRule, from netip.AddrPort) bool {
+	if b.cfg.TrustGateway != nil {
+		return b.cfg.TrustGateway(gw, from)
+	}
+	if gw.Learn {
+		return true
+	}
+	a, err := netip.ParseAddr(gw.Address)
+	if err != nil {
+		return true // a name: cmd's check resolves it
+	}
+	return a.Unmap() == from.Addr().Unmap()
+}
+
+// checkDelete answers a gateway's DLCX that does not name a connection
+// of the line (RFC 3435 §2.3.8: the gateway names the connection it
+// deleted, and its call): 515 for a missing or unknown I:, 516 for a C:
+// that is not the connection's call. nil: the DLCX may go to the line.
+func (b *Bridge) checkDelete(cmd *mgcp.Command) *mgcp.Response {
+	l := b.lineByEndpoint(cmd.Endpoint.String())
+	if l == nil {
+		return nil // answered 500 below
+	}
+	if cmd.ConnectionID == "" {
+		return &mgcp.Response{Code: mgcp.CodeIncorrectConnectionID, TransactionID: cmd.TransactionID, Comment: "I: required"}
+	}
+	conns := l.conns.Load()
+	if conns != nil {
+		for _, c := range *conns {
+			if !strings.EqualFold(c.conn, cmd.ConnectionID) {
+				continue
+			}
+			if cmd.CallID != "" && !strings.EqualFold(c.call, cmd.CallID) {
+				return &mgcp.Response{Code: mgcp.CodeUnknownCallID, TransactionID: cmd.TransactionID}
+			}
+			return nil
+		}
+	}
+	return &mgcp.Response{Code: mgcp.CodeIncorrectConnectionID, TransactionID: cmd.TransactionID}
+}
+
+// sampleLog runs log at most once a second: what a remote party can
+// cause costs a counter, not a log line each.
+func (b *Bridge) sampleLog(log func()) {
+	now := time.Now().UnixNano()
+	last := b.lastSampled.Load()
+	if now-last < int64(time.Second) || !b.lastSampled.CompareAndSwap(last, now) {
+		return
+	}
+	log()
+}
+
+// Refused counts commands refused because they came from another
+// gateway's address.
+func (b *Bridge) Refused() uint64 { return b.refused.Load() }
 
 // restart handles RSIP for one endpoint or a wildcard: that gateway's
 // calls end and its lines are audited and re-armed (RFC 3435 §2.3.12).

@@ -64,6 +64,20 @@ type call struct {
 	sipq      chan func()       // in-dialog requests sent in order (INFO digits, then BYE)
 }
 
+// connRef names a connection of the line and its call.
+type connRef struct{ conn, call string }
+
+// publishConns publishes the line's connections (for checkDelete).
+func (l *line) publishConns() {
+	var refs []connRef
+	for _, c := range []*call{l.call, l.other} {
+		if c != nil && c.connID != "" {
+			refs = append(refs, connRef{conn: c.connID, call: c.id})
+		}
+	}
+	l.conns.Store(&refs)
+}
+
 // inOrder runs f on the call's sender goroutine, after what was queued
 // before it: the far end gets the digits pressed before the hang-up
 // before the BYE. The line's goroutine never waits for it.
@@ -99,6 +113,7 @@ type line struct {
 	// starts it again, so idle lines cost no goroutine stack.
 	running atomic.Bool
 	status  atomic.Pointer[LineStatus] // published after every input
+	conns   atomic.Pointer[[]connRef]  // the line's connections, published for HandleMGCP
 
 	// ops bounds MGCP operations; the loop replaces it at shutdown.
 	ops context.Context
@@ -111,7 +126,6 @@ type line struct {
 	mwi       bool   // messages waiting (lamp on)
 	mwiKnown  bool   // an MWI NOTIFY arrived
 	quit      bool
-	reqID     uint64
 	call      *call
 	other     *call // call waiting, or the call on hold
 	transfer  transferState
@@ -124,6 +138,7 @@ type line struct {
 	// refusal, and the retries of a refused request.
 	armed    string
 	armedID  string
+	pastIDs  [8]string // X: of the requests armedID superseded
 	notified bool
 	oneShot  []mgcp.Event
 	hookHint int
@@ -411,11 +426,10 @@ func hasEvent(evs []mgcp.Event, pkg, name string) bool {
 	return false
 }
 
-// callByConnection finds the line's call holding a connection ("" the
-// current call).
+// callByConnection finds the line's call holding a connection.
 func (l *line) callByConnection(id string) *call {
 	for _, c := range []*call{l.call, l.other} {
-		if c != nil && c.connID != "" && (id == "" || strings.EqualFold(id, c.connID)) {
+		if c != nil && c.connID != "" && id != "" && strings.EqualFold(id, c.connID) {
 			return c
 		}
 	}

@@ -12,8 +12,9 @@ package bridge
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -202,6 +203,12 @@ func (l *line) rqnt(want gwRequest) error {
 
 // accepted records that the gateway took a request.
 func (l *line) accepted(want gwRequest, id string) {
+	if l.armedID != "" {
+		// Remember the ids this request supersedes: an NTFY under one of
+		// them needs no new request (noteNotify).
+		copy(l.pastIDs[1:], l.pastIDs[:len(l.pastIDs)-1])
+		l.pastIDs[0] = l.armedID
+	}
 	l.armed = want.key()
 	l.armedID = id
 	l.notified = false
@@ -287,13 +294,14 @@ func (l *line) applyHook() {
 // current request leaves it waiting for a new one (lock-step); one under
 // an older request was overtaken by the request sent since.
 func (l *line) noteNotify(x string) {
-	if x == "" || l.armedID == "" || strings.EqualFold(x, l.armedID) {
-		l.notified = true
-		return
+	for _, old := range l.pastIDs {
+		if old != "" && strings.EqualFold(x, old) {
+			return // the request sent since ended the notification state
+		}
 	}
-	if n, err := strconv.ParseUint(x, 16, 64); err != nil || n > l.reqID {
-		l.notified = true // not one of ours: be safe
-	}
+	// The current request, or one we do not know: the gateway may wait
+	// for a new request, and one more does no harm.
+	l.notified = true
 }
 
 // ---- MGCP operations ----
@@ -304,9 +312,15 @@ func (l *line) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(l.ops, 30*time.Second)
 }
 
-func (l *line) nextRequestID() string {
-	l.reqID++
-	return strconv.FormatUint(l.reqID, 16)
+// nextRequestID is a fresh X: (RFC 3435 §3.2.2.2: up to 32 hex
+// characters), random so that nobody can guess the next one.
+func (l *line) nextRequestID() string { return randomHex() }
+
+// randomHex is 16 random hex digits.
+func randomHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
+	return strings.ToUpper(hex.EncodeToString(b[:]))
 }
 
 // lco is the LocalConnectionOptions from the gateway's codec preference.
@@ -343,6 +357,9 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 	}
 	c.connID = res.ConnectionID
 	c.gwSDP = res.SDP
+	if c == l.call || c == l.other {
+		l.publishConns() // the gateway may delete it before the input ends
+	}
 	return nil
 }
 

@@ -129,12 +129,15 @@ type daemon struct {
 	token      string
 	drainFor   time.Duration
 
-	reloadMu  sync.Mutex
-	mu        sync.RWMutex
-	allowed   map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
-	peers     []netip.Prefix      // SIP peers' addresses
-	peerState map[string]peerView // SIP peers by name, from the OPTIONS probes
-	lastRSIP  map[string]time.Time
+	reloadMu sync.Mutex
+	mu       sync.RWMutex
+	allowed  map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
+	// gatewayAddrs: each gateway's addresses (a nil set: learnt, any);
+	// a command for a gateway's endpoints must come from one of them.
+	gatewayAddrs map[string]map[netip.Addr]bool
+	peers        []netip.Prefix      // SIP peers' addresses
+	peerState    map[string]peerView // SIP peers by name, from the OPTIONS probes
+	lastRSIP     map[string]time.Time
 }
 
 func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
@@ -199,7 +202,8 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 	calls := cfg.File.Calls
 	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
 		Log: a.log.WithField("component", "bridge"), OnCall: d.metrics.call, RingTimeout: calls.RingTimeout,
-		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor})
+		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
+		TrustGateway: d.trustGateway})
 	if err != nil {
 		_ = d.ca.Close()
 		_ = d.stack.Close()
@@ -353,13 +357,17 @@ func diffLines(old, cur *mapping.Rules) (added, removed int) {
 // setAllowed computes the addresses gateways may send from.
 func (d *daemon) setAllowed(ctx context.Context, r *mapping.Rules) {
 	allowed := map[netip.Addr]bool{}
+	byGateway := map[string]map[netip.Addr]bool{} // nil set: learnt, any address
 	for _, g := range r.Gateways {
 		if g.Learn {
 			allowed = nil
-			break
+			byGateway[g.Name] = nil
+			continue
 		}
+		set := map[netip.Addr]bool{}
+		byGateway[g.Name] = set
 		if a, err := netip.ParseAddr(g.Address); err == nil {
-			allowed[a.Unmap()] = true
+			set[a.Unmap()] = true
 			continue
 		}
 		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", g.Address)
@@ -368,7 +376,14 @@ func (d *daemon) setAllowed(ctx context.Context, r *mapping.Rules) {
 			continue
 		}
 		for _, a := range addrs {
-			allowed[a.Unmap()] = true
+			set[a.Unmap()] = true
+		}
+	}
+	if allowed != nil {
+		for _, set := range byGateway {
+			for a := range set {
+				allowed[a] = true
+			}
 		}
 	}
 	var peers []netip.Prefix
@@ -392,6 +407,7 @@ func (d *daemon) setAllowed(ctx context.Context, r *mapping.Rules) {
 	}
 	d.mu.Lock()
 	d.allowed = allowed
+	d.gatewayAddrs = byGateway
 	d.peers = peers
 	d.mu.Unlock()
 }
@@ -406,6 +422,17 @@ func (d *daemon) allowSIP(a netip.AddrPort) bool {
 		}
 	}
 	return false
+}
+
+// trustGateway says whether a command for gw's endpoints may come from a.
+func (d *daemon) trustGateway(gw *mapping.GatewayRule, a netip.AddrPort) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	set, ok := d.gatewayAddrs[gw.Name]
+	if !ok {
+		return false // not resolved (yet): refused like its datagrams
+	}
+	return set == nil || set[a.Addr().Unmap()]
 }
 
 func (d *daemon) allow(a netip.AddrPort) bool {
