@@ -81,10 +81,11 @@ const (
 	DefaultSessionExpires = 1800 * time.Second
 	DefaultMinSE          = 90 * time.Second
 	// Rate limit defaults: a PBX may send bursts of NOTIFYs (MWI) and
-	// calls for thousands of lines; a phone line does not ring more than a
-	// few times a second; a stranger needs few answers to learn it is not
-	// welcome.
-	DefaultPeerRate       = 1000
+	// calls for thousands of lines (mgsip sets up 1,500 calls/s on two
+	// cores, docs/benchmarks.md: a peer within that is never refused); a
+	// phone line does not ring more than a few times a second; a stranger
+	// needs few answers to learn it is not welcome.
+	DefaultPeerRate       = 5000
 	DefaultLineInviteRate = 5
 	DefaultStrangerRate   = 5
 	DefaultRetryAfter     = 5 * time.Second

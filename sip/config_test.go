@@ -46,7 +46,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 
 func TestLimitsDefaultsAndValidation(t *testing.T) {
 	d := Config{}.WithDefaults().Limits
-	want := Limits{PeerRate: 1000, PeerBurst: 2000, LineInviteRate: 5, LineInviteBurst: 10, StrangerRate: 5, StrangerBurst: 10, RetryAfter: 5 * time.Second}
+	want := Limits{PeerRate: 5000, PeerBurst: 10000, LineInviteRate: 5, LineInviteBurst: 10, StrangerRate: 5, StrangerBurst: 10, RetryAfter: 5 * time.Second}
 	if d != want {
 		t.Fatalf("defaults %+v, want %+v", d, want)
 	}
