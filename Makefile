@@ -65,6 +65,7 @@ fuzz:
 	cd cmd/mgsip && for t in FuzzLoadConfig FuzzHEPRoundTrip; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
+	cd sip && $(GO) test -run '^$$' -fuzz '^FuzzStack$$' -fuzztime $(FUZZTIME) .
 
 # The main job on its built-in default: a real call between the two lines
 # of a simulated gateway through SIP and a PBX stand-in (configs/demo.yaml).

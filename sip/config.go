@@ -32,6 +32,31 @@ type Config struct {
 	// MinSE is the smallest session interval accepted from a peer; shorter
 	// ones are refused with 422 (RFC 4028 §8.1; default 90 s, the RFC floor).
 	MinSE time.Duration `yaml:"min_se"`
+	// Limits are the per-source rate limits on the SIP listeners.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits are token buckets applied to requests as they arrive, before
+// sipgo parses them or builds a transaction. A rate of 0 takes the
+// default; a negative rate turns that limit off. A burst of 0 is twice the
+// rate (at least 1). ACKs are never limited and never answered.
+type Limits struct {
+	// PeerRate is requests per second from one configured peer's IP
+	// address; beyond it (and PeerBurst) requests get 503 with Retry-After.
+	PeerRate  float64 `yaml:"peer_rate"`
+	PeerBurst int     `yaml:"peer_burst"`
+	// LineInviteRate is new INVITEs (no To tag) per second to one
+	// Request-URI user, so that a flood at one line neither reaches the
+	// bridge nor eats the peer's budget for calls to the others; beyond it
+	// they get 503 with Retry-After.
+	LineInviteRate  float64 `yaml:"line_invite_rate"`
+	LineInviteBurst int     `yaml:"line_invite_burst"`
+	// StrangerRate is the 403s per second sent to one unknown IP address
+	// (without drop_unknown); requests beyond it are dropped.
+	StrangerRate  float64 `yaml:"stranger_rate"`
+	StrangerBurst int     `yaml:"stranger_burst"`
+	// RetryAfter is the Retry-After of the 503 (whole seconds, default 5s).
+	RetryAfter time.Duration `yaml:"retry_after"`
 }
 
 // Listener is one SIP transport listener.
@@ -55,6 +80,15 @@ const (
 	// DefaultSessionExpires and DefaultMinSE follow RFC 4028 §4 and §5.
 	DefaultSessionExpires = 1800 * time.Second
 	DefaultMinSE          = 90 * time.Second
+	// Rate limit defaults: a PBX may send bursts of NOTIFYs (MWI) and
+	// calls for thousands of lines (mgsip sets up 1,500 calls/s on two
+	// cores, docs/benchmarks.md: a peer within that is never refused); a
+	// phone line does not ring more than a few times a second; a stranger
+	// needs few answers to learn it is not welcome.
+	DefaultPeerRate       = 5000
+	DefaultLineInviteRate = 5
+	DefaultStrangerRate   = 5
+	DefaultRetryAfter     = 5 * time.Second
 )
 
 // WithDefaults returns the config with unset fields defaulted.
@@ -89,7 +123,26 @@ func (c Config) WithDefaults() Config {
 	if c.MinSE == 0 {
 		c.MinSE = DefaultMinSE
 	}
+	c.Limits = c.Limits.withDefaults()
 	return c
+}
+
+func (l Limits) withDefaults() Limits {
+	rateBurst := func(r *float64, b *int, def float64) {
+		if *r == 0 {
+			*r = def
+		}
+		if *b == 0 && *r > 0 {
+			*b = max(1, int(2**r))
+		}
+	}
+	rateBurst(&l.PeerRate, &l.PeerBurst, DefaultPeerRate)
+	rateBurst(&l.LineInviteRate, &l.LineInviteBurst, DefaultLineInviteRate)
+	rateBurst(&l.StrangerRate, &l.StrangerBurst, DefaultStrangerRate)
+	if l.RetryAfter == 0 {
+		l.RetryAfter = DefaultRetryAfter
+	}
+	return l
 }
 
 // Validate reports every problem as "sip.key.path: reason".
@@ -132,6 +185,17 @@ func (c Config) Validate() error {
 	}
 	if c.MinSE < time.Second {
 		bad("sip.min_se", "must be at least 1s")
+	}
+	for _, b := range []struct {
+		key   string
+		burst int
+	}{{"peer_burst", c.Limits.PeerBurst}, {"line_invite_burst", c.Limits.LineInviteBurst}, {"stranger_burst", c.Limits.StrangerBurst}} {
+		if b.burst < 0 {
+			bad("sip.limits."+b.key, "must not be negative")
+		}
+	}
+	if c.Limits.RetryAfter < time.Second || c.Limits.RetryAfter%time.Second != 0 {
+		bad("sip.limits.retry_after", "must be whole seconds, at least 1s, not %v", c.Limits.RetryAfter)
 	}
 	if c.SessionExpires > 0 && c.SessionExpires < c.MinSE {
 		bad("sip.session_expires", "%v is below min_se %v", c.SessionExpires, c.MinSE)

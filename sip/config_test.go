@@ -3,6 +3,7 @@ package sip
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigDefaultsAndValidation(t *testing.T) {
@@ -36,6 +37,34 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		`sip.listeners[4]: cert and key only apply to tls`,
 		`sip.listeners[6].listen: udp 0.0.0.0:5064 is listed twice`,
 		`sip.register_rate: must not be negative`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}
+
+func TestLimitsDefaultsAndValidation(t *testing.T) {
+	d := Config{}.WithDefaults().Limits
+	want := Limits{PeerRate: 5000, PeerBurst: 10000, LineInviteRate: 5, LineInviteBurst: 10, StrangerRate: 5, StrangerBurst: 10, RetryAfter: 5 * time.Second}
+	if d != want {
+		t.Fatalf("defaults %+v, want %+v", d, want)
+	}
+	if off := (Config{Limits: Limits{PeerRate: -1}}).WithDefaults().Limits; off.PeerRate != -1 || off.PeerBurst != 0 {
+		t.Fatalf("a negative rate turns the limit off: %+v", off)
+	}
+	if small := (Config{Limits: Limits{StrangerRate: 0.1}}).WithDefaults().Limits; small.StrangerBurst != 1 {
+		t.Fatalf("burst of a small rate: %+v", small)
+	}
+	err := Config{Limits: Limits{PeerBurst: -1, LineInviteBurst: -2, StrangerBurst: -3, RetryAfter: 1500 * time.Millisecond}}.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"sip.limits.peer_burst: must not be negative",
+		"sip.limits.line_invite_burst: must not be negative",
+		"sip.limits.stranger_burst: must not be negative",
+		"sip.limits.retry_after: must be whole seconds, at least 1s, not 1.5s",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in\n%v", want, err)

@@ -39,6 +39,7 @@ type Stack struct {
 
 	allow   func(netip.AddrPort) bool
 	wrap    func(net.PacketConn) net.PacketConn
+	gate    *gate
 	refused atomic.Uint64
 	methods []string // methods with a handler, for Allow
 
@@ -91,6 +92,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		l.Out = discardWriter{}
 		s.log = logrus.NewEntry(l)
 	}
+	s.gate = newGate(cfg, s.allow, func() string { return strings.Join(s.methods, ", ") }, s.log)
 	var tlsConf *tls.Config
 	for i, l := range cfg.Listeners {
 		switch l.Transport {
@@ -103,7 +105,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 			if s.wrap != nil {
 				c = s.wrap(c)
 			}
-			s.udp = append(s.udp, c)
+			s.udp = append(s.udp, &packetGate{PacketConn: c, g: s.gate})
 		case "tcp", "tls":
 			ln, err := net.Listen("tcp", l.Listen)
 			if err != nil {
@@ -120,7 +122,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 				tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 				ln = tls.NewListener(ln, tlsConf)
 			}
-			s.streams = append(s.streams, streamListener{l: ln, tls: l.Transport == "tls"})
+			s.streams = append(s.streams, streamListener{l: &listenerGate{Listener: ln, g: s.gate}, tls: l.Transport == "tls"})
 		}
 	}
 	first := cfg.Listeners[0]
@@ -148,7 +150,11 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		port, _ = strconv.Atoi(p)
 	}
 	s.contact = sip.Uri{Scheme: "sip", Host: host, Port: port}
-	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(host)}
+	slogger := newSlogLogger(s.log.WithField("component", "sipgo"))
+	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(host),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slogger)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slogger),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.gate.unmatchedResponse))}
 	if tlsConf != nil {
 		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(tlsConf))
 	}
@@ -157,7 +163,6 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	slogger := newSlogLogger(s.log.WithField("component", "sipgo"))
 	if s.server, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(slogger)); err != nil {
 		s.closeListeners()
 		return nil, err
@@ -183,6 +188,12 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	s.OnRequest(sip.UPDATE, s.onUpdate)
 	s.OnRequest(sip.REFER, s.onRefer)
 	s.OnRequest(sip.NOTIFY, s.onNotify)
+	// sipgo answers a CANCEL that matches an INVITE transaction itself
+	// (200, then 487 to the INVITE); one that reaches us matches nothing
+	// (RFC 3261 §9.2).
+	s.OnRequest(sip.CANCEL, func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+	})
 	s.OnRequest(sip.OPTIONS, func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
 		res.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))
@@ -207,7 +218,7 @@ func (s *Stack) OnRequest(method sip.RequestMethod, h sipgo.RequestHandler) {
 }
 
 // Refused counts requests refused for their source address.
-func (s *Stack) Refused() uint64 { return s.refused.Load() }
+func (s *Stack) Refused() uint64 { return s.Stats().Refused }
 
 func (s *Stack) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
