@@ -22,7 +22,11 @@ func answering(t *testing.T, got chan<- sip.Event, dialogs chan<- *sip.Dialog) s
 			dialogs <- d
 		}
 		if err := d.Answer([]byte(answer)); err != nil {
-			t.Error(err)
+			// Once the test is over its stacks close under a call whose
+			// ACK is still on the way; that is no failure.
+			if t.Context().Err() == nil {
+				t.Error(err)
+			}
 			return
 		}
 		for e := range d.Events() {
