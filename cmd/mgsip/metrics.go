@@ -86,15 +86,20 @@ func (m *metrics) call(r bridge.CallRecord) {
 // stateCollector reads the running state when scraped: the MGCP stack's
 // counters, gateways, endpoints, registrations and calls.
 type stateCollector struct {
-	ca *mgcp.CallAgent
-	b  *bridge.Bridge
+	ca  *mgcp.CallAgent
+	b   *bridge.Bridge
+	sip *sip.Stack
+
+	mgcpForeign, sipGate *prometheus.Desc
 
 	mgcpRetrans, mgcpTimeouts, mgcpParseErrors, mgcpRefused *prometheus.Desc
 	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
 }
 
-func newStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge) *stateCollector {
-	return &stateCollector{ca: ca, b: b,
+func newStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *stateCollector {
+	return &stateCollector{ca: ca, b: b, sip: st,
+		mgcpForeign:     prometheus.NewDesc("mgsip_mgcp_foreign_commands_total", "MGCP commands for a gateway's endpoints that came from another address (refused).", nil, nil),
+		sipGate:         prometheus.NewDesc("mgsip_sip_gate_total", "SIP messages the stack's gate turned away before sipgo saw them, by what it did.", []string{"action"}, nil),
 		mgcpRetrans:     prometheus.NewDesc("mgsip_mgcp_retransmissions_total", "MGCP commands sent again for want of an answer.", nil, nil),
 		mgcpTimeouts:    prometheus.NewDesc("mgsip_mgcp_timeouts_total", "MGCP transactions that ended without an answer.", nil, nil),
 		mgcpParseErrors: prometheus.NewDesc("mgsip_mgcp_parse_errors_total", "MGCP datagrams received that did not parse.", nil, nil),
@@ -107,7 +112,8 @@ func newStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge) *stateCollector {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints, c.registrations, c.callsActive} {
+	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints,
+		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate} {
 		ch <- d
 	}
 }
@@ -118,6 +124,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.mgcpTimeouts, prometheus.CounterValue, float64(st.Timeouts))
 	ch <- prometheus.MustNewConstMetric(c.mgcpParseErrors, prometheus.CounterValue, float64(st.ParseErrors))
 	ch <- prometheus.MustNewConstMetric(c.mgcpRefused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(c.mgcpForeign, prometheus.CounterValue, float64(c.b.Refused()))
+	if c.sip != nil {
+		g := c.sip.Stats()
+		for action, n := range map[string]uint64{"refused": g.Refused, "dropped": g.Dropped, "limited": g.Limited,
+			"bad_ack": g.BadAcks, "rejected": g.Rejected} {
+			ch <- prometheus.MustNewConstMetric(c.sipGate, prometheus.CounterValue, float64(n), action)
+		}
+	}
 	for _, g := range c.b.Gateways() {
 		up := 1.0
 		if g.Down {

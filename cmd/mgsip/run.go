@@ -209,7 +209,7 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 		_ = d.stack.Close()
 		return err
 	}
-	d.metrics.reg.MustRegister(newStateCollector(d.ca, d.bridge))
+	d.metrics.reg.MustRegister(newStateCollector(d.ca, d.bridge, d.stack))
 	d.stack.SetHandler(d.bridge)
 	adminLn, err := net.Listen("tcp", cfg.File.Admin.Listen)
 	if err != nil {
