@@ -409,8 +409,11 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 	for _, l := range b.linesOf(gw) {
 		if cmd.Endpoint.Matches(l.ep) {
 			// What the line still waits for (a start-up audit the silent
-			// gateway never answered) is moot now.
-			l.supersede()
+			// gateway never answered) is moot now: the restart audits
+			// again (a graceful one does not, so it lets it finish).
+			if cmd.RestartMethod != mgcp.RestartGraceful {
+				l.supersede()
+			}
 			f := func() { l.onRestart(cmd.RestartMethod) }
 			if !l.post(f) {
 				go l.postWait(f) // never lost, never blocking the answer

@@ -678,7 +678,11 @@ func (l *line) onRestart(method mgcp.RestartMethod) {
 	switch method {
 	case mgcp.RestartGraceful:
 		// The endpoint goes out of service after the delay: calls finish
-		// first; new ones are refused by the gateway.
+		// first; new ones are refused by the gateway. A line still
+		// waiting for its audit gets it now.
+		if l.state == stRestarting {
+			l.resynchronise(true)
+		}
 		return
 	case mgcp.RestartDisconnected, mgcp.RestartCancelGraceful:
 		// The gateway kept its state: keep the calls whose connections
