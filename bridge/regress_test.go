@@ -521,3 +521,20 @@ func TestRefusedInviteWithoutAck(t *testing.T) {
 	e.waitSignalState("aaln/1", armed)
 	e.waitSignalState("aaln/2", armed)
 }
+
+// TestGracefulAfterRestart: a graceful RSIP right behind a restart must
+// not cancel the restart's audit: the line ends armed (found by the
+// exploration).
+func TestGracefulAfterRestart(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for range 5 {
+		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "aaln/1", mgcp.RestartRestart, 0) })
+		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartGraceful, 0) })
+		e.waitSignalState("aaln/1", armed)
+		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartCancelGraceful, 0) })
+	}
+	e.offHook("aaln/1")
+	e.waitSignal("aaln/1", "L/dl")
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", armed)
+}
