@@ -528,10 +528,16 @@ func TestRefusedInviteWithoutAck(t *testing.T) {
 func TestGracefulAfterRestart(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	for range 5 {
-		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "aaln/1", mgcp.RestartRestart, 0) })
-		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartGraceful, 0) })
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Restart(ctx, "aaln/1", mgcp.RestartRestart, 0)
+		})
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Restart(ctx, "*", mgcp.RestartGraceful, 0)
+		})
 		e.waitSignalState("aaln/1", armed)
-		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartCancelGraceful, 0) })
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Restart(ctx, "*", mgcp.RestartCancelGraceful, 0)
+		})
 	}
 	e.offHook("aaln/1")
 	e.waitSignal("aaln/1", "L/dl")
