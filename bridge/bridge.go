@@ -83,6 +83,8 @@ type Bridge struct {
 	health      map[string]*gatewayHealth // by gateway name
 	peers       map[string]*peerHealth    // SIP peers by name
 	ready       chan struct{}             // closed once Run created the lines
+	stopped     chan struct{}             // closed when Run returns
+	sends       sync.WaitGroup            // in-dialog senders (BYE, INFO) still at work
 	ctx         context.Context
 	stopping    bool           // no line goroutine may start any more
 	draining    bool           // no new calls (shutdown)
@@ -119,7 +121,7 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
 		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
-		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{})}
+		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{}), stopped: make(chan struct{})}
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
 		cfg.SIP.SetMWIHandler(b.onMWI)
@@ -180,6 +182,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.stopping = true
 	b.mu.Unlock()
 	b.wg.Wait()
+	// The BYEs of the calls hung up go out while the SIP stack still
+	// serves (the daemon stops it after Run returns); 5 s at most.
+	sent := make(chan struct{})
+	go func() { b.sends.Wait(); close(sent) }()
+	select {
+	case <-sent:
+	case <-time.After(5 * time.Second):
+	}
+	close(b.stopped)
 	return <-regDone
 }
 
@@ -485,7 +496,7 @@ func (b *Bridge) ServeDialog(d *sip.Dialog) {
 			_ = d.Reject(486, "Busy Here")
 			return
 		}
-		<-done
+		b.await(done)
 	case target.Trunk != nil:
 		b.serveTrunk(d, target.Trunk)
 	case target.HuntGroup != nil:
@@ -529,8 +540,8 @@ func (b *Bridge) serveHunt(d *sip.Dialog, hg *mapping.HuntGroupRule) {
 		if !l.post(func() { l.onHuntInvite(d, done, taken) }) {
 			continue
 		}
-		if <-taken {
-			<-done
+		if b.awaitTaken(taken) {
+			b.await(done)
 			return
 		}
 	}
@@ -555,12 +566,32 @@ func (b *Bridge) serveTrunk(d *sip.Dialog, tr *mapping.TrunkRule) {
 		if !l.post(func() { l.onHuntInvite(d, done, taken) }) {
 			continue
 		}
-		if <-taken {
-			<-done
+		if b.awaitTaken(taken) {
+			b.await(done)
 			return
 		}
 	}
 	_ = d.Reject(503, "All Trunk Channels Busy")
+}
+
+// await waits for a call's end, or for the bridge to stop (a line that
+// stopped never ends the calls still queued for it).
+func (b *Bridge) await(done <-chan struct{}) {
+	select {
+	case <-done:
+	case <-b.stopped:
+	}
+}
+
+// awaitTaken waits for a line's answer to a hunt offer (false when the
+// bridge stops first).
+func (b *Bridge) awaitTaken(taken <-chan bool) bool {
+	select {
+	case ok := <-taken:
+		return ok
+	case <-b.stopped:
+		return false
+	}
 }
 
 // FormatStats writes DLCX connection statistics as on the wire (P: line,

@@ -530,7 +530,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 			}
 			_ = d.Reject(status, text)
 		case !c.answered.IsZero() || d.Inbound:
-			c.inOrder(func() {
+			l.inOrder(c, func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				if reason != "" {

@@ -61,7 +61,7 @@ func (b *Bridge) serveRingAll(d *sip.Dialog, hg *mapping.HuntGroupRule) {
 		if !l.post(func() { taken <- l.onForkOffer(f) }) {
 			continue
 		}
-		if <-taken {
+		if b.awaitTaken(taken) {
 			f.mu.Lock()
 			f.lines = append(f.lines, l)
 			f.mu.Unlock()
@@ -75,7 +75,7 @@ func (b *Bridge) serveRingAll(d *sip.Dialog, hg *mapping.HuntGroupRule) {
 		return
 	}
 	go b.coordinate(f)
-	<-f.done
+	b.await(f.done)
 }
 
 // coordinate handles the dialog's events for a forked call: before a

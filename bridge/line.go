@@ -81,11 +81,13 @@ func (l *line) publishConns() {
 // inOrder runs f on the call's sender goroutine, after what was queued
 // before it: the far end gets the digits pressed before the hang-up
 // before the BYE. The line's goroutine never waits for it.
-func (c *call) inOrder(f func()) {
+func (l *line) inOrder(c *call, f func()) {
 	if c.sipq == nil {
 		q := make(chan func(), 64)
 		c.sipq = q
+		l.b.sends.Add(1)
 		go func() {
+			defer l.b.sends.Done()
 			for f := range q {
 				f()
 			}
@@ -368,7 +370,7 @@ func (l *line) onDigits(digits string) {
 				}
 				d := l.call.dialog
 				body := []byte("Signal=" + string(dg) + "\r\nDuration=160\r\n")
-				l.call.inOrder(func() {
+				l.inOrder(l.call, func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
 					_ = d.Info(ctx, "application/dtmf-relay", body)

@@ -456,6 +456,10 @@ func (d *Dialog) Bye(ctx context.Context) error {
 		cancelInvite()
 		return nil
 	}
+	if d.stack.isClosed() {
+		d.end(nil)
+		return ErrStackClosed
+	}
 	var err error
 	if d.Inbound {
 		err = d.server.Bye(ctx)

@@ -73,6 +73,9 @@ func (d *Dialog) newRequest(method sip.RequestMethod) (*sip.Request, error) {
 // transaction sends an in-dialog request through the session, which
 // fills in the dialog's headers, the next CSeq and the route set.
 func (d *Dialog) transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	if d.stack.isClosed() {
+		return nil, ErrStackClosed // sipgo would open a socket of its own
+	}
 	if d.Inbound {
 		return d.server.TransactionRequest(ctx, req)
 	}

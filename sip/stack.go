@@ -373,10 +373,33 @@ func (s *Stack) closeListeners() {
 	}
 }
 
+// isClosed reports whether Close was called.
+func (s *Stack) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Close stops the stack. Safe to call more than once.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		// Dialogs still up end here, so that nothing waits on them.
+		s.inboundMu.Lock()
+		var open []*Dialog
+		for _, d := range s.inbound {
+			open = append(open, d)
+		}
+		for _, d := range s.outbound {
+			open = append(open, d)
+		}
+		s.inboundMu.Unlock()
+		for _, d := range open {
+			d.end(nil)
+		}
 		s.closeListeners()
 		if s.client != nil {
 			_ = s.client.Close()
