@@ -346,8 +346,12 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 		if l == nil {
 			return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID}
 		}
-		if !l.post(func() { l.onCommand(cmd) }) {
-			return &mgcp.Response{Code: mgcp.CodeTransientError, TransactionID: cmd.TransactionID, Comment: "line busy"}
+		// Never refused for a full queue: the gateway has sent its NTFY
+		// and waits in lock-step for our next request, which only the
+		// line can send once it has seen this one.
+		f := func() { l.onCommand(cmd) }
+		if !l.post(f) {
+			go l.postWait(f)
 		}
 		return ok
 	}
