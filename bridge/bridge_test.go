@@ -273,6 +273,17 @@ func (e *env) waitVerbs(local, want string) {
 	}
 }
 
+// waitBothConnected waits until lines 1 and 2 each have one connection,
+// both sending and receiving.
+func (e *env) waitBothConnected() {
+	e.t.Helper()
+	e.waitFor("connected", func() bool {
+		st1, st2 := e.state("aaln/1"), e.state("aaln/2")
+		return len(st1.Connections) == 1 && len(st2.Connections) == 1 &&
+			st1.Connections[0].Mode == mgcp.ModeSendRecv && st2.Connections[0].Mode == mgcp.ModeSendRecv
+	})
+}
+
 func (e *env) state(local string) mgcptest.EndpointState {
 	st, _ := e.gw.State(local)
 	return st

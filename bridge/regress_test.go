@@ -381,11 +381,7 @@ func TestReleaseRace(t *testing.T) {
 		e.dial("aaln/1", "1002")
 		e.waitSignal("aaln/2", "L/rg")
 		e.offHook("aaln/2")
-		e.waitFor("connected", func() bool {
-			st1, st2 := e.state("aaln/1"), e.state("aaln/2")
-			return len(st1.Connections) == 1 && len(st2.Connections) == 1 && st1.Connections[0].Mode == mgcp.ModeSendRecv &&
-				st2.Connections[0].Mode == mgcp.ModeSendRecv
-		})
+		e.waitBothConnected()
 		first, second := "aaln/1", "aaln/2"
 		if i%2 == 1 {
 			first, second = second, first
@@ -422,11 +418,7 @@ func TestTransactionsPerCall(t *testing.T) {
 			e.dial("aaln/1", "1002")
 			e.waitSignal("aaln/2", "L/rg")
 			e.offHook("aaln/2")
-			e.waitFor("connected", func() bool {
-				st1, st2 := e.state("aaln/1"), e.state("aaln/2")
-				return len(st1.Connections) == 1 && len(st2.Connections) == 1 && st1.Connections[0].Mode == mgcp.ModeSendRecv &&
-					st2.Connections[0].Mode == mgcp.ModeSendRecv
-			})
+			e.waitBothConnected()
 			e.onHook("aaln/1")
 			e.waitSignal("aaln/2", "L/ro")
 			e.onHook("aaln/2")
