@@ -90,6 +90,7 @@ type Bridge struct {
 	draining    bool           // no new calls (shutdown)
 	wg          sync.WaitGroup // line goroutines
 	refused     atomic.Uint64  // commands from an address not the gateway's
+	unknownX    atomic.Uint64  // NTFYs under a request id never issued
 	lastSampled atomic.Int64   // unix ns of the last sampled log line
 	active      atomic.Int64
 }
@@ -346,6 +347,9 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 		if l == nil {
 			return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID}
 		}
+		if cmd.Verb == mgcp.VerbNTFY && !l.issued.knows(cmd.RequestID) {
+			return b.unknownRequest(l, from, cmd)
+		}
 		// Never refused for a full queue: the gateway has sent its NTFY
 		// and waits in lock-step for our next request, which only the
 		// line can send once it has seen this one.
@@ -358,11 +362,43 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 	return &mgcp.Response{Code: mgcp.CodeUnknownCommand, TransactionID: cmd.TransactionID}
 }
 
+// unknownRequest answers an NTFY whose X: the line never issued: 538
+// (RFC 3661: event parameter error, "unknown" among its examples; the
+// observed events answer no request of ours), and nothing it
+// reports is acted on (RFC 3435 §5: a forged or stale notification must
+// not drive the line). The gateway may still wait in lock-step for a
+// request, so the line sends its current one again; at most one such
+// re-synchronisation is queued at a time, so a flood of them costs the
+// gateway one request per round trip.
+func (b *Bridge) unknownRequest(l *line, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+	b.unknownX.Add(1)
+	b.sampleLog(func() {
+		b.log.WithFields(logrus.Fields{"endpoint": cmd.Endpoint.String(), "from": from.String(), "request_id": cmd.RequestID}).
+			Warn("bridge: NTFY under a request id this call agent never issued refused")
+	})
+	if l.issued.resync.CompareAndSwap(false, true) {
+		l.post(func() {
+			l.issued.resync.Store(false)
+			l.notified = true
+		})
+	}
+	// Not 539 or 510: a peer that sent K: takes those as a refusal of its
+	// response acknowledgements and sends the command again without them.
+	return &mgcp.Response{Code: mgcp.CodeEventParameterError, TransactionID: cmd.TransactionID, Comment: "unknown request identifier"}
+}
+
+// UnknownRequests counts NTFYs refused because their X: was never issued.
+func (b *Bridge) UnknownRequests() uint64 { return b.unknownX.Load() }
+
 // trusts reports whether a command for gw's endpoints may come from
-// from: the configured check (cmd resolves names), else the gateway's
+// from: from the gateway's source port when one is configured, and from
+// the configured check (cmd resolves names), else the gateway's
 // address when it is an IP literal; a gateway whose address is learnt
 // is trusted from anywhere the call agent's authorizer lets through.
 func (b *Bridge) trusts(gw *mapping.GatewayRule, from netip.AddrPort) bool {
+	if gw.SourcePort != 0 && int(from.Port()) != gw.SourcePort {
+		return false
+	}
 	if b.cfg.TrustGateway != nil {
 		return b.cfg.TrustGateway(gw, from)
 	}

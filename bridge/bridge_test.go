@@ -50,6 +50,8 @@ type envOptions struct {
 	noAnswer  time.Duration              // bridge.Config.NoAnswerTimeout
 	features  mapping.Features           // of every line
 	log       *logrus.Entry              // the bridge's logger (default: silent)
+	srcPort   bool                       // check the gateway's source port
+	caOpts    []mgcp.Option              // more options for the call agent
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -69,7 +71,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	t.Cleanup(func() { _ = e.pbx.Close() })
 	var setBridge func(*bridge.Bridge)
-	e.ca, setBridge = listenCA(t, o.mgcp)
+	e.ca, setBridge = listenCA(t, o.mgcp, o.caOpts...)
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
 		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
@@ -96,6 +98,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	if o.viaPBX {
 		cfg.Routes.Outbound = []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx", LocalFallback: true}}
+	}
+	if o.srcPort {
+		cfg.Gateways[0].SourcePort = gp
 	}
 	rules, err := mapping.New(cfg, mapping.Options{})
 	if err != nil {
@@ -144,7 +149,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 // listenCA binds a call agent on 127.0.0.1:0 whose commands go to the
 // bridge given later to the returned setter.
-func listenCA(t testing.TB, mc mgcp.Config) (*mgcp.CallAgent, func(*bridge.Bridge)) {
+func listenCA(t testing.TB, mc mgcp.Config, opts ...mgcp.Option) (*mgcp.CallAgent, func(*bridge.Bridge)) {
 	t.Helper()
 	var b *bridge.Bridge
 	var mu sync.Mutex
@@ -158,7 +163,7 @@ func listenCA(t testing.TB, mc mgcp.Config) (*mgcp.CallAgent, func(*bridge.Bridg
 		return bb.HandleMGCP(ctx, from, cmd)
 	})
 	mc.ListenAddr = "127.0.0.1:0"
-	ca, err := mgcp.Listen(mc, mgcp.WithHandler(handler))
+	ca, err := mgcp.Listen(mc, append([]mgcp.Option{mgcp.WithHandler(handler)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,8 @@ type line struct {
 	// refusal, and the retries of a refused request.
 	armed    string
 	armedID  string
-	pastIDs  [8]string // X: of the requests armedID superseded
+	pastIDs  [8]string  // X: of the requests armedID superseded
+	issued   requestIDs // every X: issued, for HandleMGCP's NTFY check
 	notified bool
 	oneShot  []mgcp.Event
 	hookHint int
@@ -692,7 +693,8 @@ func (l *line) onRestart(method mgcp.RestartMethod) {
 		l.resynchronise(true)
 		return
 	}
-	// restart, forced: the endpoint's connections are gone.
+	// restart, forced: the endpoint's connections and request are gone.
+	l.issued.reset()
 	for _, c := range []*call{l.other, l.call} {
 		if c != nil {
 			c.connID = ""

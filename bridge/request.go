@@ -16,6 +16,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mgsip/mgsip/mapping"
@@ -211,6 +213,7 @@ func (l *line) accepted(want gwRequest, id string) {
 	}
 	l.armed = want.key()
 	l.armedID = id
+	l.issued.accepted()
 	l.notified = false
 	l.oneShot = nil
 	l.armedE = len(want.events) == 1 && want.events[0].HasAction(mgcp.ActionEmbedded)
@@ -314,7 +317,63 @@ func (l *line) opCtx() (context.Context, context.CancelFunc) {
 
 // nextRequestID is a fresh X: (RFC 3435 §3.2.2.2: up to 32 hex
 // characters), random so that nobody can guess the next one.
-func (l *line) nextRequestID() string { return randomHex() }
+func (l *line) nextRequestID() string {
+	id := randomHex()
+	l.issued.add(id)
+	return id
+}
+
+// requestIDs are the request ids (X:) a line issued, published for
+// HandleMGCP: an NTFY carries the X: of the request that armed its events
+// (RFC 3435 §2.3.5), so one under an id the line never issued did not
+// come from the gateway's state for this line and is not acted on.
+// "0" is what an endpoint uses for persistent events when it holds no
+// request: accepted only while the line has none armed (never armed, or
+// the gateway restarted since).
+type requestIDs struct {
+	mu     sync.Mutex
+	ids    [32]string // the last ids issued, newest at next-1
+	next   int
+	held   bool        // the gateway accepted a request since its last restart
+	resync atomic.Bool // a refused NTFY's re-synchronisation is queued
+}
+
+func (r *requestIDs) add(id string) {
+	r.mu.Lock()
+	r.ids[r.next%len(r.ids)] = id
+	r.next++
+	r.mu.Unlock()
+}
+
+// accepted notes that the gateway holds one of the line's requests.
+func (r *requestIDs) accepted() {
+	r.mu.Lock()
+	r.held = true
+	r.mu.Unlock()
+}
+
+// reset forgets the requests: the gateway's endpoint was reset (RFC 3435
+// §4.4.6) and holds none.
+func (r *requestIDs) reset() {
+	r.mu.Lock()
+	r.held = false
+	r.mu.Unlock()
+}
+
+// knows reports whether x may be the request id of an NTFY for the line.
+func (r *requestIDs) knows(x string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if x == "0" {
+		return !r.held
+	}
+	for _, id := range r.ids {
+		if id != "" && strings.EqualFold(id, x) {
+			return true
+		}
+	}
+	return false
+}
 
 // randomHex is 16 random hex digits.
 func randomHex() string {

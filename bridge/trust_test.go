@@ -122,3 +122,76 @@ func TestCallAndRequestIDsUnpredictable(t *testing.T) {
 		t.Errorf("call ids %v", calls)
 	}
 }
+
+// TestNTFYUnderUnknownRequestRefused: an NTFY whose X: the call agent
+// never issued (or "0" while the gateway holds a request of the line) is
+// answered 538 and drives nothing; the line sends its request again (the
+// gateway may wait in lock-step) and real calls work afterwards.
+func TestNTFYUnderUnknownRequestRefused(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i, x := range []string{"FFFF", "0"} {
+		before := e.state("aaln/1").RequestID
+		r, err := e.gw.Send(ctx, "aaln/1", &mgcp.Command{Verb: mgcp.VerbNTFY,
+			Parameters: mgcp.Parameters{RequestID: x, ObservedEvents: []mgcp.Event{{Package: "L", Name: "hd"}}}})
+		if err != nil || r.Code != mgcp.CodeEventParameterError {
+			t.Fatalf("NTFY X:%s: %v %v, want 538", x, r, err)
+		}
+		if n := e.b.UnknownRequests(); n != uint64(i+1) {
+			t.Errorf("unknown requests %d, want %d (%s)", n, i+1, x)
+		}
+		e.waitFor("the request sent again", func() bool {
+			st := e.state("aaln/1")
+			return st.RequestID != before && armed(st)
+		})
+		if st := e.state("aaln/1"); hasSignal(st, "L/dl") || len(st.Connections) != 0 {
+			t.Fatalf("X:%s drove the line: %+v", x, st)
+		}
+		for _, l := range e.b.Lines() {
+			if l.State != "idle" {
+				t.Errorf("X:%s: line %s is %s", x, l.ID, l.State)
+			}
+		}
+	}
+	// The gateway's own NTFYs (under the X: the line issued) still work.
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "1002")
+	e.waitFor("ringing", func() bool { return hasSignal(e.state("aaln/2"), "L/rg") })
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/2", armed)
+	e.waitSignalState("aaln/1", armed)
+}
+
+// TestGatewaySourcePortChecked: with source_port set, a command from the
+// gateway's address but another port is refused (500); the gateway's own
+// port works.
+func TestGatewaySourcePortChecked(t *testing.T) {
+	e := newEnv(t, envOptions{srcPort: true})
+	other, err := mgcp.Listen(mgcp.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { _ = other.Serve(ctx) }()
+	defer other.Close()
+	ntfy := &mgcp.Command{Verb: mgcp.VerbNTFY, Endpoint: e.gw.Endpoint("aaln/1"),
+		Parameters: mgcp.Parameters{RequestID: e.state("aaln/1").RequestID, ObservedEvents: []mgcp.Event{{Package: "L", Name: "hd"}}}}
+	r, err := other.Do(ctx, e.ca.LocalAddr().String(), ntfy)
+	if err != nil || r.Code != mgcp.CodeEndpointUnknown {
+		t.Fatalf("NTFY from another port: %v %v", r, err)
+	}
+	if n := e.b.Refused(); n != 1 {
+		t.Errorf("refused %d", n)
+	}
+	if st := e.state("aaln/1"); hasSignal(st, "L/dl") {
+		t.Errorf("the line moved: %+v", st)
+	}
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "1002")
+	e.waitFor("ringing", func() bool { return hasSignal(e.state("aaln/2"), "L/rg") })
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/2", armed)
+	e.waitSignalState("aaln/1", armed)
+}

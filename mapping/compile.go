@@ -436,7 +436,7 @@ func (c *compiler) gateways(gws []Gateway) {
 		if !c.name(p, gc.Name, seen) {
 			continue
 		}
-		g := &GatewayRule{Name: gc.Name, Domain: gc.Domain, Port: gc.Port, Codecs: gc.Codecs, Ptime: gc.Ptime,
+		g := &GatewayRule{Name: gc.Name, Domain: gc.Domain, Port: gc.Port, SourcePort: gc.SourcePort, Codecs: gc.Codecs, Ptime: gc.Ptime,
 			Keepalive: orDuration(gc.Keepalive, DefaultKeepalive)}
 		switch {
 		case g.Domain == "":
@@ -464,6 +464,11 @@ func (c *compiler) gateways(gws []Gateway) {
 			g.Port = DefaultGatewayPort
 		} else if g.Port < 1 || g.Port > 65535 {
 			c.bad(p+".port", "%d is not a port number", g.Port)
+		}
+		if g.SourcePort < 0 || g.SourcePort > 65535 {
+			c.bad(p+".source_port", "%d is not a port number", g.SourcePort)
+		} else if g.SourcePort != 0 && g.Learn {
+			c.bad(p+".source_port", "cannot be checked for a gateway whose address is learnt")
 		}
 		if len(g.Codecs) == 0 {
 			g.Codecs = DefaultCodecs

@@ -66,6 +66,10 @@ type Gateway struct {
 	Address string `yaml:"address"`
 	// Port is the gateway's MGCP port (default 2427).
 	Port int `yaml:"port"`
+	// SourcePort, when set, is the only UDP port the gateway's own
+	// commands (RSIP, NTFY, DLCX) may come from; default: any port of
+	// its address.
+	SourcePort int `yaml:"source_port"`
 	// Codecs in order of preference (default PCMU, PCMA).
 	Codecs []string `yaml:"codecs"`
 	// Ptime is the packetization period in ms (default 20).

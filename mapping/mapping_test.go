@@ -382,3 +382,38 @@ func TestExpandEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewaySourcePort(t *testing.T) {
+	for _, tc := range []struct {
+		port    int
+		learn   bool
+		wantErr string
+	}{
+		{port: 2427},
+		{port: 0},
+		{port: 70000, wantErr: "gateways[0].source_port: 70000 is not a port number"},
+		{port: 2427, learn: true, wantErr: "gateways[0].source_port: cannot be checked for a gateway whose address is learnt"},
+	} {
+		cfg := sample()
+		cfg.Gateways[0].SourcePort = tc.port
+		if tc.learn {
+			cfg.Gateways[0].Address = "learn"
+		}
+		pw := map[string]string{}
+		for i := 1; i <= 24; i++ {
+			pw[fmt.Sprintf("PW_%d", i)] = "x"
+		}
+		r, err := New(cfg, Options{LookupEnv: env(pw)})
+		if tc.wantErr == "" {
+			if err != nil {
+				t.Errorf("source_port %d: %v", tc.port, err)
+			} else if got := r.Gateways[0].SourcePort; got != tc.port {
+				t.Errorf("source_port %d compiled to %d", tc.port, got)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("source_port %d learn %v: %v, want %q", tc.port, tc.learn, err, tc.wantErr)
+		}
+	}
+}

@@ -65,16 +65,18 @@ type Quirks struct {
 
 // GatewayRule is a compiled Gateway.
 type GatewayRule struct {
-	Name      string
-	Domain    string
-	Address   string // IP or DNS name; "" when learned
-	Learn     bool
-	Port      int
-	Codecs    []string
-	Ptime     int
-	Quirks    Quirks
-	Keepalive time.Duration
-	DialPlan  *DialPlanRule
+	Name    string
+	Domain  string
+	Address string // IP or DNS name; "" when learned
+	Learn   bool
+	Port    int
+	// SourcePort: commands from the gateway must come from this port (0: any).
+	SourcePort int
+	Codecs     []string
+	Ptime      int
+	Quirks     Quirks
+	Keepalive  time.Duration
+	DialPlan   *DialPlanRule
 }
 
 // FeatureSet is a line's resolved features.

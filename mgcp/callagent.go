@@ -131,8 +131,9 @@ type CallAgent struct {
 	onRoundTrip func(netip.AddrPort, Verb, ReturnCode, time.Duration)
 	resolver    Resolver
 
-	nextTx atomic.Uint32
-	stats  stats
+	nextTx  atomic.Uint32
+	stats   stats
+	lastLog atomic.Int64 // unix ns of the last sampled log line
 
 	mu       sync.Mutex
 	pending  map[uint32]*outTx
@@ -639,6 +640,16 @@ func ackRanges(ids []uint32) []AckRange {
 	return out
 }
 
+// sampled runs log at most once a second.
+func (ca *CallAgent) sampled(log func()) {
+	now := time.Now().UnixNano()
+	last := ca.lastLog.Load()
+	if now-last < int64(time.Second) || !ca.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	log()
+}
+
 // receive handles one datagram.
 func (ca *CallAgent) receive(b []byte, from netip.AddrPort) {
 	if ca.cfg.Trace {
@@ -659,19 +670,27 @@ func (ca *CallAgent) receive(b []byte, from netip.AddrPort) {
 	}
 }
 
+// onParseError answers a malformed command with the return code the
+// parser found (RFC 3435 §3.4) when it came from an allowed address. What
+// a remote party can cause costs a counter; a stranger's junk is not
+// logged at all and an allowed peer's at most once a second, so a flood
+// cannot fill the disk.
 func (ca *CallAgent) onParseError(err error, from netip.AddrPort) {
 	ca.stats.parseErrors.Add(1)
-	log := ca.log.WithField("from", from.String()).WithError(err)
-	var pe *ParseError
-	if !errors.As(err, &pe) || pe.TransactionID == 0 {
-		log.Warn("mgcp: dropped unparseable datagram")
-		return
-	}
 	if ca.allow != nil && !ca.allow(from) {
 		ca.stats.refused.Add(1)
 		return
 	}
-	log.WithField("mgcp_tx", pe.TransactionID).Warn("mgcp: malformed command")
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.TransactionID == 0 {
+		ca.sampled(func() {
+			ca.log.WithField("from", from.String()).WithError(err).Warn("mgcp: dropped unparseable datagram")
+		})
+		return
+	}
+	ca.sampled(func() {
+		ca.log.WithField("from", from.String()).WithError(err).WithField("mgcp_tx", pe.TransactionID).Warn("mgcp: malformed command")
+	})
 	code := pe.ReturnCode()
 	r := &Response{Code: code, TransactionID: pe.TransactionID, Comment: code.Text()}
 	ca.mu.Lock()
@@ -756,7 +775,9 @@ func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 func (ca *CallAgent) onCommand(c *Command, from netip.AddrPort) {
 	if ca.allow != nil && !ca.allow(from) {
 		ca.stats.refused.Add(1)
-		ca.log.WithFields(logrus.Fields{"from": from.String(), "verb": c.Verb}).Debug("mgcp: command from unknown address dropped")
+		ca.sampled(func() {
+			ca.log.WithFields(logrus.Fields{"from": from.String(), "verb": c.Verb}).Debug("mgcp: command from unknown address dropped")
+		})
 		return
 	}
 	ca.stats.commandsReceived.Add(1)
