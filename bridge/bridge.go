@@ -53,7 +53,8 @@ type Config struct {
 	OnCall func(CallRecord)
 }
 
-// CallRecord summarizes an ended call.
+// CallRecord summarizes an ended call leg (one line's side of a call);
+// CDR gives its call detail record.
 type CallRecord struct {
 	Line      string
 	Direction string // "outgoing", "incoming", "local"
@@ -65,6 +66,18 @@ type CallRecord struct {
 	Duration  time.Duration    // talk time when answered, else the whole attempt
 	Setup     time.Duration    // from the start to the answer (answered calls)
 	Stats     []mgcp.ConnParam // P: of the DLCX response
+
+	Start, Answer, End time.Time // Answer is zero for an unanswered call
+	Gateway, Endpoint  string
+	Calling, Called    string // after rewriting
+	Dialled            string // as dialled on the phone (outgoing), or the request URI's user (incoming)
+	ConnectionID       string
+	GatewaySDP         []byte // the gateway's last LocalConnectionDescriptor
+	AnswerSDP          []byte // the far end's answer to our offer (outgoing calls): the codec chosen
+	SIPStatus          int    // final status of the INVITE (0: no SIP leg)
+	ByeReason          string // the Reason header of our BYE, when there was one
+	MGCPCode           int    // return code of a failed CRCX/MDCX, or the reason code of the gateway's DLCX
+	Waiting, Transfer  bool
 }
 
 // Bridge owns the lines.

@@ -19,9 +19,10 @@ import (
 // dial routes a collected number (RFC 3435 digit map already matched).
 func (l *line) dial(number string) {
 	rules := l.b.cfg.Rules.Load()
+	dialled := number
 	number = l.rule.ToSIP.Apply(number)
 	rt := rules.RouteOutbound(number)
-	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: newOrigin()}
+	c := &call{id: l.b.newCallID(), number: number, dialled: dialled, start: time.Now(), origin: newOrigin()}
 	switch {
 	case rt == nil:
 		l.log.WithField("number", number).Info("bridge: no route")
@@ -371,6 +372,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		}
 	case sip.EventFailed:
 		c.result = strconv.Itoa(e.Status) + " " + e.Reason
+		c.sipStatus = e.Status
 		if !c.dialog.Inbound {
 			// Only silence means the peer is gone; a 503 is an answer.
 			l.b.notePeer(c.peerRule, e.Status != 0 && e.Status != 408)
@@ -528,6 +530,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 			if status == 0 {
 				status, text = 480, "Temporarily Unavailable"
 			}
+			c.sipStatus = status
 			_ = d.Reject(status, text)
 		case !c.answered.IsZero() || d.Inbound:
 			l.inOrder(c, func() {
@@ -578,10 +581,26 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 		c.counted = false
 		l.b.active.Add(-1)
 	}
+	end := time.Now()
 	r := CallRecord{Line: l.rule.ID, Direction: c.direction, Number: c.number, MGCPCall: c.id, Answered: !c.answered.IsZero(),
-		Result: c.result, Stats: stats, Duration: time.Since(c.start)}
+		Result: c.result, Stats: stats, Duration: end.Sub(c.start),
+		Start: c.start, Answer: c.answered, End: end, Gateway: l.rule.Gateway.Name, Endpoint: l.ep.String(),
+		Calling: l.rule.User, Called: c.number, Dialled: c.dialled, ConnectionID: c.conn, GatewaySDP: c.gwSDP,
+		SIPStatus: c.sipStatus, ByeReason: c.byeReason, MGCPCode: c.mgcpCode, Waiting: c.waiting, Transfer: c.transfer}
+	if c.direction == "incoming" || c.callee {
+		r.Calling, r.Called = c.number, l.rule.User
+		if c.dialog != nil {
+			r.Dialled = c.dialog.RequestUser()
+		}
+	}
+	if c.dialog != nil && !c.dialog.Inbound {
+		r.AnswerSDP = c.dialog.RemoteSDP()
+	}
+	if c.dialog != nil && r.SIPStatus == 0 && !c.answered.IsZero() {
+		r.SIPStatus = 200
+	}
 	if !c.answered.IsZero() {
-		r.Duration = time.Since(c.answered)
+		r.Duration = end.Sub(c.answered)
 		r.Setup = c.answered.Sub(c.start)
 		if c.result == "" || c.result == "hung up" || c.result == "far end hung up" {
 			r.Result = "answered, " + c.result

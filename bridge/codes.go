@@ -52,3 +52,13 @@ func ToneForStatus(status int) string {
 	}
 	return "L/ro"
 }
+
+// mgcpCodeOf is the return code of a refused MGCP command (0 for a
+// timeout or a local error), for the call's record.
+func mgcpCodeOf(err error) int {
+	var re *mgcp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return int(re.Response.Code)
+	}
+	return 0
+}

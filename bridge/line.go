@@ -62,6 +62,15 @@ type call struct {
 	ringback  bool              // the far end rings: the phone hears ringback
 	ended     bool              // released (endCallOf ran): nothing more to do
 	sipq      chan func()       // in-dialog requests sent in order (INFO digits, then BYE)
+
+	// For the call's record (cdr.go).
+	dialled   string // the number as dialled, before rewriting
+	conn      string // the connection id the gateway gave (kept after the DLCX)
+	sipStatus int    // the final SIP status of the INVITE (ours or the far end's)
+	mgcpCode  int    // the return code of a failed MGCP command, or the gateway DLCX's reason
+	waiting   bool   // was a waiting call (call waiting) at some point
+	transfer  bool   // took part in a transfer
+	callee    bool   // the called leg of a local call
 }
 
 // connRef names a connection of the line and its call.
@@ -404,6 +413,7 @@ func (l *line) onGatewayDelete(cmd *mgcp.Command) {
 	why := "gateway deleted the connection"
 	if cmd.Reason != nil {
 		why += " (" + strconv.Itoa(int(cmd.Reason.Code)) + ")"
+		c.mgcpCode = int(cmd.Reason.Code)
 	}
 	c.result = why
 	// Q.850 cause 41, temporary failure (RFC 3326 Reason).

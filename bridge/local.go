@@ -44,7 +44,7 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 		busy()
 		return
 	}
-	c := &call{id: id, direction: "local", peer: caller, number: number, start: time.Now(), codecs: tr.Codecs}
+	c := &call{id: id, direction: "local", peer: caller, number: number, start: time.Now(), codecs: tr.Codecs, callee: true}
 	l.adopt(c)
 	l.state = stRinging
 	c.ring = []mgcp.Event{signal("L/rg")}

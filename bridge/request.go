@@ -408,6 +408,7 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 	res, err := l.b.cfg.CallAgent.CreateConnection(ctx, l.gw(), l.ep, p, remote)
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
+		c.mgcpCode = mgcpCodeOf(err)
 		l.hookFromError(err)
 		return err
 	}
@@ -415,6 +416,7 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 		l.accepted(want, p.RequestID)
 	}
 	c.connID = res.ConnectionID
+	c.conn = res.ConnectionID
 	c.gwSDP = res.SDP
 	if c == l.call || c == l.other {
 		l.publishConns() // the gateway may delete it before the input ends
@@ -444,6 +446,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 			continue
 		}
 		if err != nil {
+			c.mgcpCode = mgcpCodeOf(err)
 			l.log.WithError(err).Warn("bridge: MDCX failed")
 			return err
 		}

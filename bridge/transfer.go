@@ -52,6 +52,7 @@ func (l *line) completeTransfer() {
 		return
 	}
 	if to != "" && c != nil && c.dialog != nil {
+		c.transfer = true
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		err := c.dialog.Refer(ctx, to, nil)
 		cancel()

@@ -36,6 +36,7 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 		return
 	}
 	l.other = c
+	c.waiting = true
 	l.oneShot = append(l.oneShot, signal("L/wt"))
 	_ = d.Ring()
 	l.forward(c)
