@@ -1,0 +1,179 @@
+// Package cdr keeps call detail records: one JSON line per call leg in a
+// file rotated by size (gopkg.in/natefinch/lumberjack.v2), and the last
+// records in memory for the admin API's `GET /api/v1/cdr?since=` and
+// `mgsip cdr --follow`.
+package cdr
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"gopkg.in/natefinch/lumberjack.v2"
+
+	"github.com/mgsip/mgsip/bridge"
+)
+
+// Config says where records go. The zero value keeps them in memory only.
+type Config struct {
+	// File is the JSON-lines file ("" = no file).
+	File string `yaml:"file"`
+	// MaxSizeMB rotates the file when it reaches this size (default 100).
+	MaxSizeMB int `yaml:"max_size_mb"`
+	// MaxFiles is how many rotated files are kept (default 10; the oldest
+	// is removed).
+	MaxFiles int `yaml:"max_files"`
+	// Keep is how many records the API can serve from memory (default
+	// 10,000).
+	Keep int `yaml:"keep"`
+}
+
+// Defaults.
+const (
+	DefaultMaxSizeMB = 100
+	DefaultMaxFiles  = 10
+	DefaultKeep      = 10000
+)
+
+// Check names what is wrong with c, by key.
+func (c Config) Check() []error {
+	var errs []error
+	if c.MaxSizeMB < 0 {
+		errs = append(errs, fmt.Errorf("cdr.max_size_mb: %d is negative", c.MaxSizeMB))
+	}
+	if c.MaxFiles < 0 {
+		errs = append(errs, fmt.Errorf("cdr.max_files: %d is negative", c.MaxFiles))
+	}
+	if c.Keep < 0 || c.Keep > 1_000_000 {
+		errs = append(errs, fmt.Errorf("cdr.keep: %d is outside 0-1000000", c.Keep))
+	}
+	return errs
+}
+
+// Log is the CDR store. Its methods are safe for concurrent use.
+type Log struct {
+	mu     sync.Mutex
+	w      *lumberjack.Logger
+	ring   []bridge.CDR // oldest first, at most keep
+	keep   int
+	errs   uint64
+	notify chan struct{} // closed and replaced on every record
+}
+
+// Open opens the store; with a file, the records already in it (the
+// current file) are loaded so that a restart does not empty the API.
+func Open(c Config) (*Log, error) {
+	l := &Log{keep: orInt(c.Keep, DefaultKeep), notify: make(chan struct{})}
+	if c.File == "" {
+		return l, nil
+	}
+	f, err := os.OpenFile(c.File, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("cdr.file: %w", err)
+	}
+	_ = f.Close()
+	if err := l.load(c.File); err != nil {
+		return nil, fmt.Errorf("cdr.file: %w", err)
+	}
+	// lumberjack appends to an existing file (it never truncates) and
+	// renames it with a timestamp when it is full.
+	l.w = &lumberjack.Logger{Filename: c.File, MaxSize: orInt(c.MaxSizeMB, DefaultMaxSizeMB),
+		MaxBackups: orInt(c.MaxFiles, DefaultMaxFiles), LocalTime: false}
+	return l, nil
+}
+
+func orInt(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// load reads the last records of file into the ring; a line that does not
+// decode (a torn last write after a crash) is skipped.
+func (l *Log) load(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		var c bridge.CDR
+		if json.Unmarshal(sc.Bytes(), &c) != nil {
+			continue
+		}
+		l.add(c)
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+func (l *Log) add(c bridge.CDR) {
+	if len(l.ring) >= l.keep {
+		copy(l.ring, l.ring[1:])
+		l.ring = l.ring[:len(l.ring)-1]
+	}
+	l.ring = append(l.ring, c)
+}
+
+// Record stores the record of an ended call leg (bridge.Config.OnCall).
+func (l *Log) Record(r bridge.CallRecord) {
+	c := r.CDR()
+	b, err := json.Marshal(c)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && l.w != nil {
+		if _, err = l.w.Write(append(b, '\n')); err != nil {
+			l.errs++
+		}
+	}
+	l.add(c)
+	close(l.notify)
+	l.notify = make(chan struct{})
+}
+
+// WriteErrors counts records that could not be written to the file.
+func (l *Log) WriteErrors() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.errs
+}
+
+// Since returns up to limit records (0: all kept) whose end is after
+// since, in the order they were recorded (two lines' calls ending in the
+// same millisecond may be recorded out of end order, so this scans rather
+// than searches), and a channel closed when the next one arrives (for
+// --follow).
+func (l *Log) Since(since time.Time, limit int) ([]bridge.CDR, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []bridge.CDR
+	for _, c := range l.ring {
+		if time.Time(c.End).After(since) {
+			out = append(out, c)
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:] // the newest
+	}
+	return out, l.notify
+}
+
+// Close closes the file.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w == nil {
+		return nil
+	}
+	return l.w.Close()
+}

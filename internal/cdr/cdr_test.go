@@ -1,0 +1,127 @@
+package cdr
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+)
+
+func rec(line string, end time.Time) bridge.CallRecord {
+	return bridge.CallRecord{Line: line, Direction: "outgoing", MGCPCall: "C1", Start: end.Add(-2 * time.Second),
+		Answer: end.Add(-time.Second), Answered: true, End: end, SIPStatus: 200}
+}
+
+// TestFileAndRestart: records go to the file as JSON lines, survive a
+// restart (appended, never truncated), and Since serves them by end time.
+func TestFileAndRestart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cdr.jsonl")
+	l, err := Open(Config{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC()
+	l.Record(rec("gw/aaln/1", t0))
+	l.Record(rec("gw/aaln/2", t0.Add(time.Second)))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(Config{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Record(rec("gw/aaln/3", t0.Add(2*time.Second)))
+	got, _ := l.Since(t0, 0) // after t0: the second and third
+	if len(got) != 2 || got[0].Line != "gw/aaln/2" || got[1].Line != "gw/aaln/3" {
+		t.Fatalf("since: %+v", got)
+	}
+	if got, _ := l.Since(time.Time{}, 1); len(got) != 1 || got[0].Line != "gw/aaln/3" {
+		t.Fatalf("limit keeps the newest: %+v", got)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("not JSON: %q", sc.Text())
+		}
+		lines = append(lines, m["line"].(string))
+	}
+	if strings.Join(lines, ",") != "gw/aaln/1,gw/aaln/2,gw/aaln/3" {
+		t.Errorf("file holds %v", lines)
+	}
+}
+
+// TestTornLineSkipped: a half-written last line (a crash) does not stop
+// the store from opening.
+func TestTornLineSkipped(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cdr.jsonl")
+	if err := os.WriteFile(file, []byte(`{"line":"a","end":"2026-01-01T00:00:00.000Z"}`+"\n"+`{"line":"b","en`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(Config{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got, _ := l.Since(time.Time{}, 0); len(got) != 1 || got[0].Line != "a" {
+		t.Errorf("loaded %+v", got)
+	}
+}
+
+// TestRotation: past max_size_mb the file is renamed and a new one
+// started; at most max_files old files stay.
+func TestRotation(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cdr.jsonl")
+	l, err := Open(Config{File: file, MaxSizeMB: 1, MaxFiles: 2, Keep: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rec("gw/aaln/1", time.Now())
+	r.Result = strings.Repeat("x", 10_000) // ~10 KB a record
+	for range 400 {                         // ~4 MB: three rotations
+		l.Record(r)
+	}
+	_ = l.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		names, _ := filepath.Glob(filepath.Join(dir, "cdr-*.jsonl"))
+		if len(names) <= 2 || time.Now().After(deadline) {
+			if len(names) == 0 || len(names) > 2 {
+				t.Errorf("rotated files %v, want 1-2", names)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // lumberjack removes old files in the background
+	}
+	if got, _ := l.Since(time.Time{}, 0); len(got) != 10 {
+		t.Errorf("kept %d in memory, want 10", len(got))
+	}
+	if errs := (Config{Keep: -1, MaxFiles: -2}).Check(); len(errs) != 2 || !strings.Contains(errs[0].Error(), "cdr.max_files") && !strings.Contains(errs[0].Error(), "cdr.keep") {
+		t.Errorf("check: %v", errs)
+	}
+}
+
+// TestFollowWakes: Since's channel is closed by the next record.
+func TestFollowWakes(t *testing.T) {
+	l, _ := Open(Config{})
+	_, next := l.Since(time.Now(), 0)
+	go l.Record(rec("gw/aaln/1", time.Now().Add(time.Second)))
+	select {
+	case <-next:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not woken")
+	}
+}
