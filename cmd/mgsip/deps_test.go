@@ -71,6 +71,7 @@ func TestDependencyRule(t *testing.T) {
 		// The daemon's parts.
 		module + "/internal/config": {"go.yaml.in/yaml/v3", module + "/mapping", module + "/mgcp", module + "/sip"},
 		module + "/internal/trace":  {"github.com/sirupsen/logrus", "github.com/gopacket/gopacket"},
+		module + "/internal/cdr":    {"gopkg.in/natefinch/lumberjack.v2", module + "/bridge"},
 		module + "/internal/metrics": {"github.com/prometheus/client_golang", module + "/bridge", module + "/mgcp",
 			module + "/sip"},
 		module + "/internal/admin": {"github.com/prometheus/client_golang", "github.com/sirupsen/logrus", module + "/bridge",
@@ -87,7 +88,8 @@ func TestDependencyRule(t *testing.T) {
 	// bridgeUsers may import bridge: the binary and the daemon's parts
 	// that wire it, show it or drive it.
 	bridgeUsers := map[string]bool{module + "/cmd/mgsip": true, module + "/internal/daemon": true,
-		module + "/internal/admin": true, module + "/internal/metrics": true, module + "/internal/sim": true}
+		module + "/internal/admin": true, module + "/internal/metrics": true, module + "/internal/sim": true,
+		module + "/internal/cdr": true}
 	// testUsers may import the *test packages outside tests: the binary and
 	// the simulator (dev tools, as the architecture allows).
 	testUsers := map[string]bool{module + "/cmd/mgsip": true, module + "/internal/sim": true}
