@@ -43,6 +43,10 @@ type Options struct {
 	AdminReady chan<- net.Addr
 	// Reloaded, if set, receives the result of each reload.
 	Reloaded chan<- error
+	// AllowEmpty lets a reload accept a file that configures nothing
+	// (--allow-empty); without it such a file is rejected and the running
+	// rules stay.
+	AllowEmpty bool
 }
 
 // daemon is the running service: the MGCP call agent, the SIP stack, the
@@ -56,7 +60,7 @@ type daemon struct {
 	bridge     *bridge.Bridge
 	tap        *trace.Tapper
 	metrics    *metrics.Metrics
-	token      string
+	allowEmpty bool
 	drainFor   time.Duration
 
 	reloadMu sync.Mutex
@@ -75,7 +79,7 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log
 	var err error
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
-		token: cfg.File.Admin.Token.Reveal(), drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{}}
+		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{}}
 	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
 	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
 	d.tap.TraceSIP.Store(cfg.File.SIP.Trace)
@@ -124,14 +128,14 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.metrics.Registry.MustRegister(metrics.NewStateCollector(d.ca, d.bridge, d.stack))
 	d.stack.SetHandler(d.bridge)
-	adminLn, err := net.Listen("tcp", cfg.File.Admin.Listen)
+	adminLn, err := admin.Listen(cfg.File.Admin)
 	if err != nil {
 		_ = d.ca.Close()
 		_ = d.stack.Close()
 		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
-		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart}, admin.Options{Token: d.token})
+		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart}, adminOptions(cfg.File.Admin, log))
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
@@ -237,7 +241,7 @@ func (d *daemon) reload(ctx context.Context) error {
 	path := d.configPath
 	sdNotify(d.log, "RELOADING=1\nMONOTONIC_USEC="+monotonicUsec())
 	defer sdNotify(d.log, "READY=1")
-	cfg, err := config.LoadFile(path, os.LookupEnv)
+	cfg, err := config.LoadFile(path, os.LookupEnv, config.AllowEmpty(d.allowEmpty))
 	if err != nil {
 		d.metrics.Reloads.WithLabelValues("rejected").Inc()
 		d.log.WithField("config", path).Error("reload rejected, keeping the running rules:\n" + err.Error())
@@ -461,3 +465,11 @@ func (d *daemon) probePeers(ctx context.Context) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// adminOptions are the API server's options from the admin section. The
+// section is read at start only: a reload does not change the tokens or
+// the listener (docs/configuration.md says so).
+func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
+	return admin.Options{Token: a.Token.Reveal(), ReadOnlyToken: a.ReadOnlyToken.Reveal(), AllowedHosts: a.AllowedHosts,
+		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Log: log.WithField("component", "admin")}
+}
