@@ -235,7 +235,7 @@ func newActionCmd(a *app, use, short, path, param string) *cobra.Command {
 
 func adminCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{
-		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a),
+		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a), newCDRCmd(a),
 		newActionCmd(a, "reload", "Make the running mgsip re-read its configuration (like SIGHUP)", "/api/v1/reload", ""),
 		newActionCmd(a, "audit ENDPOINT", "Audit an endpoint (line id or endpoint name) and print the gateway's answer", "/api/v1/audit", "endpoint"),
 		newActionCmd(a, "reregister LINE", "Register a line's SIP account again", "/api/v1/reregister", "line"),

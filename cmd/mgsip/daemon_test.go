@@ -190,7 +190,7 @@ func (rd *runningDaemon) get(path, token string) (int, string) {
 // tshark with every MGCP and SIP message dissected.
 func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	tshark := testutil.RequireProgram(t, "tshark")
-	rd := startDaemon(t, "trace:\n  pcap: {dir}/mgsip.pcap\n")
+	rd := startDaemon(t, "trace:\n  pcap: {dir}/mgsip.pcap\ncdr:\n  file: {dir}/cdr.jsonl\n")
 
 	if code, _ := rd.get("/healthz", ""); code != 200 {
 		t.Errorf("healthz %d", code)
@@ -251,11 +251,55 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code, out := rd.cli("audit", "gw/aaln/9"); code != 1 || !strings.Contains(out, "404") {
 		t.Errorf("audit of an unknown line: exit %d %s", code, out)
 	}
+	// A long poll for the next CDR (mgsip cdr --follow) is answered when
+	// the call ends.
+	polled := make(chan string, 1)
+	go func() {
+		_, body := rd.get("/api/v1/cdr?wait=20s&since="+time.Now().UTC().Format(time.RFC3339Nano), testToken)
+		polled <- body
+	}()
 	// Hang the call up from the CLI: both phones hear reorder.
 	if code, out := rd.cli("hangup", calls[0].SIPCallID); code != 0 {
 		t.Fatalf("hangup: exit %d %s", code, out)
 	}
 	rd.script("wait 1 L/ro; wait 2 L/ro; onhook 1; onhook 2; wait 1 armed; wait 2 armed")
+	select {
+	case body := <-polled:
+		if !strings.Contains(body, `"mgcp_call_id"`) {
+			t.Errorf("long poll answered %s", body)
+		}
+	case <-time.After(25 * time.Second):
+		t.Error("the CDR long poll was not answered")
+	}
+	// Both legs' CDRs, from the API (CLI --json) and in the file.
+	code, out = rd.cli("cdr", "--json")
+	var cdrs []bridge.CDR
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var c bridge.CDR
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("cdr --json: exit %d: %v\n%s", code, err, out)
+		}
+		cdrs = append(cdrs, c)
+	}
+	if len(cdrs) != 2 {
+		t.Fatalf("%d CDRs:\n%s", len(cdrs), out)
+	}
+	for _, c := range cdrs {
+		if !c.Answered || c.SIPCallID != calls[0].SIPCallID && c.SIPCallID != calls[1].SIPCallID || c.MGCPConnection == "" ||
+			c.Codec != "PCMU" || c.Calling != "1001" || c.Called != "1002" || c.TalkMS <= 0 {
+			t.Errorf("CDR %+v", c)
+		}
+	}
+	if code, out := rd.cli("cdr", "--since", "1h"); code != 0 || !strings.Contains(out, "outgoing") || !strings.Contains(out, "incoming") ||
+		!strings.Contains(out, "CALLING") {
+		t.Errorf("cdr table: exit %d\n%s", code, out)
+	}
+	if code, out := rd.cli("cdr", "--since", "yesterday"); code != 2 || !strings.Contains(out, "--since") {
+		t.Errorf("cdr --since yesterday: exit %d %s", code, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(rd.dir, "cdr.jsonl")); err != nil || strings.Count(string(b), "\n") != 2 {
+		t.Errorf("CDR file: %v\n%s", err, b)
+	}
 	if code, out := rd.cli("hangup", "nope"); code != 1 || !strings.Contains(out, "no such call") {
 		t.Errorf("hangup unknown: exit %d %s", code, out)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
@@ -37,6 +38,9 @@ type Backend struct {
 	Ready func() (bool, string)
 	// LastRSIP is when a gateway last restarted (zero: never seen).
 	LastRSIP func(gateway string) time.Time
+	// CDRs returns up to limit call detail records that ended after
+	// since, and a channel closed when the next one is recorded.
+	CDRs func(since time.Time, limit int) ([]bridge.CDR, <-chan struct{})
 }
 
 // Options configure the server. docs/security.md explains each guard.
@@ -134,6 +138,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, calls)
 	})
+	api("GET /api/v1/cdr", s.cdrs)
 	api("GET /api/v1/peers", func(w http.ResponseWriter, _ *http.Request) {
 		out := d.Peers()
 		if out == nil {
@@ -252,4 +257,62 @@ type PeerView struct {
 	Status    int       `json:"status,omitempty"`
 	RTT       string    `json:"rtt,omitempty"`
 	LastProbe time.Time `json:"last_probe,omitzero"`
+}
+
+// MaxCDRWait bounds the long poll of GET /api/v1/cdr?wait=.
+const MaxCDRWait = 60 * time.Second
+
+// cdrs serves GET /api/v1/cdr: the records that ended after ?since=
+// (RFC 3339, default: all kept), at most ?limit= (default 1000, the
+// newest); with ?wait= (a duration up to a minute) and nothing to send
+// yet, the answer waits for the next record (mgsip cdr --follow).
+func (s *Server) cdrs(w http.ResponseWriter, r *http.Request) {
+	if s.b.CDRs == nil {
+		writeJSON(w, http.StatusOK, []bridge.CDR{})
+		return
+	}
+	q := r.URL.Query()
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, errors.New("since: not an RFC 3339 time (2026-12-01T10:00:00Z)"))
+			return
+		}
+		since = t
+	}
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			writeErr(w, http.StatusBadRequest, errors.New("limit: a number from 1 to 100000"))
+			return
+		}
+		limit = n
+	}
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > MaxCDRWait {
+			writeErr(w, http.StatusBadRequest, errors.New("wait: a duration up to 60s"))
+			return
+		}
+		wait = d
+	}
+	out, next := s.b.CDRs(since, limit)
+	if len(out) == 0 && wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-next:
+			out, _ = s.b.CDRs(since, limit)
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if out == nil {
+		out = []bridge.CDR{}
+	}
+	writeJSON(w, http.StatusOK, out)
 }

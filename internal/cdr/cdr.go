@@ -19,18 +19,19 @@ import (
 	"github.com/mgsip/mgsip/bridge"
 )
 
-// Config says where records go. The zero value keeps them in memory only.
+// Config says where records go (the `cdr` section, checked by
+// internal/config). The zero value keeps them in memory only.
 type Config struct {
 	// File is the JSON-lines file ("" = no file).
-	File string `yaml:"file"`
+	File string
 	// MaxSizeMB rotates the file when it reaches this size (default 100).
-	MaxSizeMB int `yaml:"max_size_mb"`
+	MaxSizeMB int
 	// MaxFiles is how many rotated files are kept (default 10; the oldest
 	// is removed).
-	MaxFiles int `yaml:"max_files"`
+	MaxFiles int
 	// Keep is how many records the API can serve from memory (default
 	// 10,000).
-	Keep int `yaml:"keep"`
+	Keep int
 }
 
 // Defaults.
@@ -39,21 +40,6 @@ const (
 	DefaultMaxFiles  = 10
 	DefaultKeep      = 10000
 )
-
-// Check names what is wrong with c, by key.
-func (c Config) Check() []error {
-	var errs []error
-	if c.MaxSizeMB < 0 {
-		errs = append(errs, fmt.Errorf("cdr.max_size_mb: %d is negative", c.MaxSizeMB))
-	}
-	if c.MaxFiles < 0 {
-		errs = append(errs, fmt.Errorf("cdr.max_files: %d is negative", c.MaxFiles))
-	}
-	if c.Keep < 0 || c.Keep > 1_000_000 {
-		errs = append(errs, fmt.Errorf("cdr.keep: %d is outside 0-1000000", c.Keep))
-	}
-	return errs
-}
 
 // Log is the CDR store. Its methods are safe for concurrent use.
 type Log struct {

@@ -31,6 +31,7 @@ type File struct {
 	Trace  Trace       `yaml:"trace"`
 	Daemon Daemon      `yaml:"daemon"`
 	Calls  Calls       `yaml:"calls"`
+	CDR    CDR         `yaml:"cdr"`
 	// AllowEmpty lets a file with no gateways, lines or trunks load (a
 	// daemon with nothing to do); without it such a file is refused, so
 	// that an empty or truncated file cannot unregister every line.
@@ -57,6 +58,18 @@ type Daemon struct {
 	// DrainTimeout is how long SIGTERM waits for calls to end before
 	// hanging them up (default 30s).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// CDR says where call detail records go (internal/cdr).
+type CDR struct {
+	// File is the JSON-lines file; "" keeps the records in memory only.
+	File string `yaml:"file"`
+	// MaxSizeMB rotates the file at this size (default 100).
+	MaxSizeMB int `yaml:"max_size_mb"`
+	// MaxFiles is how many rotated files are kept (default 10).
+	MaxFiles int `yaml:"max_files"`
+	// Keep is how many records the API serves from memory (default 10000).
+	Keep int `yaml:"keep"`
 }
 
 // Calls holds the call timers of the bridge (0: the default).
@@ -233,6 +246,14 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts 
 	}
 	if fc.Calls.PeerDownFor < 0 {
 		add("calls.peer_down_for", "must not be negative")
+	}
+	for key, v := range map[string]int{"cdr.max_size_mb": fc.CDR.MaxSizeMB, "cdr.max_files": fc.CDR.MaxFiles, "cdr.keep": fc.CDR.Keep} {
+		if v < 0 {
+			add(key, "must not be negative")
+		}
+	}
+	if fc.CDR.Keep > 1_000_000 {
+		add("cdr.keep", "must be at most 1000000")
 	}
 	addJoined(fc.MGCP.Validate())
 	addJoined(fc.SIP.Validate())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/internal/admin"
+	"github.com/mgsip/mgsip/internal/cdr"
 	"github.com/mgsip/mgsip/internal/config"
 	"github.com/mgsip/mgsip/internal/metrics"
 	"github.com/mgsip/mgsip/internal/trace"
@@ -60,6 +61,7 @@ type daemon struct {
 	bridge     *bridge.Bridge
 	tap        *trace.Tapper
 	metrics    *metrics.Metrics
+	cdrs       *cdr.Log
 	allowEmpty bool
 	drainFor   time.Duration
 
@@ -72,6 +74,12 @@ type daemon struct {
 	peers        []netip.Prefix            // SIP peers' addresses
 	peerState    map[string]admin.PeerView // SIP peers by name, from the OPTIONS probes
 	lastRSIP     map[string]time.Time
+}
+
+// onCall takes an ended call leg's record: metrics and the CDR store.
+func (d *daemon) onCall(r bridge.CallRecord) {
+	d.metrics.Call(r)
+	d.cdrs.Record(r)
 }
 
 // Run serves until ctx ends or a stop signal has drained the calls.
@@ -95,6 +103,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer d.tap.HEP.Close()
 	}
+	cc := cfg.File.CDR
+	if d.cdrs, err = cdr.Open(cdr.Config{File: cc.File, MaxSizeMB: cc.MaxSizeMB, MaxFiles: cc.MaxFiles, Keep: cc.Keep}); err != nil {
+		return err
+	}
+	defer d.cdrs.Close()
 	d.setAllowed(ctx, cfg.Rules)
 
 	mcfg := cfg.File.MGCP
@@ -118,7 +131,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	calls := cfg.File.Calls
 	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
-		Log: log.WithField("component", "bridge"), OnCall: d.metrics.Call, RingTimeout: calls.RingTimeout,
+		Log: log.WithField("component", "bridge"), OnCall: d.onCall, RingTimeout: calls.RingTimeout,
 		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
 		TrustGateway: d.trustGateway})
 	if err != nil {
@@ -135,7 +148,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
-		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart}, adminOptions(cfg.File.Admin, log))
+		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart, CDRs: d.cdrs.Since}, adminOptions(cfg.File.Admin, log))
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
