@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -105,5 +106,14 @@ func TestDistinctiveRing(t *testing.T) {
 		if got := distinctiveRing(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestNaturalLess(t *testing.T) {
+	in := []string{"gw/aaln/10", "gw/aaln/2", "gw/aaln/1", "gw/ds/ds1-1/10", "gw/ds/ds1-1/9", "a", "gw/aaln/02x"}
+	sort.Slice(in, func(i, j int) bool { return NaturalLess(in[i], in[j]) })
+	want := "a gw/aaln/1 gw/aaln/2 gw/aaln/02x gw/aaln/10 gw/ds/ds1-1/9 gw/ds/ds1-1/10"
+	if got := strings.Join(in, " "); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mgsip/mgsip/mapping"
@@ -26,7 +27,23 @@ type LineStatus struct {
 	OffHook  bool        `json:"off_hook"`
 	Call     *CallStatus `json:"call,omitempty"`
 	// Registration is filled by Lines from the registrations.
-	Registration *sip.RegStatus `json:"registration,omitempty"`
+	Registration *RegistrationStatus `json:"registration,omitempty"`
+}
+
+// RegistrationStatus is a line's SIP registration as the API shows it.
+type RegistrationStatus struct {
+	State       string    `json:"state"` // pending, registering, registered, retrying, failed, unregistered
+	Reason      string    `json:"reason,omitempty"`
+	Code        int       `json:"code,omitempty"` // last SIP status, absent when there was no answer
+	Expires     time.Time `json:"expires,omitzero"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Failures    int       `json:"failures"`
+	Algorithm   string    `json:"algorithm,omitempty"`
+}
+
+func registrationStatus(rs sip.RegStatus) *RegistrationStatus {
+	return &RegistrationStatus{State: rs.State.String(), Reason: rs.Reason, Code: rs.Code, Expires: rs.Expires,
+		NextAttempt: rs.NextAttempt, Failures: rs.Failures, Algorithm: rs.Algorithm}
 }
 
 // CallStatus describes a call in progress on one line.
@@ -83,13 +100,45 @@ func (b *Bridge) Lines() []LineStatus {
 		cp := *st
 		if b.regs != nil && l.trunk == nil {
 			if rs, ok := b.regs.Status(l.rule.ID); ok {
-				cp.Registration = &rs
+				cp.Registration = registrationStatus(rs)
 			}
 		}
 		out = append(out, cp)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	sort.Slice(out, func(i, j int) bool { return NaturalLess(out[i].ID, out[j].ID) })
 	return out
+}
+
+// NaturalLess orders names with numbers the way people read them:
+// aaln/2 before aaln/10, ds/ds1-1/9 before ds/ds1-1/10.
+func NaturalLess(a, b string) bool {
+	for a != "" && b != "" {
+		da, db := digitsPrefix(a), digitsPrefix(b)
+		if da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if len(na) != len(nb) {
+				return len(na) < len(nb)
+			}
+			if na != nb {
+				return na < nb
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return a[0] < b[0]
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) < len(b)
+}
+
+func digitsPrefix(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
 }
 
 // Calls returns the calls in progress, one entry per line involved.

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -107,6 +109,14 @@ func orDash(s string) string {
 	return s
 }
 
+// ms prints a duration in milliseconds, "-" for none.
+func ms(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64) + " ms"
+}
+
 func since(t time.Time) string {
 	if t.IsZero() {
 		return "-"
@@ -115,9 +125,11 @@ func since(t time.Time) string {
 }
 
 // newListCmd lists what path returns: a table with header, one row per
-// element, or the API's JSON with --json.
-func newListCmd[T any](a *app, use, short, path, header string, row func(T) []string) *cobra.Command {
+// element, or the API's JSON with --json. Each filter is a flag --NAME
+// sent as the query parameter NAME.
+func newListCmd[T any](a *app, use, short, path, header string, row func(T) []string, filters ...string) *cobra.Command {
 	ac := &adminClient{}
+	values := make([]string, len(filters))
 	c := &cobra.Command{
 		Use:   use,
 		Short: short,
@@ -125,7 +137,13 @@ func newListCmd[T any](a *app, use, short, path, header string, row func(T) []st
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := adminCtx(cmd)
 			defer cancel()
-			body, err := ac.call(ctx, http.MethodGet, path, nil)
+			q := url.Values{}
+			for i, f := range filters {
+				if values[i] != "" {
+					q.Set(f, values[i])
+				}
+			}
+			body, err := ac.call(ctx, http.MethodGet, path, q)
 			if err != nil {
 				return err
 			}
@@ -147,6 +165,9 @@ func newListCmd[T any](a *app, use, short, path, header string, row func(T) []st
 	}
 	addAdminFlags(c, ac)
 	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
+	for i, f := range filters {
+		c.Flags().StringVar(&values[i], f, "", "only those whose "+f+" is this")
+	}
 	return c
 }
 
@@ -160,7 +181,7 @@ func newGatewaysCmd(a *app) *cobra.Command {
 			case g.Drained:
 				state = "drained"
 			}
-			return []string{g.Name, g.Address, state, orDash(g.State), orDash(g.RTT),
+			return []string{g.Name, g.Address, state, orDash(g.State), ms(g.RTTMS),
 				fmt.Sprint(g.Retransmissions), fmt.Sprint(g.Timeouts), since(g.LastRSIP)}
 		})
 }
@@ -174,7 +195,7 @@ func newLinesCmd(a *app) *cobra.Command {
 			}
 			reg := "-"
 			if r := l.Registration; r != nil {
-				reg = r.State.String()
+				reg = r.State
 				if r.Reason != "" {
 					reg += " (" + r.Reason + ")"
 				}
@@ -184,7 +205,7 @@ func newLinesCmd(a *app) *cobra.Command {
 				call = l.Call.ID
 			}
 			return []string{l.ID, l.Endpoint, orDash(l.User), hook, l.State, reg, call}
-		})
+		}, "gateway", "state")
 }
 
 func newCallsCmd(a *app) *cobra.Command {
@@ -235,9 +256,10 @@ func newActionCmd(a *app, use, short, path, param string) *cobra.Command {
 
 func adminCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{
-		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a), newCDRCmd(a),
+		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a), newCDRCmd(a), newPeersCmd(a), newRegistrationsCmd(a),
+		newGetCmd(a, "stats", "Print the running mgsip's counters: calls, lines and registrations by state, MGCP and SIP gate", "/api/v1/stats"),
+		newTraceCmd(a), newAuditCmd(a),
 		newActionCmd(a, "reload", "Make the running mgsip re-read its configuration (like SIGHUP)", "/api/v1/reload", ""),
-		newActionCmd(a, "audit ENDPOINT", "Audit an endpoint (line id or endpoint name) and print the gateway's answer", "/api/v1/audit", "endpoint"),
 		newActionCmd(a, "reregister LINE", "Register a line's SIP account again", "/api/v1/reregister", "line"),
 		newActionCmd(a, "rearm LINE", "Audit and re-arm an idle line", "/api/v1/rearm", "line"),
 		newActionCmd(a, "hangup CALL", "Hang up a call (MGCP call id or SIP Call-ID)", "/api/v1/hangup", "call"),
@@ -245,4 +267,220 @@ func adminCommands(a *app) []*cobra.Command {
 		newActionCmd(a, "disable GATEWAY", "Stop new calls on a gateway and hang up its calls", "/api/v1/gateways/disable", "gateway"),
 		newActionCmd(a, "enable GATEWAY", "Take new calls on a drained or disabled gateway again", "/api/v1/gateways/enable", "gateway"),
 	}
+}
+
+// newAuditCmd audits an endpoint and prints the gateway's answer as a
+// table of its parameters (the API's JSON with --json).
+func newAuditCmd(a *app) *cobra.Command {
+	ac := &adminClient{}
+	c := &cobra.Command{
+		Use:   "audit ENDPOINT",
+		Short: "Audit an endpoint (line id or endpoint name) and print the gateway's answer",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodPost, "/api/v1/audit", url.Values{"endpoint": {args[0]}})
+			if err != nil {
+				return err
+			}
+			if ac.json {
+				_, err := a.stdout.Write(body)
+				return err
+			}
+			var m map[string]any
+			if err := json.Unmarshal(body, &m); err != nil {
+				return err
+			}
+			return keyValues(a.stdout, m)
+		},
+	}
+	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
+	return c
+}
+
+// keyValues prints a JSON object as an aligned KEY VALUE table, nested
+// objects as dotted keys, lists joined with commas.
+func keyValues(w io.Writer, m map[string]any) error {
+	var rows [][]string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				p := k
+				if prefix != "" {
+					p = prefix + "." + k
+				}
+				walk(p, x[k])
+			}
+		case []any:
+			parts := make([]string, 0, len(x))
+			for _, e := range x {
+				if b, err := json.Marshal(e); err == nil {
+					parts = append(parts, strings.Trim(string(b), `"`))
+				}
+			}
+			rows = append(rows, []string{prefix, strings.Join(parts, ", ")})
+		default:
+			b, _ := json.Marshal(x)
+			rows = append(rows, []string{prefix, strings.Trim(string(b), `"`)})
+		}
+	}
+	walk("", m)
+	table(w, "KEY\tVALUE", rows)
+	return nil
+}
+
+// newGetCmd prints what path returns as a KEY VALUE table (the API's JSON
+// with --json).
+func newGetCmd(a *app, use, short, path string) *cobra.Command {
+	ac := &adminClient{}
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodGet, path, nil)
+			if err != nil {
+				return err
+			}
+			if ac.json {
+				_, err := a.stdout.Write(body)
+				return err
+			}
+			var m map[string]any
+			if err := json.Unmarshal(body, &m); err != nil {
+				return err
+			}
+			return keyValues(a.stdout, m)
+		},
+	}
+	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
+	return c
+}
+
+func newPeersCmd(a *app) *cobra.Command {
+	return newListCmd(a, "peers", "List SIP peers as the OPTIONS probes see them", "/api/v1/peers",
+		"PEER\tADDRESS\tUP\tSTATUS\tRTT\tLAST PROBE", func(p admin.PeerView) []string {
+			up := "no"
+			if p.Up {
+				up = "yes"
+			}
+			status := "-"
+			if p.Status != 0 {
+				status = strconv.Itoa(p.Status)
+			}
+			return []string{p.Name, p.Address, up, status, ms(p.RTTMS), since(p.LastProbe)}
+		})
+}
+
+// newRegistrationsCmd lists the lines' registrations.
+func newRegistrationsCmd(a *app) *cobra.Command {
+	ac := &adminClient{}
+	c := &cobra.Command{
+		Use:   "registrations",
+		Short: "List the lines' SIP registrations: state, last status, expiry, failures",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodGet, "/api/v1/registrations", nil)
+			if err != nil {
+				return err
+			}
+			if ac.json {
+				_, err := a.stdout.Write(body)
+				return err
+			}
+			var regs map[string]bridge.RegistrationStatus
+			if err := json.Unmarshal(body, &regs); err != nil {
+				return err
+			}
+			ids := make([]string, 0, len(regs))
+			for id := range regs {
+				ids = append(ids, id)
+			}
+			sort.Slice(ids, func(i, j int) bool { return bridge.NaturalLess(ids[i], ids[j]) })
+			rows := make([][]string, 0, len(ids))
+			for _, id := range ids {
+				r := regs[id]
+				code := "-"
+				if r.Code != 0 {
+					code = strconv.Itoa(r.Code)
+				}
+				expires := "-"
+				if !r.Expires.IsZero() {
+					expires = time.Until(r.Expires).Round(time.Second).String()
+				}
+				rows = append(rows, []string{id, r.State, code, expires, strconv.Itoa(r.Failures), orDash(r.Reason)})
+			}
+			table(a.stdout, "LINE\tSTATE\tLAST STATUS\tEXPIRES IN\tFAILURES\tREASON", rows)
+			return nil
+		},
+	}
+	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
+	return c
+}
+
+// newTraceCmd switches the wire traces of the running daemon.
+func newTraceCmd(a *app) *cobra.Command {
+	ac := &adminClient{}
+	var onlyMGCP, onlySIP bool
+	c := &cobra.Command{
+		Use:       "trace on|off|status",
+		Short:     "Switch the MGCP and SIP wire traces of the running mgsip (both unless --mgcp or --sip), or show them",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"on", "off", "status"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			var body []byte
+			var err error
+			switch args[0] {
+			case "status":
+				body, err = ac.call(ctx, http.MethodGet, "/api/v1/trace", nil)
+			case "on", "off":
+				q := url.Values{}
+				if onlyMGCP || !onlySIP {
+					q.Set("mgcp", args[0])
+				}
+				if onlySIP || !onlyMGCP {
+					q.Set("sip", args[0])
+				}
+				body, err = ac.call(ctx, http.MethodPost, "/api/v1/trace", q)
+			default:
+				return usageErr("trace: %q is not on, off or status", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			var st map[string]bool
+			if err := json.Unmarshal(body, &st); err != nil {
+				return err
+			}
+			onOff := func(b bool) string {
+				if b {
+					return "on"
+				}
+				return "off"
+			}
+			fmt.Fprintf(a.stdout, "mgcp trace %s\nsip trace %s\n", onOff(st["mgcp"]), onOff(st["sip"]))
+			return nil
+		},
+	}
+	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&onlyMGCP, "mgcp", false, "only the MGCP trace")
+	c.Flags().BoolVar(&onlySIP, "sip", false, "only the SIP trace")
+	return c
 }

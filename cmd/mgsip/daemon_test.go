@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,8 +246,11 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 		}
 	}
 	code, out = rd.cli("audit", "gw/aaln/1")
-	if code != 0 || !strings.Contains(out, `"code": 200`) || !strings.Contains(out, "L") {
+	if code != 0 || !strings.Contains(out, "KEY") || !regexp.MustCompile(`(?m)^code +200$`).MatchString(out) {
 		t.Errorf("audit: exit %d\n%s", code, out)
+	}
+	if code, out := rd.cli("audit", "gw/aaln/1", "--json"); code != 0 || !strings.Contains(out, `"code": 200`) {
+		t.Errorf("audit --json: exit %d\n%s", code, out)
 	}
 	if code, out := rd.cli("audit", "gw/aaln/9"); code != 1 || !strings.Contains(out, "404") {
 		t.Errorf("audit of an unknown line: exit %d %s", code, out)
@@ -300,8 +304,39 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(rd.dir, "cdr.jsonl")); err != nil || strings.Count(string(b), "\n") != 2 {
 		t.Errorf("CDR file: %v\n%s", err, b)
 	}
-	if code, out := rd.cli("hangup", "nope"); code != 1 || !strings.Contains(out, "no such call") {
+	if code, out := rd.cli("hangup", "nope"); code != 1 || !strings.Contains(out, "no such call") || strings.Contains(out, "bridge:") {
 		t.Errorf("hangup unknown: exit %d %s", code, out)
+	}
+	// The rest of the operator's commands, against the running daemon.
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"peers"}, []string{"PEER", "pbx", "yes", " ms"}},
+		{[]string{"registrations"}, []string{"LINE", "gw/aaln/1", "registered", "200"}},
+		{[]string{"stats"}, []string{"calls_active", "mgcp.commands_sent", "registrations.registered", "sip_gate.refused"}},
+		{[]string{"trace", "status"}, []string{"mgcp trace on", "sip trace off"}},
+		{[]string{"trace", "on", "--sip"}, []string{"mgcp trace on", "sip trace on"}},
+		{[]string{"trace", "off"}, []string{"mgcp trace off", "sip trace off"}},
+		{[]string{"lines", "--state", "idle", "--gateway", "gw"}, []string{"gw/aaln/1", "gw/aaln/2"}},
+		{[]string{"gateways"}, []string{" ms"}},
+	} {
+		code, out := rd.cli(tc.args...)
+		for _, w := range tc.want {
+			if code != 0 || !strings.Contains(out, w) {
+				t.Errorf("mgsip %s: exit %d, no %q in\n%s", strings.Join(tc.args, " "), code, w, out)
+				break
+			}
+		}
+	}
+	if code, out := rd.cli("lines", "--state", "connected"); code != 0 || strings.Contains(out, "gw/aaln") {
+		t.Errorf("lines --state connected: exit %d\n%s", code, out)
+	}
+	if _, body := rd.get("/api/v1/lines", testToken); !strings.Contains(body, `"state": "registered"`) || strings.Contains(body, `"State"`) {
+		t.Errorf("lines JSON is not snake_case with typed values: %s", body)
+	}
+	if _, body := rd.get("/api/v1/gateways", testToken); !strings.Contains(body, `"rtt_ms": `) {
+		t.Errorf("gateways JSON has no rtt_ms: %s", body)
 	}
 	if code, out := rd.cli("reregister", "gw/aaln/1"); code != 0 {
 		t.Errorf("reregister: exit %d %s", code, out)

@@ -78,7 +78,7 @@ func TestDependencyRule(t *testing.T) {
 			module + "/mgcp", module + "/internal/trace", module + "/internal/config"},
 		module + "/internal/daemon": {"github.com/sirupsen/logrus", "golang.org/x/sync/errgroup", "golang.org/x/sys/unix",
 			"github.com/coreos/go-systemd/v22", module + "/bridge", module + "/mapping", module + "/mgcp", module + "/sip",
-			module + "/internal/admin", module + "/internal/config", module + "/internal/metrics", module + "/internal/trace"},
+			module + "/internal/admin", module + "/internal/cdr", module + "/internal/config", module + "/internal/metrics", module + "/internal/trace"},
 		module + "/internal/sim": {"github.com/sirupsen/logrus", module + "/bridge", module + "/mapping", module + "/mgcp",
 			module + "/mgcp/mgcptest", module + "/sip", module + "/sip/siptest", module + "/internal/config",
 			module + "/internal/trace"},

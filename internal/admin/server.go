@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
@@ -41,6 +42,8 @@ type Backend struct {
 	// CDRs returns up to limit call detail records that ended after
 	// since, and a channel closed when the next one is recorded.
 	CDRs func(since time.Time, limit int) ([]bridge.CDR, <-chan struct{})
+	// SIPGate counts what the SIP stack's gate turned away, by action.
+	SIPGate func() map[string]uint64
 }
 
 // Options configure the server. docs/security.md explains each guard.
@@ -99,14 +102,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, APIError{Error: err.Error()})
+	writeJSON(w, status, APIError{Error: plainError(err)})
+}
+
+// plainError is err's text without the Go package prefixes ("bridge: ")
+// that mean nothing to an operator.
+func plainError(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"bridge: ", "mgcp: ", "sip: ", "mapping: ", "config: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
 }
 
 // GatewayView is a gateway as the API shows it.
 type GatewayView struct {
 	bridge.GatewayStatus
 	State           string    `json:"mgcp_state,omitempty"`
-	RTT             string    `json:"rtt,omitempty"`
+	RTTMS           float64   `json:"rtt_ms,omitzero"`
+	RTOMS           float64   `json:"rto_ms,omitzero"`
 	Retransmissions uint64    `json:"retransmissions"`
 	Timeouts        uint64    `json:"timeouts"`
 	LastHeard       time.Time `json:"last_heard,omitzero"`
@@ -130,7 +144,20 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
 	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
 	api("GET /api/v1/gateways", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.gatewayViews()) })
-	api("GET /api/v1/lines", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.Bridge.Lines()) })
+	api("GET /api/v1/lines", func(w http.ResponseWriter, r *http.Request) {
+		gw, state := r.URL.Query().Get("gateway"), r.URL.Query().Get("state")
+		out := []bridge.LineStatus{}
+		for _, l := range d.Bridge.Lines() {
+			if (gw == "" || strings.EqualFold(l.Gateway, gw)) && (state == "" || strings.EqualFold(l.State, state)) {
+				out = append(out, l)
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	api("GET /api/v1/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.stats()) })
+	api("GET /api/v1/trace", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"mgcp": d.Trace.TraceMGCP.Load(), "sip": d.Trace.TraceSIP.Load()})
+	})
 	api("GET /api/v1/calls", func(w http.ResponseWriter, _ *http.Request) {
 		calls := d.Bridge.Calls()
 		if calls == nil {
@@ -237,9 +264,7 @@ func (s *Server) gatewayViews() []GatewayView {
 		v := GatewayView{GatewayStatus: g}
 		if p, ok := peers[g.Address]; ok {
 			v.State, v.Retransmissions, v.Timeouts, v.LastHeard = p.State.String(), p.Retransmissions, p.Timeouts, p.LastHeard
-			if p.RTT > 0 {
-				v.RTT = p.RTT.String()
-			}
+			v.RTTMS, v.RTOMS = millis(p.RTT), millis(p.RTO)
 		}
 		if d.LastRSIP != nil {
 			v.LastRSIP = d.LastRSIP(g.Name)
@@ -255,9 +280,12 @@ type PeerView struct {
 	Address   string    `json:"address"`
 	Up        bool      `json:"up"`
 	Status    int       `json:"status,omitempty"`
-	RTT       string    `json:"rtt,omitempty"`
+	RTTMS     float64   `json:"rtt_ms,omitzero"`
 	LastProbe time.Time `json:"last_probe,omitzero"`
 }
+
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // MaxCDRWait bounds the long poll of GET /api/v1/cdr?wait=.
 const MaxCDRWait = 60 * time.Second
@@ -315,4 +343,55 @@ func (s *Server) cdrs(w http.ResponseWriter, r *http.Request) {
 		out = []bridge.CDR{}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Stats is GET /api/v1/stats: the counters an operator looks at first.
+type Stats struct {
+	CallsActive   int64             `json:"calls_active"`
+	Lines         map[string]int    `json:"lines"`         // by state
+	Registrations map[string]int    `json:"registrations"` // by state
+	GatewaysUp    int               `json:"gateways_up"`
+	GatewaysDown  int               `json:"gateways_down"`
+	MGCP          MGCPStats         `json:"mgcp"`
+	SIPGate       map[string]uint64 `json:"sip_gate,omitempty"`
+}
+
+// MGCPStats are the MGCP stack's counters since start.
+type MGCPStats struct {
+	CommandsSent      uint64 `json:"commands_sent"`
+	Retransmissions   uint64 `json:"retransmissions"`
+	Timeouts          uint64 `json:"timeouts"`
+	ResponsesReceived uint64 `json:"responses_received"`
+	CommandsReceived  uint64 `json:"commands_received"`
+	Duplicates        uint64 `json:"duplicates"`
+	ParseErrors       uint64 `json:"parse_errors"`
+	Refused           uint64 `json:"refused"`
+	ForeignCommands   uint64 `json:"foreign_commands"`
+	UnknownRequestIDs uint64 `json:"unknown_request_ids"`
+}
+
+func (s *Server) stats() Stats {
+	d := s.b
+	st := Stats{CallsActive: d.Bridge.ActiveCalls(), Lines: map[string]int{}, Registrations: map[string]int{}}
+	for _, l := range d.Bridge.Lines() {
+		st.Lines[l.State]++
+		if l.Registration != nil {
+			st.Registrations[l.Registration.State]++
+		}
+	}
+	for _, g := range d.Bridge.Gateways() {
+		if g.Down {
+			st.GatewaysDown++
+		} else {
+			st.GatewaysUp++
+		}
+	}
+	m := d.CallAgent.Stats()
+	st.MGCP = MGCPStats{CommandsSent: m.CommandsSent, Retransmissions: m.Retransmissions, Timeouts: m.Timeouts,
+		ResponsesReceived: m.ResponsesReceived, CommandsReceived: m.CommandsReceived, Duplicates: m.Duplicates,
+		ParseErrors: m.ParseErrors, Refused: m.Refused, ForeignCommands: d.Bridge.Refused(), UnknownRequestIDs: d.Bridge.UnknownRequests()}
+	if d.SIPGate != nil {
+		st.SIPGate = d.SIPGate()
+	}
+	return st
 }

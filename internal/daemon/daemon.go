@@ -76,6 +76,12 @@ type daemon struct {
 	lastRSIP     map[string]time.Time
 }
 
+// sipGate is what the SIP gate turned away, by action.
+func (d *daemon) sipGate() map[string]uint64 {
+	g := d.stack.Stats()
+	return map[string]uint64{"refused": g.Refused, "dropped": g.Dropped, "limited": g.Limited, "bad_ack": g.BadAcks, "rejected": g.Rejected}
+}
+
 // onCall takes an ended call leg's record: metrics and the CDR store.
 func (d *daemon) onCall(r bridge.CallRecord) {
 	d.metrics.Call(r)
@@ -148,7 +154,8 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
-		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart, CDRs: d.cdrs.Since}, adminOptions(cfg.File.Admin, log))
+		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart, CDRs: d.cdrs.Since,
+		SIPGate: d.sipGate}, adminOptions(cfg.File.Admin, log))
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
@@ -456,7 +463,7 @@ func (d *daemon) probePeers(ctx context.Context) {
 			}
 			v := admin.PeerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now()}
 			if err == nil {
-				v.RTT = rtt.Round(time.Microsecond).String()
+				v.RTTMS = float64(rtt.Microseconds()) / 1000
 			}
 			if seen && prev.Up != v.Up {
 				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
