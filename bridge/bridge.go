@@ -51,6 +51,12 @@ type Config struct {
 	TrustGateway func(gw *mapping.GatewayRule, from netip.AddrPort) bool
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
+	// OnAnswer, if set, is called when a call leg is answered (line id,
+	// direction), for the calls-set-up metric; it must not block.
+	OnAnswer func(line, direction string)
+	// OnRegistration, if set, is called (on its own goroutine) after each
+	// change of a line's registration.
+	OnRegistration func(line string, st sip.RegStatus)
 }
 
 // CallRecord summarizes an ended call leg (one line's side of a call);
@@ -137,7 +143,7 @@ func New(cfg Config) (*Bridge, error) {
 		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
 		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{}), stopped: make(chan struct{})}
 	if cfg.SIP != nil {
-		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
+		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{OnChange: cfg.OnRegistration})
 		cfg.SIP.SetMWIHandler(b.onMWI)
 	}
 	return b, nil

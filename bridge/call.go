@@ -314,7 +314,7 @@ func (l *line) answer() {
 		l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
 		return
 	}
-	c.answered = time.Now()
+	l.markAnswered(c)
 	if c.peer != nil {
 		peer, id := c.peer, c.id
 		peer.postWait(func() { peer.onLocalAnswered(id) })
@@ -366,7 +366,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		}
 		l.state = stConnected
 		c.ringback = false
-		c.answered = time.Now()
+		l.markAnswered(c)
 		if err := l.modifyConnection(c, tr.Mode, tr.SDP); err != nil {
 			l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
 		}

@@ -204,3 +204,12 @@ func rtpStats(ps []mgcp.ConnParam) *RTPStats {
 	}
 	return s
 }
+
+// markAnswered notes the answer of a call leg (its record's answer time,
+// the calls-set-up metric).
+func (l *line) markAnswered(c *call) {
+	c.answered = time.Now()
+	if f := l.b.cfg.OnAnswer; f != nil {
+		f(l.rule.ID, c.direction)
+	}
+}

@@ -94,7 +94,7 @@ func (l *line) onLocalAnswered(id string) {
 	}
 	l.state = stConnected
 	c.ringback = false
-	c.answered = time.Now()
+	l.markAnswered(c)
 	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
 		l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
 	}

@@ -90,7 +90,7 @@ func (l *line) answerWaiting(c *call) {
 		l.endCallOf(c, "MDCX failed: "+err.Error(), false)
 		return
 	}
-	c.answered = time.Now()
+	l.markAnswered(c)
 	d := c.dialog
 	go func() { _ = d.Answer(tr.SDP) }()
 }

@@ -311,7 +311,7 @@ func (ca *CallAgent) read(buf []byte) (int, netip.AddrPort, error) {
 
 func (ca *CallAgent) write(b []byte, to netip.AddrPort) error {
 	if ca.cfg.Trace {
-		ca.log.WithField("to", to.String()).Info("mgcp send\n" + string(b))
+		ca.log.WithFields(logrus.Fields{"to": to.String(), "message": string(b)}).Info("mgcp send")
 	}
 	if u, ok := ca.conn.(*net.UDPConn); ok {
 		_, err := u.WriteToUDPAddrPort(b, to)
@@ -653,7 +653,7 @@ func (ca *CallAgent) sampled(log func()) {
 // receive handles one datagram.
 func (ca *CallAgent) receive(b []byte, from netip.AddrPort) {
 	if ca.cfg.Trace {
-		ca.log.WithField("from", from.String()).Info("mgcp recv\n" + string(b))
+		ca.log.WithFields(logrus.Fields{"from": from.String(), "message": string(b)}).Info("mgcp recv")
 	}
 	msgs, err := parseDatagramInto(ca.msgs[:0], b)
 	ca.msgs = msgs[:0]

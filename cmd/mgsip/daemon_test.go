@@ -355,6 +355,43 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 			t.Errorf("metrics after the call lack %s", want)
 		}
 	}
+	for _, want := range []string{`mgsip_calls_answered_total{direction="outgoing"} 1`, `mgsip_calls_answered_total{direction="incoming"} 1`,
+		"mgsip_start_time_seconds ", "mgsip_config_last_reload_success_timestamp_seconds ", `mgsip_sip_peer_up{peer="pbx"} 1`,
+		`mgsip_gateway_retransmissions_total{gateway="gw"}`, `mgsip_gateway_timeouts_total{gateway="gw"} 0`,
+		`mgsip_mgcp_transaction_seconds_bucket{gateway="gw",`, `mgsip_registration_failures_total{reason="no_answer"} 0`} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// Every metric the shipped Grafana dashboard queries exists.
+	dash, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &board); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	queried := 0
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range regexp.MustCompile(`\b(?:mgsip|process|go)_[a-z_]+\b`).FindAllString(tg.Expr, -1) {
+				queried++
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+				if !strings.Contains(metricsText, "# TYPE "+base+" ") {
+					t.Errorf("panel %q queries %s, which mgsip does not export", p.Title, name)
+				}
+			}
+		}
+	}
+	if queried < 20 {
+		t.Errorf("the dashboard queries only %d metrics", queried)
+	}
 	if !strings.Contains(rd.logs.String(), "CRCX ") {
 		t.Error("the MGCP wire trace did not log the CRCX")
 	}
@@ -464,4 +501,19 @@ func TestDaemonDrain(t *testing.T) {
 	if !strings.Contains(rd.logs.String(), "draining: no new calls") {
 		t.Errorf("log lacks the drain:\n%s", rd.logs.String())
 	}
+}
+
+// TestDaemonReadyzGateways: with daemon.ready.gateways: all, /readyz
+// answers 503 once a gateway is marked down, and says why.
+func TestDaemonReadyzGateways(t *testing.T) {
+	rd := startDaemon(t, "daemon:\n  ready:\n    gateways: all\n    sip_peers: ignore\n")
+	if code, body := rd.get("/readyz", ""); code != 200 {
+		t.Fatalf("readyz before: %d %s", code, body)
+	}
+	_ = rd.gw.Close() // the gateway dies; the next command to it times out
+	go rd.cli("rearm", "gw/aaln/1")
+	rd.waitFor("readyz 503", func() bool {
+		code, body := rd.get("/readyz", "")
+		return code == 503 && strings.Contains(body, "1 gateway(s) down")
+	})
 }

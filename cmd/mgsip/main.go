@@ -22,6 +22,9 @@ type exitError struct {
 	err  error
 }
 
+// logTimeFormat stamps log lines with milliseconds (RFC 3339).
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
@@ -86,9 +89,9 @@ func (a *app) setupLogging() error {
 	l.SetLevel(lvl)
 	switch strings.ToLower(a.logFormat) {
 	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: logTimeFormat})
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: logTimeFormat})
 	default:
 		return usageErr("--log-format: want text or json, got %q", a.logFormat)
 	}

@@ -58,6 +58,18 @@ type Daemon struct {
 	// DrainTimeout is how long SIGTERM waits for calls to end before
 	// hanging them up (default 30s).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Ready says when /readyz answers 200 besides "not draining".
+	Ready Ready `yaml:"ready"`
+}
+
+// Ready is what /readyz requires.
+type Ready struct {
+	// SIPPeers: "any" (default: at least one probed peer answers OPTIONS,
+	// or none is probed) or "ignore".
+	SIPPeers string `yaml:"sip_peers"`
+	// Gateways: "ignore" (default), "any" (at least one gateway up) or
+	// "all" (no gateway marked down).
+	Gateways string `yaml:"gateways"`
 }
 
 // CDR says where call detail records go (internal/cdr).
@@ -237,6 +249,16 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts 
 	}
 	if fc.Daemon.DrainTimeout < 0 {
 		add("daemon.drain_timeout", "must not be negative")
+	}
+	switch fc.Daemon.Ready.SIPPeers {
+	case "", "any", "ignore":
+	default:
+		add("daemon.ready.sip_peers", fmt.Sprintf("must be any or ignore, not %q", fc.Daemon.Ready.SIPPeers))
+	}
+	switch fc.Daemon.Ready.Gateways {
+	case "", "ignore", "any", "all":
+	default:
+		add("daemon.ready.gateways", fmt.Sprintf("must be ignore, any or all, not %q", fc.Daemon.Ready.Gateways))
 	}
 	for key, v := range map[string]time.Duration{"calls.ring_timeout": fc.Calls.RingTimeout,
 		"calls.no_answer_timeout": fc.Calls.NoAnswerTimeout, "calls.tone_timeout": fc.Calls.ToneTimeout} {

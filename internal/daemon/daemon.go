@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,8 @@ type daemon struct {
 	peers        []netip.Prefix            // SIP peers' addresses
 	peerState    map[string]admin.PeerView // SIP peers by name, from the OPTIONS probes
 	lastRSIP     map[string]time.Time
+	regFailures  map[string]int // consecutive failures last reported per line
+	readyWhen    config.Ready
 }
 
 // sipGate is what the SIP gate turned away, by action.
@@ -93,7 +96,8 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log
 	var err error
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
-		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{}}
+		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{},
+		readyWhen: cfg.File.Daemon.Ready}
 	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
 	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
 	d.tap.TraceSIP.Store(cfg.File.SIP.Trace)
@@ -137,7 +141,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	calls := cfg.File.Calls
 	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
-		Log: log.WithField("component", "bridge"), OnCall: d.onCall, RingTimeout: calls.RingTimeout,
+		Log: log.WithField("component", "bridge"), OnCall: d.onCall, OnAnswer: func(_, dir string) { d.metrics.Answered(dir) },
+		OnRegistration: d.onRegistration, RingTimeout: calls.RingTimeout,
 		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
 		TrustGateway: d.trustGateway})
 	if err != nil {
@@ -145,7 +150,10 @@ func Run(ctx context.Context, opts Options) error {
 		_ = d.stack.Close()
 		return err
 	}
-	d.metrics.Registry.MustRegister(metrics.NewStateCollector(d.ca, d.bridge, d.stack))
+	sc := metrics.NewStateCollector(d.ca, d.bridge, d.stack)
+	sc.Peers = d.peersUp
+	d.metrics.Registry.MustRegister(sc)
+	d.metrics.GatewayName = d.gatewayName
 	d.stack.SetHandler(d.bridge)
 	adminLn, err := admin.Listen(cfg.File.Admin)
 	if err != nil {
@@ -264,10 +272,11 @@ func (d *daemon) reload(ctx context.Context) error {
 	cfg, err := config.LoadFile(path, os.LookupEnv, config.AllowEmpty(d.allowEmpty))
 	if err != nil {
 		d.metrics.Reloads.WithLabelValues("rejected").Inc()
-		d.log.WithField("config", path).Error("reload rejected, keeping the running rules:\n" + err.Error())
+		d.log.WithFields(logrus.Fields{"config": path, "problems": strings.Split(err.Error(), "\n")}).
+			Error("reload rejected, keeping the running rules")
 		return err
 	}
-	d.metrics.Reloads.WithLabelValues("ok").Inc()
+	d.metrics.ReloadOK()
 	old := d.rules.Swap(cfg.Rules)
 	d.setAllowed(ctx, cfg.Rules)
 	added, removed := diffLines(old, cfg.Rules)
@@ -363,6 +372,47 @@ func (d *daemon) allowSIP(a netip.AddrPort) bool {
 	return false
 }
 
+// gatewayName names the gateway whose address a is ("" if none).
+func (d *daemon) gatewayName(a netip.AddrPort) string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for name, set := range d.gatewayAddrs {
+		if set != nil && set[a.Addr().Unmap()] {
+			return name
+		}
+	}
+	return ""
+}
+
+// peersUp is each SIP peer's reachability as the OPTIONS probes saw it.
+func (d *daemon) peersUp() map[string]bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make(map[string]bool, len(d.peerState))
+	for name, p := range d.peerState {
+		out[name] = p.Up
+	}
+	return out
+}
+
+// onRegistration counts a line's failed REGISTER attempts by reason.
+func (d *daemon) onRegistration(line string, st sip.RegStatus) {
+	d.mu.Lock()
+	if d.regFailures == nil {
+		d.regFailures = map[string]int{}
+	}
+	// The callbacks run on goroutines of their own and may arrive out of
+	// order: only a rise counts; 0 (a success) starts again.
+	n := st.Failures - d.regFailures[line]
+	if n > 0 || st.Failures == 0 {
+		d.regFailures[line] = st.Failures
+	}
+	d.mu.Unlock()
+	if n > 0 {
+		d.metrics.RegistrationFailed(st.Code, n)
+	}
+}
+
 // trustGateway says whether a command for gw's endpoints may come from a.
 func (d *daemon) trustGateway(gw *mapping.GatewayRule, a netip.AddrPort) bool {
 	d.mu.RLock()
@@ -418,10 +468,32 @@ func (d *daemon) lastRestart(gateway string) time.Time {
 	return d.lastRSIP[gateway]
 }
 
-// ready: not while draining, nor when no configured SIP peer answers.
+// ready: not while draining; by default not when no probed SIP peer
+// answers OPTIONS; optionally not when no gateway (or not every gateway)
+// answers (daemon.ready, docs/operations.md).
 func (d *daemon) ready() (bool, string) {
 	if d.bridge.Draining() {
 		return false, "draining"
+	}
+	switch d.readyWhen.Gateways {
+	case "any", "all":
+		up, down := 0, 0
+		for _, g := range d.bridge.Gateways() {
+			if g.Down {
+				down++
+			} else {
+				up++
+			}
+		}
+		if d.readyWhen.Gateways == "any" && up == 0 && down > 0 {
+			return false, "no gateway answers"
+		}
+		if d.readyWhen.Gateways == "all" && down > 0 {
+			return false, strconv.Itoa(down) + " gateway(s) down"
+		}
+	}
+	if d.readyWhen.SIPPeers == "ignore" {
+		return true, ""
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,14 @@ type Metrics struct {
 	callSeconds  prometheus.Histogram
 	Reloads      *prometheus.CounterVec // by result: ok, rejected
 	sipMalformed prometheus.Counter
+	answered     *prometheus.CounterVec
+	regFailures  *prometheus.CounterVec
+	started      prometheus.Gauge
+	lastReload   prometheus.Gauge
+
+	// GatewayName names the gateway at an address for the transaction
+	// histogram's label ("" when none is known: the address is used).
+	GatewayName func(netip.AddrPort) string
 }
 
 // New registers the metrics in a registry of their own.
@@ -34,7 +43,7 @@ func New() *Metrics {
 		Help: "MGCP and SIP messages by protocol, direction (in, out) and type: verb or method of a command or request, code of a response."},
 		[]string{"protocol", "direction", "type"})
 	m.mgcpRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mgsip_mgcp_transaction_seconds",
-		Help:    "Time from sending an MGCP command to its final response, retransmissions included, by gateway address.",
+		Help:    "Time from sending an MGCP command to its final response, retransmissions included, by gateway name.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"gateway"})
 	m.callSetups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_call_setups_total",
 		Help: "Ended calls by direction and result: answered, busy, no_answer, cancelled, failed."}, []string{"direction", "result"})
@@ -48,6 +57,21 @@ func New() *Metrics {
 		Help: "Configuration reloads by result (ok, rejected)."}, []string{"result"})
 	m.sipMalformed = prometheus.NewCounter(prometheus.CounterOpts{Name: "mgsip_sip_malformed_total",
 		Help: "SIP datagrams received that do not start like a SIP message."})
+	m.answered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_calls_answered_total",
+		Help: "Calls set up, counted when answered, by direction (outgoing, incoming, local)."}, []string{"direction"})
+	m.regFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_registration_failures_total",
+		Help: "Failed REGISTER attempts by reason: the final SIP status (403, 503, ...) or no_answer."}, []string{"reason"})
+	m.started = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mgsip_start_time_seconds",
+		Help: "When this mgsip process started (Unix time)."})
+	m.started.SetToCurrentTime()
+	m.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mgsip_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (start or reload; Unix time)."})
+	m.lastReload.SetToCurrentTime()
+	for _, d := range []string{"outgoing", "incoming", "local"} {
+		m.answered.WithLabelValues(d) // present at 0 before the first call
+	}
+	m.regFailures.WithLabelValues("no_answer")
+	m.Registry.MustRegister(m.answered, m.regFailures, m.started, m.lastReload)
 	m.Registry.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -63,7 +87,33 @@ func (m *Metrics) Message(proto, dir, typ string) {
 
 // RoundTrip observes an MGCP transaction (an mgcp.WithRoundTripFunc).
 func (m *Metrics) RoundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
-	m.mgcpRTT.WithLabelValues(peer.String()).Observe(rtt.Seconds())
+	name := ""
+	if m.GatewayName != nil {
+		name = m.GatewayName(peer)
+	}
+	if name == "" {
+		name = peer.String()
+	}
+	m.mgcpRTT.WithLabelValues(name).Observe(rtt.Seconds())
+}
+
+// ReloadOK counts a successful reload and stamps its time.
+func (m *Metrics) ReloadOK() {
+	m.Reloads.WithLabelValues("ok").Inc()
+	m.lastReload.SetToCurrentTime()
+}
+
+// Answered counts a call set up (a bridge.Config OnAnswer).
+func (m *Metrics) Answered(direction string) { m.answered.WithLabelValues(direction).Inc() }
+
+// RegistrationFailed counts failed REGISTER attempts: code is the SIP
+// status, 0 when there was no answer (reason no_answer).
+func (m *Metrics) RegistrationFailed(code, n int) {
+	reason := "no_answer"
+	if code != 0 {
+		reason = strconv.Itoa(code)
+	}
+	m.regFailures.WithLabelValues(reason).Add(float64(n))
 }
 
 // callResult folds a call record's result into a few label values.
@@ -99,6 +149,10 @@ type StateCollector struct {
 
 	mgcpForeign, sipGate *prometheus.Desc
 
+	// Peers, when set, reports each SIP peer's reachability (OPTIONS).
+	Peers                      func() map[string]bool
+	peerUp, gwRetrans, gwTimeo *prometheus.Desc
+
 	mgcpRetrans, mgcpTimeouts, mgcpParseErrors, mgcpRefused *prometheus.Desc
 	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
 }
@@ -116,13 +170,16 @@ func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *Sta
 		endpoints:       prometheus.NewDesc("mgsip_endpoints", "Lines and trunk channels by state.", []string{"state"}, nil),
 		registrations:   prometheus.NewDesc("mgsip_registrations", "Line registrations by state.", []string{"state"}, nil),
 		callsActive:     prometheus.NewDesc("mgsip_calls_active", "Calls in progress.", nil, nil),
+		peerUp:          prometheus.NewDesc("mgsip_sip_peer_up", "SIP peers answering OPTIONS (1) or not (0).", []string{"peer"}, nil),
+		gwRetrans:       prometheus.NewDesc("mgsip_gateway_retransmissions_total", "MGCP commands sent again to a gateway for want of an answer, by gateway name.", []string{"gateway"}, nil),
+		gwTimeo:         prometheus.NewDesc("mgsip_gateway_timeouts_total", "MGCP transactions to a gateway that ended without an answer, by gateway name.", []string{"gateway"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints,
-		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate} {
+		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate, c.peerUp, c.gwRetrans, c.gwTimeo} {
 		ch <- d
 	}
 }
@@ -142,12 +199,28 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.sipGate, prometheus.CounterValue, float64(n), action)
 		}
 	}
+	peers := map[string]mgcp.PeerInfo{}
+	for _, p := range c.ca.Peers() {
+		peers[p.Addr.String()] = p
+	}
 	for _, g := range c.b.Gateways() {
 		up := 1.0
 		if g.Down {
 			up = 0
 		}
 		ch <- prometheus.MustNewConstMetric(c.gatewaysUp, prometheus.GaugeValue, up, g.Name)
+		p := peers[g.Address]
+		ch <- prometheus.MustNewConstMetric(c.gwRetrans, prometheus.CounterValue, float64(p.Retransmissions), g.Name)
+		ch <- prometheus.MustNewConstMetric(c.gwTimeo, prometheus.CounterValue, float64(p.Timeouts), g.Name)
+	}
+	if c.Peers != nil {
+		for name, ok := range c.Peers() {
+			up := 0.0
+			if ok {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.peerUp, prometheus.GaugeValue, up, name)
+		}
 	}
 	states := map[string]int{"idle": 0, "dialing": 0, "calling": 0, "ringing": 0, "connected": 0, "tone": 0}
 	for _, l := range c.b.Lines() {
