@@ -195,7 +195,7 @@ func (l *line) rqnt(want gwRequest) error {
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		if hookCode(err) == 0 {
-			l.log.WithError(err).Warn("bridge: RQNT failed")
+			l.mgcpFailed(err, "bridge: RQNT failed")
 		}
 		return err
 	}
@@ -447,7 +447,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 		}
 		if err != nil {
 			c.mgcpCode = mgcpCodeOf(err)
-			l.log.WithError(err).Warn("bridge: MDCX failed")
+			l.mgcpFailed(err, "bridge: MDCX failed")
 			return err
 		}
 		if embedded {
@@ -551,7 +551,7 @@ func (l *line) audit(ctx context.Context) (offHook bool, conns []string, err err
 	}
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
-		l.log.WithError(err).Warn("bridge: audit failed")
+		l.mgcpFailed(err, "bridge: audit failed")
 		return false, nil, err
 	}
 	for _, e := range res.EventStates {
@@ -589,4 +589,16 @@ func (l *line) offHookEvents() []mgcp.RequestedEvent {
 		evs = append(evs, evDTMF)
 	}
 	return evs
+}
+
+// mgcpFailed logs a failed MGCP command of the line: a refusal is a
+// warning; a timeout is a debug line, because the gateway is marked down
+// by it and says so once for all its lines (a dead 24-port gateway is
+// one warning, not 25).
+func (l *line) mgcpFailed(err error, msg string) {
+	if errors.Is(err, mgcp.ErrTimeout) {
+		l.log.WithError(err).Debug(msg)
+		return
+	}
+	l.log.WithError(err).Warn(msg)
 }
