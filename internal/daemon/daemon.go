@@ -90,7 +90,9 @@ func Run(ctx context.Context, opts Options) error {
 		defer d.tap.Pcap.Close()
 	}
 	if h := cfg.File.Trace.HEP; h != "" {
-		if d.tap.HEP, err = trace.NewHEPSender(h, cfg.File.Trace.HEPNodeID); err != nil {
+		t := cfg.File.Trace
+		if d.tap.HEP, err = trace.NewHEPSender(trace.HEPOptions{Collector: h, NodeID: t.HEPNodeID, NodeName: t.HEPNodeName,
+			Password: t.HEPPassword.Reveal()}); err != nil {
 			return fmt.Errorf("trace.hep: %w", err)
 		}
 		defer d.tap.HEP.Close()
@@ -126,6 +128,7 @@ func Run(ctx context.Context, opts Options) error {
 		_ = d.stack.Close()
 		return err
 	}
+	d.tap.Correlate = &trace.MGCPCorrelator{Lookup: d.bridge.SIPCallIDOf}
 	d.metrics.Registry.MustRegister(metrics.NewStateCollector(d.ca, d.bridge, d.stack))
 	d.stack.SetHandler(d.bridge)
 	adminLn, err := admin.Listen(cfg.File.Admin)

@@ -28,6 +28,9 @@ type Tapper struct {
 	OnMessage func(proto, dir, kind string)
 	Pcap      *PcapWriter
 	HEP       *HEPSender
+	// Correlate, if set, gives MGCP messages sent to HEP the SIP Call-ID
+	// of their call.
+	Correlate *MGCPCorrelator
 	hepErrors atomic.Uint64
 }
 
@@ -114,11 +117,12 @@ func (t *Tapper) observe(proto string, out bool, local, remote net.Addr, b []byt
 		t.Pcap.Write(now, src, dst, b)
 	}
 	if t.HEP != nil {
-		p := uint8(HEPSIP)
+		p, corr := uint8(HEPSIP), ""
 		if proto == "mgcp" {
 			p = HEPMGCP
+			corr = t.Correlate.Correlate(addrPort(remote), out, b, now)
 		}
-		if err := t.HEP.Send(p, src, dst, now, b); err != nil {
+		if err := t.HEP.Send(p, src, dst, now, b, corr); err != nil {
 			t.hepErrors.Add(1)
 		}
 	}
