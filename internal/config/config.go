@@ -53,7 +53,8 @@ type Trace struct {
 	// Pcap is a file every MGCP and SIP message is written to; empty: off.
 	Pcap string `yaml:"pcap"`
 	// PcapMaxBytes starts a new file past this size (default 100 MB);
-	// PcapKeep files are kept (default 5).
+	// PcapKeep files are kept (default 5, at least 2). A capture left by
+	// the previous run is rotated, never truncated.
 	PcapMaxBytes int64 `yaml:"pcap_max_bytes"`
 	PcapKeep     int   `yaml:"pcap_keep"`
 }
@@ -233,8 +234,8 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts 
 	if fc.Trace.PcapMaxBytes < 0 {
 		add("trace.pcap_max_bytes", "must not be negative")
 	}
-	if fc.Trace.PcapKeep < 0 {
-		add("trace.pcap_keep", "must not be negative")
+	if fc.Trace.PcapKeep < 0 || fc.Trace.PcapKeep == 1 {
+		add("trace.pcap_keep", "must be at least 2: the file being written and the one before, so that a restart keeps the last run's capture")
 	}
 	if fc.Daemon.DrainTimeout < 0 {
 		add("daemon.drain_timeout", "must not be negative")
