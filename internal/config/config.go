@@ -45,10 +45,17 @@ type Trace struct {
 	HEP string `yaml:"hep"`
 	// HEPNodeID identifies this mgsip to the collector (default 2427).
 	HEPNodeID uint32 `yaml:"hep_node_id"`
+	// HEPNodeName names this mgsip to the collector (HEP chunk 0x0013);
+	// empty: left out.
+	HEPNodeName string `yaml:"hep_node_name"`
+	// HEPPassword is the collector's capture password (chunk 0x000e;
+	// ${ENV} allowed); empty: left out.
+	HEPPassword mapping.Secret `yaml:"hep_password"`
 	// Pcap is a file every MGCP and SIP message is written to; empty: off.
 	Pcap string `yaml:"pcap"`
 	// PcapMaxBytes starts a new file past this size (default 100 MB);
-	// PcapKeep files are kept (default 5).
+	// PcapKeep files are kept (default 5, at least 2). A capture left by
+	// the previous run is rotated, never truncated.
 	PcapMaxBytes int64 `yaml:"pcap_max_bytes"`
 	PcapKeep     int   `yaml:"pcap_keep"`
 }
@@ -241,11 +248,19 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts 
 			add("trace.hep", fmt.Sprintf("%q is not host:port", fc.Trace.HEP))
 		}
 	}
+	if pw, err := mapping.ExpandEnv(string(fc.Trace.HEPPassword), lookupEnv); err != nil {
+		add("trace.hep_password", err.Error())
+	} else {
+		fc.Trace.HEPPassword = mapping.Secret(pw)
+	}
+	if len(fc.Trace.HEPNodeName) > 255 {
+		add("trace.hep_node_name", "must be at most 255 characters")
+	}
 	if fc.Trace.PcapMaxBytes < 0 {
 		add("trace.pcap_max_bytes", "must not be negative")
 	}
-	if fc.Trace.PcapKeep < 0 {
-		add("trace.pcap_keep", "must not be negative")
+	if fc.Trace.PcapKeep < 0 || fc.Trace.PcapKeep == 1 {
+		add("trace.pcap_keep", "must be at least 2: the file being written and the one before, so that a restart keeps the last run's capture")
 	}
 	if fc.Daemon.DrainTimeout < 0 {
 		add("daemon.drain_timeout", "must not be negative")

@@ -108,7 +108,9 @@ func Run(ctx context.Context, opts Options) error {
 		defer d.tap.Pcap.Close()
 	}
 	if h := cfg.File.Trace.HEP; h != "" {
-		if d.tap.HEP, err = trace.NewHEPSender(h, cfg.File.Trace.HEPNodeID); err != nil {
+		t := cfg.File.Trace
+		if d.tap.HEP, err = trace.NewHEPSender(trace.HEPOptions{Collector: h, NodeID: t.HEPNodeID, NodeName: t.HEPNodeName,
+			Password: t.HEPPassword.Reveal()}); err != nil {
 			return fmt.Errorf("trace.hep: %w", err)
 		}
 		defer d.tap.HEP.Close()
@@ -150,6 +152,7 @@ func Run(ctx context.Context, opts Options) error {
 		_ = d.stack.Close()
 		return err
 	}
+	d.tap.Correlate = &trace.MGCPCorrelator{Lookup: d.bridge.SIPCallIDOf}
 	sc := metrics.NewStateCollector(d.ca, d.bridge, d.stack)
 	sc.Peers = d.peersUp
 	d.metrics.Registry.MustRegister(sc)
