@@ -421,6 +421,25 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 		t.Errorf("tshark dissected %d MGCP and %d SIP packets in the trace", nMGCP, nSIP)
 	}
 	t.Logf("pcap: %d MGCP and %d SIP packets dissected by tshark", nMGCP, nSIP)
+
+	// mgsip ladder on the same capture: both protocols, responses joined
+	// to their commands, the MGCP calls joined to the SIP Call-IDs.
+	pcap := filepath.Join(rd.dir, "mgsip.pcap")
+	code, out = runCLI2(t, "ladder", pcap)
+	for _, want := range []string{"mgcp CRCX ", "sip  INVITE sip:", "sip  SIP/2.0 200 OK", "[CRCX aaln/1@gw.test, ",
+		"# MGCP call ", "= SIP Call-ID " + calls[0].SIPCallID} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("ladder: exit %d, no %q in\n%s", code, want, out)
+			break
+		}
+	}
+	code, one := runCLI2(t, "ladder", pcap, "--call", calls[0].SIPCallID)
+	if code != 0 || !strings.Contains(one, "CRCX") || !strings.Contains(one, "INVITE") || strings.Count(one, "\n") >= strings.Count(out, "\n") {
+		t.Errorf("ladder --call: exit %d\n%s", code, one)
+	}
+	if code, out := runCLI2(t, "ladder", pcap, "--call", "nope"); code != 1 || !strings.Contains(out, "no call") {
+		t.Errorf("ladder --call nope: exit %d %s", code, out)
+	}
 }
 
 func portOf(addr string) string {

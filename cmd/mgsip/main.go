@@ -73,6 +73,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newSimCmd(a),
 		newCheckConfigCmd(a),
 		newRunCmd(a),
+		newLadderCmd(a),
 	)
 	root.AddCommand(adminCommands(a)...)
 	return root
