@@ -665,7 +665,7 @@ func FormatStats(ps []mgcp.ConnParam) string {
 
 func (b *Bridge) record(r CallRecord) {
 	b.log.WithFields(logrus.Fields{"line": r.Line, "direction": r.Direction, "number": r.Number,
-		"sip_call_id": r.SIPCallID, "call": r.MGCPCall, "result": r.Result, "duration": r.Duration.Round(time.Millisecond),
+		"sip_call_id": r.SIPCallID, "call": r.MGCPCall, "result": r.Result, "duration_ms": r.Duration.Milliseconds(),
 		"stats": FormatStats(r.Stats)}).Info("bridge: call ended")
 	if b.cfg.OnCall != nil {
 		b.cfg.OnCall(r)

@@ -437,9 +437,10 @@ func newRegistrationsCmd(a *app) *cobra.Command {
 func newTraceCmd(a *app) *cobra.Command {
 	ac := &adminClient{}
 	var onlyMGCP, onlySIP bool
+	var lines, gateways []string
 	c := &cobra.Command{
 		Use:       "trace on|off|status",
-		Short:     "Switch the MGCP and SIP wire traces of the running mgsip (both unless --mgcp or --sip), or show them",
+		Short:     "Switch the MGCP and SIP wire traces of the running mgsip (both unless --mgcp or --sip; --line/--gateway narrow them), or show them",
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"on", "off", "status"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -458,6 +459,14 @@ func newTraceCmd(a *app) *cobra.Command {
 				if onlySIP || !onlyMGCP {
 					q.Set("sip", args[0])
 				}
+				if args[0] == "on" {
+					if len(lines)+len(gateways) > 0 {
+						q.Set("line", strings.Join(lines, ","))
+						q.Set("gateway", strings.Join(gateways, ","))
+					} else {
+						q.Set("filter", "none") // on for everything
+					}
+				}
 				body, err = ac.call(ctx, http.MethodPost, "/api/v1/trace", q)
 			default:
 				return usageErr("trace: %q is not on, off or status", args[0])
@@ -465,7 +474,7 @@ func newTraceCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st map[string]bool
+			var st admin.TraceState
 			if err := json.Unmarshal(body, &st); err != nil {
 				return err
 			}
@@ -475,12 +484,17 @@ func newTraceCmd(a *app) *cobra.Command {
 				}
 				return "off"
 			}
-			fmt.Fprintf(a.stdout, "mgcp trace %s\nsip trace %s\n", onOff(st["mgcp"]), onOff(st["sip"]))
+			fmt.Fprintf(a.stdout, "mgcp trace %s\nsip trace %s\n", onOff(st.MGCP), onOff(st.SIP))
+			if len(st.Lines)+len(st.Gateways) > 0 {
+				fmt.Fprintf(a.stdout, "only lines %s, gateways %s\n", orDash(strings.Join(st.Lines, ",")), orDash(strings.Join(st.Gateways, ",")))
+			}
 			return nil
 		},
 	}
 	addAdminFlags(c, ac)
 	c.Flags().BoolVar(&onlyMGCP, "mgcp", false, "only the MGCP trace")
 	c.Flags().BoolVar(&onlySIP, "sip", false, "only the SIP trace")
+	c.Flags().StringSliceVar(&lines, "line", nil, "with on: trace only this line's messages (repeat or comma-separate)")
+	c.Flags().StringSliceVar(&gateways, "gateway", nil, "with on: trace only this gateway's endpoints and lines")
 	return c
 }

@@ -317,6 +317,8 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 		{[]string{"stats"}, []string{"calls_active", "mgcp.commands_sent", "registrations.registered", "sip_gate.refused"}},
 		{[]string{"trace", "status"}, []string{"mgcp trace on", "sip trace off"}},
 		{[]string{"trace", "on", "--sip"}, []string{"mgcp trace on", "sip trace on"}},
+		{[]string{"trace", "on", "--line", "gw/aaln/1"}, []string{"mgcp trace on", "sip trace on", "only lines gw/aaln/1, gateways -"}},
+		{[]string{"trace", "status"}, []string{"only lines gw/aaln/1"}},
 		{[]string{"trace", "off"}, []string{"mgcp trace off", "sip trace off"}},
 		{[]string{"lines", "--state", "idle", "--gateway", "gw"}, []string{"gw/aaln/1", "gw/aaln/2"}},
 		{[]string{"gateways"}, []string{" ms"}},
@@ -328,6 +330,9 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 				break
 			}
 		}
+	}
+	if code, out := rd.cli("trace", "on", "--line", "gw/aaln/9"); code != 1 || !strings.Contains(out, `no line "gw/aaln/9"`) {
+		t.Errorf("trace on an unknown line: exit %d %s", code, out)
 	}
 	if code, out := rd.cli("lines", "--state", "connected"); code != 0 || strings.Contains(out, "gw/aaln") {
 		t.Errorf("lines --state connected: exit %d\n%s", code, out)

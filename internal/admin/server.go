@@ -42,6 +42,9 @@ type Backend struct {
 	// CDRs returns up to limit call detail records that ended after
 	// since, and a channel closed when the next one is recorded.
 	CDRs func(since time.Time, limit int) ([]bridge.CDR, <-chan struct{})
+	// TraceFilter builds the wire trace's filter for some lines and
+	// gateways (by id and name); an unknown one is an error.
+	TraceFilter func(lines, gateways []string) (*trace.Filter, error)
 	// SIPGate counts what the SIP stack's gate turned away, by action.
 	SIPGate func() map[string]uint64
 }
@@ -155,9 +158,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, out)
 	})
 	api("GET /api/v1/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.stats()) })
-	api("GET /api/v1/trace", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]bool{"mgcp": d.Trace.TraceMGCP.Load(), "sip": d.Trace.TraceSIP.Load()})
-	})
+	api("GET /api/v1/trace", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.traceState()) })
 	api("GET /api/v1/calls", func(w http.ResponseWriter, _ *http.Request) {
 		calls := d.Bridge.Calls()
 		if calls == nil {
@@ -236,6 +237,22 @@ func (s *Server) Handler() http.Handler {
 	})
 	api("POST /api/v1/trace", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		lines, gws := splitList(q.Get("line")), splitList(q.Get("gateway"))
+		switch {
+		case q.Get("filter") == "none":
+			d.Trace.Filter.Store(nil)
+		case len(lines)+len(gws) > 0:
+			if d.TraceFilter == nil {
+				writeErr(w, http.StatusNotImplemented, errors.New("no trace filters here"))
+				return
+			}
+			f, err := d.TraceFilter(lines, gws)
+			if err != nil {
+				writeErr(w, http.StatusNotFound, err)
+				return
+			}
+			d.Trace.Filter.Store(f)
+		}
 		for proto, flag := range map[string]interface{ Store(bool) }{"mgcp": &d.Trace.TraceMGCP, "sip": &d.Trace.TraceSIP} {
 			switch q.Get(proto) {
 			case "on":
@@ -248,7 +265,7 @@ func (s *Server) Handler() http.Handler {
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]bool{"mgcp": d.Trace.TraceMGCP.Load(), "sip": d.Trace.TraceSIP.Load()})
+		writeJSON(w, http.StatusOK, s.traceState())
 	})
 	return mux
 }
@@ -394,4 +411,32 @@ func (s *Server) stats() Stats {
 		st.SIPGate = d.SIPGate()
 	}
 	return st
+}
+
+// TraceState is the wire trace's switches and filter.
+type TraceState struct {
+	MGCP     bool     `json:"mgcp"`
+	SIP      bool     `json:"sip"`
+	Lines    []string `json:"lines,omitempty"`    // only these lines' messages
+	Gateways []string `json:"gateways,omitempty"` // only these gateways' endpoints
+}
+
+func (s *Server) traceState() TraceState {
+	t := s.b.Trace
+	st := TraceState{MGCP: t.TraceMGCP.Load(), SIP: t.TraceSIP.Load()}
+	if f := t.Filter.Load(); f != nil {
+		st.Lines, st.Gateways = f.Lines, f.Gateways
+	}
+	return st
+}
+
+// splitList splits a comma-separated query value.
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -79,6 +79,37 @@ type daemon struct {
 	readyWhen    config.Ready
 }
 
+// traceFilter builds the wire trace's filter for lines (ids) and
+// gateways (names) of the running rules.
+func (d *daemon) traceFilter(lines, gateways []string) (*trace.Filter, error) {
+	rules := d.rules.Load()
+	f := &trace.Filter{Endpoints: map[string]bool{}, Domains: map[string]bool{}, Users: map[string]bool{},
+		Lines: lines, Gateways: gateways}
+	for _, id := range lines {
+		l := rules.LineByID(id)
+		if l == nil {
+			return nil, fmt.Errorf("no line %q", id)
+		}
+		f.Endpoints[strings.ToLower(l.EndpointName())] = true
+		if l.User != "" {
+			f.Users[l.User] = true
+		}
+	}
+	for _, name := range gateways {
+		g := rules.Gateway(name)
+		if g == nil {
+			return nil, fmt.Errorf("no gateway %q", name)
+		}
+		f.Domains[strings.ToLower(g.Domain)] = true
+		for _, l := range rules.Lines {
+			if l.Gateway == g && l.User != "" {
+				f.Users[l.User] = true
+			}
+		}
+	}
+	return f, nil
+}
+
 // sipGate is what the SIP gate turned away, by action.
 func (d *daemon) sipGate() map[string]uint64 {
 	g := d.stack.Stats()
@@ -166,7 +197,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
 		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart, CDRs: d.cdrs.Since,
-		SIPGate: d.sipGate}, adminOptions(cfg.File.Admin, log))
+		SIPGate: d.sipGate, TraceFilter: d.traceFilter}, adminOptions(cfg.File.Admin, log))
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
@@ -247,7 +278,7 @@ func Run(ctx context.Context, opts Options) error {
 func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
 	d.bridge.Drain()
 	n := d.bridge.ActiveCalls()
-	d.log.WithFields(logrus.Fields{"calls": n, "timeout": d.drainFor}).Info("draining: no new calls")
+	d.log.WithFields(logrus.Fields{"calls": n, "timeout_s": d.drainFor.Seconds()}).Info("draining: no new calls")
 	deadline := time.After(d.drainFor)
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()

@@ -27,6 +27,8 @@ type Tapper struct {
 	// Correlate, if set, gives MGCP messages sent to HEP the SIP Call-ID
 	// of their call.
 	Correlate *MGCPCorrelator
+	// Filter, when set, narrows the wire trace to some lines (Filter).
+	Filter    atomic.Pointer[Filter]
 	hepErrors atomic.Uint64
 }
 
@@ -99,7 +101,11 @@ func (t *Tapper) observe(proto string, out bool, local, remote net.Addr, b []byt
 		t.OnMessage(proto, dir, kind(proto, b))
 	}
 	if (proto == "mgcp" && t.TraceMGCP.Load()) || (proto == "sip" && t.TraceSIP.Load()) {
-		t.Log.WithFields(logrus.Fields{"protocol": proto, "direction": dir, "peer": remote.String()}).Info("\n" + string(b))
+		f := t.Filter.Load()
+		if f == nil || proto == "mgcp" && f.matchMGCP(remote.String(), b) || proto == "sip" && f.matchSIP(b) {
+			t.Log.WithFields(logrus.Fields{"protocol": proto, "direction": dir, "peer": remote.String(), "message": string(b)}).
+				Info("wire")
+		}
 	}
 	if t.Pcap == nil && t.HEP == nil {
 		return
