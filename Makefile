@@ -63,7 +63,9 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 	cd internal/config && $(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME) .
-	cd internal/trace && $(GO) test -run '^$$' -fuzz '^FuzzHEPRoundTrip$$' -fuzztime $(FUZZTIME) .
+	cd internal/trace && for t in FuzzHEPRoundTrip FuzzLadder FuzzTraceFilter; do \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
 	cd sip && $(GO) test -run '^$$' -fuzz '^FuzzStack$$' -fuzztime $(FUZZTIME) .
 
 # The main job on its built-in default: a real call between the two lines
