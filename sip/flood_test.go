@@ -384,3 +384,39 @@ func TestStreamGate(t *testing.T) {
 		t.Errorf("refused %d", got)
 	}
 }
+
+// TestStreamTap: the tap sees the messages of a peer's TCP connection,
+// read and written, one call each.
+func TestStreamTap(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	stack, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Transport: "tcp", Listen: "127.0.0.1:0"}}},
+		sip.WithAccess(func(a netip.AddrPort) bool { return a.Addr() == netip.MustParseAddr("127.0.0.1") }),
+		sip.WithStreamTap(func(out bool, _, _ net.Addr, msg []byte) {
+			first, _, _ := strings.Cut(string(msg), "\r\n")
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%v %s", out, first))
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(serve(t, stack))
+	msg := strings.ReplaceAll(strings.ReplaceAll(options("tap-1"), "SIP/2.0/UDP", "SIP/2.0/TCP"), "{via}", "127.0.0.1:5999")
+	if got := tcpRequest(t, stack.ListenerAddr(0), msg); got != "SIP/2.0 200 OK" {
+		t.Fatalf("OPTIONS over TCP: %q", got)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		mu.Lock()
+		got := strings.Join(seen, "|")
+		mu.Unlock()
+		if strings.Contains(got, "false OPTIONS sip:") && strings.Contains(got, "true SIP/2.0 200 OK") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tap saw %q", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

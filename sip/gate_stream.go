@@ -15,7 +15,8 @@ import (
 // messages that pass the gate one by one.
 type listenerGate struct {
 	net.Listener
-	g *gate
+	g   *gate
+	tap func(out bool, local, remote net.Addr, msg []byte)
 }
 
 func (l *listenerGate) Accept() (net.Conn, error) {
@@ -31,7 +32,7 @@ func (l *listenerGate) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		return &streamGate{Conn: c, g: l.g, rbuf: make([]byte, 16<<10)}, nil
+		return &streamGate{Conn: c, g: l.g, rbuf: make([]byte, 16<<10), tap: l.tap}, nil
 	}
 }
 
@@ -51,6 +52,15 @@ type streamGate struct {
 	out  []byte // passed, not returned to sipgo yet
 	rbuf []byte
 	err  error // read error, returned once in is used up
+	tap  func(out bool, local, remote net.Addr, msg []byte)
+}
+
+// Write passes what sipgo sends (one message a write) to the tap.
+func (c *streamGate) Write(p []byte) (int, error) {
+	if c.tap != nil && len(p) > 4 {
+		c.tap(true, c.Conn.LocalAddr(), c.Conn.RemoteAddr(), p)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *streamGate) Read(p []byte) (int, error) {
@@ -60,6 +70,9 @@ func (c *streamGate) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if msg != nil {
+			if c.tap != nil && len(msg) > 4 { // not the keep-alive CRLFs
+				c.tap(false, c.Conn.LocalAddr(), c.Conn.RemoteAddr(), msg)
+			}
 			src := addrPortOf(c.Conn.RemoteAddr())
 			pass, res, _ := c.g.inspect(msg, src)
 			if res != nil {

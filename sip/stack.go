@@ -39,6 +39,7 @@ type Stack struct {
 
 	allow   func(netip.AddrPort) bool
 	wrap    func(net.PacketConn) net.PacketConn
+	tap     func(out bool, local, remote net.Addr, msg []byte)
 	gate    *gate
 	refused atomic.Uint64
 	methods []string // methods with a handler, for Allow
@@ -67,6 +68,14 @@ func WithStackLogger(l *logrus.Entry) StackOption { return func(s *Stack) { s.lo
 // messages for traces and metrics. The wrapper must keep LocalAddr.
 func WithPacketConnWrapper(w func(net.PacketConn) net.PacketConn) StackOption {
 	return func(s *Stack) { s.wrap = w }
+}
+
+// WithStreamTap sees every SIP message on the TCP and TLS connections
+// peers open to mgsip (in plain text, TLS already removed), one call per
+// message read and per write: what WithPacketConnWrapper is for UDP.
+// Connections sipgo dials itself are not seen.
+func WithStreamTap(tap func(out bool, local, remote net.Addr, msg []byte)) StackOption {
+	return func(s *Stack) { s.tap = tap }
 }
 
 // WithAccess restricts which source addresses may send requests (the
@@ -122,7 +131,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 				tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 				ln = tls.NewListener(ln, tlsConf)
 			}
-			s.streams = append(s.streams, streamListener{l: &listenerGate{Listener: ln, g: s.gate}, tls: l.Transport == "tls"})
+			s.streams = append(s.streams, streamListener{l: &listenerGate{Listener: ln, g: s.gate, tap: s.tap}, tls: l.Transport == "tls"})
 		}
 	}
 	first := cfg.Listeners[0]

@@ -167,7 +167,7 @@ func Run(ctx context.Context, opts Options) error {
 	scfg := cfg.File.SIP
 	scfg.Trace = false
 	d.stack, err = sip.NewStack(scfg, sip.WithStackLogger(log.WithField("component", "sip")), sip.WithAccess(d.allowSIP),
-		sip.WithPacketConnWrapper(d.tap.Wrap("sip")))
+		sip.WithPacketConnWrapper(d.tap.Wrap("sip")), sip.WithStreamTap(d.tap.Stream("sip")))
 	if err != nil {
 		_ = d.ca.Close()
 		return err

@@ -32,6 +32,14 @@ type Tapper struct {
 	hepErrors atomic.Uint64
 }
 
+// Stream is the tap for proto's stream messages (sip.WithStreamTap): each
+// message is traced, counted and captured like a datagram (in the pcap, as
+// a UDP packet between the same addresses: the capture keeps messages, not
+// TCP segments).
+func (t *Tapper) Stream(proto string) func(out bool, local, remote net.Addr, msg []byte) {
+	return func(out bool, local, remote net.Addr, msg []byte) { t.observe(proto, out, local, remote, msg) }
+}
+
 // Conn passes every datagram read or written to Observe (out: we sent
 // it) before it goes on.
 type Conn struct {
