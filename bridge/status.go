@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -179,7 +180,7 @@ func (b *Bridge) line(id string) (*line, error) {
 	if l := b.byID[id]; l != nil {
 		return l, nil
 	}
-	return nil, ErrNoSuchLine
+	return nil, fmt.Errorf("%w %q", ErrNoSuchLine, id)
 }
 
 // Audit sends AUEP to an endpoint (a line id or an endpoint name) asking
@@ -193,7 +194,7 @@ func (b *Bridge) Audit(ctx context.Context, endpoint string) (*mgcp.Response, er
 		l = b.lineByEndpoint(endpoint)
 	}
 	if l == nil {
-		return nil, ErrNoSuchLine
+		return nil, fmt.Errorf("%w %q", ErrNoSuchLine, endpoint)
 	}
 	return b.cfg.CallAgent.AuditEndpoint(ctx, b.gatewayAddr(l.rule.Gateway), l.ep, "R", "S", "I", "ES")
 }
@@ -283,7 +284,7 @@ func (b *Bridge) HangUp(id string) error {
 		})
 	}
 	if !found {
-		return ErrNoSuchCall
+		return fmt.Errorf("%w %q", ErrNoSuchCall, id)
 	}
 	return nil
 }
@@ -294,7 +295,7 @@ func (b *Bridge) SetGatewayDrain(name string, on, hangUp bool) error {
 	rules := b.cfg.Rules.Load()
 	gw := rules.Gateway(name)
 	if gw == nil {
-		return ErrNoSuchGateway
+		return fmt.Errorf("%w %q", ErrNoSuchGateway, name)
 	}
 	b.mu.Lock()
 	b.healthOf(gw).drained = on

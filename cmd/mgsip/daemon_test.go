@@ -331,6 +331,20 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 			}
 		}
 	}
+	for _, step := range []struct {
+		args  []string
+		state string
+	}{{[]string{"drain", "gw"}, "drained"}, {[]string{"enable", "gw"}, "up"}, {[]string{"disable", "gw"}, "drained"}, {[]string{"enable", "gw"}, "up"}} {
+		if code, out := rd.cli(step.args...); code != 0 {
+			t.Errorf("%v: exit %d %s", step.args, code, out)
+		}
+		if code, out := rd.cli("gateways"); code != 0 || !regexp.MustCompile(`(?m)^gw +\S+ +`+step.state+` `).MatchString(out) {
+			t.Errorf("after %v the gateway is not %s:\n%s", step.args, step.state, out)
+		}
+	}
+	if code, out := rd.cli("drain", "nope"); code != 1 || !strings.Contains(out, "nope") || strings.Contains(out, "bridge:") {
+		t.Errorf("drain an unknown gateway: exit %d %s", code, out)
+	}
 	if code, out := rd.cli("trace", "on", "--line", "gw/aaln/9"); code != 1 || !strings.Contains(out, `no line "gw/aaln/9"`) {
 		t.Errorf("trace on an unknown line: exit %d %s", code, out)
 	}
