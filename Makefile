@@ -4,7 +4,7 @@ BIN       ?= bin/mgsip
 FUZZTIME  ?= 5m
 PKGS      := ./...
 
-.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench bench-calls fuzz explore demo clean
+.PHONY: all build test test-deps lint vet staticcheck fmt-check unit licenses bench bench-calls fuzz explore demo clean
 
 all: build
 
@@ -36,6 +36,11 @@ staticcheck:
 
 unit:
 	$(GO) test -count=1 $(PKGS)
+
+# Every dependency has a recognised license compatible with Apache-2.0 and
+# its row in docs/licenses.md (also part of `make test`).
+licenses:
+	$(GO) test -count=1 -run '^TestDependencies$$' ./internal/licensecheck/
 
 # Benchmarks (figures go to docs/benchmarks.md); the call load run is
 # bench-calls.
