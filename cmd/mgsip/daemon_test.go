@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/daemon"
+	"github.com/mgsip/mgsip/internal/sim"
 	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip/siptest"
@@ -28,7 +30,7 @@ type runningDaemon struct {
 	admin  string // http://host:port
 	gw     *mgcptest.Gateway
 	pbx    *siptest.Registrar
-	sim    *simulator
+	sim    *sim.Simulator
 	stop   chan os.Signal
 	done   chan error
 	cancel context.CancelFunc
@@ -62,7 +64,7 @@ func startDaemon(t *testing.T, extra string) *runningDaemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rd.gw.Close() })
-	rd.sim = &simulator{gw: rd.gw, local: []string{"aaln/1", "aaln/2"}}
+	rd.sim = &sim.Simulator{GW: rd.gw, Local: []string{"aaln/1", "aaln/2"}}
 	gwHost, gwPort, _ := net.SplitHostPort(rd.gw.Addr())
 	pbxHost, pbxPort, _ := net.SplitHostPort(rd.pbx.Addr())
 	cfg := fmt.Sprintf(`log:
@@ -111,7 +113,7 @@ routes:
 	rd.cancel = cancel
 	adminReady := make(chan net.Addr, 1)
 	go func() {
-		rd.done <- runDaemon(ctx, a, daemonOptions{configPath: path, stop: rd.stop, adminReady: adminReady, flagsSetLog: true})
+		rd.done <- runDaemon(ctx, a, true, daemon.Options{ConfigPath: path, Stop: rd.stop, AdminReady: adminReady})
 	}()
 	select {
 	case addr := <-adminReady:
@@ -141,20 +143,20 @@ func (rd *runningDaemon) waitFor(what string, cond func() bool) {
 	rd.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := rd.sim.waitUntil(ctx, what, cond); err != nil {
+	if err := rd.sim.WaitUntil(ctx, what, cond); err != nil {
 		rd.t.Fatalf("%v\n%s", err, rd.logs.String())
 	}
 }
 
 func (rd *runningDaemon) script(s string) {
 	rd.t.Helper()
-	steps, err := parseSimScript(s)
+	steps, err := sim.ParseScript(s)
 	if err != nil {
 		rd.t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := rd.sim.run(ctx, steps); err != nil {
+	if err := rd.sim.Run(ctx, steps); err != nil {
 		rd.t.Fatalf("%v\n%s", err, rd.logs.String())
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -24,7 +24,7 @@ func BenchmarkLoadConfig100kLines(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		cfg, err := loadConfig("bench.yaml", data, testEnv)
+		cfg, err := Load("bench.yaml", data, testEnv)
 		if err != nil {
 			b.Fatal(err)
 		}

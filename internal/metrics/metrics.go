@@ -1,4 +1,7 @@
-package main
+// Package metrics holds mgsip's Prometheus metrics: counters fed by the
+// tap and the bridge, and a collector that reads the running state when
+// scraped. docs/operations.md lists them.
+package metrics
 
 import (
 	"net/netip"
@@ -12,20 +15,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// metrics are mgsip's Prometheus metrics; docs/operations.md lists them.
-type metrics struct {
-	reg          *prometheus.Registry
+// Metrics are mgsip's Prometheus metrics.
+type Metrics struct {
+	Registry     *prometheus.Registry
 	messages     *prometheus.CounterVec
 	mgcpRTT      *prometheus.HistogramVec
 	callSetups   *prometheus.CounterVec
 	setupSeconds prometheus.Histogram
 	callSeconds  prometheus.Histogram
-	reloads      *prometheus.CounterVec
+	Reloads      *prometheus.CounterVec // by result: ok, rejected
 	sipMalformed prometheus.Counter
 }
 
-func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+// New registers the metrics in a registry of their own.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
 	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_messages_total",
 		Help: "MGCP and SIP messages by protocol, direction (in, out) and type: verb or method of a command or request, code of a response."},
 		[]string{"protocol", "direction", "type"})
@@ -40,23 +44,25 @@ func newMetrics() *metrics {
 	m.callSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mgsip_call_duration_seconds",
 		Help:    "Talk time of answered calls.",
 		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}})
-	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_config_reloads_total",
+	m.Reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_config_reloads_total",
 		Help: "Configuration reloads by result (ok, rejected)."}, []string{"result"})
 	m.sipMalformed = prometheus.NewCounter(prometheus.CounterOpts{Name: "mgsip_sip_malformed_total",
 		Help: "SIP datagrams received that do not start like a SIP message."})
-	m.reg.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.reloads, m.sipMalformed,
+	m.Registry.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-func (m *metrics) message(proto, dir, typ string) {
+// Message counts one MGCP or SIP message (a trace.Tapper OnMessage).
+func (m *Metrics) Message(proto, dir, typ string) {
 	if proto == "sip" && dir == "in" && typ == "malformed" {
 		m.sipMalformed.Inc()
 	}
 	m.messages.WithLabelValues(proto, dir, typ).Inc()
 }
 
-func (m *metrics) roundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
+// RoundTrip observes an MGCP transaction (an mgcp.WithRoundTripFunc).
+func (m *Metrics) RoundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
 	m.mgcpRTT.WithLabelValues(peer.String()).Observe(rtt.Seconds())
 }
 
@@ -75,7 +81,8 @@ func callResult(r bridge.CallRecord) string {
 	return "failed"
 }
 
-func (m *metrics) call(r bridge.CallRecord) {
+// Call counts a finished call (a bridge.Config OnCall).
+func (m *Metrics) Call(r bridge.CallRecord) {
 	m.callSetups.WithLabelValues(r.Direction, callResult(r)).Inc()
 	if r.Answered {
 		m.setupSeconds.Observe(r.Setup.Seconds())
@@ -83,9 +90,9 @@ func (m *metrics) call(r bridge.CallRecord) {
 	}
 }
 
-// stateCollector reads the running state when scraped: the MGCP stack's
+// StateCollector reads the running state when scraped: the MGCP stack's
 // counters, gateways, endpoints, registrations and calls.
-type stateCollector struct {
+type StateCollector struct {
 	ca  *mgcp.CallAgent
 	b   *bridge.Bridge
 	sip *sip.Stack
@@ -96,8 +103,9 @@ type stateCollector struct {
 	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
 }
 
-func newStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *stateCollector {
-	return &stateCollector{ca: ca, b: b, sip: st,
+// NewStateCollector reads the state of ca, b and st when scraped.
+func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *StateCollector {
+	return &StateCollector{ca: ca, b: b, sip: st,
 		mgcpForeign:     prometheus.NewDesc("mgsip_mgcp_foreign_commands_total", "MGCP commands for a gateway's endpoints that came from another address (refused).", nil, nil),
 		sipGate:         prometheus.NewDesc("mgsip_sip_gate_total", "SIP messages the stack's gate turned away before sipgo saw them, by what it did.", []string{"action"}, nil),
 		mgcpRetrans:     prometheus.NewDesc("mgsip_mgcp_retransmissions_total", "MGCP commands sent again for want of an answer.", nil, nil),
@@ -111,14 +119,16 @@ func newStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *sta
 	}
 }
 
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+// Describe implements prometheus.Collector.
+func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints,
 		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate} {
 		ch <- d
 	}
 }
 
-func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+// Collect implements prometheus.Collector.
+func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.ca.Stats()
 	ch <- prometheus.MustNewConstMetric(c.mgcpRetrans, prometheus.CounterValue, float64(st.Retransmissions))
 	ch <- prometheus.MustNewConstMetric(c.mgcpTimeouts, prometheus.CounterValue, float64(st.Timeouts))

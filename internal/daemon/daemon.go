@@ -1,4 +1,7 @@
-package main
+// Package daemon runs mgsip: the MGCP call agent, the SIP stack, the
+// bridge between them, the tap and the admin API under one errgroup, with
+// reload (SIGHUP), drain (SIGTERM) and systemd notifications.
+package daemon
 
 import (
 	"context"
@@ -8,111 +11,38 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
+	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/admin"
+	"github.com/mgsip/mgsip/internal/config"
+	"github.com/mgsip/mgsip/internal/metrics"
+	"github.com/mgsip/mgsip/internal/trace"
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/sip"
 	"github.com/sirupsen/logrus"
-	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 )
 
-func newCheckConfigCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check-config FILE",
-		Short: "Validate a configuration file",
-		Long: `Decode FILE strictly, check every section and compile the mapping rules.
-Valid: print a one-line summary and exit 0. Invalid: print every problem as
-"FILE:LINE: key.path: reason" and exit 1. Secrets are never printed.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			cfg, err := loadConfigFile(args[0], os.LookupEnv)
-			var ce *configError
-			if errors.As(err, &ce) {
-				fmt.Fprintln(a.stdout, ce.Error())
-				return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) in %s", len(ce.Problems), args[0])}
-			}
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			fmt.Fprintf(a.stdout, "%s: ok: %s\n", args[0], summaryLine(cfg.Rules.Summary()))
-			return nil
-		},
-	}
-}
-
-func summaryLine(s mapping.Summary) string {
-	return fmt.Sprintf("%d gateway(s), %d line(s), %d trunk group(s) with %d channel(s), %d peer(s), %d route(s), %d dial plan(s), %d rewrite set(s)",
-		s.Gateways, s.Lines, s.Trunks, s.TrunkChannels, s.Peers, s.Routes, s.DialPlans, s.Rewrites)
-}
-
-func newRunCmd(a *app) *cobra.Command {
-	var path string
-	c := &cobra.Command{
-		Use:   "run --config FILE",
-		Short: "Run the daemon",
-		Long: `Load and check the configuration before binding any socket, then serve:
-the MGCP call agent, the SIP stack, the bridge and the admin API.
-SIGHUP re-reads the file: a valid file replaces the rules (calls in
-progress keep theirs), an invalid one is rejected with its problems logged
-and the running rules stay. SIGTERM or SIGINT drains: no new calls, calls
-in progress get daemon.drain_timeout, then are hung up; lines unregister
-and mgsip exits 0. A second signal stops at once. Under systemd
-(Type=notify) it reports READY, RELOADING, STOPPING and the watchdog.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path == "" {
-				return usageErr("--config is required")
-			}
-			ctx := cmd.Context()
-			stop := make(chan os.Signal, 2)
-			signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-			defer signal.Stop(stop)
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			reload := make(chan struct{}, 1)
-			rctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			go func() {
-				for {
-					select {
-					case <-hup:
-						select {
-						case reload <- struct{}{}:
-						default:
-						}
-					case <-rctx.Done():
-						return
-					}
-				}
-			}()
-			return runDaemon(ctx, a, daemonOptions{configPath: path, reload: reload, stop: stop,
-				flagsSetLog: cmd.Flags().Changed("log-level") || cmd.Flags().Changed("log-format")})
-		},
-	}
-	c.Flags().StringVarP(&path, "config", "c", "", "configuration file")
-	return c
-}
-
-type daemonOptions struct {
-	configPath string
-	reload     <-chan struct{}
-	// stop delivers SIGTERM/SIGINT: the first drains, the second stops.
-	stop <-chan os.Signal
-	// ready, if set, receives the call agent's address once serving;
-	// adminReady the admin API's.
-	ready      chan<- net.Addr
-	adminReady chan<- net.Addr
-	// reloaded, if set, receives the result of each reload.
-	reloaded chan<- error
-	// flagsSetLog: --log-level/--log-format were given and win over the file.
-	flagsSetLog bool
+// Options configure a run of the daemon.
+type Options struct {
+	// ConfigPath is the configuration file, re-read on reload.
+	ConfigPath string
+	// Config is ConfigPath as loaded and checked at start.
+	Config *config.Loaded
+	Log    *logrus.Logger
+	Reload <-chan struct{}
+	// Stop delivers SIGTERM/SIGINT: the first drains, the second stops.
+	Stop <-chan os.Signal
+	// Ready, if set, receives the call agent's address once serving;
+	// AdminReady the admin API's.
+	Ready      chan<- net.Addr
+	AdminReady chan<- net.Addr
+	// Reloaded, if set, receives the result of each reload.
+	Reloaded chan<- error
 }
 
 // daemon is the running service: the MGCP call agent, the SIP stack, the
@@ -124,8 +54,8 @@ type daemon struct {
 	ca         *mgcp.CallAgent
 	stack      *sip.Stack
 	bridge     *bridge.Bridge
-	tap        *tapper
-	metrics    *metrics
+	tap        *trace.Tapper
+	metrics    *metrics.Metrics
 	token      string
 	drainFor   time.Duration
 
@@ -135,48 +65,31 @@ type daemon struct {
 	// gatewayAddrs: each gateway's addresses (a nil set: learnt, any);
 	// a command for a gateway's endpoints must come from one of them.
 	gatewayAddrs map[string]map[netip.Addr]bool
-	peers        []netip.Prefix      // SIP peers' addresses
-	peerState    map[string]peerView // SIP peers by name, from the OPTIONS probes
+	peers        []netip.Prefix            // SIP peers' addresses
+	peerState    map[string]admin.PeerView // SIP peers by name, from the OPTIONS probes
 	lastRSIP     map[string]time.Time
 }
 
-func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
-	cfg, err := loadConfigFile(opts.configPath, os.LookupEnv)
-	if err != nil {
-		var ce *configError
-		if errors.As(err, &ce) {
-			fmt.Fprintln(a.stderr, ce.Error())
-			return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) in %s; nothing started", len(ce.Problems), opts.configPath)}
-		}
-		return &exitError{code: exitUsage, err: err}
-	}
-	if !opts.flagsSetLog {
-		if cfg.File.Log.Level != "" {
-			a.logLevel = cfg.File.Log.Level
-		}
-		if cfg.File.Log.Format != "" {
-			a.logFormat = cfg.File.Log.Format
-		}
-		if err := a.setupLogging(); err != nil {
-			return err
-		}
-	}
-	d := &daemon{log: a.log, configPath: opts.configPath, rules: mapping.NewHolder(cfg.Rules), metrics: newMetrics(),
+// Run serves until ctx ends or a stop signal has drained the calls.
+func Run(ctx context.Context, opts Options) error {
+	cfg, log := opts.Config, opts.Log
+	var err error
+	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
 		token: cfg.File.Admin.Token.Reveal(), drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{}}
-	d.tap = &tapper{log: a.log.WithField("component", "trace"), metrics: d.metrics}
-	d.tap.traceMGCP.Store(cfg.File.MGCP.Trace)
-	d.tap.traceSIP.Store(cfg.File.SIP.Trace)
+	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
+	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
+	d.tap.TraceSIP.Store(cfg.File.SIP.Trace)
 	if p := cfg.File.Trace.Pcap; p != "" {
-		if d.tap.pcap, err = newPcapWriter(p, cfg.File.Trace.PcapMaxBytes, cfg.File.Trace.PcapKeep); err != nil {
-			return &exitError{code: exitFailure, err: fmt.Errorf("trace.pcap: %w", err)}
+		if d.tap.Pcap, err = trace.NewPcapWriter(p, cfg.File.Trace.PcapMaxBytes, cfg.File.Trace.PcapKeep); err != nil {
+			return fmt.Errorf("trace.pcap: %w", err)
 		}
-		defer d.tap.pcap.close()
+		defer d.tap.Pcap.Close()
 	}
 	if h := cfg.File.Trace.HEP; h != "" {
-		if d.tap.hep, err = newHEPSender(h, cfg.File.Trace.HEPNodeID); err != nil {
-			return &exitError{code: exitFailure, err: fmt.Errorf("trace.hep: %w", err)}
+		if d.tap.HEP, err = trace.NewHEPSender(h, cfg.File.Trace.HEPNodeID); err != nil {
+			return fmt.Errorf("trace.hep: %w", err)
 		}
-		defer d.tap.hep.close()
+		defer d.tap.HEP.Close()
 	}
 	d.setAllowed(ctx, cfg.Rules)
 
@@ -186,22 +99,22 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 	if err != nil {
 		return fmt.Errorf("mgcp: listen %s: %w", mcfg.ListenAddr, err)
 	}
-	d.ca = mgcp.New(d.tap.wrap("mgcp")(conn), mcfg,
-		mgcp.WithLogger(a.log.WithField("component", "mgcp")),
+	d.ca = mgcp.New(d.tap.Wrap("mgcp")(conn), mcfg,
+		mgcp.WithLogger(log.WithField("component", "mgcp")),
 		mgcp.WithHandler(mgcp.HandlerFunc(d.handleMGCP)),
 		mgcp.WithAuthorizer(d.allow),
-		mgcp.WithRoundTripFunc(d.metrics.roundTrip))
+		mgcp.WithRoundTripFunc(d.metrics.RoundTrip))
 	scfg := cfg.File.SIP
 	scfg.Trace = false
-	d.stack, err = sip.NewStack(scfg, sip.WithStackLogger(a.log.WithField("component", "sip")), sip.WithAccess(d.allowSIP),
-		sip.WithPacketConnWrapper(d.tap.wrap("sip")))
+	d.stack, err = sip.NewStack(scfg, sip.WithStackLogger(log.WithField("component", "sip")), sip.WithAccess(d.allowSIP),
+		sip.WithPacketConnWrapper(d.tap.Wrap("sip")))
 	if err != nil {
 		_ = d.ca.Close()
 		return err
 	}
 	calls := cfg.File.Calls
 	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
-		Log: a.log.WithField("component", "bridge"), OnCall: d.metrics.call, RingTimeout: calls.RingTimeout,
+		Log: log.WithField("component", "bridge"), OnCall: d.metrics.Call, RingTimeout: calls.RingTimeout,
 		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
 		TrustGateway: d.trustGateway})
 	if err != nil {
@@ -209,7 +122,7 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 		_ = d.stack.Close()
 		return err
 	}
-	d.metrics.reg.MustRegister(newStateCollector(d.ca, d.bridge, d.stack))
+	d.metrics.Registry.MustRegister(metrics.NewStateCollector(d.ca, d.bridge, d.stack))
 	d.stack.SetHandler(d.bridge)
 	adminLn, err := net.Listen("tcp", cfg.File.Admin.Listen)
 	if err != nil {
@@ -217,10 +130,12 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 		_ = d.stack.Close()
 		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
-	admin := &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
+		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart}, admin.Options{Token: d.token})
+	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
-	a.log.WithFields(logrus.Fields{"config": opts.configPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
-		"admin": adminLn.Addr().String()}).Info("mgsip running: " + summaryLine(cfg.Rules.Summary()))
+	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
+		"admin": adminLn.Addr().String()}).Info("mgsip running: " + config.SummaryLine(cfg.Rules.Summary()))
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
@@ -236,7 +151,7 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 	})
 
 	g.Go(func() error {
-		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin: %w", err)
 		}
 		return nil
@@ -245,47 +160,47 @@ func runDaemon(ctx context.Context, a *app, opts daemonOptions) error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return admin.Shutdown(sctx)
+		return adminSrv.Shutdown(sctx)
 	})
 	g.Go(func() error { d.probePeers(gctx); return nil })
-	g.Go(func() error { watchdog(gctx, a.log); return nil })
+	g.Go(func() error { watchdog(gctx, log); return nil })
 	select {
 	case <-d.bridge.Ready():
 	case <-gctx.Done():
 	}
-	if opts.ready != nil {
-		opts.ready <- d.ca.LocalAddr()
+	if opts.Ready != nil {
+		opts.Ready <- d.ca.LocalAddr()
 	}
-	if opts.adminReady != nil {
-		opts.adminReady <- adminLn.Addr()
+	if opts.AdminReady != nil {
+		opts.AdminReady <- adminLn.Addr()
 	}
-	sdNotify(a.log, "READY=1")
+	sdNotify(log, "READY=1")
 	draining := false
 	for {
 		select {
 		case <-gctx.Done():
-			sdNotify(a.log, "STOPPING=1")
+			sdNotify(log, "STOPPING=1")
 			err := g.Wait()
 			_ = d.ca.Close()
 			_ = d.stack.Close()
 			if err != nil && runCtx.Err() == nil {
 				return err
 			}
-			a.log.Info("mgsip stopped")
+			log.Info("mgsip stopped")
 			return nil
-		case sig := <-opts.stop:
+		case sig := <-opts.Stop:
 			if draining {
-				a.log.WithField("signal", sig.String()).Warn("second signal: stopping now")
+				log.WithField("signal", sig.String()).Warn("second signal: stopping now")
 				stopRun()
 				continue
 			}
 			draining = true
-			sdNotify(a.log, "STOPPING=1")
+			sdNotify(log, "STOPPING=1")
 			go d.drain(runCtx, stopRun)
-		case <-opts.reload:
+		case <-opts.Reload:
 			err := d.reload(ctx)
-			if opts.reloaded != nil {
-				opts.reloaded <- err
+			if opts.Reloaded != nil {
+				opts.Reloaded <- err
 			}
 		}
 	}
@@ -322,13 +237,13 @@ func (d *daemon) reload(ctx context.Context) error {
 	path := d.configPath
 	sdNotify(d.log, "RELOADING=1\nMONOTONIC_USEC="+monotonicUsec())
 	defer sdNotify(d.log, "READY=1")
-	cfg, err := loadConfigFile(path, os.LookupEnv)
+	cfg, err := config.LoadFile(path, os.LookupEnv)
 	if err != nil {
-		d.metrics.reloads.WithLabelValues("rejected").Inc()
+		d.metrics.Reloads.WithLabelValues("rejected").Inc()
 		d.log.WithField("config", path).Error("reload rejected, keeping the running rules:\n" + err.Error())
 		return err
 	}
-	d.metrics.reloads.WithLabelValues("ok").Inc()
+	d.metrics.Reloads.WithLabelValues("ok").Inc()
 	old := d.rules.Swap(cfg.Rules)
 	d.setAllowed(ctx, cfg.Rules)
 	added, removed := diffLines(old, cfg.Rules)
@@ -336,7 +251,7 @@ func (d *daemon) reload(ctx context.Context) error {
 		d.bridge.Apply(cfg.Rules)
 	}
 	d.log.WithFields(logrus.Fields{"config": path, "lines_added": added, "lines_removed": removed}).
-		Info("configuration reloaded: " + summaryLine(cfg.Rules.Summary()))
+		Info("configuration reloaded: " + config.SummaryLine(cfg.Rules.Summary()))
 	return nil
 }
 
@@ -456,3 +371,93 @@ func (d *daemon) handleMGCP(ctx context.Context, from netip.AddrPort, c *mgcp.Co
 	}
 	return d.bridge.HandleMGCP(ctx, from, c)
 }
+
+// peerViews lists the configured SIP peers with their probe state.
+func (d *daemon) peerViews() []admin.PeerView {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := []admin.PeerView{}
+	for _, p := range d.rules.Load().Peers {
+		if v, ok := d.peerState[p.Name]; ok {
+			out = append(out, v)
+		} else {
+			out = append(out, admin.PeerView{Name: p.Name, Address: net.JoinHostPort(p.Host, itoa(p.Port))})
+		}
+	}
+	return out
+}
+
+// lastRestart is when a gateway last sent an RSIP.
+func (d *daemon) lastRestart(gateway string) time.Time {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.lastRSIP[gateway]
+}
+
+// ready: not while draining, nor when no configured SIP peer answers.
+func (d *daemon) ready() (bool, string) {
+	if d.bridge.Draining() {
+		return false, "draining"
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if len(d.peerState) == 0 {
+		return true, ""
+	}
+	for _, p := range d.peerState {
+		if p.Up {
+			return true, ""
+		}
+	}
+	return false, "no SIP peer answers OPTIONS"
+}
+
+// probePeers sends OPTIONS to every configured peer: each peer's
+// options_interval when set, else every 30 s, and logs a peer going up or
+// down.
+func (d *daemon) probePeers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, p := range d.rules.Load().Peers {
+			every := p.OptionsInterval
+			if every <= 0 {
+				every = 30 * time.Second
+			}
+			d.mu.RLock()
+			prev, seen := d.peerState[p.Name]
+			d.mu.RUnlock()
+			if seen && time.Since(prev.LastProbe) < every {
+				continue
+			}
+			addr := net.JoinHostPort(p.Host, itoa(p.Port))
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			rtt, status, err := d.stack.Ping(pctx, addr, p.Transport)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			v := admin.PeerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now()}
+			if err == nil {
+				v.RTT = rtt.Round(time.Microsecond).String()
+			}
+			if seen && prev.Up != v.Up {
+				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
+			}
+			d.bridge.SetPeerReachable(p.Name, v.Up)
+			d.mu.Lock()
+			if d.peerState == nil {
+				d.peerState = map[string]admin.PeerView{}
+			}
+			d.peerState[p.Name] = v
+			d.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

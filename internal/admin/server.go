@@ -1,27 +1,60 @@
-package main
+// Package admin is mgsip's admin API: the HTTP+JSON server over the
+// running daemon and the client the operator commands use.
+package admin
 
 import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/trace"
 	"github.com/mgsip/mgsip/mgcp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/sirupsen/logrus"
 )
 
 // The admin API: HTTP+JSON on loopback by default, every /api and
 // /metrics request needing the bearer token when one is configured.
 // docs/operations.md lists the endpoints.
 
-type apiError struct {
+// Backend is what the API shows and acts on: the running daemon's parts.
+type Backend struct {
+	Bridge    *bridge.Bridge
+	CallAgent *mgcp.CallAgent
+	Metrics   prometheus.Gatherer
+	Trace     *trace.Tapper
+	// Reload re-reads the configuration (POST /api/v1/reload).
+	Reload func(context.Context) error
+	// Peers reports the SIP peers as the OPTIONS probes see them.
+	Peers func() []PeerView
+	// Ready says whether the daemon takes calls, and if not why.
+	Ready func() (bool, string)
+	// LastRSIP is when a gateway last restarted (zero: never seen).
+	LastRSIP func(gateway string) time.Time
+}
+
+// Options configure the server.
+type Options struct {
+	// Token, when set, is required as a bearer token.
+	Token string
+}
+
+// Server serves the admin API.
+type Server struct {
+	b     Backend
+	token string
+}
+
+// New returns the API server over b.
+func New(b Backend, o Options) *Server { return &Server{b: b, token: o.Token} }
+
+// APIError is the body of every non-2xx answer.
+type APIError struct {
 	Error string `json:"error"`
 }
 
@@ -34,11 +67,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, apiError{Error: err.Error()})
+	writeJSON(w, status, APIError{Error: err.Error()})
 }
 
-// gatewayView is a gateway as the API shows it.
-type gatewayView struct {
+// GatewayView is a gateway as the API shows it.
+type GatewayView struct {
 	bridge.GatewayStatus
 	State           string    `json:"mgcp_state,omitempty"`
 	RTT             string    `json:"rtt,omitempty"`
@@ -48,45 +81,41 @@ type gatewayView struct {
 	LastRSIP        time.Time `json:"last_rsip,omitzero"`
 }
 
-func (d *daemon) adminHandler() http.Handler {
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	d := s.b
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ready, why := d.ready(); !ready {
+		if ready, why := d.Ready(); !ready {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	mux.Handle("GET /metrics", d.auth(promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{})))
-	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, d.auth(h)) }
-	api("GET /api/v1/gateways", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.gatewayViews()) })
-	api("GET /api/v1/lines", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.bridge.Lines()) })
+	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	api("GET /api/v1/gateways", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.gatewayViews()) })
+	api("GET /api/v1/lines", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.Bridge.Lines()) })
 	api("GET /api/v1/calls", func(w http.ResponseWriter, _ *http.Request) {
-		calls := d.bridge.Calls()
+		calls := d.Bridge.Calls()
 		if calls == nil {
 			calls = []bridge.CallStatus{}
 		}
 		writeJSON(w, http.StatusOK, calls)
 	})
 	api("GET /api/v1/peers", func(w http.ResponseWriter, _ *http.Request) {
-		d.mu.RLock()
-		out := []peerView{}
-		for _, p := range d.rules.Load().Peers {
-			if v, ok := d.peerState[p.Name]; ok {
-				out = append(out, v)
-			} else {
-				out = append(out, peerView{Name: p.Name, Address: net.JoinHostPort(p.Host, itoa(p.Port))})
-			}
+		out := d.Peers()
+		if out == nil {
+			out = []PeerView{}
 		}
-		d.mu.RUnlock()
 		writeJSON(w, http.StatusOK, out)
 	})
 	api("GET /api/v1/registrations", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]any{}
-		for _, l := range d.bridge.Lines() {
+		for _, l := range d.Bridge.Lines() {
 			if l.Registration != nil {
 				out[l.ID] = l.Registration
 			}
@@ -97,7 +126,7 @@ func (d *daemon) adminHandler() http.Handler {
 		ep := r.URL.Query().Get("endpoint")
 		ctx, cancel := context.WithTimeout(r.Context(), 25*time.Second)
 		defer cancel()
-		res, err := d.bridge.Audit(ctx, ep)
+		res, err := d.Bridge.Audit(ctx, ep)
 		var re *mgcp.ResponseError
 		switch {
 		case errors.Is(err, bridge.ErrNoSuchLine):
@@ -128,18 +157,18 @@ func (d *daemon) adminHandler() http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		})
 	}
-	action("POST /api/v1/reregister", "line", d.bridge.Reregister)
+	action("POST /api/v1/reregister", "line", d.Bridge.Reregister)
 	action("POST /api/v1/rearm", "line", func(id string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 		defer cancel()
-		return d.bridge.Rearm(ctx, id)
+		return d.Bridge.Rearm(ctx, id)
 	})
-	action("POST /api/v1/hangup", "call", d.bridge.HangUp)
-	action("POST /api/v1/gateways/drain", "gateway", func(g string) error { return d.bridge.SetGatewayDrain(g, true, false) })
-	action("POST /api/v1/gateways/disable", "gateway", func(g string) error { return d.bridge.SetGatewayDrain(g, true, true) })
-	action("POST /api/v1/gateways/enable", "gateway", func(g string) error { return d.bridge.SetGatewayDrain(g, false, false) })
+	action("POST /api/v1/hangup", "call", d.Bridge.HangUp)
+	action("POST /api/v1/gateways/drain", "gateway", func(g string) error { return d.Bridge.SetGatewayDrain(g, true, false) })
+	action("POST /api/v1/gateways/disable", "gateway", func(g string) error { return d.Bridge.SetGatewayDrain(g, true, true) })
+	action("POST /api/v1/gateways/enable", "gateway", func(g string) error { return d.Bridge.SetGatewayDrain(g, false, false) })
 	api("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.reload(r.Context()); err != nil {
+		if err := d.Reload(r.Context()); err != nil {
 			writeErr(w, http.StatusUnprocessableEntity, err)
 			return
 		}
@@ -147,7 +176,7 @@ func (d *daemon) adminHandler() http.Handler {
 	})
 	api("POST /api/v1/trace", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		for proto, flag := range map[string]interface{ Store(bool) }{"mgcp": &d.tap.traceMGCP, "sip": &d.tap.traceSIP} {
+		for proto, flag := range map[string]interface{ Store(bool) }{"mgcp": &d.Trace.TraceMGCP, "sip": &d.Trace.TraceSIP} {
 			switch q.Get(proto) {
 			case "on":
 				flag.Store(true)
@@ -159,15 +188,15 @@ func (d *daemon) adminHandler() http.Handler {
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]bool{"mgcp": d.tap.traceMGCP.Load(), "sip": d.tap.traceSIP.Load()})
+		writeJSON(w, http.StatusOK, map[string]bool{"mgcp": d.Trace.TraceMGCP.Load(), "sip": d.Trace.TraceSIP.Load()})
 	})
 	return mux
 }
 
 // auth requires the bearer token when one is configured.
-func (d *daemon) auth(h http.Handler) http.Handler {
+func (s *Server) auth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tok := d.token; tok != "" {
+		if tok := s.token; tok != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mgsip"`)
@@ -179,30 +208,31 @@ func (d *daemon) auth(h http.Handler) http.Handler {
 	})
 }
 
-func (d *daemon) gatewayViews() []gatewayView {
+func (s *Server) gatewayViews() []GatewayView {
+	d := s.b
 	peers := map[string]mgcp.PeerInfo{}
-	for _, p := range d.ca.Peers() {
+	for _, p := range d.CallAgent.Peers() {
 		peers[p.Addr.String()] = p
 	}
-	var out []gatewayView
-	for _, g := range d.bridge.Gateways() {
-		v := gatewayView{GatewayStatus: g}
+	var out []GatewayView
+	for _, g := range d.Bridge.Gateways() {
+		v := GatewayView{GatewayStatus: g}
 		if p, ok := peers[g.Address]; ok {
 			v.State, v.Retransmissions, v.Timeouts, v.LastHeard = p.State.String(), p.Retransmissions, p.Timeouts, p.LastHeard
 			if p.RTT > 0 {
 				v.RTT = p.RTT.String()
 			}
 		}
-		d.mu.RLock()
-		v.LastRSIP = d.lastRSIP[g.Name]
-		d.mu.RUnlock()
+		if d.LastRSIP != nil {
+			v.LastRSIP = d.LastRSIP(g.Name)
+		}
 		out = append(out, v)
 	}
 	return out
 }
 
-// peerView is a SIP peer's reachability as the OPTIONS probes see it.
-type peerView struct {
+// PeerView is a SIP peer's reachability as the OPTIONS probes see it.
+type PeerView struct {
 	Name      string    `json:"name"`
 	Address   string    `json:"address"`
 	Up        bool      `json:"up"`
@@ -210,71 +240,3 @@ type peerView struct {
 	RTT       string    `json:"rtt,omitempty"`
 	LastProbe time.Time `json:"last_probe,omitzero"`
 }
-
-// ready: not while draining, nor when no configured SIP peer answers.
-func (d *daemon) ready() (bool, string) {
-	if d.bridge.Draining() {
-		return false, "draining"
-	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if len(d.peerState) == 0 {
-		return true, ""
-	}
-	for _, p := range d.peerState {
-		if p.Up {
-			return true, ""
-		}
-	}
-	return false, "no SIP peer answers OPTIONS"
-}
-
-// probePeers sends OPTIONS to every configured peer: each peer's
-// options_interval when set, else every 30 s, and logs a peer going up or
-// down.
-func (d *daemon) probePeers(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		for _, p := range d.rules.Load().Peers {
-			every := p.OptionsInterval
-			if every <= 0 {
-				every = 30 * time.Second
-			}
-			d.mu.RLock()
-			prev, seen := d.peerState[p.Name]
-			d.mu.RUnlock()
-			if seen && time.Since(prev.LastProbe) < every {
-				continue
-			}
-			addr := net.JoinHostPort(p.Host, itoa(p.Port))
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			rtt, status, err := d.stack.Ping(pctx, addr, p.Transport)
-			cancel()
-			if ctx.Err() != nil {
-				return
-			}
-			v := peerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now()}
-			if err == nil {
-				v.RTT = rtt.Round(time.Microsecond).String()
-			}
-			if seen && prev.Up != v.Up {
-				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
-			}
-			d.bridge.SetPeerReachable(p.Name, v.Up)
-			d.mu.Lock()
-			if d.peerState == nil {
-				d.peerState = map[string]peerView{}
-			}
-			d.peerState[p.Name] = v
-			d.mu.Unlock()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }

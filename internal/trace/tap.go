@@ -1,4 +1,8 @@
-package main
+// Package trace is mgsip's tap on the wire: it sees every MGCP and SIP
+// datagram mgsip sends or receives (it wraps the UDP sockets) and feeds
+// the wire trace in the log, the message counters, the pcap file and the
+// HEP collector.
+package trace
 
 import (
 	"encoding/binary"
@@ -14,45 +18,45 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// The tap sees every MGCP and SIP datagram mgsip sends or receives (it
-// wraps the UDP sockets) and feeds the wire trace, the message metrics,
-// the pcap file and the HEP collector.
-
-type tapper struct {
-	log       *logrus.Entry
-	traceMGCP atomic.Bool
-	traceSIP  atomic.Bool
-	metrics   *metrics // may be nil
-	pcap      *pcapWriter
-	hep       *hepSender
+// Tapper observes the datagrams of the sockets it wraps.
+type Tapper struct {
+	Log       *logrus.Entry
+	TraceMGCP atomic.Bool
+	TraceSIP  atomic.Bool
+	// OnMessage, if set, counts each message by protocol, direction
+	// (in, out) and kind (verb, method or response code).
+	OnMessage func(proto, dir, kind string)
+	Pcap      *PcapWriter
+	HEP       *HEPSender
 	hepErrors atomic.Uint64
 }
 
-// tapConn passes every datagram read or written to observe (out: we
-// sent it) before it goes on.
-type tapConn struct {
+// Conn passes every datagram read or written to Observe (out: we sent
+// it) before it goes on.
+type Conn struct {
 	net.PacketConn
-	observe func(out bool, local, remote net.Addr, b []byte)
+	Observe func(out bool, local, remote net.Addr, b []byte)
 }
 
-func (t *tapper) wrap(proto string) func(net.PacketConn) net.PacketConn {
+// Wrap returns a wrapper for proto's ("mgcp" or "sip") sockets.
+func (t *Tapper) Wrap(proto string) func(net.PacketConn) net.PacketConn {
 	return func(c net.PacketConn) net.PacketConn {
-		return &tapConn{PacketConn: c, observe: func(out bool, local, remote net.Addr, b []byte) {
+		return &Conn{PacketConn: c, Observe: func(out bool, local, remote net.Addr, b []byte) {
 			t.observe(proto, out, local, remote, b)
 		}}
 	}
 }
 
-func (c *tapConn) ReadFrom(b []byte) (int, net.Addr, error) {
+func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := c.PacketConn.ReadFrom(b)
 	if n > 0 && addr != nil {
-		c.observe(false, c.LocalAddr(), addr, b[:n])
+		c.Observe(false, c.LocalAddr(), addr, b[:n])
 	}
 	return n, addr, err
 }
 
-func (c *tapConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	c.observe(true, c.LocalAddr(), addr, b)
+func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.Observe(true, c.LocalAddr(), addr, b)
 	return c.PacketConn.WriteTo(b, addr)
 }
 
@@ -87,18 +91,18 @@ func kind(proto string, b []byte) string {
 	return strings.ToUpper(f[0])
 }
 
-func (t *tapper) observe(proto string, out bool, local, remote net.Addr, b []byte) {
+func (t *Tapper) observe(proto string, out bool, local, remote net.Addr, b []byte) {
 	dir := "in"
 	if out {
 		dir = "out"
 	}
-	if t.metrics != nil {
-		t.metrics.message(proto, dir, kind(proto, b))
+	if t.OnMessage != nil {
+		t.OnMessage(proto, dir, kind(proto, b))
 	}
-	if (proto == "mgcp" && t.traceMGCP.Load()) || (proto == "sip" && t.traceSIP.Load()) {
-		t.log.WithFields(logrus.Fields{"protocol": proto, "direction": dir, "peer": remote.String()}).Info("\n" + string(b))
+	if (proto == "mgcp" && t.TraceMGCP.Load()) || (proto == "sip" && t.TraceSIP.Load()) {
+		t.Log.WithFields(logrus.Fields{"protocol": proto, "direction": dir, "peer": remote.String()}).Info("\n" + string(b))
 	}
-	if t.pcap == nil && t.hep == nil {
+	if t.Pcap == nil && t.HEP == nil {
 		return
 	}
 	src, dst := addrPort(remote), addrPort(local)
@@ -106,24 +110,24 @@ func (t *tapper) observe(proto string, out bool, local, remote net.Addr, b []byt
 		src, dst = dst, src
 	}
 	now := time.Now()
-	if t.pcap != nil {
-		t.pcap.write(now, src, dst, b)
+	if t.Pcap != nil {
+		t.Pcap.Write(now, src, dst, b)
 	}
-	if t.hep != nil {
-		p := uint8(hepSIP)
+	if t.HEP != nil {
+		p := uint8(HEPSIP)
 		if proto == "mgcp" {
-			p = hepMGCP
+			p = HEPMGCP
 		}
-		if err := t.hep.send(p, src, dst, now, b); err != nil {
+		if err := t.HEP.Send(p, src, dst, now, b); err != nil {
 			t.hepErrors.Add(1)
 		}
 	}
 }
 
-// pcapWriter writes datagrams as IPv4/IPv6 UDP packets in a pcap file
+// PcapWriter writes datagrams as IPv4/IPv6 UDP packets in a pcap file
 // (LINKTYPE_RAW), starting a new file when one reaches maxBytes and
 // keeping the newest keep files: path, path.1, ... path.(keep-1).
-type pcapWriter struct {
+type PcapWriter struct {
 	mu       sync.Mutex
 	path     string
 	maxBytes int64
@@ -133,15 +137,15 @@ type pcapWriter struct {
 	err      error
 }
 
-func newPcapWriter(path string, maxBytes int64, keep int) (*pcapWriter, error) {
-	w := &pcapWriter{path: path, maxBytes: maxBytes, keep: max(keep, 1)}
+func NewPcapWriter(path string, maxBytes int64, keep int) (*PcapWriter, error) {
+	w := &PcapWriter{path: path, maxBytes: maxBytes, keep: max(keep, 1)}
 	if err := w.open(); err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-func (w *pcapWriter) open() error {
+func (w *PcapWriter) open() error {
 	f, err := os.OpenFile(w.path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
@@ -162,7 +166,7 @@ func (w *pcapWriter) open() error {
 	return nil
 }
 
-func (w *pcapWriter) rotate() error {
+func (w *PcapWriter) rotate() error {
 	_ = w.f.Close()
 	for i := w.keep - 1; i >= 1; i-- {
 		from := w.path
@@ -214,7 +218,7 @@ func ipUDP(src, dst netip.AddrPort, payload []byte) []byte {
 	return append(b, payload...)
 }
 
-func (w *pcapWriter) write(at time.Time, src, dst netip.AddrPort, payload []byte) {
+func (w *PcapWriter) Write(at time.Time, src, dst netip.AddrPort, payload []byte) {
 	if len(payload) > 65000 {
 		return
 	}
@@ -243,7 +247,7 @@ func (w *pcapWriter) write(at time.Time, src, dst netip.AddrPort, payload []byte
 	}
 }
 
-func (w *pcapWriter) close() error {
+func (w *PcapWriter) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.f == nil {

@@ -1,4 +1,4 @@
-package main
+package trace
 
 import (
 	"encoding/binary"
@@ -22,8 +22,8 @@ import (
 
 // HEP protocol types.
 const (
-	hepSIP  = 1
-	hepMGCP = 8
+	HEPSIP  = 1
+	HEPMGCP = 8
 )
 
 type hepPacket struct {
@@ -172,14 +172,14 @@ func decodeHEP(b []byte) (hepPacket, error) {
 	return p, nil
 }
 
-// hepSender sends HEP packets to a collector over UDP, never blocking the
+// HEPSender sends HEP packets to a collector over UDP, never blocking the
 // caller (a datagram that cannot be sent is dropped and counted).
-type hepSender struct {
+type HEPSender struct {
 	conn   *net.UDPConn
 	nodeID uint32
 }
 
-func newHEPSender(collector string, nodeID uint32) (*hepSender, error) {
+func NewHEPSender(collector string, nodeID uint32) (*HEPSender, error) {
 	addr, err := net.ResolveUDPAddr("udp", collector)
 	if err != nil {
 		return nil, err
@@ -188,10 +188,10 @@ func newHEPSender(collector string, nodeID uint32) (*hepSender, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hepSender{conn: c, nodeID: nodeID}, nil
+	return &HEPSender{conn: c, nodeID: nodeID}, nil
 }
 
-func (h *hepSender) send(proto uint8, src, dst netip.AddrPort, at time.Time, payload []byte) error {
+func (h *HEPSender) Send(proto uint8, src, dst netip.AddrPort, at time.Time, payload []byte) error {
 	b, err := encodeHEP(make([]byte, 0, 64+len(payload)), hepPacket{Src: src, Dst: dst, Time: at, Proto: proto, NodeID: h.nodeID, Payload: payload})
 	if err != nil {
 		return err
@@ -200,4 +200,4 @@ func (h *hepSender) send(proto uint8, src, dst netip.AddrPort, at time.Time, pay
 	return err
 }
 
-func (h *hepSender) close() error { return h.conn.Close() }
+func (h *HEPSender) Close() error { return h.conn.Close() }

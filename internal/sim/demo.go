@@ -1,4 +1,4 @@
-package main
+package sim
 
 import (
 	"context"
@@ -15,48 +15,15 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/config"
+	"github.com/mgsip/mgsip/internal/trace"
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
 	"github.com/mgsip/mgsip/sip/siptest"
 	"github.com/sirupsen/logrus"
-	"github.com/spf13/cobra"
 )
-
-func newDemoCmd(a *app) *cobra.Command {
-	var path string
-	c := &cobra.Command{
-		Use:   "demo",
-		Short: "Run a real call between two simulated MGCP lines through a SIP PBX stand-in",
-		Long: `Start mgsip (call agent, SIP stack, bridge) on the demo configuration, a
-simulated residential gateway with the configuration's lines and real RTP,
-and a PBX stand-in (digest registrar and back-to-back user agent), all on
-loopback with free ports. The lines register; line 1 goes off hook and
-dials line 2's number; the call goes out over SIP to the PBX, which calls
-line 2's account back through mgsip; line 2 rings, answers, RTP flows both
-ways and is counted; line 1 hangs up, line 2 hears reorder and hangs up.
-
-Prints the ladder of every MGCP and SIP message and a one-line verdict.
-Exit status 0 only if the call really happened.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfigFile(path, os.LookupEnv)
-			if err != nil {
-				return &exitError{code: exitUsage, err: err}
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if err := runDemo(ctx, a.stdout, cfg.File); err != nil {
-				fmt.Fprintln(a.stdout, "VERDICT: FAIL:", err)
-				return &exitError{code: exitFailure, err: err}
-			}
-			return nil
-		},
-	}
-	c.Flags().StringVarP(&path, "config", "c", "configs/demo.yaml", "demo configuration")
-	return c
-}
 
 // ladder collects messages of both protocols with their time.
 type ladder struct {
@@ -87,7 +54,7 @@ func (l *ladder) print(out io.Writer) {
 	}
 }
 
-// demoScript is the call the demo plays on the simulator.
+// demoScript is the call the demo plays on the Simulator.
 const demoScript = `restart; wait 1 armed; wait 2 armed
 offhook 1; wait 1 L/dl; dial 1 %s
 wait 2 L/rg; wait 1 G/rt
@@ -96,7 +63,8 @@ rtp 1 50; rtp 2 50
 onhook 1; wait 2 L/ro
 onhook 2; wait 1 armed; wait 2 armed`
 
-func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
+// RunDemo plays the demo call on the demo configuration file.
+func RunDemo(ctx context.Context, out io.Writer, file config.File) error {
 	mc := file.Config
 	if len(mc.Gateways) == 0 || len(mc.Peers) == 0 {
 		return errors.New("the demo needs a gateway and a peer in its configuration")
@@ -137,7 +105,7 @@ func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
 		return err
 	}
 	// The call agent's datagrams go into the ladder.
-	tapped := &tapConn{PacketConn: conn, observe: func(out bool, _, _ net.Addr, b []byte) {
+	tapped := &trace.Conn{PacketConn: conn, Observe: func(out bool, _, _ net.Addr, b []byte) {
 		if out {
 			lad.add(time.Now(), "mgsip", "gateway", b)
 		} else {
@@ -162,7 +130,7 @@ func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
 	}
 	defer gw.Close()
 
-	// Point the configuration at the simulator and the PBX.
+	// Point the configuration at the Simulator and the PBX.
 	gwHost, gwPort, _ := net.SplitHostPort(gw.Addr())
 	pbxHost, pbxPort, _ := net.SplitHostPort(pbx.Addr())
 	mc.Gateways = append([]mapping.Gateway(nil), mc.Gateways...)
@@ -213,23 +181,23 @@ func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
 	fmt.Fprintf(out, "mgsip demo: call agent %s, SIP %s, gateway %s (%s) at %s, PBX stand-in at %s\n",
 		ca.LocalAddr(), stack.LocalAddr(), caller.Gateway.Name, caller.Gateway.Domain, gw.Addr(), pbx.Addr())
 	for _, u := range []string{caller.User, callee.User} {
-		sim := &simulator{gw: gw}
-		if err := sim.waitUntil(ctx, "registration of "+u, func() bool { _, ok := pbx.Binding(u); return ok }); err != nil {
+		sim := &Simulator{GW: gw}
+		if err := sim.WaitUntil(ctx, "registration of "+u, func() bool { _, ok := pbx.Binding(u); return ok }); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(out, "lines registered at the PBX: %s (%s), %s (%s)\n", caller.User, caller.EndpointName(), callee.User, callee.EndpointName())
 
-	steps, err := parseSimScript(fmt.Sprintf(demoScript, callee.User))
+	steps, err := ParseScript(fmt.Sprintf(demoScript, callee.User))
 	if err != nil {
 		return err
 	}
-	sim := &simulator{gw: gw, out: out, local: locals}
+	sim := &Simulator{GW: gw, Out: out, Local: locals}
 	var rtp1, rtp2 [2]uint64
-	err = sim.run(ctx, steps[:len(steps)-5]) // up to the RTP checks
+	err = sim.Run(ctx, steps[:len(steps)-5]) // up to the RTP checks
 	if err == nil {
 		for i, l := range []string{locals[0], locals[1]} {
-			if c := sim.connection(l); c != nil && c.RTP != nil {
+			if c := sim.Connection(l); c != nil && c.RTP != nil {
 				r := &rtp1
 				if i == 1 {
 					r = &rtp2
@@ -237,7 +205,7 @@ func runDemo(ctx context.Context, out io.Writer, file fileConfig) error {
 				r[0], r[1] = c.RTP.Sent(), c.RTP.Received()
 			}
 		}
-		err = sim.run(ctx, steps[len(steps)-5:])
+		err = sim.Run(ctx, steps[len(steps)-5:])
 	}
 	// The SIP side of the ladder comes from the PBX's recorder.
 	for _, m := range pbx.Messages() {

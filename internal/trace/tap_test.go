@@ -1,4 +1,4 @@
-package main
+package trace
 
 import (
 	"fmt"
@@ -21,18 +21,18 @@ func TestPcapRotationReadByTshark(t *testing.T) {
 	tshark := testutil.RequireProgram(t, "tshark")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mgsip.pcap")
-	w, err := newPcapWriter(path, 1500, 3)
+	w, err := NewPcapWriter(path, 1500, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ca, gw := netip.MustParseAddrPort("192.0.2.1:2727"), netip.MustParseAddrPort("192.0.2.9:2427")
 	us6, pbx6 := netip.MustParseAddrPort("[2001:db8::1]:5060"), netip.MustParseAddrPort("[2001:db8::2]:5060")
 	for i := 1; i <= 20; i++ {
-		w.write(time.Now(), gw, ca, []byte(fmt.Sprintf("NTFY %d aaln/1@gw.test MGCP 1.0\r\nX: 1\r\nO: L/hd\r\n", i)))
-		w.write(time.Now(), us6, pbx6, []byte(fmt.Sprintf("OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK%d\r\n"+
+		w.Write(time.Now(), gw, ca, []byte(fmt.Sprintf("NTFY %d aaln/1@gw.test MGCP 1.0\r\nX: 1\r\nO: L/hd\r\n", i)))
+		w.Write(time.Now(), us6, pbx6, []byte(fmt.Sprintf("OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK%d\r\n"+
 			"From: <sip:mgsip@x>;tag=1\r\nTo: <sip:pbx>\r\nCall-ID: c%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", i, i)))
 	}
-	if err := w.close(); err != nil {
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(path + "*")

@@ -1,4 +1,7 @@
-package main
+// Package config loads mgsip's YAML configuration file: strict decoding,
+// every section checked, the mapping rules compiled, and each problem
+// reported with its line and key path.
+package config
 
 import (
 	"bytes"
@@ -19,19 +22,20 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// fileConfig is the whole configuration file. Each package owns its part.
-type fileConfig struct {
-	Log            logConfig    `yaml:"log"`
-	MGCP           mgcp.Config  `yaml:"mgcp"`
-	SIP            sip.Config   `yaml:"sip"`
-	Admin          adminConfig  `yaml:"admin"`
-	Trace          traceConfig  `yaml:"trace"`
-	Daemon         daemonConfig `yaml:"daemon"`
-	Calls          callsConfig  `yaml:"calls"`
+// File is the whole configuration file. Each package owns its part.
+type File struct {
+	Log            Log         `yaml:"log"`
+	MGCP           mgcp.Config `yaml:"mgcp"`
+	SIP            sip.Config  `yaml:"sip"`
+	Admin          Admin       `yaml:"admin"`
+	Trace          Trace       `yaml:"trace"`
+	Daemon         Daemon      `yaml:"daemon"`
+	Calls          Calls       `yaml:"calls"`
 	mapping.Config `yaml:",inline"`
 }
 
-type traceConfig struct {
+// Trace is the trace section: pcap file and HEP collector.
+type Trace struct {
 	// HEP is a Homer collector (host:port, HEPv3 over UDP); empty: off.
 	HEP string `yaml:"hep"`
 	// HEPNodeID identifies this mgsip to the collector (default 2427).
@@ -44,14 +48,15 @@ type traceConfig struct {
 	PcapKeep     int   `yaml:"pcap_keep"`
 }
 
-type daemonConfig struct {
+// Daemon is the daemon section.
+type Daemon struct {
 	// DrainTimeout is how long SIGTERM waits for calls to end before
 	// hanging them up (default 30s).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
-// callsConfig holds the call timers of the bridge (0: the default).
-type callsConfig struct {
+// Calls holds the call timers of the bridge (0: the default).
+type Calls struct {
 	// RingTimeout: an incoming call nobody answers gets 480 after it
 	// (default 60s).
 	RingTimeout time.Duration `yaml:"ring_timeout"`
@@ -67,32 +72,34 @@ type callsConfig struct {
 	PeerDownFor time.Duration `yaml:"peer_down_for"`
 }
 
-type logConfig struct {
+// Log is the log section.
+type Log struct {
 	Level  string `yaml:"level"`  // default info
 	Format string `yaml:"format"` // text (default) or json
 }
 
-type adminConfig struct {
+// Admin is the admin API section.
+type Admin struct {
 	// Listen is the admin API address (default 127.0.0.1:8080).
 	Listen string `yaml:"listen"`
 	// Token, when set, is required as a bearer token.
 	Token mapping.Secret `yaml:"token"`
 }
 
-// configProblem is one problem with its place in the file.
-type configProblem struct {
+// Problem is one problem with its place in the file.
+type Problem struct {
 	Line   int // 0 when unknown
 	Path   string
 	Reason string
 }
 
-// configError lists every problem of a configuration file.
-type configError struct {
+// Error lists every problem of a configuration file.
+type Error struct {
 	File     string
-	Problems []configProblem
+	Problems []Problem
 }
 
-func (e *configError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	for i, p := range e.Problems {
 		if i > 0 {
@@ -103,7 +110,7 @@ func (e *configError) Error() string {
 	return b.String()
 }
 
-func (p configProblem) format(file string) string {
+func (p Problem) format(file string) string {
 	loc := file
 	if p.Line > 0 {
 		loc += ":" + strconv.Itoa(p.Line)
@@ -114,34 +121,34 @@ func (p configProblem) format(file string) string {
 	return loc + ": " + p.Path + ": " + p.Reason
 }
 
-// loadedConfig is a configuration that passed every check.
-type loadedConfig struct {
-	File  fileConfig
+// Loaded is a configuration that passed every check.
+type Loaded struct {
+	File  File
 	Rules *mapping.Rules
 }
 
-// loadConfigFile reads and checks a configuration file.
-func loadConfigFile(path string, lookupEnv func(string) (string, bool)) (*loadedConfig, error) {
+// LoadFile reads and checks a configuration file.
+func LoadFile(path string, lookupEnv func(string) (string, bool)) (*Loaded, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return loadConfig(path, data, lookupEnv)
+	return Load(path, data, lookupEnv)
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-// loadConfig decodes data strictly, validates every section, compiles the
+// Load decodes data strictly, validates every section, compiles the
 // rules, and reports each problem with its line and key path.
-func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool)) (*loadedConfig, error) {
-	cerr := &configError{File: name}
+func Load(name string, data []byte, lookupEnv func(string) (string, bool)) (*Loaded, error) {
+	cerr := &Error{File: name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		cerr.Problems = append(cerr.Problems, yamlProblem(err.Error(), nil))
 		return nil, cerr
 	}
 	index := newPathIndex(&root)
-	var fc fileConfig
+	var fc File
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	// Type errors do not stop decoding: the rest of the file is still
@@ -168,7 +175,7 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 				return
 			}
 		}
-		cerr.Problems = append(cerr.Problems, configProblem{Line: index.line(path), Path: path, Reason: reason})
+		cerr.Problems = append(cerr.Problems, Problem{Line: index.line(path), Path: path, Reason: reason})
 	}
 	addJoined := func(err error) {
 		if err == nil {
@@ -260,7 +267,7 @@ func loadConfig(name string, data []byte, lookupEnv func(string) (string, bool))
 	if fc.Daemon.DrainTimeout == 0 {
 		fc.Daemon.DrainTimeout = 30 * time.Second
 	}
-	return &loadedConfig{File: fc, Rules: rules}, nil
+	return &Loaded{File: fc, Rules: rules}, nil
 }
 
 var (
@@ -270,8 +277,8 @@ var (
 
 // yamlProblem turns a yaml error message into a problem with a line and,
 // where the index knows it, a key path.
-func yamlProblem(msg string, index *pathIndex) configProblem {
-	p := configProblem{Reason: strings.TrimPrefix(msg, "yaml: ")}
+func yamlProblem(msg string, index *pathIndex) Problem {
+	p := Problem{Reason: strings.TrimPrefix(msg, "yaml: ")}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		p.Line, _ = strconv.Atoi(m[1])
 		p.Reason = m[2]
@@ -366,3 +373,10 @@ func (ix *pathIndex) line(path string) int {
 
 // pathAt returns the deepest key path starting on line.
 func (ix *pathIndex) pathAt(line int) string { return ix.byLine[line] }
+
+// SummaryLine describes compiled rules in one line, as check-config and
+// the daemon's log print them.
+func SummaryLine(s mapping.Summary) string {
+	return fmt.Sprintf("%d gateway(s), %d line(s), %d trunk group(s) with %d channel(s), %d peer(s), %d route(s), %d dial plan(s), %d rewrite set(s)",
+		s.Gateways, s.Lines, s.Trunks, s.TrunkChannels, s.Peers, s.Routes, s.DialPlans, s.Rewrites)
+}

@@ -1,4 +1,4 @@
-package main
+package trace
 
 import (
 	"bytes"
@@ -99,18 +99,18 @@ func TestHEPReadBySngrep(t *testing.T) {
 			<-exited
 		}
 	}
-	h, err := newHEPSender(listen, 2427)
+	h, err := NewHEPSender(listen, 2427)
 	if err != nil {
 		stop()
 		t.Fatal(err)
 	}
-	defer h.close()
+	defer h.Close()
 	src, dst := netip.MustParseAddrPort("192.0.2.7:5060"), netip.MustParseAddrPort("198.51.100.1:5080")
 	// sngrep binds a moment after it starts, and writes its pcap when it
 	// exits: send for a second (a closed port makes the connected socket
 	// report an error on a later write; ignore those), then stop it.
 	for range 10 {
-		_ = h.send(hepSIP, src, dst, time.Now(), []byte(sipInvite))
+		_ = h.Send(HEPSIP, src, dst, time.Now(), []byte(sipInvite))
 		time.Sleep(100 * time.Millisecond)
 	}
 	stop()
