@@ -104,3 +104,8 @@ demo:
 
 clean:
 	rm -rf bin
+
+# make print-VERSION: the value of a variable (used by .ci/package-test).
+print-%:
+	@echo '$($*)'
+

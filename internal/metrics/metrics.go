@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/buildinfo"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,12 @@ func New() *Metrics {
 		Help: "Configuration reloads by result (ok, rejected)."}, []string{"result"})
 	m.sipMalformed = prometheus.NewCounter(prometheus.CounterOpts{Name: "mgsip_sip_malformed_total",
 		Help: "SIP datagrams received that do not start like a SIP message."})
-	m.Registry.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
+	bi := buildinfo.Get()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mgsip_build_info",
+		Help: "Always 1; the labels say which mgsip runs: version, revision (commit) and goversion."},
+		[]string{"version", "revision", "goversion"})
+	build.WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
+	m.Registry.MustRegister(build, m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
