@@ -6,10 +6,12 @@ PKGS      := ./...
 NFPM      ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
 # What the binary says it is (mgsip version, mgsip_build_info). A tag
-# v1.2.3 on HEAD gives 1.2.3; otherwise 0.0.0+git.<commit>. The date is the
+# v1.2.3 on HEAD gives 1.2.3; otherwise 0.0.0+git.<commit> (0.0.0+unknown
+# without git, e.g. a container build whose context has no .git). The date is the
 # commit's, so that two builds of one commit are the same bytes.
 REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
-VERSION    ?= $(or $(patsubst v%,%,$(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null)),0.0.0+git.$(shell git rev-parse --short=12 HEAD 2>/dev/null))
+SHORT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+VERSION    ?= $(or $(patsubst v%,%,$(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null)),$(if $(SHORT_REV),0.0.0+git.$(SHORT_REV),0.0.0+unknown))
 BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 ARCH       ?= $(shell $(GO) env GOARCH)
 BI         := github.com/mgsip/mgsip/internal/buildinfo
