@@ -74,6 +74,7 @@ func TestDependencyRule(t *testing.T) {
 		module + "/internal/metrics": {"github.com/prometheus/client_golang", module + "/bridge", module + "/mgcp",
 			module + "/sip", module + "/internal/buildinfo"},
 		module + "/internal/buildinfo":    {},
+		module + "/internal/chanmgcp":     {},
 		module + "/internal/licensecheck": {},
 		module + "/internal/admin": {"github.com/prometheus/client_golang", "github.com/sirupsen/logrus", module + "/bridge",
 			module + "/mgcp", module + "/internal/trace", module + "/internal/config"},

@@ -69,6 +69,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newSimCmd(a),
 		newCheckConfigCmd(a),
 		newRunCmd(a),
+		newImportCmd(a),
 	)
 	root.AddCommand(adminCommands(a)...)
 	return root

@@ -609,3 +609,37 @@ func (c *converter) secretOf(env string) string {
 	}
 	return ""
 }
+
+// Import reads the mgcp.conf at path (with its includes) and converts it.
+func Import(path string, opts Options) (*Result, error) {
+	f, err := ParseFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Source == "" {
+		opts.Source = path
+	}
+	return Convert(f, opts)
+}
+
+// ParseEnv reads NAME=value lines (an env file as systemd's
+// EnvironmentFile= takes it: "#" comments, no quoting needed).
+func ParseEnv(data []byte) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+			v = v[1 : len(v)-1]
+		}
+		m[strings.TrimSpace(k)] = v
+	}
+	return m
+}
