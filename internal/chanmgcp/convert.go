@@ -137,7 +137,7 @@ var unmappedKeys = map[string]string{
 // DefaultDigitMap collects any digits until the inter-digit timer
 // (gendigittimeout) runs out, or up to a '#'. Write one that knows your
 // numbering plan so that calls start without waiting (RFC 3435 §2.1.5).
-const DefaultDigitMap = "([0-9*].#|[0-9*#].T)"
+const DefaultDigitMap = "([0-9*].#|[0-9*].T)"
 
 var cidRe = regexp.MustCompile(`^\s*"?([^"<]*?)"?\s*<([^>]*)>\s*$`)
 
