@@ -27,9 +27,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mgsip
 
 # The Debian package, bin/mgsip_$(VERSION)_$(ARCH).deb, built by nfpm from
-# configs/nfpm.yaml (user, /etc/mgsip, unit, docs; docs/operations.md).
+# configs/deb/nfpm.yaml (user, /etc/mgsip, unit, docs; docs/operations.md).
 deb: build
-	VERSION='$(VERSION)' ARCH='$(ARCH)' $(NFPM) package --config configs/nfpm.yaml --packager deb --target bin/
+	VERSION='$(VERSION)' ARCH='$(ARCH)' $(NFPM) package --config configs/deb/nfpm.yaml --packager deb --target bin/
 
 # Builds the .deb, installs it with dpkg, proves check-config and a short
 # run as the mgsip user, purges it; then the manual install path of

@@ -612,6 +612,8 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 		if plan == nil {
 			plan = c.r.defaultPlan
 		}
+		// Every secret a template's lines miss is listed in one problem.
+		missing := &MissingEnvError{}
 		for k := 0; k < tmpl.count(); k++ {
 			local, n := tmpl.at(k)
 			field := func(key, v string) string {
@@ -634,6 +636,10 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 				break
 			}
 			if pw, err = ExpandEnv(pw, c.opts.LookupEnv); err != nil {
+				if me, ok := err.(*MissingEnvError); ok {
+					missing.add(me.Names...)
+					continue
+				}
 				c.bad(p+".password", "%v", err)
 				break
 			}
@@ -676,6 +682,9 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 			}
 			c.r.lineByEndpoint[dom][strings.ToLower(local)] = l
 			c.r.Lines = append(c.r.Lines, l)
+		}
+		if len(missing.Names) > 0 {
+			c.bad(p+".password", "%v", missing)
 		}
 	}
 }

@@ -382,3 +382,15 @@ func TestExpandEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestExpandEnvListsEveryMissingName(t *testing.T) {
+	lookup := func(k string) (string, bool) { return "v", k == "SET" }
+	_, err := ExpandEnv("${A}:${SET}:${B}", lookup)
+	var me *MissingEnvError
+	if !errors.As(err, &me) || strings.Join(me.Names, ",") != "A,B" {
+		t.Fatalf("err = %v", err)
+	}
+	if err.Error() != "2 environment variables are not set: A, B" {
+		t.Fatalf("message %q", err)
+	}
+}
