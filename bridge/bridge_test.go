@@ -50,6 +50,7 @@ type envOptions struct {
 	noAnswer  time.Duration              // bridge.Config.NoAnswerTimeout
 	features  mapping.Features           // of every line
 	log       *logrus.Entry              // the bridge's logger (default: silent)
+	users     map[string]string          // more accounts the PBX knows (user: password)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -61,6 +62,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	users := map[string]string{}
 	for i := 1; i <= o.lines; i++ {
 		users[strconv.Itoa(1000+i)] = "pw"
+	}
+	for u, pw := range o.users {
+		users[u] = pw
 	}
 	var err error
 	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas})
