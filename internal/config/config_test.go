@@ -213,3 +213,31 @@ func parseEnvFile(t *testing.T, data []byte) map[string]string {
 	}
 	return m
 }
+
+func TestDiff(t *testing.T) {
+	load := func(text string) File {
+		t.Helper()
+		l, err := Load("x.yaml", []byte(text), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.File
+	}
+	base := `log: {level: info}
+sip:
+  listeners: [{transport: udp, listen: "127.0.0.1:5070"}]
+admin: {listen: "127.0.0.1:8080", token: secret-one}
+peers: [{name: pbx, host: 192.0.2.20}]
+gateways: [{name: gw, domain: gw.example.net}]
+`
+	a := load(base)
+	if d := Diff(a, load(base)); len(d) != 0 {
+		t.Fatalf("the same file differs: %v", d)
+	}
+	b := load(strings.NewReplacer("level: info", "level: debug", "127.0.0.1:5070", "127.0.0.1:5071",
+		"secret-one", "secret-two", "domain: gw.example.net}]", "domain: gw.example.net}, {name: gw2, domain: gw2.example.net}]").Replace(base))
+	got := strings.Join(Diff(a, b), " ")
+	if got != "log.level sip.listeners[0].listen admin.token gateways[1]" {
+		t.Fatalf("Diff = %s", got)
+	}
+}
