@@ -23,21 +23,55 @@ import (
 
 type adminClient struct {
 	admin.Client
-	json bool
+	tokenFile string
+	json      bool
 }
 
+// addAdminFlags adds the flags that say how to reach the API. The token's
+// flag has no default from the environment: a default is printed by
+// --help, and the token must never be.
 func addAdminFlags(c *cobra.Command, ac *adminClient) {
 	def := os.Getenv("MGSIP_ADMIN")
 	if def == "" {
 		def = "http://127.0.0.1:8080"
 	}
-	c.Flags().StringVar(&ac.Base, "admin", def, "admin API base URL (env MGSIP_ADMIN)")
-	c.Flags().StringVar(&ac.Token, "token", os.Getenv("MGSIP_ADMIN_TOKEN"), "bearer token (env MGSIP_ADMIN_TOKEN)")
+	c.Flags().StringVar(&ac.Base, "admin", def, "admin API: http(s)://host:port or unix:/path (env MGSIP_ADMIN)")
+	c.Flags().StringVar(&ac.Token, "token", "", "bearer token (default: env MGSIP_ADMIN_TOKEN; prefer --token-file, a flag shows in ps)")
+	c.Flags().StringVar(&ac.tokenFile, "token-file", "", "file holding the bearer token (env MGSIP_ADMIN_TOKEN_FILE)")
+	c.Flags().StringVar(&ac.CACert, "cacert", os.Getenv("MGSIP_ADMIN_CACERT"), "PEM CA certificate an https API's certificate must chain to (env MGSIP_ADMIN_CACERT)")
+}
+
+// resolveToken picks the token: --token, else --token-file, else the
+// environment (MGSIP_ADMIN_TOKEN, then MGSIP_ADMIN_TOKEN_FILE).
+func (ac *adminClient) resolveToken() error {
+	if ac.Token != "" {
+		return nil
+	}
+	file := ac.tokenFile
+	if file == "" {
+		if v := os.Getenv("MGSIP_ADMIN_TOKEN"); v != "" {
+			ac.Token = v
+			return nil
+		}
+		file = os.Getenv("MGSIP_ADMIN_TOKEN_FILE")
+	}
+	if file == "" {
+		return nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return usageErr("--token-file: %v", err)
+	}
+	ac.Token = strings.TrimSpace(string(b))
+	return nil
 }
 
 // call performs a request; the body of a 2xx is returned. A non-2xx
 // answer is exit 1 with the API's message, no answer exit 3.
 func (ac *adminClient) call(ctx context.Context, method, path string, q url.Values) ([]byte, error) {
+	if err := ac.resolveToken(); err != nil {
+		return nil, err
+	}
 	body, err := ac.Do(ctx, method, path, q)
 	var ue *admin.UnreachableError
 	var se *admin.StatusError

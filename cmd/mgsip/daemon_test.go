@@ -38,6 +38,8 @@ type runningDaemon struct {
 	dir    string
 }
 
+const testToken = "s3cret-admin-token"
+
 func freeUDP(t *testing.T) string {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -76,7 +78,7 @@ sip:
     - listen: 127.0.0.1:0
 admin:
   listen: 127.0.0.1:0
-  token: s3cret
+  token: s3cret-admin-token
 peers:
   - name: pbx
     host: %s
@@ -163,7 +165,7 @@ func (rd *runningDaemon) script(s string) {
 
 func (rd *runningDaemon) cli(args ...string) (int, string) {
 	rd.t.Helper()
-	code, out, errOut := runCLI(rd.t, "", append(args, "--admin", rd.admin, "--token", "s3cret")...)
+	code, out, errOut := runCLI(rd.t, "", append(args, "--admin", rd.admin, "--token", "s3cret-admin-token")...)
 	return code, out + errOut
 }
 
@@ -204,7 +206,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "gw/aaln/1") || !strings.Contains(out, "registered") || !strings.Contains(out, "idle") {
 		t.Fatalf("lines: exit %d\n%s", code, out)
 	}
-	if code, body := rd.get("/api/v1/peers", "s3cret"); code != 200 || !strings.Contains(body, `"up": true`) {
+	if code, body := rd.get("/api/v1/peers", testToken); code != 200 || !strings.Contains(body, `"up": true`) {
 		t.Errorf("peers: %d %s", code, body)
 	}
 	code, out = rd.cli("gateways")
@@ -214,7 +216,8 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 
 	// Trace on for MGCP through the API, then a call 1001 -> 1002.
 	req, _ := http.NewRequest(http.MethodPost, rd.admin+"/api/v1/trace?mgcp=on", nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("X-Mgsip-Client", "test")
 	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
 		t.Fatalf("trace on: %v %v", res, err)
 	}
@@ -233,7 +236,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "outgoing") || !strings.Contains(out, "incoming") || !strings.Contains(out, "PCMU") {
 		t.Errorf("calls table:\n%s", out)
 	}
-	_, metricsText := rd.get("/metrics", "s3cret")
+	_, metricsText := rd.get("/metrics", testToken)
 	for _, want := range []string{"mgsip_calls_active 2", `mgsip_messages_total{direction="in",protocol="mgcp",type="NTFY"}`,
 		`mgsip_messages_total{direction="out",protocol="sip",type="INVITE"}`, `mgsip_endpoints{state="connected"} 2`,
 		`mgsip_registrations{state="registered"} 2`, "mgsip_mgcp_transaction_seconds_bucket", `mgsip_gateways_up{gateway="gw"} 1`} {
@@ -265,7 +268,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code, out := rd.cli("reload"); code != 0 || !strings.Contains(out, "reloaded") {
 		t.Errorf("reload: exit %d %s", code, out)
 	}
-	_, metricsText = rd.get("/metrics", "s3cret")
+	_, metricsText = rd.get("/metrics", testToken)
 	for _, want := range []string{`mgsip_call_setups_total{direction="outgoing",result="answered"} 1`,
 		`mgsip_call_setups_total{direction="incoming",result="answered"} 1`, "mgsip_call_duration_seconds_count 2",
 		`mgsip_config_reloads_total{result="ok"} 1`, "mgsip_calls_active 0"} {

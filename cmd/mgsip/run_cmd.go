@@ -13,16 +13,21 @@ import (
 	"github.com/spf13/cobra"
 )
 
+const allowEmptyHelp = "accept a file that configures no gateway, line or trunk (as allow_empty: true in the file does)"
+
 func newCheckConfigCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var allowEmpty bool
+	c := &cobra.Command{
 		Use:   "check-config FILE",
 		Short: "Validate a configuration file",
 		Long: `Decode FILE strictly, check every section and compile the mapping rules.
 Valid: print a one-line summary and exit 0. Invalid: print every problem as
-"FILE:LINE: key.path: reason" and exit 1. Secrets are never printed.`,
+"FILE:LINE: key.path: reason" and exit 1. Secrets are never printed.
+A file that configures no gateway, line or trunk is refused unless it
+says allow_empty: true or --allow-empty is given.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			cfg, err := config.LoadFile(args[0], os.LookupEnv)
+			cfg, err := config.LoadFile(args[0], os.LookupEnv, config.AllowEmpty(allowEmpty))
 			var ce *config.Error
 			if errors.As(err, &ce) {
 				fmt.Fprintln(a.stdout, ce.Error())
@@ -35,10 +40,13 @@ Valid: print a one-line summary and exit 0. Invalid: print every problem as
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&allowEmpty, "allow-empty", false, allowEmptyHelp)
+	return c
 }
 
 func newRunCmd(a *app) *cobra.Command {
 	var path string
+	var allowEmpty bool
 	c := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Run the daemon",
@@ -46,7 +54,8 @@ func newRunCmd(a *app) *cobra.Command {
 the MGCP call agent, the SIP stack, the bridge and the admin API.
 SIGHUP re-reads the file: a valid file replaces the rules (calls in
 progress keep theirs), an invalid one is rejected with its problems logged
-and the running rules stay. SIGTERM or SIGINT drains: no new calls, calls
+and the running rules stay (so is a file that configures nothing, unless
+--allow-empty: a truncated file must not unregister every line). SIGTERM or SIGINT drains: no new calls, calls
 in progress get daemon.drain_timeout, then are hung up; lines unregister
 and mgsip exits 0. A second signal stops at once. Under systemd
 (Type=notify) it reports READY, RELOADING, STOPPING and the watchdog.`,
@@ -79,10 +88,11 @@ and mgsip exits 0. A second signal stops at once. Under systemd
 				}
 			}()
 			return runDaemon(ctx, a, cmd.Flags().Changed("log-level") || cmd.Flags().Changed("log-format"),
-				daemon.Options{ConfigPath: path, Reload: reload, Stop: stop})
+				daemon.Options{ConfigPath: path, Reload: reload, Stop: stop, AllowEmpty: allowEmpty})
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "", "configuration file")
+	c.Flags().BoolVar(&allowEmpty, "allow-empty", false, allowEmptyHelp+"; applies to reloads too")
 	return c
 }
 
@@ -90,7 +100,7 @@ and mgsip exits 0. A second signal stops at once. Under systemd
 // problems printed, exit 1), sets up logging from its log section unless
 // the flags said otherwise (flagsSetLog), and runs the daemon.
 func runDaemon(ctx context.Context, a *app, flagsSetLog bool, opts daemon.Options) error {
-	cfg, err := config.LoadFile(opts.ConfigPath, os.LookupEnv)
+	cfg, err := config.LoadFile(opts.ConfigPath, os.LookupEnv, config.AllowEmpty(opts.AllowEmpty))
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {

@@ -4,11 +4,10 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
@@ -16,11 +15,13 @@ import (
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 )
 
-// The admin API: HTTP+JSON on loopback by default, every /api and
-// /metrics request needing the bearer token when one is configured.
-// docs/operations.md lists the endpoints.
+// The admin API: HTTP+JSON on loopback (or a unix socket) by default,
+// every /api and /metrics request passing the guards of auth.go.
+// docs/operations.md lists the endpoints, docs/security.md the guards.
 
 // Backend is what the API shows and acts on: the running daemon's parts.
 type Backend struct {
@@ -39,20 +40,47 @@ type Backend struct {
 	LastRSIP func(gateway string) time.Time
 }
 
-// Options configure the server.
+// Options configure the server. docs/security.md explains each guard.
 type Options struct {
-	// Token, when set, is required as a bearer token.
-	Token string
+	// Token, when set, is required as a bearer token for /api and
+	// /metrics; ReadOnlyToken, when set, may read (GET) but not act.
+	Token, ReadOnlyToken string
+	// AllowedHosts are Host header values accepted when there is no token,
+	// besides the loopback names (localhost, 127.0.0.0/8, ::1).
+	AllowedHosts []string
+	// FailRate (per second) and FailBurst bound the failed authentications
+	// of one source address; past them every request from it gets 429.
+	// Zero: 1/s and 10.
+	FailRate  float64
+	FailBurst int
+	// Log receives the (rate-limited) failed-authentication lines.
+	Log *logrus.Entry
 }
 
 // Server serves the admin API.
 type Server struct {
-	b     Backend
-	token string
+	b        Backend
+	o        Options
+	throttle *throttle
+	failLog  *sampler
 }
 
 // New returns the API server over b.
-func New(b Backend, o Options) *Server { return &Server{b: b, token: o.Token} }
+func New(b Backend, o Options) *Server {
+	if o.FailRate <= 0 {
+		o.FailRate = 1
+	}
+	if o.FailBurst <= 0 {
+		o.FailBurst = 10
+	}
+	if o.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		o.Log = logrus.NewEntry(l)
+	}
+	return &Server{b: b, o: o, throttle: newThrottle(rate.Limit(o.FailRate), o.FailBurst, 4096),
+		failLog: &sampler{every: time.Second}}
+}
 
 // APIError is the body of every non-2xx answer.
 type APIError struct {
@@ -193,21 +221,6 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]bool{"mgcp": d.Trace.TraceMGCP.Load(), "sip": d.Trace.TraceSIP.Load()})
 	})
 	return mux
-}
-
-// auth requires the bearer token when one is configured.
-func (s *Server) auth(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tok := s.token; tok != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="mgsip"`)
-				writeErr(w, http.StatusUnauthorized, errors.New("a valid bearer token is required"))
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func (s *Server) gatewayViews() []GatewayView {

@@ -38,6 +38,10 @@ func (c *converter) writeConfig() []byte {
 	if listen == "" {
 		listen = "0.0.0.0:2727"
 	}
+	if len(c.gateways) == 0 {
+		w.f("# mgcp.conf defines no gateway with a line: this file runs nothing yet.\n")
+		w.f("allow_empty: true\n\n")
+	}
 	w.f("log:\n  level: info\n\n")
 	w.f("mgcp:\n  listen: %s            # chan_mgcp's [general] bindaddr/port\n\n", q(listen))
 	w.f("sip:\n  listeners:\n    - transport: udp\n      listen: %s       # the PBX keeps its own port\n\n", q(c.opts.SIPListen))

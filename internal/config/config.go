@@ -24,13 +24,17 @@ import (
 
 // File is the whole configuration file. Each package owns its part.
 type File struct {
-	Log            Log         `yaml:"log"`
-	MGCP           mgcp.Config `yaml:"mgcp"`
-	SIP            sip.Config  `yaml:"sip"`
-	Admin          Admin       `yaml:"admin"`
-	Trace          Trace       `yaml:"trace"`
-	Daemon         Daemon      `yaml:"daemon"`
-	Calls          Calls       `yaml:"calls"`
+	Log    Log         `yaml:"log"`
+	MGCP   mgcp.Config `yaml:"mgcp"`
+	SIP    sip.Config  `yaml:"sip"`
+	Admin  Admin       `yaml:"admin"`
+	Trace  Trace       `yaml:"trace"`
+	Daemon Daemon      `yaml:"daemon"`
+	Calls  Calls       `yaml:"calls"`
+	// AllowEmpty lets a file with no gateways, lines or trunks load (a
+	// daemon with nothing to do); without it such a file is refused, so
+	// that an empty or truncated file cannot unregister every line.
+	AllowEmpty     bool `yaml:"allow_empty"`
 	mapping.Config `yaml:",inline"`
 }
 
@@ -40,10 +44,17 @@ type Trace struct {
 	HEP string `yaml:"hep"`
 	// HEPNodeID identifies this mgsip to the collector (default 2427).
 	HEPNodeID uint32 `yaml:"hep_node_id"`
+	// HEPNodeName names this mgsip to the collector (HEP chunk 0x0013);
+	// empty: left out.
+	HEPNodeName string `yaml:"hep_node_name"`
+	// HEPPassword is the collector's capture password (chunk 0x000e;
+	// ${ENV} allowed); empty: left out.
+	HEPPassword mapping.Secret `yaml:"hep_password"`
 	// Pcap is a file every MGCP and SIP message is written to; empty: off.
 	Pcap string `yaml:"pcap"`
 	// PcapMaxBytes starts a new file past this size (default 100 MB);
-	// PcapKeep files are kept (default 5).
+	// PcapKeep files are kept (default 5, at least 2). A capture left by
+	// the previous run is rotated, never truncated.
 	PcapMaxBytes int64 `yaml:"pcap_max_bytes"`
 	PcapKeep     int   `yaml:"pcap_keep"`
 }
@@ -76,14 +87,6 @@ type Calls struct {
 type Log struct {
 	Level  string `yaml:"level"`  // default info
 	Format string `yaml:"format"` // text (default) or json
-}
-
-// Admin is the admin API section.
-type Admin struct {
-	// Listen is the admin API address (default 127.0.0.1:8080).
-	Listen string `yaml:"listen"`
-	// Token, when set, is required as a bearer token.
-	Token mapping.Secret `yaml:"token"`
 }
 
 // Problem is one problem with its place in the file.
@@ -131,20 +134,35 @@ type Loaded struct {
 	Rules *mapping.Rules
 }
 
+// Option changes how a file is loaded.
+type Option func(*loadOptions)
+
+type loadOptions struct {
+	allowEmpty bool
+}
+
+// AllowEmpty accepts a file that configures nothing, as the file's own
+// allow_empty key does (the --allow-empty flag of check-config and run).
+func AllowEmpty(yes bool) Option { return func(o *loadOptions) { o.allowEmpty = o.allowEmpty || yes } }
+
 // LoadFile reads and checks a configuration file.
-func LoadFile(path string, lookupEnv func(string) (string, bool)) (*Loaded, error) {
+func LoadFile(path string, lookupEnv func(string) (string, bool), opts ...Option) (*Loaded, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Load(path, data, lookupEnv)
+	return Load(path, data, lookupEnv, opts...)
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // Load decodes data strictly, validates every section, compiles the
 // rules, and reports each problem with its line and key path.
-func Load(name string, data []byte, lookupEnv func(string) (string, bool)) (*Loaded, error) {
+func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts ...Option) (*Loaded, error) {
+	var lo loadOptions
+	for _, o := range opts {
+		o(&lo)
+	}
 	cerr := &Error{File: name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -210,26 +228,25 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool)) (*Loa
 	default:
 		add("log.format", fmt.Sprintf("must be text or json, not %q", fc.Log.Format))
 	}
-	if fc.Admin.Listen != "" {
-		if !strings.Contains(fc.Admin.Listen, ":") {
-			add("admin.listen", fmt.Sprintf("%q is not host:port", fc.Admin.Listen))
-		}
-	}
-	tok, err := mapping.ExpandEnv(string(fc.Admin.Token), lookupEnv)
-	if err != nil {
-		add("admin.token", err.Error())
-	}
-	fc.Admin.Token = mapping.Secret(tok)
+	checkAdmin(&fc.Admin, add, lookupEnv)
 	if fc.Trace.HEP != "" {
 		if _, _, err := net.SplitHostPort(fc.Trace.HEP); err != nil {
 			add("trace.hep", fmt.Sprintf("%q is not host:port", fc.Trace.HEP))
 		}
 	}
+	if pw, err := mapping.ExpandEnv(string(fc.Trace.HEPPassword), lookupEnv); err != nil {
+		add("trace.hep_password", err.Error())
+	} else {
+		fc.Trace.HEPPassword = mapping.Secret(pw)
+	}
+	if len(fc.Trace.HEPNodeName) > 255 {
+		add("trace.hep_node_name", "must be at most 255 characters")
+	}
 	if fc.Trace.PcapMaxBytes < 0 {
 		add("trace.pcap_max_bytes", "must not be negative")
 	}
-	if fc.Trace.PcapKeep < 0 {
-		add("trace.pcap_keep", "must not be negative")
+	if fc.Trace.PcapKeep < 0 || fc.Trace.PcapKeep == 1 {
+		add("trace.pcap_keep", "must be at least 2: the file being written and the one before, so that a restart keeps the last run's capture")
 	}
 	if fc.Daemon.DrainTimeout < 0 {
 		add("daemon.drain_timeout", "must not be negative")
@@ -257,15 +274,19 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool)) (*Loa
 	} else if err != nil {
 		add("", err.Error())
 	}
+	// Checked last, so that it is the one problem of an empty file and
+	// does not pile onto the problems of a file under construction.
+	if len(cerr.Problems) == 0 && len(fc.Gateways) == 0 && len(fc.Lines) == 0 && len(fc.Trunks) == 0 &&
+		!fc.AllowEmpty && !lo.allowEmpty {
+		add("", ErrEmpty.Error())
+	}
 	if len(cerr.Problems) > 0 {
 		sort.SliceStable(cerr.Problems, func(i, j int) bool { return cerr.Problems[i].Line < cerr.Problems[j].Line })
 		return nil, cerr
 	}
 	fc.MGCP = fc.MGCP.WithDefaults()
 	fc.SIP = fc.SIP.WithDefaults()
-	if fc.Admin.Listen == "" {
-		fc.Admin.Listen = "127.0.0.1:8080"
-	}
+	fc.Admin = fc.Admin.withDefaults()
 	if fc.Trace.HEPNodeID == 0 {
 		fc.Trace.HEPNodeID = 2427
 	}

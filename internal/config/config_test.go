@@ -226,7 +226,7 @@ func TestDiff(t *testing.T) {
 	base := `log: {level: info}
 sip:
   listeners: [{transport: udp, listen: "127.0.0.1:5070"}]
-admin: {listen: "127.0.0.1:8080", token: secret-one}
+admin: {listen: "127.0.0.1:8080", token: secret-one-0123456789}
 peers: [{name: pbx, host: 192.0.2.20}]
 gateways: [{name: gw, domain: gw.example.net}]
 `
@@ -235,7 +235,7 @@ gateways: [{name: gw, domain: gw.example.net}]
 		t.Fatalf("the same file differs: %v", d)
 	}
 	b := load(strings.NewReplacer("level: info", "level: debug", "127.0.0.1:5070", "127.0.0.1:5071",
-		"secret-one", "secret-two", "domain: gw.example.net}]", "domain: gw.example.net}, {name: gw2, domain: gw2.example.net}]").Replace(base))
+		"secret-one-0123456789", "secret-two-0123456789", "domain: gw.example.net}]", "domain: gw.example.net}, {name: gw2, domain: gw2.example.net}]").Replace(base))
 	got := strings.Join(Diff(a, b), " ")
 	if got != "log.level sip.listeners[0].listen admin.token gateways[1]" {
 		t.Fatalf("Diff = %s", got)

@@ -46,6 +46,10 @@ type Options struct {
 	// LogFromFlags: the command line set the log level or format, so
 	// the file's log section is not applied (on reload either).
 	LogFromFlags bool
+	// AllowEmpty lets a reload accept a file that configures nothing
+	// (--allow-empty); without it such a file is rejected and the running
+	// rules stay.
+	AllowEmpty bool
 }
 
 // daemon is the running service: the MGCP call agent, the SIP stack, the
@@ -59,7 +63,7 @@ type daemon struct {
 	bridge     *bridge.Bridge
 	tap        *trace.Tapper
 	metrics    *metrics.Metrics
-	token      string
+	allowEmpty bool
 	drainFor   time.Duration
 
 	reloadMu sync.Mutex
@@ -82,7 +86,7 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log
 	var err error
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
-		token: cfg.File.Admin.Token.Reveal(), drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{},
+		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{},
 		started: cfg.File, current: cfg.File, logFromFlags: opts.LogFromFlags}
 	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
 	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
@@ -94,7 +98,9 @@ func Run(ctx context.Context, opts Options) error {
 		defer d.tap.Pcap.Close()
 	}
 	if h := cfg.File.Trace.HEP; h != "" {
-		if d.tap.HEP, err = trace.NewHEPSender(h, cfg.File.Trace.HEPNodeID); err != nil {
+		t := cfg.File.Trace
+		if d.tap.HEP, err = trace.NewHEPSender(trace.HEPOptions{Collector: h, NodeID: t.HEPNodeID, NodeName: t.HEPNodeName,
+			Password: t.HEPPassword.Reveal()}); err != nil {
 			return fmt.Errorf("trace.hep: %w", err)
 		}
 		defer d.tap.HEP.Close()
@@ -130,16 +136,18 @@ func Run(ctx context.Context, opts Options) error {
 		_ = d.stack.Close()
 		return err
 	}
+	d.tap.Correlate = &trace.MGCPCorrelator{Lookup: d.bridge.SIPCallIDOf}
 	d.metrics.Registry.MustRegister(metrics.NewStateCollector(d.ca, d.bridge, d.stack))
 	d.stack.SetHandler(d.bridge)
-	adminLn, err := net.Listen("tcp", cfg.File.Admin.Listen)
+	adminLn, err := admin.Listen(cfg.File.Admin)
 	if err != nil {
 		_ = d.ca.Close()
 		_ = d.stack.Close()
 		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
-		Reload: func(ctx context.Context) (any, error) { return d.reload(ctx) }, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart}, admin.Options{Token: d.token})
+		Reload: func(ctx context.Context) (any, error) { return d.reload(ctx) }, Peers: d.peerViews, Ready: d.ready,
+		LastRSIP: d.lastRestart}, adminOptions(cfg.File.Admin, log))
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
@@ -430,3 +438,11 @@ func (d *daemon) probePeers(ctx context.Context) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// adminOptions are the API server's options from the admin section. The
+// section is read at start only: a reload does not change the tokens or
+// the listener (docs/configuration.md says so).
+func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
+	return admin.Options{Token: a.Token.Reveal(), ReadOnlyToken: a.ReadOnlyToken.Reveal(), AllowedHosts: a.AllowedHosts,
+		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Log: log.WithField("component", "admin")}
+}

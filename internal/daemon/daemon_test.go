@@ -110,6 +110,17 @@ lines:
 	if c3 := code("aaln/3"); c3 != 200 {
 		t.Fatalf("after rejected reload aaln/3 %s", c3)
 	}
+	// A 0-byte file is rejected: the lines stay.
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	if err := <-reloaded; err == nil || !strings.Contains(err.Error(), "configures no gateway, line or trunk") {
+		t.Fatalf("empty reload: %v", err)
+	}
+	if c1 := code("aaln/1"); c1 != 200 {
+		t.Fatalf("after the empty file aaln/1 %s", c1)
+	}
 	if !strings.Contains(stderr.String(), "reload rejected") || !strings.Contains(stderr.String(), `unknown key \"colour\"`) {
 		t.Errorf("log lacks the rejection:\n%s", stderr.String())
 	}

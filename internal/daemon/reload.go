@@ -51,7 +51,7 @@ func (d *daemon) reload(ctx context.Context) (*ReloadReport, error) {
 	path := d.configPath
 	sdNotify(d.log, "RELOADING=1\nMONOTONIC_USEC="+monotonicUsec())
 	defer sdNotify(d.log, "READY=1")
-	cfg, err := config.LoadFile(path, os.LookupEnv)
+	cfg, err := config.LoadFile(path, os.LookupEnv, config.AllowEmpty(d.allowEmpty))
 	if err != nil {
 		d.metrics.Reloads.WithLabelValues("rejected").Inc()
 		d.log.WithField("config", path).Error("reload rejected, keeping the running rules:\n" + err.Error())

@@ -21,10 +21,10 @@ const sipInvite = "INVITE sip:1002@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.
 
 // FuzzHEPRoundTrip: whatever is encoded decodes to the same packet.
 func FuzzHEPRoundTrip(f *testing.F) {
-	f.Add([]byte(sipInvite), []byte{192, 0, 2, 7}, []byte{198, 51, 100, 1}, uint16(5060), uint16(5080), uint8(1), int64(1700000000123456))
+	f.Add([]byte(sipInvite), []byte{192, 0, 2, 7}, []byte{198, 51, 100, 1}, uint16(5060), uint16(5080), uint8(1), int64(1700000000123456), "")
 	f.Add([]byte("NTFY 1 aaln/1@gw MGCP 1.0\r\nO: L/hd\r\n"), []byte(net.ParseIP("2001:db8::1").To16()), []byte(net.ParseIP("2001:db8::2").To16()),
-		uint16(2427), uint16(2727), uint8(8), int64(0))
-	f.Fuzz(func(t *testing.T, payload, src, dst []byte, sport, dport uint16, proto uint8, usec int64) {
+		uint16(2427), uint16(2727), uint8(6), int64(0), "call-1@pbx")
+	f.Fuzz(func(t *testing.T, payload, src, dst []byte, sport, dport uint16, proto uint8, usec int64, corr string) {
 		mk := func(b []byte) netip.Addr {
 			if a, ok := netip.AddrFromSlice(b); ok {
 				return a
@@ -40,10 +40,10 @@ func FuzzHEPRoundTrip(f *testing.F) {
 		}
 		usec %= 1 << 42
 		p := hepPacket{Src: netip.AddrPortFrom(sa, sport), Dst: netip.AddrPortFrom(da, dport), Time: time.UnixMicro(usec),
-			Proto: proto, NodeID: 2427, Payload: payload}
+			Proto: proto, NodeID: 2427, Payload: payload, Correlation: corr, NodeName: "node-" + corr, Password: "pw"}
 		b, err := encodeHEP(nil, p)
 		if err != nil {
-			if len(payload) > 60000 {
+			if len(payload)+2*len(corr) > 60000 {
 				return
 			}
 			t.Fatal(err)
@@ -54,7 +54,7 @@ func FuzzHEPRoundTrip(f *testing.F) {
 		}
 		if q.Src.Addr().Unmap() != p.Src.Addr().Unmap() || q.Dst.Addr().Unmap() != p.Dst.Addr().Unmap() ||
 			q.Src.Port() != sport || q.Dst.Port() != dport || q.Proto != proto || q.NodeID != 2427 ||
-			!bytes.Equal(q.Payload, payload) || q.Time.Unix() != p.Time.Unix() || q.Time.Nanosecond()/1000 != p.Time.Nanosecond()/1000 {
+			!bytes.Equal(q.Payload, payload) || q.Correlation != corr || q.NodeName != "node-"+corr || q.Password != "pw" || q.Time.Unix() != p.Time.Unix() || q.Time.Nanosecond()/1000 != p.Time.Nanosecond()/1000 {
 			t.Fatalf("round trip:\n%+v\n%+v", p, q)
 		}
 		// Truncations are refused, never a panic.
@@ -99,7 +99,7 @@ func TestHEPReadBySngrep(t *testing.T) {
 			<-exited
 		}
 	}
-	h, err := NewHEPSender(listen, 2427)
+	h, err := NewHEPSender(HEPOptions{Collector: listen, NodeID: 2427})
 	if err != nil {
 		stop()
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestHEPReadBySngrep(t *testing.T) {
 	// exits: send for a second (a closed port makes the connected socket
 	// report an error on a later write; ignore those), then stop it.
 	for range 10 {
-		_ = h.Send(HEPSIP, src, dst, time.Now(), []byte(sipInvite))
+		_ = h.Send(HEPSIP, src, dst, time.Now(), []byte(sipInvite), "")
 		time.Sleep(100 * time.Millisecond)
 	}
 	stop()

@@ -40,7 +40,8 @@ func TestPcapRotationReadByTshark(t *testing.T) {
 		t.Fatalf("kept %v, want 3 files", files)
 	}
 	for _, f := range files {
-		out, err := exec.Command("timeout", "20", tshark, "-r", f, "-d", "udp.port==2727,mgcp", "-T", "fields", "-e", "frame.protocols").Output()
+		out, err := exec.Command("timeout", "20", tshark, "-r", f, "-d", "udp.port==2727,mgcp", "-o", "udp.check_checksum:TRUE",
+			"-T", "fields", "-E", "separator=|", "-e", "frame.protocols", "-e", "udp.checksum.status").Output()
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
@@ -49,8 +50,12 @@ func TestPcapRotationReadByTshark(t *testing.T) {
 			t.Fatalf("%s: empty", f)
 		}
 		for _, l := range lines {
-			if !strings.HasSuffix(l, ":mgcp") && !strings.HasSuffix(l, ":sip") {
-				t.Errorf("%s: packet dissected as %s", f, l)
+			proto, status, _ := strings.Cut(l, "|")
+			if !strings.HasSuffix(proto, ":mgcp") && !strings.HasSuffix(proto, ":sip") {
+				t.Errorf("%s: packet dissected as %s", f, proto)
+			}
+			if status != "1" { // 1: good
+				t.Errorf("%s: %s packet with UDP checksum status %q", f, proto, status)
 			}
 		}
 		if fi, _ := os.Stat(f); fi.Size() > 1500+600 {
