@@ -86,7 +86,7 @@ lines:
 	}
 	post := func() (int, ReloadReport) {
 		t.Helper()
-		resp, err := http.Post("http://"+admin.String()+"/api/v1/reload", "", nil)
+		resp, err := http.Post("http://"+admin.String()+"/api/v1/reload", "application/json", strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)
 		}
