@@ -3,20 +3,48 @@ GO        ?= go
 BIN       ?= bin/mgsip
 FUZZTIME  ?= 5m
 PKGS      := ./...
+NFPM      ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
-.PHONY: all build test test-deps lint vet staticcheck fmt-check unit bench bench-calls fuzz explore demo clean
+# What the binary says it is (mgsip version, mgsip_build_info). A tag
+# v1.2.3 on HEAD gives 1.2.3; otherwise 0.0.0+git.<commit> (0.0.0+unknown
+# without git, e.g. a container build whose context has no .git). The date is the
+# commit's, so that two builds of one commit are the same bytes.
+REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+SHORT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+VERSION    ?= $(or $(patsubst v%,%,$(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null)),$(if $(SHORT_REV),0.0.0+git.$(SHORT_REV),0.0.0+unknown))
+BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+ARCH       ?= $(shell $(GO) env GOARCH)
+BI         := github.com/mgsip/mgsip/internal/buildinfo
+LDFLAGS    := -s -w -X $(BI).version=$(VERSION) -X $(BI).revision=$(REVISION) -X $(BI).date=$(BUILD_DATE)
+
+
+.PHONY: all build deb package-test test test-deps lint vet staticcheck fmt-check unit licenses bench bench-calls fuzz explore demo clean
 
 all: build
 
+# A static binary (no cgo: the same file runs on any Linux of its arch).
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/mgsip
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mgsip
+
+# The Debian package, bin/mgsip_$(VERSION)_$(ARCH).deb, built by nfpm from
+# configs/deb/nfpm.yaml (user, /etc/mgsip, unit, docs; docs/operations.md).
+deb: build
+	VERSION='$(VERSION)' ARCH='$(ARCH)' $(NFPM) package --config configs/deb/nfpm.yaml --packager deb --target bin/
+
+# Builds the .deb, installs it with dpkg, proves check-config and a short
+# run as the mgsip user, purges it; then the manual install path of
+# docs/operations.md the same way (.ci/package-test; root only).
+package-test:
+	bash .ci/package-test
 
 # Every test: formatting, vet, staticcheck, unit and race tests, fuzz corpus
 # replay, and the interop tests against real programs (osmo-mgw, tshark),
 # which must run here: MGSIP_REQUIRE_INTEROP=1 turns a missing program into
-# a failure instead of a skip.
+# a failure instead of a skip. Then the package test (root only; skipped
+# elsewhere unless CI=true).
 test: test-deps lint
 	MGSIP_REQUIRE_INTEROP=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	bash .ci/package-test
 
 # Installs the programs the interop tests need (Debian packages) if absent.
 test-deps:
@@ -36,6 +64,11 @@ staticcheck:
 
 unit:
 	$(GO) test -count=1 $(PKGS)
+
+# Every dependency has a recognised license compatible with Apache-2.0 and
+# its row in docs/licenses.md (also part of `make test`).
+licenses:
+	$(GO) test -count=1 -run '^TestDependencies$$' ./internal/licensecheck/
 
 # Benchmarks (figures go to docs/benchmarks.md); the call load run is
 # bench-calls.
@@ -75,3 +108,8 @@ demo:
 
 clean:
 	rm -rf bin
+
+# make print-VERSION: the value of a variable (used by .ci/package-test).
+print-%:
+	@echo '$($*)'
+

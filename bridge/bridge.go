@@ -96,6 +96,7 @@ type Bridge struct {
 	lines       map[string]*line   // by lower-case endpoint name
 	byUser      map[string]*line   // by SIP user
 	byID        map[string]*line   // by line id
+	replacing   map[string]*line   // by endpoint key: the successor a reload gave a line (reload.go)
 	trunks      map[string][]*line // trunk group name -> channels in hunting order
 	nextHunt    map[string]int     // round-robin position per trunk group
 	gwAddr      map[string]string
@@ -140,7 +141,8 @@ func New(cfg Config) (*Bridge, error) {
 		cfg.NotifiedEntity = "mgsip@" + cfg.CallAgent.LocalAddr().String()
 	}
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
-		trunks: map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
+		replacing: map[string]*line{},
+		trunks:    map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
 		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{}), stopped: make(chan struct{})}
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{OnChange: cfg.OnRegistration})
@@ -233,53 +235,10 @@ func (b *Bridge) start(l *line) {
 	}
 }
 
-// Apply brings the lines in line with new rules after a reload (the
-// Holder already serves them to routing): lines that appeared start,
-// audited, armed and registered; lines that went away are retired once
-// idle (unregistered, their goroutine ends). Lines that stay keep the
-// rule they started with until mgsip restarts.
+// Apply is Update for callers that only count: lines added and retired.
 func (b *Bridge) Apply(rules *mapping.Rules) (added, retired int) {
-	b.mu.Lock()
-	ctx := b.ctx
-	if ctx == nil {
-		b.mu.Unlock()
-		return 0, 0
-	}
-	want := map[string]*mapping.LineRule{}
-	for _, lr := range rules.Lines {
-		want[strings.ToLower(lr.EndpointName())] = lr
-	}
-	var starts, retires []*line
-	for key, lr := range want {
-		if _, ok := b.lines[key]; !ok {
-			l := newLine(b, lr)
-			b.lines[key] = l
-			b.byUser[lr.User] = l
-			b.byID[lr.ID] = l
-			starts = append(starts, l)
-		}
-	}
-	for key, l := range b.lines {
-		if _, ok := want[key]; !ok && l.trunk == nil {
-			delete(b.lines, key)
-			if b.byUser[l.rule.User] == l {
-				delete(b.byUser, l.rule.User)
-			}
-			delete(b.byID, l.rule.ID)
-			retires = append(retires, l)
-		}
-	}
-	b.mu.Unlock()
-	for _, l := range starts {
-		b.start(l)
-	}
-	for _, l := range retires {
-		l.postWait(l.retire)
-		if b.regs != nil {
-			b.regs.Remove(l.rule.ID)
-		}
-	}
-	return len(starts), len(retires)
+	rep := b.Update(rules)
+	return len(rep.Added), len(rep.Removed)
 }
 
 // lineByEndpoint finds the line of an endpoint name.

@@ -52,6 +52,7 @@ type envOptions struct {
 	log       *logrus.Entry              // the bridge's logger (default: silent)
 	srcPort   bool                       // check the gateway's source port
 	caOpts    []mgcp.Option              // more options for the call agent
+	users     map[string]string          // more accounts the PBX knows (user: password)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -63,6 +64,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	users := map[string]string{}
 	for i := 1; i <= o.lines; i++ {
 		users[strconv.Itoa(1000+i)] = "pw"
+	}
+	for u, pw := range o.users {
+		users[u] = pw
 	}
 	var err error
 	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas})

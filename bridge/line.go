@@ -134,6 +134,7 @@ type line struct {
 	offHook   bool   // the phone's hook as last reported (NTFY, audit, 401/402)
 	tone      string // the signal of stTone ("" silence)
 	retiring  bool   // removed from the configuration: stop once idle
+	successor *line  // a reload changed the line's rule: this line takes over once idle
 	mwi       bool   // messages waiting (lamp on)
 	mwiKnown  bool   // an MWI NOTIFY arrived
 	quit      bool
@@ -252,6 +253,13 @@ func (l *line) run(f func()) {
 		l.deferred++
 	}
 	l.publish()
+	if l.quit && l.successor != nil {
+		// Replaced after a reload: the new line takes over now that this
+		// one has handled its last input.
+		next := l.successor
+		l.successor = nil
+		l.b.install(l, next)
+	}
 }
 
 // after runs f on the line's goroutine after d, unless the line moved on
@@ -291,8 +299,11 @@ func (l *line) begin() { l.resynchronise(false) }
 func (l *line) retire() {
 	l.retiring = true
 	if l.call == nil {
-		l.log.Info("bridge: line removed from the configuration")
 		l.quit = true
+		if l.successor != nil {
+			return // the loop installs it once this line's last input is done
+		}
+		l.log.Info("bridge: line removed from the configuration")
 	}
 }
 

@@ -165,7 +165,7 @@ func (c *compiler) rewriteRef(path, name string) *Rewriter {
 	}
 	rw, ok := c.rewrites[name]
 	if !ok {
-		c.bad(path, "no rewrite set named %q", name)
+		c.bad(path, "no rewrite set named %q %s", name, Hint(name, "rewrite sets", keysOf(c.rewrites)))
 	}
 	return rw
 }
@@ -218,7 +218,7 @@ func (c *compiler) planRef(path, name string) *DialPlanRule {
 	}
 	d, ok := c.plans[name]
 	if !ok {
-		c.bad(path, "no dial plan named %q", name)
+		c.bad(path, "no dial plan named %q %s", name, Hint(name, "dial plans", keysOf(c.plans)))
 	}
 	return d
 }
@@ -473,10 +473,16 @@ func (c *compiler) gateways(gws []Gateway) {
 		if len(g.Codecs) == 0 {
 			g.Codecs = DefaultCodecs
 		}
+		// Codec names are compared without case and take the usual
+		// aliases; the rules keep the SDP spelling (RFC 3551 §6).
+		g.Codecs = append([]string(nil), g.Codecs...)
 		for j, codec := range g.Codecs {
-			if codec == "" || strings.ContainsAny(codec, " ,;:") {
-				c.bad(at(p+".codecs", j), "%q is not a codec name", codec)
+			canon, ok := CanonicalCodec(codec)
+			if !ok {
+				c.bad(at(p+".codecs", j), "%q is not a codec mgsip knows %s", codec, Hint(codec, "codecs", KnownCodecs))
+				continue
 			}
+			g.Codecs[j] = canon
 		}
 		if g.Ptime == 0 {
 			g.Ptime = DefaultPtime
@@ -493,7 +499,7 @@ func (c *compiler) gateways(gws []Gateway) {
 		if qs, ok := c.quirks[q]; ok {
 			g.Quirks = qs
 		} else {
-			c.bad(p+".quirks", "no quirk profile named %q", q)
+			c.bad(p+".quirks", "no quirk profile named %q %s", q, Hint(q, "quirk profiles", keysOf(c.quirks)))
 		}
 		g.DialPlan = c.planRef(p+".dial_plan", gc.DialPlan)
 		c.r.gatewayByName[g.Name] = g
@@ -547,7 +553,7 @@ func (c *compiler) gatewayRef(path, name string) *GatewayRule {
 	}
 	g, ok := c.r.gatewayByName[name]
 	if !ok {
-		c.bad(path, "no gateway named %q", name)
+		c.bad(path, "no gateway named %q %s", name, Hint(name, "gateways", keysOf(c.r.gatewayByName)))
 	}
 	return g
 }
@@ -562,7 +568,7 @@ func (c *compiler) peerRef(path, name string) *PeerRule {
 	}
 	pr, ok := c.r.peerByName[name]
 	if !ok {
-		c.bad(path, "no peer named %q", name)
+		c.bad(path, "no peer named %q %s", name, Hint(name, "peers", keysOf(c.r.peerByName)))
 	}
 	return pr
 }
@@ -617,6 +623,8 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 		if plan == nil {
 			plan = c.r.defaultPlan
 		}
+		// Every secret a template's lines miss is listed in one problem.
+		missing := &MissingEnvError{}
 		for k := 0; k < tmpl.count(); k++ {
 			local, n := tmpl.at(k)
 			field := func(key, v string) string {
@@ -639,6 +647,10 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 				break
 			}
 			if pw, err = ExpandEnv(pw, c.opts.LookupEnv); err != nil {
+				if me, ok := err.(*MissingEnvError); ok {
+					missing.add(me.Names...)
+					continue
+				}
 				c.bad(p+".password", "%v", err)
 				break
 			}
@@ -681,6 +693,9 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 			}
 			c.r.lineByEndpoint[dom][strings.ToLower(local)] = l
 			c.r.Lines = append(c.r.Lines, l)
+		}
+		if len(missing.Names) > 0 {
+			c.bad(p+".password", "%v", missing)
 		}
 	}
 }
@@ -781,7 +796,7 @@ func (c *compiler) huntGroups(groups []HuntGroup) {
 		for j, id := range hc.Lines {
 			l := c.r.lineByID[id]
 			if l == nil {
-				c.bad(at(p+".lines", j), "no line %q (line ids are gateway/endpoint)", id)
+				c.bad(at(p+".lines", j), "no line %q (line ids are gateway/endpoint) %s", id, Hint(id, "lines", keysOf(c.r.lineByID)))
 				continue
 			}
 			h.Lines = append(h.Lines, l)
@@ -807,7 +822,7 @@ func (c *compiler) routes(rt Routes) {
 		if o.Trunk != "" {
 			targets++
 			if r.Trunk = c.r.trunkByName[o.Trunk]; r.Trunk == nil {
-				c.bad(p+".trunk", "no trunk group named %q", o.Trunk)
+				c.bad(p+".trunk", "no trunk group named %q %s", o.Trunk, Hint(o.Trunk, "trunk groups", keysOf(c.r.trunkByName)))
 			}
 		}
 		if o.Local {
@@ -835,19 +850,19 @@ func (c *compiler) routes(rt Routes) {
 		if in.Line != "" {
 			targets++
 			if r.Line = c.r.lineByID[in.Line]; r.Line == nil {
-				c.bad(p+".line", "no line %q (line ids are gateway/endpoint)", in.Line)
+				c.bad(p+".line", "no line %q (line ids are gateway/endpoint) %s", in.Line, Hint(in.Line, "lines", keysOf(c.r.lineByID)))
 			}
 		}
 		if in.Trunk != "" {
 			targets++
 			if r.Trunk = c.r.trunkByName[in.Trunk]; r.Trunk == nil {
-				c.bad(p+".trunk", "no trunk group named %q", in.Trunk)
+				c.bad(p+".trunk", "no trunk group named %q %s", in.Trunk, Hint(in.Trunk, "trunk groups", keysOf(c.r.trunkByName)))
 			}
 		}
 		if in.HuntGroup != "" {
 			targets++
 			if r.HuntGroup = c.r.huntByName[in.HuntGroup]; r.HuntGroup == nil {
-				c.bad(p+".hunt_group", "no hunt group named %q", in.HuntGroup)
+				c.bad(p+".hunt_group", "no hunt group named %q %s", in.HuntGroup, Hint(in.HuntGroup, "hunt groups", keysOf(c.r.huntByName)))
 			}
 		}
 		if targets != 1 {

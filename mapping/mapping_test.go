@@ -226,7 +226,7 @@ func TestEveryProblemAtOnce(t *testing.T) {
 	want := []string{
 		`dial_plans[1].digit_map: pretend it is bad`,
 		`peers[1].transport: must be udp, tcp or tls, not "smoke"`,
-		`lines[2].gateway: no gateway named "nope"`,
+		`lines[2].gateway: no gateway named "nope" (gateways: rgw, tgw)`,
 		`lines[3]: endpoint aaln/3@RGW.example.net is already bound by lines[0]`,
 		`lines[4].password: environment variable PW_1 is not set`,
 	}
@@ -415,5 +415,55 @@ func TestGatewaySourcePort(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("source_port %d learn %v: %v, want %q", tc.port, tc.learn, err, tc.wantErr)
 		}
+	}
+}
+
+func TestExpandEnvListsEveryMissingName(t *testing.T) {
+	lookup := func(k string) (string, bool) { return "v", k == "SET" }
+	_, err := ExpandEnv("${A}:${SET}:${B}", lookup)
+	var me *MissingEnvError
+	if !errors.As(err, &me) || strings.Join(me.Names, ",") != "A,B" {
+		t.Fatalf("err = %v", err)
+	}
+	if err.Error() != "2 environment variables are not set: A, B" {
+		t.Fatalf("message %q", err)
+	}
+}
+
+func TestCodecNames(t *testing.T) {
+	cfg := Config{
+		Peers:     []Peer{{Name: "pbx", Host: "192.0.2.20"}},
+		Gateways:  []Gateway{{Name: "gw", Domain: "gw.example.net", Codecs: []string{"ulaw", "pcma", "g729", "iLBC"}}},
+		DialPlans: []DialPlan{{Name: "p", DigitMap: "(x.T)", Default: true}},
+	}
+	r, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.Gateways[0].Codecs, ","); got != "PCMU,PCMA,G729,iLBC" {
+		t.Fatalf("codecs %s, want the SDP spellings", got)
+	}
+	if cfg.Gateways[0].Codecs[0] != "ulaw" {
+		t.Fatal("New changed the configuration it was given")
+	}
+	cfg.Gateways[0].Codecs = []string{"PCM", "wideband"}
+	_, err = New(cfg, Options{})
+	msg := fmt.Sprint(err)
+	if !strings.Contains(msg, `gateways[0].codecs[0]: "PCM" is not a codec mgsip knows (did you mean "PCMA"? codecs: `) ||
+		!strings.Contains(msg, `gateways[0].codecs[1]: "wideband" is not a codec mgsip knows (codecs: `) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"gw9", "gw1"}, {"asterix", "asterisk"}, {"Asterisk", "asterisk"}, {"pbx", ""}, {"cisco", ""}, {"cisco-io", "cisco-ios"},
+	} {
+		if got := Suggest(c.in, []string{"gw1", "asterisk", "cisco-ios", "freeswitch"}); got != c.want {
+			t.Errorf("Suggest(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	if got := Hint("x", "peers", nil); got != "(there are no peers)" {
+		t.Errorf("Hint with no names: %q", got)
 	}
 }

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -126,11 +127,12 @@ func ExpandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		return s, nil
 	}
 	var b strings.Builder
+	var missing []string
 	for {
 		start := strings.Index(s, "${")
 		if start < 0 {
 			b.WriteString(s)
-			return b.String(), nil
+			break
 		}
 		end := strings.IndexByte(s[start:], '}')
 		if end < 0 {
@@ -142,10 +144,37 @@ func ExpandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		}
 		v, ok := lookup(name)
 		if !ok {
-			return "", fmt.Errorf("environment variable %s is not set", name)
+			missing = append(missing, name)
 		}
 		b.WriteString(s[:start])
 		b.WriteString(v)
 		s = s[start+end+1:]
+	}
+	if len(missing) > 0 {
+		return "", &MissingEnvError{Names: missing}
+	}
+	return b.String(), nil
+}
+
+// MissingEnvError lists the environment variables that ${NAME} references
+// name and that are not set: all of them, so that one check shows every
+// secret still to provide.
+type MissingEnvError struct {
+	Names []string
+}
+
+func (e *MissingEnvError) Error() string {
+	if len(e.Names) == 1 {
+		return "environment variable " + e.Names[0] + " is not set"
+	}
+	return fmt.Sprintf("%d environment variables are not set: %s", len(e.Names), strings.Join(e.Names, ", "))
+}
+
+// add appends names not yet listed.
+func (e *MissingEnvError) add(names ...string) {
+	for _, n := range names {
+		if !slices.Contains(e.Names, n) {
+			e.Names = append(e.Names, n)
+		}
 	}
 }

@@ -258,8 +258,7 @@ func adminCommands(a *app) []*cobra.Command {
 	return []*cobra.Command{
 		newGatewaysCmd(a), newLinesCmd(a), newCallsCmd(a), newCDRCmd(a), newPeersCmd(a), newRegistrationsCmd(a),
 		newGetCmd(a, "stats", "Print the running mgsip's counters: calls, lines and registrations by state, MGCP and SIP gate", "/api/v1/stats"),
-		newTraceCmd(a), newAuditCmd(a),
-		newActionCmd(a, "reload", "Make the running mgsip re-read its configuration (like SIGHUP)", "/api/v1/reload", ""),
+		newTraceCmd(a), newAuditCmd(a), newReloadCmd(a),
 		newActionCmd(a, "reregister LINE", "Register a line's SIP account again", "/api/v1/reregister", "line"),
 		newActionCmd(a, "rearm LINE", "Audit and re-arm an idle line", "/api/v1/rearm", "line"),
 		newActionCmd(a, "hangup CALL", "Hang up a call (MGCP call id or SIP Call-ID)", "/api/v1/hangup", "call"),
@@ -497,4 +496,83 @@ func newTraceCmd(a *app) *cobra.Command {
 	c.Flags().StringSliceVar(&lines, "line", nil, "with on: trace only this line's messages (repeat or comma-separate)")
 	c.Flags().StringSliceVar(&gateways, "gateway", nil, "with on: trace only this gateway's endpoints and lines")
 	return c
+}
+
+// reloadAnswer is the JSON of POST /api/v1/reload (daemon.ReloadReport).
+type reloadAnswer struct {
+	Status string `json:"status"`
+	Lines  struct {
+		Added    []string            `json:"added"`
+		Removed  []string            `json:"removed"`
+		Changed  map[string][]string `json:"changed"`
+		Deferred map[string][]string `json:"deferred"`
+	} `json:"lines"`
+	Applied      []string `json:"applied"`
+	NeedsRestart []string `json:"needs_restart"`
+	Ignored      []string `json:"ignored"`
+}
+
+func newReloadCmd(a *app) *cobra.Command {
+	ac := &adminClient{}
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running mgsip re-read its configuration (like SIGHUP) and say what changed",
+		Long: `Ask the running mgsip to re-read its configuration. A valid file is applied:
+the answer lists the lines added, removed, changed (idle: the new rule
+applies now) and deferred (a call in progress: when it ends), the other keys
+applied, and the keys that need a restart. An invalid file is refused with
+its problems and the running configuration stays.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := adminCtx(cmd)
+			defer cancel()
+			body, err := ac.call(ctx, http.MethodPost, "/api/v1/reload", nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				_, err = a.stdout.Write(body)
+				return err
+			}
+			var rep reloadAnswer
+			if err := json.Unmarshal(body, &rep); err != nil {
+				return fmt.Errorf("reload: unexpected answer: %w", err)
+			}
+			printReload(a.stdout, rep)
+			return nil
+		},
+	}
+	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
+	return c
+}
+
+func printReload(w io.Writer, rep reloadAnswer) {
+	fmt.Fprintf(w, "reloaded: %d line(s) added, %d removed, %d changed, %d deferred until their call ends\n",
+		len(rep.Lines.Added), len(rep.Lines.Removed), len(rep.Lines.Changed), len(rep.Lines.Deferred))
+	list := func(label string, ids []string) {
+		if len(ids) > 0 {
+			fmt.Fprintf(w, "  %s: %s\n", label, strings.Join(ids, ", "))
+		}
+	}
+	changes := func(label string, m map[string][]string) {
+		ids := make([]string, 0, len(m))
+		for id := range m {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			fmt.Fprintf(w, "  %s: %s (%s)\n", label, id, strings.Join(m[id], ", "))
+		}
+	}
+	list("added", rep.Lines.Added)
+	list("removed", rep.Lines.Removed)
+	changes("changed", rep.Lines.Changed)
+	changes("deferred", rep.Lines.Deferred)
+	list("applied", rep.Applied)
+	list("not applied", rep.Ignored)
+	for _, k := range rep.NeedsRestart {
+		fmt.Fprintf(w, "needs restart: %s\n", k)
+	}
 }

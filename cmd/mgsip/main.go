@@ -3,18 +3,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"github.com/mgsip/mgsip/internal/buildinfo"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // exitError carries a process exit code through cobra.
 type exitError struct {
@@ -74,6 +73,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newCheckConfigCmd(a),
 		newRunCmd(a),
 		newLadderCmd(a),
+		newImportCmd(a),
 	)
 	root.AddCommand(adminCommands(a)...)
 	return root
@@ -101,15 +101,27 @@ func (a *app) setupLogging() error {
 }
 
 func newVersionCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Short: "Print the version, commit, build date and Go version",
+		Long: `Print which mgsip this is: the version, the commit it was built from
+(with -dirty when the tree had changes) and its date, and the Go toolchain.
+They come from the VCS stamps in the binary; "make build" sets them with
+-ldflags. --json prints them as an object.`,
+		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprintln(a.stdout, "mgsip", version)
+			bi := buildinfo.Get()
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				return enc.Encode(bi)
+			}
+			fmt.Fprintln(a.stdout, bi.String())
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
 }
 
 // run executes the CLI and returns the process exit code.

@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/internal/buildinfo"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 )
 
@@ -122,5 +125,20 @@ func TestLoggingFlags(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "", "frobnicate"); code != 2 {
 		t.Errorf("unknown command: exit %d", code)
+	}
+}
+
+func TestVersionCommand(t *testing.T) {
+	code, out, _ := runCLI(t, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "mgsip ") || !strings.Contains(out, "commit ") || !strings.Contains(out, runtime.Version()) {
+		t.Fatalf("version: exit %d %q", code, out)
+	}
+	code, out, _ = runCLI(t, "", "version", "--json")
+	var bi buildinfo.Info
+	if err := json.Unmarshal([]byte(out), &bi); code != 0 || err != nil {
+		t.Fatalf("version --json: exit %d %v %q", code, err, out)
+	}
+	if bi != buildinfo.Get() {
+		t.Fatalf("version --json = %+v, want %+v", bi, buildinfo.Get())
 	}
 }

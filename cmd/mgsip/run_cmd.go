@@ -120,6 +120,6 @@ func runDaemon(ctx context.Context, a *app, flagsSetLog bool, opts daemon.Option
 			return err
 		}
 	}
-	opts.Config, opts.Log = cfg, a.log
+	opts.Config, opts.Log, opts.LogFromFlags = cfg, a.log, flagsSetLog
 	return daemon.Run(ctx, opts)
 }

@@ -49,9 +49,12 @@ func newTestServer(t *testing.T, o Options) *testServer {
 	l.SetOutput(ts.logs)
 	o.Log = logrus.NewEntry(l)
 	b := Backend{Metrics: prometheus.NewRegistry(), Trace: &trace.Tapper{},
-		Peers:  func() []PeerView { return []PeerView{{Name: "pbx", Up: true}} },
-		Reload: func(context.Context) error { ts.reloads.Add(1); return nil },
-		Ready:  func() (bool, string) { return true, "" }}
+		Peers: func() []PeerView { return []PeerView{{Name: "pbx", Up: true}} },
+		Reload: func(context.Context) (any, error) {
+			ts.reloads.Add(1)
+			return map[string]string{"status": "reloaded"}, nil
+		},
+		Ready: func() (bool, string) { return true, "" }}
 	ts.Server = New(b, o)
 	ts.h = ts.Handler()
 	return ts

@@ -31,8 +31,9 @@ type Backend struct {
 	CallAgent *mgcp.CallAgent
 	Metrics   prometheus.Gatherer
 	Trace     *trace.Tapper
-	// Reload re-reads the configuration (POST /api/v1/reload).
-	Reload func(context.Context) error
+	// Reload re-reads the configuration (POST /api/v1/reload) and
+	// returns what it did, sent as the answer's JSON.
+	Reload func(context.Context) (any, error)
 	// Peers reports the SIP peers as the OPTIONS probes see them.
 	Peers func() []PeerView
 	// Ready says whether the daemon takes calls, and if not why.
@@ -229,11 +230,12 @@ func (s *Server) Handler() http.Handler {
 	action("POST /api/v1/gateways/disable", "gateway", func(g string) error { return d.Bridge.SetGatewayDrain(g, true, true) })
 	action("POST /api/v1/gateways/enable", "gateway", func(g string) error { return d.Bridge.SetGatewayDrain(g, false, false) })
 	api("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Reload(r.Context()); err != nil {
+		rep, err := d.Reload(r.Context())
+		if err != nil {
 			writeErr(w, http.StatusUnprocessableEntity, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+		writeJSON(w, http.StatusOK, rep)
 	})
 	api("POST /api/v1/trace", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -117,6 +117,7 @@ type Log struct {
 // Problem is one problem with its place in the file.
 type Problem struct {
 	Line   int // 0 when unknown
+	Column int // 0 when unknown (only YAML syntax errors have one)
 	Path   string
 	Reason string
 }
@@ -142,6 +143,9 @@ func (p Problem) format(file string) string {
 	loc := file
 	if p.Line > 0 {
 		loc += ":" + strconv.Itoa(p.Line)
+		if p.Column > 0 {
+			loc += ":" + strconv.Itoa(p.Column)
+		}
 	}
 	if p.Path == "" {
 		return loc + ": " + p.Reason
@@ -187,7 +191,14 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts 
 	cerr := &Error{File: name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		cerr.Problems = append(cerr.Problems, yamlProblem(err.Error(), nil))
+		// A syntax error leaves no tree to check further: say where it is.
+		p := yamlProblem(err.Error(), nil)
+		if m := unknownAnchor.FindStringSubmatch(p.Reason); m != nil {
+			p.Line, p.Column = anchorPosition(data, m[1])
+		} else {
+			p.Line, p.Column = syntaxPosition(data, p.Line, p.Reason)
+		}
+		cerr.Problems = append(cerr.Problems, p)
 		return nil, cerr
 	}
 	index := newPathIndex(&root)
@@ -351,7 +362,7 @@ func yamlProblem(msg string, index *pathIndex) Problem {
 		p.Path = index.pathAt(p.Line)
 	}
 	if m := unknownField.FindStringSubmatch(p.Reason); m != nil {
-		p.Reason = fmt.Sprintf("unknown key %q", m[1])
+		p.Reason = fmt.Sprintf("unknown key %q", m[1]) + unknownKeyHint(p.Path, m[1])
 	} else if m := cannotDecode.FindStringSubmatch(p.Reason); m != nil {
 		want := strings.TrimPrefix(m[3], "[]")
 		switch want {

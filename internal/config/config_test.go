@@ -29,12 +29,23 @@ func TestExampleConfigsLoad(t *testing.T) {
 	}
 	want := map[string]struct{ lines, trunks, channels int }{
 		"demo.yaml": {2, 0, 0}, "asterisk.yaml": {25, 0, 0}, "freeswitch.yaml": {8, 0, 0}, "sip-trunk.yaml": {0, 1, 24},
+		"mgsip.yaml": {0, 0, 0},
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			cfg, err := LoadFile(f, testEnv)
+			// Each example passes with the env file it documents
+			// (NAME.env beside it), and with nothing else.
+			env := map[string]string{}
+			envFile := strings.TrimSuffix(f, ".yaml") + ".env"
+			if data, err := os.ReadFile(envFile); err == nil {
+				env = parseEnvFile(t, data)
+				if !strings.Contains(readFile(t, f), filepath.Base(envFile)) {
+					t.Errorf("%s does not say that %s holds its environment", f, filepath.Base(envFile))
+				}
+			}
+			cfg, err := LoadFile(f, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("with %s: %v", envFile, err)
 			}
 			s := cfg.Rules.Summary()
 			w, ok := want[filepath.Base(f)]
@@ -174,4 +185,59 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Fatalf("error %T without problems: %v", err, err)
 		}
 	})
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// parseEnvFile reads NAME=value lines as systemd's EnvironmentFile= does.
+func parseEnvFile(t *testing.T, data []byte) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("env file line %d: %q is not NAME=value", i+1, line)
+		}
+		m[k] = v
+	}
+	return m
+}
+
+func TestDiff(t *testing.T) {
+	load := func(text string) File {
+		t.Helper()
+		l, err := Load("x.yaml", []byte(text), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.File
+	}
+	base := `log: {level: info}
+sip:
+  listeners: [{transport: udp, listen: "127.0.0.1:5070"}]
+admin: {listen: "127.0.0.1:8080", token: secret-one-0123456789}
+peers: [{name: pbx, host: 192.0.2.20}]
+gateways: [{name: gw, domain: gw.example.net}]
+`
+	a := load(base)
+	if d := Diff(a, load(base)); len(d) != 0 {
+		t.Fatalf("the same file differs: %v", d)
+	}
+	b := load(strings.NewReplacer("level: info", "level: debug", "127.0.0.1:5070", "127.0.0.1:5071",
+		"secret-one-0123456789", "secret-two-0123456789", "domain: gw.example.net}]", "domain: gw.example.net}, {name: gw2, domain: gw2.example.net}]").Replace(base))
+	got := strings.Join(Diff(a, b), " ")
+	if got != "log.level sip.listeners[0].listen admin.token gateways[1]" {
+		t.Fatalf("Diff = %s", got)
+	}
 }

@@ -45,6 +45,9 @@ type Options struct {
 	AdminReady chan<- net.Addr
 	// Reloaded, if set, receives the result of each reload.
 	Reloaded chan<- error
+	// LogFromFlags: the command line set the log level or format, so
+	// the file's log section is not applied (on reload either).
+	LogFromFlags bool
 	// AllowEmpty lets a reload accept a file that configures nothing
 	// (--allow-empty); without it such a file is rejected and the running
 	// rules stay.
@@ -67,8 +70,12 @@ type daemon struct {
 	drainFor   time.Duration
 
 	reloadMu sync.Mutex
-	mu       sync.RWMutex
-	allowed  map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
+	// started is the configuration mgsip started with, current the one
+	// of the last reload (owned by reload, under reloadMu).
+	started, current config.File
+	logFromFlags     bool
+	mu               sync.RWMutex
+	allowed          map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
 	// gatewayAddrs: each gateway's addresses (a nil set: learnt, any);
 	// a command for a gateway's endpoints must come from one of them.
 	gatewayAddrs map[string]map[netip.Addr]bool
@@ -128,7 +135,7 @@ func Run(ctx context.Context, opts Options) error {
 	var err error
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
 		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{},
-		readyWhen: cfg.File.Daemon.Ready}
+		readyWhen: cfg.File.Daemon.Ready, started: cfg.File, current: cfg.File, logFromFlags: opts.LogFromFlags}
 	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
 	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
 	d.tap.TraceSIP.Store(cfg.File.SIP.Trace)
@@ -196,8 +203,8 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
-		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart, CDRs: d.cdrs.Since,
-		SIPGate: d.sipGate, TraceFilter: d.traceFilter}, adminOptions(cfg.File.Admin, log))
+		Reload: func(ctx context.Context) (any, error) { return d.reload(ctx) }, Peers: d.peerViews, Ready: d.ready,
+		LastRSIP: d.lastRestart, CDRs: d.cdrs.Since, SIPGate: d.sipGate, TraceFilter: d.traceFilter}, adminOptions(cfg.File.Admin, log))
 	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
@@ -264,7 +271,7 @@ func Run(ctx context.Context, opts Options) error {
 			sdNotify(log, "STOPPING=1")
 			go d.drain(runCtx, stopRun)
 		case <-opts.Reload:
-			err := d.reload(ctx)
+			_, err := d.reload(ctx)
 			if opts.Reloaded != nil {
 				opts.Reloaded <- err
 			}
@@ -294,46 +301,6 @@ func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
 		}
 	}
 	stop()
-}
-
-// reload re-reads the file and swaps the rules in if they are valid.
-func (d *daemon) reload(ctx context.Context) error {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	path := d.configPath
-	sdNotify(d.log, "RELOADING=1\nMONOTONIC_USEC="+monotonicUsec())
-	defer sdNotify(d.log, "READY=1")
-	cfg, err := config.LoadFile(path, os.LookupEnv, config.AllowEmpty(d.allowEmpty))
-	if err != nil {
-		d.metrics.Reloads.WithLabelValues("rejected").Inc()
-		d.log.WithFields(logrus.Fields{"config": path, "problems": strings.Split(err.Error(), "\n")}).
-			Error("reload rejected, keeping the running rules")
-		return err
-	}
-	d.metrics.ReloadOK()
-	old := d.rules.Swap(cfg.Rules)
-	d.setAllowed(ctx, cfg.Rules)
-	added, removed := diffLines(old, cfg.Rules)
-	if d.bridge != nil {
-		d.bridge.Apply(cfg.Rules)
-	}
-	d.log.WithFields(logrus.Fields{"config": path, "lines_added": added, "lines_removed": removed}).
-		Info("configuration reloaded: " + config.SummaryLine(cfg.Rules.Summary()))
-	return nil
-}
-
-func diffLines(old, cur *mapping.Rules) (added, removed int) {
-	for _, l := range cur.Lines {
-		if old.LineByID(l.ID) == nil {
-			added++
-		}
-	}
-	for _, l := range old.Lines {
-		if cur.LineByID(l.ID) == nil {
-			removed++
-		}
-	}
-	return added, removed
 }
 
 // setAllowed computes the addresses gateways may send from.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/buildinfo"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/sip"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,7 @@ type Metrics struct {
 	setupSeconds prometheus.Histogram
 	callSeconds  prometheus.Histogram
 	Reloads      *prometheus.CounterVec // by result: ok, rejected
+	needsRestart *prometheus.GaugeVec
 	sipMalformed prometheus.Counter
 	answered     *prometheus.CounterVec
 	regFailures  *prometheus.CounterVec
@@ -72,9 +74,24 @@ func New() *Metrics {
 	}
 	m.regFailures.WithLabelValues("no_answer")
 	m.Registry.MustRegister(m.answered, m.regFailures, m.started, m.lastReload)
-	m.Registry.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
+	m.needsRestart = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mgsip_config_needs_restart",
+		Help: "1 for each configuration key that changed since mgsip started and takes effect only at a restart."}, []string{"key"})
+	bi := buildinfo.Get()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mgsip_build_info",
+		Help: "Always 1; the labels say which mgsip runs: version, revision (commit) and goversion."},
+		[]string{"version", "revision", "goversion"})
+	build.WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
+	m.Registry.MustRegister(build, m.needsRestart, m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// SetNeedsRestart publishes the keys a reload could not apply.
+func (m *Metrics) SetNeedsRestart(keys []string) {
+	m.needsRestart.Reset()
+	for _, k := range keys {
+		m.needsRestart.WithLabelValues(k).Set(1)
+	}
 }
 
 // Message counts one MGCP or SIP message (a trace.Tapper OnMessage).
