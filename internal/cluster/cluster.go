@@ -145,14 +145,17 @@ type Node struct {
 	storeLease clientv3.LeaseID
 	validUntil time.Time        // fencing deadline (monotonic)
 	owned      map[string]int64 // gateway -> create revision of its key
-	releasing  map[string]int64 // released, key not deleted yet
-	owners     map[string]ownerRecord
-	nodes      map[string]NodeInfo
-	gateways   []string
-	draining   bool
-	left       bool
-	fenced     bool
-	leaseGone  bool // the lease was found expired: grant a new one
+	// basis: gateway -> revision of the view the node took it on; a node
+	// that joined later may be handed the gateway (see reconcile).
+	basis     map[string]int64
+	releasing map[string]int64 // released, key not deleted yet
+	owners    map[string]ownerRecord
+	nodes     map[string]NodeInfo
+	gateways  []string
+	draining  bool
+	left      bool
+	fenced    bool
+	leaseGone bool // the lease was found expired: grant a new one
 
 	freeSince map[string]time.Time // loop goroutine only: since when a gateway is seen free
 }
@@ -186,6 +189,7 @@ func New(cfg Config) (*Node, error) {
 		trigger:   make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		owned:     map[string]int64{},
+		basis:     map[string]int64{},
 		releasing: map[string]int64{},
 		owners:    map[string]ownerRecord{},
 		nodes:     map[string]NodeInfo{},
@@ -617,16 +621,16 @@ func (n *Node) emit(changes []Change) {
 }
 
 // snapshot reads nodes and gateway owners in one consistent read.
-func (n *Node) snapshot(ctx context.Context) (map[string]NodeInfo, map[string]ownerRecord, error) {
+func (n *Node) snapshot(ctx context.Context) (map[string]NodeInfo, map[string]ownerRecord, int64, error) {
 	resp, err := n.cli.Txn(ctx).Then(
 		clientv3.OpGet(n.cfg.Prefix+"nodes/", clientv3.WithPrefix()),
 		clientv3.OpGet(n.cfg.Prefix+"gateways/", clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	nodes, owners := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
-	return nodes, owners, nil
+	return nodes, owners, resp.Header.Revision, nil
 }
 
 // parseSnapshot decodes the node keys and the gateway keys.
@@ -675,7 +679,7 @@ func (n *Node) reconcile(ctx context.Context) {
 
 	rctx, cancel := n.opContext(ctx)
 	defer cancel()
-	nodes, owners, err := n.snapshot(rctx)
+	nodes, owners, snapRev, err := n.snapshot(rctx)
 	if err != nil {
 		n.log.WithError(err).Debug("cluster: reading the cluster's state failed")
 		return
@@ -720,6 +724,7 @@ func (n *Node) reconcile(ctx context.Context) {
 		switch {
 		case mine && !held:
 			n.owned[g] = o.createRev
+			n.basis[g] = o.createRev
 			changes = append(changes, Change{Gateway: g, Owned: true, Reason: "resumed", Revision: o.createRev, At: now})
 			held = true
 		case !mine && held:
@@ -729,12 +734,13 @@ func (n *Node) reconcile(ctx context.Context) {
 		}
 		switch {
 		case held:
-			// Hand an idle gateway over to a better node only when that
-			// node joined after this one took the gateway: a node that
-			// was there already had its chance (it may not have the
-			// gateway in its configuration), and gateways do not bounce.
+			// Hand an idle gateway over to a better node only when this
+			// node did not know the better one when it took the gateway
+			// (it joined later): one that was known already had its
+			// chance (it may not have the gateway in its configuration),
+			// and so gateways do not bounce.
 			want := pick(g, candidates, preference[g])
-			better := want != "" && want != n.cfg.Name && nodes[want].rev > o.createRev
+			better := want != "" && want != n.cfg.Name && nodes[want].rev > n.basis[g]
 			if (draining || better) && n.idle(g) {
 				release = append(release, g)
 			}
@@ -778,7 +784,7 @@ func (n *Node) reconcile(ctx context.Context) {
 		if want != n.cfg.Name && !n.freeTooLong(g, now) {
 			continue
 		}
-		n.acquire(ctx, g, lease)
+		n.acquire(ctx, g, lease, snapRev)
 	}
 	n.forgetFree(owners)
 }
@@ -803,7 +809,7 @@ func (n *Node) forgetFree(owners map[string]ownerRecord) {
 }
 
 // acquire takes a free gateway with the create-if-absent transaction.
-func (n *Node) acquire(ctx context.Context, g string, lease clientv3.LeaseID) {
+func (n *Node) acquire(ctx context.Context, g string, lease clientv3.LeaseID, basis int64) {
 	n.mu.Lock()
 	ok := n.entitledLocked(time.Now()) && n.lease == lease && !n.draining
 	val, _ := json.Marshal(ownerValue{Node: n.cfg.Name, MGCPAddr: n.cfg.MGCPAddr, SIPAddr: n.cfg.SIPAddr, Since: time.Now().UTC()})
@@ -841,6 +847,7 @@ func (n *Node) acquire(ctx context.Context, g string, lease clientv3.LeaseID) {
 		return
 	}
 	n.owned[g] = rev
+	n.basis[g] = basis
 	n.owners[g] = ownerRecord{ownerValue: ownerValue{Node: n.cfg.Name, MGCPAddr: n.cfg.MGCPAddr, SIPAddr: n.cfg.SIPAddr}, lease: lease, createRev: rev}
 	delete(n.freeSince, g)
 	n.mu.Unlock()
