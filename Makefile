@@ -62,9 +62,8 @@ fuzz:
 	cd mgcp && for t in FuzzParse FuzzDigitMap FuzzLocalConnectionOptions; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
-	cd cmd/mgsip && for t in FuzzLoadConfig FuzzHEPRoundTrip; do \
-		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; \
-	done
+	cd internal/config && $(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME) .
+	cd internal/trace && $(GO) test -run '^$$' -fuzz '^FuzzHEPRoundTrip$$' -fuzztime $(FUZZTIME) .
 	cd sip && $(GO) test -run '^$$' -fuzz '^FuzzStack$$' -fuzztime $(FUZZTIME) .
 
 # The main job on its built-in default: a real call between the two lines

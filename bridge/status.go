@@ -92,6 +92,20 @@ func (b *Bridge) Lines() []LineStatus {
 	return out
 }
 
+// SIPCallIDOf returns the SIP Call-ID of the call in progress on an
+// endpoint (its name, local@domain), or "": what the HEP tap puts in the
+// correlation chunk of the endpoint's MGCP messages.
+func (b *Bridge) SIPCallIDOf(endpoint string) string {
+	l := b.lineByEndpoint(endpoint)
+	if l == nil {
+		return ""
+	}
+	if st := l.status.Load(); st != nil && st.Call != nil {
+		return st.Call.SIPCallID
+	}
+	return ""
+}
+
 // Calls returns the calls in progress, one entry per line involved.
 func (b *Bridge) Calls() []CallStatus {
 	var out []CallStatus

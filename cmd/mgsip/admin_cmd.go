@@ -14,57 +14,77 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/admin"
 	"github.com/spf13/cobra"
 )
 
 // The operator commands talk to a running mgsip over its admin API.
 
 type adminClient struct {
-	base  string
-	token string
-	json  bool
+	admin.Client
+	tokenFile string
+	json      bool
 }
 
+// addAdminFlags adds the flags that say how to reach the API. The token's
+// flag has no default from the environment: a default is printed by
+// --help, and the token must never be.
 func addAdminFlags(c *cobra.Command, ac *adminClient) {
 	def := os.Getenv("MGSIP_ADMIN")
 	if def == "" {
 		def = "http://127.0.0.1:8080"
 	}
-	c.Flags().StringVar(&ac.base, "admin", def, "admin API base URL (env MGSIP_ADMIN)")
-	c.Flags().StringVar(&ac.token, "token", os.Getenv("MGSIP_ADMIN_TOKEN"), "bearer token (env MGSIP_ADMIN_TOKEN)")
+	c.Flags().StringVar(&ac.Base, "admin", def, "admin API: http(s)://host:port or unix:/path (env MGSIP_ADMIN)")
+	c.Flags().StringVar(&ac.Token, "token", "", "bearer token (default: env MGSIP_ADMIN_TOKEN; prefer --token-file, a flag shows in ps)")
+	c.Flags().StringVar(&ac.tokenFile, "token-file", "", "file holding the bearer token (env MGSIP_ADMIN_TOKEN_FILE)")
+	c.Flags().StringVar(&ac.CACert, "cacert", os.Getenv("MGSIP_ADMIN_CACERT"), "PEM CA certificate an https API's certificate must chain to (env MGSIP_ADMIN_CACERT)")
+}
+
+// resolveToken picks the token: --token, else --token-file, else the
+// environment (MGSIP_ADMIN_TOKEN, then MGSIP_ADMIN_TOKEN_FILE).
+func (ac *adminClient) resolveToken() error {
+	if ac.Token != "" {
+		return nil
+	}
+	file := ac.tokenFile
+	if file == "" {
+		if v := os.Getenv("MGSIP_ADMIN_TOKEN"); v != "" {
+			ac.Token = v
+			return nil
+		}
+		file = os.Getenv("MGSIP_ADMIN_TOKEN_FILE")
+	}
+	if file == "" {
+		return nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return usageErr("--token-file: %v", err)
+	}
+	ac.Token = strings.TrimSpace(string(b))
+	return nil
 }
 
 // call performs a request; the body of a 2xx is returned. A non-2xx
 // answer is exit 1 with the API's message, no answer exit 3.
 func (ac *adminClient) call(ctx context.Context, method, path string, q url.Values) ([]byte, error) {
-	u := strings.TrimSuffix(ac.base, "/") + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
+	if err := ac.resolveToken(); err != nil {
+		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
+	body, err := ac.Do(ctx, method, path, q)
+	var ue *admin.UnreachableError
+	var se *admin.StatusError
+	switch {
+	case err == nil:
+		return body, nil
+	case errors.Is(err, admin.ErrBadURL):
 		return nil, usageErr("--admin: %v", err)
-	}
-	if ac.token != "" {
-		req.Header.Set("Authorization", "Bearer "+ac.token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, &exitError{code: exitTimeout, err: fmt.Errorf("cannot reach mgsip at %s: %w", ac.base, err)}
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
-	if err != nil {
+	case errors.As(err, &ue):
 		return nil, &exitError{code: exitTimeout, err: err}
+	case errors.As(err, &se):
+		return nil, &exitError{code: exitFailure, err: err}
 	}
-	if res.StatusCode/100 != 2 {
-		var ae apiError
-		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
-			return nil, &exitError{code: exitFailure, err: fmt.Errorf("%s: %s", res.Status, ae.Error)}
-		}
-		return nil, &exitError{code: exitFailure, err: errors.New(res.Status)}
-	}
-	return body, nil
+	return nil, err
 }
 
 func adminCtx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
@@ -132,7 +152,7 @@ func newListCmd[T any](a *app, use, short, path, header string, row func(T) []st
 
 func newGatewaysCmd(a *app) *cobra.Command {
 	return newListCmd(a, "gateways", "List gateways: address, state, RTT, retransmissions, last RSIP", "/api/v1/gateways",
-		"GATEWAY\tADDRESS\tSTATE\tMGCP\tRTT\tRETRANS\tTIMEOUTS\tLAST RSIP", func(g gatewayView) []string {
+		"GATEWAY\tADDRESS\tSTATE\tMGCP\tRTT\tRETRANS\tTIMEOUTS\tLAST RSIP", func(g admin.GatewayView) []string {
 			state := "up"
 			switch {
 			case g.Down:

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/daemon"
+	"github.com/mgsip/mgsip/internal/sim"
 	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip/siptest"
@@ -28,13 +30,15 @@ type runningDaemon struct {
 	admin  string // http://host:port
 	gw     *mgcptest.Gateway
 	pbx    *siptest.Registrar
-	sim    *simulator
+	sim    *sim.Simulator
 	stop   chan os.Signal
 	done   chan error
 	cancel context.CancelFunc
 	logs   *testutil.Buffer
 	dir    string
 }
+
+const testToken = "s3cret-admin-token"
 
 func freeUDP(t *testing.T) string {
 	t.Helper()
@@ -62,7 +66,7 @@ func startDaemon(t *testing.T, extra string) *runningDaemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rd.gw.Close() })
-	rd.sim = &simulator{gw: rd.gw, local: []string{"aaln/1", "aaln/2"}}
+	rd.sim = &sim.Simulator{GW: rd.gw, Local: []string{"aaln/1", "aaln/2"}}
 	gwHost, gwPort, _ := net.SplitHostPort(rd.gw.Addr())
 	pbxHost, pbxPort, _ := net.SplitHostPort(rd.pbx.Addr())
 	cfg := fmt.Sprintf(`log:
@@ -74,7 +78,7 @@ sip:
     - listen: 127.0.0.1:0
 admin:
   listen: 127.0.0.1:0
-  token: s3cret
+  token: s3cret-admin-token
 peers:
   - name: pbx
     host: %s
@@ -111,7 +115,7 @@ routes:
 	rd.cancel = cancel
 	adminReady := make(chan net.Addr, 1)
 	go func() {
-		rd.done <- runDaemon(ctx, a, daemonOptions{configPath: path, stop: rd.stop, adminReady: adminReady, flagsSetLog: true})
+		rd.done <- runDaemon(ctx, a, true, daemon.Options{ConfigPath: path, Stop: rd.stop, AdminReady: adminReady})
 	}()
 	select {
 	case addr := <-adminReady:
@@ -141,27 +145,27 @@ func (rd *runningDaemon) waitFor(what string, cond func() bool) {
 	rd.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := rd.sim.waitUntil(ctx, what, cond); err != nil {
+	if err := rd.sim.WaitUntil(ctx, what, cond); err != nil {
 		rd.t.Fatalf("%v\n%s", err, rd.logs.String())
 	}
 }
 
 func (rd *runningDaemon) script(s string) {
 	rd.t.Helper()
-	steps, err := parseSimScript(s)
+	steps, err := sim.ParseScript(s)
 	if err != nil {
 		rd.t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := rd.sim.run(ctx, steps); err != nil {
+	if err := rd.sim.Run(ctx, steps); err != nil {
 		rd.t.Fatalf("%v\n%s", err, rd.logs.String())
 	}
 }
 
 func (rd *runningDaemon) cli(args ...string) (int, string) {
 	rd.t.Helper()
-	code, out, errOut := runCLI(rd.t, "", append(args, "--admin", rd.admin, "--token", "s3cret")...)
+	code, out, errOut := runCLI(rd.t, "", append(args, "--admin", rd.admin, "--token", "s3cret-admin-token")...)
 	return code, out + errOut
 }
 
@@ -202,7 +206,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "gw/aaln/1") || !strings.Contains(out, "registered") || !strings.Contains(out, "idle") {
 		t.Fatalf("lines: exit %d\n%s", code, out)
 	}
-	if code, body := rd.get("/api/v1/peers", "s3cret"); code != 200 || !strings.Contains(body, `"up": true`) {
+	if code, body := rd.get("/api/v1/peers", testToken); code != 200 || !strings.Contains(body, `"up": true`) {
 		t.Errorf("peers: %d %s", code, body)
 	}
 	code, out = rd.cli("gateways")
@@ -212,7 +216,8 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 
 	// Trace on for MGCP through the API, then a call 1001 -> 1002.
 	req, _ := http.NewRequest(http.MethodPost, rd.admin+"/api/v1/trace?mgcp=on", nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("X-Mgsip-Client", "test")
 	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
 		t.Fatalf("trace on: %v %v", res, err)
 	}
@@ -231,7 +236,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "outgoing") || !strings.Contains(out, "incoming") || !strings.Contains(out, "PCMU") {
 		t.Errorf("calls table:\n%s", out)
 	}
-	_, metricsText := rd.get("/metrics", "s3cret")
+	_, metricsText := rd.get("/metrics", testToken)
 	for _, want := range []string{"mgsip_calls_active 2", `mgsip_messages_total{direction="in",protocol="mgcp",type="NTFY"}`,
 		`mgsip_messages_total{direction="out",protocol="sip",type="INVITE"}`, `mgsip_endpoints{state="connected"} 2`,
 		`mgsip_registrations{state="registered"} 2`, "mgsip_mgcp_transaction_seconds_bucket", `mgsip_gateways_up{gateway="gw"} 1`} {
@@ -263,7 +268,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code, out := rd.cli("reload"); code != 0 || !strings.Contains(out, "reloaded") {
 		t.Errorf("reload: exit %d %s", code, out)
 	}
-	_, metricsText = rd.get("/metrics", "s3cret")
+	_, metricsText = rd.get("/metrics", testToken)
 	for _, want := range []string{`mgsip_call_setups_total{direction="outgoing",result="answered"} 1`,
 		`mgsip_call_setups_total{direction="incoming",result="answered"} 1`, "mgsip_call_duration_seconds_count 2",
 		`mgsip_config_reloads_total{result="ok"} 1`, "mgsip_calls_active 0"} {

@@ -79,6 +79,18 @@ func TestRunSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, out, "reload rejected")
+	// SIGHUP with a 0-byte file (truncated by an editor or a full disk):
+	// rejected too; the gateways stay.
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, "configures no gateway, line or trunk")
+	if strings.Count(out.String(), "reload rejected") != 2 {
+		t.Errorf("the empty file was not rejected:\n%s", out.String())
+	}
 	// SIGTERM: a clean exit.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

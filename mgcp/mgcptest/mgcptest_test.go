@@ -90,14 +90,21 @@ func TestWritePcap(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := b.Bytes()
-	if binary.LittleEndian.Uint32(d) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(d[20:]) != 228 {
+	if binary.LittleEndian.Uint32(d) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(d[20:]) != 101 { // LINKTYPE_RAW
 		t.Fatalf("bad global header % x", d[:24])
 	}
 	if caplen := binary.LittleEndian.Uint32(d[24+8:]); caplen != 28+7 || len(d) != 24+16+28+7 {
 		t.Fatalf("record length %d, file %d", caplen, len(d))
 	}
 	ip := d[40:]
-	if ipChecksum(ip[:20]) != 0 {
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	if sum != 0xffff {
 		t.Error("IPv4 header checksum does not verify")
 	}
 	if binary.BigEndian.Uint16(ip[20:]) != 2727 || binary.BigEndian.Uint16(ip[22:]) != 2427 || string(ip[28:]) != "000 1\r\n" {

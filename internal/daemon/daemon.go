@@ -1,0 +1,478 @@
+// Package daemon runs mgsip: the MGCP call agent, the SIP stack, the
+// bridge between them, the tap and the admin API under one errgroup, with
+// reload (SIGHUP), drain (SIGTERM) and systemd notifications.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/admin"
+	"github.com/mgsip/mgsip/internal/config"
+	"github.com/mgsip/mgsip/internal/metrics"
+	"github.com/mgsip/mgsip/internal/trace"
+	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options configure a run of the daemon.
+type Options struct {
+	// ConfigPath is the configuration file, re-read on reload.
+	ConfigPath string
+	// Config is ConfigPath as loaded and checked at start.
+	Config *config.Loaded
+	Log    *logrus.Logger
+	Reload <-chan struct{}
+	// Stop delivers SIGTERM/SIGINT: the first drains, the second stops.
+	Stop <-chan os.Signal
+	// Ready, if set, receives the call agent's address once serving;
+	// AdminReady the admin API's.
+	Ready      chan<- net.Addr
+	AdminReady chan<- net.Addr
+	// Reloaded, if set, receives the result of each reload.
+	Reloaded chan<- error
+	// AllowEmpty lets a reload accept a file that configures nothing
+	// (--allow-empty); without it such a file is rejected and the running
+	// rules stay.
+	AllowEmpty bool
+}
+
+// daemon is the running service: the MGCP call agent, the SIP stack, the
+// bridge between them and the admin API, under one errgroup.
+type daemon struct {
+	log        *logrus.Logger
+	configPath string
+	rules      *mapping.Holder
+	ca         *mgcp.CallAgent
+	stack      *sip.Stack
+	bridge     *bridge.Bridge
+	tap        *trace.Tapper
+	metrics    *metrics.Metrics
+	allowEmpty bool
+	drainFor   time.Duration
+
+	reloadMu sync.Mutex
+	mu       sync.RWMutex
+	allowed  map[netip.Addr]bool // gateway addresses; nil accepts any (a gateway learns its address)
+	// gatewayAddrs: each gateway's addresses (a nil set: learnt, any);
+	// a command for a gateway's endpoints must come from one of them.
+	gatewayAddrs map[string]map[netip.Addr]bool
+	peers        []netip.Prefix            // SIP peers' addresses
+	peerState    map[string]admin.PeerView // SIP peers by name, from the OPTIONS probes
+	lastRSIP     map[string]time.Time
+}
+
+// Run serves until ctx ends or a stop signal has drained the calls.
+func Run(ctx context.Context, opts Options) error {
+	cfg, log := opts.Config, opts.Log
+	var err error
+	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
+		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{}}
+	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
+	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
+	d.tap.TraceSIP.Store(cfg.File.SIP.Trace)
+	if p := cfg.File.Trace.Pcap; p != "" {
+		if d.tap.Pcap, err = trace.NewPcapWriter(p, cfg.File.Trace.PcapMaxBytes, cfg.File.Trace.PcapKeep); err != nil {
+			return fmt.Errorf("trace.pcap: %w", err)
+		}
+		defer d.tap.Pcap.Close()
+	}
+	if h := cfg.File.Trace.HEP; h != "" {
+		t := cfg.File.Trace
+		if d.tap.HEP, err = trace.NewHEPSender(trace.HEPOptions{Collector: h, NodeID: t.HEPNodeID, NodeName: t.HEPNodeName,
+			Password: t.HEPPassword.Reveal()}); err != nil {
+			return fmt.Errorf("trace.hep: %w", err)
+		}
+		defer d.tap.HEP.Close()
+	}
+	d.setAllowed(ctx, cfg.Rules)
+
+	mcfg := cfg.File.MGCP
+	mcfg.Trace = false // the tap writes the wire trace
+	conn, err := net.ListenPacket("udp", mcfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("mgcp: listen %s: %w", mcfg.ListenAddr, err)
+	}
+	d.ca = mgcp.New(d.tap.Wrap("mgcp")(conn), mcfg,
+		mgcp.WithLogger(log.WithField("component", "mgcp")),
+		mgcp.WithHandler(mgcp.HandlerFunc(d.handleMGCP)),
+		mgcp.WithAuthorizer(d.allow),
+		mgcp.WithRoundTripFunc(d.metrics.RoundTrip))
+	scfg := cfg.File.SIP
+	scfg.Trace = false
+	d.stack, err = sip.NewStack(scfg, sip.WithStackLogger(log.WithField("component", "sip")), sip.WithAccess(d.allowSIP),
+		sip.WithPacketConnWrapper(d.tap.Wrap("sip")))
+	if err != nil {
+		_ = d.ca.Close()
+		return err
+	}
+	calls := cfg.File.Calls
+	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
+		Log: log.WithField("component", "bridge"), OnCall: d.metrics.Call, RingTimeout: calls.RingTimeout,
+		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
+		TrustGateway: d.trustGateway})
+	if err != nil {
+		_ = d.ca.Close()
+		_ = d.stack.Close()
+		return err
+	}
+	d.tap.Correlate = &trace.MGCPCorrelator{Lookup: d.bridge.SIPCallIDOf}
+	d.metrics.Registry.MustRegister(metrics.NewStateCollector(d.ca, d.bridge, d.stack))
+	d.stack.SetHandler(d.bridge)
+	adminLn, err := admin.Listen(cfg.File.Admin)
+	if err != nil {
+		_ = d.ca.Close()
+		_ = d.stack.Close()
+		return fmt.Errorf("admin: listen %s: %w", cfg.File.Admin.Listen, err)
+	}
+	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
+		Reload: d.reload, Peers: d.peerViews, Ready: d.ready, LastRSIP: d.lastRestart}, adminOptions(cfg.File.Admin, log))
+	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+
+	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
+		"admin": adminLn.Addr().String()}).Info("mgsip running: " + config.SummaryLine(cfg.Rules.Summary()))
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
+	// The stacks outlive the bridge: its shutdown still hangs up calls
+	// (BYE, DLCX) and unregisters lines through them.
+	svcCtx, stopSvc := context.WithCancel(context.Background())
+	defer stopSvc()
+	g.Go(func() error { return d.ca.Serve(svcCtx) })
+	g.Go(func() error { return d.stack.Serve(svcCtx) })
+	g.Go(func() error {
+		defer stopSvc()
+		return d.bridge.Run(gctx)
+	})
+
+	g.Go(func() error {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return adminSrv.Shutdown(sctx)
+	})
+	g.Go(func() error { d.probePeers(gctx); return nil })
+	g.Go(func() error { watchdog(gctx, log); return nil })
+	select {
+	case <-d.bridge.Ready():
+	case <-gctx.Done():
+	}
+	if opts.Ready != nil {
+		opts.Ready <- d.ca.LocalAddr()
+	}
+	if opts.AdminReady != nil {
+		opts.AdminReady <- adminLn.Addr()
+	}
+	sdNotify(log, "READY=1")
+	draining := false
+	for {
+		select {
+		case <-gctx.Done():
+			sdNotify(log, "STOPPING=1")
+			err := g.Wait()
+			_ = d.ca.Close()
+			_ = d.stack.Close()
+			if err != nil && runCtx.Err() == nil {
+				return err
+			}
+			log.Info("mgsip stopped")
+			return nil
+		case sig := <-opts.Stop:
+			if draining {
+				log.WithField("signal", sig.String()).Warn("second signal: stopping now")
+				stopRun()
+				continue
+			}
+			draining = true
+			sdNotify(log, "STOPPING=1")
+			go d.drain(runCtx, stopRun)
+		case <-opts.Reload:
+			err := d.reload(ctx)
+			if opts.Reloaded != nil {
+				opts.Reloaded <- err
+			}
+		}
+	}
+}
+
+// drain refuses new calls, waits for the calls in progress up to the
+// drain timeout, then stops everything (remaining calls are hung up and
+// lines unregistered as the bridge shuts down).
+func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
+	d.bridge.Drain()
+	n := d.bridge.ActiveCalls()
+	d.log.WithFields(logrus.Fields{"calls": n, "timeout": d.drainFor}).Info("draining: no new calls")
+	deadline := time.After(d.drainFor)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for d.bridge.ActiveCalls() > 0 {
+		select {
+		case <-deadline:
+			d.log.WithField("calls", d.bridge.ActiveCalls()).Warn("drain timeout: hanging up the remaining calls")
+			stop()
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	stop()
+}
+
+// reload re-reads the file and swaps the rules in if they are valid.
+func (d *daemon) reload(ctx context.Context) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	path := d.configPath
+	sdNotify(d.log, "RELOADING=1\nMONOTONIC_USEC="+monotonicUsec())
+	defer sdNotify(d.log, "READY=1")
+	cfg, err := config.LoadFile(path, os.LookupEnv, config.AllowEmpty(d.allowEmpty))
+	if err != nil {
+		d.metrics.Reloads.WithLabelValues("rejected").Inc()
+		d.log.WithField("config", path).Error("reload rejected, keeping the running rules:\n" + err.Error())
+		return err
+	}
+	d.metrics.Reloads.WithLabelValues("ok").Inc()
+	old := d.rules.Swap(cfg.Rules)
+	d.setAllowed(ctx, cfg.Rules)
+	added, removed := diffLines(old, cfg.Rules)
+	if d.bridge != nil {
+		d.bridge.Apply(cfg.Rules)
+	}
+	d.log.WithFields(logrus.Fields{"config": path, "lines_added": added, "lines_removed": removed}).
+		Info("configuration reloaded: " + config.SummaryLine(cfg.Rules.Summary()))
+	return nil
+}
+
+func diffLines(old, cur *mapping.Rules) (added, removed int) {
+	for _, l := range cur.Lines {
+		if old.LineByID(l.ID) == nil {
+			added++
+		}
+	}
+	for _, l := range old.Lines {
+		if cur.LineByID(l.ID) == nil {
+			removed++
+		}
+	}
+	return added, removed
+}
+
+// setAllowed computes the addresses gateways may send from.
+func (d *daemon) setAllowed(ctx context.Context, r *mapping.Rules) {
+	allowed := map[netip.Addr]bool{}
+	byGateway := map[string]map[netip.Addr]bool{} // nil set: learnt, any address
+	for _, g := range r.Gateways {
+		if g.Learn {
+			allowed = nil
+			byGateway[g.Name] = nil
+			continue
+		}
+		set := map[netip.Addr]bool{}
+		byGateway[g.Name] = set
+		if a, err := netip.ParseAddr(g.Address); err == nil {
+			set[a.Unmap()] = true
+			continue
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", g.Address)
+		if err != nil {
+			d.log.WithError(err).WithField("gateway", g.Name).Warn("cannot resolve gateway address; its commands are refused until a reload")
+			continue
+		}
+		for _, a := range addrs {
+			set[a.Unmap()] = true
+		}
+	}
+	if allowed != nil {
+		for _, set := range byGateway {
+			for a := range set {
+				allowed[a] = true
+			}
+		}
+	}
+	var peers []netip.Prefix
+	for _, p := range r.Peers {
+		if len(p.Addresses) > 0 {
+			peers = append(peers, p.Addresses...)
+			continue
+		}
+		if a, err := netip.ParseAddr(p.Host); err == nil {
+			peers = append(peers, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", p.Host)
+		if err != nil {
+			d.log.WithError(err).WithField("peer", p.Name).Warn("cannot resolve SIP peer address; its requests are refused until a reload")
+			continue
+		}
+		for _, a := range addrs {
+			peers = append(peers, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	d.mu.Lock()
+	d.allowed = allowed
+	d.gatewayAddrs = byGateway
+	d.peers = peers
+	d.mu.Unlock()
+}
+
+// allowSIP lets requests in from configured SIP peers only.
+func (d *daemon) allowSIP(a netip.AddrPort) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for _, p := range d.peers {
+		if p.Contains(a.Addr().Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// trustGateway says whether a command for gw's endpoints may come from a.
+func (d *daemon) trustGateway(gw *mapping.GatewayRule, a netip.AddrPort) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	set, ok := d.gatewayAddrs[gw.Name]
+	if !ok {
+		return false // not resolved (yet): refused like its datagrams
+	}
+	return set == nil || set[a.Addr().Unmap()]
+}
+
+func (d *daemon) allow(a netip.AddrPort) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.allowed == nil || d.allowed[a.Addr()]
+}
+
+// handleMGCP passes commands from gateways to the bridge, noting RSIPs.
+func (d *daemon) handleMGCP(ctx context.Context, from netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+	if d.bridge == nil {
+		return mgcp.NewResponse(c, mgcp.CodeTransientError)
+	}
+	if c.Verb == mgcp.VerbRSIP {
+		if gw := d.rules.Load().GatewayByDomain(c.Endpoint.Domain); gw != nil {
+			d.mu.Lock()
+			d.lastRSIP[gw.Name] = time.Now()
+			d.mu.Unlock()
+			d.log.WithFields(logrus.Fields{"gateway": gw.Name, "endpoint": c.Endpoint.String(), "method": string(c.RestartMethod)}).Info("gateway restart")
+		}
+	}
+	return d.bridge.HandleMGCP(ctx, from, c)
+}
+
+// peerViews lists the configured SIP peers with their probe state.
+func (d *daemon) peerViews() []admin.PeerView {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := []admin.PeerView{}
+	for _, p := range d.rules.Load().Peers {
+		if v, ok := d.peerState[p.Name]; ok {
+			out = append(out, v)
+		} else {
+			out = append(out, admin.PeerView{Name: p.Name, Address: net.JoinHostPort(p.Host, itoa(p.Port))})
+		}
+	}
+	return out
+}
+
+// lastRestart is when a gateway last sent an RSIP.
+func (d *daemon) lastRestart(gateway string) time.Time {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.lastRSIP[gateway]
+}
+
+// ready: not while draining, nor when no configured SIP peer answers.
+func (d *daemon) ready() (bool, string) {
+	if d.bridge.Draining() {
+		return false, "draining"
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if len(d.peerState) == 0 {
+		return true, ""
+	}
+	for _, p := range d.peerState {
+		if p.Up {
+			return true, ""
+		}
+	}
+	return false, "no SIP peer answers OPTIONS"
+}
+
+// probePeers sends OPTIONS to every configured peer: each peer's
+// options_interval when set, else every 30 s, and logs a peer going up or
+// down.
+func (d *daemon) probePeers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, p := range d.rules.Load().Peers {
+			every := p.OptionsInterval
+			if every <= 0 {
+				every = 30 * time.Second
+			}
+			d.mu.RLock()
+			prev, seen := d.peerState[p.Name]
+			d.mu.RUnlock()
+			if seen && time.Since(prev.LastProbe) < every {
+				continue
+			}
+			addr := net.JoinHostPort(p.Host, itoa(p.Port))
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			rtt, status, err := d.stack.Ping(pctx, addr, p.Transport)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			v := admin.PeerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now()}
+			if err == nil {
+				v.RTT = rtt.Round(time.Microsecond).String()
+			}
+			if seen && prev.Up != v.Up {
+				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
+			}
+			d.bridge.SetPeerReachable(p.Name, v.Up)
+			d.mu.Lock()
+			if d.peerState == nil {
+				d.peerState = map[string]admin.PeerView{}
+			}
+			d.peerState[p.Name] = v
+			d.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// adminOptions are the API server's options from the admin section. The
+// section is read at start only: a reload does not change the tokens or
+// the listener (docs/configuration.md says so).
+func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
+	return admin.Options{Token: a.Token.Reveal(), ReadOnlyToken: a.ReadOnlyToken.Reveal(), AllowedHosts: a.AllowedHosts,
+		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Log: log.WithField("component", "admin")}
+}

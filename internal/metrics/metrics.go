@@ -1,0 +1,166 @@
+// Package metrics holds mgsip's Prometheus metrics: counters fed by the
+// tap and the bridge, and a collector that reads the running state when
+// scraped. docs/operations.md lists them.
+package metrics
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are mgsip's Prometheus metrics.
+type Metrics struct {
+	Registry     *prometheus.Registry
+	messages     *prometheus.CounterVec
+	mgcpRTT      *prometheus.HistogramVec
+	callSetups   *prometheus.CounterVec
+	setupSeconds prometheus.Histogram
+	callSeconds  prometheus.Histogram
+	Reloads      *prometheus.CounterVec // by result: ok, rejected
+	sipMalformed prometheus.Counter
+}
+
+// New registers the metrics in a registry of their own.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_messages_total",
+		Help: "MGCP and SIP messages by protocol, direction (in, out) and type: verb or method of a command or request, code of a response."},
+		[]string{"protocol", "direction", "type"})
+	m.mgcpRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mgsip_mgcp_transaction_seconds",
+		Help:    "Time from sending an MGCP command to its final response, retransmissions included, by gateway address.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"gateway"})
+	m.callSetups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_call_setups_total",
+		Help: "Ended calls by direction and result: answered, busy, no_answer, cancelled, failed."}, []string{"direction", "result"})
+	m.setupSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mgsip_call_setup_seconds",
+		Help:    "Time from the start of a call (off hook dialled, or INVITE received) to its answer.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}})
+	m.callSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mgsip_call_duration_seconds",
+		Help:    "Talk time of answered calls.",
+		Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}})
+	m.Reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mgsip_config_reloads_total",
+		Help: "Configuration reloads by result (ok, rejected)."}, []string{"result"})
+	m.sipMalformed = prometheus.NewCounter(prometheus.CounterOpts{Name: "mgsip_sip_malformed_total",
+		Help: "SIP datagrams received that do not start like a SIP message."})
+	m.Registry.MustRegister(m.messages, m.mgcpRTT, m.callSetups, m.setupSeconds, m.callSeconds, m.Reloads, m.sipMalformed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Message counts one MGCP or SIP message (a trace.Tapper OnMessage).
+func (m *Metrics) Message(proto, dir, typ string) {
+	if proto == "sip" && dir == "in" && typ == "malformed" {
+		m.sipMalformed.Inc()
+	}
+	m.messages.WithLabelValues(proto, dir, typ).Inc()
+}
+
+// RoundTrip observes an MGCP transaction (an mgcp.WithRoundTripFunc).
+func (m *Metrics) RoundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
+	m.mgcpRTT.WithLabelValues(peer.String()).Observe(rtt.Seconds())
+}
+
+// callResult folds a call record's result into a few label values.
+func callResult(r bridge.CallRecord) string {
+	switch {
+	case r.Answered:
+		return "answered"
+	case strings.HasPrefix(r.Result, "486") || strings.HasPrefix(r.Result, "600") || r.Result == "busy":
+		return "busy"
+	case r.Result == "no answer" || strings.HasPrefix(r.Result, "480") || strings.HasPrefix(r.Result, "408"):
+		return "no_answer"
+	case r.Result == "cancelled" || r.Result == "hung up":
+		return "cancelled"
+	}
+	return "failed"
+}
+
+// Call counts a finished call (a bridge.Config OnCall).
+func (m *Metrics) Call(r bridge.CallRecord) {
+	m.callSetups.WithLabelValues(r.Direction, callResult(r)).Inc()
+	if r.Answered {
+		m.setupSeconds.Observe(r.Setup.Seconds())
+		m.callSeconds.Observe(r.Duration.Seconds())
+	}
+}
+
+// StateCollector reads the running state when scraped: the MGCP stack's
+// counters, gateways, endpoints, registrations and calls.
+type StateCollector struct {
+	ca  *mgcp.CallAgent
+	b   *bridge.Bridge
+	sip *sip.Stack
+
+	mgcpForeign, sipGate *prometheus.Desc
+
+	mgcpRetrans, mgcpTimeouts, mgcpParseErrors, mgcpRefused *prometheus.Desc
+	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
+}
+
+// NewStateCollector reads the state of ca, b and st when scraped.
+func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *StateCollector {
+	return &StateCollector{ca: ca, b: b, sip: st,
+		mgcpForeign:     prometheus.NewDesc("mgsip_mgcp_foreign_commands_total", "MGCP commands for a gateway's endpoints that came from another address (refused).", nil, nil),
+		sipGate:         prometheus.NewDesc("mgsip_sip_gate_total", "SIP messages the stack's gate turned away before sipgo saw them, by what it did.", []string{"action"}, nil),
+		mgcpRetrans:     prometheus.NewDesc("mgsip_mgcp_retransmissions_total", "MGCP commands sent again for want of an answer.", nil, nil),
+		mgcpTimeouts:    prometheus.NewDesc("mgsip_mgcp_timeouts_total", "MGCP transactions that ended without an answer.", nil, nil),
+		mgcpParseErrors: prometheus.NewDesc("mgsip_mgcp_parse_errors_total", "MGCP datagrams received that did not parse.", nil, nil),
+		mgcpRefused:     prometheus.NewDesc("mgsip_mgcp_refused_total", "MGCP datagrams dropped because their source is not a configured gateway.", nil, nil),
+		gatewaysUp:      prometheus.NewDesc("mgsip_gateways_up", "Configured gateways answering (1) or marked down (0).", []string{"gateway"}, nil),
+		endpoints:       prometheus.NewDesc("mgsip_endpoints", "Lines and trunk channels by state.", []string{"state"}, nil),
+		registrations:   prometheus.NewDesc("mgsip_registrations", "Line registrations by state.", []string{"state"}, nil),
+		callsActive:     prometheus.NewDesc("mgsip_calls_active", "Calls in progress.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints,
+		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.ca.Stats()
+	ch <- prometheus.MustNewConstMetric(c.mgcpRetrans, prometheus.CounterValue, float64(st.Retransmissions))
+	ch <- prometheus.MustNewConstMetric(c.mgcpTimeouts, prometheus.CounterValue, float64(st.Timeouts))
+	ch <- prometheus.MustNewConstMetric(c.mgcpParseErrors, prometheus.CounterValue, float64(st.ParseErrors))
+	ch <- prometheus.MustNewConstMetric(c.mgcpRefused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(c.mgcpForeign, prometheus.CounterValue, float64(c.b.Refused()))
+	if c.sip != nil {
+		g := c.sip.Stats()
+		for action, n := range map[string]uint64{"refused": g.Refused, "dropped": g.Dropped, "limited": g.Limited,
+			"bad_ack": g.BadAcks, "rejected": g.Rejected} {
+			ch <- prometheus.MustNewConstMetric(c.sipGate, prometheus.CounterValue, float64(n), action)
+		}
+	}
+	for _, g := range c.b.Gateways() {
+		up := 1.0
+		if g.Down {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.gatewaysUp, prometheus.GaugeValue, up, g.Name)
+	}
+	states := map[string]int{"idle": 0, "dialing": 0, "calling": 0, "ringing": 0, "connected": 0, "tone": 0}
+	for _, l := range c.b.Lines() {
+		states[l.State]++
+	}
+	for s, n := range states {
+		ch <- prometheus.MustNewConstMetric(c.endpoints, prometheus.GaugeValue, float64(n), s)
+	}
+	if regs := c.b.Registrations(); regs != nil {
+		counts := regs.Counts()
+		for _, s := range []sip.RegState{sip.RegPending, sip.RegRegistering, sip.RegRegistered, sip.RegRetrying, sip.RegFailed} {
+			ch <- prometheus.MustNewConstMetric(c.registrations, prometheus.GaugeValue, float64(counts[s]), s.String())
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.callsActive, prometheus.GaugeValue, float64(c.b.ActiveCalls()))
+}
