@@ -51,6 +51,11 @@ type Config struct {
 	TrustGateway func(gw *mapping.GatewayRule, from netip.AddrPort) bool
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
+	// Owns, if set, says whether this node drives gw (several nodes on
+	// etcd, docs/cluster.md): the lines of a gateway it does not own are
+	// not started (audited, armed, registered) and not probed until
+	// GatewayOwned(name, true).
+	Owns func(gw *mapping.GatewayRule) bool
 }
 
 // CallRecord summarizes an ended call.
@@ -208,6 +213,9 @@ func (b *Bridge) track() bool {
 
 // start audits and arms a new line and registers its account.
 func (b *Bridge) start(l *line) {
+	if !b.owns(l.rule.Gateway) {
+		return
+	}
 	l.postWait(l.begin)
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())
