@@ -70,6 +70,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newSimCmd(a),
 		newCheckConfigCmd(a),
 		newRunCmd(a),
+		newClusterCmd(a),
 	)
 	root.AddCommand(adminCommands(a)...)
 	return root
