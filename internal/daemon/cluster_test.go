@@ -18,6 +18,7 @@ import (
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip/siptest"
 	"github.com/sirupsen/logrus"
 )
 
@@ -71,19 +72,22 @@ func freeUDPPort(t *testing.T) int {
 
 type clusterDaemon struct {
 	addr   string
+	sip    string
 	cancel context.CancelFunc
 	done   chan error
 	log    *testutil.Buffer
 }
 
-func startClusterDaemon(t *testing.T, etcd, node string, port, gwPort int) *clusterDaemon {
+func startClusterDaemon(t *testing.T, etcd, node string, port, gwPort int, registrar string) *clusterDaemon {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	sipAddr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	regHost, regPort, _ := net.SplitHostPort(registrar)
 	conf := fmt.Sprintf(`mgcp:
   listen: %s
 sip:
   listeners:
-    - listen: 127.0.0.1:0
+    - listen: %s
 admin:
   listen: 127.0.0.1:0
 cluster:
@@ -95,8 +99,9 @@ cluster:
     gw: [a, b]
 peers:
   - name: pbx
-    host: 127.0.0.1
-    auth: ip
+    host: %s
+    port: %s
+    register_expiry: 60s
 gateways:
   - name: gw
     domain: gw.test
@@ -106,7 +111,8 @@ lines:
   - gateway: gw
     endpoint: aaln/1
     user: "101"
-`, addr, etcd, node, addr, gwPort)
+    password: pw-101
+`, addr, sipAddr, etcd, node, addr, regHost, regPort, gwPort)
 	path := filepath.Join(t.TempDir(), "mgsip.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -115,7 +121,7 @@ lines:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &clusterDaemon{addr: addr, done: make(chan error, 1), log: &testutil.Buffer{}}
+	d := &clusterDaemon{addr: addr, sip: sipAddr, done: make(chan error, 1), log: &testutil.Buffer{}}
 	log := logrus.New()
 	log.SetOutput(d.log)
 	log.SetLevel(logrus.DebugLevel)
@@ -172,13 +178,22 @@ func TestClusterOwnerDrivesGatewayOthersRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &sourceConn{PacketConn: conn}
+	reg, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"101": "pw-101"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	registeredAt := func(sipAddr string) bool {
+		b, ok := reg.Binding("101")
+		return ok && strings.Contains(b.Contact, sipAddr) && time.Until(b.Expires) > 0
+	}
 	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: rec, Lines: 1, CallAgent: fmt.Sprintf("127.0.0.1:%d", pa)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer gw.Close()
 	gwPort := conn.LocalAddr().(*net.UDPAddr).Port
-	a := startClusterDaemon(t, etcd.Endpoint, "a", pa, gwPort)
+	a := startClusterDaemon(t, etcd.Endpoint, "a", pa, gwPort, reg.Addr())
 	armedBy := func(addr string) bool {
 		for _, c := range rec.commands(addr) {
 			if strings.HasPrefix(c.line, "RQNT") {
@@ -190,11 +205,24 @@ func TestClusterOwnerDrivesGatewayOthersRedirect(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "a arms the line", func() bool { return armedBy(a.addr) })
 
-	b := startClusterDaemon(t, etcd.Endpoint, "b", pb, gwPort)
+	waitUntil(t, 10*time.Second, "a registers the line", func() bool { return registeredAt(a.sip) })
+	b := startClusterDaemon(t, etcd.Endpoint, "b", pb, gwPort, reg.Addr())
 	// b joined: it must not command a's gateway. Let it run a TTL.
 	time.Sleep(2 * time.Second)
 	if got := rec.commands(b.addr); len(got) != 0 {
 		t.Fatalf("b sent commands to a gateway a owns: %v", got)
+	}
+	fromA := 0
+	for _, r := range reg.RequestsFor("101") {
+		if r.Source == b.sip {
+			t.Fatalf("b registered a line of a's gateway: %+v", r)
+		}
+		if r.Source == a.sip {
+			fromA++
+		}
+	}
+	if fromA == 0 {
+		t.Fatalf("no REGISTER seen from a (%s): %+v", a.sip, reg.RequestsFor("101"))
 	}
 	// A command of the gateway that reaches b is redirected to a.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -213,6 +241,7 @@ func TestClusterOwnerDrivesGatewayOthersRedirect(t *testing.T) {
 	a.stop(t)
 	waitUntil(t, 4*time.Second, "b arms the line", func() bool { return armedBy(b.addr) })
 	t.Logf("b armed the line %v after a stopped", time.Since(stopped))
+	waitUntil(t, 10*time.Second, "b registers the line with its Contact", func() bool { return registeredAt(b.sip) })
 	bFirst := rec.commands(b.addr)[0].at
 	for _, c := range rec.commands(a.addr) {
 		if !c.at.Before(bFirst) {
