@@ -753,6 +753,11 @@ func (n *Node) reconcile(ctx context.Context) {
 			release = append(release, g)
 		}
 	}
+	for g := range n.releasing {
+		if !configured[g] && owners[g].lease == lease {
+			release = append(release, g) // a failed release, tried again
+		}
+	}
 	// Mark what is released as not owned before the callback and before
 	// the key goes: the lines stop first.
 	for _, g := range release {

@@ -94,8 +94,12 @@ func (d *daemon) owns(gw *mapping.GatewayRule) bool {
 // redirect answers a command for a gateway another node owns with 521
 // and N: naming the owner (RFC 3435 §2.3.8: the endpoint is redirected to
 // another call agent, given in N:); nil when this node owns it or is
-// alone. A command from an address that is not the gateway's is left to
-// the bridge, which refuses it without naming anyone.
+// alone. When no other owner is known (nobody holds the gateway yet, or
+// this node is fenced and the gateway is between owners) the answer is
+// 400, a transient error: the gateway tries again, and the next owner's
+// first command gives it the new N:. A command from an address that is
+// not the gateway's is left to the bridge, which refuses it without
+// naming anyone.
 func (d *daemon) redirect(c *mgcp.Command, trusted func(*mapping.GatewayRule) bool) *mgcp.Response {
 	if d.node == nil {
 		return nil
@@ -104,10 +108,12 @@ func (d *daemon) redirect(c *mgcp.Command, trusted func(*mapping.GatewayRule) bo
 	if gw == nil || d.node.Owns(gw.Name) || !trusted(gw) {
 		return nil
 	}
-	r := mgcp.NewResponse(c, mgcp.CodeRedirected)
-	if o, ok := d.node.Owner(gw.Name); ok && o.MGCPAddr != "" && o.Name != d.node.Name() {
-		r.NotifiedEntity = o.MGCPAddr
+	o, ok := d.node.Owner(gw.Name)
+	if !ok || o.MGCPAddr == "" || o.Name == d.node.Name() {
+		return mgcp.NewResponse(c, mgcp.CodeTransientError)
 	}
+	r := mgcp.NewResponse(c, mgcp.CodeRedirected)
+	r.NotifiedEntity = o.MGCPAddr
 	d.redirected.Add(1)
 	return r
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/internal/cluster"
 	"github.com/mgsip/mgsip/internal/config"
 	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mapping"
@@ -318,5 +319,36 @@ func TestFencedConnDropsCommandsForGatewaysNotOwned(t *testing.T) {
 	}
 	if dropped.Load() != 1 {
 		t.Fatalf("dropped %d", dropped.Load())
+	}
+}
+
+func TestRedirectWithoutKnownOwnerIsTransient(t *testing.T) {
+	rules, err := mapping.New(mapping.Config{Gateways: []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: "127.0.0.1"}}}, mapping.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A node that never reached etcd owns nothing and knows no owner.
+	node, err := cluster.New(cluster.Config{Name: "a", Endpoints: []string{"http://127.0.0.1:1"}, Gateways: []string{"gw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	d := &daemon{rules: mapping.NewHolder(rules), node: node}
+	cmd := &mgcp.Command{Verb: mgcp.VerbNTFY, TransactionID: 9, Endpoint: mgcp.EndpointName{Local: "aaln/1", Domain: "gw.test"}}
+	trusted := func(*mapping.GatewayRule) bool { return true }
+	if r := d.redirect(cmd, trusted); r == nil || r.Code != mgcp.CodeTransientError || r.NotifiedEntity != "" {
+		t.Fatalf("no owner known: %+v", r)
+	}
+	if r := d.redirect(cmd, func(*mapping.GatewayRule) bool { return false }); r != nil {
+		t.Fatalf("a stranger's command was answered by the cluster: %+v", r)
+	}
+	other := *cmd
+	other.Endpoint.Domain = "unknown.test"
+	if r := d.redirect(&other, trusted); r != nil {
+		t.Fatalf("a command for no configured gateway: %+v", r)
+	}
+	alone := &daemon{rules: mapping.NewHolder(rules)}
+	if r := alone.redirect(cmd, trusted); r != nil {
+		t.Fatalf("a node alone redirected: %+v", r)
 	}
 }
