@@ -255,7 +255,10 @@ func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
 	if d.node != nil {
 		// Idle gateways move to other nodes now, the others as their
 		// calls end.
-		go func() { _ = d.node.Drain(ctx) }()
+		dctx, cancel := context.WithCancel(ctx)
+		drained := make(chan struct{})
+		go func() { defer close(drained); _ = d.node.Drain(dctx) }()
+		defer func() { cancel(); <-drained }()
 	}
 	n := d.bridge.ActiveCalls()
 	d.log.WithFields(logrus.Fields{"calls": n, "timeout": d.drainFor}).Info("draining: no new calls")

@@ -82,6 +82,8 @@ func (e *Etcd) Start() {
 	e.t.Helper()
 	cmd := exec.Command(e.bin, e.args...)
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	// Should the test process die without its cleanups, etcd goes too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
