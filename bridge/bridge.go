@@ -57,6 +57,11 @@ type Config struct {
 	// OnRegistration, if set, is called (on its own goroutine) after each
 	// change of a line's registration.
 	OnRegistration func(line string, st sip.RegStatus)
+	// Owns, if set, says whether this node drives gw (several nodes on
+	// etcd, docs/cluster.md): the lines of a gateway it does not own are
+	// not started (audited, armed, registered) and not probed until
+	// GatewayOwned(name, true).
+	Owns func(gw *mapping.GatewayRule) bool
 }
 
 // CallRecord summarizes an ended call leg (one line's side of a call);
@@ -229,6 +234,9 @@ func (b *Bridge) track() bool {
 
 // start audits and arms a new line and registers its account.
 func (b *Bridge) start(l *line) {
+	if !b.owns(l.rule.Gateway) {
+		return
+	}
 	l.postWait(l.begin)
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())

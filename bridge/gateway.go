@@ -170,6 +170,9 @@ func (b *Bridge) probe(ctx context.Context, gw *mapping.GatewayRule) {
 		b.healthOf(gw).probing = false
 		b.mu.Unlock()
 	}()
+	if !b.owns(gw) {
+		return // another node drives it
+	}
 	var ep mgcp.EndpointName
 	for _, l := range b.linesOf(gw) {
 		if ep.Local == "" || strings.Compare(l.ep.Local, ep.Local) < 0 {

@@ -81,13 +81,18 @@ func TestDependencyRule(t *testing.T) {
 			module + "/mgcp", module + "/internal/trace", module + "/internal/config"},
 		module + "/internal/daemon": {"github.com/sirupsen/logrus", "golang.org/x/sync/errgroup", "golang.org/x/sys/unix",
 			"github.com/coreos/go-systemd/v22", module + "/bridge", module + "/mapping", module + "/mgcp", module + "/sip",
-			module + "/internal/admin", module + "/internal/cdr", module + "/internal/config", module + "/internal/metrics", module + "/internal/trace"},
+			module + "/internal/admin", module + "/internal/cdr", module + "/internal/config", module + "/internal/metrics", module + "/internal/trace",
+			module + "/internal/cluster"},
+		// etcd stays here: the bridge never imports it (the architecture).
+		module + "/internal/cluster": {"github.com/sirupsen/logrus", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/api/v3",
+			"go.uber.org/zap"},
 		module + "/internal/sim": {"github.com/sirupsen/logrus", module + "/bridge", module + "/mapping", module + "/mgcp",
 			module + "/mgcp/mgcptest", module + "/sip", module + "/sip/siptest", module + "/internal/config",
 			module + "/internal/trace"},
 	}
 	// standalone: these depend on no other package of this module.
-	standalone := map[string]bool{module + "/mgcp": true, module + "/sip": true, module + "/mapping": true}
+	standalone := map[string]bool{module + "/mgcp": true, module + "/sip": true, module + "/mapping": true,
+		module + "/internal/cluster": true}
 	// bridgeUsers may import bridge: the binary and the daemon's parts
 	// that wire it, show it or drive it.
 	bridgeUsers := map[string]bool{module + "/cmd/mgsip": true, module + "/internal/daemon": true,

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/mgsip/mgsip/internal/buildinfo"
+	"github.com/mgsip/mgsip/internal/daemon"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 )
@@ -20,9 +21,6 @@ type exitError struct {
 	code int
 	err  error
 }
-
-// logTimeFormat stamps log lines with milliseconds (RFC 3339).
-const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
@@ -74,6 +72,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newRunCmd(a),
 		newLadderCmd(a),
 		newImportCmd(a),
+		newClusterCmd(a),
 	)
 	root.AddCommand(adminCommands(a)...)
 	return root
@@ -90,9 +89,9 @@ func (a *app) setupLogging() error {
 	l.SetLevel(lvl)
 	switch strings.ToLower(a.logFormat) {
 	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: logTimeFormat})
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: daemon.LogTimeFormat})
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: logTimeFormat})
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: daemon.LogTimeFormat})
 	default:
 		return usageErr("--log-format: want text or json, got %q", a.logFormat)
 	}

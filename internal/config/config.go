@@ -32,6 +32,8 @@ type File struct {
 	Daemon Daemon      `yaml:"daemon"`
 	Calls  Calls       `yaml:"calls"`
 	CDR    CDR         `yaml:"cdr"`
+	// Cluster: several nodes on etcd (docs/cluster.md); absent: alone.
+	Cluster Cluster `yaml:"cluster"`
 	// AllowEmpty lets a file with no gateways, lines or trunks load (a
 	// daemon with nothing to do); without it such a file is refused, so
 	// that an empty or truncated file cannot unregister every line.
@@ -254,6 +256,7 @@ func Load(name string, data []byte, lookupEnv func(string) (string, bool), opts 
 		add("log.format", fmt.Sprintf("must be text or json, not %q", fc.Log.Format))
 	}
 	checkAdmin(&fc.Admin, add, lookupEnv)
+	checkCluster(&fc.Cluster, fc.Gateways, add, lookupEnv)
 	if fc.Trace.HEP != "" {
 		if _, _, err := net.SplitHostPort(fc.Trace.HEP); err != nil {
 			add("trace.hep", fmt.Sprintf("%q is not host:port", fc.Trace.HEP))

@@ -14,11 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/internal/admin"
 	"github.com/mgsip/mgsip/internal/cdr"
+	"github.com/mgsip/mgsip/internal/cluster"
 	"github.com/mgsip/mgsip/internal/config"
 	"github.com/mgsip/mgsip/internal/metrics"
 	"github.com/mgsip/mgsip/internal/trace"
@@ -84,6 +86,11 @@ type daemon struct {
 	lastRSIP     map[string]time.Time
 	regFailures  map[string]int // consecutive failures last reported per line
 	readyWhen    config.Ready
+
+	// node is this daemon's membership of a cluster (nil: alone).
+	node        *cluster.Node
+	redirected  atomic.Uint64 // commands answered 521 (another node owns the gateway)
+	fencedDrops atomic.Uint64 // commands not sent: the gateway is not ours
 }
 
 // traceFilter builds the wire trace's filter for lines (ids) and
@@ -159,6 +166,14 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.cdrs.Close()
 	d.setAllowed(ctx, cfg.Rules)
+	if cfg.File.Cluster.Enabled() {
+		// Created before anything can send, so that the fence below
+		// holds from the first datagram; it joins when the group runs.
+		if d.node, err = d.newClusterNode(cfg); err != nil {
+			return err
+		}
+		defer d.node.Close()
+	}
 
 	mcfg := cfg.File.MGCP
 	mcfg.Trace = false // the tap writes the wire trace
@@ -166,7 +181,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("mgcp: listen %s: %w", mcfg.ListenAddr, err)
 	}
-	d.ca = mgcp.New(d.tap.Wrap("mgcp")(conn), mcfg,
+	pc := d.tap.Wrap("mgcp")(conn)
+	if d.node != nil {
+		pc = fencedConn{PacketConn: pc, rules: d.rules, owns: d.owns, dropped: &d.fencedDrops}
+	}
+	d.ca = mgcp.New(pc, mcfg,
 		mgcp.WithLogger(log.WithField("component", "mgcp")),
 		mgcp.WithHandler(mgcp.HandlerFunc(d.handleMGCP)),
 		mgcp.WithAuthorizer(d.allow),
@@ -180,11 +199,16 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	calls := cfg.File.Calls
-	d.bridge, err = bridge.New(bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
+	bcfg := bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
 		Log: log.WithField("component", "bridge"), OnCall: d.onCall, OnAnswer: func(_, dir string) { d.metrics.Answered(dir) },
 		OnRegistration: d.onRegistration, RingTimeout: calls.RingTimeout,
 		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
-		TrustGateway: d.trustGateway})
+		TrustGateway: d.trustGateway}
+	if d.node != nil {
+		bcfg.Owns = d.owns
+		bcfg.NotifiedEntity = cfg.File.Cluster.NotifiedEntity()
+	}
+	d.bridge, err = bridge.New(bcfg)
 	if err != nil {
 		_ = d.ca.Close()
 		_ = d.stack.Close()
@@ -209,6 +233,15 @@ func Run(ctx context.Context, opts Options) error {
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
 		"admin": adminLn.Addr().String()}).Info("mgsip running: " + config.SummaryLine(cfg.Rules.Summary()))
+	if d.node != nil {
+		// The membership outlives the group: the lease is renewed while
+		// the bridge hangs up its calls (DLCX) at shutdown, then the node
+		// leaves (leaveCluster) and stops.
+		nodeCtx, stopNode := context.WithCancel(context.Background())
+		nodeDone := make(chan struct{})
+		go func() { defer close(nodeDone); _ = d.node.Run(nodeCtx) }()
+		defer func() { stopNode(); <-nodeDone }()
+	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
@@ -254,6 +287,7 @@ func Run(ctx context.Context, opts Options) error {
 		case <-gctx.Done():
 			sdNotify(log, "STOPPING=1")
 			err := g.Wait()
+			d.leaveCluster()
 			_ = d.ca.Close()
 			_ = d.stack.Close()
 			if err != nil && runCtx.Err() == nil {
@@ -284,6 +318,14 @@ func Run(ctx context.Context, opts Options) error {
 // lines unregistered as the bridge shuts down).
 func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
 	d.bridge.Drain()
+	if d.node != nil {
+		// Idle gateways move to other nodes now, the others as their
+		// calls end.
+		dctx, cancel := context.WithCancel(ctx)
+		drained := make(chan struct{})
+		go func() { defer close(drained); _ = d.node.Drain(dctx) }()
+		defer func() { cancel(); <-drained }()
+	}
 	n := d.bridge.ActiveCalls()
 	d.log.WithFields(logrus.Fields{"calls": n, "timeout_s": d.drainFor.Seconds()}).Info("draining: no new calls")
 	deadline := time.After(d.drainFor)
@@ -436,6 +478,9 @@ func (d *daemon) handleMGCP(ctx context.Context, from netip.AddrPort, c *mgcp.Co
 	if d.bridge == nil {
 		return mgcp.NewResponse(c, mgcp.CodeTransientError)
 	}
+	if r := d.redirect(c, func(gw *mapping.GatewayRule) bool { return d.trustGateway(gw, from) }); r != nil {
+		return r
+	}
 	if c.Verb == mgcp.VerbRSIP {
 		if gw := d.rules.Load().GatewayByDomain(c.Endpoint.Domain); gw != nil {
 			d.mu.Lock()
@@ -565,4 +610,18 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
 	return admin.Options{Token: a.Token.Reveal(), ReadOnlyToken: a.ReadOnlyToken.Reveal(), AllowedHosts: a.AllowedHosts,
 		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Log: log.WithField("component", "admin")}
+}
+
+// leaveCluster hands this node's gateways to the others at once (the
+// lease is revoked) instead of letting them wait for the TTL.
+func (d *daemon) leaveCluster() {
+	if d.node == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := d.node.Leave(ctx); err != nil {
+		d.log.WithError(err).Warn("cluster: leaving failed; the other nodes take the gateways when the lease expires")
+	}
+	d.log.WithFields(logrus.Fields{"redirected": d.redirected.Load(), "fenced": d.fencedDrops.Load()}).Info("cluster: left")
 }

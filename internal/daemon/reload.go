@@ -40,8 +40,11 @@ func appliedAtOnce(key string) bool {
 	case "log", "peers", "gateways", "quirks", "lines", "hunt_groups", "dial_plans", "rewrites", "routes":
 		return true
 	}
-	return key == "mgcp.trace" || key == "sip.trace"
+	return key == "mgcp.trace" || key == "sip.trace" || strings.HasPrefix(key, "cluster.preference")
 }
+
+// LogTimeFormat stamps log lines with milliseconds (RFC 3339).
+const LogTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // reload re-reads the file and swaps the rules in if they are valid; it
 // applies what can change while running and names the rest.
@@ -82,6 +85,15 @@ func (d *daemon) reload(ctx context.Context) (*ReloadReport, error) {
 	if d.bridge != nil {
 		rep.Lines = d.bridge.Update(cfg.Rules)
 	}
+	if d.node != nil {
+		// The cluster section itself (etcd, node name, addresses) takes
+		// effect at the next start; the gateways and preferences now.
+		names := make([]string, 0, len(cfg.Rules.Gateways))
+		for _, g := range cfg.Rules.Gateways {
+			names = append(names, g.Name)
+		}
+		d.node.SetGateways(names, cfg.File.Cluster.Preference)
+	}
 	d.metrics.SetNeedsRestart(rep.NeedsRestart)
 	f := logrus.Fields{"config": path, "lines_added": len(rep.Lines.Added), "lines_removed": len(rep.Lines.Removed),
 		"lines_changed": len(rep.Lines.Changed), "lines_deferred": len(rep.Lines.Deferred)}
@@ -108,11 +120,11 @@ func (d *daemon) applyLive(f config.File) {
 		switch strings.ToLower(f.Log.Format) {
 		case "json":
 			if _, ok := d.log.Formatter.(*logrus.JSONFormatter); !ok {
-				d.log.SetFormatter(&logrus.JSONFormatter{})
+				d.log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: LogTimeFormat})
 			}
 		case "", "text":
 			if _, ok := d.log.Formatter.(*logrus.TextFormatter); !ok {
-				d.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+				d.log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: LogTimeFormat})
 			}
 		}
 	}

@@ -1,0 +1,44 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+var (
+	// ErrNotOwner: the node does not own the gateway (never had it, lost
+	// it, or is fenced), or etcd refused the write because the gateway's
+	// ownership key is no longer the one this node created (revision
+	// fencing).
+	ErrNotOwner = errors.New("cluster: gateway not owned by this node")
+	// ErrNoLease: the node has no lease at the moment (not started yet,
+	// etcd unreachable since it lost the previous one, or left).
+	ErrNoLease = errors.New("cluster: no lease")
+	// ErrClosed: the node was closed.
+	ErrClosed = errors.New("cluster: node closed")
+	// ErrBusy: Drain ended (its context did) while gateways with calls
+	// were still owned.
+	ErrBusy = errors.New("cluster: gateways still busy")
+)
+
+// DecodeError is a value under the cluster's prefix that does not decode:
+// written by something else, or by another version of mgsip.
+type DecodeError struct {
+	Key string
+	Err error
+}
+
+func (e *DecodeError) Error() string { return fmt.Sprintf("cluster: key %q: %v", e.Key, e.Err) }
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// isLeaseNotFound says whether etcd answered that a lease does not exist
+// (it expired or was revoked).
+func isLeaseNotFound(err error) bool {
+	if err == nil {
+		return false
+	}
+	return errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound)
+}
