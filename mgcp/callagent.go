@@ -937,9 +937,10 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 			_ = ca.write(provisional(c.TransactionID), from)
 		}
 	})
+	hctx := &handlerCtx{Context: ca.ctx}
 	r := check(c)
 	if r == nil {
-		r = ca.call(c, from, log)
+		r = ca.call(hctx, c, from, log)
 	}
 	provTimer.Stop()
 	r.TransactionID = c.TransactionID
@@ -964,6 +965,13 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 	if err := ca.write(wire, from); err != nil {
 		log().WithError(err).Debug("mgcp: send response failed")
 	}
+	hctx.mu.Lock()
+	after := hctx.after
+	hctx.after, hctx.done = nil, true
+	hctx.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
 	if needAck {
 		ca.awaitAck(wire, from, acked)
 	}
@@ -971,7 +979,7 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 
 // call runs the handler, turning a panic into a 400 so one bad command
 // cannot take the call agent down.
-func (ca *CallAgent) call(c *Command, from netip.AddrPort, log func() *logrus.Entry) (r *Response) {
+func (ca *CallAgent) call(ctx context.Context, c *Command, from netip.AddrPort, log func() *logrus.Entry) (r *Response) {
 	defer func() {
 		if v := recover(); v != nil {
 			log().WithField("panic", v).Error("mgcp: handler panicked")
@@ -981,7 +989,7 @@ func (ca *CallAgent) call(c *Command, from netip.AddrPort, log func() *logrus.En
 	if ca.handler == nil {
 		return NewResponse(c, CodeUnknownCommand)
 	}
-	r = ca.handler.HandleMGCP(ca.ctx, from, c)
+	r = ca.handler.HandleMGCP(ctx, from, c)
 	if r == nil {
 		log().Error("mgcp: handler returned no response")
 		return NewResponse(c, CodeTransientError)

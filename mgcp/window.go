@@ -19,10 +19,12 @@ import (
 //     answers (additive increase), up to WindowMax;
 //   - a retransmission halves it (multiplicative decrease), and so does a
 //     409 "processing overload" or 403 "insufficient resources" answer:
-//     RFC 3435 §4.3 has the sender back off exponentially because a
-//     missing answer is taken as congestion, and a gateway flooded by
-//     more commands than it can execute (a restart avalanche, §4.4.7, or
-//     the call agent's start-up audit of every endpoint) loses them first;
+//     RFC 3435 backs retransmissions off exponentially because a missing
+//     answer is taken as congestion (§3.5.3, §4.3) and asks a sender to
+//     slow down when its peer reports overload (§4.4.8); a gateway
+//     flooded by more commands than it can execute (a restart avalanche,
+//     §4.4.6, or the call agent's start-up audit of every endpoint) loses
+//     them first;
 //   - a transaction that gives up (Max2 / T-max) shrinks it to WindowMin.
 //
 // One loss event halves the window once: the transactions already in
