@@ -19,8 +19,8 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -37,17 +37,17 @@ import (
 
 // StepResult is what one rate step measured (printed as JSON).
 type StepResult struct {
-	Rate          int     `json:"rate"`
-	Calls         int     `json:"calls"`
-	Failed        int     `json:"failed"`
-	NoLine        int     `json:"no_free_line"`
-	FirstFailure  string  `json:"first_failure,omitempty"`
-	P50ms         float64 `json:"setup_p50_ms"`
-	P95ms         float64 `json:"setup_p95_ms"`
-	P99ms         float64 `json:"setup_p99_ms"`
-	Seconds       float64 `json:"seconds"`
-	CPU           float64 `json:"loadgen_cpu_cores"`
-	MGCPPerCall   float64 `json:"mgcp_commands_per_call"`
+	Rate         int     `json:"rate"`
+	Calls        int     `json:"calls"`
+	Failed       int     `json:"failed"`
+	NoLine       int     `json:"no_free_line"`
+	FirstFailure string  `json:"first_failure,omitempty"`
+	P50ms        float64 `json:"setup_p50_ms"`
+	P95ms        float64 `json:"setup_p95_ms"`
+	P99ms        float64 `json:"setup_p99_ms"`
+	Seconds      float64 `json:"seconds"`
+	CPU          float64 `json:"loadgen_cpu_cores"`
+	MGCPPerCall  float64 `json:"mgcp_commands_per_call"`
 }
 
 // signals routes what the call agent asks of each endpoint to the call
