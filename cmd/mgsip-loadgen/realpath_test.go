@@ -124,11 +124,16 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
 	mgsipBin := buildBinary(b, dir, "./cmd/mgsip")
 	loadBin := buildBinary(b, dir, "./cmd/mgsip-loadgen")
 	caPort, sipPort, gwPort := freePort(b), freePort(b), freePort(b)
+	mgcpExtra := ""
+	if os.Getenv("MGSIP_LOAD_NO_WINDOW") != "" {
+		// For comparison: a transaction window larger than any load.
+		mgcpExtra = "  window_initial: 1000000\n  window_max: 1000000\n"
+	}
 	cfg := fmt.Sprintf(`log:
   level: warn
 mgcp:
   listen: 127.0.0.1:%d
-sip:
+%ssip:
   listeners:
     - transport: udp
       listen: 127.0.0.1:%d
@@ -159,7 +164,7 @@ routes:
     - name: kam
       match: { prefix: "" }
       peer: kam
-`, caPort, sipPort, kamHost, kamPort, gwPort, lines)
+`, caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
 	cfgPath := filepath.Join(dir, "mgsip.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
