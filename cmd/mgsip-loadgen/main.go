@@ -48,6 +48,11 @@ type StepResult struct {
 	Seconds      float64 `json:"seconds"`
 	CPU          float64 `json:"loadgen_cpu_cores"`
 	MGCPPerCall  float64 `json:"mgcp_commands_per_call"`
+	// The gateway's own transaction layer (its NTFYs to the call agent):
+	// retransmissions and timeouts in the step, its window at the end.
+	Retransmissions uint64 `json:"gateway_retransmissions"`
+	Timeouts        uint64 `json:"gateway_timeouts"`
+	Window          int    `json:"gateway_window"`
 }
 
 // signals routes what the call agent asks of each endpoint to the call
@@ -111,14 +116,15 @@ func main() {
 	ratesFlag := flag.String("rates", "100,200,400", "calls per second, one step each")
 	step := flag.Duration("step", 5*time.Second, "length of a step")
 	talk := flag.Duration("talk", time.Second, "hold time of a call")
+	windowMax := flag.Int("window-max", 0, "the gateway's own MGCP transaction window ceiling (0: the default)")
 	flag.Parse()
-	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk); err != nil {
+	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk, *windowMax); err != nil {
 		fmt.Fprintln(os.Stderr, "mgsip-loadgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration) error {
+func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration, windowMax int) error {
 	if lines < 2 || lines%2 != 0 {
 		return fmt.Errorf("-lines must be an even number >= 2")
 	}
@@ -143,7 +149,7 @@ func run(listen, ca, domain string, lines, first int, ratesFlag string, step, ta
 	}
 	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: conn, Domain: domain, Lines: lines, CallAgent: ca,
 		NoRecord: true, Respond: sg.watch, DisconnectedInitial: -1, DigitTimeout: 4 * time.Second,
-		MGCP: mgcp.Config{MaxCachedPerPeer: 1 << 20}})
+		MGCP: mgcp.Config{MaxCachedPerPeer: 1 << 20, WindowMax: windowMax, WindowInitial: min(16, windowMax)}})
 	if err != nil {
 		return err
 	}
@@ -241,6 +247,11 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	if res.Calls > 0 {
 		st := gw.Agent().Stats()
 		res.MGCPPerCall = float64(st.CommandsSent+st.CommandsReceived-st0.CommandsSent-st0.CommandsReceived) / float64(res.Calls)
+	}
+	st := gw.Agent().Stats()
+	res.Retransmissions, res.Timeouts = st.Retransmissions-st0.Retransmissions, st.Timeouts-st0.Timeouts
+	for _, p := range gw.Agent().Peers() {
+		res.Window = max(res.Window, p.Window)
 	}
 	slices.Sort(lat)
 	pct := func(p float64) float64 {

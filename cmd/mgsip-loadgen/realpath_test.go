@@ -191,7 +191,7 @@ routes:
 	}()
 
 	lg := exec.Command(loadBin, "-listen", fmt.Sprintf("127.0.0.1:%d", gwPort), "-ca", fmt.Sprintf("127.0.0.1:%d", caPort),
-		"-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk)
+		"-window-max", envString("MGSIP_LOAD_GW_WINDOW", "0"), "-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk)
 	lgErr := &testutil.Buffer{}
 	lg.Stderr = lgErr
 	stdin, err := lg.StdinPipe()
@@ -276,6 +276,7 @@ routes:
 		}
 		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
 			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
+		b.Logf("  gateway's NTFYs: %d retransmissions, %d timeouts, window %d", res.Retransmissions, res.Timeouts, res.Window)
 		if res.FirstFailure != "" {
 			b.Logf("  first failure: %s", res.FirstFailure)
 		}
