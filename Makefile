@@ -18,7 +18,7 @@ BI         := github.com/mgsip/mgsip/internal/buildinfo
 LDFLAGS    := -s -w -X $(BI).version=$(VERSION) -X $(BI).revision=$(REVISION) -X $(BI).date=$(BUILD_DATE)
 
 
-.PHONY: all build deb package-test test test-deps lint vet staticcheck fmt-check unit licenses bench bench-calls fuzz explore demo clean
+.PHONY: all build deb package-test test test-deps lint vet staticcheck fmt-check unit licenses bench bench-calls bench-calls-inproc fuzz explore demo clean
 
 all: build
 
@@ -73,12 +73,19 @@ licenses:
 # Benchmarks (figures go to docs/benchmarks.md); the call load run is
 # bench-calls.
 bench:
-	$(GO) test -run '^$$' -bench . -skip '^BenchmarkCallLoad$$' -benchmem -count=1 $(PKGS)
+	$(GO) test -run '^$$' -bench . -skip '^Benchmark(CallLoad|CallsRealPath|IdleLines)$$' -benchmem -count=1 $(PKGS)
 
-# Call load: 2,000 simulated lines registered to the siptest PBX, calls at
-# stepped rates (MGSIP_LOAD_LINES, MGSIP_LOAD_RATES, MGSIP_LOAD_STEP,
-# MGSIP_LOAD_TALK tune it; see bridge/bench_test.go).
+# Call load on the real path: three processes on loopback - `mgsip run`
+# with a generated configuration, cmd/mgsip-loadgen as the gateway, and
+# Kamailio as registrar (digest) and proxy; stepped rates
+# (MGSIP_LOAD_LINES, MGSIP_LOAD_RATES, MGSIP_LOAD_STEP, MGSIP_LOAD_TALK;
+# see cmd/mgsip-loadgen/realpath_test.go).
 bench-calls:
+	$(GO) test -run '^$$' -bench '^BenchmarkCallsRealPath$$' -benchtime 1x -timeout 30m -v ./cmd/mgsip-loadgen/
+
+# The earlier in-process call load: fake gateway, mgsip and the siptest
+# PBX in one process (bridge/bench_test.go).
+bench-calls-inproc:
 	$(GO) test -run '^$$' -bench '^BenchmarkCallLoad$$' -benchtime 1x -timeout 30m -v ./bridge/
 
 # Long exploration of the line state machine: random seeded sequences of

@@ -287,7 +287,7 @@ func (b *Bridge) newCallID() string {
 
 // HandleMGCP serves commands from gateways (mgcp.Handler): it routes each
 // to the owning line and answers at once.
-func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
+func (b *Bridge) HandleMGCP(ctx context.Context, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
 	select {
 	case <-b.ready:
 	default:
@@ -326,7 +326,11 @@ func (b *Bridge) HandleMGCP(_ context.Context, from netip.AddrPort, cmd *mgcp.Co
 	ok := &mgcp.Response{Code: mgcp.CodeOK, TransactionID: cmd.TransactionID}
 	switch cmd.Verb {
 	case mgcp.VerbRSIP:
-		b.restart(gw, cmd)
+		// Answered first: the lines' audits and re-arming start once the
+		// 200 is on the wire, and queue behind the gateway's transaction
+		// window, so a storm of RSIPs is not retransmitted for want of
+		// an answer.
+		mgcp.AfterResponse(ctx, func() { b.restart(gw, cmd) })
 		return ok
 	case mgcp.VerbNTFY, mgcp.VerbDLCX:
 		l := b.lineByEndpoint(cmd.Endpoint.String())

@@ -541,3 +541,40 @@ func TestGracefulAfterRestart(t *testing.T) {
 	e.onHook("aaln/1")
 	e.waitSignalState("aaln/1", armed)
 }
+
+// TestRSIPAnsweredBeforeAudit: the gateway receives the answer to its
+// RSIP before any of the audits the restart causes (they queue behind
+// the answer and the gateway's transaction window), so a storm of RSIPs
+// is not retransmitted for want of an answer.
+func TestRSIPAnsweredBeforeAudit(t *testing.T) {
+	var gw atomic.Pointer[mgcptest.Gateway]
+	var watch atomic.Bool
+	var before atomic.Uint64 // responses the gateway had received before the RSIP
+	early := make(chan string, 64)
+	respond := func(cmd *mgcp.Command) *mgcp.Response {
+		if g := gw.Load(); g != nil && watch.Load() && cmd.Verb == mgcp.VerbAUEP {
+			if g.Agent().Stats().ResponsesReceived <= before.Load() {
+				early <- cmd.Endpoint.String()
+			}
+		}
+		return nil
+	}
+	e := newEnv(t, envOptions{lines: 16, respond: respond})
+	gw.Store(e.gw)
+	for range 5 {
+		before.Store(e.gw.Agent().Stats().ResponsesReceived)
+		watch.Store(true)
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
+		})
+		for i := 1; i <= 16; i++ {
+			e.waitSignalState("aaln/"+strconv.Itoa(i), armed)
+		}
+		watch.Store(false)
+		select {
+		case ep := <-early:
+			t.Fatalf("AUEP for %s reached the gateway before the answer to its RSIP", ep)
+		default:
+		}
+	}
+}

@@ -64,6 +64,10 @@ type PeerInfo struct {
 	Timeouts        uint64
 	CachedResponses int
 	LastHeard       time.Time
+	// Window is the number of commands that may be outstanding to the
+	// peer now; Outstanding are sent and not yet answered, Queued wait
+	// for a slot (window.go).
+	Window, Outstanding, Queued int
 }
 
 // Stats are counters of the transaction layer since start.
@@ -71,12 +75,18 @@ type Stats struct {
 	CommandsSent, Retransmissions, Timeouts, ResponsesReceived uint64
 	CommandsReceived, Duplicates, ProvisionalSent, AcksSent    uint64
 	ParseErrors, Refused, Overloaded, LateResponses            uint64
+	// WindowWaits counts commands that waited in a peer's queue for a
+	// slot of its transaction window, QueueFull those refused because
+	// the queue was full (ErrQueueFull), WindowDecreases the times a
+	// window was cut (retransmission, overload answer, timeout).
+	WindowWaits, QueueFull, WindowDecreases uint64
 }
 
 type stats struct {
 	commandsSent, retransmissions, timeouts, responsesReceived atomic.Uint64
 	commandsReceived, duplicates, provisionalSent, acksSent    atomic.Uint64
 	parseErrors, refused, overloaded, lateResponses            atomic.Uint64
+	windowWaits, queueFull, windowDecreases                    atomic.Uint64
 }
 
 // Option configures a CallAgent.
@@ -184,6 +194,13 @@ type peer struct {
 	head  int
 
 	retransmissions, timeouts uint64
+
+	// transaction window (window.go)
+	cwnd, ssthresh      float64
+	outstanding, queued int
+	queue               []*waiter
+	qhead               int
+	sendSeq, recoverSeq uint64
 }
 
 // cached is one entry of a peer's response cache.
@@ -331,6 +348,7 @@ func (ca *CallAgent) Stats() Stats {
 		ProvisionalSent: s.provisionalSent.Load(), AcksSent: s.acksSent.Load(),
 		ParseErrors: s.parseErrors.Load(), Refused: s.refused.Load(),
 		Overloaded: s.overloaded.Load(), LateResponses: s.lateResponses.Load(),
+		WindowWaits: s.windowWaits.Load(), QueueFull: s.queueFull.Load(), WindowDecreases: s.windowDecreases.Load(),
 	}
 }
 
@@ -357,8 +375,13 @@ func (ca *CallAgent) Peer(addr netip.AddrPort) (PeerInfo, bool) {
 }
 
 func (ca *CallAgent) peerInfo(a netip.AddrPort, p *peer) PeerInfo {
+	w := p.windowSize()
+	if p.cwnd == 0 {
+		w = ca.cfg.WindowInitial
+	}
 	return PeerInfo{Addr: a, State: p.state, RTT: p.srtt, RTO: ca.rto(p), Retransmissions: p.retransmissions,
-		Timeouts: p.timeouts, CachedResponses: len(p.cache), LastHeard: p.lastHeard}
+		Timeouts: p.timeouts, CachedResponses: len(p.cache), LastHeard: p.lastHeard,
+		Window: w, Outstanding: p.outstanding, Queued: p.queued}
 }
 
 // getPeer returns the peer for addr, creating it unless the table is
@@ -503,6 +526,13 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	if err != nil {
 		return nil, addr, false, err
 	}
+	// A slot of the peer's window first: beyond it the command waits its
+	// turn (window.go), and none of that wait counts toward T-max.
+	slot, err := ca.acquire(ctx, addr)
+	if err != nil {
+		return nil, addr, false, err
+	}
+	defer ca.release(slot)
 	c := *cmd
 	if c.TransactionID == 0 {
 		c.TransactionID = ca.NextTransactionID()
@@ -559,6 +589,13 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 		select {
 		case r := <-tx.final:
 			ca.mu.Lock()
+			if slot != nil && retries == 0 && !provisional {
+				if r.Code == CodeOverload || r.Code == CodeNoResources {
+					ca.onCongestion(slot, false)
+				} else {
+					ca.onAnswered(slot)
+				}
+			}
 			if p := ca.getPeer(addr); p != nil {
 				if retries == 0 && !provisional {
 					sample(p, time.Since(start)) // Karn: only unambiguous samples
@@ -586,6 +623,9 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 					p.timeouts++
 					ca.setState(addr, p, PeerDisconnected)
 				}
+				if slot != nil {
+					ca.onCongestion(slot, true)
+				}
 				ca.mu.Unlock()
 				return nil, addr, piggybacked, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
 					c.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
@@ -607,6 +647,9 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 			ca.mu.Lock()
 			if p := ca.getPeer(addr); p != nil {
 				p.retransmissions++
+			}
+			if slot != nil {
+				ca.onCongestion(slot, false)
 			}
 			ca.mu.Unlock()
 			if err := ca.write(wire, addr); err != nil {
@@ -915,9 +958,10 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 			_ = ca.write(provisional(c.TransactionID), from)
 		}
 	})
+	hctx := &handlerCtx{Context: ca.ctx}
 	r := check(c)
 	if r == nil {
-		r = ca.call(c, from, log)
+		r = ca.call(hctx, c, from, log)
 	}
 	provTimer.Stop()
 	r.TransactionID = c.TransactionID
@@ -942,6 +986,13 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 	if err := ca.write(wire, from); err != nil {
 		log().WithError(err).Debug("mgcp: send response failed")
 	}
+	hctx.mu.Lock()
+	after := hctx.after
+	hctx.after, hctx.done = nil, true
+	hctx.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
 	if needAck {
 		ca.awaitAck(wire, from, acked)
 	}
@@ -949,7 +1000,7 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 
 // call runs the handler, turning a panic into a 400 so one bad command
 // cannot take the call agent down.
-func (ca *CallAgent) call(c *Command, from netip.AddrPort, log func() *logrus.Entry) (r *Response) {
+func (ca *CallAgent) call(ctx context.Context, c *Command, from netip.AddrPort, log func() *logrus.Entry) (r *Response) {
 	defer func() {
 		if v := recover(); v != nil {
 			log().WithField("panic", v).Error("mgcp: handler panicked")
@@ -959,7 +1010,7 @@ func (ca *CallAgent) call(c *Command, from netip.AddrPort, log func() *logrus.En
 	if ca.handler == nil {
 		return NewResponse(c, CodeUnknownCommand)
 	}
-	r = ca.handler.HandleMGCP(ca.ctx, from, c)
+	r = ca.handler.HandleMGCP(ctx, from, c)
 	if r == nil {
 		log().Error("mgcp: handler returned no response")
 		return NewResponse(c, CodeTransientError)
@@ -1042,7 +1093,8 @@ func (ca *CallAgent) expire(now time.Time) {
 			p.order, p.head = p.order[:0], 0
 		}
 		p.order = append(p.order, running...)
-		if len(p.cache) == 0 && len(p.acks) == 0 && now.Sub(p.lastHeard) > 10*ca.cfg.THist && p.state != PeerDisconnected {
+		if len(p.cache) == 0 && len(p.acks) == 0 && p.outstanding == 0 && p.queued == 0 &&
+			now.Sub(p.lastHeard) > 10*ca.cfg.THist && p.state != PeerDisconnected {
 			delete(ca.peers, a)
 		}
 	}

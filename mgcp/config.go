@@ -57,6 +57,17 @@ type Config struct {
 	// MaxPeers caps the number of peers tracked (65536).
 	MaxPeers int `yaml:"max_peers"`
 
+	// The transaction window of each peer (window.go): how many commands
+	// may be outstanding to one gateway at once. It starts at
+	// WindowInitial (16), grows while the gateway answers without
+	// retransmissions up to WindowMax (256) and shrinks, down to
+	// WindowMin (1), when it does not. WindowQueue (100000) commands may
+	// wait for a slot; more fail with ErrQueueFull.
+	WindowInitial int `yaml:"window_initial"`
+	WindowMin     int `yaml:"window_min"`
+	WindowMax     int `yaml:"window_max"`
+	WindowQueue   int `yaml:"window_queue"`
+
 	// Trace logs every datagram sent and received at info level.
 	Trace bool `yaml:"trace"`
 }
@@ -91,6 +102,10 @@ func (c Config) WithDefaults() Config {
 	defi(&c.MaxInFlight, 10000)
 	defi(&c.MaxCachedPerPeer, 4096)
 	defi(&c.MaxPeers, 65536)
+	defi(&c.WindowMin, 1)
+	defi(&c.WindowMax, 256)
+	defi(&c.WindowInitial, min(16, c.WindowMax))
+	defi(&c.WindowQueue, 100000)
 	return c
 }
 
@@ -129,10 +144,14 @@ func (c Config) Validate() error {
 	for _, n := range []struct {
 		key string
 		v   int
-	}{{"max_pending", c.MaxPending}, {"max_in_flight", c.MaxInFlight}, {"max_cached_per_peer", c.MaxCachedPerPeer}, {"max_peers", c.MaxPeers}} {
+	}{{"max_pending", c.MaxPending}, {"max_in_flight", c.MaxInFlight}, {"max_cached_per_peer", c.MaxCachedPerPeer}, {"max_peers", c.MaxPeers},
+		{"window_initial", c.WindowInitial}, {"window_min", c.WindowMin}, {"window_max", c.WindowMax}, {"window_queue", c.WindowQueue}} {
 		if n.v < 1 {
 			bad(n.key, "must be positive")
 		}
+	}
+	if c.WindowMin > c.WindowMax || c.WindowInitial < c.WindowMin || c.WindowInitial > c.WindowMax {
+		bad("window_initial", "need window_min <= window_initial <= window_max")
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,9 @@ var (
 	// ErrTooManyPending is returned by Do when the table of outstanding
 	// transactions is full.
 	ErrTooManyPending = errors.New("mgcp: too many outstanding transactions")
+	// ErrQueueFull is returned by Do when a peer's window is full and so
+	// is the queue of commands waiting for it (Config.WindowQueue).
+	ErrQueueFull = errors.New("mgcp: peer's transaction queue is full")
 	// ErrMessageTooBig is returned when a serialized command exceeds the
 	// maximum datagram size.
 	ErrMessageTooBig = errors.New("mgcp: message exceeds maximum datagram size")

@@ -17,8 +17,10 @@ type Config struct {
 	Listeners []Listener `yaml:"listeners"`
 	// UserAgent is sent in User-Agent and Server headers (default "mgsip").
 	UserAgent string `yaml:"user_agent"`
-	// RegisterRate caps new REGISTER transactions per second, so that
-	// thousands of lines do not register in one burst (default 50).
+	// RegisterRate is the ceiling of REGISTER exchanges per second
+	// (default 2000). Below it the pace adapts to the registrar: it
+	// starts at 50/s, grows while every REGISTER is answered and halves
+	// on 503, 500, 408 or no answer (pace.go).
 	RegisterRate float64 `yaml:"register_rate"`
 	// DropUnknown silently drops requests from addresses that are not a
 	// configured peer and carry no valid credentials, instead of answering
@@ -76,7 +78,7 @@ type Listener struct {
 // Defaults.
 const (
 	DefaultUserAgent    = "mgsip"
-	DefaultRegisterRate = 50
+	DefaultRegisterRate = 2000
 	// DefaultSessionExpires and DefaultMinSE follow RFC 4028 §4 and §5.
 	DefaultSessionExpires = 1800 * time.Second
 	DefaultMinSE          = 90 * time.Second

@@ -8,7 +8,7 @@ import (
 
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	d := Config{}.WithDefaults()
-	if len(d.Listeners) != 1 || d.Listeners[0] != (Listener{Transport: "udp", Listen: "0.0.0.0:5060"}) || d.UserAgent != "mgsip" || d.RegisterRate != 50 {
+	if len(d.Listeners) != 1 || d.Listeners[0] != (Listener{Transport: "udp", Listen: "0.0.0.0:5060"}) || d.UserAgent != "mgsip" || d.RegisterRate != DefaultRegisterRate {
 		t.Fatalf("defaults %+v", d)
 	}
 	if tls := (Config{Listeners: []Listener{{Transport: "TLS", Cert: "c", Key: "k"}}}).WithDefaults(); tls.Listeners[0].Listen != "0.0.0.0:5061" || tls.Listeners[0].Transport != "tls" {

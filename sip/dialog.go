@@ -341,6 +341,10 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		s.inboundMu.Lock()
 		delete(s.outbound, sess)
 		s.inboundMu.Unlock()
+		// sipgo keeps an established session in its dialog cache until
+		// Close, which sends nothing: without it every outbound call
+		// stayed in the cache for the life of the stack.
+		_ = sess.Close()
 	}()
 	return d, nil
 }

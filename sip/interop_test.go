@@ -165,3 +165,38 @@ func TestInteropKamailioChallengesInvite(t *testing.T) {
 		}
 	}
 }
+
+// TestInteropKamailioAdaptivePacing: 2,000 lines, the pace started at
+// 50/s with a ceiling of 5,000/s. Kamailio answers every REGISTER, so the
+// pace grows and the lines register in a fraction of the 40 s a fixed
+// 50/s takes.
+func TestInteropKamailioAdaptivePacing(t *testing.T) {
+	kam := startKamailio(t, "SHA-256", 3600)
+	stack, _ := newStack(t)
+	regs := stack.NewRegistrations(sip.RegistrationConfig{Rate: 5000, StartRate: 50})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- regs.Run(ctx) }()
+	defer func() { stop(); <-done }()
+	const lines = 2000
+	start := time.Now()
+	for i := 0; i < lines; i++ {
+		u := strconv.Itoa(70000 + i)
+		regs.Add(sip.Account{ID: "kam/" + u, User: u, Password: "pw-" + u, Registrar: kam.Addr, Expiry: time.Hour})
+	}
+	for regs.Counts()[sip.RegRegistered] < lines {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("after 30 s: %v", regs.Counts())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	p := regs.Pacing()
+	t.Logf("%d lines registered in %v; pace %.0f/s (%d overloaded, %d cuts)", lines, took.Round(time.Millisecond), p.Rate, p.Overloaded, p.Cuts)
+	if took > 15*time.Second {
+		t.Errorf("%d lines took %v: the pace did not grow from 50/s", lines, took)
+	}
+	if c, err := kam.Stat("usrloc:location_contacts"); err != nil || c != lines {
+		t.Fatalf("kamailio holds %d contacts (%v)", c, err)
+	}
+}

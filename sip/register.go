@@ -18,7 +18,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/time/rate"
 )
 
 // Account is a SIP identity that registers: one per MGCP line.
@@ -60,12 +59,18 @@ type RegStatus struct {
 	NextAttempt time.Time
 	Failures    int    // consecutive failed attempts
 	Algorithm   string // digest algorithm of the last authentication
+	Refreshes   int    // successful registrations since Add
 }
 
 // RegistrationConfig tunes the registration scheduler.
 type RegistrationConfig struct {
-	// Rate is new REGISTER exchanges per second (default Config.RegisterRate).
-	Rate float64
+	// Rate is the ceiling of REGISTER exchanges per second (default
+	// Config.RegisterRate). The pace adapts below it (pace.go): it starts
+	// at StartRate (default 50/s, or Rate when lower), grows while the
+	// registrar answers and halves on 503, 500, 408 or no answer, never
+	// below MinRate (default 1/s, or Rate when lower).
+	Rate               float64
+	StartRate, MinRate float64
 	// MaxInFlight bounds concurrent exchanges (default 256).
 	MaxInFlight int
 	// RetryMin and RetryMax bound the exponential backoff after failures
@@ -82,11 +87,11 @@ type RegistrationConfig struct {
 // by a rate limit, refresh before expiry, digest authentication, backoff
 // after failures, unregistration on removal and on shutdown.
 type Registrations struct {
-	stack   *Stack
-	cfg     RegistrationConfig
-	log     *logrus.Entry
-	limiter *rate.Limiter
-	sem     chan struct{}
+	stack *Stack
+	cfg   RegistrationConfig
+	log   *logrus.Entry
+	pace  *pacer
+	sem   chan struct{}
 
 	mu      sync.Mutex
 	entries map[string]*regEntry
@@ -130,13 +135,16 @@ func (s *Stack) NewRegistrations(cfg RegistrationConfig) *Registrations {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 32 * time.Second
 	}
-	burst := int(cfg.Rate)
-	if burst < 1 {
-		burst = 1
+	if cfg.StartRate <= 0 {
+		cfg.StartRate = 50
 	}
+	if cfg.MinRate <= 0 {
+		cfg.MinRate = 1
+	}
+	cfg.MinRate = min(cfg.MinRate, cfg.Rate)
 	return &Registrations{
 		stack: s, cfg: cfg, log: s.log.WithField("component", "registrations"),
-		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), burst),
+		pace:    newPacer(cfg.StartRate, cfg.MinRate, cfg.Rate),
 		sem:     make(chan struct{}, cfg.MaxInFlight),
 		entries: map[string]*regEntry{}, wake: make(chan struct{}, 1),
 		rng: mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7)),
@@ -267,7 +275,7 @@ func (r *Registrations) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := r.limiter.Wait(ctx); err != nil {
+		if err := r.pace.limiter.Wait(ctx); err != nil {
 			r.release(next)
 			return r.shutdown()
 		}
@@ -348,8 +356,17 @@ func (r *Registrations) attempt(ctx context.Context, e *regEntry) {
 		expiry = 0
 	}
 	actx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	started := time.Now()
 	res, err := r.exchange(actx, e, expiry)
 	cancel()
+	switch {
+	case ctx.Err() != nil: // shutting down: says nothing of the registrar
+	case err != nil || res.StatusCode == sip.StatusServiceUnavailable || res.StatusCode == sip.StatusInternalServerError ||
+		res.StatusCode == sip.StatusRequestTimeout:
+		r.pace.overloaded(started)
+	default:
+		r.pace.answered()
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -375,8 +392,17 @@ func (r *Registrations) attempt(ctx context.Context, e *regEntry) {
 	case res.IsSuccess():
 		granted := grantedExpiry(res, r.stack.contact, expiry)
 		e.bound = true
-		*st = RegStatus{State: RegRegistered, Code: res.StatusCode, Expires: now.Add(granted), Algorithm: st.Algorithm}
-		r.schedule(e, now.Add(r.jitter(refreshAfter(granted), 0.05)))
+		*st = RegStatus{State: RegRegistered, Code: res.StatusCode, Expires: now.Add(granted), Algorithm: st.Algorithm, Refreshes: st.Refreshes}
+		next := r.jitter(refreshAfter(granted), 0.05)
+		if st.Refreshes == 0 && granted > 2*time.Minute {
+			// The first refresh lands anywhere in the second half of
+			// the refresh time: lines registered in one burst (a start,
+			// a registrar back) refresh spread over the interval, not in
+			// a burst of their own; later refreshes keep that spread.
+			next = refreshAfter(granted)/2 + r.jitter(refreshAfter(granted)/4, 1)
+		}
+		st.Refreshes++
+		r.schedule(e, now.Add(next))
 		r.notify(id, *st)
 		return
 	case res.StatusCode == sip.StatusUnauthorized || res.StatusCode == sip.StatusProxyAuthRequired:
@@ -667,3 +693,6 @@ func (q *regQueue) Pop() any {
 	*q = old[:len(old)-1]
 	return e
 }
+
+// Pacing reports the adaptive pace of REGISTER exchanges (for metrics).
+func (r *Registrations) Pacing() PacingStats { return r.pace.stats() }

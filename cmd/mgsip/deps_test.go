@@ -100,7 +100,7 @@ func TestDependencyRule(t *testing.T) {
 		module + "/internal/cdr": true}
 	// testUsers may import the *test packages outside tests: the binary and
 	// the simulator (dev tools, as the architecture allows).
-	testUsers := map[string]bool{module + "/cmd/mgsip": true, module + "/internal/sim": true}
+	testUsers := map[string]bool{module + "/cmd/mgsip": true, module + "/internal/sim": true, module + "/cmd/mgsip-loadgen": true}
 	checked := 0
 	for _, p := range pkgs {
 		ok, ruled := allowed[p.ImportPath]

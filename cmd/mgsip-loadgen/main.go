@@ -1,0 +1,334 @@
+// Command mgsip-loadgen is a gateway load generator for benchmarks: one
+// process that plays a residential gateway with many analog lines
+// (mgcp/mgcptest's strict fake gateway over real UDP) and places calls
+// between pairs of its own lines at stepped rates. Line 2k-1 dials the
+// number of line 2k; the callee's phone is picked up when the call agent
+// rings it. It is a development tool (the architecture allows *test
+// packages in load tools), kept out of cmd/mgsip so that the daemon's
+// binary carries no test code and so that the load runs in a process of
+// its own. See docs/benchmarks.md ("Call load on the real path").
+//
+// It waits until every line is armed, prints "armed", then waits for a
+// line on stdin before the first step; each step prints one JSON object;
+// it exits when stdin closes.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+)
+
+// StepResult is what one rate step measured (printed as JSON).
+type StepResult struct {
+	Rate         int     `json:"rate"`
+	Calls        int     `json:"calls"`
+	Failed       int     `json:"failed"`
+	NoLine       int     `json:"no_free_line"`
+	FirstFailure string  `json:"first_failure,omitempty"`
+	P50ms        float64 `json:"setup_p50_ms"`
+	P95ms        float64 `json:"setup_p95_ms"`
+	P99ms        float64 `json:"setup_p99_ms"`
+	Seconds      float64 `json:"seconds"`
+	CPU          float64 `json:"loadgen_cpu_cores"`
+	MGCPPerCall  float64 `json:"mgcp_commands_per_call"`
+	// The gateway's own transaction layer (its NTFYs to the call agent):
+	// retransmissions and timeouts in the step, its window at the end.
+	Retransmissions uint64 `json:"gateway_retransmissions"`
+	Timeouts        uint64 `json:"gateway_timeouts"`
+	Window          int    `json:"gateway_window"`
+}
+
+// signals routes what the call agent asks of each endpoint to the call
+// waiting for it.
+type signals struct {
+	mu       sync.Mutex
+	dialTone map[string]chan struct{} // RQNT or CRCX/MDCX playing L/dl, or E(S(L/dl)) given on off-hook
+	ringing  map[string]chan struct{} // L/rg requested on the callee
+	answered map[string]chan struct{} // MDCX send-receive on the caller
+}
+
+func (s *signals) watch(cmd *mgcp.Command) *mgcp.Response {
+	var chans []chan struct{}
+	s.mu.Lock()
+	ep := cmd.Endpoint.Local
+	for _, sg := range cmd.Signals {
+		switch {
+		case sg.Is("L", "dl"):
+			chans = append(chans, s.dialTone[ep])
+		case sg.Is("L", "rg"):
+			chans = append(chans, s.ringing[ep])
+		}
+	}
+	if cmd.Verb == mgcp.VerbMDCX && cmd.Mode == mgcp.ModeSendRecv {
+		chans = append(chans, s.answered[ep])
+	}
+	s.mu.Unlock()
+	for _, ch := range chans {
+		if ch != nil {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return nil // the gateway's own behaviour answers
+}
+
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+func waitCh(ctx context.Context, ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:2427", "gateway MGCP address")
+	ca := flag.String("ca", "127.0.0.1:2727", "call agent address")
+	domain := flag.String("domain", "load.test", "endpoint domain")
+	lines := flag.Int("lines", 2000, "lines (an even number: pairs call each other)")
+	first := flag.Int("first-user", 100001, "SIP user of aaln/1 (aaln/N is first-user+N-1)")
+	ratesFlag := flag.String("rates", "100,200,400", "calls per second, one step each")
+	step := flag.Duration("step", 5*time.Second, "length of a step")
+	talk := flag.Duration("talk", time.Second, "hold time of a call")
+	windowMax := flag.Int("window-max", 0, "the gateway's own MGCP transaction window ceiling (0: the default)")
+	flag.Parse()
+	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk, *windowMax); err != nil {
+		fmt.Fprintln(os.Stderr, "mgsip-loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration, windowMax int) error {
+	if lines < 2 || lines%2 != 0 {
+		return fmt.Errorf("-lines must be an even number >= 2")
+	}
+	var rates []int
+	for _, f := range strings.Split(ratesFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bad -rates entry %q", f)
+		}
+		rates = append(rates, n)
+	}
+	sg := &signals{dialTone: map[string]chan struct{}{}, ringing: map[string]chan struct{}{}, answered: map[string]chan struct{}{}}
+	for i := 1; i <= lines; i++ {
+		ep := "aaln/" + strconv.Itoa(i)
+		sg.dialTone[ep] = make(chan struct{}, 1)
+		sg.ringing[ep] = make(chan struct{}, 1)
+		sg.answered[ep] = make(chan struct{}, 1)
+	}
+	conn, err := net.ListenPacket("udp", listen)
+	if err != nil {
+		return err
+	}
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: conn, Domain: domain, Lines: lines, CallAgent: ca,
+		NoRecord: true, Respond: sg.watch, DisconnectedInitial: -1, DigitTimeout: 4 * time.Second,
+		MGCP: mgcp.Config{MaxCachedPerPeer: 1 << 20, WindowMax: windowMax, WindowInitial: min(16, windowMax)}})
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+	// Every line armed for off-hook (mgsip audits and arms them at start).
+	deadline := time.Now().Add(5 * time.Minute)
+	for i := 1; i <= lines; {
+		st, ok := gw.State("aaln/" + strconv.Itoa(i))
+		if ok && slices.ContainsFunc(st.RequestedEvents, func(r mgcp.RequestedEvent) bool { return r.Event.Is("L", "hd") }) {
+			i++
+			continue
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("line %d not armed after 5 minutes", i)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Println("armed")
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
+		return fmt.Errorf("waiting for the start: %w", err)
+	}
+	free := make(chan int, lines/2)
+	for p := 0; p < lines/2; p++ {
+		free <- p
+	}
+	enc := json.NewEncoder(os.Stdout)
+	for _, rate := range rates {
+		res := loadStep(gw, sg, free, rate, step, talk, first)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	}
+	// Stay (and keep the lines) until stdin closes, so that whoever runs
+	// the benchmark can read this process's usage after the last step.
+	_, _ = io.Copy(io.Discard, in)
+	return nil
+}
+
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, talk time.Duration, first int) StepResult {
+	cpu0, wall := cpuSeconds(), time.Now()
+	st0 := gw.Agent().Stats()
+	var mu sync.Mutex
+	var lat []time.Duration
+	var fails, noLine, placed atomic.Int64
+	var firstFail atomic.Value
+	var wg sync.WaitGroup
+	total := int(float64(rate) * step.Seconds())
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for range total {
+		<-tick.C
+		var pair int
+		select {
+		case pair = <-free:
+		default:
+			noLine.Add(1)
+			continue
+		}
+		placed.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			caller, callee := "aaln/"+strconv.Itoa(2*pair+1), "aaln/"+strconv.Itoa(2*pair+2)
+			ok := call(gw, sg, caller, callee, strconv.Itoa(first+2*pair+1), talk, func(d time.Duration) {
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}, func(what string) {
+				fails.Add(1)
+				firstFail.CompareAndSwap(nil, what)
+			})
+			if ok {
+				// Both lines are free again once mgsip re-armed them.
+				time.Sleep(300 * time.Millisecond)
+			} else {
+				time.Sleep(5 * time.Second)
+			}
+			free <- pair
+		}()
+	}
+	wg.Wait()
+	el := time.Since(wall)
+	res := StepResult{Rate: rate, Calls: int(placed.Load()), Failed: int(fails.Load()), NoLine: int(noLine.Load()),
+		Seconds: el.Seconds(), CPU: (cpuSeconds() - cpu0) / el.Seconds()}
+	if v, ok := firstFail.Load().(string); ok {
+		res.FirstFailure = v
+	}
+	if res.Calls > 0 {
+		st := gw.Agent().Stats()
+		res.MGCPPerCall = float64(st.CommandsSent+st.CommandsReceived-st0.CommandsSent-st0.CommandsReceived) / float64(res.Calls)
+	}
+	st := gw.Agent().Stats()
+	res.Retransmissions, res.Timeouts = st.Retransmissions-st0.Retransmissions, st.Timeouts-st0.Timeouts
+	for _, p := range gw.Agent().Peers() {
+		res.Window = max(res.Window, p.Window)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
+	return res
+}
+
+// notifiedOK: the phone's action was answered 2xx, or needed no NTFY.
+func notifiedOK(r *mgcp.Response, err error) bool {
+	if errors.Is(err, mgcptest.ErrNotNotified) {
+		return true
+	}
+	return err == nil && r.Code.IsSuccess()
+}
+
+// call places one call from caller to callee's number: off hook, dial
+// tone, digits, the callee rings and answers, the caller's connection goes
+// send-receive (setup time), talk, both hang up.
+func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk time.Duration, setup func(time.Duration), fail func(string)) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+talk)
+	defer cancel()
+	for _, ch := range []chan struct{}{sg.dialTone[caller], sg.answered[caller], sg.ringing[callee]} {
+		drain(ch)
+	}
+	hangUp := func() {
+		_, _ = gw.OnHook(context.Background(), caller)
+		_, _ = gw.OnHook(context.Background(), callee)
+	}
+	t0 := time.Now()
+	// With embedded requests the off-hook itself is not notified: the
+	// gateway plays dial tone and collects digits (L/hd(E(...))).
+	if r, err := gw.OffHook(ctx, caller); !notifiedOK(r, err) {
+		fail(fmt.Sprintf("%s off-hook: %v %v", caller, r, err))
+		return false
+	}
+	if st, _ := gw.State(caller); !slices.ContainsFunc(st.Signals, func(e mgcp.Event) bool { return e.Is("L", "dl") }) &&
+		!waitCh(ctx, sg.dialTone[caller]) {
+		fail(caller + ": no dial tone")
+		hangUp()
+		return false
+	}
+	if r, err := gw.Collect(ctx, caller, number); err != nil || !r.Code.IsSuccess() {
+		fail(fmt.Sprintf("%s digits: %v %v", caller, r, err))
+		hangUp()
+		return false
+	}
+	if !waitCh(ctx, sg.ringing[callee]) {
+		fail(callee + ": never rang")
+		hangUp()
+		return false
+	}
+	if r, err := gw.OffHook(ctx, callee); !notifiedOK(r, err) {
+		fail(fmt.Sprintf("%s answer: %v %v", callee, r, err))
+		hangUp()
+		return false
+	}
+	if !waitCh(ctx, sg.answered[caller]) {
+		fail(caller + ": not connected")
+		hangUp()
+		return false
+	}
+	setup(time.Since(t0))
+	time.Sleep(talk)
+	ok := true
+	if r, err := gw.OnHook(ctx, caller); !notifiedOK(r, err) {
+		fail(fmt.Sprintf("%s on-hook: %v %v", caller, r, err))
+		ok = false
+	}
+	time.Sleep(50 * time.Millisecond)
+	if r, err := gw.OnHook(ctx, callee); !notifiedOK(r, err) {
+		fail(fmt.Sprintf("%s on-hook: %v %v", callee, r, err))
+		ok = false
+	}
+	return ok
+}

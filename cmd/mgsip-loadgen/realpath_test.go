@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/internal/testutil"
+)
+
+// BenchmarkCallsRealPath is `make bench-calls`: three processes on
+// loopback - mgsip (`mgsip run` with a generated configuration), this
+// package's load generator as the gateway, and Kamailio as registrar
+// (SHA-256 digest, every line registered) and proxy. Every call goes line
+// -> MGCP -> mgsip -> SIP -> Kamailio -> SIP -> mgsip -> MGCP -> line.
+// MGSIP_LOAD_LINES (default 4000: 2,000 pairs, each busy about 1.4 s a
+// call, enough for 1,400 calls/s), MGSIP_LOAD_RATES (default
+// 100,200,400,600,800,1000,1200,1500), MGSIP_LOAD_STEP (5s) and
+// MGSIP_LOAD_TALK (1s) tune it. For each step it logs the loadgen's
+// figures and the CPU and RSS of each process.
+func BenchmarkCallsRealPath(b *testing.B) {
+	lines := envInt("MGSIP_LOAD_LINES", 4000)
+	rates := envString("MGSIP_LOAD_RATES", "100,200,400,600,800,1000,1200,1500")
+	step := envString("MGSIP_LOAD_STEP", "5s")
+	talk := envString("MGSIP_LOAD_TALK", "1s")
+	for b.Loop() {
+		runRealPath(b, lines, rates, step, talk)
+	}
+}
+
+func envInt(k string, d int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n > 0 {
+		return n
+	}
+	return d
+}
+
+func envString(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func freePort(b *testing.B) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// proc samples the CPU time and RSS of a process and its children
+// (Kamailio forks its workers).
+type proc struct {
+	name string
+	pid  int
+}
+
+func (p proc) pids() []int {
+	out := []int{p.pid}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
+			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			if len(f) > 2 && f[1] == strconv.Itoa(p.pid) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// sample returns CPU seconds (user+system) and RSS bytes.
+func (p proc) sample() (cpu float64, rss int64) {
+	for _, pid := range p.pids() {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		// after the comm: state(0) ppid(1) ... utime(11) stime(12) ... rss(21)
+		if len(f) > 21 {
+			u, _ := strconv.ParseFloat(f[11], 64)
+			s, _ := strconv.ParseFloat(f[12], 64)
+			cpu += (u + s) / 100 // clock ticks (USER_HZ 100)
+			pages, _ := strconv.ParseInt(f[21], 10, 64)
+			rss += pages * int64(os.Getpagesize())
+		}
+	}
+	return cpu, rss
+}
+
+func buildBinary(b *testing.B, dir, pkg string) string {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = "../.."
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	return out
+}
+
+func runRealPath(b *testing.B, lines int, rates, step, talk string) {
+	kam := testutil.StartKamailio(b, "SHA-256", 3600)
+	kamHost, kamPort, _ := net.SplitHostPort(kam.Addr)
+	dir := b.TempDir()
+	mgsipBin := buildBinary(b, dir, "./cmd/mgsip")
+	loadBin := buildBinary(b, dir, "./cmd/mgsip-loadgen")
+	caPort, sipPort, gwPort := freePort(b), freePort(b), freePort(b)
+	mgcpExtra := ""
+	if os.Getenv("MGSIP_LOAD_NO_WINDOW") != "" {
+		// For comparison: a transaction window larger than any load.
+		mgcpExtra = "  window_initial: 1000000\n  window_max: 1000000\n"
+	}
+	cfg := fmt.Sprintf(`log:
+  level: warn
+mgcp:
+  listen: 127.0.0.1:%d
+%ssip:
+  listeners:
+    - transport: udp
+      listen: 127.0.0.1:%d
+  register_rate: 5000
+peers:
+  - name: kam
+    host: %s
+    port: %s
+    auth: digest
+    register_expiry: 3600s
+gateways:
+  - name: load
+    domain: load.test
+    address: 127.0.0.1
+    port: %d
+    codecs: [PCMU]
+dial_plans:
+  - name: p
+    digit_map: "(xxxxxx)"
+    default: true
+lines:
+  - gateway: load
+    endpoint: aaln/{1..%d}
+    user: "{n+100000}"
+    password: "pw-{n+100000}"
+routes:
+  outbound:
+    - name: kam
+      match: { prefix: "" }
+      peer: kam
+`, caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
+	cfgPath := filepath.Join(dir, "mgsip.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	mgsipLog := &testutil.Buffer{}
+	mg := exec.Command(mgsipBin, "run", "--config", cfgPath)
+	mg.Stdout, mg.Stderr = mgsipLog, mgsipLog
+	if err := mg.Start(); err != nil {
+		b.Fatal(err)
+	}
+	mgDone := make(chan struct{})
+	go func() { _ = mg.Wait(); close(mgDone) }()
+	defer func() {
+		_ = mg.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-mgDone:
+		case <-time.After(15 * time.Second):
+			_ = mg.Process.Kill()
+			<-mgDone
+		}
+		if b.Failed() {
+			b.Logf("mgsip log:\n%s", mgsipLog.String())
+		}
+	}()
+
+	lg := exec.Command(loadBin, "-listen", fmt.Sprintf("127.0.0.1:%d", gwPort), "-ca", fmt.Sprintf("127.0.0.1:%d", caPort),
+		"-window-max", envString("MGSIP_LOAD_GW_WINDOW", "0"), "-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk)
+	lgErr := &testutil.Buffer{}
+	lg.Stderr = lgErr
+	stdin, err := lg.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := lg.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := lg.Start(); err != nil {
+		b.Fatal(err)
+	}
+	lgDone := make(chan struct{})
+	defer func() {
+		_ = stdin.Close()
+		_ = lg.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-lgDone:
+		case <-time.After(10 * time.Second):
+			_ = lg.Process.Kill()
+			<-lgDone
+		}
+		if b.Failed() {
+			b.Logf("loadgen stderr:\n%s", lgErr.String())
+		}
+	}()
+	out := bufio.NewReader(stdout)
+	readLine := func() (string, error) {
+		l, err := out.ReadString('\n')
+		return strings.TrimSpace(l), err
+	}
+	go func() { _ = lg.Wait(); close(lgDone) }()
+
+	start := time.Now()
+	if l, err := readLine(); err != nil || l != "armed" {
+		b.Fatalf("loadgen: %q %v\n%s", l, err, lgErr.String())
+	}
+	armed := time.Since(start)
+	for {
+		n, err := kam.Stat("usrloc:location_contacts")
+		if err == nil && n == lines {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			b.Fatalf("%d of %d lines registered at Kamailio after 3 min", n, lines)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	registered := time.Since(start)
+	b.Logf("%d lines: armed %v, all registered at Kamailio %v after mgsip started", lines, armed.Round(time.Millisecond), registered.Round(time.Millisecond))
+	// Let the registration burst's transactions (Timer J, 32 s) expire
+	// before the idle RSS is read.
+	time.Sleep(envDurationOr("MGSIP_LOAD_SETTLE", 35*time.Second))
+	procs := []proc{{"mgsip", mg.Process.Pid}, {"loadgen", lg.Process.Pid}, {"kamailio", kamPid(b, kam)}}
+	_, idleRSS := procs[0].sample()
+	b.Logf("mgsip idle RSS with %d registered lines: %.1f MB (%.1f KB per line incl. the runtime)", lines, float64(idleRSS)/1e6, float64(idleRSS)/1024/float64(lines))
+	b.ReportMetric(float64(idleRSS)/float64(lines), "mgsip-RSS-B/idle-line")
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		b.Fatal(err)
+	}
+	best := 0
+	for range strings.Split(rates, ",") {
+		cpu0 := make([]float64, len(procs))
+		for i, p := range procs {
+			cpu0[i], _ = p.sample()
+		}
+		t0 := time.Now()
+		l, err := readLine()
+		if err != nil {
+			b.Fatalf("loadgen: %v\n%s", err, lgErr.String())
+		}
+		var res StepResult
+		if err := json.Unmarshal([]byte(l), &res); err != nil {
+			b.Fatalf("loadgen said %q: %v", l, err)
+		}
+		el := time.Since(t0).Seconds()
+		var usage []string
+		for i, p := range procs {
+			c, rss := p.sample()
+			usage = append(usage, fmt.Sprintf("%s %.0f%% CPU %.0f MB", p.name, 100*(c-cpu0[i])/el, float64(rss)/1e6))
+		}
+		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
+			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
+		b.Logf("  gateway's NTFYs: %d retransmissions, %d timeouts, window %d", res.Retransmissions, res.Timeouts, res.Window)
+		if res.FirstFailure != "" {
+			b.Logf("  first failure: %s", res.FirstFailure)
+		}
+		if res.Failed == 0 && res.NoLine == 0 {
+			best = res.Rate
+			b.ReportMetric(res.P99ms, fmt.Sprintf("ms-p99@%d/s", res.Rate))
+		}
+	}
+	b.ReportMetric(float64(best), "calls/s-max-0-failed")
+}
+
+func envDurationOr(k string, d time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(k)); err == nil {
+		return v
+	}
+	return d
+}
+
+// kamPid finds the Kamailio main process by its listening address.
+func kamPid(b *testing.B, kam *testutil.Kamailio) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(cmdline, []byte("kamailio")) {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+			return pid // started by this benchmark
+		}
+	}
+	b.Logf("kamailio process of %s not found; its usage is not reported", kam.Addr)
+	return -1
+}
