@@ -12,6 +12,9 @@ import (
 // file and served by the admin API: snake_case keys, times in UTC with
 // milliseconds, durations as numbers with their unit in the key.
 type CDR struct {
+	// Seq numbers the records of one CDR store in the order they were
+	// recorded (internal/cdr sets it; 0 elsewhere).
+	Seq             uint64    `json:"seq,omitempty"`
 	Start           CDRTime   `json:"start"`
 	Answer          CDRTime   `json:"answer,omitzero"`
 	End             CDRTime   `json:"end"`
@@ -77,6 +80,9 @@ func (t *CDRTime) UnmarshalJSON(b []byte) error {
 
 // CDR builds the record's call detail record.
 func (r CallRecord) CDR() CDR {
+	// Times at the precision they are written with, so that the durations
+	// add up to what a reader computes from the times.
+	r.Start, r.Answer, r.End = msUTC(r.Start), msUTC(r.Answer), msUTC(r.End)
 	c := CDR{Start: CDRTime(r.Start), Answer: CDRTime(r.Answer), End: CDRTime(r.End),
 		DurationMS: r.End.Sub(r.Start).Milliseconds(), Line: r.Line, Gateway: r.Gateway, Endpoint: r.Endpoint,
 		Direction: r.Direction, Calling: r.Calling, Called: r.Called, Dialled: r.Dialled, SIPCallID: r.SIPCallID,
@@ -97,6 +103,14 @@ func (r CallRecord) CDR() CDR {
 	c.Q850Cause = q850Of(r)
 	c.RTP = rtpStats(r.Stats)
 	return c
+}
+
+// msUTC is t in UTC to the millisecond (zero stays zero).
+func msUTC(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC().Truncate(time.Millisecond)
 }
 
 // codecOf reads the codec (the first payload of the audio stream: in an

@@ -37,14 +37,15 @@ func newCDRCmd(a *app) *cobra.Command {
 					return usageErr("--since: %q is neither a duration (1h) nor an RFC 3339 time", sinceFlag)
 				}
 			}
-			seen := map[string]bool{}
+			var after uint64 // the seq of the last record printed
 			header := true
 			for {
 				q := url.Values{"limit": {strconv.Itoa(limit)}}
 				if !since.IsZero() {
-					// A millisecond back: two legs may end in the same
-					// millisecond and be recorded apart; seen drops repeats.
-					q.Set("since", since.Add(-time.Millisecond).UTC().Format(time.RFC3339Nano))
+					q.Set("since", since.UTC().Format(time.RFC3339Nano))
+				}
+				if after > 0 {
+					q.Set("after", strconv.FormatUint(after, 10))
 				}
 				ctx, cancel := adminCtx(cmd)
 				if follow {
@@ -63,30 +64,24 @@ func newCDRCmd(a *app) *cobra.Command {
 				if err := json.Unmarshal(body, &recs); err != nil {
 					return err
 				}
-				fresh := recs[:0]
 				for _, r := range recs {
-					key := r.Line + "|" + r.MGCPCallID + "|" + time.Time(r.End).String()
-					if seen[key] {
-						continue
-					}
-					seen[key] = true
-					fresh = append(fresh, r)
-					if e := time.Time(r.End); e.After(since) {
-						since = e
-					}
+					after = max(after, r.Seq)
 				}
-				if !follow || len(fresh) > 0 {
-					printCDRs(a, fresh, ac.json, header)
+				if !follow || len(recs) > 0 {
+					printCDRs(a, recs, ac.json, header)
 					header = false
 				}
 				if !follow {
 					return nil
 				}
-				for k := range seen {
-					if len(seen) < 10000 {
-						break
+				if len(recs) == 0 && after == 0 {
+					// Nothing recorded yet: the next answer waits (wait=);
+					// a daemon without seq numbers would loop, so pause.
+					select {
+					case <-cmd.Context().Done():
+						return nil
+					case <-time.After(time.Second):
 					}
-					delete(seen, k) // bounded; old keys cannot come back (since moved on)
 				}
 			}
 		},

@@ -288,6 +288,14 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if len(cdrs) != 2 {
 		t.Fatalf("%d CDRs:\n%s", len(cdrs), out)
 	}
+	// --follow's next question (after the last seq seen) waits for a new
+	// record instead of answering the last one again at once (which made
+	// the follower loop and use up the daemon's descriptors).
+	last := max(cdrs[0].Seq, cdrs[1].Seq)
+	start := time.Now()
+	if _, body := rd.get(fmt.Sprintf("/api/v1/cdr?after=%d&wait=1500ms", last), testToken); strings.TrimSpace(body) != "[]" || time.Since(start) < time.Second {
+		t.Errorf("after=%d answered %s in %v", last, body, time.Since(start))
+	}
 	for _, c := range cdrs {
 		if !c.Answered || c.SIPCallID != calls[0].SIPCallID && c.SIPCallID != calls[1].SIPCallID || c.MGCPConnection == "" ||
 			c.Codec != "PCMU" || c.Calling != "1001" || c.Called != "1002" || c.TalkMS <= 0 {

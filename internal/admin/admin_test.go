@@ -364,3 +364,27 @@ func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 	}
 	return certFile, keyFile
 }
+
+// TestClientReusesConnections: one Client keeps its connection from one
+// request to the next (a follower that opened one per request used up the
+// daemon's descriptors).
+func TestClientReusesConnections(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("[]")) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := &Client{Base: srv.URL}
+	for range 20 {
+		if _, err := c.Do(context.Background(), http.MethodGet, "/api/v1/cdr", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for 20 requests", n)
+	}
+}

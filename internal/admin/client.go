@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 )
 
 // Client talks to a running mgsip over its admin API.
@@ -24,8 +25,14 @@ type Client struct {
 	// CACert is a PEM file of the CA (or the self-signed certificate)
 	// that an https API's certificate must chain to; empty: the system's.
 	CACert string
-	// HTTP is the client to use; nil: one made from Base and CACert.
+	// HTTP is the client to use; nil: one made from Base and CACert, once,
+	// so that its connections are reused from one request to the next.
 	HTTP *http.Client
+
+	once     sync.Once
+	made     *http.Client
+	madeBase string
+	madeErr  error
 }
 
 // httpClient returns the client and the URL prefix for Base.
@@ -34,6 +41,11 @@ func (c *Client) httpClient() (*http.Client, string, error) {
 	if c.HTTP != nil {
 		return c.HTTP, base, nil
 	}
+	c.once.Do(func() { c.made, c.madeBase, c.madeErr = c.newHTTPClient(base) })
+	return c.made, c.madeBase, c.madeErr
+}
+
+func (c *Client) newHTTPClient(base string) (*http.Client, string, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if path, ok := strings.CutPrefix(base, "unix:"); ok {
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {

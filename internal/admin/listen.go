@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"golang.org/x/net/netutil"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,20 @@ import (
 // with TLS (tls_cert, tls_key), or a unix socket with the file mode of
 // socket_mode.
 func Listen(a config.Admin) (net.Listener, error) {
+	ln, err := listen(a)
+	if err != nil {
+		return nil, err
+	}
+	// A bound on open connections: a client that opens them without end
+	// (or a flood) must not use up the process's file descriptors, which
+	// the MGCP and SIP sockets need too.
+	return netutil.LimitListener(ln, MaxConnections), nil
+}
+
+// MaxConnections bounds the admin API's open connections.
+const MaxConnections = 256
+
+func listen(a config.Admin) (net.Listener, error) {
 	if path, ok := a.UnixSocket(); ok {
 		return listenUnix(path, a.Mode)
 	}

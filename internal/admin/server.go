@@ -41,8 +41,9 @@ type Backend struct {
 	// LastRSIP is when a gateway last restarted (zero: never seen).
 	LastRSIP func(gateway string) time.Time
 	// CDRs returns up to limit call detail records that ended after
-	// since, and a channel closed when the next one is recorded.
-	CDRs func(since time.Time, limit int) ([]bridge.CDR, <-chan struct{})
+	// since and were recorded after the one numbered after (its Seq), and
+	// a channel closed when the next one is recorded.
+	CDRs func(since time.Time, after uint64, limit int) ([]bridge.CDR, <-chan struct{})
 	// TraceFilter builds the wire trace's filter for some lines and
 	// gateways (by id and name); an unknown one is an error.
 	TraceFilter func(lines, gateways []string) (*trace.Filter, error)
@@ -310,9 +311,10 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 const MaxCDRWait = 60 * time.Second
 
 // cdrs serves GET /api/v1/cdr: the records that ended after ?since=
-// (RFC 3339, default: all kept), at most ?limit= (default 1000, the
-// newest); with ?wait= (a duration up to a minute) and nothing to send
-// yet, the answer waits for the next record (mgsip cdr --follow).
+// (RFC 3339, default: all kept) and come after the record ?after= (its
+// seq), at most ?limit= (default 1000, the newest); with ?wait= (a
+// duration up to a minute) and nothing to send yet, the answer waits for
+// the next record (mgsip cdr --follow).
 func (s *Server) cdrs(w http.ResponseWriter, r *http.Request) {
 	if s.b.CDRs == nil {
 		writeJSON(w, http.StatusOK, []bridge.CDR{})
@@ -337,6 +339,15 @@ func (s *Server) cdrs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	var after uint64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, errors.New("after: the seq of the last record seen (a number)"))
+			return
+		}
+		after = n
+	}
 	var wait time.Duration
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -346,13 +357,13 @@ func (s *Server) cdrs(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = d
 	}
-	out, next := s.b.CDRs(since, limit)
+	out, next := s.b.CDRs(since, after, limit)
 	if len(out) == 0 && wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
 		case <-next:
-			out, _ = s.b.CDRs(since, limit)
+			out, _ = s.b.CDRs(since, after, limit)
 		case <-t.C:
 		case <-r.Context().Done():
 			return

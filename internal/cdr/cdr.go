@@ -48,7 +48,11 @@ type Log struct {
 	ring   []bridge.CDR // oldest first, at most keep
 	keep   int
 	errs   uint64
+	seq    uint64        // the last record's Seq
 	notify chan struct{} // closed and replaced on every record
+	// OnWriteError, if set, is told when a record could not be written to
+	// the file (it stays in memory and is counted).
+	OnWriteError func(error)
 }
 
 // Open opens the store; with a file, the records already in it (the
@@ -104,6 +108,10 @@ func (l *Log) load(file string) error {
 }
 
 func (l *Log) add(c bridge.CDR) {
+	if c.Seq == 0 || c.Seq <= l.seq {
+		c.Seq = l.seq + 1
+	}
+	l.seq = c.Seq
 	if len(l.ring) >= l.keep {
 		copy(l.ring, l.ring[1:])
 		l.ring = l.ring[:len(l.ring)-1]
@@ -114,12 +122,16 @@ func (l *Log) add(c bridge.CDR) {
 // Record stores the record of an ended call leg (bridge.Config.OnCall).
 func (l *Log) Record(r bridge.CallRecord) {
 	c := r.CDR()
-	b, err := json.Marshal(c)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	c.Seq = l.seq + 1
+	b, err := json.Marshal(c)
 	if err == nil && l.w != nil {
 		if _, err = l.w.Write(append(b, '\n')); err != nil {
 			l.errs++
+			if l.OnWriteError != nil {
+				l.OnWriteError(err)
+			}
 		}
 	}
 	l.add(c)
@@ -134,17 +146,27 @@ func (l *Log) WriteErrors() uint64 {
 	return l.errs
 }
 
-// Since returns up to limit records (0: all kept) whose end is after
-// since, in the order they were recorded (two lines' calls ending in the
-// same millisecond may be recorded out of end order, so this scans rather
-// than searches), and a channel closed when the next one arrives (for
-// --follow).
-func (l *Log) Since(since time.Time, limit int) ([]bridge.CDR, <-chan struct{}) {
+// Query selects records: those that ended after Since and were recorded
+// after the record numbered After, at most Limit (0: all kept; the
+// newest).
+type Query struct {
+	Since time.Time
+	After uint64
+	Limit int
+}
+
+// Since returns the records q selects, in the order they were recorded
+// (two lines' calls ending in the same millisecond may be recorded out of
+// end order, so this scans rather than searches), and a channel closed
+// when the next one arrives. --follow asks for the records after the last
+// Seq it saw: exact, whatever the times.
+func (l *Log) Since(q Query) ([]bridge.CDR, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	limit := q.Limit
 	var out []bridge.CDR
 	for _, c := range l.ring {
-		if time.Time(c.End).After(since) {
+		if time.Time(c.End).After(q.Since) && c.Seq > q.After {
 			out = append(out, c)
 		}
 	}

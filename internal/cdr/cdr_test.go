@@ -37,11 +37,11 @@ func TestFileAndRestart(t *testing.T) {
 	}
 	defer l.Close()
 	l.Record(rec("gw/aaln/3", t0.Add(2*time.Second)))
-	got, _ := l.Since(t0, 0) // after t0: the second and third
+	got, _ := l.Since(Query{Since: t0}) // after t0: the second and third
 	if len(got) != 2 || got[0].Line != "gw/aaln/2" || got[1].Line != "gw/aaln/3" {
 		t.Fatalf("since: %+v", got)
 	}
-	if got, _ := l.Since(time.Time{}, 1); len(got) != 1 || got[0].Line != "gw/aaln/3" {
+	if got, _ := l.Since(Query{Limit: 1}); len(got) != 1 || got[0].Line != "gw/aaln/3" {
 		t.Fatalf("limit keeps the newest: %+v", got)
 	}
 	f, err := os.Open(file)
@@ -75,7 +75,7 @@ func TestTornLineSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if got, _ := l.Since(time.Time{}, 0); len(got) != 1 || got[0].Line != "a" {
+	if got, _ := l.Since(Query{}); len(got) != 1 || got[0].Line != "a" {
 		t.Errorf("loaded %+v", got)
 	}
 }
@@ -106,7 +106,7 @@ func TestRotation(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // lumberjack removes old files in the background
 	}
-	if got, _ := l.Since(time.Time{}, 0); len(got) != 10 {
+	if got, _ := l.Since(Query{}); len(got) != 10 {
 		t.Errorf("kept %d in memory, want 10", len(got))
 	}
 }
@@ -114,11 +114,45 @@ func TestRotation(t *testing.T) {
 // TestFollowWakes: Since's channel is closed by the next record.
 func TestFollowWakes(t *testing.T) {
 	l, _ := Open(Config{})
-	_, next := l.Since(time.Now(), 0)
+	_, next := l.Since(Query{Since: time.Now()})
 	go l.Record(rec("gw/aaln/1", time.Now().Add(time.Second)))
 	select {
 	case <-next:
 	case <-time.After(5 * time.Second):
 		t.Fatal("not woken")
+	}
+}
+
+// TestSeq: records are numbered in recording order, across a restart, and
+// After selects exactly the ones not seen (even those ending in the same
+// millisecond as the last one seen).
+func TestSeq(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cdr.jsonl")
+	l, err := Open(Config{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().UTC().Truncate(time.Millisecond)
+	l.Record(rec("gw/aaln/1", end.Add(300*time.Microsecond)))
+	l.Record(rec("gw/aaln/2", end.Add(600*time.Microsecond))) // the same millisecond
+	got, _ := l.Since(Query{})
+	if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 2 {
+		t.Fatalf("seq: %+v", got)
+	}
+	if time.Time(got[0].End) != end || time.Time(got[1].End) != end {
+		t.Errorf("times not to the millisecond: %v %v", time.Time(got[0].End), time.Time(got[1].End))
+	}
+	if after, _ := l.Since(Query{After: 1}); len(after) != 1 || after[0].Line != "gw/aaln/2" {
+		t.Errorf("after 1: %+v", after)
+	}
+	_ = l.Close()
+	l, err = Open(Config{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Record(rec("gw/aaln/3", end.Add(time.Second)))
+	if after, _ := l.Since(Query{After: 2}); len(after) != 1 || after[0].Seq != 3 {
+		t.Errorf("after a restart: %+v", after)
 	}
 }

@@ -165,6 +165,12 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer d.cdrs.Close()
+	var cdrLogged atomic.Int64
+	d.cdrs.OnWriteError = func(err error) {
+		if now := time.Now().Unix(); cdrLogged.Swap(now) != now { // one line a second
+			log.WithError(err).WithField("file", cc.File).Error("CDR not written to the file (kept in memory)")
+		}
+	}
 	d.setAllowed(ctx, cfg.Rules)
 	if cfg.File.Cluster.Enabled() {
 		// Created before anything can send, so that the fence below
@@ -228,8 +234,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	api := admin.New(admin.Backend{Bridge: d.bridge, CallAgent: d.ca, Metrics: d.metrics.Registry, Trace: d.tap,
 		Reload: func(ctx context.Context) (any, error) { return d.reload(ctx) }, Peers: d.peerViews, Ready: d.ready,
-		LastRSIP: d.lastRestart, CDRs: d.cdrs.Since, SIPGate: d.sipGate, TraceFilter: d.traceFilter}, adminOptions(cfg.File.Admin, log))
-	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		LastRSIP: d.lastRestart, CDRs: func(since time.Time, after uint64, limit int) ([]bridge.CDR, <-chan struct{}) {
+			return d.cdrs.Since(cdr.Query{Since: since, After: after, Limit: limit})
+		}, SIPGate: d.sipGate, TraceFilter: d.traceFilter}, adminOptions(cfg.File.Admin, log))
+	// Idle keep-alive connections are closed after a minute; the CDR long
+	// poll (at most 60 s) fits in the write timeout.
+	adminSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		WriteTimeout: admin.MaxCDRWait + 30*time.Second, MaxHeaderBytes: 64 << 10}
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
 		"admin": adminLn.Addr().String()}).Info("mgsip running: " + config.SummaryLine(cfg.Rules.Summary()))
