@@ -80,6 +80,10 @@ type Stats struct {
 	// the queue was full (ErrQueueFull), WindowDecreases the times a
 	// window was cut (retransmission, overload answer, timeout).
 	WindowWaits, QueueFull, WindowDecreases uint64
+	// ResponseRetransmissions counts our final responses sent again for
+	// want of the peer's "000" (RFC 3435 §3.5.6); Retransmissions counts
+	// commands only.
+	ResponseRetransmissions uint64
 }
 
 type stats struct {
@@ -87,6 +91,7 @@ type stats struct {
 	commandsReceived, duplicates, provisionalSent, acksSent    atomic.Uint64
 	parseErrors, refused, overloaded, lateResponses            atomic.Uint64
 	windowWaits, queueFull, windowDecreases                    atomic.Uint64
+	responseRetransmissions                                    atomic.Uint64
 }
 
 // Option configures a CallAgent.
@@ -145,9 +150,13 @@ type CallAgent struct {
 	stats   stats
 	lastLog atomic.Int64 // unix ns of the last sampled log line
 
-	mu       sync.Mutex
-	pending  map[uint32]*outTx
-	peers    map[netip.AddrPort]*peer
+	mu      sync.Mutex
+	pending map[uint32]*outTx
+	peers   map[netip.AddrPort]*peer
+	// totals keeps the counters of peers forgotten while idle, so that a
+	// peer's retransmissions and timeouts never go back (they are
+	// counters in the metrics); bounded by MaxPeers.
+	totals   map[netip.AddrPort][2]uint64
 	names    map[string]nameEntry
 	inflight int
 
@@ -219,6 +228,7 @@ func New(conn net.PacketConn, cfg Config, opts ...Option) *CallAgent {
 		cfg:      cfg.WithDefaults(),
 		pending:  make(map[uint32]*outTx),
 		peers:    make(map[netip.AddrPort]*peer),
+		totals:   make(map[netip.AddrPort][2]uint64),
 		names:    make(map[string]nameEntry),
 		resolver: net.DefaultResolver,
 	}
@@ -349,16 +359,22 @@ func (ca *CallAgent) Stats() Stats {
 		ParseErrors: s.parseErrors.Load(), Refused: s.refused.Load(),
 		Overloaded: s.overloaded.Load(), LateResponses: s.lateResponses.Load(),
 		WindowWaits: s.windowWaits.Load(), QueueFull: s.queueFull.Load(), WindowDecreases: s.windowDecreases.Load(),
+		ResponseRetransmissions: s.responseRetransmissions.Load(),
 	}
 }
 
-// Peers returns a snapshot of every tracked peer.
+// Peers returns a snapshot of every tracked peer, and of the peers
+// forgotten while idle that had retransmissions or timeouts (their
+// counters only), so that the counters never go back.
 func (ca *CallAgent) Peers() []PeerInfo {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	out := make([]PeerInfo, 0, len(ca.peers))
+	out := make([]PeerInfo, 0, len(ca.peers)+len(ca.totals))
 	for a, p := range ca.peers {
 		out = append(out, ca.peerInfo(a, p))
+	}
+	for a, t := range ca.totals {
+		out = append(out, PeerInfo{Addr: a, Retransmissions: t[0], Timeouts: t[1]})
 	}
 	return out
 }
@@ -394,6 +410,10 @@ func (ca *CallAgent) getPeer(a netip.AddrPort) *peer {
 		return nil
 	}
 	p := &peer{}
+	if t, ok := ca.totals[a]; ok {
+		p.retransmissions, p.timeouts = t[0], t[1]
+		delete(ca.totals, a)
+	}
 	ca.peers[a] = p
 	return p
 }
@@ -1040,7 +1060,7 @@ func (ca *CallAgent) awaitAck(wire []byte, to netip.AddrPort, acked <-chan struc
 			if tries >= ca.cfg.Max2 || time.Since(start)+rto > ca.cfg.TMax {
 				return
 			}
-			ca.stats.retransmissions.Add(1)
+			ca.stats.responseRetransmissions.Add(1)
 			_ = ca.write(wire, to)
 			rto = min(rto*2, ca.cfg.MaxRTO)
 			timer.Reset(rto)
@@ -1095,6 +1115,9 @@ func (ca *CallAgent) expire(now time.Time) {
 		p.order = append(p.order, running...)
 		if len(p.cache) == 0 && len(p.acks) == 0 && p.outstanding == 0 && p.queued == 0 &&
 			now.Sub(p.lastHeard) > 10*ca.cfg.THist && p.state != PeerDisconnected {
+			if (p.retransmissions > 0 || p.timeouts > 0) && len(ca.totals) < ca.cfg.MaxPeers {
+				ca.totals[a] = [2]uint64{p.retransmissions, p.timeouts}
+			}
 			delete(ca.peers, a)
 		}
 	}

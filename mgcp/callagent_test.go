@@ -711,3 +711,57 @@ func TestResponsesMatchedPerPeer(t *testing.T) {
 		_ = ca.Close()
 	})
 }
+
+// TestPeerCountersSurviveForgetting: a peer forgotten while idle keeps
+// its retransmission count (a Prometheus counter must never go back). The
+// gateway refuses K: (539), so that no acknowledgement keeps it.
+func TestPeerCountersSurviveForgetting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := mgcptest.NewMemNet()
+		ca := mgcp.New(mn.MustListen("127.0.0.1:2727"), mgcp.Config{THist: 100 * time.Millisecond})
+		go func() { _ = ca.Serve(context.Background()) }()
+		gw := mn.MustListen("127.0.0.1:2427")
+		go func() { // answers the second copy of each command; 539 to K:
+			buf := make([]byte, 2048)
+			seen := map[string]int{}
+			for {
+				k, from, err := gw.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				msg := string(buf[:k])
+				tx := strings.Fields(msg)[1]
+				if strings.Contains(msg, "\nK:") {
+					_, _ = gw.WriteTo([]byte("539 "+tx+" Unsupported parameter K\r\n"), from)
+					continue
+				}
+				if seen[tx]++; seen[tx] == 2 {
+					_, _ = gw.WriteTo([]byte("200 "+tx+" OK\r\n"), from)
+				}
+			}
+		}()
+		count := func() (uint64, int) {
+			for _, p := range ca.Peers() {
+				if p.Addr.String() == "127.0.0.1:2427" {
+					return p.Retransmissions, len(ca.Peers())
+				}
+			}
+			return 0, 0
+		}
+		for range 3 {
+			if _, err := ca.Do(context.Background(), "127.0.0.1:2427", rqnt()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, _ := count()
+		if n < 3 {
+			t.Fatalf("retransmissions %d", n)
+		}
+		time.Sleep(10 * time.Second) // idle far beyond 10 × THist: forgotten
+		if m, _ := count(); m != n {
+			t.Errorf("after the peer was idle: %d retransmissions, want %d", m, n)
+		}
+		_ = gw.Close()
+		_ = ca.Close()
+	})
+}

@@ -171,6 +171,7 @@ type StateCollector struct {
 	peerUp, gwRetrans, gwTimeo *prometheus.Desc
 
 	mgcpRetrans, mgcpTimeouts, mgcpParseErrors, mgcpRefused *prometheus.Desc
+	mgcpRespRetrans                                         *prometheus.Desc
 	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
 }
 
@@ -180,6 +181,7 @@ func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *Sta
 		mgcpForeign:     prometheus.NewDesc("mgsip_mgcp_foreign_commands_total", "MGCP commands for a gateway's endpoints that came from another address (refused).", nil, nil),
 		sipGate:         prometheus.NewDesc("mgsip_sip_gate_total", "SIP messages the stack's gate turned away before sipgo saw them, by what it did.", []string{"action"}, nil),
 		mgcpRetrans:     prometheus.NewDesc("mgsip_mgcp_retransmissions_total", "MGCP commands sent again for want of an answer.", nil, nil),
+		mgcpRespRetrans: prometheus.NewDesc("mgsip_mgcp_response_retransmissions_total", "Our final MGCP responses sent again because the gateway did not acknowledge them (000, RFC 3435 §3.5.6).", nil, nil),
 		mgcpTimeouts:    prometheus.NewDesc("mgsip_mgcp_timeouts_total", "MGCP transactions that ended without an answer.", nil, nil),
 		mgcpParseErrors: prometheus.NewDesc("mgsip_mgcp_parse_errors_total", "MGCP datagrams received that did not parse.", nil, nil),
 		mgcpRefused:     prometheus.NewDesc("mgsip_mgcp_refused_total", "MGCP datagrams dropped because their source is not a configured gateway.", nil, nil),
@@ -196,7 +198,7 @@ func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *Sta
 // Describe implements prometheus.Collector.
 func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints,
-		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate, c.peerUp, c.gwRetrans, c.gwTimeo} {
+		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate, c.peerUp, c.gwRetrans, c.gwTimeo, c.mgcpRespRetrans} {
 		ch <- d
 	}
 }
@@ -206,6 +208,7 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.ca.Stats()
 	ch <- prometheus.MustNewConstMetric(c.mgcpRetrans, prometheus.CounterValue, float64(st.Retransmissions))
 	ch <- prometheus.MustNewConstMetric(c.mgcpTimeouts, prometheus.CounterValue, float64(st.Timeouts))
+	ch <- prometheus.MustNewConstMetric(c.mgcpRespRetrans, prometheus.CounterValue, float64(st.ResponseRetransmissions))
 	ch <- prometheus.MustNewConstMetric(c.mgcpParseErrors, prometheus.CounterValue, float64(st.ParseErrors))
 	ch <- prometheus.MustNewConstMetric(c.mgcpRefused, prometheus.CounterValue, float64(st.Refused))
 	ch <- prometheus.MustNewConstMetric(c.mgcpForeign, prometheus.CounterValue, float64(c.b.Refused()))
