@@ -230,6 +230,12 @@ func TestStrangerFlood(t *testing.T) {
 			if st.Refused < n*9/10 {
 				t.Errorf("only %d of %d INVITEs seen", st.Refused, n)
 			}
+			// One action per message: a stranger's INVITE is forbidden or
+			// dropped, never "limited" (that is a configured peer's 503).
+			if st.Limited != 0 || st.Forbidden+st.StrangerDropped != st.Refused || uint64(answers.Load()) > st.Forbidden {
+				t.Errorf("stranger flood counted as limited %d, forbidden %d + dropped %d vs refused %d (answers %d)",
+					st.Limited, st.Forbidden, st.StrangerDropped, st.Refused, answers.Load())
+			}
 			if highest > before+40 {
 				t.Errorf("goroutines grew from %d to %d", before, highest)
 			}

@@ -51,6 +51,7 @@ type gate struct {
 
 type gateStats struct {
 	refused, dropped, limited, badAcks, rejected atomic.Uint64
+	forbidden, strangerDropped                   atomic.Uint64
 }
 
 // Stats counts what the stack refused before sipgo saw it.
@@ -62,11 +63,18 @@ type Stats struct {
 	// strangers' (with drop_unknown, their responses and ACKs, and those
 	// over stranger_rate) and malformed ACKs.
 	Dropped uint64
-	// Limited is requests over a rate limit: dropped for strangers, 503
-	// for configured peers.
+	// Limited is configured peers' requests over a rate limit, answered
+	// 503 (a stranger over stranger_rate is dropped: StrangerDropped).
 	Limited uint64
+	// Forbidden is strangers' requests answered 403 and StrangerDropped
+	// their messages given no answer; Refused is their sum (with the
+	// connections closed at once).
+	Forbidden, StrangerDropped uint64
 	// BadAcks is malformed ACKs dropped (never answered).
 	BadAcks uint64
+	// OtherDropped is Dropped less the strangers' messages and the bad
+	// ACKs: peers' messages that could not be parsed.
+	OtherDropped uint64
 	// Rejected is malformed requests answered statelessly (400, 501, 505).
 	Rejected uint64
 }
@@ -75,8 +83,12 @@ type Stats struct {
 // traffic (for metrics).
 func (s *Stack) Stats() Stats {
 	g := &s.gate.stats
-	return Stats{Refused: g.refused.Load() + s.refused.Load(), Dropped: g.dropped.Load(), Limited: g.limited.Load(),
-		BadAcks: g.badAcks.Load(), Rejected: g.rejected.Load()}
+	st := Stats{Refused: g.refused.Load() + s.refused.Load(), Dropped: g.dropped.Load(), Limited: g.limited.Load(),
+		BadAcks: g.badAcks.Load(), Rejected: g.rejected.Load(), Forbidden: g.forbidden.Load(),
+		StrangerDropped: g.strangerDropped.Load()}
+	// The counters are read one by one while they move: never below 0.
+	st.OtherDropped = st.Dropped - min(st.Dropped, st.StrangerDropped+st.BadAcks)
+	return st
 }
 
 func newGate(cfg Config, allow func(netip.AddrPort) bool, allowHdr func() string, log *logrus.Entry) *gate {
@@ -126,7 +138,9 @@ func (g *gate) inspect(data []byte, src netip.AddrPort) (pass bool, res *sip.Res
 	if bytes.HasPrefix(method, []byte("SIP/")) {
 		// A response: sipgo matches it to a client transaction.
 		if !known {
+			g.stats.refused.Add(1)
 			g.stats.dropped.Add(1)
+			g.stats.strangerDropped.Add(1)
 			return false, nil, nil
 		}
 		return true, nil, nil
@@ -135,19 +149,20 @@ func (g *gate) inspect(data []byte, src netip.AddrPort) (pass bool, res *sip.Res
 	if !known {
 		g.stats.refused.Add(1)
 		switch {
-		case ack || g.dropUnknown:
+		case ack || g.dropUnknown, !g.strangers.allow(src.Addr().Unmap()):
+			// An ACK is never answered; drop_unknown answers nothing;
+			// past stranger_rate the 403s stop.
 			g.stats.dropped.Add(1)
-			return false, nil, nil
-		case !g.strangers.allow(src.Addr().Unmap()):
-			g.stats.limited.Add(1)
-			g.stats.dropped.Add(1)
+			g.stats.strangerDropped.Add(1)
 			return false, nil, nil
 		}
 		req := g.parse(data, src)
 		if req == nil || req.IsAck() {
 			g.stats.dropped.Add(1)
+			g.stats.strangerDropped.Add(1)
 			return false, nil, nil
 		}
+		g.stats.forbidden.Add(1)
 		return false, sip.NewResponseFromRequest(req, sip.StatusForbidden, "Forbidden", nil), req
 	}
 	req = g.parse(data, src)

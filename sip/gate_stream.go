@@ -29,6 +29,7 @@ func (l *listenerGate) Accept() (net.Conn, error) {
 		if l.g.allow != nil && !l.g.allow(src) {
 			l.g.stats.refused.Add(1)
 			l.g.stats.dropped.Add(1)
+			l.g.stats.strangerDropped.Add(1)
 			_ = c.Close()
 			continue
 		}

@@ -236,7 +236,11 @@ func (s *Stack) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 			if err != nil || !s.allow(netip.AddrPortFrom(src.Addr().Unmap(), src.Port())) {
 				s.refused.Add(1)
 				if !s.cfg.DropUnknown && !req.IsAck() && tx != nil {
+					s.gate.stats.forbidden.Add(1)
 					_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusForbidden, "Forbidden", nil))
+				} else {
+					s.gate.stats.dropped.Add(1)
+					s.gate.stats.strangerDropped.Add(1)
 				}
 				return
 			}

@@ -322,7 +322,7 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	}{
 		{[]string{"peers"}, []string{"PEER", "pbx", "yes", " ms"}},
 		{[]string{"registrations"}, []string{"LINE", "gw/aaln/1", "registered", "200"}},
-		{[]string{"stats"}, []string{"calls_active", "mgcp.commands_sent", "registrations.registered", "sip_gate.refused"}},
+		{[]string{"stats"}, []string{"calls_active", "mgcp.commands_sent", "registrations.registered", "sip_gate.forbidden"}},
 		{[]string{"trace", "status"}, []string{"mgcp trace on", "sip trace off"}},
 		{[]string{"trace", "on", "--sip"}, []string{"mgcp trace on", "sip trace on"}},
 		{[]string{"trace", "on", "--line", "gw/aaln/1"}, []string{"mgcp trace on", "sip trace on", "only lines gw/aaln/1, gateways -"}},

@@ -127,7 +127,8 @@ func (d *daemon) traceFilter(lines, gateways []string) (*trace.Filter, error) {
 // sipGate is what the SIP gate turned away, by action.
 func (d *daemon) sipGate() map[string]uint64 {
 	g := d.stack.Stats()
-	return map[string]uint64{"refused": g.Refused, "dropped": g.Dropped, "limited": g.Limited, "bad_ack": g.BadAcks, "rejected": g.Rejected}
+	return map[string]uint64{"forbidden": g.Forbidden, "stranger_dropped": g.StrangerDropped, "limited": g.Limited,
+		"bad_ack": g.BadAcks, "rejected": g.Rejected, "dropped": g.OtherDropped}
 }
 
 // onCall takes an ended call leg's record: metrics and the CDR store.

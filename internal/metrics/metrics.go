@@ -179,7 +179,7 @@ type StateCollector struct {
 func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *StateCollector {
 	return &StateCollector{ca: ca, b: b, sip: st,
 		mgcpForeign:     prometheus.NewDesc("mgsip_mgcp_foreign_commands_total", "MGCP commands for a gateway's endpoints that came from another address (refused).", nil, nil),
-		sipGate:         prometheus.NewDesc("mgsip_sip_gate_total", "SIP messages the stack's gate turned away before sipgo saw them, by what it did.", []string{"action"}, nil),
+		sipGate:         prometheus.NewDesc("mgsip_sip_gate_total", "SIP messages the stack turned away, by what it did (one action each): forbidden, stranger_dropped, limited, bad_ack, rejected, dropped.", []string{"action"}, nil),
 		mgcpRetrans:     prometheus.NewDesc("mgsip_mgcp_retransmissions_total", "MGCP commands sent again for want of an answer.", nil, nil),
 		mgcpRespRetrans: prometheus.NewDesc("mgsip_mgcp_response_retransmissions_total", "Our final MGCP responses sent again because the gateway did not acknowledge them (000, RFC 3435 §3.5.6).", nil, nil),
 		mgcpTimeouts:    prometheus.NewDesc("mgsip_mgcp_timeouts_total", "MGCP transactions that ended without an answer.", nil, nil),
@@ -214,8 +214,13 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.mgcpForeign, prometheus.CounterValue, float64(c.b.Refused()))
 	if c.sip != nil {
 		g := c.sip.Stats()
-		for action, n := range map[string]uint64{"refused": g.Refused, "dropped": g.Dropped, "limited": g.Limited,
-			"bad_ack": g.BadAcks, "rejected": g.Rejected} {
+		// One action per message (the counts do not overlap): strangers'
+		// requests answered 403 or dropped, peers' requests answered 503
+		// (limits) or statelessly (malformed), peers' malformed ACKs and
+		// other unparsable messages dropped.
+		for action, n := range map[string]uint64{"forbidden": g.Forbidden, "stranger_dropped": g.StrangerDropped,
+			"limited": g.Limited, "bad_ack": g.BadAcks, "rejected": g.Rejected,
+			"dropped": g.OtherDropped} {
 			ch <- prometheus.MustNewConstMetric(c.sipGate, prometheus.CounterValue, float64(n), action)
 		}
 	}
