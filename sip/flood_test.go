@@ -337,7 +337,10 @@ func TestPeerRateLimit(t *testing.T) {
 	if forbidden < 3 || forbidden > 4 {
 		t.Errorf("%d 403s to the stranger, want 3 (or 4)", forbidden)
 	}
-	if st := stack.Stats(); st.Limited < 4+6 {
+	// The peer's requests over the limit are limited (503); the stranger's 10 are
+	// forbidden (403, the first 3) or dropped past stranger_rate, never
+	// counted as limited.
+	if st := stack.Stats(); st.Limited != uint64(statuses["SIP/2.0 503 Service Unavailable"]) || st.Forbidden != uint64(forbidden) || st.StrangerDropped != uint64(10-forbidden) {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -77,7 +77,7 @@ func TestDependencyRule(t *testing.T) {
 		module + "/internal/buildinfo":    {},
 		module + "/internal/chanmgcp":     {},
 		module + "/internal/licensecheck": {},
-		module + "/internal/admin": {"github.com/prometheus/client_golang", "github.com/sirupsen/logrus", "golang.org/x/time/rate", module + "/bridge",
+		module + "/internal/admin": {"github.com/prometheus/client_golang", "github.com/sirupsen/logrus", "golang.org/x/net/netutil", "golang.org/x/time/rate", module + "/bridge",
 			module + "/mgcp", module + "/internal/trace", module + "/internal/config"},
 		module + "/internal/daemon": {"github.com/sirupsen/logrus", "golang.org/x/sync/errgroup", "golang.org/x/sys/unix",
 			"github.com/coreos/go-systemd/v22", module + "/bridge", module + "/mapping", module + "/mgcp", module + "/sip",
