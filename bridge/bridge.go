@@ -49,6 +49,9 @@ type Config struct {
 	// come from an address (cmd resolves gateway names); without it the
 	// gateway's address must match when it is an IP literal.
 	TrustGateway func(gw *mapping.GatewayRule, from netip.AddrPort) bool
+	// TransferTimeout: a blind transfer whose final NOTIFY has not come
+	// this long after the REFER rings the phone back (default 30 s).
+	TransferTimeout time.Duration
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
 }
@@ -112,6 +115,9 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	if cfg.NoAnswerTimeout == 0 {
 		cfg.NoAnswerTimeout = 3 * time.Minute
+	}
+	if cfg.TransferTimeout <= 0 {
+		cfg.TransferTimeout = 30 * time.Second
 	}
 	if cfg.PeerDownFor == 0 {
 		cfg.PeerDownFor = 30 * time.Second

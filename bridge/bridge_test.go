@@ -45,11 +45,14 @@ type envOptions struct {
 	hunt      bool   // hunt group "sales" (both lines) behind number 3000
 	huntHow   string // its strategy
 	respond   func(cmd *mgcp.Command) *mgcp.Response
-	before    func(gw *mgcptest.Gateway) // runs before mgsip starts
-	noWait    bool                       // do not wait for the lines to be armed
-	noAnswer  time.Duration              // bridge.Config.NoAnswerTimeout
-	features  mapping.Features           // of every line
-	log       *logrus.Entry              // the bridge's logger (default: silent)
+	before    func(gw *mgcptest.Gateway)                // runs before mgsip starts
+	noWait    bool                                      // do not wait for the lines to be armed
+	noAnswer  time.Duration                             // bridge.Config.NoAnswerTimeout
+	features  mapping.Features                          // of every line
+	log       *logrus.Entry                             // the bridge's logger (default: silent)
+	refer     func(siptest.ReferIn) siptest.ReferScript // the PBX's part in a line's transfer
+	transfer  time.Duration                             // bridge.Config.TransferTimeout
+	realm     string                                    // the PBX peer's domain
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -63,7 +66,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		users[strconv.Itoa(1000+i)] = "pw"
 	}
 	var err error
-	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas})
+	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas, Refer: o.refer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +83,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	pbxHost, pbxPort := hostPort(t, e.pbx.Addr())
 	yes := true
 	cfg := mapping.Config{
-		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
+		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes, Realm: o.realm}},
 		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}, Keepalive: o.keepalive}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1.." + strconv.Itoa(o.lines) + "}", User: "{n+1000}",
@@ -111,7 +114,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.before(e.gw)
 	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
-		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log,
+		TransferTimeout: o.transfer, OnCall: func(r bridge.CallRecord) { e.records <- r }})
 	// Connection accounting, as the strict gateway keeps it: when the test
 	// ends (before mgsip stops), no connection may be left on the gateway
 	// and no event held back in quarantine.
@@ -340,6 +344,11 @@ func (e *env) offHook(local string) {
 func (e *env) onHook(local string) {
 	e.t.Helper()
 	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.OnHook(ctx, local) })
+}
+
+func (e *env) flash(local string) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Flash(ctx, local) })
 }
 
 func (e *env) dial(local, digits string) {

@@ -119,7 +119,7 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 		close(done)
 		return
 	}
-	if l.state != stIdle {
+	if !l.free() {
 		if l.canWait() {
 			l.offerWaiting(d, done)
 			return
@@ -136,12 +136,16 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 // connection; otherwise (busy, or the CRCX refused: a 401 says the phone
 // went off hook to dial) the group tries its next line.
 func (l *line) onHuntInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
-	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
+	if !l.free() || !l.b.accepting(l.rule.Gateway) {
 		taken <- false
 		return
 	}
 	l.ringFor(d, done, taken)
 }
+
+// free reports an idle line with no call at all (a held call waiting for
+// the outcome of its transfer makes the line busy).
+func (l *line) free() bool { return l.state == stIdle && l.call == nil && l.other == nil }
 
 // ringFor rings the idle line (or, on a trunk channel, answers) for an
 // incoming call. With taken, a failure before the phone rings is reported
@@ -220,7 +224,7 @@ func (l *line) newIncoming(d *sip.Dialog) (*call, []byte, error) {
 		return nil, nil, err
 	}
 	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, start: time.Now(), codecs: tr.Codecs, origin: newOrigin()}
-	c.number, _ = callerOf(d)
+	c.number, c.name = callerOf(d)
 	return c, tr.SDP, nil
 }
 
@@ -261,12 +265,24 @@ func (l *line) ringSignals(d *sip.Dialog) []mgcp.Event {
 	if r := distinctiveRing(d.Header("Alert-Info")); r != "" {
 		ring = signal(r)
 	}
-	if !l.rule.Features.CallerID || !l.rule.Gateway.Quirks.CallerID {
-		return []mgcp.Event{ring}
-	}
 	number, name := callerOf(d)
-	return []mgcp.Event{ring, callerID(number, name)}
+	return append([]mgcp.Event{ring}, l.callerID(number, name)...)
 }
+
+// callerID is the caller id signal for number and name (RFC 3660 §2.4
+// L/ci), or nothing when the line has caller id off or its gateway's
+// quirk profile says it cannot send it (osmo-mgw, profiles with
+// caller_id: false).
+func (l *line) callerID(number, name string) []mgcp.Event {
+	if !l.rule.Features.CallerID || !l.rule.Gateway.Quirks.CallerID {
+		return nil
+	}
+	return []mgcp.Event{callerIDSignal(number, name)}
+}
+
+// callerIDOf is the caller id of the far party of c: the caller of an
+// incoming or local call, the number dialled for an outgoing one.
+func (l *line) callerIDOf(c *call) []mgcp.Event { return l.callerID(c.number, c.name) }
 
 // distinctiveRing maps an Alert-Info naming a ring pattern (Asterisk and
 // most PBXes send "info=ring2", "Bellcore-dr3" or "<urn:alert:...>;info=r4")
@@ -284,7 +300,9 @@ func distinctiveRing(alertInfo string) string {
 	return ""
 }
 
-func callerID(number, name string) mgcp.Event {
+// callerIDSignal is L/ci(time, number, name) (RFC 3660 §2.4): the time
+// as MM/DD/HH/MM, number and name as quoted strings.
+func callerIDSignal(number, name string) mgcp.Event {
 	return signal("L/ci", time.Now().Format("01/02/15/04"), mgcp.Quote(number), mgcp.Quote(name))
 }
 
@@ -546,6 +564,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	if c.sipq != nil {
 		close(c.sipq) // the sender ends after the BYE
 	}
+	c.sipDone = true
 	if c.peer != nil {
 		peer, id := c.peer, c.id
 		c.peer = nil

@@ -58,6 +58,7 @@ var actionKinds = []struct {
 	{"sip-info", 2}, {"sip-refer", 1}, {"mwi", 1},
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
+	{"blind-transfer", 5},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -94,6 +95,8 @@ type explorer struct {
 
 	mu      sync.Mutex
 	dialogs []*farCall
+
+	referOK atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -117,6 +120,8 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		keepalive: 300 * time.Millisecond,
 		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
 		uas:       x.pbxScript,
+		refer:     x.pbxRefer,
+		transfer:  time.Second,
 		faults: func([]byte, net.Addr) mgcptest.Fault {
 			if x.lossy.Load() <= 0 {
 				return mgcptest.Fault{}
@@ -160,6 +165,25 @@ func (x *explorer) pbxScript(siptest.Incoming) siptest.Script {
 	return s
 }
 
+// pbxRefer is the PBX's part in a line's blind transfer, drawn at
+// random: done (NOTIFY 200), failed (NOTIFY 486), refused (403), or never
+// finished (only a 100: the line's TransferTimeout rings the phone back).
+func (x *explorer) pbxRefer(siptest.ReferIn) siptest.ReferScript {
+	x.rngMu.Lock()
+	r, pause := x.rng.IntN(4), time.Duration(x.rng.IntN(200))*time.Millisecond
+	x.rngMu.Unlock()
+	switch r {
+	case 0:
+		return siptest.ReferScript{Notify: []int{100, 486}, Pause: pause}
+	case 1:
+		return siptest.ReferScript{Status: 403}
+	case 2:
+		return siptest.ReferScript{Notify: []int{100}}
+	}
+	x.referOK.Add(1)
+	return siptest.ReferScript{Notify: []int{100, 200}, Pause: pause}
+}
+
 func ep(line int) string { return "aaln/" + strconv.Itoa(line) }
 
 var dialled = []string{"1001", "1002", "1003", "1004", "2000", "2000", "2486", "*5", "0", "1009"}
@@ -182,6 +206,36 @@ func (x *explorer) step(a action) {
 		_, _ = gw.Dial(ctx, local, dialled[a.n%len(dialled)])
 	case "digit":
 		_, _ = gw.Dial(ctx, local, strconv.Itoa(a.n%10))
+	case "blind-transfer":
+		// What a user does to transfer: flash, dial, then hang up (or,
+		// now and then, flash back or lift the phone again at once). An
+		// idle phone first calls the PBX and waits (a little) for the
+		// answer, so that there is something to transfer.
+		if st, _ := gw.State(local); len(st.Connections) == 0 {
+			if st.OffHook {
+				_, _ = gw.OnHook(ctx, local)
+			}
+			_, _ = gw.OffHook(ctx, local)
+			_, _ = gw.Dial(ctx, local, "2000")
+			for range 50 {
+				if st, _ := gw.State(local); len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		_, _ = gw.Flash(ctx, local)
+		time.Sleep(time.Duration(a.m%30) * time.Millisecond)
+		_, _ = gw.Dial(ctx, local, dialled[a.n%len(dialled)])
+		switch a.m % 5 {
+		case 0:
+			_, _ = gw.Flash(ctx, local)
+		case 1:
+			_, _ = gw.OnHook(ctx, local)
+			_, _ = gw.OffHook(ctx, local)
+		default:
+			_, _ = gw.OnHook(ctx, local)
+		}
 	case "sip-call":
 		x.call(strconv.Itoa(1000+a.line), a.n%4 == 0)
 	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
@@ -320,7 +374,7 @@ func (x *explorer) farAction(a action) {
 
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
-func (x *explorer) run(plan []action, keep func(int) bool) {
+func (x *explorer) run(plan []action, keep func(int) bool) (refers int) {
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -333,6 +387,7 @@ func (x *explorer) run(plan []action, keep func(int) bool) {
 	}
 	x.quiesce()
 	x.check()
+	return len(x.e.pbx.Received("REFER"))
 }
 
 // quiesce stops the faults, ends every far-end call, brings the gateway
@@ -413,16 +468,25 @@ func (x *explorer) check() {
 	if why := x.atRest(); why != "" {
 		x.t.Errorf("not at rest: %s", why)
 	}
+	transferred := 0
 	for {
 		select {
 		case r := <-x.e.records:
 			if r.Line == "" || r.Result == "" || (r.Answered && r.Setup < 0) {
 				x.t.Errorf("inconsistent call record %+v", r)
 			}
+			if strings.HasPrefix(r.Result, "transferred to ") {
+				transferred++
+			}
 			continue
 		default:
 		}
 		break
+	}
+	// A call counts as transferred only when the PBX said so in a final
+	// NOTIFY (RFC 3515), never on the 202 alone.
+	if ok := int(x.referOK.Load()); transferred > ok {
+		x.t.Errorf("%d calls recorded as transferred, the PBX completed %d transfers", transferred, ok)
 	}
 }
 
@@ -463,7 +527,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs atomic.Int64
+	var runs, refers atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -481,7 +545,7 @@ func TestExplore(t *testing.T) {
 		}
 		plan := makePlan(seed, explorePlanLen)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			newExplorer(t, seed).run(plan, keep)
+			refers.Add(int64(newExplorer(t, seed).run(plan, keep)))
 		})
 		runs.Add(1)
 		if !ok {
@@ -490,7 +554,8 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored, 0 invariant violations", runs.Load(), explorePlanLen)
+	t.Logf("%d sequences of %d actions explored (%d blind transfers reached the PBX), 0 invariant violations",
+		runs.Load(), explorePlanLen, refers.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {

@@ -61,6 +61,7 @@ type rigOptions struct {
 	kamailio bool   // lines register at a Kamailio (incoming calls come through it)
 	uas      string // host:port of a SIPp UAS that numbers 2xxx are routed to
 	dtmf     string // features.dtmf of the lines
+	realm    string // the SIPp peer's domain (realm)
 }
 
 // faultMGCP are call agent timers under which an unanswered command
@@ -96,7 +97,7 @@ func newFaultRig(t *testing.T, o rigOptions) *faultRig {
 	}
 	if o.uas != "" {
 		uasHost, uasPort := hostPort(t, o.uas)
-		cfg.Peers = append(cfg.Peers, mapping.Peer{Name: "sipp", Host: uasHost, Port: uasPort, Auth: "ip"})
+		cfg.Peers = append(cfg.Peers, mapping.Peer{Name: "sipp", Host: uasHost, Port: uasPort, Auth: "ip", Realm: o.realm})
 		cfg.Routes.Outbound = []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: "2"}, Peer: "sipp"}}
 		if cfg.Lines[0].Peer == "" {
 			cfg.Lines[0].Peer = "sipp"

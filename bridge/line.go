@@ -42,6 +42,7 @@ type call struct {
 	origin    Origin
 	direction string
 	number    string
+	name      string // the caller's name (incoming and local calls), for caller id
 	dialog    *sip.Dialog
 	cancel    context.CancelFunc // cancels an outgoing INVITE
 	done      chan struct{}      // releases ServeDialog of an incoming call
@@ -61,7 +62,10 @@ type call struct {
 	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
 	ringback  bool              // the far end rings: the phone hears ringback
 	ended     bool              // released (endCallOf ran): nothing more to do
-	sipq      chan func()       // in-dialog requests sent in order (INFO digits, then BYE)
+	sipq      chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
+	sipDone   bool              // sipq closed: nothing more is sent
+	referring bool              // held, transferred by our REFER: waiting for its final NOTIFY
+	referTo   string            // the number it is transferred to
 }
 
 // connRef names a connection of the line and its call.
@@ -82,6 +86,9 @@ func (l *line) publishConns() {
 // before it: the far end gets the digits pressed before the hang-up
 // before the BYE. The line's goroutine never waits for it.
 func (l *line) inOrder(c *call, f func()) {
+	if c.sipDone {
+		return // after the BYE nothing more goes in the dialog
+	}
 	if c.sipq == nil {
 		q := make(chan func(), 64)
 		c.sipq = q
@@ -442,6 +449,10 @@ func (l *line) onOffHook() {
 	switch l.state {
 	case stIdle:
 		if l.trunk != nil {
+			return
+		}
+		if l.referPending() {
+			l.takeBack()
 			return
 		}
 		if !l.b.accepting(l.rule.Gateway) {

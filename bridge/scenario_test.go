@@ -633,36 +633,116 @@ func TestCallWaitingRecall(t *testing.T) {
 
 // TestBlindTransfer: flash during a call holds it (re-INVITE a=sendonly)
 // and gives dial tone; after dialling, hanging up sends REFER for the
-// held call to the number dialled, then BYE. A flash instead returns to
-// the held call.
+// held call naming the number at the PBX's domain (not the transferee's
+// Contact); the BYE follows the PBX's NOTIFY with the final 200 (RFC 3515
+// sipfrag), not the 202. A flash instead returns to the held call.
 func TestBlindTransfer(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{realm: "pbx.test", refer: func(siptest.ReferIn) siptest.ReferScript {
+		return siptest.ReferScript{Notify: []int{100, 180, 200}, Pause: 150 * time.Millisecond}
+	}})
 	e.offHook("aaln/1")
 	e.dial("aaln/1", "2000")
 	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
-	flash := func() {
-		e.do(func(ctx context.Context) (*mgcp.Response, error) {
-			return e.gw.Notify(ctx, "aaln/1", mgcp.Event{Package: "L", Name: "hf"})
-		})
-	}
 	// Flash, then flash back: the call resumes.
-	flash()
+	e.flash("aaln/1")
 	e.waitSignal("aaln/1", "L/dl")
 	e.waitFor("held", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeInactive })
-	flash()
+	e.flash("aaln/1")
 	e.waitFor("resumed", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
 	// Flash, dial, hang up: transferred.
-	flash()
+	e.flash("aaln/1")
 	e.dial("aaln/1", "2005")
 	e.onHook("aaln/1")
 	e.waitFor("REFER at the PBX", func() bool { return len(e.pbx.Received("REFER")) == 1 })
-	if refer := string(e.pbx.Received("REFER")[0].Data); !strings.Contains(refer, "Refer-To: <sip:2005@") {
-		t.Errorf("REFER:\n%s", refer)
+	refer := string(e.pbx.Received("REFER")[0].Data)
+	if want := "Refer-To: <sip:2005@pbx.test>"; !strings.Contains(refer, want) {
+		t.Errorf("REFER without %q:\n%s", want, refer)
+	}
+	// While the transfer is pending the held call keeps its connection
+	// and the line is busy for new calls.
+	if c := e.conn("aaln/1"); c.Mode != mgcp.ModeInactive {
+		t.Errorf("held connection %s while transferring", c.Mode)
 	}
 	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
 	e.noConnections("aaln/1")
 	if r := e.record(); r.Result != "transferred to 2005" {
 		t.Errorf("record %+v", r)
 	}
+	// The BYE came only after the final NOTIFY.
+	seq := sipSeq(e.pbx.Messages())
+	if i, j := strings.Index(seq, "REFER 202 NOTIFY 200 NOTIFY 200 NOTIFY 200"), strings.Index(seq, "BYE"); i < 0 || j < i {
+		t.Errorf("SIP at the PBX: %s", seq)
+	}
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") && len(st.Signals) == 0 })
+}
+
+// TestBlindTransferFails: a transfer whose NOTIFY reports a failure
+// (486), a REFER the PBX refuses (403), and a transfer that never gets a
+// final NOTIFY (TransferTimeout) ring the phone back for the held call,
+// with its caller id; picking up resumes it. Lifting the phone while the
+// transfer is pending takes the held call back at once.
+func TestBlindTransferFails(t *testing.T) {
+	var n atomic.Int32
+	e := newEnv(t, envOptions{register: true, transfer: 700 * time.Millisecond, refer: func(siptest.ReferIn) siptest.ReferScript {
+		switch n.Add(1) {
+		case 1:
+			return siptest.ReferScript{Notify: []int{100, 486}}
+		case 2:
+			return siptest.ReferScript{Status: 403}
+		default:
+			return siptest.ReferScript{Notify: []int{100}}
+		}
+	}})
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- c
+	}()
+	e.waitSignal("aaln/1", "L/rg")
+	e.offHook("aaln/1")
+	pc := <-res
+	if pc == nil || pc.Status != 200 {
+		t.Fatalf("call from the PBX: %+v", pc)
+	}
+	for round := 1; round <= 4; round++ {
+		e.waitFor("talking", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+		e.flash("aaln/1")
+		e.dial("aaln/1", "2005")
+		e.onHook("aaln/1")
+		e.waitFor("REFER "+strconv.Itoa(round), func() bool { return len(e.pbx.Received("REFER")) == round })
+		if round == 4 {
+			// Pending (no final NOTIFY yet): lifting the phone takes the
+			// held call back.
+			e.waitFor("idle while the transfer is pending", func() bool {
+				st := e.state("aaln/1")
+				return len(st.Connections) == 1 && !hasSignal(st, "L/rg")
+			})
+			e.offHook("aaln/1")
+			break
+		}
+		st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+		if !hasSignal(st, "L/ci") {
+			t.Errorf("round %d: ring back without caller id: %v", round, st.Signals)
+		}
+		for _, s := range st.Signals {
+			if s.Is("L", "ci") && s.Param(1) != "5550002" {
+				t.Errorf("round %d: caller id %v", round, s)
+			}
+		}
+		e.offHook("aaln/1")
+	}
+	e.waitFor("talking again", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	if got := len(e.pbx.Received("BYE")); got != 0 {
+		t.Errorf("%d BYEs after failed transfers", got)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	select {
+	case <-pc.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the PBX's call did not end")
+	}
+	if r := e.record(); !r.Answered || r.Result != "answered, hung up" {
+		t.Errorf("record %+v", r)
+	}
 }

@@ -36,7 +36,10 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 		return
 	}
 	l.other = c
-	l.oneShot = append(l.oneShot, signal("L/wt"))
+	// Caller id on call waiting (CIDCW): the off-hook caller id goes
+	// with the waiting tone in one signal list, S: L/wt,L/ci(...) (RFC
+	// 3660 §2.4; what chan_mgcp sends), when the gateway can send it.
+	l.oneShot = append(append(l.oneShot, signal("L/wt")), l.callerIDOf(c)...)
 	_ = d.Ring()
 	l.forward(c)
 	l.at(l.b.cfg.RingTimeout, func() {
@@ -118,13 +121,15 @@ func (l *line) reoffer(c *call, dir Direction) {
 		return
 	}
 	d := c.dialog
-	go func() {
+	// In order with the call's other requests: a REFER that follows the
+	// hold must not overtake it.
+	l.inOrder(c, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 		defer cancel()
 		if _, err := d.Reinvite(ctx, tr.SDP); err != nil {
 			l.log.WithError(err).Info("bridge: hold/resume re-INVITE failed")
 		}
-	}()
+	})
 }
 
 // onOtherSIP handles the events of the waiting or held call.
@@ -136,6 +141,8 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 			c.result = "cancelled"
 		}
 		l.endCallOf(c, c.result, true) // the waiting tone stops with the next request
+	case sip.EventReferStatus:
+		l.onReferStatus(c, e.Status, e.Reason, e.Final)
 	case sip.EventReinvite, sip.EventUpdate:
 		// The held party changed its media: keep our side on hold.
 		if tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendOnly); err == nil {
@@ -156,9 +163,10 @@ func (l *line) afterActiveEnded(onHook bool) {
 	l.gen++
 	c.gen = l.gen
 	l.transfer = transferState{}
+	c.referring = false // back with the user: a late NOTIFY changes nothing
 	if onHook {
 		c.recall = true
-		c.ring = []mgcp.Event{signal("L/rg")}
+		c.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(c)...) // who rings back
 		l.state = stRinging
 		// Nobody picks up: the held or waiting call is ended after the
 		// ring timeout, like any unanswered call.

@@ -1,0 +1,45 @@
+package bridge_test
+
+// Interop tests of the line features of issue 15 against real SIPp
+// processes (the fault rig of interop_faults_test.go: a fake gateway,
+// mgsip, SIPp as the PBX or the far end). Every wait is bounded.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/internal/testutil"
+	"github.com/mgsip/mgsip/mgcp"
+)
+
+// TestInteropBlindTransferSIPp: line 1 calls SIPp (number 2000), flashes
+// (SIPp takes the hold re-INVITE), dials 2005 and hangs up. SIPp's
+// scenario needs a REFER naming 2005 at the domain of the line's peer for
+// the call (pbx.example.net; not SIPp's Contact), answers 202, reports 100 and then 200 in NOTIFYs, and
+// fails on a BYE before its final NOTIFY was answered. The line ends
+// armed with no connection and the call record says transferred.
+func TestInteropBlindTransferSIPp(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_transferee.xml")
+	r := newFaultRig(t, rigOptions{uas: uas.Addr, realm: "pbx.example.net"})
+	r.sim.offHook("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2000")
+	r.sim.waitFor("the call answered", func() bool {
+		st := r.state("aaln/1")
+		return len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv && hasEvent(st, "L/hf")
+	})
+	r.sim.flash("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.waitFor("held", func() bool {
+		st := r.state("aaln/1")
+		return len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeInactive
+	})
+	r.sim.collect("aaln/1", "2005")
+	r.sim.waitFor("the number taken (dial tone stopped)", func() bool { return !hasSignal(r.state("aaln/1"), "L/dl") })
+	r.sim.onHook("aaln/1")
+	uas.WaitFor(t, 20*time.Second) // fails unless SIPp's scenario passed
+	r.waitArmed("aaln/1")
+	if c := r.record(); !c.Answered || c.Result != "transferred to 2005" {
+		t.Errorf("record of the call: %+v", c)
+	}
+}
