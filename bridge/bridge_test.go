@@ -53,6 +53,7 @@ type envOptions struct {
 	refer     func(siptest.ReferIn) siptest.ReferScript // the PBX's part in a line's transfer
 	transfer  time.Duration                             // bridge.Config.TransferTimeout
 	realm     string                                    // the PBX peer's domain
+	noCID     bool                                      // a gateway without caller id (simulator and quirk profile)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -74,7 +75,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	var setBridge func(*bridge.Bridge)
 	e.ca, setBridge = listenCA(t, o.mgcp)
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
-		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond}
+		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond, NoCallerID: o.noCID}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +93,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 			{Name: "local", Match: mapping.NumberMatch{Prefix: "1"}, Local: true},
 			{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"},
 		}},
+	}
+	if o.noCID {
+		no := false
+		cfg.Quirks = []mapping.QuirkProfile{{Name: "no-cid", Base: "generic", CallerID: &no}}
+		cfg.Gateways[0].Quirks = "no-cid"
 	}
 	if o.hunt {
 		cfg.HuntGroups = []mapping.HuntGroup{{Name: "sales", Lines: []string{"gw/aaln/1", "gw/aaln/2"}, Strategy: o.huntHow}}

@@ -483,6 +483,19 @@ func (x *explorer) check() {
 		}
 		break
 	}
+	// Caller id on call waiting: the lines have caller id and the
+	// gateway can send it, so a waiting tone never goes without the
+	// waiting caller's id (the strict gateway checks its fields).
+	for _, cmd := range x.e.gw.Commands() {
+		wt, ci := false, false
+		for _, s := range cmd.Signals {
+			wt = wt || s.Is("L", "wt")
+			ci = ci || s.Is("L", "ci")
+		}
+		if wt && !ci {
+			x.t.Errorf("waiting tone without caller id: %s %s S: %v", cmd.Verb, cmd.Endpoint, cmd.Signals)
+		}
+	}
 	// A call counts as transferred only when the PBX said so in a final
 	// NOTIFY (RFC 3515), never on the 202 alone.
 	if ok := int(x.referOK.Load()); transferred > ok {

@@ -43,3 +43,50 @@ func TestInteropBlindTransferSIPp(t *testing.T) {
 		t.Errorf("record of the call: %+v", c)
 	}
 }
+
+// TestInteropCallWaitingCallerIDSIPp: line 1 talks to SIPp's built-in
+// UAS (number 2000) when a second SIPp calls the line's account: the
+// gateway gets the waiting tone with SIPp's caller id in one signal list
+// (S: L/wt,L/ci(...,"sipp","sipp"), RFC 3660). The phone hangs up (BYE to
+// the UAS, which ends its scenario), rings again with the caller id,
+// answers the waiting call, and SIPp hangs that one up.
+func TestInteropCallWaitingCallerIDSIPp(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sn", "uas")
+	r := newFaultRig(t, rigOptions{uas: uas.Addr})
+	r.sim.offHook("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2000")
+	r.sim.waitFor("the call answered", func() bool {
+		st := r.state("aaln/1")
+		return len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv
+	})
+	uac := testutil.StartSIPp(t, "-sf", "../sip/testdata/sipp/uac_hangs_up.xml", "-s", "1001", r.sipAddr)
+	cid := func(what, tone string) {
+		t.Helper()
+		r.sim.waitSignal("aaln/1", tone)
+		st := r.state("aaln/1")
+		for _, s := range st.Signals {
+			if s.Is("L", "ci") {
+				if s.Param(1) != "sipp" || s.Param(2) != "sipp" {
+					t.Errorf("%s: caller id %v", what, s)
+				}
+				return
+			}
+		}
+		t.Errorf("%s without caller id: %v", what, st.Signals)
+	}
+	cid("waiting tone", "L/wt")
+	r.sim.onHook("aaln/1")
+	uas.WaitFor(t, 20*time.Second)
+	cid("ring back", "L/rg")
+	r.sim.offHook("aaln/1")
+	uac.WaitFor(t, 20*time.Second)
+	r.sim.waitSignal("aaln/1", "L/ro")
+	r.sim.onHook("aaln/1")
+	r.waitArmed("aaln/1")
+	for range 2 {
+		if c := r.record(); !c.Answered {
+			t.Errorf("record %+v", c)
+		}
+	}
+}

@@ -746,3 +746,118 @@ func TestBlindTransferFails(t *testing.T) {
 		t.Errorf("record %+v", r)
 	}
 }
+
+// callLine has a SIP far end (number 5550002, display name "Ann Smith")
+// call a line's account at mgsip; the dialog's events are left to the
+// caller of the function.
+func callLine(t *testing.T, e *env, user string) *sip.Dialog {
+	t.Helper()
+	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = caller.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; _ = caller.Close() })
+	d, err := caller.Invite(context.Background(), sip.Call{From: sip.Account{User: "5550002", DisplayName: "Ann Smith"}, To: user,
+		Peer: e.stack.LocalAddr().String(), SDP: []byte(siptest.DefaultAnswerSDP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// waitDialogEvent waits for an event of kind k on d, skipping others.
+func waitDialogEvent(t *testing.T, d *sip.Dialog, k sip.EventKind) sip.Event {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-d.Events():
+			if !ok {
+				t.Fatalf("dialog ended waiting for %v", k)
+			}
+			if ev.Kind == k {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %v", k)
+		}
+	}
+}
+
+// TestCallWaitingCallerID: caller id on call waiting (CIDCW). A call for
+// a line that is talking gets the waiting tone and the caller's number
+// and name in one signal list (S: L/wt,L/ci(MM/DD/HH/MM,"5550002","Ann
+// Smith"), RFC 3660 §2.4), which the strict gateway checks field by
+// field. Hanging up with the call still waiting rings the phone again,
+// again with its caller id; picking up answers it.
+func TestCallWaitingCallerID(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	d := callLine(t, e, "1001")
+	st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/wt") })
+	checkCID := func(what string, st mgcptest.EndpointState) {
+		t.Helper()
+		var ci *mgcp.Event
+		for i, s := range st.Signals {
+			if s.Is("L", "ci") {
+				ci = &st.Signals[i]
+			}
+		}
+		if ci == nil {
+			t.Fatalf("%s without caller id: %v", what, st.Signals)
+		}
+		if ci.Param(1) != "5550002" || ci.Param(2) != "Ann Smith" || len(ci.Param(0)) != len("01/02/15/04") {
+			t.Errorf("%s: caller id %v", what, ci)
+		}
+	}
+	checkCID("waiting tone", st)
+	e.onHook("aaln/1")
+	st = e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+	checkCID("ring back", st)
+	if r := e.record(); r.Direction != "outgoing" {
+		t.Errorf("first call record %+v", r)
+	}
+	e.offHook("aaln/1")
+	waitDialogEvent(t, d, sip.EventAnswered)
+	e.waitFor("talking", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	if r := e.record(); !r.Answered || r.Number != "5550002" {
+		t.Errorf("waiting call record %+v", r)
+	}
+}
+
+// TestCallWaitingNoCallerIDQuirk: a gateway whose quirk profile says it
+// sends no caller id (caller_id: false; the strict gateway refuses L/ci
+// with 513) gets the bare waiting tone and a bare ring: call waiting and
+// incoming calls still work.
+func TestCallWaitingNoCallerIDQuirk(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, noCID: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	d := callLine(t, e, "1001")
+	st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/wt") })
+	if hasSignal(st, "L/ci") {
+		t.Errorf("caller id to a gateway without it: %v", st.Signals)
+	}
+	e.flash("aaln/1")
+	waitDialogEvent(t, d, sip.EventAnswered)
+	e.onHook("aaln/1") // rings again for the held first call
+	st = e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+	if hasSignal(st, "L/ci") {
+		t.Errorf("caller id with the ring back: %v", st.Signals)
+	}
+	if r := e.record(); r.Number != "5550002" {
+		t.Errorf("waiting call record %+v", r)
+	}
+	e.offHook("aaln/1")
+	e.waitFor("talking to the first call", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+}
