@@ -473,6 +473,13 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.GetHeader("Referred-By"); h != nil {
 		referredBy = h.Value()
 	}
+	if g := s.referGate.Load(); g != nil {
+		ev := Event{Kind: EventRefer, ReferTo: target.String(), ReferToUser: target.User, Replaces: replaces, ReferredBy: referredBy}
+		if code, reason := (*g)(d, ev); code >= 300 {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, code, reason, nil))
+			return
+		}
+	}
 	d.mu.Lock()
 	d.referSeq = req.CSeq().SeqNo
 	d.mu.Unlock()
@@ -487,6 +494,25 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		d.emit(Event{Kind: EventRefer, ReferTo: target.String(), ReferToUser: target.User, Replaces: replaces, ReferredBy: referredBy})
 	}()
+}
+
+// ReferGate decides whether a REFER received in dialog d is accepted: a
+// status of 300 or more refuses it with that status and reason (RFC 3515
+// §2.4.2: the REFER is answered before anything is tried); anything else
+// accepts it (202, NOTIFY 100, then EventRefer). e is the REFER as
+// EventRefer will carry it: a gate that acts on it at once is ahead of
+// any BYE that follows the 202. It runs on the stack's goroutine and
+// must not block.
+type ReferGate func(d *Dialog, e Event) (status int, reason string)
+
+// SetReferGate installs the gate REFERs pass before they are accepted
+// (nil: every REFER is accepted).
+func (s *Stack) SetReferGate(g ReferGate) {
+	if g == nil {
+		s.referGate.Store(nil)
+		return
+	}
+	s.referGate.Store(&g)
 }
 
 // NotifyRefer reports the progress of a transfer we were asked to make

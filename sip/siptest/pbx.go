@@ -385,6 +385,24 @@ func (c *OutCall) HangUp(ctx context.Context) error {
 	return c.sess.Bye(ctx)
 }
 
+// Refer asks the called line to transfer itself (REFER in the call, RFC
+// 3515) to referTo, a Refer-To value such as "<sip:2000@pbx.test>"
+// (with ?Replaces=... for an attended transfer), and returns the REFER's
+// final status. The line's NOTIFYs are answered 200 and recorded.
+func (c *OutCall) Refer(ctx context.Context, referTo string) (int, error) {
+	if c.sess.InviteResponse == nil || c.sess.InviteResponse.Contact() == nil {
+		return 0, errors.New("siptest: the call has no remote target")
+	}
+	req := sip.NewRequest(sip.REFER, *c.sess.InviteResponse.Contact().Address.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", referTo))
+	req.AppendHeader(sip.NewHeader("Referred-By", "<"+c.sess.InviteRequest.From().Address.String()+">"))
+	res, err := c.sess.Do(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	return res.StatusCode, nil
+}
+
 // ErrNotRegistered: Call found no binding for the user.
 var ErrNotRegistered = errors.New("siptest: user not registered")
 
