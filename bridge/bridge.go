@@ -95,6 +95,7 @@ type Bridge struct {
 	refused     atomic.Uint64  // commands from an address not the gateway's
 	lastSampled atomic.Int64   // unix ns of the last sampled log line
 	active      atomic.Int64
+	dialogs     sync.Map // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -131,6 +132,7 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{})
 		cfg.SIP.SetMWIHandler(b.onMWI)
+		cfg.SIP.SetReferGate(b.referGate)
 	}
 	return b, nil
 }

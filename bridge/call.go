@@ -103,6 +103,7 @@ func (l *line) failCall(c *call, why, tone string) {
 // forward passes a dialog's events to the line's goroutine.
 func (l *line) forward(c *call) {
 	d := c.dialog
+	l.b.dialogs.Store(d, l)
 	go func() {
 		for e := range d.Events() {
 			l.postWait(func() { l.onSIP(c, e) })
@@ -351,6 +352,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 	if c.ended {
 		return
 	}
+	if c.xferOf != nil {
+		l.onTransferLeg(c, e)
+		return
+	}
 	if l.call != c {
 		if l.other == c {
 			l.onOtherSIP(c, e)
@@ -410,6 +415,12 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.endCall("cancelled", true)
 		l.settle("L/ro")
 	case sip.EventBye:
+		if c.xfer != nil {
+			// The transferor hung up after its REFER: the phone's
+			// connection waits for the new call.
+			c.gone = true
+			return
+		}
 		c.result = "far end hung up"
 		if c.dialog.Inbound && c.answered.IsZero() {
 			// A BYE before our answer (RFC 3261 §15.1.2): the INVITE
@@ -446,7 +457,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 			l.oneShot = append(l.oneShot, signal("D/"+dg))
 		}
 	case sip.EventRefer:
-		go func() { _ = c.dialog.NotifyRefer(context.Background(), 603, "Declined") }()
+		// Acted on when the gate accepted it (referGate).
 	}
 }
 
@@ -471,9 +482,19 @@ func (l *line) onSIPEnd(c *call) {
 	if c.ended {
 		return
 	}
+	if c.xferOf != nil {
+		if x := c.xferOf; x.xfer == c {
+			l.transferLegFailed(x, c, 487, "Request Terminated", true)
+		}
+		return
+	}
 	switch c {
 	case l.call:
 		if c.fork != nil {
+			return
+		}
+		if c.xfer != nil {
+			c.gone = true // see EventBye
 			return
 		}
 		if c.result == "" {
@@ -533,6 +554,11 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	case l.other:
 		l.other = nil
 	}
+	if x := c.xfer; x != nil {
+		// The new call of a REFER this call received goes with it.
+		c.xfer, x.xferOf = nil, nil
+		l.endCallOf(x, why, false)
+	}
 	l.gen++
 	if c.result == "" {
 		c.result = why
@@ -590,8 +616,21 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 		defer c.cancel()
 	}
 	if c.done != nil {
-		close(c.done)
+		// ServeDialog returns (and the sip package ends the dialog) once
+		// what was queued for it has gone out: a NOTIFY before the BYE
+		// needs the dialog.
+		done, drained := c.done, c.drained
 		c.done = nil
+		if drained == nil {
+			close(done)
+		} else {
+			l.b.sends.Add(1)
+			go func() {
+				defer l.b.sends.Done()
+				<-drained
+				close(done)
+			}()
+		}
 	}
 	if c.counted {
 		c.counted = false
@@ -608,6 +647,7 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 	}
 	if c.dialog != nil {
 		r.SIPCallID = c.dialog.CallID
+		l.b.dialogs.Delete(c.dialog)
 	}
 	l.b.record(r)
 }

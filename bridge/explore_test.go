@@ -55,7 +55,7 @@ var actionKinds = []struct {
 }{
 	{"offhook", 10}, {"onhook", 9}, {"flash", 4}, {"dial", 10}, {"digit", 2},
 	{"sip-call", 8}, {"sip-bye", 4}, {"sip-cancel", 3}, {"sip-hold", 2}, {"sip-resume", 2},
-	{"sip-info", 2}, {"sip-refer", 1}, {"mwi", 1},
+	{"sip-info", 2}, {"sip-refer", 3}, {"mwi", 1},
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
 	{"blind-transfer", 5},
@@ -96,7 +96,8 @@ type explorer struct {
 	mu      sync.Mutex
 	dialogs []*farCall
 
-	referOK atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
+	referOK  atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
+	referred atomic.Int32 // REFERs of a far end that a line accepted (202)
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -366,7 +367,9 @@ func (x *explorer) farAction(a action) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 				defer cancel()
-				_ = fc.d.Refer(ctx, "2000", nil)
+				if fc.d.Refer(ctx, "2000", nil) == nil {
+					x.referred.Add(1)
+				}
 			}()
 		}
 	}
@@ -374,7 +377,7 @@ func (x *explorer) farAction(a action) {
 
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
-func (x *explorer) run(plan []action, keep func(int) bool) (refers int) {
+func (x *explorer) run(plan []action, keep func(int) bool) (refers, referred int) {
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -387,7 +390,7 @@ func (x *explorer) run(plan []action, keep func(int) bool) (refers int) {
 	}
 	x.quiesce()
 	x.check()
-	return len(x.e.pbx.Received("REFER"))
+	return len(x.e.pbx.Received("REFER")), int(x.referred.Load())
 }
 
 // quiesce stops the faults, ends every far-end call, brings the gateway
@@ -540,7 +543,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers atomic.Int64
+	var runs, refers, referred atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -558,7 +561,9 @@ func TestExplore(t *testing.T) {
 		}
 		plan := makePlan(seed, explorePlanLen)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			refers.Add(int64(newExplorer(t, seed).run(plan, keep)))
+			n, m := newExplorer(t, seed).run(plan, keep)
+			refers.Add(int64(n))
+			referred.Add(int64(m))
 		})
 		runs.Add(1)
 		if !ok {
@@ -567,8 +572,8 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored (%d blind transfers reached the PBX), 0 invariant violations",
-		runs.Load(), explorePlanLen, refers.Load())
+	t.Logf("%d sequences of %d actions explored (%d blind transfers reached the PBX, %d REFERs of a far end accepted), 0 invariant violations",
+		runs.Load(), explorePlanLen, refers.Load(), referred.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {

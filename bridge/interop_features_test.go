@@ -5,6 +5,7 @@ package bridge_test
 // mgsip, SIPp as the PBX or the far end). Every wait is bounded.
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,35 @@ func TestInteropCallWaitingCallerIDSIPp(t *testing.T) {
 		if c := r.record(); !c.Answered {
 			t.Errorf("record %+v", c)
 		}
+	}
+}
+
+// TestInteropReferReceivedSIPp: SIPp calls line 1's account and, once the
+// phone answered, transfers the line to 2000 with REFER. mgsip accepts
+// (202), calls 2000 from the line's account (routed to a second SIPp, the
+// built-in UAS), reports 100, 180 and 200 in NOTIFYs and then hangs up
+// the transferor's call: the transferor's scenario checks all of it. The
+// phone's connection has moved to the target (one connection, its SDP,
+// send-receive); hanging up ends the target's call.
+func TestInteropReferReceivedSIPp(t *testing.T) {
+	target := testutil.StartSIPp(t, "-sn", "uas")
+	r := newFaultRig(t, rigOptions{uas: target.Addr})
+	transferor := testutil.StartSIPp(t, "-sf", "testdata/sipp/uac_transfers.xml", "-s", "1001", r.sipAddr)
+	r.sim.waitSignal("aaln/1", "L/rg")
+	r.sim.offHook("aaln/1")
+	transferor.WaitFor(t, 20*time.Second)
+	r.sim.waitFor("the phone talks to the target", func() bool {
+		st := r.state("aaln/1")
+		return len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv &&
+			strings.Contains(string(st.Connections[0].RemoteSDP), "o=user1") // the built-in UAS's SDP
+	})
+	if c := r.record(); c.Result != "transferred by the far end to 2000" {
+		t.Errorf("record of the transferred call: %+v", c)
+	}
+	r.sim.onHook("aaln/1")
+	target.WaitFor(t, 20*time.Second)
+	r.waitArmed("aaln/1")
+	if c := r.record(); !c.Answered || c.Number != "2000" {
+		t.Errorf("record of the new call: %+v", c)
 	}
 }

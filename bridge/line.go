@@ -64,8 +64,12 @@ type call struct {
 	ended     bool              // released (endCallOf ran): nothing more to do
 	sipq      chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
 	sipDone   bool              // sipq closed: nothing more is sent
+	drained   chan struct{}     // closed when sipq's sender has sent everything
 	referring bool              // held, transferred by our REFER: waiting for its final NOTIFY
 	referTo   string            // the number it is transferred to
+	xfer      *call             // the new call placed for a REFER this call received, not answered yet
+	xferOf    *call             // (of that new call) the call it is to replace
+	gone      bool              // its far end hung up while xfer was tried: the connection waits for xfer
 }
 
 // connRef names a connection of the line and its call.
@@ -90,11 +94,12 @@ func (l *line) inOrder(c *call, f func()) {
 		return // after the BYE nothing more goes in the dialog
 	}
 	if c.sipq == nil {
-		q := make(chan func(), 64)
-		c.sipq = q
+		q, drained := make(chan func(), 64), make(chan struct{})
+		c.sipq, c.drained = q, drained
 		l.b.sends.Add(1)
 		go func() {
 			defer l.b.sends.Done()
+			defer close(drained)
 			for f := range q {
 				f()
 			}
@@ -122,7 +127,10 @@ type line struct {
 	// starts it again, so idle lines cost no goroutine stack.
 	running atomic.Bool
 	status  atomic.Pointer[LineStatus] // published after every input
-	conns   atomic.Pointer[[]connRef]  // the line's connections, published for HandleMGCP
+	// referPolicy is the REFER gate's answer for the active call,
+	// published after every input (referred.go).
+	referPolicy atomic.Pointer[referPolicy]
+	conns       atomic.Pointer[[]connRef] // the line's connections, published for HandleMGCP
 
 	// ops bounds MGCP operations; the loop replaces it at shutdown.
 	ops context.Context

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
@@ -860,4 +861,226 @@ func TestCallWaitingNoCallerIDQuirk(t *testing.T) {
 	e.waitFor("talking to the first call", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
 	e.onHook("aaln/1")
 	e.noConnections("aaln/1")
+}
+
+// pbxCallAnswered has the PBX call a line from 5550002; the phone answers.
+func pbxCallAnswered(t *testing.T, e *env, local, user string) *siptest.OutCall {
+	t.Helper()
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), user, "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- c
+	}()
+	e.waitSignal(local, "L/rg")
+	e.offHook(local)
+	c := e.callResult(res)
+	if c == nil || c.Status != 200 {
+		t.Fatalf("the PBX's call: %+v", c)
+	}
+	e.waitFor("talking", func() bool { return e.conn(local).Mode == mgcp.ModeSendRecv })
+	return c
+}
+
+// sipfrags lists the sipfrag status codes of the NOTIFYs the PBX got.
+func sipfrags(e *env) string {
+	var out []string
+	for _, m := range e.pbx.Received("NOTIFY") {
+		_, body, _ := strings.Cut(string(m.Data), "\r\n\r\n")
+		if f := strings.Fields(body); len(f) > 1 {
+			out = append(out, f[1])
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// TestReferReceived: the PBX transfers a line's call (REFER, RFC 3515).
+// The line accepts (202), calls the Refer-To number from its own account
+// (Referred-By kept), reports 100, 180 and 200 in NOTIFYs, moves the
+// phone's connection to the new call with one MDCX (the new far end's
+// SDP, send-receive; no second connection) and only then hangs up the
+// old call (BYE after the final NOTIFY). Hanging up ends the new call.
+func TestReferReceived(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, uas: func(in siptest.Incoming) siptest.Script {
+		return siptest.Script{Ring: 200 * time.Millisecond, SDP: []byte(strings.Replace(siptest.DefaultAnswerSDP, "40000", "40100", 1))}
+	}})
+	pc := pbxCallAnswered(t, e, "aaln/1", "1001")
+	n := len(e.gw.Commands())
+	if st, err := pc.Refer(context.Background(), "<sip:2000@pbx.test>"); err != nil || st != 202 {
+		t.Fatalf("REFER: %d %v", st, err)
+	}
+	select {
+	case <-pc.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transferred call was not hung up")
+	}
+	if got := sipfrags(e); got != "100 180 200" {
+		t.Errorf("NOTIFYs: %s", got)
+	}
+	seq := sipSeq(e.pbx.Messages())
+	if i, j := strings.LastIndex(seq, "NOTIFY"), strings.LastIndex(seq, "BYE"); i < 0 || j < i {
+		t.Errorf("BYE before the final NOTIFY: %s", seq)
+	}
+	var inv string
+	for _, m := range e.pbx.Received("INVITE") {
+		if strings.HasPrefix(m.StartLine(), "INVITE sip:2000@") {
+			inv = string(m.Data)
+		}
+	}
+	if !strings.Contains(inv, "<sip:1001@") || !strings.Contains(inv, "Referred-By: <sip:5550002@") {
+		t.Errorf("INVITE of the transfer:\n%s", inv)
+	}
+	c := e.conn("aaln/1")
+	if c.Mode != mgcp.ModeSendRecv || !strings.Contains(string(c.RemoteSDP), "m=audio 40100") {
+		t.Errorf("the phone's connection after the transfer: %s %q", c.Mode, c.RemoteSDP)
+	}
+	if got := verbs(e.gw.Commands()[n:], "aaln/1"); strings.Contains(got, "CRCX") || !strings.Contains(got, "MDCX") {
+		t.Errorf("gateway commands during the transfer: %s", got)
+	}
+	if r := e.record(); r.Result != "transferred by the far end to 2000" || r.Number != "5550002" {
+		t.Errorf("old call record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	if r := e.record(); !r.Answered || r.Number != "2000" || r.Direction != "outgoing" {
+		t.Errorf("new call record %+v", r)
+	}
+}
+
+// TestReferReceivedReplacesAndFailures: a Refer-To with Replaces (an
+// attended transfer at the PBX) gives the new INVITE that Replaces
+// header (RFC 3891); a target that answers 486 is reported in the final
+// NOTIFY and the old call goes on as it was; a line with transfer off
+// refuses the REFER with 603, one with a call waiting with 486.
+func TestReferReceivedReplacesAndFailures(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, uas: func(in siptest.Incoming) siptest.Script {
+		if in.User == "2486" {
+			return siptest.Script{Status: 486}
+		}
+		return siptest.Script{}
+	}})
+	pc := pbxCallAnswered(t, e, "aaln/1", "1001")
+	before := e.conn("aaln/1").RemoteSDP
+	if st, err := pc.Refer(context.Background(), "<sip:2486@pbx.test>"); err != nil || st != 202 {
+		t.Fatalf("REFER: %d %v", st, err)
+	}
+	e.waitFor("final NOTIFY", func() bool { return strings.HasSuffix(sipfrags(e), "486") })
+	if r := e.record(); r.Number != "2486" || !strings.Contains(r.Result, "486") {
+		t.Errorf("record of the failed target %+v", r)
+	}
+	if c := e.conn("aaln/1"); c.Mode != mgcp.ModeSendRecv || string(c.RemoteSDP) != string(before) {
+		t.Errorf("the old call changed: %s %q", c.Mode, c.RemoteSDP)
+	}
+	// Replaces, escaped in the Refer-To URI, reaches the new INVITE.
+	rep := "abc123@pbx.test;to-tag=t1;from-tag=f1"
+	if st, err := pc.Refer(context.Background(), "<sip:2000@pbx.test?Replaces=abc123%40pbx.test%3Bto-tag%3Dt1%3Bfrom-tag%3Df1>"); err != nil || st != 202 {
+		t.Fatalf("REFER with Replaces: %d %v", st, err)
+	}
+	select {
+	case <-pc.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transferred call was not hung up")
+	}
+	found := false
+	for _, m := range e.pbx.Received("INVITE") {
+		found = found || (strings.HasPrefix(m.StartLine(), "INVITE sip:2000@") && strings.Contains(string(m.Data), "Replaces: "+rep))
+	}
+	if !found {
+		t.Errorf("no INVITE with Replaces: %s", rep)
+	}
+	if r := e.record(); r.Result != "transferred by the far end to 2000" {
+		t.Errorf("record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+
+	// Busy with a second call: the held call's REFER gets 486.
+	pc1 := pbxCallAnswered(t, e, "aaln/1", "1001")
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550003", []byte(siptest.DefaultAnswerSDP))
+		res <- c
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.flash("aaln/1")
+	pc2 := e.callResult(res)
+	if pc2 == nil || pc2.Status != 200 {
+		t.Fatalf("waiting call: %+v", pc2)
+	}
+	if st, err := pc1.Refer(context.Background(), "<sip:2000@pbx.test>"); err != nil || st != 486 {
+		t.Errorf("REFER of the held call: %d %v, want 486", st, err)
+	}
+	e.onHook("aaln/1") // rings again for the held call
+	e.waitSignal("aaln/1", "L/rg")
+	e.offHook("aaln/1")
+	e.waitFor("back to the first call", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+	e.record()
+}
+
+// TestReferReceivedTransferOff: a line with features.transfer off
+// refuses a REFER with 603 and keeps its call.
+func TestReferReceivedTransferOff(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, features: mapping.Features{Transfer: new(bool)}})
+	pc := pbxCallAnswered(t, e, "aaln/1", "1001")
+	if st, err := pc.Refer(context.Background(), "<sip:2000@pbx.test>"); err != nil || st != 603 {
+		t.Errorf("REFER: %d %v, want 603", st, err)
+	}
+	if c := e.conn("aaln/1"); c.Mode != mgcp.ModeSendRecv {
+		t.Errorf("the call changed: %s", c.Mode)
+	}
+	if n := len(e.pbx.Received("NOTIFY")); n != 0 {
+		t.Errorf("%d NOTIFYs for a refused REFER", n)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}
+
+// TestReferReceivedTransferorGone: the PBX hangs up right after its
+// REFER was accepted (a blind transfer): the phone's connection is kept
+// for the new call, which it joins when the target answers; when the
+// target is busy instead, the phone hears reorder.
+func TestReferReceivedTransferorGone(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, uas: func(in siptest.Incoming) siptest.Script {
+		if in.User == "2486" {
+			return siptest.Script{Ring: 300 * time.Millisecond, Status: 486}
+		}
+		return siptest.Script{Ring: 300 * time.Millisecond}
+	}})
+	for _, target := range []string{"2000", "2486"} {
+		pc := pbxCallAnswered(t, e, "aaln/1", "1001")
+		if st, err := pc.Refer(context.Background(), "<sip:"+target+"@pbx.test>"); err != nil || st != 202 {
+			t.Fatalf("REFER: %d %v", st, err)
+		}
+		if err := pc.HangUp(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if target == "2486" {
+			e.waitSignal("aaln/1", "L/ro")
+			e.noConnections("aaln/1")
+			for range 2 {
+				if r := e.record(); r.Answered && r.Number == "2486" {
+					t.Errorf("record %+v", r)
+				}
+			}
+			e.onHook("aaln/1")
+			continue
+		}
+		e.waitFor("joined the target", func() bool {
+			st := e.state("aaln/1")
+			return len(st.Connections) == 1 && strings.Contains(string(st.Connections[0].RemoteSDP), "m=audio 40000") &&
+				st.Connections[0].Mode == mgcp.ModeSendRecv && e.b.ActiveCalls() == 1
+		})
+		if r := e.record(); r.Result != "transferred by the far end to 2000" {
+			t.Errorf("old call record %+v", r)
+		}
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		if r := e.record(); !r.Answered || r.Number != "2000" {
+			t.Errorf("new call record %+v", r)
+		}
+	}
 }

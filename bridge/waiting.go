@@ -19,7 +19,7 @@ import (
 // canWait reports whether an incoming call may wait on this line.
 func (l *line) canWait() bool {
 	c := l.call
-	return l.rule.Features.CallWaiting && l.trunk == nil && l.state == stConnected && c != nil &&
+	return l.rule.Features.CallWaiting && l.trunk == nil && l.state == stConnected && c != nil && c.xfer == nil &&
 		c.dialog != nil && c.peer == nil && c.fork == nil && l.other == nil && l.b.accepting(l.rule.Gateway)
 }
 
@@ -58,6 +58,9 @@ func (l *line) onFlash() {
 	if l.transfer.active {
 		l.cancelTransfer()
 		return
+	}
+	if l.call != nil && l.call.xfer != nil {
+		return // the far end is transferring the line: wait for it
 	}
 	if l.state == stConnected && l.call != nil && l.other == nil && l.call.dialog != nil && l.call.peer == nil &&
 		l.rule.Features.Transfer {
