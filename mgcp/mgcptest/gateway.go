@@ -72,6 +72,9 @@ type GatewayConfig struct {
 	// NoCallerID makes a gateway that cannot send caller id (a quirk of
 	// some hardware): L/ci is refused with 513.
 	NoCallerID bool
+	// NoConference makes a gateway that cannot mix connections: a CRCX
+	// or MDCX with M: confrnce is refused with 517.
+	NoConference bool
 }
 
 // Connection is one connection on a fake endpoint.

@@ -482,6 +482,22 @@ func TestNoCallerID(t *testing.T) {
 	})
 }
 
+// TestNoConference: confrnce needs a remote description like sendrecv
+// (527); a gateway configured without mixing refuses the mode (517).
+func TestNoConference(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, GatewayConfig{})
+		defer r.close()
+		r.expect(527, "CRCX", ep1, "C: A1", "M: confrnce")
+	})
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, GatewayConfig{NoConference: true})
+		defer r.close()
+		r.expect(517, "CRCX", ep1, "C: A1", "M: confrnce")
+		r.expect(200, "CRCX", ep1, "C: A1", "M: recvonly")
+	})
+}
+
 func TestInjections(t *testing.T) {
 	cases := []struct {
 		name string
