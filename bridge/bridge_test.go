@@ -54,6 +54,8 @@ type envOptions struct {
 	transfer  time.Duration                             // bridge.Config.TransferTimeout
 	realm     string                                    // the PBX peer's domain
 	noCID     bool                                      // a gateway without caller id (simulator and quirk profile)
+	noConfQ   bool                                      // quirk profile conference: false
+	noConfGW  bool                                      // the simulator refuses confrnce (517)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -75,7 +77,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	var setBridge func(*bridge.Bridge)
 	e.ca, setBridge = listenCA(t, o.mgcp)
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
-		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond, NoCallerID: o.noCID}
+		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond, NoCallerID: o.noCID,
+		NoConference: o.noConfGW}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +101,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 		no := false
 		cfg.Quirks = []mapping.QuirkProfile{{Name: "no-cid", Base: "generic", CallerID: &no}}
 		cfg.Gateways[0].Quirks = "no-cid"
+	}
+	if o.noConfQ {
+		no := false
+		cfg.Quirks = append(cfg.Quirks, mapping.QuirkProfile{Name: "no-conf", Base: "generic", Conference: &no})
+		cfg.Gateways[0].Quirks = "no-conf"
 	}
 	if o.hunt {
 		cfg.HuntGroups = []mapping.HuntGroup{{Name: "sales", Lines: []string{"gw/aaln/1", "gw/aaln/2"}, Strategy: o.huntHow}}

@@ -437,21 +437,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		}
 		l.settle("L/ro")
 	case sip.EventReinvite, sip.EventUpdate:
-		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
-		if err != nil {
-			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
-			return
-		}
-		if err := l.modifyConnection(c, tr.Mode, tr.SDP); err != nil {
-			_ = c.dialog.RejectReinvite(500, "Server Internal Error")
-			return
-		}
-		ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
-		if err != nil {
-			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
-			return
-		}
-		_ = c.dialog.AcceptReinvite(ans.SDP)
+		l.answerOffer(c, e)
 	case sip.EventInfo:
 		if dg := dtmfDigit(e.ContentType, e.Body); dg != "" && l.trunk == nil {
 			l.oneShot = append(l.oneShot, signal("D/"+dg))
@@ -459,6 +445,27 @@ func (l *line) onSIP(c *call, e sip.Event) {
 	case sip.EventRefer:
 		// Acted on when the gate accepted it (referGate).
 	}
+}
+
+// answerOffer answers a re-INVITE or UPDATE of a talking call: the new
+// media go to the gateway (MDCX with the mirrored mode; confrnce while
+// the call is in a three-way call), the gateway's SDP back.
+func (l *line) answerOffer(c *call, e sip.Event) {
+	tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
+	if err != nil {
+		_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+		return
+	}
+	if err := l.modifyConnection(c, l.connMode(c, tr.Mode), tr.SDP); err != nil {
+		_ = c.dialog.RejectReinvite(500, "Server Internal Error")
+		return
+	}
+	ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
+	if err != nil {
+		_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+		return
+	}
+	_ = c.dialog.AcceptReinvite(ans.SDP)
 }
 
 // unreachable reports failures that mean the peer is not there: no

@@ -58,7 +58,7 @@ var actionKinds = []struct {
 	{"sip-info", 2}, {"sip-refer", 3}, {"mwi", 1},
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
-	{"blind-transfer", 5},
+	{"blind-transfer", 5}, {"three-way", 5},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -96,8 +96,9 @@ type explorer struct {
 	mu      sync.Mutex
 	dialogs []*farCall
 
-	referOK  atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
-	referred atomic.Int32 // REFERs of a far end that a line accepted (202)
+	referOK     atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
+	referred    atomic.Int32 // REFERs of a far end that a line accepted (202)
+	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -212,19 +213,7 @@ func (x *explorer) step(a action) {
 		// now and then, flash back or lift the phone again at once). An
 		// idle phone first calls the PBX and waits (a little) for the
 		// answer, so that there is something to transfer.
-		if st, _ := gw.State(local); len(st.Connections) == 0 {
-			if st.OffHook {
-				_, _ = gw.OnHook(ctx, local)
-			}
-			_, _ = gw.OffHook(ctx, local)
-			_, _ = gw.Dial(ctx, local, "2000")
-			for range 50 {
-				if st, _ := gw.State(local); len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		x.talking(ctx, local)
 		_, _ = gw.Flash(ctx, local)
 		time.Sleep(time.Duration(a.m%30) * time.Millisecond)
 		_, _ = gw.Dial(ctx, local, dialled[a.n%len(dialled)])
@@ -235,6 +224,35 @@ func (x *explorer) step(a action) {
 			_, _ = gw.OnHook(ctx, local)
 			_, _ = gw.OffHook(ctx, local)
 		default:
+			_, _ = gw.OnHook(ctx, local)
+		}
+	case "three-way":
+		// Talking (to the PBX), flash, dial C, wait a little for C, flash
+		// to join the three; then drop C (flash), hang up (both end), or
+		// leave it.
+		x.talking(ctx, local)
+		_, _ = gw.Flash(ctx, local)
+		time.Sleep(time.Duration(a.m%20) * time.Millisecond)
+		_, _ = gw.Dial(ctx, local, dialled[4+a.n%3]) // 2000 or 2486
+		for range 30 {
+			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[1].Mode == mgcp.ModeSendRecv {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, _ = gw.Flash(ctx, local)
+		for range 15 {
+			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[0].Mode == mgcp.ModeConfrnce &&
+				st.Connections[1].Mode == mgcp.ModeConfrnce {
+				x.conferences.Add(1)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		switch a.m % 4 {
+		case 0:
+			_, _ = gw.Flash(ctx, local)
+		case 1:
 			_, _ = gw.OnHook(ctx, local)
 		}
 	case "sip-call":
@@ -283,6 +301,28 @@ func (x *explorer) step(a action) {
 		_ = b.Rearm(ctx, "gw/"+local)
 	case "op-reload":
 		b.Apply(x.e.rules)
+	}
+}
+
+// talking makes the line's phone talk to the PBX (2000) if it has no
+// call: it hangs up first if off hook, lifts, dials and waits (a little)
+// for the answer.
+func (x *explorer) talking(ctx context.Context, local string) {
+	gw := x.e.gw
+	st, _ := gw.State(local)
+	if len(st.Connections) > 0 {
+		return
+	}
+	if st.OffHook {
+		_, _ = gw.OnHook(ctx, local)
+	}
+	_, _ = gw.OffHook(ctx, local)
+	_, _ = gw.Dial(ctx, local, "2000")
+	for range 50 {
+		if st, _ := gw.State(local); len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -377,7 +417,7 @@ func (x *explorer) farAction(a action) {
 
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
-func (x *explorer) run(plan []action, keep func(int) bool) (refers, referred int) {
+func (x *explorer) run(plan []action, keep func(int) bool) (refers, referred, conferences int) {
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -390,7 +430,7 @@ func (x *explorer) run(plan []action, keep func(int) bool) (refers, referred int
 	}
 	x.quiesce()
 	x.check()
-	return len(x.e.pbx.Received("REFER")), int(x.referred.Load())
+	return len(x.e.pbx.Received("REFER")), int(x.referred.Load()), int(x.conferences.Load())
 }
 
 // quiesce stops the faults, ends every far-end call, brings the gateway
@@ -543,7 +583,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, referred atomic.Int64
+	var runs, refers, referred, conferences atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -561,9 +601,10 @@ func TestExplore(t *testing.T) {
 		}
 		plan := makePlan(seed, explorePlanLen)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			n, m := newExplorer(t, seed).run(plan, keep)
+			n, m, k := newExplorer(t, seed).run(plan, keep)
 			refers.Add(int64(n))
 			referred.Add(int64(m))
+			conferences.Add(int64(k))
 		})
 		runs.Add(1)
 		if !ok {
@@ -572,8 +613,8 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored (%d blind transfers reached the PBX, %d REFERs of a far end accepted), 0 invariant violations",
-		runs.Load(), explorePlanLen, refers.Load(), referred.Load())
+	t.Logf("%d sequences of %d actions explored (%d blind transfers reached the PBX, %d REFERs of a far end accepted, "+
+		"%d three-way calls joined), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(), referred.Load(), conferences.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {
@@ -602,7 +643,7 @@ func shrink(t *testing.T, seed uint64, plan []action) []int {
 			}
 			attempts++
 			failed := !t.Run(fmt.Sprintf("shrink-seed=%d-len=%d", seed, len(candidate)), func(t *testing.T) {
-				newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
+				_, _, _ = newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
 			})
 			if failed {
 				kept = candidate

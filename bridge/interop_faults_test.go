@@ -62,6 +62,7 @@ type rigOptions struct {
 	uas      string // host:port of a SIPp UAS that numbers 2xxx are routed to
 	dtmf     string // features.dtmf of the lines
 	realm    string // the SIPp peer's domain (realm)
+	noThree  bool   // features.three_way off
 }
 
 // faultMGCP are call agent timers under which an unanswered command
@@ -88,6 +89,9 @@ func newFaultRig(t *testing.T, o rigOptions) *faultRig {
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(xxxx)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1..2}", User: "{n+1000}", Password: "pw-{n+1000}",
 			DisplayName: "Line {n}", Features: mapping.Features{DTMF: o.dtmf}}},
+	}
+	if o.noThree {
+		cfg.Lines[0].Features.ThreeWay = new(bool)
 	}
 	if o.kamailio {
 		kamHost, kamPort := hostPort(t, r.kam.Addr)

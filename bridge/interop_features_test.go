@@ -21,7 +21,7 @@ import (
 // armed with no connection and the call record says transferred.
 func TestInteropBlindTransferSIPp(t *testing.T) {
 	uas := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_transferee.xml")
-	r := newFaultRig(t, rigOptions{uas: uas.Addr, realm: "pbx.example.net"})
+	r := newFaultRig(t, rigOptions{uas: uas.Addr, realm: "pbx.example.net", noThree: true})
 	r.sim.offHook("aaln/1")
 	r.sim.waitSignal("aaln/1", "L/dl")
 	r.sim.collect("aaln/1", "2000")
@@ -119,5 +119,40 @@ func TestInteropReferReceivedSIPp(t *testing.T) {
 	r.waitArmed("aaln/1")
 	if c := r.record(); !c.Answered || c.Number != "2000" {
 		t.Errorf("record of the new call: %+v", c)
+	}
+}
+
+// TestInteropThreeWaySIPp: line 1 calls 2000 at SIPp, flashes (SIPp takes
+// the hold re-INVITE), dials 2001 (a second call to SIPp, on a second
+// connection), flashes again: both connections go to confrnce and the
+// first call is resumed (re-INVITE); hanging up ends both calls, which
+// SIPp's scenario (-m 2) needs to finish.
+func TestInteropThreeWaySIPp(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_holdable.xml", "-m", "2")
+	r := newFaultRig(t, rigOptions{uas: uas.Addr})
+	modes := func() string {
+		var m []string
+		for _, c := range r.state("aaln/1").Connections {
+			m = append(m, string(c.Mode))
+		}
+		return strings.Join(m, " ")
+	}
+	r.sim.offHook("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2000")
+	r.sim.waitFor("A answered", func() bool { return modes() == "sendrecv" && hasEvent(r.state("aaln/1"), "L/hf") })
+	r.sim.flash("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2001")
+	r.sim.waitFor("A held, C answered", func() bool { return modes() == "inactive sendrecv" })
+	r.sim.flash("aaln/1")
+	r.sim.waitFor("three-way", func() bool { return modes() == "confrnce confrnce" })
+	r.sim.onHook("aaln/1")
+	uas.WaitFor(t, 20*time.Second)
+	r.waitArmed("aaln/1")
+	for range 2 {
+		if c := r.record(); !c.Answered {
+			t.Errorf("record %+v", c)
+		}
 	}
 }

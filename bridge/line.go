@@ -67,6 +67,7 @@ type call struct {
 	drained   chan struct{}     // closed when sipq's sender has sent everything
 	referring bool              // held, transferred by our REFER: waiting for its final NOTIFY
 	referTo   string            // the number it is transferred to
+	referN    int               // counts its transfers (a timer knows its own)
 	xfer      *call             // the new call placed for a REFER this call received, not answered yet
 	xferOf    *call             // (of that new call) the call it is to replace
 	gone      bool              // its far end hung up while xfer was tried: the connection waits for xfer
@@ -146,6 +147,8 @@ type line struct {
 	call      *call
 	other     *call // call waiting, or the call on hold
 	transfer  transferState
+	consult   bool // l.call is a consultation call, l.other held for it (threeway.go)
+	conf      bool // l.call and l.other are mixed on the gateway (confrnce)
 	gen       int
 	toneTimer *time.Timer
 
@@ -246,6 +249,7 @@ func (l *line) loop() {
 // the new state and publishes it.
 func (l *line) run(f func()) {
 	f()
+	l.fixConference()
 	l.flush()
 	// With more input queued, the request waits for it (a 180 followed
 	// by the 200 needs no ringback); it is sent once the queue is empty.
@@ -373,6 +377,9 @@ func (l *line) onDigits(digits string) {
 		}
 		number := strings.TrimSuffix(strings.ToUpper(digits), "T")
 		if l.transfer.active {
+			if l.rule.Features.ThreeWay && l.consultCall(number) {
+				return
+			}
 			l.transferDialled(number)
 			return
 		}
@@ -496,6 +503,19 @@ func (l *line) onOnHook() {
 		}
 		l.arm()
 	case stCalling, stConnected:
+		if l.conf {
+			l.endConference()
+			return
+		}
+		if l.consulting() && l.call.answered.IsZero() && l.call.dialog != nil {
+			// Hung up while C still rings: A goes to C's number.
+			c, a := l.call, l.other
+			c.result = "cancelled: the held call is transferred to it"
+			l.endCall(c.result, false)
+			l.consult = false
+			l.referHeld(a, c.number)
+			return
+		}
 		l.endCall("hung up", false)
 		if l.other != nil {
 			l.afterActiveEnded(true)
@@ -565,6 +585,12 @@ func (l *line) playTone(tone string) {
 // settle puts the line where it belongs once its call is gone: the
 // off-hook phone hears tone, an on-hook one is armed for the next call.
 func (l *line) settle(tone string) {
+	if l.other != nil && l.call == nil {
+		// A held call is left (a consultation or added call failed):
+		// back to it, or ring for it if the phone is on hook.
+		l.afterActiveEnded(!l.offHook)
+		return
+	}
 	if l.offHook && l.trunk == nil {
 		l.playTone(tone)
 		return

@@ -6,8 +6,8 @@ package bridge
 // published): a line that cannot be transferred now refuses it (603 with
 // features.transfer off, 491 while a transfer of the line is already
 // under way, 486 while it has a second call or is not simply talking).
-// Accepted (202 and NOTIFY 100 from the sip package; the gate queues the
-// REFER for the line before the 202 goes out), the line places a
+// Accepted (202 from the sip package; the gate queues the REFER for the
+// line before the 202 goes out), the line sends NOTIFY 100, places a
 // new INVITE from its own account to the Refer-To number, routed like a
 // call the phone dialled, with the Replaces and Referred-By the REFER
 // carried (RFC 3891 §3, RFC 3892), and reports its progress in NOTIFYs
@@ -111,6 +111,7 @@ func (l *line) notifyRefer(c *call, status int, reason string) {
 // onReferred: the far end of the active call c asks the line to call
 // someone else (the REFER was accepted by the gate).
 func (l *line) onReferred(c *call, e sip.Event) {
+	l.notifyRefer(c, 100, "Trying") // RFC 3515 §2.4.4: the first NOTIFY, before any other
 	if status, reason := l.referRefusal(); status != 0 {
 		l.notifyRefer(c, status, reason) // the line changed since the gate
 		return

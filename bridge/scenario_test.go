@@ -638,7 +638,9 @@ func TestCallWaitingRecall(t *testing.T) {
 // Contact); the BYE follows the PBX's NOTIFY with the final 200 (RFC 3515
 // sipfrag), not the 202. A flash instead returns to the held call.
 func TestBlindTransfer(t *testing.T) {
-	e := newEnv(t, envOptions{realm: "pbx.test", refer: func(siptest.ReferIn) siptest.ReferScript {
+	// Three-way calling off: the number dialled after the flash is only
+	// the transfer target (with it on, it is called: TestThreeWay...).
+	e := newEnv(t, envOptions{realm: "pbx.test", features: mapping.Features{ThreeWay: new(bool)}, refer: func(siptest.ReferIn) siptest.ReferScript {
 		return siptest.ReferScript{Notify: []int{100, 180, 200}, Pause: 150 * time.Millisecond}
 	}})
 	e.offHook("aaln/1")
@@ -684,16 +686,17 @@ func TestBlindTransfer(t *testing.T) {
 // transfer is pending takes the held call back at once.
 func TestBlindTransferFails(t *testing.T) {
 	var n atomic.Int32
-	e := newEnv(t, envOptions{register: true, transfer: 700 * time.Millisecond, refer: func(siptest.ReferIn) siptest.ReferScript {
-		switch n.Add(1) {
-		case 1:
-			return siptest.ReferScript{Notify: []int{100, 486}}
-		case 2:
-			return siptest.ReferScript{Status: 403}
-		default:
-			return siptest.ReferScript{Notify: []int{100}}
-		}
-	}})
+	e := newEnv(t, envOptions{register: true, transfer: 700 * time.Millisecond, features: mapping.Features{ThreeWay: new(bool)},
+		refer: func(siptest.ReferIn) siptest.ReferScript {
+			switch n.Add(1) {
+			case 1:
+				return siptest.ReferScript{Notify: []int{100, 486}}
+			case 2:
+				return siptest.ReferScript{Status: 403}
+			default:
+				return siptest.ReferScript{Notify: []int{100}}
+			}
+		}})
 	res := make(chan *siptest.OutCall, 1)
 	go func() {
 		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
@@ -1082,5 +1085,149 @@ func TestReferReceivedTransferorGone(t *testing.T) {
 		if r := e.record(); !r.Answered || r.Number != "2000" {
 			t.Errorf("new call record %+v", r)
 		}
+	}
+}
+
+// modes lists the modes of an endpoint's connections, in creation order.
+func (e *env) modes(local string) string {
+	var m []string
+	for _, c := range e.state(local).Connections {
+		m = append(m, string(c.Mode))
+	}
+	return strings.Join(m, " ")
+}
+
+// consult flashes line 1 (talking to its only call) and dials number: the
+// first call is held and number called on a second connection.
+func (e *env) consult(number string) {
+	e.t.Helper()
+	e.flash("aaln/1")
+	e.dial("aaln/1", number)
+}
+
+// TestThreeWay: talking to A (2000), flash, dial C (2001): A is held and
+// C called on a second connection; a flash while talking to C puts both
+// connections in confrnce mode (RFC 3435 §2.3.3) and takes A off hold
+// (re-INVITE a=sendrecv). A flash in the conference drops C (BYE) and
+// leaves A; a new consultation and conference, then hanging up ends
+// both calls.
+func TestThreeWay(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.consult("2001")
+	e.waitFor("A held, C answered", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	e.flash("aaln/1")
+	e.waitFor("three-way", func() bool { return e.modes("aaln/1") == "confrnce confrnce" })
+	e.waitFor("A taken off hold", func() bool {
+		ms := e.pbx.Received("INVITE")
+		return strings.Contains(string(ms[len(ms)-1].Data), "a=sendrecv") && strings.Contains(string(ms[len(ms)-1].Data), "To: <sip:2000@")
+	})
+	// Flash: C is dropped, A goes on.
+	e.flash("aaln/1")
+	e.waitFor("C dropped", func() bool { return e.modes("aaln/1") == "sendrecv" && len(e.pbx.Received("BYE")) == 1 })
+	if r := e.record(); r.Number != "2001" || r.Result != "dropped from the three-way call" {
+		t.Errorf("C's record %+v", r)
+	}
+	if !strings.Contains(string(e.pbx.Received("BYE")[0].Data), "To: <sip:2001@") {
+		t.Errorf("BYE for the wrong call:\n%s", e.pbx.Received("BYE")[0].Data)
+	}
+	// Again, then hang up in the conference: both end.
+	e.consult("2002")
+	e.waitFor("A held, C answered", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	e.flash("aaln/1")
+	e.waitFor("three-way", func() bool { return e.modes("aaln/1") == "confrnce confrnce" })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("both hung up", func() bool { return len(e.pbx.Received("BYE")) == 3 })
+	got := map[string]bool{}
+	for range 2 {
+		r := e.record()
+		got[r.Number] = r.Answered
+	}
+	if !got["2000"] || !got["2002"] {
+		t.Errorf("records %v", got)
+	}
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return armed(st) })
+}
+
+// TestThreeWayConsultation: during the consultation a flash while C
+// still rings gives C up and resumes A; C busy resumes A; hanging up
+// while C rings hands A over to C's number (REFER) and cancels C;
+// hanging up while talking to C ends C and rings the phone for A.
+func TestThreeWayConsultation(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, uas: func(in siptest.Incoming) siptest.Script {
+		switch in.User {
+		case "2486":
+			return siptest.Script{Status: 486}
+		case "2999":
+			return siptest.Script{Ring: 20 * time.Second}
+		}
+		return siptest.Script{}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.consult("2999")
+	e.waitFor("C ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" })
+	e.flash("aaln/1")
+	e.waitFor("back to A", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.waitFor("C cancelled", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+	e.record()
+	e.consult("2486")
+	e.waitFor("back to A after busy", func() bool { return e.modes("aaln/1") == "sendrecv" && e.pbx.Calls()[486] == 1 })
+	e.record()
+	e.consult("2001")
+	e.waitFor("talking to C", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	e.onHook("aaln/1")
+	e.waitSignal("aaln/1", "L/rg")
+	if r := e.record(); r.Number != "2001" || !r.Answered {
+		t.Errorf("C's record %+v", r)
+	}
+	e.offHook("aaln/1")
+	e.waitFor("A again", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.consult("2999")
+	e.waitFor("C ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" })
+	e.onHook("aaln/1")
+	e.waitFor("A transferred to C's number", func() bool { return len(e.pbx.Received("REFER")) == 1 })
+	if refer := string(e.pbx.Received("REFER")[0].Data); !strings.Contains(refer, "Refer-To: <sip:2999@") {
+		t.Errorf("REFER:\n%s", refer)
+	}
+	e.noConnections("aaln/1")
+	for range 2 {
+		e.record()
+	}
+}
+
+// TestThreeWayRefused: a gateway whose quirk profile has no conference,
+// and one that refuses confrnce (517) although its profile claims it:
+// the flash that would join the three drops C instead, with the error
+// tone (L/e), and A is resumed.
+func TestThreeWayRefused(t *testing.T) {
+	for _, o := range []envOptions{{noConfQ: true}, {noConfGW: true}} {
+		e := newEnv(t, o)
+		e.offHook("aaln/1")
+		e.dial("aaln/1", "2000")
+		e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+		e.consult("2001")
+		e.waitFor("A held, C answered", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+		e.flash("aaln/1")
+		e.waitFor("C dropped, A resumed", func() bool { return e.modes("aaln/1") == "sendrecv" && len(e.pbx.Received("BYE")) == 1 })
+		tone := false
+		for _, c := range e.gw.Commands() {
+			for _, s := range c.Signals {
+				tone = tone || s.Is("L", "e")
+			}
+		}
+		if !tone {
+			t.Errorf("%+v: no error tone", o)
+		}
+		if r := e.record(); r.Number != "2001" || !strings.HasPrefix(r.Result, "three-way refused") {
+			t.Errorf("C's record %+v", r)
+		}
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		e.record()
 	}
 }

@@ -60,6 +60,12 @@ func (l *line) completeTransfer() {
 		l.arm()
 		return
 	}
+	l.referHeld(c, to)
+}
+
+// referHeld transfers the held call c (l.other) to number with REFER; the
+// phone is on hook. Without a number it rings again for c.
+func (l *line) referHeld(c *call, to string) {
 	if to == "" || c.dialog == nil {
 		// Nothing to transfer to: ring the phone again for the held call.
 		l.afterActiveEnded(true)
@@ -67,13 +73,19 @@ func (l *line) completeTransfer() {
 	}
 	target := l.referTarget(c, to)
 	c.referring, c.referTo = true, to
+	c.referN++
+	n := c.referN
 	d := c.dialog
 	l.inOrder(c, func() { // after the hold's re-INVITE
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		err := d.Refer(ctx, target, nil)
 		cancel()
 		if err != nil {
-			l.postWait(func() { l.transferFailed(c, "REFER: "+err.Error()) })
+			l.postWait(func() {
+				if c.referN == n {
+					l.transferFailed(c, "REFER: "+err.Error())
+				}
+			})
 		}
 	})
 	// The phone is on hook: the line is idle (armed without the
@@ -81,7 +93,7 @@ func (l *line) completeTransfer() {
 	// the outcome.
 	l.arm()
 	l.at(l.b.cfg.TransferTimeout, func() {
-		if c.referring {
+		if c.referring && c.referN == n {
 			l.transferFailed(c, "no final NOTIFY for the REFER")
 		}
 	})

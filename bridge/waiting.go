@@ -62,6 +62,21 @@ func (l *line) onFlash() {
 	if l.call != nil && l.call.xfer != nil {
 		return // the far end is transferring the line: wait for it
 	}
+	if l.conf {
+		l.dropLast()
+		return
+	}
+	if l.consulting() {
+		if l.call.answered.IsZero() {
+			// C still rings: give it up, back to A.
+			l.call.result = "abandoned by a flash"
+			l.endCall(l.call.result, false)
+			l.afterActiveEnded(false)
+			return
+		}
+		l.joinConference()
+		return
+	}
 	if l.state == stConnected && l.call != nil && l.other == nil && l.call.dialog != nil && l.call.peer == nil &&
 		l.rule.Features.Transfer {
 		l.startTransfer()
@@ -147,6 +162,10 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 	case sip.EventReferStatus:
 		l.onReferStatus(c, e.Status, e.Reason, e.Final)
 	case sip.EventReinvite, sip.EventUpdate:
+		if l.conf {
+			l.answerOffer(c, e) // in the conference: as the active call
+			return
+		}
 		// The held party changed its media: keep our side on hold.
 		if tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendOnly); err == nil {
 			_ = c.dialog.AcceptReinvite(tr.SDP)
@@ -166,6 +185,7 @@ func (l *line) afterActiveEnded(onHook bool) {
 	l.gen++
 	c.gen = l.gen
 	l.transfer = transferState{}
+	l.consult, l.conf = false, false
 	c.referring = false // back with the user: a late NOTIFY changes nothing
 	if onHook {
 		c.recall = true
