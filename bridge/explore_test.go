@@ -58,7 +58,7 @@ var actionKinds = []struct {
 	{"sip-info", 2}, {"sip-refer", 3}, {"mwi", 1},
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
-	{"blind-transfer", 5}, {"three-way", 5},
+	{"blind-transfer", 5}, {"three-way", 5}, {"attended-transfer", 4},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -255,6 +255,23 @@ func (x *explorer) step(a action) {
 		case 1:
 			_, _ = gw.OnHook(ctx, local)
 		}
+	case "attended-transfer":
+		// Talking, flash, dial C, talk to C (when it answers in time),
+		// hang up; now and then lift the phone again at once.
+		x.talking(ctx, local)
+		_, _ = gw.Flash(ctx, local)
+		_, _ = gw.Dial(ctx, local, dialled[4+a.n%3])
+		for range 30 {
+			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[1].Mode == mgcp.ModeSendRecv {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, _ = gw.OnHook(ctx, local)
+		if a.m%4 == 0 {
+			time.Sleep(time.Duration(a.n%100) * time.Millisecond)
+			_, _ = gw.OffHook(ctx, local)
+		}
 	case "sip-call":
 		x.call(strconv.Itoa(1000+a.line), a.n%4 == 0)
 	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
@@ -417,7 +434,7 @@ func (x *explorer) farAction(a action) {
 
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
-func (x *explorer) run(plan []action, keep func(int) bool) (refers, referred, conferences int) {
+func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, referred, conferences int) {
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -430,7 +447,12 @@ func (x *explorer) run(plan []action, keep func(int) bool) (refers, referred, co
 	}
 	x.quiesce()
 	x.check()
-	return len(x.e.pbx.Received("REFER")), int(x.referred.Load()), int(x.conferences.Load())
+	for _, m := range x.e.pbx.Received("REFER") {
+		if strings.Contains(string(m.Data), "?Replaces=") {
+			attended++
+		}
+	}
+	return len(x.e.pbx.Received("REFER")), attended, int(x.referred.Load()), int(x.conferences.Load())
 }
 
 // quiesce stops the faults, ends every far-end call, brings the gateway
@@ -583,7 +605,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, referred, conferences atomic.Int64
+	var runs, refers, attended, referred, conferences atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -601,8 +623,9 @@ func TestExplore(t *testing.T) {
 		}
 		plan := makePlan(seed, explorePlanLen)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			n, m, k := newExplorer(t, seed).run(plan, keep)
+			n, at, m, k := newExplorer(t, seed).run(plan, keep)
 			refers.Add(int64(n))
+			attended.Add(int64(at))
 			referred.Add(int64(m))
 			conferences.Add(int64(k))
 		})
@@ -613,8 +636,9 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored (%d blind transfers reached the PBX, %d REFERs of a far end accepted, "+
-		"%d three-way calls joined), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(), referred.Load(), conferences.Load())
+	t.Logf("%d sequences of %d actions explored (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
+		"%d three-way calls joined), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(), attended.Load(), referred.Load(),
+		conferences.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {
@@ -643,7 +667,7 @@ func shrink(t *testing.T, seed uint64, plan []action) []int {
 			}
 			attempts++
 			failed := !t.Run(fmt.Sprintf("shrink-seed=%d-len=%d", seed, len(candidate)), func(t *testing.T) {
-				_, _, _ = newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
+				_, _, _, _ = newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
 			})
 			if failed {
 				kept = candidate

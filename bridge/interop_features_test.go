@@ -156,3 +156,39 @@ func TestInteropThreeWaySIPp(t *testing.T) {
 		}
 	}
 }
+
+// TestInteropAttendedTransferSIPp: line 1 talks to 2000 at SIPp, flashes,
+// dials 2001 (a second SIPp call), talks, hangs up: SIPp's scenario needs
+// a REFER in the first call naming 2001 at the PBX domain with Replaces
+// for the second call's dialog (RFC 3891), answers 202 and NOTIFY 200,
+// and then needs the BYEs of both calls.
+func TestInteropAttendedTransferSIPp(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_transferable.xml", "-m", "2")
+	r := newFaultRig(t, rigOptions{uas: uas.Addr, realm: "pbx.example.net"})
+	modes := func() string {
+		var m []string
+		for _, c := range r.state("aaln/1").Connections {
+			m = append(m, string(c.Mode))
+		}
+		return strings.Join(m, " ")
+	}
+	r.sim.offHook("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2000")
+	r.sim.waitFor("A answered", func() bool { return modes() == "sendrecv" && hasEvent(r.state("aaln/1"), "L/hf") })
+	r.sim.flash("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2001")
+	r.sim.waitFor("A held, C answered", func() bool { return modes() == "inactive sendrecv" })
+	r.sim.onHook("aaln/1")
+	uas.WaitFor(t, 20*time.Second)
+	r.waitArmed("aaln/1")
+	got := map[string]string{}
+	for range 2 {
+		c := r.record()
+		got[c.Number] = c.Result
+	}
+	if got["2000"] != "transferred to 2001" {
+		t.Errorf("records %v", got)
+	}
+}

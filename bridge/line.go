@@ -486,6 +486,10 @@ func (l *line) onOffHook() {
 			l.takeFork(l.call)
 			return
 		}
+		if l.call != nil && l.call.recall && l.other != nil {
+			l.backToConsultation() // an attended transfer failed
+			return
+		}
 		if l.call != nil && l.call.recall {
 			l.pickUpRecall()
 			return
@@ -513,7 +517,11 @@ func (l *line) onOnHook() {
 			c.result = "cancelled: the held call is transferred to it"
 			l.endCall(c.result, false)
 			l.consult = false
-			l.referHeld(a, c.number)
+			l.referHeld(a, c.number, nil)
+			return
+		}
+		if l.consulting() && l.rule.Features.Transfer && l.call.dialog != nil {
+			l.attendedTransfer()
 			return
 		}
 		l.endCall("hung up", false)

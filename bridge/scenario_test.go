@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"net/url"
 	"net"
 	"strconv"
 	"strings"
@@ -1154,8 +1155,7 @@ func TestThreeWay(t *testing.T) {
 
 // TestThreeWayConsultation: during the consultation a flash while C
 // still rings gives C up and resumes A; C busy resumes A; hanging up
-// while C rings hands A over to C's number (REFER) and cancels C;
-// hanging up while talking to C ends C and rings the phone for A.
+// while C rings hands A over to C's number (REFER) and cancels C.
 func TestThreeWayConsultation(t *testing.T) {
 	e := newEnv(t, envOptions{register: true, uas: func(in siptest.Incoming) siptest.Script {
 		switch in.User {
@@ -1178,15 +1178,6 @@ func TestThreeWayConsultation(t *testing.T) {
 	e.consult("2486")
 	e.waitFor("back to A after busy", func() bool { return e.modes("aaln/1") == "sendrecv" && e.pbx.Calls()[486] == 1 })
 	e.record()
-	e.consult("2001")
-	e.waitFor("talking to C", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
-	e.onHook("aaln/1")
-	e.waitSignal("aaln/1", "L/rg")
-	if r := e.record(); r.Number != "2001" || !r.Answered {
-		t.Errorf("C's record %+v", r)
-	}
-	e.offHook("aaln/1")
-	e.waitFor("A again", func() bool { return e.modes("aaln/1") == "sendrecv" })
 	e.consult("2999")
 	e.waitFor("C ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" })
 	e.onHook("aaln/1")
@@ -1230,4 +1221,70 @@ func TestThreeWayRefused(t *testing.T) {
 		e.noConnections("aaln/1")
 		e.record()
 	}
+}
+
+// TestAttendedTransfer: talking to A (2000), flash, dial C (2001), talk to
+// C, hang up: REFER to A whose Refer-To names C's number with Replaces
+// for the C dialog (RFC 3891), so that A's INVITE takes our place in it;
+// after the final NOTIFY 200 both of the line's calls end (BYE A, BYE C).
+// When the PBX reports a failure (486) the phone rings back; picking up
+// returns to C with A still held, and the three can still be joined.
+func TestAttendedTransfer(t *testing.T) {
+	var n atomic.Int32
+	e := newEnv(t, envOptions{realm: "pbx.test", refer: func(siptest.ReferIn) siptest.ReferScript {
+		if n.Add(1) == 1 {
+			return siptest.ReferScript{Notify: []int{100, 486}}
+		}
+		return siptest.ReferScript{Notify: []int{100, 200}, Pause: 100 * time.Millisecond}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.consult("2001")
+	e.waitFor("A held, C answered", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	var cCallID string
+	for _, m := range e.pbx.Received("INVITE") {
+		if strings.HasPrefix(m.StartLine(), "INVITE sip:2001@") {
+			for _, ln := range strings.Split(string(m.Data), "\r\n") {
+				if v, ok := strings.CutPrefix(ln, "Call-ID: "); ok {
+					cCallID = v
+				}
+			}
+		}
+	}
+	// First attempt: the PBX reports 486.
+	e.onHook("aaln/1")
+	e.waitFor("REFER", func() bool { return len(e.pbx.Received("REFER")) == 1 })
+	refer := string(e.pbx.Received("REFER")[0].Data)
+	if !strings.Contains(refer, "Refer-To: <sip:2001@pbx.test?Replaces="+url.QueryEscape(cCallID)) || !strings.Contains(refer, "To: <sip:2000@") {
+		t.Errorf("REFER (C's Call-ID %s):\n%s", cCallID, refer)
+	}
+	st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+	if !hasSignal(st, "L/ci") {
+		t.Errorf("ring back without caller id: %v", st.Signals)
+	}
+	e.offHook("aaln/1")
+	e.waitFor("back to C, A held", func() bool {
+		return e.modes("aaln/1") == "inactive sendrecv" && hasEvent(e.state("aaln/1"), "L/hu")
+	})
+	if got := len(e.pbx.Received("BYE")); got != 0 {
+		t.Errorf("%d BYEs after a failed transfer", got)
+	}
+	// Second attempt: done.
+	e.onHook("aaln/1")
+	e.waitFor("both calls hung up", func() bool { return len(e.pbx.Received("BYE")) == 2 })
+	e.noConnections("aaln/1")
+	seq := sipSeq(e.pbx.Messages())
+	if i, j := strings.LastIndex(seq, "NOTIFY"), strings.Index(seq, "BYE"); j < i {
+		t.Errorf("BYE before the final NOTIFY: %s", seq)
+	}
+	got := map[string]string{}
+	for range 2 {
+		r := e.record()
+		got[r.Number] = r.Result
+	}
+	if got["2000"] != "transferred to 2001" || got["2001"] != "replaced by the transferred call" {
+		t.Errorf("records %v", got)
+	}
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return armed(st) })
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mgsip/mgsip/mgcp"
+	"github.com/mgsip/mgsip/sip"
 	"github.com/sirupsen/logrus"
 )
 
@@ -60,12 +62,15 @@ func (l *line) completeTransfer() {
 		l.arm()
 		return
 	}
-	l.referHeld(c, to)
+	l.referHeld(c, to, nil)
 }
 
 // referHeld transfers the held call c (l.other) to number with REFER; the
-// phone is on hook. Without a number it rings again for c.
-func (l *line) referHeld(c *call, to string) {
+// phone is on hook. Without a number it rings again for c. With a
+// consultation call (attended transfer), the Refer-To carries Replaces
+// naming that call's dialog (RFC 3891 §3), so that c's party takes our
+// place in it.
+func (l *line) referHeld(c *call, to string, with *call) {
 	if to == "" || c.dialog == nil {
 		// Nothing to transfer to: ring the phone again for the held call.
 		l.afterActiveEnded(true)
@@ -76,9 +81,13 @@ func (l *line) referHeld(c *call, to string) {
 	c.referN++
 	n := c.referN
 	d := c.dialog
+	var replaces *sip.Dialog
+	if with != nil {
+		replaces = with.dialog
+	}
 	l.inOrder(c, func() { // after the hold's re-INVITE
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-		err := d.Refer(ctx, target, nil)
+		err := d.Refer(ctx, target, replaces)
 		cancel()
 		if err != nil {
 			l.postWait(func() {
@@ -133,6 +142,12 @@ func (l *line) onReferStatus(c *call, status int, reason string, final bool) {
 		c.referring = false
 		c.result = "transferred to " + c.referTo
 		l.endCallOf(c, c.result, false) // BYE: our part is done
+		if x := l.call; x != nil && l.state == stIdle {
+			// Attended: the consultation call was replaced at the far
+			// end; what is left of it here ends too.
+			x.result = "replaced by the transferred call"
+			l.endCall(x.result, false)
+		}
 		return
 	}
 	l.transferFailed(c, "transfer failed: "+strconv.Itoa(status)+" "+reason)
@@ -147,7 +162,23 @@ func (l *line) transferFailed(c *call, why string) {
 	}
 	c.referring = false
 	l.log.WithFields(logrus.Fields{"number": c.referTo, "why": why}).Info("bridge: transfer failed; ringing back")
-	if l.other != c || l.call != nil || l.state != stIdle {
+	if l.other != c || l.state != stIdle {
+		return
+	}
+	if x := l.call; x != nil {
+		// Attended: ring the phone; picking up returns to the
+		// consultation call, the first one still held.
+		x.recall = true
+		x.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(x)...)
+		l.gen++
+		l.state = stRinging
+		l.after(l.b.cfg.RingTimeout, func() {
+			if l.state == stRinging && l.call == x && x.recall {
+				x.result = "no answer"
+				l.endCall(x.result, false)
+				l.afterActiveEnded(true) // rings for the held call
+			}
+		})
 		return
 	}
 	l.afterActiveEnded(true)
@@ -160,7 +191,31 @@ func (l *line) takeBack() {
 	c := l.other
 	c.referring = false
 	l.log.WithField("number", c.referTo).Info("bridge: transfer abandoned; back to the held call")
+	if l.call != nil {
+		l.backToConsultation()
+		return
+	}
 	l.afterActiveEnded(false)
+}
+
+// backToConsultation: the phone is off hook again with the consultation
+// call still up (attended transfer given up or failed): talking to C,
+// A held.
+func (l *line) backToConsultation() {
+	l.call.recall = false
+	l.gen++
+	l.state = stConnected
+	l.consult = true
+}
+
+// attendedTransfer runs when the phone hangs up while talking to the
+// consultation call C with A held: REFER to A naming C's number with
+// Replaces for C's dialog (RFC 3891); both calls wait for the final
+// NOTIFY (referHeld). A failure rings the phone back for C, A held.
+func (l *line) attendedTransfer() {
+	a, c := l.other, l.call
+	l.consult = false
+	l.referHeld(a, c.number, c)
 }
 
 // referPending reports a held call waiting for the outcome of its

@@ -179,6 +179,13 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 // remains: on hook, the phone rings again for it; still off hook (the far
 // end hung up), the held call is resumed or the waiting one answered.
 func (l *line) afterActiveEnded(onHook bool) {
+	if onHook && l.call == nil && l.other != nil && l.other.referring {
+		// The held call waits for the outcome of its transfer (the
+		// consultation call of an attended transfer ended first).
+		l.gen++
+		l.state = stIdle
+		return
+	}
 	c := l.other
 	l.other = nil
 	l.call = c
