@@ -2,8 +2,8 @@ package bridge_test
 
 import (
 	"context"
-	"net/url"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
