@@ -105,10 +105,20 @@ func (l *line) forward(c *call) {
 	d := c.dialog
 	l.b.dialogs.Store(d, l)
 	go func() {
+		// A call placed again (retry.go) has a new dialog: what the old
+		// one still reports is not the call's any more.
 		for e := range d.Events() {
-			l.postWait(func() { l.onSIP(c, e) })
+			l.postWait(func() {
+				if c.dialog == d {
+					l.onSIP(c, e)
+				}
+			})
 		}
-		l.postWait(func() { l.onSIPEnd(c) })
+		l.postWait(func() {
+			if c.dialog == d {
+				l.onSIPEnd(c)
+			}
+		})
 	}()
 }
 
@@ -393,6 +403,9 @@ func (l *line) onSIP(c *call, e sip.Event) {
 			l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
 		}
 	case sip.EventFailed:
+		if l.retryInvite(c, e) {
+			return
+		}
 		c.result = strconv.Itoa(e.Status) + " " + e.Reason
 		if !c.dialog.Inbound {
 			// Only silence means the peer is gone; a 503 is an answer.

@@ -58,7 +58,7 @@ var actionKinds = []struct {
 	{"sip-info", 2}, {"sip-refer", 3}, {"mwi", 1},
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
-	{"blind-transfer", 5}, {"three-way", 5}, {"attended-transfer", 4},
+	{"blind-transfer", 4}, {"three-way", 4}, {"attended-transfer", 3},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -151,7 +151,14 @@ func (x *explorer) pbxScript(siptest.Incoming) siptest.Script {
 	x.rngMu.Lock()
 	defer x.rngMu.Unlock()
 	s := siptest.Script{Ring: time.Duration(x.rng.IntN(300)) * time.Millisecond}
-	switch x.rng.IntN(8) {
+	switch x.rng.IntN(10) {
+	case 8:
+		// A redirect (to a number that is answered or redirects again).
+		s.Status = 302
+		s.Headers = map[string]string{"Contact": "<sip:" + dialled[4+x.rng.IntN(2)] + "@127.0.0.1>"}
+	case 9:
+		s.Status = 422 // the call is placed again with this Session-Expires
+		s.Headers = map[string]string{"Min-SE": "3600"}
 	case 0:
 		s.Status = 486
 	case 1:
@@ -234,12 +241,7 @@ func (x *explorer) step(a action) {
 		_, _ = gw.Flash(ctx, local)
 		time.Sleep(time.Duration(a.m%20) * time.Millisecond)
 		_, _ = gw.Dial(ctx, local, dialled[4+a.n%3]) // 2000 or 2486
-		for range 30 {
-			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[1].Mode == mgcp.ModeSendRecv {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		x.waitConsultation(local)
 		_, _ = gw.Flash(ctx, local)
 		for range 15 {
 			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[0].Mode == mgcp.ModeConfrnce &&
@@ -261,12 +263,7 @@ func (x *explorer) step(a action) {
 		x.talking(ctx, local)
 		_, _ = gw.Flash(ctx, local)
 		_, _ = gw.Dial(ctx, local, dialled[4+a.n%3])
-		for range 30 {
-			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[1].Mode == mgcp.ModeSendRecv {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		x.waitConsultation(local)
 		_, _ = gw.OnHook(ctx, local)
 		if a.m%4 == 0 {
 			time.Sleep(time.Duration(a.n%100) * time.Millisecond)
@@ -321,6 +318,21 @@ func (x *explorer) step(a action) {
 	}
 }
 
+// waitConsultation waits (a little) for a line's second call to be
+// answered; it gives up at once when there is none.
+func (x *explorer) waitConsultation(local string) {
+	for i := range 30 {
+		st, _ := x.e.gw.State(local)
+		if len(st.Connections) == 2 && st.Connections[1].Mode == mgcp.ModeSendRecv {
+			return
+		}
+		if i > 8 && len(st.Connections) < 2 {
+			return
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+}
+
 // talking makes the line's phone talk to the PBX (2000) if it has no
 // call: it hangs up first if off hook, lifts, dials and waits (a little)
 // for the answer.
@@ -335,11 +347,15 @@ func (x *explorer) talking(ctx context.Context, local string) {
 	}
 	_, _ = gw.OffHook(ctx, local)
 	_, _ = gw.Dial(ctx, local, "2000")
-	for range 50 {
-		if st, _ := gw.State(local); len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
+	for i := range 40 {
+		st, _ := gw.State(local)
+		if len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		if i > 8 && len(st.Connections) == 0 {
+			return // the call failed: nothing to wait for
+		}
+		time.Sleep(15 * time.Millisecond)
 	}
 }
 

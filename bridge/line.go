@@ -35,42 +35,44 @@ func (s lineState) String() string { return stateNames[s] }
 // call is this line's leg of a call: one MGCP connection and either a SIP
 // dialog or, for a locally switched call, the other line.
 type call struct {
-	id        string // MGCP call id (C:)
-	connID    string
-	gwSDP     []byte // the gateway's LocalConnectionDescriptor
-	codecs    []string
-	origin    Origin
-	direction string
-	number    string
-	name      string // the caller's name (incoming and local calls), for caller id
-	dialog    *sip.Dialog
-	cancel    context.CancelFunc // cancels an outgoing INVITE
-	done      chan struct{}      // releases ServeDialog of an incoming call
-	peer      *line              // locally switched: the other line
-	start     time.Time
-	answered  time.Time
-	result    string
-	gen       int
-	fallback  bool         // switch locally if the SIP peer cannot be reached
-	byeReason string       // Reason header of our BYE (RFC 3326), when there is one to give
-	fork      *fork        // a ring-all call ringing this line, not taken yet
-	recall    bool         // ringing again for a call left waiting or on hold
-	ring      []mgcp.Event // signals that ring the phone for it (with caller id)
-	status    int          // final answer to an unanswered incoming INVITE (0: 480)
-	reason    string
-	counted   bool              // counted in Bridge.active
-	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
-	ringback  bool              // the far end rings: the phone hears ringback
-	ended     bool              // released (endCallOf ran): nothing more to do
-	sipq      chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
-	sipDone   bool              // sipq closed: nothing more is sent
-	drained   chan struct{}     // closed when sipq's sender has sent everything
-	referring bool              // held, transferred by our REFER: waiting for its final NOTIFY
-	referTo   string            // the number it is transferred to
-	referN    int               // counts its transfers (a timer knows its own)
-	xfer      *call             // the new call placed for a REFER this call received, not answered yet
-	xferOf    *call             // (of that new call) the call it is to replace
-	gone      bool              // its far end hung up while xfer was tried: the connection waits for xfer
+	id         string // MGCP call id (C:)
+	connID     string
+	gwSDP      []byte // the gateway's LocalConnectionDescriptor
+	codecs     []string
+	origin     Origin
+	direction  string
+	number     string
+	name       string // the caller's name (incoming and local calls), for caller id
+	dialog     *sip.Dialog
+	cancel     context.CancelFunc // cancels an outgoing INVITE
+	done       chan struct{}      // releases ServeDialog of an incoming call
+	peer       *line              // locally switched: the other line
+	start      time.Time
+	answered   time.Time
+	result     string
+	gen        int
+	fallback   bool         // switch locally if the SIP peer cannot be reached
+	byeReason  string       // Reason header of our BYE (RFC 3326), when there is one to give
+	fork       *fork        // a ring-all call ringing this line, not taken yet
+	recall     bool         // ringing again for a call left waiting or on hold
+	ring       []mgcp.Event // signals that ring the phone for it (with caller id)
+	status     int          // final answer to an unanswered incoming INVITE (0: 480)
+	reason     string
+	counted    bool              // counted in Bridge.active
+	peerRule   *mapping.PeerRule // the SIP peer of an outgoing call
+	ringback   bool              // the far end rings: the phone hears ringback
+	ended      bool              // released (endCallOf ran): nothing more to do
+	sipq       chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
+	sipDone    bool              // sipq closed: nothing more is sent
+	drained    chan struct{}     // closed when sipq's sender has sent everything
+	referring  bool              // held, transferred by our REFER: waiting for its final NOTIFY
+	referTo    string            // the number it is transferred to
+	referN     int               // counts its transfers (a timer knows its own)
+	xfer       *call             // the new call placed for a REFER this call received, not answered yet
+	xferOf     *call             // (of that new call) the call it is to replace
+	gone       bool              // its far end hung up while xfer was tried: the connection waits for xfer
+	redirects  int               // 3xx followed (retry.go)
+	retried422 bool              // placed again after a 422
 }
 
 // connRef names a connection of the line and its call.
@@ -250,6 +252,7 @@ func (l *line) loop() {
 func (l *line) run(f func()) {
 	f()
 	l.fixConference()
+	l.fixAttended()
 	l.flush()
 	// With more input queued, the request waits for it (a 180 followed
 	// by the 200 needs no ringback); it is sent once the queue is empty.

@@ -29,11 +29,15 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// referPolicy is what a line publishes for the REFER gate: the dialog of
-// its active call and whether a REFER in it is accepted now.
+// referPolicy is what a line publishes for the REFER gate: the dialogs
+// of its calls and a refusal that does not depend on a moment's state
+// (the feature, a second call, a transfer under way). Whether the line
+// is talking is left to the line itself: a REFER right behind the ACK
+// may come before the line published its answer.
 type referPolicy struct {
-	dialog *sip.Dialog
-	status int // 0: accepted
+	dialog *sip.Dialog // the active call's
+	other  *sip.Dialog // the held or waiting call's
+	status int         // 0: accepted
 	reason string
 }
 
@@ -52,13 +56,31 @@ func (l *line) referRefusal() (int, string) {
 	return 0, ""
 }
 
+// gateRefusal is referRefusal without the reasons that may be a moment
+// old at the gate.
+func (l *line) gateRefusal() (int, string) {
+	c := l.call
+	switch {
+	case !l.rule.Features.Transfer || l.trunk != nil:
+		return 603, "Decline"
+	case c != nil && c.xfer != nil:
+		return 491, "Request Pending"
+	case l.other != nil || l.transfer.active:
+		return 486, "Busy Here"
+	}
+	return 0, ""
+}
+
 // publishReferPolicy publishes the gate's answer for the active call.
 func (l *line) publishReferPolicy() {
 	p := &referPolicy{}
 	if l.call != nil {
 		p.dialog = l.call.dialog
 	}
-	p.status, p.reason = l.referRefusal()
+	if l.other != nil {
+		p.other = l.other.dialog
+	}
+	p.status, p.reason = l.gateRefusal()
 	l.referPolicy.Store(p)
 }
 
@@ -73,18 +95,20 @@ func (b *Bridge) referGate(d *sip.Dialog, e sip.Event) (int, string) {
 	l := v.(*line)
 	p := l.referPolicy.Load()
 	switch {
-	case p == nil:
-		return 486, "Busy Here"
-	case p.status == 603:
+	case p != nil && p.status == 603:
 		return p.status, p.reason
-	case p.dialog != d:
-		return 486, "Busy Here" // a held or waiting call of the line
-	case p.status != 0:
+	case p != nil && p.other == d && d != nil:
+		return 486, "Busy Here" // the held or waiting call of the line
+	case p != nil && p.dialog == d && p.status != 0:
 		return p.status, p.reason
 	}
 	if !l.post(func() {
-		if c := l.call; c != nil && c.dialog == d && !c.ended {
-			l.onReferred(c, e)
+		switch {
+		case l.call != nil && l.call.dialog == d && !l.call.ended:
+			l.onReferred(l.call, e)
+		case l.other != nil && l.other.dialog == d && !l.other.ended:
+			l.notifyRefer(l.other, 100, "Trying")
+			l.notifyRefer(l.other, 486, "Busy Here")
 		}
 	}) {
 		return 503, "Service Unavailable"

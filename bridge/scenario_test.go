@@ -1288,3 +1288,60 @@ func TestAttendedTransfer(t *testing.T) {
 	}
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return armed(st) })
 }
+
+// TestOutgoingRedirectAnd422: a 302 is followed (the Contact's user,
+// through the same peer), at most three times; a 422 is retried once
+// with Session-Expires and Min-SE raised to the PBX's Min-SE (RFC 4028).
+func TestOutgoingRedirectAnd422(t *testing.T) {
+	var n422 atomic.Int32
+	e := newEnv(t, envOptions{uas: func(in siptest.Incoming) siptest.Script {
+		switch in.User {
+		case "2302":
+			return siptest.Script{Status: 302, Headers: map[string]string{"Contact": "<sip:2001@198.51.100.7>"}}
+		case "2399":
+			return siptest.Script{Status: 302, Headers: map[string]string{"Contact": "<sip:2399@198.51.100.7>"}}
+		case "2422":
+			if n422.Add(1) == 1 {
+				return siptest.Script{Status: 422, Headers: map[string]string{"Min-SE": "7200"}}
+			}
+		}
+		return siptest.Script{}
+	}})
+	invitesTo := func(user string) []string {
+		var out []string
+		for _, m := range e.pbx.Received("INVITE") {
+			if strings.HasPrefix(m.StartLine(), "INVITE sip:"+user+"@") {
+				out = append(out, string(m.Data))
+			}
+		}
+		return out
+	}
+	for _, number := range []string{"2302", "2422"} {
+		e.offHook("aaln/1")
+		e.dial("aaln/1", number)
+		e.waitFor(number+" answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		if r := e.record(); !r.Answered {
+			t.Errorf("%s: record %+v", number, r)
+		}
+	}
+	if got := invitesTo("2001"); len(got) != 1 {
+		t.Errorf("INVITEs to the redirect's contact: %d", len(got))
+	}
+	if got := invitesTo("2422"); len(got) != 2 || !strings.Contains(got[1], "Session-Expires: 7200") || !strings.Contains(got[1], "Min-SE: 7200") {
+		t.Errorf("INVITEs for the 422: %d\n%s", len(got), strings.Join(got, "\n----\n"))
+	}
+	// A redirect loop ends after three redirects: reorder.
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2399")
+	e.waitSignal("aaln/1", "L/ro")
+	e.noConnections("aaln/1")
+	if got := invitesTo("2399"); len(got) != 4 {
+		t.Errorf("%d INVITEs in the redirect loop, want 4", len(got))
+	}
+	if r := e.record(); r.Answered || !strings.HasPrefix(r.Result, "302") {
+		t.Errorf("record %+v", r)
+	}
+	e.onHook("aaln/1")
+}

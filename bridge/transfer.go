@@ -165,23 +165,42 @@ func (l *line) transferFailed(c *call, why string) {
 	if l.other != c || l.state != stIdle {
 		return
 	}
-	if x := l.call; x != nil {
+	if l.call != nil {
 		// Attended: ring the phone; picking up returns to the
 		// consultation call, the first one still held.
-		x.recall = true
-		x.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(x)...)
-		l.gen++
-		l.state = stRinging
-		l.after(l.b.cfg.RingTimeout, func() {
-			if l.state == stRinging && l.call == x && x.recall {
-				x.result = "no answer"
-				l.endCall(x.result, false)
-				l.afterActiveEnded(true) // rings for the held call
-			}
-		})
+		l.ringForConsultation()
 		return
 	}
 	l.afterActiveEnded(true)
+}
+
+// ringForConsultation rings the on-hook phone for the consultation call
+// of an attended transfer that did not happen (the first call may still
+// be held). Unanswered, it ends like any call; a held call then rings.
+func (l *line) ringForConsultation() {
+	x := l.call
+	x.recall = true
+	x.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(x)...)
+	l.gen++
+	l.state = stRinging
+	// Not tied to the line's generation: the held call may end meanwhile.
+	l.at(l.b.cfg.RingTimeout, func() {
+		if l.state == stRinging && l.call == x && x.recall && !x.ended {
+			x.status, x.reason = 480, "Temporarily Unavailable"
+			x.result = "no answer"
+			l.endCall(x.result, false)
+			l.settle("L/ro") // rings for the held call, if any
+		}
+	})
+}
+
+// fixAttended runs after every input: an attended transfer whose held
+// call ended before its outcome leaves the consultation call with the
+// phone on hook; the phone rings for it.
+func (l *line) fixAttended() {
+	if l.state == stIdle && l.call != nil && l.other == nil && !l.call.ended && l.trunk == nil {
+		l.ringForConsultation()
+	}
 }
 
 // takeBack: the phone went off hook while the transfer of the held call

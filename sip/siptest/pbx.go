@@ -33,6 +33,9 @@ type Script struct {
 	Status      int           // final status; 0 means 200
 	SDP         []byte        // SDP of the 200 (default: a fixed PCMU answer)
 	HangUpAfter time.Duration // send BYE this long after the ACK (0: wait for the far end)
+	// Headers go with a non-2xx final answer (a 3xx's Contact, a 422's
+	// Min-SE).
+	Headers map[string]string
 	// Forward makes the PBX a B2BUA for this call: it calls the line
 	// registered as the called user with the caller's SDP, rings the caller
 	// meanwhile, answers with the callee's answer (or its failure status)
@@ -179,7 +182,11 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	r.count(status)
 	if status != sip.StatusOK {
-		_ = sess.Respond(status, "Scripted", nil)
+		var hs []sip.Header
+		for k, v := range script.Headers {
+			hs = append(hs, sip.NewHeader(k, v))
+		}
+		_ = sess.Respond(status, "Scripted", nil, hs...)
 		return
 	}
 	sdp := script.SDP
