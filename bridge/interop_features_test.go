@@ -192,3 +192,24 @@ func TestInteropAttendedTransferSIPp(t *testing.T) {
 		t.Errorf("records %v", got)
 	}
 }
+
+// TestInteropSessionInterval422SIPp: SIPp answers line 1's INVITE with
+// 422 (Min-SE: 3600); mgsip places the call again with Session-Expires
+// and Min-SE 3600, which SIPp answers; the phone hangs up (BYE).
+func TestInteropSessionInterval422SIPp(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_422.xml", "-m", "2")
+	r := newFaultRig(t, rigOptions{uas: uas.Addr})
+	r.sim.offHook("aaln/1")
+	r.sim.waitSignal("aaln/1", "L/dl")
+	r.sim.collect("aaln/1", "2000")
+	r.sim.waitFor("answered after the 422", func() bool {
+		st := r.state("aaln/1")
+		return len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv
+	})
+	r.sim.onHook("aaln/1")
+	uas.WaitFor(t, 20*time.Second)
+	r.waitArmed("aaln/1")
+	if c := r.record(); !c.Answered {
+		t.Errorf("record %+v", c)
+	}
+}

@@ -5,7 +5,8 @@ package bridge
 // (referGate, on the SIP stack's goroutine, reading what the line
 // published): a line that cannot be transferred now refuses it (603 with
 // features.transfer off, 491 while a transfer of the line is already
-// under way, 486 while it has a second call or is not simply talking).
+// under way, 486 while it has a second call; a line not simply talking
+// accepts and reports 486 in the final NOTIFY).
 // Accepted (202 from the sip package; the gate queues the REFER for the
 // line before the 202 goes out), the line sends NOTIFY 100, places a
 // new INVITE from its own account to the Refer-To number, routed like a
