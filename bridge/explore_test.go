@@ -548,6 +548,11 @@ func (x *explorer) atRest() string {
 func (x *explorer) check() {
 	if why := x.atRest(); why != "" {
 		x.t.Errorf("not at rest: %s", why)
+		for _, l := range x.e.b.Lines() {
+			st, _ := x.e.gw.State(l.Endpoint[:strings.IndexByte(l.Endpoint, '@')])
+			x.t.Logf("line %s: state %s off_hook %v call %+v; gateway: off_hook %v R: %v S: %v", l.ID, l.State, l.OffHook, l.Call,
+				st.OffHook, st.RequestedEvents, st.Signals)
+		}
 	}
 	transferred := 0
 	for {

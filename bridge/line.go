@@ -704,6 +704,13 @@ func (l *line) resynchronise(keepCalls bool) {
 		if l.state == stRestarting {
 			l.state = stConnected
 		}
+		if !l.offHook && l.trunk == nil && (l.state == stConnected || l.state == stCalling) {
+			// The phone is on hook though the call needs it off hook: it
+			// hung up while the gateway was unreachable (its NTFY lost).
+			// As if notified; otherwise every request for the call's
+			// state would get 402 and the line would stay stuck.
+			l.onOnHook()
+		}
 		return
 	}
 	if l.other != nil {
