@@ -49,6 +49,9 @@ type Config struct {
 	// come from an address (cmd resolves gateway names); without it the
 	// gateway's address must match when it is an IP literal.
 	TrustGateway func(gw *mapping.GatewayRule, from netip.AddrPort) bool
+	// TransferTimeout: a blind transfer whose final NOTIFY has not come
+	// this long after the REFER rings the phone back (default 30 s).
+	TransferTimeout time.Duration
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
 	// OnAnswer, if set, is called when a call leg is answered (line id,
@@ -118,6 +121,7 @@ type Bridge struct {
 	unknownX    atomic.Uint64  // NTFYs under a request id never issued
 	lastSampled atomic.Int64   // unix ns of the last sampled log line
 	active      atomic.Int64
+	dialogs     sync.Map // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -139,6 +143,9 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.NoAnswerTimeout == 0 {
 		cfg.NoAnswerTimeout = 3 * time.Minute
 	}
+	if cfg.TransferTimeout <= 0 {
+		cfg.TransferTimeout = 30 * time.Second
+	}
 	if cfg.PeerDownFor == 0 {
 		cfg.PeerDownFor = 30 * time.Second
 	}
@@ -152,6 +159,7 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{OnChange: cfg.OnRegistration})
 		cfg.SIP.SetMWIHandler(b.onMWI)
+		cfg.SIP.SetReferGate(b.referGate)
 	}
 	return b, nil
 }

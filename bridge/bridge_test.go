@@ -45,14 +45,20 @@ type envOptions struct {
 	hunt      bool   // hunt group "sales" (both lines) behind number 3000
 	huntHow   string // its strategy
 	respond   func(cmd *mgcp.Command) *mgcp.Response
-	before    func(gw *mgcptest.Gateway) // runs before mgsip starts
-	noWait    bool                       // do not wait for the lines to be armed
-	noAnswer  time.Duration              // bridge.Config.NoAnswerTimeout
-	features  mapping.Features           // of every line
-	log       *logrus.Entry              // the bridge's logger (default: silent)
-	srcPort   bool                       // check the gateway's source port
-	caOpts    []mgcp.Option              // more options for the call agent
-	users     map[string]string          // more accounts the PBX knows (user: password)
+	before    func(gw *mgcptest.Gateway)                // runs before mgsip starts
+	noWait    bool                                      // do not wait for the lines to be armed
+	noAnswer  time.Duration                             // bridge.Config.NoAnswerTimeout
+	features  mapping.Features                          // of every line
+	log       *logrus.Entry                             // the bridge's logger (default: silent)
+	refer     func(siptest.ReferIn) siptest.ReferScript // the PBX's part in a line's transfer
+	transfer  time.Duration                             // bridge.Config.TransferTimeout
+	realm     string                                    // the PBX peer's domain
+	noCID     bool                                      // a gateway without caller id (simulator and quirk profile)
+	noConfQ   bool                                      // quirk profile conference: false
+	noConfGW  bool                                      // the simulator refuses confrnce (517)
+	srcPort   bool                                      // check the gateway's source port
+	caOpts    []mgcp.Option                             // more options for the call agent
+	users     map[string]string                         // more accounts the PBX knows (user: password)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -69,7 +75,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		users[u] = pw
 	}
 	var err error
-	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas})
+	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas, Refer: o.refer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +83,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	var setBridge func(*bridge.Bridge)
 	e.ca, setBridge = listenCA(t, o.mgcp, o.caOpts...)
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
-		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond}
+		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond, NoCallerID: o.noCID,
+		NoConference: o.noConfGW}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +93,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	pbxHost, pbxPort := hostPort(t, e.pbx.Addr())
 	yes := true
 	cfg := mapping.Config{
-		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
+		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes, Realm: o.realm}},
 		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}, Keepalive: o.keepalive}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1.." + strconv.Itoa(o.lines) + "}", User: "{n+1000}",
@@ -95,6 +102,16 @@ func newEnv(t *testing.T, o envOptions) *env {
 			{Name: "local", Match: mapping.NumberMatch{Prefix: "1"}, Local: true},
 			{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"},
 		}},
+	}
+	if o.noCID {
+		no := false
+		cfg.Quirks = []mapping.QuirkProfile{{Name: "no-cid", Base: "generic", CallerID: &no}}
+		cfg.Gateways[0].Quirks = "no-cid"
+	}
+	if o.noConfQ {
+		no := false
+		cfg.Quirks = append(cfg.Quirks, mapping.QuirkProfile{Name: "no-conf", Base: "generic", Conference: &no})
+		cfg.Gateways[0].Quirks = "no-conf"
 	}
 	if o.hunt {
 		cfg.HuntGroups = []mapping.HuntGroup{{Name: "sales", Lines: []string{"gw/aaln/1", "gw/aaln/2"}, Strategy: o.huntHow}}
@@ -120,7 +137,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.before(e.gw)
 	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
-		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log,
+		TransferTimeout: o.transfer, OnCall: func(r bridge.CallRecord) { e.records <- r }})
 	// Connection accounting, as the strict gateway keeps it: when the test
 	// ends (before mgsip stops), no connection may be left on the gateway
 	// and no event held back in quarantine.
@@ -349,6 +367,11 @@ func (e *env) offHook(local string) {
 func (e *env) onHook(local string) {
 	e.t.Helper()
 	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.OnHook(ctx, local) })
+}
+
+func (e *env) flash(local string) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Flash(ctx, local) })
 }
 
 func (e *env) dial(local, digits string) {

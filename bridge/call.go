@@ -104,11 +104,22 @@ func (l *line) failCall(c *call, why, tone string) {
 // forward passes a dialog's events to the line's goroutine.
 func (l *line) forward(c *call) {
 	d := c.dialog
+	l.b.dialogs.Store(d, l)
 	go func() {
+		// A call placed again (retry.go) has a new dialog: what the old
+		// one still reports is not the call's any more.
 		for e := range d.Events() {
-			l.postWait(func() { l.onSIP(c, e) })
+			l.postWait(func() {
+				if c.dialog == d {
+					l.onSIP(c, e)
+				}
+			})
 		}
-		l.postWait(func() { l.onSIPEnd(c) })
+		l.postWait(func() {
+			if c.dialog == d {
+				l.onSIPEnd(c)
+			}
+		})
 	}()
 }
 
@@ -120,7 +131,7 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 		close(done)
 		return
 	}
-	if l.state != stIdle {
+	if !l.free() {
 		if l.canWait() {
 			l.offerWaiting(d, done)
 			return
@@ -137,12 +148,16 @@ func (l *line) onInvite(d *sip.Dialog, done chan struct{}) {
 // connection; otherwise (busy, or the CRCX refused: a 401 says the phone
 // went off hook to dial) the group tries its next line.
 func (l *line) onHuntInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
-	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
+	if !l.free() || !l.b.accepting(l.rule.Gateway) {
 		taken <- false
 		return
 	}
 	l.ringFor(d, done, taken)
 }
+
+// free reports an idle line with no call at all (a held call waiting for
+// the outcome of its transfer makes the line busy).
+func (l *line) free() bool { return l.state == stIdle && l.call == nil && l.other == nil }
 
 // ringFor rings the idle line (or, on a trunk channel, answers) for an
 // incoming call. With taken, a failure before the phone rings is reported
@@ -221,7 +236,7 @@ func (l *line) newIncoming(d *sip.Dialog) (*call, []byte, error) {
 		return nil, nil, err
 	}
 	c := &call{id: l.b.newCallID(), direction: "incoming", dialog: d, start: time.Now(), codecs: tr.Codecs, origin: newOrigin()}
-	c.number, _ = callerOf(d)
+	c.number, c.name = callerOf(d)
 	return c, tr.SDP, nil
 }
 
@@ -262,12 +277,24 @@ func (l *line) ringSignals(d *sip.Dialog) []mgcp.Event {
 	if r := distinctiveRing(d.Header("Alert-Info")); r != "" {
 		ring = signal(r)
 	}
-	if !l.rule.Features.CallerID || !l.rule.Gateway.Quirks.CallerID {
-		return []mgcp.Event{ring}
-	}
 	number, name := callerOf(d)
-	return []mgcp.Event{ring, callerID(number, name)}
+	return append([]mgcp.Event{ring}, l.callerID(number, name)...)
 }
+
+// callerID is the caller id signal for number and name (RFC 3660 §2.4
+// L/ci), or nothing when the line has caller id off or its gateway's
+// quirk profile says it cannot send it (osmo-mgw, profiles with
+// caller_id: false).
+func (l *line) callerID(number, name string) []mgcp.Event {
+	if !l.rule.Features.CallerID || !l.rule.Gateway.Quirks.CallerID {
+		return nil
+	}
+	return []mgcp.Event{callerIDSignal(number, name)}
+}
+
+// callerIDOf is the caller id of the far party of c: the caller of an
+// incoming or local call, the number dialled for an outgoing one.
+func (l *line) callerIDOf(c *call) []mgcp.Event { return l.callerID(c.number, c.name) }
 
 // distinctiveRing maps an Alert-Info naming a ring pattern (Asterisk and
 // most PBXes send "info=ring2", "Bellcore-dr3" or "<urn:alert:...>;info=r4")
@@ -285,7 +312,9 @@ func distinctiveRing(alertInfo string) string {
 	return ""
 }
 
-func callerID(number, name string) mgcp.Event {
+// callerIDSignal is L/ci(time, number, name) (RFC 3660 §2.4): the time
+// as MM/DD/HH/MM, number and name as quoted strings.
+func callerIDSignal(number, name string) mgcp.Event {
 	return signal("L/ci", time.Now().Format("01/02/15/04"), mgcp.Quote(number), mgcp.Quote(name))
 }
 
@@ -334,6 +363,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 	if c.ended {
 		return
 	}
+	if c.xferOf != nil {
+		l.onTransferLeg(c, e)
+		return
+	}
 	if l.call != c {
 		if l.other == c {
 			l.onOtherSIP(c, e)
@@ -371,6 +404,9 @@ func (l *line) onSIP(c *call, e sip.Event) {
 			l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
 		}
 	case sip.EventFailed:
+		if l.retryInvite(c, e) {
+			return
+		}
 		c.result = strconv.Itoa(e.Status) + " " + e.Reason
 		c.sipStatus = e.Status
 		if !c.dialog.Inbound {
@@ -394,6 +430,12 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.endCall("cancelled", true)
 		l.settle("L/ro")
 	case sip.EventBye:
+		if c.xfer != nil {
+			// The transferor hung up after its REFER: the phone's
+			// connection waits for the new call.
+			c.gone = true
+			return
+		}
 		c.result = "far end hung up"
 		if c.dialog.Inbound && c.answered.IsZero() {
 			// A BYE before our answer (RFC 3261 §15.1.2): the INVITE
@@ -410,28 +452,35 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		}
 		l.settle("L/ro")
 	case sip.EventReinvite, sip.EventUpdate:
-		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
-		if err != nil {
-			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
-			return
-		}
-		if err := l.modifyConnection(c, tr.Mode, tr.SDP); err != nil {
-			_ = c.dialog.RejectReinvite(500, "Server Internal Error")
-			return
-		}
-		ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
-		if err != nil {
-			_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
-			return
-		}
-		_ = c.dialog.AcceptReinvite(ans.SDP)
+		l.answerOffer(c, e)
 	case sip.EventInfo:
 		if dg := dtmfDigit(e.ContentType, e.Body); dg != "" && l.trunk == nil {
 			l.oneShot = append(l.oneShot, signal("D/"+dg))
 		}
 	case sip.EventRefer:
-		go func() { _ = c.dialog.NotifyRefer(context.Background(), 603, "Declined") }()
+		// Acted on when the gate accepted it (referGate).
 	}
+}
+
+// answerOffer answers a re-INVITE or UPDATE of a talking call: the new
+// media go to the gateway (MDCX with the mirrored mode; confrnce while
+// the call is in a three-way call), the gateway's SDP back.
+func (l *line) answerOffer(c *call, e sip.Event) {
+	tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
+	if err != nil {
+		_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+		return
+	}
+	if err := l.modifyConnection(c, l.connMode(c, tr.Mode), tr.SDP); err != nil {
+		_ = c.dialog.RejectReinvite(500, "Server Internal Error")
+		return
+	}
+	ans, err := ToSIP(c.gwSDP, &c.origin, tr.Codecs, mirror(tr.Direction))
+	if err != nil {
+		_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+		return
+	}
+	_ = c.dialog.AcceptReinvite(ans.SDP)
 }
 
 // unreachable reports failures that mean the peer is not there: no
@@ -455,9 +504,19 @@ func (l *line) onSIPEnd(c *call) {
 	if c.ended {
 		return
 	}
+	if c.xferOf != nil {
+		if x := c.xferOf; x.xfer == c {
+			l.transferLegFailed(x, c, 487, "Request Terminated", true)
+		}
+		return
+	}
 	switch c {
 	case l.call:
 		if c.fork != nil {
+			return
+		}
+		if c.xfer != nil {
+			c.gone = true // see EventBye
 			return
 		}
 		if c.result == "" {
@@ -517,6 +576,11 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	case l.other:
 		l.other = nil
 	}
+	if x := c.xfer; x != nil {
+		// The new call of a REFER this call received goes with it.
+		c.xfer, x.xferOf = nil, nil
+		l.endCallOf(x, why, false)
+	}
 	l.gen++
 	if c.result == "" {
 		c.result = why
@@ -549,6 +613,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	if c.sipq != nil {
 		close(c.sipq) // the sender ends after the BYE
 	}
+	c.sipDone = true
 	if c.peer != nil {
 		peer, id := c.peer, c.id
 		c.peer = nil
@@ -574,8 +639,21 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 		defer c.cancel()
 	}
 	if c.done != nil {
-		close(c.done)
+		// ServeDialog returns (and the sip package ends the dialog) once
+		// what was queued for it has gone out: a NOTIFY before the BYE
+		// needs the dialog.
+		done, drained := c.done, c.drained
 		c.done = nil
+		if drained == nil {
+			close(done)
+		} else {
+			l.b.sends.Add(1)
+			go func() {
+				defer l.b.sends.Done()
+				<-drained
+				close(done)
+			}()
+		}
 	}
 	if c.counted {
 		c.counted = false
@@ -608,6 +686,7 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 	}
 	if c.dialog != nil {
 		r.SIPCallID = c.dialog.CallID
+		l.b.dialogs.Delete(c.dialog)
 	}
 	l.b.record(r)
 }

@@ -55,9 +55,10 @@ var actionKinds = []struct {
 }{
 	{"offhook", 10}, {"onhook", 9}, {"flash", 4}, {"dial", 10}, {"digit", 2},
 	{"sip-call", 8}, {"sip-bye", 4}, {"sip-cancel", 3}, {"sip-hold", 2}, {"sip-resume", 2},
-	{"sip-info", 2}, {"sip-refer", 1}, {"mwi", 1},
+	{"sip-info", 2}, {"sip-refer", 3}, {"mwi", 1},
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
+	{"blind-transfer", 4}, {"three-way", 4}, {"attended-transfer", 3},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -94,6 +95,10 @@ type explorer struct {
 
 	mu      sync.Mutex
 	dialogs []*farCall
+
+	referOK     atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
+	referred    atomic.Int32 // REFERs of a far end that a line accepted (202)
+	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -117,6 +122,8 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		keepalive: 300 * time.Millisecond,
 		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
 		uas:       x.pbxScript,
+		refer:     x.pbxRefer,
+		transfer:  time.Second,
 		faults: func([]byte, net.Addr) mgcptest.Fault {
 			if x.lossy.Load() <= 0 {
 				return mgcptest.Fault{}
@@ -144,7 +151,14 @@ func (x *explorer) pbxScript(siptest.Incoming) siptest.Script {
 	x.rngMu.Lock()
 	defer x.rngMu.Unlock()
 	s := siptest.Script{Ring: time.Duration(x.rng.IntN(300)) * time.Millisecond}
-	switch x.rng.IntN(8) {
+	switch x.rng.IntN(10) {
+	case 8:
+		// A redirect (to a number that is answered or redirects again).
+		s.Status = 302
+		s.Headers = map[string]string{"Contact": "<sip:" + dialled[4+x.rng.IntN(2)] + "@127.0.0.1>"}
+	case 9:
+		s.Status = 422 // the call is placed again with this Session-Expires
+		s.Headers = map[string]string{"Min-SE": "3600"}
 	case 0:
 		s.Status = 486
 	case 1:
@@ -158,6 +172,25 @@ func (x *explorer) pbxScript(siptest.Incoming) siptest.Script {
 		s.HangUpAfter = time.Duration(100+x.rng.IntN(400)) * time.Millisecond
 	}
 	return s
+}
+
+// pbxRefer is the PBX's part in a line's blind transfer, drawn at
+// random: done (NOTIFY 200), failed (NOTIFY 486), refused (403), or never
+// finished (only a 100: the line's TransferTimeout rings the phone back).
+func (x *explorer) pbxRefer(siptest.ReferIn) siptest.ReferScript {
+	x.rngMu.Lock()
+	r, pause := x.rng.IntN(4), time.Duration(x.rng.IntN(200))*time.Millisecond
+	x.rngMu.Unlock()
+	switch r {
+	case 0:
+		return siptest.ReferScript{Notify: []int{100, 486}, Pause: pause}
+	case 1:
+		return siptest.ReferScript{Status: 403}
+	case 2:
+		return siptest.ReferScript{Notify: []int{100}}
+	}
+	x.referOK.Add(1)
+	return siptest.ReferScript{Notify: []int{100, 200}, Pause: pause}
 }
 
 func ep(line int) string { return "aaln/" + strconv.Itoa(line) }
@@ -182,6 +215,60 @@ func (x *explorer) step(a action) {
 		_, _ = gw.Dial(ctx, local, dialled[a.n%len(dialled)])
 	case "digit":
 		_, _ = gw.Dial(ctx, local, strconv.Itoa(a.n%10))
+	case "blind-transfer":
+		// What a user does to transfer: flash, dial, then hang up (or,
+		// now and then, flash back or lift the phone again at once). An
+		// idle phone first calls the PBX and waits (a little) for the
+		// answer, so that there is something to transfer.
+		x.talking(ctx, local)
+		_, _ = gw.Flash(ctx, local)
+		time.Sleep(time.Duration(a.m%30) * time.Millisecond)
+		_, _ = gw.Dial(ctx, local, dialled[a.n%len(dialled)])
+		switch a.m % 5 {
+		case 0:
+			_, _ = gw.Flash(ctx, local)
+		case 1:
+			_, _ = gw.OnHook(ctx, local)
+			_, _ = gw.OffHook(ctx, local)
+		default:
+			_, _ = gw.OnHook(ctx, local)
+		}
+	case "three-way":
+		// Talking (to the PBX), flash, dial C, wait a little for C, flash
+		// to join the three; then drop C (flash), hang up (both end), or
+		// leave it.
+		x.talking(ctx, local)
+		_, _ = gw.Flash(ctx, local)
+		time.Sleep(time.Duration(a.m%20) * time.Millisecond)
+		_, _ = gw.Dial(ctx, local, dialled[4+a.n%3]) // 2000 or 2486
+		x.waitConsultation(local)
+		_, _ = gw.Flash(ctx, local)
+		for range 15 {
+			if st, _ := gw.State(local); len(st.Connections) == 2 && st.Connections[0].Mode == mgcp.ModeConfrnce &&
+				st.Connections[1].Mode == mgcp.ModeConfrnce {
+				x.conferences.Add(1)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		switch a.m % 4 {
+		case 0:
+			_, _ = gw.Flash(ctx, local)
+		case 1:
+			_, _ = gw.OnHook(ctx, local)
+		}
+	case "attended-transfer":
+		// Talking, flash, dial C, talk to C (when it answers in time),
+		// hang up; now and then lift the phone again at once.
+		x.talking(ctx, local)
+		_, _ = gw.Flash(ctx, local)
+		_, _ = gw.Dial(ctx, local, dialled[4+a.n%3])
+		x.waitConsultation(local)
+		_, _ = gw.OnHook(ctx, local)
+		if a.m%4 == 0 {
+			time.Sleep(time.Duration(a.n%100) * time.Millisecond)
+			_, _ = gw.OffHook(ctx, local)
+		}
 	case "sip-call":
 		x.call(strconv.Itoa(1000+a.line), a.n%4 == 0)
 	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
@@ -228,6 +315,47 @@ func (x *explorer) step(a action) {
 		_ = b.Rearm(ctx, "gw/"+local)
 	case "op-reload":
 		b.Apply(x.e.rules)
+	}
+}
+
+// waitConsultation waits (a little) for a line's second call to be
+// answered; it gives up at once when there is none.
+func (x *explorer) waitConsultation(local string) {
+	for i := range 30 {
+		st, _ := x.e.gw.State(local)
+		if len(st.Connections) == 2 && st.Connections[1].Mode == mgcp.ModeSendRecv {
+			return
+		}
+		if i > 8 && len(st.Connections) < 2 {
+			return
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+}
+
+// talking makes the line's phone talk to the PBX (2000) if it has no
+// call: it hangs up first if off hook, lifts, dials and waits (a little)
+// for the answer.
+func (x *explorer) talking(ctx context.Context, local string) {
+	gw := x.e.gw
+	st, _ := gw.State(local)
+	if len(st.Connections) > 0 {
+		return
+	}
+	if st.OffHook {
+		_, _ = gw.OnHook(ctx, local)
+	}
+	_, _ = gw.OffHook(ctx, local)
+	_, _ = gw.Dial(ctx, local, "2000")
+	for i := range 40 {
+		st, _ := gw.State(local)
+		if len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
+			return
+		}
+		if i > 8 && len(st.Connections) == 0 {
+			return // the call failed: nothing to wait for
+		}
+		time.Sleep(15 * time.Millisecond)
 	}
 }
 
@@ -312,7 +440,9 @@ func (x *explorer) farAction(a action) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 				defer cancel()
-				_ = fc.d.Refer(ctx, "2000", nil)
+				if fc.d.Refer(ctx, "2000", nil) == nil {
+					x.referred.Add(1)
+				}
 			}()
 		}
 	}
@@ -320,7 +450,7 @@ func (x *explorer) farAction(a action) {
 
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
-func (x *explorer) run(plan []action, keep func(int) bool) {
+func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, referred, conferences int) {
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -333,6 +463,12 @@ func (x *explorer) run(plan []action, keep func(int) bool) {
 	}
 	x.quiesce()
 	x.check()
+	for _, m := range x.e.pbx.Received("REFER") {
+		if strings.Contains(string(m.Data), "?Replaces=") {
+			attended++
+		}
+	}
+	return len(x.e.pbx.Received("REFER")), attended, int(x.referred.Load()), int(x.conferences.Load())
 }
 
 // quiesce stops the faults, ends every far-end call, brings the gateway
@@ -412,17 +548,44 @@ func (x *explorer) atRest() string {
 func (x *explorer) check() {
 	if why := x.atRest(); why != "" {
 		x.t.Errorf("not at rest: %s", why)
+		for _, l := range x.e.b.Lines() {
+			st, _ := x.e.gw.State(l.Endpoint[:strings.IndexByte(l.Endpoint, '@')])
+			x.t.Logf("line %s: state %s off_hook %v call %+v; gateway: off_hook %v R: %v S: %v", l.ID, l.State, l.OffHook, l.Call,
+				st.OffHook, st.RequestedEvents, st.Signals)
+		}
 	}
+	transferred := 0
 	for {
 		select {
 		case r := <-x.e.records:
 			if r.Line == "" || r.Result == "" || (r.Answered && r.Setup < 0) {
 				x.t.Errorf("inconsistent call record %+v", r)
 			}
+			if strings.HasPrefix(r.Result, "transferred to ") {
+				transferred++
+			}
 			continue
 		default:
 		}
 		break
+	}
+	// Caller id on call waiting: the lines have caller id and the
+	// gateway can send it, so a waiting tone never goes without the
+	// waiting caller's id (the strict gateway checks its fields).
+	for _, cmd := range x.e.gw.Commands() {
+		wt, ci := false, false
+		for _, s := range cmd.Signals {
+			wt = wt || s.Is("L", "wt")
+			ci = ci || s.Is("L", "ci")
+		}
+		if wt && !ci {
+			x.t.Errorf("waiting tone without caller id: %s %s S: %v", cmd.Verb, cmd.Endpoint, cmd.Signals)
+		}
+	}
+	// A call counts as transferred only when the PBX said so in a final
+	// NOTIFY (RFC 3515), never on the 202 alone.
+	if ok := int(x.referOK.Load()); transferred > ok {
+		x.t.Errorf("%d calls recorded as transferred, the PBX completed %d transfers", transferred, ok)
 	}
 }
 
@@ -463,7 +626,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs atomic.Int64
+	var runs, refers, attended, referred, conferences atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -481,7 +644,11 @@ func TestExplore(t *testing.T) {
 		}
 		plan := makePlan(seed, explorePlanLen)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			newExplorer(t, seed).run(plan, keep)
+			n, at, m, k := newExplorer(t, seed).run(plan, keep)
+			refers.Add(int64(n))
+			attended.Add(int64(at))
+			referred.Add(int64(m))
+			conferences.Add(int64(k))
 		})
 		runs.Add(1)
 		if !ok {
@@ -490,7 +657,9 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored, 0 invariant violations", runs.Load(), explorePlanLen)
+	t.Logf("%d sequences of %d actions explored (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
+		"%d three-way calls joined), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(), attended.Load(), referred.Load(),
+		conferences.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {
@@ -519,7 +688,7 @@ func shrink(t *testing.T, seed uint64, plan []action) []int {
 			}
 			attempts++
 			failed := !t.Run(fmt.Sprintf("shrink-seed=%d-len=%d", seed, len(candidate)), func(t *testing.T) {
-				newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
+				_, _, _, _ = newExplorer(t, seed).run(plan, func(i int) bool { return set[i] })
 			})
 			if failed {
 				kept = candidate

@@ -128,7 +128,7 @@ func (b *Bridge) coordinate(f *fork) {
 
 // onForkOffer: ring this line for a forked call if it is free.
 func (l *line) onForkOffer(f *fork) bool {
-	if l.state != stIdle || l.call != nil || !l.b.accepting(l.rule.Gateway) {
+	if !l.free() || !l.b.accepting(l.rule.Gateway) {
 		return false
 	}
 	c, remote, err := l.newIncoming(f.d)

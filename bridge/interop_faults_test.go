@@ -61,6 +61,8 @@ type rigOptions struct {
 	kamailio bool   // lines register at a Kamailio (incoming calls come through it)
 	uas      string // host:port of a SIPp UAS that numbers 2xxx are routed to
 	dtmf     string // features.dtmf of the lines
+	realm    string // the SIPp peer's domain (realm)
+	noThree  bool   // features.three_way off
 }
 
 // faultMGCP are call agent timers under which an unanswered command
@@ -88,6 +90,9 @@ func newFaultRig(t *testing.T, o rigOptions) *faultRig {
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1..2}", User: "{n+1000}", Password: "pw-{n+1000}",
 			DisplayName: "Line {n}", Features: mapping.Features{DTMF: o.dtmf}}},
 	}
+	if o.noThree {
+		cfg.Lines[0].Features.ThreeWay = new(bool)
+	}
 	if o.kamailio {
 		kamHost, kamPort := hostPort(t, r.kam.Addr)
 		yes := true
@@ -96,7 +101,7 @@ func newFaultRig(t *testing.T, o rigOptions) *faultRig {
 	}
 	if o.uas != "" {
 		uasHost, uasPort := hostPort(t, o.uas)
-		cfg.Peers = append(cfg.Peers, mapping.Peer{Name: "sipp", Host: uasHost, Port: uasPort, Auth: "ip"})
+		cfg.Peers = append(cfg.Peers, mapping.Peer{Name: "sipp", Host: uasHost, Port: uasPort, Auth: "ip", Realm: o.realm})
 		cfg.Routes.Outbound = []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: "2"}, Peer: "sipp"}}
 		if cfg.Lines[0].Peer == "" {
 			cfg.Lines[0].Peer = "sipp"

@@ -225,6 +225,10 @@ func (s simDriver) onHook(local string) {
 	s.do(func(ctx context.Context) (*mgcp.Response, error) { return s.gw.OnHook(ctx, local) })
 }
 
+func (s simDriver) flash(local string) {
+	s.do(func(ctx context.Context) (*mgcp.Response, error) { return s.gw.Flash(ctx, local) })
+}
+
 func (s simDriver) collect(local, digits string) {
 	s.do(func(ctx context.Context) (*mgcp.Response, error) { return s.gw.Collect(ctx, local, digits) })
 }

@@ -35,33 +35,44 @@ func (s lineState) String() string { return stateNames[s] }
 // call is this line's leg of a call: one MGCP connection and either a SIP
 // dialog or, for a locally switched call, the other line.
 type call struct {
-	id        string // MGCP call id (C:)
-	connID    string
-	gwSDP     []byte // the gateway's LocalConnectionDescriptor
-	codecs    []string
-	origin    Origin
-	direction string
-	number    string
-	dialog    *sip.Dialog
-	cancel    context.CancelFunc // cancels an outgoing INVITE
-	done      chan struct{}      // releases ServeDialog of an incoming call
-	peer      *line              // locally switched: the other line
-	start     time.Time
-	answered  time.Time
-	result    string
-	gen       int
-	fallback  bool         // switch locally if the SIP peer cannot be reached
-	byeReason string       // Reason header of our BYE (RFC 3326), when there is one to give
-	fork      *fork        // a ring-all call ringing this line, not taken yet
-	recall    bool         // ringing again for a call left waiting or on hold
-	ring      []mgcp.Event // signals that ring the phone for it (with caller id)
-	status    int          // final answer to an unanswered incoming INVITE (0: 480)
-	reason    string
-	counted   bool              // counted in Bridge.active
-	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
-	ringback  bool              // the far end rings: the phone hears ringback
-	ended     bool              // released (endCallOf ran): nothing more to do
-	sipq      chan func()       // in-dialog requests sent in order (INFO digits, then BYE)
+	id         string // MGCP call id (C:)
+	connID     string
+	gwSDP      []byte // the gateway's LocalConnectionDescriptor
+	codecs     []string
+	origin     Origin
+	direction  string
+	number     string
+	name       string // the caller's name (incoming and local calls), for caller id
+	dialog     *sip.Dialog
+	cancel     context.CancelFunc // cancels an outgoing INVITE
+	done       chan struct{}      // releases ServeDialog of an incoming call
+	peer       *line              // locally switched: the other line
+	start      time.Time
+	answered   time.Time
+	result     string
+	gen        int
+	fallback   bool         // switch locally if the SIP peer cannot be reached
+	byeReason  string       // Reason header of our BYE (RFC 3326), when there is one to give
+	fork       *fork        // a ring-all call ringing this line, not taken yet
+	recall     bool         // ringing again for a call left waiting or on hold
+	ring       []mgcp.Event // signals that ring the phone for it (with caller id)
+	status     int          // final answer to an unanswered incoming INVITE (0: 480)
+	reason     string
+	counted    bool              // counted in Bridge.active
+	peerRule   *mapping.PeerRule // the SIP peer of an outgoing call
+	ringback   bool              // the far end rings: the phone hears ringback
+	ended      bool              // released (endCallOf ran): nothing more to do
+	sipq       chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
+	sipDone    bool              // sipq closed: nothing more is sent
+	drained    chan struct{}     // closed when sipq's sender has sent everything
+	referring  bool              // held, transferred by our REFER: waiting for its final NOTIFY
+	referTo    string            // the number it is transferred to
+	referN     int               // counts its transfers (a timer knows its own)
+	xfer       *call             // the new call placed for a REFER this call received, not answered yet
+	xferOf     *call             // (of that new call) the call it is to replace
+	gone       bool              // its far end hung up while xfer was tried: the connection waits for xfer
+	redirects  int               // 3xx followed (retry.go)
+	retried422 bool              // placed again after a 422
 
 	// For the call's record (cdr.go).
 	dialled   string // the number as dialled, before rewriting
@@ -91,12 +102,16 @@ func (l *line) publishConns() {
 // before it: the far end gets the digits pressed before the hang-up
 // before the BYE. The line's goroutine never waits for it.
 func (l *line) inOrder(c *call, f func()) {
+	if c.sipDone {
+		return // after the BYE nothing more goes in the dialog
+	}
 	if c.sipq == nil {
-		q := make(chan func(), 64)
-		c.sipq = q
+		q, drained := make(chan func(), 64), make(chan struct{})
+		c.sipq, c.drained = q, drained
 		l.b.sends.Add(1)
 		go func() {
 			defer l.b.sends.Done()
+			defer close(drained)
 			for f := range q {
 				f()
 			}
@@ -124,7 +139,10 @@ type line struct {
 	// starts it again, so idle lines cost no goroutine stack.
 	running atomic.Bool
 	status  atomic.Pointer[LineStatus] // published after every input
-	conns   atomic.Pointer[[]connRef]  // the line's connections, published for HandleMGCP
+	// referPolicy is the REFER gate's answer for the active call,
+	// published after every input (referred.go).
+	referPolicy atomic.Pointer[referPolicy]
+	conns       atomic.Pointer[[]connRef] // the line's connections, published for HandleMGCP
 
 	// ops bounds MGCP operations; the loop replaces it at shutdown.
 	ops context.Context
@@ -141,6 +159,8 @@ type line struct {
 	call      *call
 	other     *call // call waiting, or the call on hold
 	transfer  transferState
+	consult   bool // l.call is a consultation call, l.other held for it (threeway.go)
+	conf      bool // l.call and l.other are mixed on the gateway (confrnce)
 	gen       int
 	toneTimer *time.Timer
 
@@ -242,6 +262,8 @@ func (l *line) loop() {
 // the new state and publishes it.
 func (l *line) run(f func()) {
 	f()
+	l.fixConference()
+	l.fixAttended()
 	l.flush()
 	// With more input queued, the request waits for it (a 180 followed
 	// by the 200 needs no ringback); it is sent once the queue is empty.
@@ -379,6 +401,9 @@ func (l *line) onDigits(digits string) {
 		}
 		number := strings.TrimSuffix(strings.ToUpper(digits), "T")
 		if l.transfer.active {
+			if l.rule.Features.ThreeWay && l.consultCall(number) {
+				return
+			}
 			l.transferDialled(number)
 			return
 		}
@@ -466,6 +491,10 @@ func (l *line) onOffHook() {
 		if l.trunk != nil {
 			return
 		}
+		if l.referPending() {
+			l.takeBack()
+			return
+		}
 		if !l.b.accepting(l.rule.Gateway) {
 			l.playTone("L/ro") // draining or disabled: no new calls
 			return
@@ -480,6 +509,10 @@ func (l *line) onOffHook() {
 	case stRinging:
 		if l.call != nil && l.call.fork != nil {
 			l.takeFork(l.call)
+			return
+		}
+		if l.call != nil && l.call.recall && l.other != nil {
+			l.backToConsultation() // an attended transfer failed
 			return
 		}
 		if l.call != nil && l.call.recall {
@@ -499,6 +532,23 @@ func (l *line) onOnHook() {
 		}
 		l.arm()
 	case stCalling, stConnected:
+		if l.conf {
+			l.endConference()
+			return
+		}
+		if l.consulting() && l.call.answered.IsZero() && l.call.dialog != nil {
+			// Hung up while C still rings: A goes to C's number.
+			c, a := l.call, l.other
+			c.result = "cancelled: the held call is transferred to it"
+			l.endCall(c.result, false)
+			l.consult = false
+			l.referHeld(a, c.number, nil)
+			return
+		}
+		if l.consulting() && l.rule.Features.Transfer && l.call.dialog != nil {
+			l.attendedTransfer()
+			return
+		}
 		l.endCall("hung up", false)
 		if l.other != nil {
 			l.afterActiveEnded(true)
@@ -568,6 +618,12 @@ func (l *line) playTone(tone string) {
 // settle puts the line where it belongs once its call is gone: the
 // off-hook phone hears tone, an on-hook one is armed for the next call.
 func (l *line) settle(tone string) {
+	if l.other != nil && l.call == nil {
+		// A held call is left (a consultation or added call failed):
+		// back to it, or ring for it if the phone is on hook.
+		l.afterActiveEnded(!l.offHook)
+		return
+	}
 	if l.offHook && l.trunk == nil {
 		l.playTone(tone)
 		return
@@ -669,6 +725,13 @@ func (l *line) resynchronise(keepCalls bool) {
 	if l.call != nil {
 		if l.state == stRestarting {
 			l.state = stConnected
+		}
+		if !l.offHook && l.trunk == nil && (l.state == stConnected || l.state == stCalling) {
+			// The phone is on hook though the call needs it off hook: it
+			// hung up while the gateway was unreachable (its NTFY lost).
+			// As if notified; otherwise every request for the call's
+			// state would get 402 and the line would stay stuck.
+			l.onOnHook()
 		}
 		return
 	}

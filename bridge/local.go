@@ -35,7 +35,7 @@ func (l *line) localCall(c *call, number string) {
 // onLocalOffer: another line calls this one.
 func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name string) {
 	busy := func() { caller.postWait(func() { caller.onLocalBusy(id) }) }
-	if l.state != stIdle || !l.b.accepting(l.rule.Gateway) {
+	if !l.free() || !l.b.accepting(l.rule.Gateway) {
 		busy()
 		return
 	}
@@ -44,13 +44,10 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 		busy()
 		return
 	}
-	c := &call{id: id, direction: "local", peer: caller, number: number, start: time.Now(), codecs: tr.Codecs, callee: true}
+	c := &call{id: id, direction: "local", peer: caller, number: number, name: name, start: time.Now(), codecs: tr.Codecs, callee: true}
 	l.adopt(c)
 	l.state = stRinging
-	c.ring = []mgcp.Event{signal("L/rg")}
-	if l.rule.Features.CallerID && l.rule.Gateway.Quirks.CallerID {
-		c.ring = append(c.ring, callerID(number, name))
-	}
+	c.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(c)...)
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP); err != nil {
 		c.peer = nil // the caller hears busy instead of a hang-up
 		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")

@@ -79,7 +79,8 @@ func (l *line) digitMap() string {
 // in the off-hook event, RFC 3435 §2.3.3 action E), so that the off-hook
 // and the number arrive in one NTFY.
 func (l *line) dialsByItself() bool {
-	return l.rule.Gateway.Quirks.EmbeddedRequests && l.rule.Features.Hotline == "" && l.b.accepting(l.rule.Gateway)
+	return l.rule.Gateway.Quirks.EmbeddedRequests && l.rule.Features.Hotline == "" && l.b.accepting(l.rule.Gateway) &&
+		l.other == nil // a held call waits for its transfer: off-hook takes it back
 }
 
 // desired is the request the line's state calls for (the state table of

@@ -64,6 +64,7 @@ type CallStatus struct {
 // publish stores a copy of the line's state for readers.
 func (l *line) publish() {
 	l.publishConns()
+	l.publishReferPolicy()
 	st := &LineStatus{ID: l.rule.ID, Endpoint: l.ep.String(), Gateway: l.rule.Gateway.Name, User: l.rule.User,
 		State: l.state.String()}
 	if l.trunk != nil {

@@ -19,7 +19,7 @@ import (
 // canWait reports whether an incoming call may wait on this line.
 func (l *line) canWait() bool {
 	c := l.call
-	return l.rule.Features.CallWaiting && l.trunk == nil && l.state == stConnected && c != nil &&
+	return l.rule.Features.CallWaiting && l.trunk == nil && l.state == stConnected && c != nil && c.xfer == nil &&
 		c.dialog != nil && c.peer == nil && c.fork == nil && l.other == nil && l.b.accepting(l.rule.Gateway)
 }
 
@@ -37,7 +37,10 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 	}
 	l.other = c
 	c.waiting = true
-	l.oneShot = append(l.oneShot, signal("L/wt"))
+	// Caller id on call waiting (CIDCW): the off-hook caller id goes
+	// with the waiting tone in one signal list, S: L/wt,L/ci(...) (RFC
+	// 3660 §2.4; what chan_mgcp sends), when the gateway can send it.
+	l.oneShot = append(append(l.oneShot, signal("L/wt")), l.callerIDOf(c)...)
 	_ = d.Ring()
 	l.forward(c)
 	l.at(l.b.cfg.RingTimeout, func() {
@@ -55,6 +58,24 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 func (l *line) onFlash() {
 	if l.transfer.active {
 		l.cancelTransfer()
+		return
+	}
+	if l.call != nil && l.call.xfer != nil {
+		return // the far end is transferring the line: wait for it
+	}
+	if l.conf {
+		l.dropLast()
+		return
+	}
+	if l.consulting() {
+		if l.call.answered.IsZero() {
+			// C still rings: give it up, back to A.
+			l.call.result = "abandoned by a flash"
+			l.endCall(l.call.result, false)
+			l.afterActiveEnded(false)
+			return
+		}
+		l.joinConference()
 		return
 	}
 	if l.state == stConnected && l.call != nil && l.other == nil && l.call.dialog != nil && l.call.peer == nil &&
@@ -119,13 +140,15 @@ func (l *line) reoffer(c *call, dir Direction) {
 		return
 	}
 	d := c.dialog
-	go func() {
+	// In order with the call's other requests: a REFER that follows the
+	// hold must not overtake it.
+	l.inOrder(c, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 		defer cancel()
 		if _, err := d.Reinvite(ctx, tr.SDP); err != nil {
 			l.log.WithError(err).Info("bridge: hold/resume re-INVITE failed")
 		}
-	}()
+	})
 }
 
 // onOtherSIP handles the events of the waiting or held call.
@@ -137,7 +160,13 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 			c.result = "cancelled"
 		}
 		l.endCallOf(c, c.result, true) // the waiting tone stops with the next request
+	case sip.EventReferStatus:
+		l.onReferStatus(c, e.Status, e.Reason, e.Final)
 	case sip.EventReinvite, sip.EventUpdate:
+		if l.conf {
+			l.answerOffer(c, e) // in the conference: as the active call
+			return
+		}
 		// The held party changed its media: keep our side on hold.
 		if tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendOnly); err == nil {
 			_ = c.dialog.AcceptReinvite(tr.SDP)
@@ -151,15 +180,24 @@ func (l *line) onOtherSIP(c *call, e sip.Event) {
 // remains: on hook, the phone rings again for it; still off hook (the far
 // end hung up), the held call is resumed or the waiting one answered.
 func (l *line) afterActiveEnded(onHook bool) {
+	if onHook && l.call == nil && l.other != nil && l.other.referring {
+		// The held call waits for the outcome of its transfer (the
+		// consultation call of an attended transfer ended first).
+		l.gen++
+		l.state = stIdle
+		return
+	}
 	c := l.other
 	l.other = nil
 	l.call = c
 	l.gen++
 	c.gen = l.gen
 	l.transfer = transferState{}
+	l.consult, l.conf = false, false
+	c.referring = false // back with the user: a late NOTIFY changes nothing
 	if onHook {
 		c.recall = true
-		c.ring = []mgcp.Event{signal("L/rg")}
+		c.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(c)...) // who rings back
 		l.state = stRinging
 		// Nobody picks up: the held or waiting call is ended after the
 		// ring timeout, like any unanswered call.

@@ -65,11 +65,11 @@ var DefaultCodecs = []string{"PCMU", "PCMA"}
 
 // builtinQuirks are the quirk profiles every configuration has.
 var builtinQuirks = map[string]Quirks{
-	"generic": {ResponseAck: true, AuditConnection: true, WildcardAudit: true, EmbeddedRequests: true, CallerID: true, RingbackSignal: "G/rt", Version: "1.0"},
+	"generic": {ResponseAck: true, AuditConnection: true, WildcardAudit: true, EmbeddedRequests: true, CallerID: true, Conference: true, RingbackSignal: "G/rt", Version: "1.0"},
 	// PacketCable NCS embedded MTAs (cable modems with phone ports).
-	"ncs": {ResponseAck: true, AuditConnection: false, WildcardAudit: true, EmbeddedRequests: true, CallerID: true, RingbackSignal: "L/rt", ProtocolProfile: "NCS 1.0", Version: "1.0"},
+	"ncs": {ResponseAck: true, AuditConnection: false, WildcardAudit: true, EmbeddedRequests: true, CallerID: true, Conference: true, RingbackSignal: "L/rt", ProtocolProfile: "NCS 1.0", Version: "1.0"},
 	// Cisco IOS voice gateways (VG2xx, ISR FXS ports).
-	"cisco-ios": {ResponseAck: true, AuditConnection: true, WildcardAudit: true, EmbeddedRequests: true, CallerID: true, RingbackSignal: "G/rt", Version: "1.0"},
+	"cisco-ios": {ResponseAck: true, AuditConnection: true, WildcardAudit: true, EmbeddedRequests: true, CallerID: true, Conference: true, RingbackSignal: "G/rt", Version: "1.0"},
 	// osmo-mgw 1.10: refuses K: (539), never answers AUCX.
 	"osmo-mgw": {ResponseAck: false, AuditConnection: false, WildcardAudit: true, EmbeddedRequests: false, CallerID: false, RingbackSignal: "G/rt", Version: "1.0"},
 }
@@ -275,6 +275,7 @@ func (c *compiler) quirkProfiles(profiles []QuirkProfile) {
 			b.WildcardAudit = orBool(q.WildcardAudit, b.WildcardAudit)
 			b.EmbeddedRequests = orBool(q.EmbeddedRequests, b.EmbeddedRequests)
 			b.CallerID = orBool(q.CallerID, b.CallerID)
+			b.Conference = orBool(q.Conference, b.Conference)
 			if q.RingbackSignal != "" {
 				b.RingbackSignal = q.RingbackSignal
 			}

@@ -97,6 +97,10 @@ type QuirkProfile struct {
 	EmbeddedRequests *bool `yaml:"embedded_requests"`
 	// CallerID: send caller id with L/ci (generic: true).
 	CallerID *bool `yaml:"caller_id"`
+	// Conference: the gateway mixes an endpoint's connections in
+	// confrnce mode, for three-way calling (generic, ncs, cisco-ios:
+	// true; osmo-mgw: false).
+	Conference *bool `yaml:"conference"`
 	// RingbackSignal is the ringback tone signal (generic: G/rt; NCS: L/rt).
 	RingbackSignal string `yaml:"ringback_signal"`
 	// Profile is put after "MGCP 1.0" on commands, e.g. "NCS 1.0".

@@ -58,6 +58,7 @@ type Quirks struct {
 	WildcardAudit    bool
 	EmbeddedRequests bool
 	CallerID         bool
+	Conference       bool // mixes the endpoint's connections in confrnce mode (three-way calling)
 	RingbackSignal   string
 	ProtocolProfile  string // e.g. "NCS 1.0"; "" for none
 	Version          string

@@ -77,6 +77,34 @@ type Event struct {
 	Replaces    string // EventRefer: Replaces value for an attended transfer
 	ReferredBy  string // EventRefer: Referred-By, when given
 	Final       bool   // EventReferStatus: the transfer attempt is over
+
+	Contacts []string      // EventFailed with a 3xx: the Contact URIs of the redirect, in order
+	MinSE    time.Duration // EventFailed with a 422: the peer's Min-SE (RFC 4028 §6)
+}
+
+// failed is the EventFailed of a final non-2xx answer to our INVITE, with
+// what a retry needs: a redirect's contacts (RFC 3261 §8.1.3.4), the
+// Min-SE of a 422 (RFC 4028 §6).
+func failed(res *sip.Response) *Event {
+	e := &Event{Kind: EventFailed, Status: res.StatusCode, Reason: res.Reason}
+	if res.StatusCode >= 300 && res.StatusCode < 400 {
+		for _, h := range res.GetHeaders("Contact") {
+			for _, v := range strings.Split(h.Value(), ",") {
+				if v = strings.TrimSpace(v); v != "" {
+					e.Contacts = append(e.Contacts, v)
+				}
+			}
+		}
+	}
+	if res.StatusCode == 422 {
+		if h := res.GetHeader("Min-SE"); h != nil {
+			v, _, _ := strings.Cut(h.Value(), ";")
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+				e.MinSE = time.Duration(n) * time.Second
+			}
+		}
+	}
+	return e
 }
 
 // Dialog is one SIP dialog, inbound or outbound. Events arrive on Events;
@@ -215,6 +243,9 @@ type Call struct {
 	// SessionExpires overrides the stack's session interval for this
 	// call; negative: ask for no session timer.
 	SessionExpires time.Duration
+	// MinSE overrides the Min-SE sent (a retry after 422 sends the
+	// peer's, RFC 4028 §7.3); 0: the stack's.
+	MinSE time.Duration
 }
 
 // ErrCallFailed is wrapped by Invite errors for non-2xx answers.
@@ -259,7 +290,7 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		// RFC 4028 §7.1: ask for a session interval; the UAS picks the
 		// refresher.
 		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))))
-		req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(int(s.cfg.MinSE/time.Second))))
+		req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(int(cmp.Or(c.MinSE, s.cfg.MinSE)/time.Second))))
 	}
 	if len(c.SDP) > 0 {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -305,7 +336,7 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		switch {
 		case err == nil:
 		case errors.As(err, &de):
-			d.end(&Event{Kind: EventFailed, Status: de.Res.StatusCode, Reason: de.Res.Reason})
+			d.end(failed(de.Res))
 			return
 		default:
 			d.end(&Event{Kind: EventFailed, Reason: err.Error()})

@@ -473,6 +473,14 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.GetHeader("Referred-By"); h != nil {
 		referredBy = h.Value()
 	}
+	g := s.referGate.Load()
+	if g != nil {
+		ev := Event{Kind: EventRefer, ReferTo: target.String(), ReferToUser: target.User, Replaces: replaces, ReferredBy: referredBy}
+		if code, reason := (*g)(d, ev); code >= 300 {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, code, reason, nil))
+			return
+		}
+	}
 	d.mu.Lock()
 	d.referSeq = req.CSeq().SeqNo
 	d.mu.Unlock()
@@ -480,13 +488,38 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	go func() {
 		// §2.4.4: the implicit subscription starts with a NOTIFY right
 		// away; the application reports the outcome with NotifyRefer.
+		// With a gate, the gate's owner sends it (in order with the
+		// NOTIFYs that follow).
 		ctx, cancel := context.WithTimeout(d.ctx, 32*time.Second)
 		defer cancel()
-		if err := d.NotifyRefer(ctx, sip.StatusTrying, "Trying"); err != nil {
-			d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("sip: first NOTIFY of a REFER failed")
+		if g == nil {
+			if err := d.NotifyRefer(ctx, sip.StatusTrying, "Trying"); err != nil {
+				d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("sip: first NOTIFY of a REFER failed")
+			}
 		}
 		d.emit(Event{Kind: EventRefer, ReferTo: target.String(), ReferToUser: target.User, Replaces: replaces, ReferredBy: referredBy})
 	}()
+}
+
+// ReferGate decides whether a REFER received in dialog d is accepted: a
+// status of 300 or more refuses it with that status and reason (RFC 3515
+// §2.4.2: the REFER is answered before anything is tried); anything else
+// accepts it (202, then EventRefer). e is the REFER as EventRefer will
+// carry it: a gate that acts on it at once is ahead of any BYE that
+// follows the 202. With a gate the stack sends no NOTIFY of its own: the
+// first one (100 Trying, RFC 3515 §2.4.4) is the gate owner's, so that
+// it cannot overtake the final one. It runs on the stack's goroutine and
+// must not block.
+type ReferGate func(d *Dialog, e Event) (status int, reason string)
+
+// SetReferGate installs the gate REFERs pass before they are accepted
+// (nil: every REFER is accepted).
+func (s *Stack) SetReferGate(g ReferGate) {
+	if g == nil {
+		s.referGate.Store(nil)
+		return
+	}
+	s.referGate.Store(&g)
 }
 
 // NotifyRefer reports the progress of a transfer we were asked to make

@@ -46,6 +46,7 @@ type Stack struct {
 
 	handler       atomic.Pointer[handlerBox]
 	mwi           atomic.Pointer[mwiBox]
+	referGate     atomic.Pointer[ReferGate]
 	clientDialogs *sipgo.DialogClientCache
 	serverDialogs *sipgo.DialogServerCache
 	inboundMu     sync.Mutex

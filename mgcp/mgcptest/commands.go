@@ -42,7 +42,7 @@ func (g *Gateway) crcx(cmd *mgcp.Command) (*mgcp.Response, []pendingNotify) {
 		// connections.
 		return resp(cmd, mgcp.CodeEndpointNotReady, "endpoint going out of service"), nil
 	}
-	if !cmd.Mode.Known() {
+	if !cmd.Mode.Known() || (cmd.Mode == mgcp.ModeConfrnce && g.cfg.NoConference) {
 		return resp(cmd, mgcp.CodeInvalidMode, ""), nil
 	}
 	if r := checkRequest(ep, cmd); r != nil {
@@ -51,7 +51,7 @@ func (g *Gateway) crcx(cmd *mgcp.Command) (*mgcp.Response, []pendingNotify) {
 	if len(ep.Connections) >= 2 {
 		return resp(cmd, mgcp.CodeConnectionLimit, ""), nil
 	}
-	if cmd.Mode == mgcp.ModeSendRecv && len(cmd.SDP) == 0 {
+	if (cmd.Mode == mgcp.ModeSendRecv || cmd.Mode == mgcp.ModeConfrnce) && len(cmd.SDP) == 0 {
 		return resp(cmd, mgcp.CodeMissingRemoteSDP, ""), nil
 	}
 	codecs := g.cfg.Codecs
@@ -164,10 +164,11 @@ func (g *Gateway) mdcx(cmd *mgcp.Command) (*mgcp.Response, []pendingNotify) {
 		return resp(cmd, mgcp.CodeUnknownCallID, ""), nil
 	}
 	if cmd.Mode != "" {
-		if !cmd.Mode.Known() {
+		if !cmd.Mode.Known() || (cmd.Mode == mgcp.ModeConfrnce && g.cfg.NoConference) {
+			// RFC 3435 §2.3.3: a gateway that cannot mix refuses the mode.
 			return resp(cmd, mgcp.CodeInvalidMode, ""), nil
 		}
-		if cmd.Mode == mgcp.ModeSendRecv && len(cmd.SDP) == 0 && len(c.RemoteSDP) == 0 {
+		if (cmd.Mode == mgcp.ModeSendRecv || cmd.Mode == mgcp.ModeConfrnce) && len(cmd.SDP) == 0 && len(c.RemoteSDP) == 0 {
 			return resp(cmd, mgcp.CodeMissingRemoteSDP, ""), nil
 		}
 	}

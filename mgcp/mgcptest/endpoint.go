@@ -27,6 +27,7 @@ type endpoint struct {
 	quar      []mgcp.Event   // quarantined events, in order
 	timer     *time.Timer    // the inter-digit timer, nil when not running
 	timerGen  uint64
+	noCID     bool // the gateway cannot send caller id (GatewayConfig.NoCallerID)
 
 	forced     bool      // out of service after RSIP forced, until a restart
 	outUntil   time.Time // out of service during a restart delay
@@ -227,6 +228,9 @@ func actionsOf(r mgcp.RequestedEvent) (a actions, ok bool) {
 // failure response or nil. Nothing changes when it fails.
 func checkRequest(ep *endpoint, cmd *mgcp.Command) *mgcp.Response {
 	p := &cmd.Parameters
+	if r := checkCallerID(ep, cmd, p.Signals, p.RequestedEvents); r != nil {
+		return r
+	}
 	if p.RequestID == "" {
 		if p.RequestedEvents != nil || p.DigitMap != "" || p.QuarantineHandling != "" {
 			return resp(cmd, mgcp.CodeProtocolError, "R:, D: and Q: need X:")
@@ -582,4 +586,56 @@ func (g *Gateway) digitTimeout(ep *endpoint, gen uint64) {
 	local := ep.Name.Local
 	g.mu.Unlock()
 	_, _ = g.send(g.ctx, local, n)
+}
+
+// checkCallerID applies the rules of the caller id signal L/ci(time,
+// number, name) (RFC 3660 §2.4) to the signals of a request, embedded
+// ones included: exactly three parameters, the time empty or
+// MM/DD/HH/MM, else 538; a gateway configured without caller id cannot
+// generate it (513).
+func checkCallerID(ep *endpoint, cmd *mgcp.Command, ss []mgcp.Event, rs []mgcp.RequestedEvent) *mgcp.Response {
+	for _, s := range ss {
+		if !s.Is("L", "ci") {
+			continue
+		}
+		if ep.noCID {
+			return resp(cmd, mgcp.CodeCannotGenerateSignal, "this gateway sends no caller id")
+		}
+		if len(s.Params) != 3 || !cidTime(s.Param(0)) {
+			return resp(cmd, mgcp.CodeEventParameterError, "L/ci wants (MM/DD/HH/MM,number,name): "+s.String())
+		}
+	}
+	for _, r := range rs {
+		for _, a := range r.Actions {
+			if a.Embedded != nil {
+				if x := checkCallerID(ep, cmd, a.Embedded.Signals, a.Embedded.RequestedEvents); x != nil {
+					return x
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// cidTime checks the time of a caller id: empty, or month/day/hour/
+// minute, two digits each, in range.
+func cidTime(t string) bool {
+	if t == "" {
+		return true
+	}
+	f := strings.Split(t, "/")
+	if len(f) != 4 {
+		return false
+	}
+	max := []int{12, 31, 23, 59}
+	for i, v := range f {
+		if len(v) != 2 || v[0] < '0' || v[0] > '9' || v[1] < '0' || v[1] > '9' {
+			return false
+		}
+		n := int(v[0]-'0')*10 + int(v[1]-'0')
+		if n > max[i] || (i < 2 && n == 0) {
+			return false
+		}
+	}
+	return true
 }

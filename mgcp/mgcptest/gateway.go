@@ -69,6 +69,12 @@ type GatewayConfig struct {
 	// digits are notified. Default 4 x DigitTimeout (hardware: about
 	// 16s); negative turns it off.
 	DigitLongTimeout time.Duration
+	// NoCallerID makes a gateway that cannot send caller id (a quirk of
+	// some hardware): L/ci is refused with 513.
+	NoCallerID bool
+	// NoConference makes a gateway that cannot mix connections: a CRCX
+	// or MDCX with M: confrnce is refused with 517.
+	NoConference bool
 }
 
 // Connection is one connection on a fake endpoint.
@@ -206,7 +212,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	g.wire = &gwConn{PacketConn: conn, g: g}
 	for _, e := range cfg.Endpoints {
 		name := mgcp.EndpointName{Local: e, Domain: cfg.Domain}
-		g.eps[strings.ToLower(e)] = &endpoint{EndpointState: EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}}
+		g.eps[strings.ToLower(e)] = &endpoint{EndpointState: EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}, noCID: cfg.NoCallerID}
 		g.order = append(g.order, strings.ToLower(e))
 	}
 	g.ca = mgcp.New(g.wire, cfg.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(g.handle)))

@@ -450,6 +450,10 @@ func TestRequestChecks(t *testing.T) {
 		{"notify and accumulate", []string{"X: 1", "R: L/hd(N,A)"}, 523},
 		{"ignore with keep", []string{"X: 1", "R: L/hd(I,K)"}, 523},
 		{"bad digit map", []string{"X: 1", "R: D/[0-9](D)", "D: (12"}, 510},
+		{"caller id without its three fields", []string{"X: 1", "R: L/hd(N)", "S: L/rg, L/ci(\"555\")"}, 538},
+		{"caller id with a bad time", []string{"X: 1", "R: L/hd(N)", "S: L/rg, L/ci(13/14/17/26,\"555\",\"Ann\")"}, 538},
+		{"caller id embedded with a bad time", []string{"X: 1", "R: L/hd(E(S(L/wt,L/ci(1/2/3/4,5,A))))"}, 538},
+		{"caller id on call waiting", []string{"X: 1", "R: L/hd(N)", "S: L/wt, L/ci(10/14/17/26,\"555\",\"\")"}, 200},
 		{"good request", []string{"X: 1", "R: L/hd(N), D/X(N), G/ft(N), *(N)", "S: L/ci(10/14/17/26,\"555\",\"Ann\"), L/rg"}, 200},
 	}
 	for _, tc := range cases {
@@ -464,6 +468,34 @@ func TestRequestChecks(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestNoCallerID: a gateway configured without caller id refuses L/ci
+// with 513 (a call agent must honour the gateway's quirk profile) and
+// takes the same request without it.
+func TestNoCallerID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, GatewayConfig{NoCallerID: true})
+		defer r.close()
+		r.expect(513, "RQNT", ep1, "X: 1", "R: L/hd(N)", "S: L/rg, L/ci(10/14/17/26,\"555\",\"Ann\")")
+		r.expect(200, "RQNT", ep1, "X: 2", "R: L/hd(N)", "S: L/rg")
+	})
+}
+
+// TestNoConference: confrnce needs a remote description like sendrecv
+// (527); a gateway configured without mixing refuses the mode (517).
+func TestNoConference(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, GatewayConfig{})
+		defer r.close()
+		r.expect(527, "CRCX", ep1, "C: A1", "M: confrnce")
+	})
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, GatewayConfig{NoConference: true})
+		defer r.close()
+		r.expect(517, "CRCX", ep1, "C: A1", "M: confrnce")
+		r.expect(200, "CRCX", ep1, "C: A1", "M: recvonly")
+	})
 }
 
 func TestInjections(t *testing.T) {

@@ -33,6 +33,9 @@ type Script struct {
 	Status      int           // final status; 0 means 200
 	SDP         []byte        // SDP of the 200 (default: a fixed PCMU answer)
 	HangUpAfter time.Duration // send BYE this long after the ACK (0: wait for the far end)
+	// Headers go with a non-2xx final answer (a 3xx's Contact, a 422's
+	// Min-SE).
+	Headers map[string]string
 	// Forward makes the PBX a B2BUA for this call: it calls the line
 	// registered as the called user with the caller's SDP, rings the caller
 	// meanwhile, answers with the callee's answer (or its failure status)
@@ -179,7 +182,11 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	r.count(status)
 	if status != sip.StatusOK {
-		_ = sess.Respond(status, "Scripted", nil)
+		var hs []sip.Header
+		for k, v := range script.Headers {
+			hs = append(hs, sip.NewHeader(k, v))
+		}
+		_ = sess.Respond(status, "Scripted", nil, hs...)
 		return
 	}
 	sdp := script.SDP
@@ -259,16 +266,109 @@ func (r *Registrar) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 }
 
-// onRefer accepts a transfer request inside a call (202, RFC 3515); the
-// test reads it from the recorder.
+// ReferIn describes a REFER the PBX received inside a call.
+type ReferIn struct {
+	ReferTo string // the Refer-To header value
+	CallID  string
+}
+
+// ReferScript says how the PBX treats one REFER (RFC 3515): Status
+// answers it (0: 202 Accepted); after a 2xx, the PBX reports the
+// transfer's progress with one NOTIFY (message/sipfrag) per entry of
+// Notify, Pause apart; a final status (>= 200) ends the implicit
+// subscription, so a list of 1xx only leaves the transfer pending for
+// ever. A nil Notify means 100 then 200; an empty, non-nil one sends none.
+type ReferScript struct {
+	Status int
+	Notify []int
+	Pause  time.Duration
+}
+
+// onRefer answers a transfer request inside a call and reports its
+// progress as scripted; the test reads the REFER from the recorder.
 func (r *Registrar) onRefer(req *sip.Request, tx sip.ServerTransaction) {
-	if _, err := r.uas.MatchDialogRequest(req); err != nil {
-		if _, err := r.uac.MatchRequestDialog(req); err != nil {
-			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
-			return
+	var send func(ctx context.Context, n *sip.Request) (*sip.Response, error)
+	var target sip.Uri
+	if sess, err := r.uas.MatchDialogRequest(req); err == nil {
+		send, target = sess.Do, contactOf(sess.InviteRequest.Contact())
+	} else if csess, err := r.uac.MatchRequestDialog(req); err == nil {
+		send = csess.Do
+		if csess.InviteResponse != nil {
+			target = contactOf(csess.InviteResponse.Contact())
 		}
+	} else {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
+		return
 	}
-	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusAccepted, "Accepted", nil))
+	script := ReferScript{}
+	if r.cfg.Refer != nil {
+		in := ReferIn{CallID: req.CallID().Value()}
+		if h := req.GetHeader("Refer-To"); h != nil {
+			in.ReferTo = h.Value()
+		}
+		script = r.cfg.Refer(in)
+	}
+	status := script.Status
+	if status == 0 {
+		status = sip.StatusAccepted
+	}
+	if status >= 300 {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, status, "Scripted", nil))
+		return
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, status, "Accepted", nil))
+	notify := script.Notify
+	if notify == nil {
+		notify = []int{sip.StatusTrying, sip.StatusOK}
+	}
+	if target.Host == "" || len(notify) == 0 {
+		return
+	}
+	id := strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)
+	go func() {
+		for i, code := range notify {
+			if i > 0 && script.Pause > 0 {
+				time.Sleep(script.Pause)
+			}
+			n := sip.NewRequest(sip.NOTIFY, target)
+			n.AppendHeader(sip.NewHeader("Event", "refer;id="+id))
+			if code >= 200 {
+				n.AppendHeader(sip.NewHeader("Subscription-State", "terminated;reason=noresource"))
+			} else {
+				n.AppendHeader(sip.NewHeader("Subscription-State", "active;expires=60"))
+			}
+			n.AppendHeader(sip.NewHeader("Content-Type", "message/sipfrag;version=2.0"))
+			n.SetBody([]byte(fmt.Sprintf("SIP/2.0 %d %s\r\n", code, referReason(code))))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := send(ctx, n)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// referReason is a reason phrase for a sipfrag status line.
+func referReason(code int) string {
+	switch {
+	case code < 200:
+		return "Trying"
+	case code < 300:
+		return "OK"
+	case code == 486:
+		return "Busy Here"
+	case code == 404:
+		return "Not Found"
+	}
+	return "Failed"
+}
+
+func contactOf(c *sip.ContactHeader) sip.Uri {
+	if c == nil {
+		return sip.Uri{}
+	}
+	return *c.Address.Clone()
 }
 
 // simple answers requests the PBX only acknowledges (INFO, UPDATE, NOTIFY).
@@ -290,6 +390,24 @@ func (c *OutCall) Done() <-chan struct{} { return c.sess.Context().Done() }
 func (c *OutCall) HangUp(ctx context.Context) error {
 	defer func() { _ = c.sess.Close() }()
 	return c.sess.Bye(ctx)
+}
+
+// Refer asks the called line to transfer itself (REFER in the call, RFC
+// 3515) to referTo, a Refer-To value such as "<sip:2000@pbx.test>"
+// (with ?Replaces=... for an attended transfer), and returns the REFER's
+// final status. The line's NOTIFYs are answered 200 and recorded.
+func (c *OutCall) Refer(ctx context.Context, referTo string) (int, error) {
+	if c.sess.InviteResponse == nil || c.sess.InviteResponse.Contact() == nil {
+		return 0, errors.New("siptest: the call has no remote target")
+	}
+	req := sip.NewRequest(sip.REFER, *c.sess.InviteResponse.Contact().Address.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", referTo))
+	req.AppendHeader(sip.NewHeader("Referred-By", "<"+c.sess.InviteRequest.From().Address.String()+">"))
+	res, err := c.sess.Do(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	return res.StatusCode, nil
 }
 
 // ErrNotRegistered: Call found no binding for the user.

@@ -38,6 +38,9 @@ type RegistrarConfig struct {
 	UAS func(in Incoming) Script
 	// NoRecord turns the message recorder off (for load runs).
 	NoRecord bool
+	// Refer scripts the PBX's part in a transfer a line asks for with
+	// REFER (default: 202, then NOTIFYs 100 and 200).
+	Refer func(in ReferIn) ReferScript
 }
 
 // Binding is a registered contact.
