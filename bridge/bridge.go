@@ -91,6 +91,7 @@ type CallRecord struct {
 	SIPStatus          int    // final status of the INVITE (0: no SIP leg)
 	ByeReason          string // the Reason header of our BYE, when there was one
 	MGCPCode           int    // return code of a failed CRCX/MDCX, or the reason code of the gateway's DLCX
+	GatewayFailed      bool   // a CRCX or MDCX of the call failed, refused or unanswered
 	Waiting, Transfer  bool
 }
 
@@ -119,7 +120,9 @@ type Bridge struct {
 	wg          sync.WaitGroup // line goroutines
 	refused     atomic.Uint64  // commands from an address not the gateway's
 	unknownX    atomic.Uint64  // NTFYs under a request id never issued
-	lastSampled atomic.Int64   // unix ns of the last sampled log line
+	logForeign  sampler        // commands from another address
+	logPort     sampler        // commands from another source port
+	logUnknownX sampler        // NTFYs under a request id never issued
 	active      atomic.Int64
 	dialogs     sync.Map // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
 }
@@ -306,13 +309,22 @@ func (b *Bridge) HandleMGCP(ctx context.Context, from netip.AddrPort, cmd *mgcp.
 	if gw == nil {
 		return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "unknown gateway"}
 	}
+	if gw.SourcePort != 0 && int(from.Port()) != gw.SourcePort && b.trustsAddr(gw, from) {
+		// The gateway's address, but not its source_port.
+		b.refused.Add(1)
+		b.logPort.do(func() {
+			b.log.WithFields(logrus.Fields{"gateway": gw.Name, "from": from.String(), "source_port": gw.SourcePort, "verb": string(cmd.Verb)}).
+				Warn("command from the gateway's address but not its source_port refused")
+		})
+		return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "not from the gateway's source port"}
+	}
 	if !b.trusts(gw, from) {
 		// Another gateway (or a spoofer with an allowed address) speaks
 		// for endpoints that are not its own (RFC 3435 §5).
 		b.refused.Add(1)
-		b.sampleLog(func() {
+		b.logForeign.do(func() {
 			b.log.WithFields(logrus.Fields{"gateway": gw.Name, "from": from.String(), "verb": string(cmd.Verb)}).
-				Warn("bridge: command for a gateway's endpoint from another address refused")
+				Warn("command for a gateway's endpoint from another address refused")
 		})
 		return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "not this gateway's endpoint"}
 	}
@@ -343,7 +355,7 @@ func (b *Bridge) HandleMGCP(ctx context.Context, from netip.AddrPort, cmd *mgcp.
 	case mgcp.VerbNTFY, mgcp.VerbDLCX:
 		l := b.lineByEndpoint(cmd.Endpoint.String())
 		if l == nil {
-			return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID}
+			return &mgcp.Response{Code: mgcp.CodeEndpointUnknown, TransactionID: cmd.TransactionID, Comment: "endpoint unknown"}
 		}
 		if cmd.Verb == mgcp.VerbNTFY && !l.issued.knows(cmd.RequestID) {
 			return b.unknownRequest(l, from, cmd)
@@ -370,9 +382,9 @@ func (b *Bridge) HandleMGCP(ctx context.Context, from netip.AddrPort, cmd *mgcp.
 // gateway one request per round trip.
 func (b *Bridge) unknownRequest(l *line, from netip.AddrPort, cmd *mgcp.Command) *mgcp.Response {
 	b.unknownX.Add(1)
-	b.sampleLog(func() {
+	b.logUnknownX.do(func() {
 		b.log.WithFields(logrus.Fields{"endpoint": cmd.Endpoint.String(), "from": from.String(), "request_id": cmd.RequestID}).
-			Warn("bridge: NTFY under a request id this call agent never issued refused")
+			Warn("NTFY under a request id this call agent never issued refused")
 	})
 	if l.issued.resync.CompareAndSwap(false, true) {
 		l.post(func() {
@@ -397,6 +409,11 @@ func (b *Bridge) trusts(gw *mapping.GatewayRule, from netip.AddrPort) bool {
 	if gw.SourcePort != 0 && int(from.Port()) != gw.SourcePort {
 		return false
 	}
+	return b.trustsAddr(gw, from)
+}
+
+// trustsAddr is trusts without the source port.
+func (b *Bridge) trustsAddr(gw *mapping.GatewayRule, from netip.AddrPort) bool {
 	if b.cfg.TrustGateway != nil {
 		return b.cfg.TrustGateway(gw, from)
 	}
@@ -434,15 +451,18 @@ func (b *Bridge) checkDelete(cmd *mgcp.Command) *mgcp.Response {
 			return nil
 		}
 	}
-	return &mgcp.Response{Code: mgcp.CodeIncorrectConnectionID, TransactionID: cmd.TransactionID}
+	return &mgcp.Response{Code: mgcp.CodeIncorrectConnectionID, TransactionID: cmd.TransactionID, Comment: "no such connection on the endpoint"}
 }
 
-// sampleLog runs log at most once a second: what a remote party can
-// cause costs a counter, not a log line each.
-func (b *Bridge) sampleLog(log func()) {
+// sampler runs a log line at most once a second: what a remote party can
+// cause costs a counter, not a log line each. Each kind of event has its
+// own, so that one kind does not silence another.
+type sampler struct{ last atomic.Int64 }
+
+func (s *sampler) do(log func()) {
 	now := time.Now().UnixNano()
-	last := b.lastSampled.Load()
-	if now-last < int64(time.Second) || !b.lastSampled.CompareAndSwap(last, now) {
+	last := s.last.Load()
+	if now-last < int64(time.Second) || !s.last.CompareAndSwap(last, now) {
 		return
 	}
 	log()
@@ -645,7 +665,7 @@ func FormatStats(ps []mgcp.ConnParam) string {
 func (b *Bridge) record(r CallRecord) {
 	b.log.WithFields(logrus.Fields{"line": r.Line, "direction": r.Direction, "number": r.Number,
 		"sip_call_id": r.SIPCallID, "call": r.MGCPCall, "result": r.Result, "duration_ms": r.Duration.Milliseconds(),
-		"stats": FormatStats(r.Stats)}).Info("bridge: call ended")
+		"stats": FormatStats(r.Stats)}).Info("call ended")
 	if b.cfg.OnCall != nil {
 		b.cfg.OnCall(r)
 	}

@@ -25,7 +25,7 @@ func (l *line) dial(number string) {
 	c := &call{id: l.b.newCallID(), number: number, dialled: dialled, start: time.Now(), origin: newOrigin()}
 	switch {
 	case rt == nil:
-		l.log.WithField("number", number).Info("bridge: no route")
+		l.log.WithField("number", number).Info("no route")
 		l.playTone("L/ro")
 	case rt.Local:
 		c.direction = "local"
@@ -37,12 +37,12 @@ func (l *line) dial(number string) {
 			// Known unreachable (OPTIONS probes, registrations, the last
 			// calls): do not leave the caller in silence for Timer B.
 			if c.fallback && l.b.lineByUser(c.number) != nil {
-				l.log.WithFields(logrus.Fields{"number": c.number, "peer": rt.Peer.Name}).Warn("bridge: SIP peer down, switching locally")
+				l.log.WithFields(logrus.Fields{"number": c.number, "peer": rt.Peer.Name}).Warn("SIP peer down, switching locally")
 				c.direction = "local"
 				l.localCall(c, number)
 				return
 			}
-			l.log.WithFields(logrus.Fields{"number": c.number, "peer": rt.Peer.Name}).Warn("bridge: SIP peer down, congestion tone")
+			l.log.WithFields(logrus.Fields{"number": c.number, "peer": rt.Peer.Name}).Warn("SIP peer down, congestion tone")
 			l.playTone("G/cg")
 			return
 		}
@@ -62,7 +62,7 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	// Receive-only until the answer (early media may arrive), watching
 	// the hook; the dial tone stops with the empty signal list.
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil); err != nil {
-		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("CRCX", err), "L/ro")
 		return
 	}
 	offer, err := ToSIP(c.gwSDP, &c.origin, l.rule.Gateway.Codecs, SendRecv)
@@ -185,7 +185,7 @@ func (l *line) ringFor(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
 			taken <- false
 		}
 		c.status, c.reason = StatusForMGCP(err)
-		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("CRCX", err), "L/ro")
 		return
 	}
 	if taken != nil {
@@ -340,7 +340,7 @@ func (l *line) answer() {
 	l.state = stConnected
 	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
 		c.status, c.reason = StatusForMGCP(err)
-		l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("MDCX", err), "L/ro")
 		return
 	}
 	l.markAnswered(c)
@@ -352,7 +352,7 @@ func (l *line) answer() {
 	d := c.dialog
 	go func() {
 		if err := d.Answer(answer); err != nil {
-			l.log.WithError(err).Info("bridge: answer not acknowledged")
+			l.log.WithError(err).Info("answer not acknowledged")
 		}
 	}()
 }
@@ -392,7 +392,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.b.notePeer(c.peerRule, true)
 		tr, err := ToGateway(e.SDP, l.rule.Gateway.Codecs)
 		if err != nil {
-			l.log.WithError(err).Warn("bridge: answer SDP unusable")
+			l.log.WithError(err).Warn("answer SDP unusable")
 			c.answered = time.Now() // so that it gets a BYE
 			l.failCall(c, "bad answer SDP", "L/ro")
 			return
@@ -401,7 +401,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		c.ringback = false
 		l.markAnswered(c)
 		if err := l.modifyConnection(c, tr.Mode, tr.SDP); err != nil {
-			l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
+			l.failCall(c, failedWhy("MDCX", err), "L/ro")
 		}
 	case sip.EventFailed:
 		if l.retryInvite(c, e) {
@@ -409,13 +409,18 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		}
 		c.result = strconv.Itoa(e.Status) + " " + e.Reason
 		c.sipStatus = e.Status
+		if e.Status == 0 {
+			// No answer at all: Timer B, which RFC 3261 §8.1.3.1 has the
+			// user agent treat as a 408.
+			c.sipStatus = 408
+		}
 		if !c.dialog.Inbound {
 			// Only silence means the peer is gone; a 503 is an answer.
 			l.b.notePeer(c.peerRule, e.Status != 0 && e.Status != 408)
 		}
 		if c.fallback && !c.dialog.Inbound && unreachable(e.Status) && l.b.lineByUser(c.number) != nil {
 			// Survivability: the PBX is down, the number is one of ours.
-			l.log.WithFields(logrus.Fields{"number": c.number, "status": e.Status}).Warn("bridge: SIP peer unreachable, switching locally")
+			l.log.WithFields(logrus.Fields{"number": c.number, "status": e.Status}).Warn("SIP peer unreachable, switching locally")
 			c.result = "peer unreachable, switched locally"
 			l.endCall(c.result, true)
 			lc := &call{id: l.b.newCallID(), number: c.number, direction: "local", start: time.Now()}
@@ -664,7 +669,7 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 		Result: c.result, Stats: stats, Duration: end.Sub(c.start),
 		Start: c.start, Answer: c.answered, End: end, Gateway: l.rule.Gateway.Name, Endpoint: l.ep.String(),
 		Calling: l.rule.User, Called: c.number, Dialled: c.dialled, ConnectionID: c.conn, GatewaySDP: c.gwSDP,
-		SIPStatus: c.sipStatus, ByeReason: c.byeReason, MGCPCode: c.mgcpCode, Waiting: c.waiting, Transfer: c.transfer}
+		SIPStatus: c.sipStatus, ByeReason: c.byeReason, MGCPCode: c.mgcpCode, GatewayFailed: c.gwFailed, Waiting: c.waiting, Transfer: c.transfer}
 	if c.direction == "incoming" || c.callee {
 		r.Calling, r.Called = c.number, l.rule.User
 		if c.dialog != nil {

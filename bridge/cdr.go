@@ -94,11 +94,13 @@ func (r CallRecord) CDR() CDR {
 		c.TalkMS = talk.Milliseconds()
 		c.BillableSeconds = int64((talk + time.Second - 1) / time.Second)
 	}
-	c.Codec, c.PtimeMS = codecOf(r.AnswerSDP)
-	if gc, gp := codecOf(r.GatewaySDP); c.Codec == "" {
-		c.Codec, c.PtimeMS = gc, gp
-	} else if c.PtimeMS == 0 {
-		c.PtimeMS = gp
+	if r.Answered { // no codec was chosen for a call never answered
+		c.Codec, c.PtimeMS = codecOf(r.AnswerSDP)
+		if gc, gp := codecOf(r.GatewaySDP); c.Codec == "" {
+			c.Codec, c.PtimeMS = gc, gp
+		} else if c.PtimeMS == 0 {
+			c.PtimeMS = gp
+		}
 	}
 	c.Q850Cause = q850Of(r)
 	c.RTP = rtpStats(r.Stats)
@@ -177,7 +179,7 @@ func q850Of(r CallRecord) int {
 		return 41 // temporary failure
 	case r.SIPStatus >= 600:
 		return 21
-	case r.MGCPCode != 0:
+	case r.MGCPCode != 0 || r.GatewayFailed:
 		return 41 // the gateway failed the call
 	}
 	return 16 // a local call or attempt ended by the user

@@ -114,6 +114,8 @@ func TestCDRCauses(t *testing.T) {
 		{bridge.CallRecord{SIPStatus: 499}, 21},
 		{bridge.CallRecord{SIPStatus: 599}, 41},
 		{bridge.CallRecord{MGCPCode: 502}, 41},
+		{bridge.CallRecord{GatewayFailed: true}, 41},
+		{bridge.CallRecord{SIPStatus: 408}, 102},
 		{bridge.CallRecord{Direction: "local"}, 16},
 	} {
 		tc.r.Start, tc.r.End = now.Add(-time.Second), now
@@ -125,7 +127,10 @@ func TestCDRCauses(t *testing.T) {
 	if c.RTP == nil || *c.RTP.PacketsSent != 10 || *c.RTP.OctetsReceived != 1600 || c.RTP.JitterMS != nil || *c.RTP.LatencyMS != 7 {
 		t.Errorf("stats: %+v", c.RTP)
 	}
-	if c := (bridge.CallRecord{GatewaySDP: []byte("v=0\r\no=- A1 B2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\na=ptime:30\r\n")}).CDR(); c.Codec != "PCMA" || c.PtimeMS != 30 {
+	if c := (bridge.CallRecord{Answered: true, GatewaySDP: []byte("v=0\r\no=- A1 B2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\na=ptime:30\r\n")}).CDR(); c.Codec != "PCMA" || c.PtimeMS != 30 {
 		t.Errorf("codec from a static payload type: %q %d", c.Codec, c.PtimeMS)
+	}
+	if c := (bridge.CallRecord{GatewaySDP: []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")}).CDR(); c.Codec != "" {
+		t.Errorf("an unanswered call has codec %q", c.Codec)
 	}
 }

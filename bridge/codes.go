@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/mgsip/mgsip/mgcp"
 )
@@ -61,4 +63,24 @@ func mgcpCodeOf(err error) int {
 		return int(re.Response.Code)
 	}
 	return 0
+}
+
+// failedWhy says in an operator's words why an MGCP command failed, for
+// call results and records: "CRCX failed: 501 Endpoint not ready", or
+// "CRCX failed: no answer from the gateway".
+func failedWhy(verb string, err error) string {
+	var re *mgcp.ResponseError
+	switch {
+	case errors.As(err, &re) && re.Response != nil:
+		text := re.Response.Comment
+		if text == "" {
+			text = re.Response.Code.Text()
+		}
+		return verb + " failed: " + strconv.Itoa(int(re.Response.Code)) + " " + text
+	case errors.Is(err, mgcp.ErrTimeout):
+		return verb + " failed: no answer from the gateway"
+	case errors.Is(err, errNoConnection):
+		return verb + " failed: no connection"
+	}
+	return verb + " failed: " + strings.TrimPrefix(err.Error(), "mgcp: ")
 }

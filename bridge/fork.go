@@ -141,7 +141,7 @@ func (l *line) onForkOffer(f *fork) bool {
 	l.state = stRinging
 	c.ring = l.ringSignals(f.d)
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, remote); err != nil {
-		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("CRCX", err), "L/ro")
 		return false
 	}
 	return true

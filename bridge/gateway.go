@@ -110,7 +110,7 @@ func (b *Bridge) linesOf(gw *mapping.GatewayRule) []*line {
 }
 
 func (b *Bridge) markDown(gw *mapping.GatewayRule) {
-	b.log.WithField("gateway", gw.Name).Warn("bridge: gateway does not answer; marked down, its lines unregistered")
+	b.log.WithField("gateway", gw.Name).Warn("gateway does not answer; marked down, its lines unregistered")
 	if b.regs == nil {
 		return
 	}
@@ -122,7 +122,7 @@ func (b *Bridge) markDown(gw *mapping.GatewayRule) {
 }
 
 func (b *Bridge) markUp(gw *mapping.GatewayRule) {
-	b.log.WithField("gateway", gw.Name).Info("bridge: gateway answers again; re-auditing and re-arming its lines")
+	b.log.WithField("gateway", gw.Name).Info("gateway answers again; re-auditing and re-arming its lines")
 	for _, l := range b.linesOf(gw) {
 		l.postWait(l.onGatewayBack)
 	}
@@ -189,7 +189,7 @@ func (b *Bridge) probe(ctx context.Context, gw *mapping.GatewayRule) {
 	}
 	b.noteMGCP(gw, err)
 	if err != nil && errors.Is(err, mgcp.ErrTimeout) {
-		b.log.WithFields(logrus.Fields{"gateway": gw.Name, "endpoint": ep.String()}).Debug("bridge: keepalive unanswered")
+		b.log.WithFields(logrus.Fields{"gateway": gw.Name, "endpoint": ep.String()}).Debug("keepalive unanswered")
 		return
 	}
 	if wasDown {

@@ -82,6 +82,7 @@ type call struct {
 	waiting   bool   // was a waiting call (call waiting) at some point
 	transfer  bool   // took part in a transfer
 	callee    bool   // the called leg of a local call
+	gwFailed  bool   // a CRCX or MDCX of the call failed (refused or unanswered)
 }
 
 // connRef names a connection of the line and its call.
@@ -325,7 +326,7 @@ func (l *line) retire() {
 		if l.successor != nil {
 			return // the loop installs it once this line's last input is done
 		}
-		l.log.Info("bridge: line removed from the configuration")
+		l.log.Info("line removed from the configuration")
 	}
 }
 
@@ -390,7 +391,7 @@ func (l *line) onDigits(digits string) {
 		if !l.matchesDigitMap(digits) {
 			// The gateway reports what it had when the map could not
 			// match (RFC 3435 §2.1.5): nothing to route, reorder here.
-			l.log.WithField("digits", digits).Info("bridge: dialled digits match no digit map entry")
+			l.log.WithField("digits", digits).Info("dialled digits match no digit map entry")
 			if l.transfer.active {
 				l.transfer.to = ""
 				l.cancelTransfer()
@@ -573,7 +574,7 @@ func (l *line) dialBackstop() {
 	}
 	l.after(first+10*inter, func() {
 		if l.state == stDialing {
-			l.log.Info("bridge: no number dialled in time")
+			l.log.Info("no number dialled in time")
 			if l.transfer.active {
 				l.cancelTransfer()
 				return
@@ -717,7 +718,7 @@ func (l *line) resynchronise(keepCalls bool) {
 	}
 	for _, id := range conns {
 		if !owned[strings.ToLower(id)] {
-			l.log.WithField("connection", id).Info("bridge: deleting a connection no call owns")
+			l.log.WithField("connection", id).Info("deleting a connection no call owns")
 			l.deleteStale(id)
 		}
 	}

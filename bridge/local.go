@@ -15,7 +15,7 @@ import (
 func (l *line) localCall(c *call, number string) {
 	callee := l.b.lineByUser(number)
 	if callee == nil || callee == l {
-		l.log.WithField("number", number).Info("bridge: no local line with that number")
+		l.log.WithField("number", number).Info("no local line with that number")
 		l.playTone("L/ro")
 		return
 	}
@@ -24,7 +24,7 @@ func (l *line) localCall(c *call, number string) {
 	l.state = stCalling
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil); err != nil {
 		c.peer = nil
-		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("CRCX", err), "L/ro")
 		return
 	}
 	id, sdp, user, name := c.id, c.gwSDP, l.rule.User, l.rule.DisplayName
@@ -50,7 +50,7 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 	c.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(c)...)
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, tr.SDP); err != nil {
 		c.peer = nil // the caller hears busy instead of a hang-up
-		l.failCall(c, "CRCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("CRCX", err), "L/ro")
 		busy()
 		return
 	}
@@ -93,7 +93,7 @@ func (l *line) onLocalAnswered(id string) {
 	c.ringback = false
 	l.markAnswered(c)
 	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
-		l.failCall(c, "MDCX failed: "+err.Error(), "L/ro")
+		l.failCall(c, failedWhy("MDCX", err), "L/ro")
 	}
 }
 

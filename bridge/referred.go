@@ -128,7 +128,7 @@ func (l *line) notifyRefer(c *call, status int, reason string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := d.NotifyRefer(ctx, status, reason); err != nil {
-			l.log.WithError(err).Debug("bridge: NOTIFY of a transfer failed")
+			l.log.WithError(err).Debug("NOTIFY of a transfer failed")
 		}
 	})
 }
@@ -146,7 +146,7 @@ func (l *line) onReferred(c *call, e sip.Event) {
 	log := l.log.WithFields(logrus.Fields{"number": number, "refer_to": e.ReferTo})
 	switch {
 	case e.ReferToUser == "" || rt == nil || rt.Peer == nil || l.b.cfg.SIP == nil:
-		log.Info("bridge: transfer target has no SIP route")
+		log.Info("transfer target has no SIP route")
 		l.notifyRefer(c, 404, "Not Found")
 		return
 	case l.b.peerDown(rt.Peer, l):
@@ -173,11 +173,11 @@ func (l *line) onReferred(c *call, e sip.Event) {
 		Transport: rt.Peer.Transport, SDP: offer.SDP, Headers: hdrs})
 	if err != nil {
 		cancel()
-		log.WithError(err).Info("bridge: transfer INVITE failed")
+		log.WithError(err).Info("transfer INVITE failed")
 		l.notifyRefer(c, 500, "Server Internal Error")
 		return
 	}
-	log.Info("bridge: transferred by the far end; calling the target")
+	log.Info("transferred by the far end; calling the target")
 	nc.dialog = d
 	c.xfer = nc
 	l.forward(nc)

@@ -140,7 +140,7 @@ func (b *Bridge) install(old, next *line) {
 	b.byUser[next.rule.User] = next
 	b.byID[next.rule.ID] = next
 	b.mu.Unlock()
-	next.log.WithField("changed", strings.Join(old.rule.Changes(next.rule), ",")).Info("bridge: line takes its new configuration")
+	next.log.WithField("changed", strings.Join(old.rule.Changes(next.rule), ",")).Info("line takes its new configuration")
 	b.reregister(old, next)
 	next.postWait(next.begin)
 }

@@ -196,7 +196,7 @@ func (l *line) rqnt(want gwRequest) error {
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
 		if hookCode(err) == 0 {
-			l.mgcpFailed(err, "bridge: RQNT failed")
+			l.mgcpFailed(err, "RQNT failed")
 		}
 		return err
 	}
@@ -409,7 +409,7 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 	res, err := l.b.cfg.CallAgent.CreateConnection(ctx, l.gw(), l.ep, p, remote)
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
-		c.mgcpCode = mgcpCodeOf(err)
+		c.mgcpCode, c.gwFailed = mgcpCodeOf(err), true
 		l.hookFromError(err)
 		return err
 	}
@@ -447,8 +447,8 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 			continue
 		}
 		if err != nil {
-			c.mgcpCode = mgcpCodeOf(err)
-			l.mgcpFailed(err, "bridge: MDCX failed")
+			c.mgcpCode, c.gwFailed = mgcpCodeOf(err), true
+			l.mgcpFailed(err, "MDCX failed")
 			return err
 		}
 		if embedded {
@@ -511,7 +511,7 @@ func (l *line) deleteLater(id string, err error) {
 	if errors.Is(err, mgcp.ErrTimeout) {
 		return
 	}
-	l.log.WithError(err).WithField("connection", id).Warn("bridge: DLCX failed; trying again")
+	l.log.WithError(err).WithField("connection", id).Warn("DLCX failed; trying again")
 	l.leftover = append(l.leftover, id)
 	if len(l.leftover) == 1 {
 		l.at(l.backoff(), l.sweep)
@@ -552,7 +552,7 @@ func (l *line) audit(ctx context.Context) (offHook bool, conns []string, err err
 	}
 	l.b.noteMGCP(l.rule.Gateway, err)
 	if err != nil {
-		l.mgcpFailed(err, "bridge: audit failed")
+		l.mgcpFailed(err, "audit failed")
 		return false, nil, err
 	}
 	for _, e := range res.EventStates {

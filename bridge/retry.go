@@ -61,7 +61,7 @@ func (l *line) retryInvite(c *call, e sip.Event) bool {
 		cancel()
 		return false
 	}
-	l.log.WithFields(logrus.Fields{"status": e.Status, "number": to, "session_expires": se}).Info("bridge: outgoing call placed again")
+	l.log.WithFields(logrus.Fields{"status": e.Status, "number": to, "session_expires": se}).Info("outgoing call placed again")
 	l.b.dialogs.Delete(c.dialog)
 	c.cancel = cancel
 	c.dialog = d

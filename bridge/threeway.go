@@ -71,13 +71,13 @@ func (l *line) joinConference() {
 	l.reoffer(a, SendRecv) // A hears the others again
 	l.consult, l.conf = false, true
 	l.gen++
-	l.log.WithField("number", c.number).Info("bridge: three-way call")
+	l.log.WithField("number", c.number).Info("three-way call")
 }
 
 // conferenceRefused: no mixing on this gateway; C is dropped with the
 // error tone and A resumed.
 func (l *line) conferenceRefused(why string) {
-	l.log.WithField("why", why).Info("bridge: no three-way call; dropping the added party")
+	l.log.WithField("why", why).Info("no three-way call; dropping the added party")
 	c := l.call
 	c.result = "three-way refused: " + why
 	l.endCall(c.result, false)

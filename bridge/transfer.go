@@ -162,7 +162,7 @@ func (l *line) transferFailed(c *call, why string) {
 		return
 	}
 	c.referring = false
-	l.log.WithFields(logrus.Fields{"number": c.referTo, "why": why}).Info("bridge: transfer failed; ringing back")
+	l.log.WithFields(logrus.Fields{"number": c.referTo, "why": why}).Info("transfer failed; ringing back")
 	if l.other != c || l.state != stIdle {
 		return
 	}
@@ -210,7 +210,7 @@ func (l *line) fixAttended() {
 func (l *line) takeBack() {
 	c := l.other
 	c.referring = false
-	l.log.WithField("number", c.referTo).Info("bridge: transfer abandoned; back to the held call")
+	l.log.WithField("number", c.referTo).Info("transfer abandoned; back to the held call")
 	if l.call != nil {
 		l.backToConsultation()
 		return

@@ -32,7 +32,7 @@ func (l *line) offerWaiting(d *sip.Dialog, done chan struct{}) {
 	l.count(c)
 	if err := l.createConnection(c, mgcp.ModeInactive, remote); err != nil {
 		c.status, c.reason = StatusForMGCP(err)
-		l.endCallOf(c, "CRCX failed: "+err.Error(), false)
+		l.endCallOf(c, failedWhy("CRCX", err), false)
 		return
 	}
 	l.other = c
@@ -108,7 +108,7 @@ func (l *line) answerWaiting(c *call) {
 	}
 	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
 		c.status, c.reason = StatusForMGCP(err)
-		l.endCallOf(c, "MDCX failed: "+err.Error(), false)
+		l.endCallOf(c, failedWhy("MDCX", err), false)
 		return
 	}
 	l.markAnswered(c)
@@ -146,7 +146,7 @@ func (l *line) reoffer(c *call, dir Direction) {
 		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 		defer cancel()
 		if _, err := d.Reinvite(ctx, tr.SDP); err != nil {
-			l.log.WithError(err).Info("bridge: hold/resume re-INVITE failed")
+			l.log.WithError(err).Info("hold/resume re-INVITE failed")
 		}
 	})
 }

@@ -263,7 +263,7 @@ func Listen(cfg Config, opts ...Option) (*CallAgent, error) {
 	}
 	conn, err := net.ListenPacket("udp", cfg.ListenAddr)
 	if err != nil {
-		return nil, fmt.Errorf("mgcp: listen %s: %w", cfg.ListenAddr, err)
+		return nil, fmt.Errorf("listen %s: %w", cfg.ListenAddr, err)
 	}
 	return New(conn, cfg, opts...), nil
 }
@@ -317,7 +317,7 @@ func (ca *CallAgent) Serve(ctx context.Context) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			return fmt.Errorf("mgcp: read: %w", err)
+			return fmt.Errorf("read: %w", err)
 		}
 		ca.receive(buf[:n], from)
 	}
@@ -478,7 +478,7 @@ func (ca *CallAgent) resolve(ctx context.Context, to string, fresh bool) (netip.
 	if h, p, err := net.SplitHostPort(to); err == nil {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return netip.AddrPort{}, fmt.Errorf("mgcp: bad port in %q", to)
+			return netip.AddrPort{}, fmt.Errorf("bad port in %q", to)
 		}
 		host, port = h, n
 	}
@@ -496,7 +496,7 @@ func (ca *CallAgent) resolve(ctx context.Context, to string, fresh bool) (netip.
 	}
 	addrs, err := ca.resolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("mgcp: resolve %q: %w", host, err)
+		return netip.AddrPort{}, fmt.Errorf("resolve %q: %w", host, err)
 	}
 	ap := netip.AddrPortFrom(addrs[0].Unmap(), uint16(port))
 	ca.mu.Lock()
@@ -524,7 +524,7 @@ func (ca *CallAgent) Do(ctx context.Context, to string, cmd *Command) (*Response
 		if p := ca.peers[addr]; p != nil && !p.noAcks {
 			p.noAcks = true
 			p.acks = nil
-			ca.log.WithFields(logrus.Fields{"gateway": addr.String(), "code": r.Code.String()}).Info("mgcp: peer rejects K: response acknowledgements; no longer sending them")
+			ca.log.WithFields(logrus.Fields{"gateway": addr.String(), "code": r.Code.String()}).Info("peer rejects K: response acknowledgements; no longer sending them")
 		}
 		ca.mu.Unlock()
 		retry := *cmd
@@ -566,7 +566,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	}
 	if _, dup := ca.pending[c.TransactionID]; dup {
 		ca.mu.Unlock()
-		return nil, addr, false, fmt.Errorf("mgcp: transaction %d already outstanding", c.TransactionID)
+		return nil, addr, false, fmt.Errorf("transaction %d already outstanding", c.TransactionID)
 	}
 	ca.pending[c.TransactionID] = tx
 	p := ca.getPeer(addr)
@@ -599,7 +599,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	ca.stats.commandsSent.Add(1)
 	start := time.Now()
 	if err := ca.write(wire, addr); err != nil {
-		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", c.Verb, c.TransactionID, err)
+		return nil, addr, false, fmt.Errorf("send %s %d: %w", c.Verb, c.TransactionID, err)
 	}
 	timer := time.NewTimer(rto)
 	defer timer.Stop()
@@ -647,7 +647,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 					ca.onCongestion(slot, true)
 				}
 				ca.mu.Unlock()
-				return nil, addr, piggybacked, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
+				return nil, addr, piggybacked, fmt.Errorf("%s %d to %s after %d retransmissions in %v: %w",
 					c.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
 			}
 			retries++
@@ -739,20 +739,20 @@ func (ca *CallAgent) receive(b []byte, from netip.AddrPort) {
 // logged at all and an allowed peer's at most once a second, so a flood
 // cannot fill the disk.
 func (ca *CallAgent) onParseError(err error, from netip.AddrPort) {
-	ca.stats.parseErrors.Add(1)
 	if ca.allow != nil && !ca.allow(from) {
-		ca.stats.refused.Add(1)
+		ca.stats.refused.Add(1) // a stranger's: refused, whatever it holds
 		return
 	}
+	ca.stats.parseErrors.Add(1)
 	var pe *ParseError
 	if !errors.As(err, &pe) || pe.TransactionID == 0 {
 		ca.sampled(func() {
-			ca.log.WithField("from", from.String()).WithError(err).Warn("mgcp: dropped unparseable datagram")
+			ca.log.WithField("from", from.String()).WithError(err).Warn("dropped unparseable datagram")
 		})
 		return
 	}
 	ca.sampled(func() {
-		ca.log.WithField("from", from.String()).WithError(err).WithField("mgcp_tx", pe.TransactionID).Warn("mgcp: malformed command")
+		ca.log.WithField("from", from.String()).WithError(err).WithField("mgcp_tx", pe.TransactionID).Warn("malformed command")
 	})
 	code := pe.ReturnCode()
 	r := &Response{Code: code, TransactionID: pe.TransactionID, Comment: code.Text()}
@@ -839,7 +839,7 @@ func (ca *CallAgent) onCommand(c *Command, from netip.AddrPort) {
 	if ca.allow != nil && !ca.allow(from) {
 		ca.stats.refused.Add(1)
 		ca.sampled(func() {
-			ca.log.WithFields(logrus.Fields{"from": from.String(), "verb": c.Verb}).Debug("mgcp: command from unknown address dropped")
+			ca.log.WithFields(logrus.Fields{"from": from.String(), "verb": c.Verb}).Debug("command from unknown address dropped")
 		})
 		return
 	}
@@ -1004,7 +1004,7 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 	acked := e.acked
 	ca.mu.Unlock()
 	if err := ca.write(wire, from); err != nil {
-		log().WithError(err).Debug("mgcp: send response failed")
+		log().WithError(err).Debug("send response failed")
 	}
 	hctx.mu.Lock()
 	after := hctx.after
@@ -1023,7 +1023,7 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 func (ca *CallAgent) call(ctx context.Context, c *Command, from netip.AddrPort, log func() *logrus.Entry) (r *Response) {
 	defer func() {
 		if v := recover(); v != nil {
-			log().WithField("panic", v).Error("mgcp: handler panicked")
+			log().WithField("panic", v).Error("handler panicked")
 			r = NewResponse(c, CodeTransientError)
 		}
 	}()
@@ -1032,7 +1032,7 @@ func (ca *CallAgent) call(ctx context.Context, c *Command, from netip.AddrPort, 
 	}
 	r = ca.handler.HandleMGCP(ctx, from, c)
 	if r == nil {
-		log().Error("mgcp: handler returned no response")
+		log().Error("handler returned no response")
 		return NewResponse(c, CodeTransientError)
 	}
 	return r

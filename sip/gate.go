@@ -118,7 +118,7 @@ func (g *gate) debugf(src fmt.Stringer, format string, args ...any) {
 // unmatchedResponse is sipgo's hook for responses that match no client
 // transaction (late retransmissions, or junk from a peer).
 func (g *gate) unmatchedResponse(res *sip.Response) {
-	g.debugf(stringer(res.Source()), "sip: response %d matches no transaction", res.StatusCode)
+	g.debugf(stringer(res.Source()), "response %d matches no transaction", res.StatusCode)
 }
 
 type stringer string
@@ -170,7 +170,7 @@ func (g *gate) inspect(data []byte, src netip.AddrPort) (pass bool, res *sip.Res
 		if req == nil || !wellFormedAck(req, method, rest) {
 			g.stats.badAcks.Add(1)
 			g.stats.dropped.Add(1)
-			g.debugf(src, "sip: malformed ACK dropped")
+			g.debugf(src, "malformed ACK dropped")
 			return false, nil, nil
 		}
 		return true, nil, nil // never limited
@@ -178,7 +178,7 @@ func (g *gate) inspect(data []byte, src netip.AddrPort) (pass bool, res *sip.Res
 	if req == nil {
 		// sipgo could not parse it either; it would log the datagram.
 		g.stats.dropped.Add(1)
-		g.debugf(src, "sip: unparsable message dropped")
+		g.debugf(src, "unparsable message dropped")
 		return false, nil, nil
 	}
 	if res := g.limit(req, src); res != nil {
@@ -276,7 +276,7 @@ func (g *gate) limit(req *sip.Request, src netip.AddrPort) *sip.Response {
 
 func (g *gate) busy(req *sip.Request, src netip.AddrPort, which string) *sip.Response {
 	g.stats.limited.Add(1)
-	g.debugf(src, "sip: %s rate limit: %s answered 503", which, req.Method)
+	g.debugf(src, "%s rate limit: %s answered 503", which, req.Method)
 	res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable", nil)
 	res.AppendHeader(sip.NewHeader("Retry-After", g.retryAfter))
 	return res

@@ -44,7 +44,7 @@ func ParseMessageSummary(body []byte) (MWI, error) {
 				m.Waiting = true
 			case "no":
 			default:
-				return m, fmt.Errorf("sip: Messages-Waiting %q is neither yes nor no", value)
+				return m, fmt.Errorf("Messages-Waiting %q is neither yes nor no", value)
 			}
 			seen = true
 		case "message-account":
@@ -57,7 +57,7 @@ func ParseMessageSummary(body []byte) (MWI, error) {
 		}
 	}
 	if !seen {
-		return m, fmt.Errorf("sip: message summary without Messages-Waiting")
+		return m, fmt.Errorf("message summary without Messages-Waiting")
 	}
 	return m, nil
 }
@@ -68,12 +68,12 @@ func parseMsgCounts(v string) (n, o, un, uo int, err error) {
 	pair := func(s string) (int, int, error) {
 		a, b, ok := strings.Cut(strings.TrimSpace(s), "/")
 		if !ok {
-			return 0, 0, fmt.Errorf("sip: message counts %q are not new/old", v)
+			return 0, 0, fmt.Errorf("message counts %q are not new/old", v)
 		}
 		x, err1 := strconv.Atoi(strings.TrimSpace(a))
 		y, err2 := strconv.Atoi(strings.TrimSpace(b))
 		if err1 != nil || err2 != nil || x < 0 || y < 0 {
-			return 0, 0, fmt.Errorf("sip: message counts %q are not numbers", v)
+			return 0, 0, fmt.Errorf("message counts %q are not numbers", v)
 		}
 		return x, y, nil
 	}
@@ -194,7 +194,7 @@ func (s *Stack) Subscribe(ctx context.Context, sub Subscription) error {
 		switch {
 		case ctx.Err() != nil:
 		case err != nil:
-			log.WithError(err).Warn("sip: SUBSCRIBE failed")
+			log.WithError(err).Warn("SUBSCRIBE failed")
 			next, backoff = backoff, min(2*backoff, 5*time.Minute)
 		case res.IsSuccess():
 			toTag, _ = res.To().Params.Get("tag")
@@ -210,7 +210,7 @@ func (s *Stack) Subscribe(ctx context.Context, sub Subscription) error {
 			case 403, 404, 405, 489, 501:
 				return &StatusError{Method: "SUBSCRIBE", Status: res.StatusCode, Reason: res.Reason}
 			}
-			log.WithField("status", res.StatusCode).Warn("sip: SUBSCRIBE refused")
+			log.WithField("status", res.StatusCode).Warn("SUBSCRIBE refused")
 			toTag = "" // start a new subscription next time
 			next, backoff = backoff, min(2*backoff, 5*time.Minute)
 		}

@@ -213,7 +213,7 @@ func (d *Dialog) refreshSession() {
 	case errors.Is(err, ErrDialogEnded):
 		return
 	}
-	log.WithError(err).Warn("sip: session refresh failed; hanging up")
+	log.WithError(err).Warn("session refresh failed; hanging up")
 	d.hangup(&Event{Kind: EventBye, Reason: "session refresh failed"})
 }
 
@@ -235,7 +235,7 @@ func (d *Dialog) update(ctx context.Context, sdp []byte, hdrs []sip.Header) ([]b
 
 // sessionExpired hangs up a session the far end stopped refreshing.
 func (d *Dialog) sessionExpired() {
-	d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).Info("sip: session timer expired without refresh; hanging up")
+	d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).Info("session timer expired without refresh; hanging up")
 	d.hangup(&Event{Kind: EventBye, Reason: "session expired"})
 }
 
@@ -253,6 +253,6 @@ func (d *Dialog) hangup(last *Event) {
 		err = d.client.Bye(ctx)
 	}
 	if err != nil {
-		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("sip: BYE failed")
+		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("BYE failed")
 	}
 }

@@ -254,7 +254,7 @@ func (s *Stack) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 		}
 		defer func() {
 			if v := recover(); v != nil {
-				s.log.WithFields(logrus.Fields{"panic": v, "method": string(req.Method), "sip_call_id": callID(req)}).Error("sip: handler panicked")
+				s.log.WithFields(logrus.Fields{"panic": v, "method": string(req.Method), "sip_call_id": callID(req)}).Error("handler panicked")
 				if !req.IsAck() && tx != nil {
 					_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "Server Internal Error", nil))
 				}
