@@ -345,8 +345,8 @@ func strconvItoa(n int) string { return strconv.Itoa(n) }
 // TestNothingDroppedSilently: Asterisk's caller id quoting is read (escaped
 // quotes in the name), and every setting that is not carried over is
 // named with its file:line: a bad caller id, a setting after the last
-// line, the PBX-side settings of trunk channels, an unknown key in
-// [general]. direct_media is written only where the source set it.
+// line, the PBX-side settings of trunk channels, an unknown key or a
+// per-line setting in [general] (chan_mgcp reads neither there). direct_media is written only where the source set it.
 func TestNothingDroppedSilently(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mgcp.conf")
@@ -354,6 +354,7 @@ func TestNothingDroppedSilently(t *testing.T) {
 port = 2727
 frobnicate = 1
 canreinvite = no
+language = de
 
 [vg224]
 host = 192.0.2.10
@@ -384,11 +385,12 @@ trunk = ds/ds1-1/2
 		for _, want := range []string{
 			"mgcp.conf:3: frobnicate: not a chan_mgcp setting mgsip knows",
 			"mgcp.conf:4: canreinvite: chan_mgcp ignores it in [general]",
-			"mgcp.conf:10: callerid: \"Unclosed <2005>: the quoted name is not closed; not carried over",
-			"mgcp.conf:15: language: after the last line or trunk of [vg224]",
-			"mgcp.conf:19: language: trunk channels are one mgsip trunk group",
-			"mgcp.conf:20: accountcode: trunk channels are one mgsip trunk group",
-			"mgcp.conf:23: context: the PBX endpoint trunkgw-trunk has one context",
+			"mgcp.conf:5: language: chan_mgcp ignores per-line settings in [general]; set it in the gateway's category; not carried over",
+			"mgcp.conf:11: callerid: \"Unclosed <2005>: the quoted name is not closed; not carried over",
+			"mgcp.conf:16: language: after the last line or trunk of [vg224]",
+			"mgcp.conf:20: language: trunk channels are one mgsip trunk group",
+			"mgcp.conf:21: accountcode: trunk channels are one mgsip trunk group",
+			"mgcp.conf:24: context: the PBX endpoint trunkgw-trunk has one context",
 		} {
 			if !strings.Contains(notes, want) {
 				t.Errorf("%s: the notes do not say %q:\n%s", kind, want, notes)
@@ -407,11 +409,14 @@ trunk = ds/ds1-1/2
 				t.Errorf("%s: the PBX file has no %q:\n%s", kind, want, pbx)
 			}
 		}
-		// Only aaln/6 set canreinvite (line 13); [general]'s is ignored
+		// Only aaln/6 set canreinvite (line 14); [general]'s is ignored
 		// as chan_mgcp ignores it, and nothing else asks for direct media.
 		dm := regexp.MustCompile(`(?m)^direct_?media = .*$`).FindAllString(pbx, -1)
-		if len(dm) != 1 || !strings.HasPrefix(dm[0], "direct") || !strings.Contains(dm[0], "= no  ; ") || !strings.HasSuffix(dm[0], "mgcp.conf:13") {
-			t.Errorf("%s: direct media lines %q, want one (aaln/6, mgcp.conf:13)", kind, dm)
+		if len(dm) != 1 || !strings.HasPrefix(dm[0], "direct") || !strings.Contains(dm[0], "= no  ; ") || !strings.HasSuffix(dm[0], "mgcp.conf:14") {
+			t.Errorf("%s: direct media lines %q, want one (aaln/6, mgcp.conf:14)", kind, dm)
+		}
+		if strings.Contains(pbx, "language = de") {
+			t.Errorf("%s: [general]'s language reached a line, which chan_mgcp never did:\n%s", kind, pbx)
 		}
 		if strings.Contains(pbx, `<Quoted`) || strings.Contains(pbx, `"Unclosed`) {
 			t.Errorf("%s: a mangled caller id in the PBX file:\n%s", kind, pbx)

@@ -159,6 +159,16 @@ var unmappedKeys = map[string]string{
 	"callerid_name":      "not a chan_mgcp setting",
 }
 
+// lineKeys are the per-line settings lineSetting knows.
+var lineKeys = map[string]bool{
+	"context": true, "callerid": true, "callwaiting": true, "threewaycalling": true, "transfer": true,
+	"cancallforward": true, "canreinvite": true, "directmedia": true, "nat": true, "mailbox": true,
+	"hasvoicemail": true, "immediate": true, "ncs": true, "dtmfmode": true, "callgroup": true,
+	"pickupgroup": true, "accountcode": true, "language": true, "musiconhold": true, "mohinterpret": true,
+	"mohsuggest": true, "setvar": true, "clearvars": true, "allow": true, "disallow": true,
+	"firstdigittimeout": true, "gendigittimeout": true, "matchdigittimeout": true,
+}
+
 // DefaultDigitMap collects any digits until the inter-digit timer
 // (gendigittimeout) runs out, or up to a '#'. Write one that knows your
 // numbering plan so that calls start without waiting (RFC 3435 §2.1.5).
@@ -358,10 +368,20 @@ func (c *converter) generalSection(s *Section) {
 				continue
 			}
 			host = e.Value
-		case "canreinvite", "directmedia":
-			c.note(e.Pos, e.Key, "chan_mgcp ignores it in [general] (every gateway category starts with directmedia on); set it in the gateway's category; not carried over")
+		case "allow", "disallow", "firstdigittimeout", "gendigittimeout", "matchdigittimeout":
+			c.lineSetting(&c.general, e, true)
 		default:
-			if !c.lineSetting(&c.general, e, true) {
+			_, unmapped := unmappedKeys[e.Key]
+			switch {
+			case unmapped || strings.HasPrefix(e.Key, "jb"):
+				c.lineSetting(&c.general, e, true) // noted as not mapped
+			case e.Key == "canreinvite" || e.Key == "directmedia":
+				c.note(e.Pos, e.Key, "chan_mgcp ignores it in [general] (every gateway category starts with directmedia on); set it in the gateway's category; not carried over")
+			case lineKeys[e.Key]:
+				// chan_mgcp's reload_config reads only the keys above in
+				// [general]; a per-line setting there applied to no line.
+				c.note(e.Pos, e.Key, "chan_mgcp ignores per-line settings in [general]; set it in the gateway's category; not carried over")
+			default:
 				c.note(e.Pos, e.Key, "not a chan_mgcp setting mgsip knows; not mapped")
 			}
 		}
