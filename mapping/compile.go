@@ -615,6 +615,13 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 		if lc.Features.HotlineDelay < 0 {
 			c.bad(p+".features.hotline_delay", "must not be negative")
 		}
+		// Every secret the entry's lines miss is listed in one problem, and
+		// also when the entry has other problems: check-config must name
+		// every unset variable in one run.
+		missing := c.missingEnv(string(lc.Password), tmpl, err == nil && lc.Endpoint != "")
+		if len(missing.Names) > 0 {
+			c.bad(p+".password", "%v", missing)
+		}
 		if len(c.problems) > before || g == nil {
 			continue // expanding a broken entry would only repeat its problems
 		}
@@ -624,8 +631,6 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 		if plan == nil {
 			plan = c.r.defaultPlan
 		}
-		// Every secret a template's lines miss is listed in one problem.
-		missing := &MissingEnvError{}
 		for k := 0; k < tmpl.count(); k++ {
 			local, n := tmpl.at(k)
 			field := func(key, v string) string {
@@ -648,9 +653,8 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 				break
 			}
 			if pw, err = ExpandEnv(pw, c.opts.LookupEnv); err != nil {
-				if me, ok := err.(*MissingEnvError); ok {
-					missing.add(me.Names...)
-					continue
+				if _, ok := err.(*MissingEnvError); ok {
+					continue // listed above
 				}
 				c.bad(p+".password", "%v", err)
 				break
@@ -695,10 +699,33 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 			c.r.lineByEndpoint[dom][strings.ToLower(local)] = l
 			c.r.Lines = append(c.r.Lines, l)
 		}
-		if len(missing.Names) > 0 {
-			c.bad(p+".password", "%v", missing)
+	}
+}
+
+// missingEnv lists the unset ${NAME} variables of a line entry's password
+// over every line of its range (tmplOK: tmpl was parsed; otherwise only a
+// password without range placeholders is looked at).
+func (c *compiler) missingEnv(pw string, tmpl rangeTemplate, tmplOK bool) *MissingEnvError {
+	missing := &MissingEnvError{}
+	if !strings.Contains(pw, "${") {
+		return missing
+	}
+	if !tmplOK {
+		tmpl = rangeTemplate{}
+	}
+	for k := 0; k < tmpl.count(); k++ {
+		_, n := tmpl.at(k)
+		v, err := expand(pw, n, k, tmpl.has)
+		if err != nil {
+			return missing // the placeholder problem is reported elsewhere
+		}
+		if _, err := ExpandEnv(v, c.opts.LookupEnv); err != nil {
+			if me, ok := err.(*MissingEnvError); ok {
+				missing.add(me.Names...)
+			}
 		}
 	}
+	return missing
 }
 
 func (c *compiler) trunks(trunks []Trunk, endpoints map[string]string) {

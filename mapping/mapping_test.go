@@ -458,9 +458,28 @@ func TestCodecNames(t *testing.T) {
 func TestSuggest(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"gw9", "gw1"}, {"asterix", "asterisk"}, {"Asterisk", "asterisk"}, {"pbx", ""}, {"cisco", ""}, {"cisco-io", "cisco-ios"},
+		{"asetrisk", "asterisk"},
 	} {
 		if got := Suggest(c.in, []string{"gw1", "asterisk", "cisco-ios", "freeswitch"}); got != c.want {
 			t.Errorf("Suggest(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	// Short keys: a swap of two neighbouring letters is one edit, so
+	// that a five-letter key gets a suggestion as a long one does.
+	keys := []string{"level", "format"}
+	for _, c := range []struct{ in, want string }{
+		{"levle", "level"}, {"lvel", "level"}, {"leevl", "level"}, {"fromat", "format"}, {"lg", ""}, {"size", ""},
+	} {
+		if got := Suggest(c.in, keys); got != c.want {
+			t.Errorf("Suggest(%q, level/format) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		a, b string
+		d    int
+	}{{"levle", "level", 1}, {"abc", "abc", 0}, {"", "abc", 3}, {"ca", "abc", 3}, {"kitten", "sitting", 3}} {
+		if got := editDistance(c.a, c.b); got != c.d {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.d)
 		}
 	}
 	if got := Hint("x", "peers", nil); got != "(there are no peers)" {

@@ -7,8 +7,11 @@ import (
 )
 
 // Suggest returns the candidate closest to s, compared without case, when
-// it is close enough to be a likely typo (an edit distance of at most a
-// third of the longer name, and at least 1), or "" when none is.
+// it is close enough to be a likely typo, or "" when none is. Close enough
+// is relative to the length of the longer name: an edit distance of at
+// most a third of it, and at least 1, where swapping two neighbouring
+// letters counts as one edit (so that "levle" finds "level" as
+// "display_nmae" finds "display_name").
 func Suggest(s string, candidates []string) string {
 	best, bestD := "", -1
 	ls := strings.ToLower(s)
@@ -25,8 +28,12 @@ func Suggest(s string, candidates []string) string {
 	return best
 }
 
-// editDistance is the Levenshtein distance of a and b (bytes).
+// editDistance is the optimal string alignment distance of a and b
+// (bytes): Levenshtein's insertions, deletions and substitutions plus the
+// transposition of two adjacent bytes, each costing 1.
 func editDistance(a, b string) int {
+	// Three rows: the one before the previous is needed for transpositions.
+	prev2 := make([]int, len(b)+1)
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -40,8 +47,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
 }

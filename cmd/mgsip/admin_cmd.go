@@ -223,10 +223,13 @@ func newCallsCmd(a *app) *cobra.Command {
 		})
 }
 
-// newActionCmd POSTs to path and prints the answer; with a param, the
-// command's one argument is sent as ?param=ARG.
+// newActionCmd POSTs to path and prints what was done ("drain gw: ok"),
+// or the API's JSON with --json; with a param, the command's one argument
+// is sent as ?param=ARG.
 func newActionCmd(a *app, use, short, path, param string) *cobra.Command {
 	ac := &adminClient{}
+	var asJSON bool
+	verb, _, _ := strings.Cut(use, " ")
 	args := cobra.NoArgs
 	if param != "" {
 		args = cobra.ExactArgs(1)
@@ -246,11 +249,26 @@ func newActionCmd(a *app, use, short, path, param string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = a.stdout.Write(body)
-			return err
+			if asJSON {
+				_, err = a.stdout.Write(body)
+				return err
+			}
+			var ans struct {
+				Status string `json:"status"`
+			}
+			if err := json.Unmarshal(body, &ans); err != nil || ans.Status == "" {
+				return fmt.Errorf("%s: unexpected answer: %.200q", verb, body)
+			}
+			what := verb
+			if len(args) > 0 {
+				what += " " + args[0]
+			}
+			fmt.Fprintf(a.stdout, "%s: %s\n", what, ans.Status)
+			return nil
 		},
 	}
 	addAdminFlags(c, ac)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
 	return c
 }
 
@@ -551,23 +569,29 @@ its problems and the running configuration stays.`,
 func printReload(w io.Writer, rep reloadAnswer) {
 	fmt.Fprintf(w, "reloaded: %d line(s) added, %d removed, %d changed, %d deferred until their call ends\n",
 		len(rep.Lines.Added), len(rep.Lines.Removed), len(rep.Lines.Changed), len(rep.Lines.Deferred))
+	natural := func(ids []string) []string {
+		ids = append([]string(nil), ids...)
+		sort.SliceStable(ids, func(i, j int) bool { return bridge.NaturalLess(ids[i], ids[j]) })
+		return ids
+	}
 	list := func(label string, ids []string) {
 		if len(ids) > 0 {
 			fmt.Fprintf(w, "  %s: %s\n", label, strings.Join(ids, ", "))
 		}
 	}
+	lines := func(label string, ids []string) { list(label, natural(ids)) }
 	changes := func(label string, m map[string][]string) {
 		ids := make([]string, 0, len(m))
 		for id := range m {
 			ids = append(ids, id)
 		}
-		sort.Strings(ids)
+		ids = natural(ids)
 		for _, id := range ids {
 			fmt.Fprintf(w, "  %s: %s (%s)\n", label, id, strings.Join(m[id], ", "))
 		}
 	}
-	list("added", rep.Lines.Added)
-	list("removed", rep.Lines.Removed)
+	lines("added", rep.Lines.Added)
+	lines("removed", rep.Lines.Removed)
 	changes("changed", rep.Lines.Changed)
 	changes("deferred", rep.Lines.Deferred)
 	list("applied", rep.Applied)

@@ -61,8 +61,19 @@ func TestCheckConfigCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(out, `line_unknown_gateway.yaml:8: lines[0].gateway: no gateway named "gw9"`) {
 		t.Fatalf("exit %d: %s", code, out)
 	}
-	if code, _, _ := runCLI(t, "", "check-config", "/nonexistent.yaml"); code != 2 {
-		t.Errorf("missing file: exit %d", code)
+	// A file that cannot be read is a problem with the file (exit 1, as
+	// docs/operations.md says), not a usage error, and the message names it.
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	code, out, errOut := runCLI(t, "", "check-config", missing)
+	if code != 1 || out != "" || !strings.Contains(errOut, "cannot read the configuration file "+missing+": no such file or directory") {
+		t.Errorf("missing file: exit %d: %q %q", code, out, errOut)
+	}
+	code, _, errOut = runCLI(t, "", "run", "--config", missing)
+	if code != 1 || !strings.Contains(errOut, "cannot read the configuration file "+missing+": no such file or directory; nothing started") {
+		t.Errorf("run with a missing file: exit %d: %q", code, errOut)
+	}
+	if code, _, _ := runCLI(t, "", "check-config"); code != 2 {
+		t.Errorf("check-config without FILE: exit %d, want 2 (usage)", code)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +23,9 @@ func newCheckConfigCmd(a *app) *cobra.Command {
 		Short: "Validate a configuration file",
 		Long: `Decode FILE strictly, check every section and compile the mapping rules.
 Valid: print a one-line summary and exit 0. Invalid: print every problem as
-"FILE:LINE: key.path: reason" and exit 1. Secrets are never printed.
+"FILE:LINE: key.path: reason" and exit 1. A file that cannot be read
+(missing, not readable by this user) is exit 1 too, with its path; exit 2
+is for wrong arguments. Secrets are never printed.
 A file that configures no gateway, line or trunk is refused unless it
 says allow_empty: true or --allow-empty is given.`,
 		Args: cobra.ExactArgs(1),
@@ -34,7 +37,7 @@ says allow_empty: true or --allow-empty is given.`,
 				return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) in %s", len(ce.Problems), args[0])}
 			}
 			if err != nil {
-				return usageErr("%v", err)
+				return unreadableConfig(args[0], err, "")
 			}
 			fmt.Fprintf(a.stdout, "%s: ok: %s\n", args[0], config.SummaryLine(cfg.Rules.Summary()))
 			return nil
@@ -42,6 +45,18 @@ says allow_empty: true or --allow-empty is given.`,
 	}
 	c.Flags().BoolVar(&allowEmpty, "allow-empty", false, allowEmptyHelp)
 	return c
+}
+
+// unreadableConfig is the answer to a configuration file that cannot be
+// read (missing, a directory, not readable by this user): a problem with
+// the file, exit 1 as for an invalid one (docs/operations.md), with the
+// path and the reason the system gave.
+func unreadableConfig(path string, err error, suffix string) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return &exitError{code: exitFailure, err: fmt.Errorf("cannot read the configuration file %s: %v%s", path, err, suffix)}
 }
 
 func newRunCmd(a *app) *cobra.Command {
@@ -107,7 +122,7 @@ func runDaemon(ctx context.Context, a *app, flagsSetLog bool, opts daemon.Option
 			fmt.Fprintln(a.stderr, ce.Error())
 			return &exitError{code: exitFailure, err: fmt.Errorf("%d problem(s) in %s; nothing started", len(ce.Problems), opts.ConfigPath)}
 		}
-		return &exitError{code: exitUsage, err: err}
+		return unreadableConfig(opts.ConfigPath, err, "; nothing started")
 	}
 	if !flagsSetLog {
 		if cfg.File.Log.Level != "" {

@@ -341,3 +341,118 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func strconvItoa(n int) string { return strconv.Itoa(n) }
+
+// TestNothingDroppedSilently: Asterisk's caller id quoting is read (escaped
+// quotes in the name), and every setting that is not carried over is
+// named with its file:line: a bad caller id, a setting after the last
+// line, the PBX-side settings of trunk channels, an unknown key or a
+// per-line setting in [general] (chan_mgcp reads neither there). direct_media is written only where the source set it.
+func TestNothingDroppedSilently(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mgcp.conf")
+	conf := `[general]
+port = 2727
+frobnicate = 1
+canreinvite = no
+language = de
+
+[vg224]
+host = 192.0.2.10
+callerid="Quoted \"Nick\"" <2004>
+line = aaln/4
+callerid = "Unclosed <2005>
+line = aaln/5
+callerid = Plain Name <2006>
+canreinvite = no
+line = aaln/6
+language = fr
+
+[trunkgw]
+host = 192.0.2.11
+language = fr
+accountcode = 77
+trunk = ds/ds1-1/1
+context = other
+trunk = ds/ds1-1/2
+`
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"pjsip", "sip"} {
+		res := importFile(t, path, Options{SIPUsers: kind})
+		mustCheck(t, res)
+		notes := notesText(res)
+		for _, want := range []string{
+			"mgcp.conf:3: frobnicate: not a chan_mgcp setting mgsip knows",
+			"mgcp.conf:4: canreinvite: chan_mgcp ignores it in [general]",
+			"mgcp.conf:5: language: chan_mgcp ignores per-line settings in [general]; set it in the gateway's category; not carried over",
+			"mgcp.conf:11: callerid: \"Unclosed <2005>: the quoted name is not closed; not carried over",
+			"mgcp.conf:16: language: after the last line or trunk of [vg224]",
+			"mgcp.conf:20: language: trunk channels are one mgsip trunk group",
+			"mgcp.conf:21: accountcode: trunk channels are one mgsip trunk group",
+			"mgcp.conf:24: context: the PBX endpoint trunkgw-trunk has one context",
+		} {
+			if !strings.Contains(notes, want) {
+				t.Errorf("%s: the notes do not say %q:\n%s", kind, want, notes)
+			}
+		}
+		cfg := string(res.Config)
+		if !strings.Contains(cfg, `user: "2004"`) || !strings.Contains(cfg, `display_name: "Quoted \"Nick\""`) {
+			t.Errorf("%s: aaln/4 is not user 2004 with its display name:\n%s", kind, cfg)
+		}
+		if !strings.Contains(cfg, `user: "vg224-aaln-5"`) || !strings.Contains(cfg, `display_name: "Plain Name"`) {
+			t.Errorf("%s: aaln/5 (no caller id) or aaln/6 (unquoted name):\n%s", kind, cfg)
+		}
+		pbx := string(res.PBX)
+		for _, want := range []string{`callerid = "Quoted \"Nick\"" <2004>`, `callerid = "Plain Name" <2006>`} {
+			if !strings.Contains(pbx, want) {
+				t.Errorf("%s: the PBX file has no %q:\n%s", kind, want, pbx)
+			}
+		}
+		// Only aaln/6 set canreinvite (line 14); [general]'s is ignored
+		// as chan_mgcp ignores it, and nothing else asks for direct media.
+		dm := regexp.MustCompile(`(?m)^direct_?media = .*$`).FindAllString(pbx, -1)
+		if len(dm) != 1 || !strings.HasPrefix(dm[0], "direct") || !strings.Contains(dm[0], "= no  ; ") || !strings.HasSuffix(dm[0], "mgcp.conf:14") {
+			t.Errorf("%s: direct media lines %q, want one (aaln/6, mgcp.conf:14)", kind, dm)
+		}
+		if strings.Contains(pbx, "language = de") {
+			t.Errorf("%s: [general]'s language reached a line, which chan_mgcp never did:\n%s", kind, pbx)
+		}
+		if strings.Contains(pbx, `<Quoted`) || strings.Contains(pbx, `"Unclosed`) {
+			t.Errorf("%s: a mangled caller id in the PBX file:\n%s", kind, pbx)
+		}
+	}
+}
+
+func TestParseCallerID(t *testing.T) {
+	for _, c := range []struct {
+		in, name, num string
+		bad           bool
+	}{
+		{`"Quoted \"Nick\"" <2004>`, `Quoted "Nick"`, "2004", false},
+		{`"Back\\slash" <1>`, `Back\slash`, "1", false},
+		{`"Name" <+15551234>`, "Name", "+15551234", false},
+		{`Name <2001>`, "Name", "2001", false},
+		{`<2001>`, "", "2001", false},
+		{`"Only name"`, "Only name", "", false},
+		{`2001`, "", "2001", false},
+		{`Reception`, "Reception", "", false},
+		{`"Unclosed <2005>`, "", "", true},
+		{`"Name" 2001`, "", "", true},
+		{`"Name" <20 01>`, "", "", true},
+		{`Na"me <1>`, "", "", true},
+		{`"Name" <1> trailing`, "", "", true},
+	} {
+		name, num, err := parseCallerID(c.in)
+		if (err != nil) != c.bad || name != c.name || num != c.num {
+			t.Errorf("parseCallerID(%s) = %q, %q, %v", c.in, name, num, err)
+		}
+		if err == nil {
+			// What the writer produces reads back the same.
+			n2, num2, err := parseCallerID(quoteCallerID(name, num))
+			if err != nil || n2 != name || num2 != num {
+				t.Errorf("round trip of %s: %q %q %v", quoteCallerID(name, num), n2, num2, err)
+			}
+		}
+	}
+}

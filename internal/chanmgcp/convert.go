@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"regexp"
 	"sort"
@@ -79,6 +80,30 @@ type lineState struct {
 	matchDigit     time.Duration
 	ncs            bool
 	timersFromLine bool
+	// setAt is where each key of this state was last set (Entry.Key ->
+	// its place), so that a setting that cannot be carried over for a
+	// line or trunk is named with its file:line.
+	setAt map[string]Pos
+}
+
+// clone copies st with its own slices and map.
+func (st lineState) clone() lineState {
+	st.setVars = append([]string(nil), st.setVars...)
+	st.codecs = append([]string(nil), st.codecs...)
+	st.setAt = maps.Clone(st.setAt)
+	return st
+}
+
+// explicit says where one of keys was set in this state, if it was.
+func (st lineState) explicit(keys ...string) (Pos, bool) {
+	var at Pos
+	found := false
+	for _, k := range keys {
+		if p, ok := st.setAt[k]; ok && (!found || p.File > at.File || p.File == at.File && p.Line > at.Line) {
+			at, found = p, true
+		}
+	}
+	return at, found
 }
 
 type line struct {
@@ -134,12 +159,100 @@ var unmappedKeys = map[string]string{
 	"callerid_name":      "not a chan_mgcp setting",
 }
 
+// lineKeys are the per-line settings lineSetting knows.
+var lineKeys = map[string]bool{
+	"context": true, "callerid": true, "callwaiting": true, "threewaycalling": true, "transfer": true,
+	"cancallforward": true, "canreinvite": true, "directmedia": true, "nat": true, "mailbox": true,
+	"hasvoicemail": true, "immediate": true, "ncs": true, "dtmfmode": true, "callgroup": true,
+	"pickupgroup": true, "accountcode": true, "language": true, "musiconhold": true, "mohinterpret": true,
+	"mohsuggest": true, "setvar": true, "clearvars": true, "allow": true, "disallow": true,
+	"firstdigittimeout": true, "gendigittimeout": true, "matchdigittimeout": true,
+}
+
 // DefaultDigitMap collects any digits until the inter-digit timer
 // (gendigittimeout) runs out, or up to a '#'. Write one that knows your
 // numbering plan so that calls start without waiting (RFC 3435 §2.1.5).
 const DefaultDigitMap = "([0-9*].#|[0-9*].T)"
 
-var cidRe = regexp.MustCompile(`^\s*"?([^"<]*?)"?\s*<([^>]*)>\s*$`)
+// parseCallerID splits a chan_mgcp callerid value the way Asterisk's
+// ast_callerid_split reads it: `"Name" <number>` (the name may hold
+// backslash-escaped quotes and backslashes), `Name <number>`, `<number>`,
+// a quoted name alone, or a bare number (digits, '*', '#', '+') or bare
+// name. Anything else is an error, so that the setting is reported instead
+// of being carried over mangled.
+func parseCallerID(v string) (name, num string, err error) {
+	s := strings.TrimSpace(v)
+	var rest string
+	switch {
+	case strings.HasPrefix(s, `"`):
+		var b strings.Builder
+		end := -1
+		for i := 1; i < len(s); i++ {
+			if s[i] == '\\' && i+1 < len(s) {
+				i++
+				b.WriteByte(s[i])
+				continue
+			}
+			if s[i] == '"' {
+				end = i
+				break
+			}
+			b.WriteByte(s[i])
+		}
+		if end < 0 {
+			return "", "", fmt.Errorf("the quoted name is not closed")
+		}
+		name, rest = strings.TrimSpace(b.String()), strings.TrimSpace(s[end+1:])
+	case strings.Contains(s, "<"):
+		i := strings.IndexByte(s, '<')
+		name, rest = strings.TrimSpace(s[:i]), s[i:]
+		if strings.ContainsAny(name, `"\`) {
+			return "", "", fmt.Errorf("a name with quotes must be quoted as a whole (\"Name\" <number>)")
+		}
+	default:
+		if strings.ContainsAny(s, `"<>\`) {
+			return "", "", fmt.Errorf("not \"Name\" <number>")
+		}
+		if isPhoneNumber(s) {
+			return "", s, nil
+		}
+		return s, "", nil
+	}
+	if rest == "" {
+		return name, "", nil
+	}
+	if rest[0] != '<' || !strings.HasSuffix(rest, ">") {
+		return "", "", fmt.Errorf("%q after the name: want <number>", rest)
+	}
+	num = strings.TrimSpace(rest[1 : len(rest)-1])
+	if num != "" && !validUser(num) {
+		return "", "", fmt.Errorf("number %q has characters a SIP user cannot have", num)
+	}
+	return name, num, nil
+}
+
+// isPhoneNumber is Asterisk's ast_isphonenumber: digits, '*', '#', '+'.
+func isPhoneNumber(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !(s[i] >= '0' && s[i] <= '9') && strings.IndexByte("*#+", s[i]) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// quoteCallerID writes a caller id as pjsip.conf and sip.conf read it
+// (ast_callerid_split): the name quoted with '"' and '\' escaped.
+func quoteCallerID(name, num string) string {
+	esc := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name)
+	if num == "" {
+		return `"` + esc + `"`
+	}
+	return `"` + esc + `" <` + num + `>`
+}
 
 // Convert maps a parsed mgcp.conf to mgsip.
 func Convert(f *File, opts Options) (*Result, error) {
@@ -166,6 +279,10 @@ func Convert(f *File, opts Options) (*Result, error) {
 	}
 	c := &converter{opts: opts, res: &Result{}, names: map[string]bool{}, users: map[string]bool{}}
 	c.res.Notes = append(c.res.Notes, f.Problems...)
+	// chan_mgcp starts every category with directmedia on (DIRECTMEDIA
+	// in chan_mgcp.c, reset by build_gateway); the PBX endpoints get
+	// direct_media only where canreinvite/directmedia was set, since
+	// PJSIP's and chan_sip's default (yes) is the same.
 	c.general = lineState{callWaiting: true, threeWay: true, transfer: true, directMedia: true, codecs: []string{"ulaw"},
 		firstDigit: 16 * time.Second, interDigit: 8 * time.Second, matchDigit: 3 * time.Second}
 	for _, s := range f.Sections {
@@ -251,8 +368,22 @@ func (c *converter) generalSection(s *Section) {
 				continue
 			}
 			host = e.Value
-		default:
+		case "allow", "disallow", "firstdigittimeout", "gendigittimeout", "matchdigittimeout":
 			c.lineSetting(&c.general, e, true)
+		default:
+			_, unmapped := unmappedKeys[e.Key]
+			switch {
+			case unmapped || strings.HasPrefix(e.Key, "jb"):
+				c.lineSetting(&c.general, e, true) // noted as not mapped
+			case e.Key == "canreinvite" || e.Key == "directmedia":
+				c.note(e.Pos, e.Key, "chan_mgcp ignores it in [general] (every gateway category starts with directmedia on); set it in the gateway's category; not carried over")
+			case lineKeys[e.Key]:
+				// chan_mgcp's reload_config reads only the keys above in
+				// [general]; a per-line setting there applied to no line.
+				c.note(e.Pos, e.Key, "chan_mgcp ignores per-line settings in [general]; set it in the gateway's category; not carried over")
+			default:
+				c.note(e.Pos, e.Key, "not a chan_mgcp setting mgsip knows; not mapped")
+			}
 		}
 	}
 	c.listen = net.JoinHostPort(host, port)
@@ -278,7 +409,7 @@ func msValue(v string) (time.Duration, bool) {
 
 // lineSetting applies one per-line setting to st; it reports whether the
 // key is one.
-func (c *converter) lineSetting(st *lineState, e Entry, general bool) bool {
+func (c *converter) lineSetting(st *lineState, e Entry, general bool) (handled bool) {
 	setBool := func(dst *bool) {
 		b, ok := boolValue(e.Value)
 		if !ok {
@@ -286,6 +417,16 @@ func (c *converter) lineSetting(st *lineState, e Entry, general bool) bool {
 			return
 		}
 		*dst = b
+	}
+	if _, unmapped := unmappedKeys[e.Key]; !unmapped {
+		defer func() {
+			if handled {
+				if st.setAt == nil {
+					st.setAt = map[string]Pos{}
+				}
+				st.setAt[e.Key] = e.Pos
+			}
+		}()
 	}
 	switch e.Key {
 	case "context":
@@ -298,11 +439,13 @@ func (c *converter) lineSetting(st *lineState, e Entry, general bool) bool {
 			st.cidName, st.cidNum = "", ""
 			break
 		}
-		if m := cidRe.FindStringSubmatch(e.Value); m != nil {
-			st.cidName, st.cidNum = strings.TrimSpace(m[1]), strings.TrimSpace(m[2])
-		} else {
-			st.cidName, st.cidNum = "", strings.Trim(e.Value, `"`)
+		name, num, err := parseCallerID(e.Value)
+		if err != nil {
+			c.note(e.Pos, e.Key, "%s: %v; not carried over (the lines after it have no caller id)", e.Value, err)
+			st.cidName, st.cidNum = "", ""
+			break
 		}
+		st.cidName, st.cidNum = name, num
 	case "callwaiting":
 		setBool(&st.callWaiting)
 	case "threewaycalling":
@@ -442,11 +585,17 @@ func (c *converter) gatewaySection(s *Section) error {
 		c.names[name] = true
 		g = &gateway{section: s.Name, name: name, port: 2427, pos: s.Pos}
 	}
-	st := c.general
-	st.setVars = append([]string(nil), c.general.setVars...)
-	st.codecs = append([]string(nil), c.general.codecs...)
+	st := c.general.clone()
 	st.timersFromLine = false
-	for _, e := range s.Entries {
+	// chan_mgcp gives a line the settings made before it: one after the
+	// last line or trunk of the category applies to nothing.
+	lastLine := -1
+	for i, e := range s.Entries {
+		if e.Key == "line" || e.Key == "trunk" {
+			lastLine = i
+		}
+	}
+	for i, e := range s.Entries {
 		switch e.Key {
 		case "host":
 			g.host = e.Value
@@ -467,9 +616,7 @@ func (c *converter) gatewaySection(s *Section) error {
 				c.note(e.Pos, e.Key, "%q is not a local endpoint name; left out", ep)
 				continue
 			}
-			l := &line{gw: g, endpoint: ep, trunk: e.Key == "trunk", st: st, pos: e.Pos}
-			l.st.setVars = append([]string(nil), st.setVars...)
-			l.st.codecs = append([]string(nil), st.codecs...)
+			l := &line{gw: g, endpoint: ep, trunk: e.Key == "trunk", st: st.clone(), pos: e.Pos}
 			replaced := false
 			for i, have := range g.lines {
 				if strings.EqualFold(have.endpoint, ep) {
@@ -484,6 +631,10 @@ func (c *converter) gatewaySection(s *Section) error {
 		default:
 			if !c.lineSetting(&st, e, false) {
 				c.note(e.Pos, e.Key, "not a chan_mgcp setting mgsip knows; not mapped")
+				continue
+			}
+			if _, unmapped := unmappedKeys[e.Key]; !unmapped && lastLine >= 0 && i > lastLine {
+				c.note(e.Pos, e.Key, "after the last line or trunk of [%s]: chan_mgcp applies a setting to the lines defined after it, so this one applies to none; not carried over", s.Name)
 			}
 		}
 	}
@@ -513,7 +664,41 @@ func (c *converter) finishGateways() {
 	c.gateways = kept
 }
 
+// trunkNotCarried are the per-line settings a trunk channel cannot keep:
+// the channels of a gateway are one mgsip trunk group (no per-channel
+// features or caller id) and one PBX endpoint (GW-trunk)
+// that the import writes with context, codecs and direct media only.
+var trunkNotCarried = []string{"callerid", "language", "accountcode", "callgroup", "pickupgroup",
+	"musiconhold", "mohinterpret", "mohsuggest", "setvar", "mailbox", "hasvoicemail", "dtmfmode", "immediate",
+	"callwaiting", "threewaycalling", "transfer", "cancallforward"}
+
+// trunkNotes names what the trunk channels of g set and cannot keep.
+func (c *converter) trunkNotes(g *gateway) {
+	var first *line
+	for _, l := range g.lines {
+		if !l.trunk {
+			continue
+		}
+		for _, k := range trunkNotCarried {
+			if at, ok := l.st.setAt[k]; ok {
+				c.note(at, k, "trunk channels are one mgsip trunk group and one PBX endpoint (%s-trunk) without per-channel settings; not carried over for the trunks of [%s]", g.name, g.section)
+			}
+		}
+		if first == nil {
+			first = l
+			continue
+		}
+		if l.st.context != first.st.context {
+			c.note(l.pos, "context", "the PBX endpoint %s-trunk has one context: %s keeps %s of %s (not %s)", g.name, l.endpoint, contextOr(first.st.context), first.endpoint, contextOr(l.st.context))
+		}
+		if l.st.directMedia != first.st.directMedia {
+			c.note(l.pos, "directmedia", "the PBX endpoint %s-trunk has one direct_media: %s follows %s", g.name, l.endpoint, first.endpoint)
+		}
+	}
+}
+
 func (c *converter) settle(g *gateway) {
+	c.trunkNotes(g)
 	g.codecs = g.lines[0].st.codecs
 	g.ncs = g.lines[0].st.ncs
 	for _, l := range g.lines[1:] {

@@ -186,9 +186,11 @@ func (c *converter) writePJSIP() []byte {
 			}
 			w.f("auth = %s-auth\naors = %s\n", l.user, l.user)
 			if st.cidNum != "" || st.cidName != "" {
-				w.f("callerid = \"%s\" <%s>\n", st.cidName, st.cidNum)
+				w.f("callerid = %s\n", quoteCallerID(st.cidName, st.cidNum))
 			}
-			w.f("direct_media = %s\n", yesNo(st.directMedia))
+			if at, ok := st.explicit("canreinvite", "directmedia"); ok {
+				w.f("direct_media = %s  ; %s\n", yesNo(st.directMedia), at)
+			}
 			switch st.dtmf {
 			case "", "rfc4733":
 				w.f("dtmf_mode = rfc4733\n")
@@ -233,8 +235,11 @@ func (c *converter) writePJSIP() []byte {
 		}
 		name := g.name + "-trunk"
 		w.f("\n; The trunk channels of %s (%s): mgsip is known by its address.\n", g.section, trunk.pos)
-		w.f("[%s]\ntype = endpoint\ncontext = %s\ndisallow = all\nallow = %s\naors = %s\ndirect_media = %s\n",
-			name, contextOr(trunk.st.context), strings.Join(orDefault(trunk.st.codecs), ","), name, yesNo(trunk.st.directMedia))
+		w.f("[%s]\ntype = endpoint\ncontext = %s\ndisallow = all\nallow = %s\naors = %s\n",
+			name, contextOr(trunk.st.context), strings.Join(orDefault(trunk.st.codecs), ","), name)
+		if at, ok := trunk.st.explicit("canreinvite", "directmedia"); ok {
+			w.f("direct_media = %s  ; %s\n", yesNo(trunk.st.directMedia), at)
+		}
 		w.f("\n[%s]\ntype = aor\ncontact = sip:%s:%s\n", name, c.mgsipHost(), portOf(c.opts.SIPListen))
 		w.f("\n[%s]\ntype = identify\nendpoint = %s\nmatch = %s\n", name, name, c.mgsipHost())
 	}
@@ -256,9 +261,11 @@ func (c *converter) writeChanSIP() []byte {
 			w.f("\n; %s@%s (%s)\n[%s]\ntype = friend\nhost = dynamic\nsecret = %s\n", l.endpoint, g.section, l.pos, l.user, c.secretOf(l.secretEnv))
 			w.f("context = %s\ndisallow = all\nallow = %s\n", contextOr(st.context), strings.Join(orDefault(st.codecs), ","))
 			if st.cidNum != "" || st.cidName != "" {
-				w.f("callerid = \"%s\" <%s>\n", st.cidName, st.cidNum)
+				w.f("callerid = %s\n", quoteCallerID(st.cidName, st.cidNum))
 			}
-			w.f("directmedia = %s\n", yesNo(st.directMedia))
+			if at, ok := st.explicit("canreinvite", "directmedia"); ok {
+				w.f("directmedia = %s  ; %s\n", yesNo(st.directMedia), at)
+			}
 			switch st.dtmf {
 			case "", "rfc4733":
 				w.f("dtmfmode = rfc2833\n")
@@ -294,8 +301,11 @@ func (c *converter) writeChanSIP() []byte {
 				continue
 			}
 			w.f("\n; The trunk channels of %s (%s): mgsip is known by its address.\n", g.section, l.pos)
-			w.f("[%s-trunk]\ntype = peer\nhost = %s\nport = %s\ncontext = %s\ndisallow = all\nallow = %s\ndirectmedia = %s\ninsecure = port,invite\n",
-				g.name, c.mgsipHost(), portOf(c.opts.SIPListen), contextOr(l.st.context), strings.Join(orDefault(l.st.codecs), ","), yesNo(l.st.directMedia))
+			w.f("[%s-trunk]\ntype = peer\nhost = %s\nport = %s\ncontext = %s\ndisallow = all\nallow = %s\ninsecure = port,invite\n",
+				g.name, c.mgsipHost(), portOf(c.opts.SIPListen), contextOr(l.st.context), strings.Join(orDefault(l.st.codecs), ","))
+			if at, ok := l.st.explicit("canreinvite", "directmedia"); ok {
+				w.f("directmedia = %s  ; %s\n", yesNo(l.st.directMedia), at)
+			}
 			break
 		}
 	}

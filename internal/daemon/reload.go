@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/mgsip/mgsip/bridge"
@@ -26,7 +27,52 @@ type ReloadReport struct {
 	// groups); they stay listed until then.
 	NeedsRestart []string `json:"needs_restart"`
 	// Ignored are keys that changed but that the command line overrides.
-	Ignored []string `json:"ignored,omitempty"`
+	Ignored []string `json:"ignored"`
+}
+
+// normalize makes every list of the answer a list ([] in JSON, never
+// null, so that scripts can iterate without a check) and puts the lines in
+// the order people read them (aaln/2 before aaln/10).
+func (r *ReloadReport) normalize() {
+	list := func(l []string) []string {
+		if l == nil {
+			return []string{}
+		}
+		slices.SortFunc(l, func(a, b string) int {
+			switch {
+			case bridge.NaturalLess(a, b):
+				return -1
+			case bridge.NaturalLess(b, a):
+				return 1
+			}
+			return 0
+		})
+		return l
+	}
+	changes := func(m map[string][]string) map[string][]string {
+		if m == nil {
+			m = map[string][]string{}
+		}
+		for id, what := range m {
+			if what == nil {
+				m[id] = []string{}
+			}
+		}
+		return m
+	}
+	r.Lines.Added = list(r.Lines.Added)
+	r.Lines.Removed = list(r.Lines.Removed)
+	r.Lines.Changed = changes(r.Lines.Changed)
+	r.Lines.Deferred = changes(r.Lines.Deferred)
+	if r.Applied == nil {
+		r.Applied = []string{}
+	}
+	if r.NeedsRestart == nil {
+		r.NeedsRestart = []string{}
+	}
+	if r.Ignored == nil {
+		r.Ignored = []string{}
+	}
 }
 
 // appliedAtOnce says whether a changed key takes effect on reload; the
@@ -94,6 +140,7 @@ func (d *daemon) reload(ctx context.Context) (*ReloadReport, error) {
 		}
 		d.node.SetGateways(names, cfg.File.Cluster.Preference)
 	}
+	rep.normalize()
 	d.metrics.SetNeedsRestart(rep.NeedsRestart)
 	f := logrus.Fields{"config": path, "lines_added": len(rep.Lines.Added), "lines_removed": len(rep.Lines.Removed),
 		"lines_changed": len(rep.Lines.Changed), "lines_deferred": len(rep.Lines.Deferred)}

@@ -94,6 +94,9 @@ lines:
 		var rep ReloadReport
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode == http.StatusOK {
+			if strings.Contains(string(body), "null") {
+				t.Errorf("the answer has a null list: %s", body)
+			}
 			if err := json.Unmarshal(body, &rep); err != nil {
 				t.Fatalf("answer %s: %v", body, err)
 			}
@@ -156,5 +159,23 @@ lines:
 	write("colour: blue\n")
 	if code, _ := post(); code != http.StatusUnprocessableEntity {
 		t.Errorf("broken file: %d", code)
+	}
+}
+
+// TestReloadReportJSON: every list of the reload answer is [] when empty
+// (never null) and the lines come in natural order.
+func TestReloadReportJSON(t *testing.T) {
+	rep := &ReloadReport{Status: "reloaded"}
+	rep.Lines.Added = []string{"gw/aaln/10", "gw/aaln/2", "gw/aaln/1"}
+	rep.Lines.Deferred = map[string][]string{"gw/aaln/3": nil}
+	rep.normalize()
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"status":"reloaded","lines":{"added":["gw/aaln/1","gw/aaln/2","gw/aaln/10"],"removed":[],"changed":{},` +
+		`"deferred":{"gw/aaln/3":[]}},"applied":[],"needs_restart":[],"ignored":[]}`
+	if string(b) != want {
+		t.Errorf("JSON\n%s\nwant\n%s", b, want)
 	}
 }
