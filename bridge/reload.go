@@ -160,6 +160,15 @@ func (b *Bridge) reregister(old, next *line) {
 	was := old.rule.Peer != nil && old.rule.Peer.Register
 	is := next.rule.Peer != nil && next.rule.Peer.Register
 	oa, na := old.account(), next.account()
+	if is && b.gatewayDown(next.rule.Gateway) {
+		// The lines of a gateway marked down stay unregistered (the PBX
+		// would send calls to a phone nobody can reach); the new account
+		// registers when the gateway answers again (onGatewayBack).
+		if was {
+			b.regs.Remove(oa.ID)
+		}
+		return
+	}
 	switch {
 	case !was && !is:
 	case !was:

@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mgsip/mgsip/mapping"
+	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 )
 
@@ -113,5 +115,32 @@ func TestReloadChangedLines(t *testing.T) {
 	rep = e.b.Update(rules)
 	if len(rep.Changed)+len(rep.Deferred)+len(rep.Added)+len(rep.Removed) != 0 {
 		t.Fatalf("a reload of the same file reported %+v", rep)
+	}
+}
+
+// TestReloadWhileGatewayDown: a line whose account changes while its
+// gateway is marked down does not register the new account (its lines
+// stay unregistered until the gateway answers again).
+func TestReloadWhileGatewayDown(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, users: map[string]string{"1102": "pw2"}, keepalive: time.Second,
+		mgcp: mgcp.Config{TMax: 1500 * time.Millisecond, MaxRTO: 500 * time.Millisecond}})
+	_ = e.gw.Close()
+	e.waitFor("gateway marked down", func() bool {
+		for _, g := range e.b.Gateways() {
+			if g.Down {
+				return true
+			}
+		}
+		return false
+	})
+	e.waitFor("lines unregistered", func() bool { _, ok := e.pbx.Binding("1002"); return !ok })
+	plans := []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}}
+	e.b.Update(reloaded(t, e, plans, []mapping.Line{
+		{Gateway: "gw", Endpoint: "aaln/1", User: "1001", Password: "pw", DisplayName: "Line 1"},
+		{Gateway: "gw", Endpoint: "aaln/2", User: "1102", Password: "pw2", DisplayName: "Line 2"},
+	}))
+	time.Sleep(time.Second)
+	if _, ok := e.pbx.Binding("1102"); ok {
+		t.Error("the changed line registered its new account while its gateway is down")
 	}
 }
