@@ -12,8 +12,8 @@ import (
 // by "/"; a term may be the wildcard "*" (all of) or "$" (any of).
 // Comparison is case-insensitive; the parsed text is kept as written.
 type EndpointName struct {
-	Local  string
-	Domain string
+	Local  string `json:"local,omitempty"`
+	Domain string `json:"domain,omitempty"`
 }
 
 // ErrBadEndpoint is wrapped by ParseEndpointName errors.

@@ -93,9 +93,9 @@ const (
 // events, signals and digit map applied when the event occurs
 // (RFC 3435 §2.3.3).
 type EmbeddedRequest struct {
-	RequestedEvents []RequestedEvent // R(...); nil when absent
-	Signals         []Event          // S(...); nil when absent, empty to stop signals
-	DigitMap        string           // D(...); "" when absent
+	RequestedEvents []RequestedEvent `json:"requested_events,omitempty"` // R(...); nil when absent
+	Signals         []Event          `json:"signals,omitempty"`          // S(...); nil when absent, empty to stop signals
+	DigitMap        string           `json:"digit_map,omitempty"`        // D(...); "" when absent
 }
 
 // RequestedEvent is one element of R: (RFC 3435 §3.2.2.16): an event with

@@ -8,7 +8,8 @@ import (
 // Range is a single value (Min == Max) or a range "Min-Max", as used by the
 // p: and b: LocalConnectionOptions.
 type Range struct {
-	Min, Max int
+	Min int `json:"min,omitempty"`
+	Max int `json:"max,omitempty"`
 }
 
 // IsZero reports an absent range.
@@ -35,8 +36,8 @@ const (
 // LCOParam is a LocalConnectionOptions element kept verbatim: vendor
 // extensions (x-..., x+...) and package options (pkg/key).
 type LCOParam struct {
-	Key   string
-	Value string
+	Key   string `json:"key,omitempty"`
+	Value string `json:"value,omitempty"`
 }
 
 // LocalConnectionOptions is the L: parameter (RFC 3435 §3.2.2.10):
@@ -46,17 +47,17 @@ type LCOParam struct {
 // Serialization writes the typed options in a fixed order, then Extensions
 // in the order they were given.
 type LocalConnectionOptions struct {
-	Codecs              []string // a: compression algorithms, preferred first
-	Packetization       Range    // p: packetization period in ms
-	Bandwidth           Range    // b: bandwidth in kbit/s
-	EchoCancellation    OnOff    // e:
-	SilenceSuppression  OnOff    // s:
-	GainControl         string   // gc: "auto" or a gain in dB
-	TypeOfService       string   // t: two hex digits (IP TOS byte)
-	ResourceReservation string   // r: g, cl or be
-	EncryptionKey       string   // k: method:key
-	NetworkType         string   // nt: IN, ATM, LOCAL or an extension
-	Extensions          []LCOParam
+	Codecs              []string   `json:"codecs,omitempty"`               // a: compression algorithms, preferred first
+	Packetization       Range      `json:"packetization,omitempty"`        // p: packetization period in ms
+	Bandwidth           Range      `json:"bandwidth,omitempty"`            // b: bandwidth in kbit/s
+	EchoCancellation    OnOff      `json:"echo_cancellation,omitempty"`    // e:
+	SilenceSuppression  OnOff      `json:"silence_suppression,omitempty"`  // s:
+	GainControl         string     `json:"gain_control,omitempty"`         // gc: "auto" or a gain in dB
+	TypeOfService       string     `json:"type_of_service,omitempty"`      // t: two hex digits (IP TOS byte)
+	ResourceReservation string     `json:"resource_reservation,omitempty"` // r: g, cl or be
+	EncryptionKey       string     `json:"encryption_key,omitempty"`       // k: method:key
+	NetworkType         string     `json:"network_type,omitempty"`         // nt: IN, ATM, LOCAL or an extension
+	Extensions          []LCOParam `json:"extensions,omitempty"`
 }
 
 // ParseLocalConnectionOptions parses the value of an L: line.

@@ -73,7 +73,8 @@ const (
 // AckRange is one element of a ResponseAck (K:) list: the transaction ids
 // From..To inclusive (RFC 3435 §3.2.2.19). A single id has From == To.
 type AckRange struct {
-	From, To uint32
+	From uint32 `json:"from,omitempty"`
+	To   uint32 `json:"to,omitempty"`
 }
 
 // Contains reports whether id lies within the range.
@@ -82,23 +83,23 @@ func (r AckRange) Contains(id uint32) bool { return id >= r.From && id <= r.To }
 // Reason is the E: ReasonCode parameter (RFC 3435 §3.2.2.15): a three-digit
 // code and optional text, as in "E: 900 Hardware error".
 type Reason struct {
-	Code int
-	Text string
+	Code int    `json:"code,omitempty"`
+	Text string `json:"text,omitempty"`
 }
 
 // ConnParam is one statistic of the P: ConnectionParameters list
 // (RFC 3435 §3.2.2.7), e.g. PS=1432.
 type ConnParam struct {
-	Name  string
-	Value string
+	Name  string `json:"name,omitempty"`
+	Value string `json:"value,omitempty"`
 }
 
 // Param is a parameter line kept verbatim: extension parameters (X-...,
 // X+..., package parameters) and repeated lines of the parameters that may
 // appear more than once in a response (I:, Z:, A:).
 type Param struct {
-	Name  string
-	Value string
+	Name  string `json:"name,omitempty"`
+	Value string `json:"value,omitempty"`
 }
 
 // Parameters holds the parameter lines of a command or response
@@ -188,11 +189,11 @@ func (p *Parameters) Stat(name string) (string, bool) {
 
 // Command is an MGCP command (RFC 3435 §3.2.1).
 type Command struct {
-	Verb          Verb
-	TransactionID uint32       // 1..999999999, §3.2.1.2
-	Endpoint      EndpointName // §3.2.1.3
-	Version       string       // "1.0" (or "0.1"); empty means "1.0" when serializing
-	Profile       string       // optional profile after the version, e.g. "NCS 1.0"
+	Verb          Verb         `json:"verb,omitempty"`
+	TransactionID uint32       `json:"transaction_id,omitempty"` // 1..999999999, §3.2.1.2
+	Endpoint      EndpointName `json:"endpoint,omitempty"`       // §3.2.1.3
+	Version       string       `json:"version,omitempty"`        // "1.0" (or "0.1"); empty means "1.0" when serializing
+	Profile       string       `json:"profile,omitempty"`        // optional profile after the version, e.g. "NCS 1.0"
 	Parameters
 	SDP []byte `json:"-"` // session description after the empty line, byte-exact
 }
