@@ -30,6 +30,10 @@ const (
 
 var stateNames = [...]string{"idle", "dialing", "calling", "ringing", "connected", "tone", "restarting"}
 
+// LineStates are the states a line reports (LineStatus.State), and
+// "starting" before its first report.
+var LineStates = append(stateNames[:], "starting")
+
 func (s lineState) String() string { return stateNames[s] }
 
 // call is this line's leg of a call: one MGCP connection and either a SIP

@@ -73,7 +73,7 @@ func (l *line) publish() {
 	st.OffHook = l.offHook && l.trunk == nil
 	if c := l.call; c != nil {
 		cs := &CallStatus{ID: c.id, Line: l.rule.ID, Direction: c.direction, Number: c.number, ConnectionID: c.connID,
-			Codecs: c.codecs, Started: c.start, Answered: c.answered}
+			Codecs: c.codecs, Started: c.start.Truncate(time.Millisecond), Answered: c.answered.Truncate(time.Millisecond)}
 		if c.dialog != nil {
 			cs.SIPCallID = c.dialog.CallID
 		}

@@ -491,6 +491,10 @@ func newTraceCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if ac.json {
+				_, err := a.stdout.Write(body)
+				return err
+			}
 			var st admin.TraceState
 			if err := json.Unmarshal(body, &st); err != nil {
 				return err
@@ -511,6 +515,7 @@ func newTraceCmd(a *app) *cobra.Command {
 	addAdminFlags(c, ac)
 	c.Flags().BoolVar(&onlyMGCP, "mgcp", false, "only the MGCP trace")
 	c.Flags().BoolVar(&onlySIP, "sip", false, "only the SIP trace")
+	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
 	c.Flags().StringSliceVar(&lines, "line", nil, "with on: trace only this line's messages (repeat or comma-separate)")
 	c.Flags().StringSliceVar(&gateways, "gateway", nil, "with on: trace only this gateway's endpoints and lines")
 	return c

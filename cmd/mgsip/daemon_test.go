@@ -356,6 +356,15 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 	if code, out := rd.cli("trace", "on", "--line", "gw/aaln/9"); code != 1 || !strings.Contains(out, `no line "gw/aaln/9"`) {
 		t.Errorf("trace on an unknown line: exit %d %s", code, out)
 	}
+	if code, out := rd.cli("lines", "--gateway", "nope"); code != 1 || !strings.Contains(out, `no gateway "nope"`) {
+		t.Errorf("lines --gateway nope: exit %d %s", code, out)
+	}
+	if code, out := rd.cli("lines", "--state", "bogus"); code != 1 || !strings.Contains(out, `no line state "bogus"`) {
+		t.Errorf("lines --state bogus: exit %d %s", code, out)
+	}
+	if code, out := rd.cli("trace", "status", "--json"); code != 0 || !strings.Contains(out, `"mgcp":`) {
+		t.Errorf("trace status --json: exit %d %s", code, out)
+	}
 	if code, out := rd.cli("lines", "--state", "connected"); code != 0 || strings.Contains(out, "gw/aaln") {
 		t.Errorf("lines --state connected: exit %d\n%s", code, out)
 	}

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -151,6 +153,14 @@ func (s *Server) Handler() http.Handler {
 	api("GET /api/v1/gateways", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.gatewayViews()) })
 	api("GET /api/v1/lines", func(w http.ResponseWriter, r *http.Request) {
 		gw, state := r.URL.Query().Get("gateway"), r.URL.Query().Get("state")
+		if gw != "" && !hasGateway(d.Bridge.Gateways(), gw) {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no gateway %q", gw))
+			return
+		}
+		if state != "" && !slices.Contains(bridge.LineStates, strings.ToLower(state)) {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("no line state %q (states: %s)", state, strings.Join(bridge.LineStates, ", ")))
+			return
+		}
 		out := []bridge.LineStatus{}
 		for _, l := range d.Bridge.Lines() {
 			if (gw == "" || strings.EqualFold(l.Gateway, gw)) && (state == "" || strings.EqualFold(l.State, state)) {
@@ -283,11 +293,11 @@ func (s *Server) gatewayViews() []GatewayView {
 	for _, g := range d.Bridge.Gateways() {
 		v := GatewayView{GatewayStatus: g}
 		if p, ok := peers[g.Address]; ok {
-			v.State, v.Retransmissions, v.Timeouts, v.LastHeard = p.State.String(), p.Retransmissions, p.Timeouts, p.LastHeard
+			v.State, v.Retransmissions, v.Timeouts, v.LastHeard = p.State.String(), p.Retransmissions, p.Timeouts, p.LastHeard.Truncate(time.Millisecond)
 			v.RTTMS, v.RTOMS = millis(p.RTT), millis(p.RTO)
 		}
 		if d.LastRSIP != nil {
-			v.LastRSIP = d.LastRSIP(g.Name)
+			v.LastRSIP = d.LastRSIP(g.Name).Truncate(time.Millisecond)
 		}
 		out = append(out, v)
 	}
@@ -452,4 +462,13 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+func hasGateway(gws []bridge.GatewayStatus, name string) bool {
+	for _, g := range gws {
+		if strings.EqualFold(g.Name, name) {
+			return true
+		}
+	}
+	return false
 }

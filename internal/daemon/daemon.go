@@ -556,6 +556,10 @@ func (d *daemon) ready() (bool, string) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if len(d.peerState) == 0 {
+		if len(d.rules.Load().Peers) > 0 {
+			// Not known yet: ready only once a peer has answered.
+			return false, "waiting for the first OPTIONS answers"
+		}
 		return true, ""
 	}
 	for _, p := range d.peerState {
@@ -591,7 +595,7 @@ func (d *daemon) probePeers(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			v := admin.PeerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now()}
+			v := admin.PeerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now().Truncate(time.Millisecond)}
 			if err == nil {
 				v.RTTMS = float64(rtt.Microseconds()) / 1000
 			}

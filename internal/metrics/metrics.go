@@ -73,6 +73,8 @@ func New() *Metrics {
 		m.answered.WithLabelValues(d) // present at 0 before the first call
 	}
 	m.regFailures.WithLabelValues("no_answer")
+	m.Reloads.WithLabelValues("ok") // present at 0 before the first reload
+	m.Reloads.WithLabelValues("rejected")
 	m.Registry.MustRegister(m.answered, m.regFailures, m.started, m.lastReload)
 	m.needsRestart = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mgsip_config_needs_restart",
 		Help: "1 for each configuration key that changed since mgsip started and takes effect only at a restart."}, []string{"key"})

@@ -85,6 +85,7 @@ func Ladder(r io.Reader, w io.Writer, o LadderOptions) error {
 		}
 	}
 	start := msgs[0].at
+	fmt.Fprintf(w, "# time: milliseconds since the first message (%s UTC)\n", start.UTC().Format("2006-01-02 15:04:05.000"))
 	for _, m := range msgs {
 		if !keep(m) {
 			continue
