@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/internal/testutil"
+	"github.com/mgsip/mgsip/internal/trace"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 )
@@ -189,6 +190,31 @@ func TestWireFormatDissectedByTshark(t *testing.T) {
 		}
 	}
 	t.Logf("tshark dissected %d datagrams (%d corpus, %d live) as MGCP without a flag", len(pkts), len(files), len(live))
+
+	// mgsip ladder on the live part of the same capture: every response
+	// (provisional and final) is joined to its command.
+	var lb bytes.Buffer
+	if err := mgcptest.WritePcap(&lb, live); err != nil {
+		t.Fatal(err)
+	}
+	var ladder strings.Builder
+	if err := trace.Ladder(&lb, &ladder, trace.LadderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	joined := 0
+	for _, l := range strings.Split(ladder.String(), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 || f[4] != "mgcp" || len(f[5]) != 3 || f[5] == "000" || f[5][0] < '1' || f[5][0] > '9' {
+			continue // not a response, or a response acknowledgement
+		}
+		if strings.Contains(l, "answers no command") || !strings.Contains(l, "[") {
+			t.Errorf("ladder did not join %q", l)
+		}
+		joined++
+	}
+	if joined < 10 {
+		t.Errorf("ladder joined only %d responses:\n%s", joined, ladder.String())
+	}
 }
 
 // startOsmoMGW runs osmo-mgw, ready once it answers an AUEP.
