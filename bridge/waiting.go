@@ -113,7 +113,11 @@ func (l *line) answerWaiting(c *call) {
 	}
 	l.markAnswered(c)
 	d := c.dialog
-	go func() { _ = d.Answer(tr.SDP) }()
+	// In the call's order: a re-INVITE for the next flash (hold) waits
+	// until our 200 is ACKed. RFC 3261 §14.1: no new INVITE transaction
+	// in a dialog while one is in progress in either direction; and the
+	// session's state is sipgo's, not safe for two senders at once.
+	l.inOrder(c, func() { _ = d.Answer(tr.SDP) })
 }
 
 // hold puts a call on hold: no media from the gateway, a=sendonly to the
