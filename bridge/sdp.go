@@ -64,7 +64,7 @@ func parseSDP(b []byte) (*sdp.SessionDescription, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bad SDP: %w", err)
+		return nil, fmt.Errorf("bridge: bad SDP: %w", err)
 	}
 	return &s, nil
 }

@@ -263,7 +263,7 @@ func Listen(cfg Config, opts ...Option) (*CallAgent, error) {
 	}
 	conn, err := net.ListenPacket("udp", cfg.ListenAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.ListenAddr, err)
+		return nil, fmt.Errorf("mgcp: listen %s: %w", cfg.ListenAddr, err)
 	}
 	return New(conn, cfg, opts...), nil
 }
@@ -317,7 +317,7 @@ func (ca *CallAgent) Serve(ctx context.Context) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			return fmt.Errorf("read: %w", err)
+			return fmt.Errorf("mgcp: read: %w", err)
 		}
 		ca.receive(buf[:n], from)
 	}
@@ -478,7 +478,7 @@ func (ca *CallAgent) resolve(ctx context.Context, to string, fresh bool) (netip.
 	if h, p, err := net.SplitHostPort(to); err == nil {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return netip.AddrPort{}, fmt.Errorf("bad port in %q", to)
+			return netip.AddrPort{}, fmt.Errorf("mgcp: bad port in %q", to)
 		}
 		host, port = h, n
 	}
@@ -496,7 +496,7 @@ func (ca *CallAgent) resolve(ctx context.Context, to string, fresh bool) (netip.
 	}
 	addrs, err := ca.resolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("resolve %q: %w", host, err)
+		return netip.AddrPort{}, fmt.Errorf("mgcp: resolve %q: %w", host, err)
 	}
 	ap := netip.AddrPortFrom(addrs[0].Unmap(), uint16(port))
 	ca.mu.Lock()
@@ -566,7 +566,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	}
 	if _, dup := ca.pending[c.TransactionID]; dup {
 		ca.mu.Unlock()
-		return nil, addr, false, fmt.Errorf("transaction %d already outstanding", c.TransactionID)
+		return nil, addr, false, fmt.Errorf("mgcp: transaction %d already outstanding", c.TransactionID)
 	}
 	ca.pending[c.TransactionID] = tx
 	p := ca.getPeer(addr)
@@ -599,7 +599,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	ca.stats.commandsSent.Add(1)
 	start := time.Now()
 	if err := ca.write(wire, addr); err != nil {
-		return nil, addr, false, fmt.Errorf("send %s %d: %w", c.Verb, c.TransactionID, err)
+		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", c.Verb, c.TransactionID, err)
 	}
 	timer := time.NewTimer(rto)
 	defer timer.Stop()
@@ -647,7 +647,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 					ca.onCongestion(slot, true)
 				}
 				ca.mu.Unlock()
-				return nil, addr, piggybacked, fmt.Errorf("%s %d to %s after %d retransmissions in %v: %w",
+				return nil, addr, piggybacked, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
 					c.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
 			}
 			retries++

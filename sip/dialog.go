@@ -301,7 +301,7 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	}
 	sess, err := s.clientDialogs.WriteInvite(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("INVITE %s: %w", c.To, err)
+		return nil, fmt.Errorf("sip: INVITE %s: %w", c.To, err)
 	}
 	d := newDialog(s, false, sess.InviteRequest)
 	d.client = sess
@@ -403,7 +403,7 @@ func splitHostPort(hp string) (string, int, error) {
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil {
-		return "", 0, fmt.Errorf("bad port in %q", hp)
+		return "", 0, fmt.Errorf("sip: bad port in %q", hp)
 	}
 	return host, port, nil
 }

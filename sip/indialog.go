@@ -261,7 +261,7 @@ func (d *Dialog) sendOffer(ctx context.Context, method sip.RequestMethod, sdp []
 	}
 	if method == sip.INVITE {
 		if err := d.stack.ackFor(req, res, nil); err != nil {
-			return nil, fmt.Errorf("ACK of re-INVITE: %w", err)
+			return nil, fmt.Errorf("sip: ACK of re-INVITE: %w", err)
 		}
 	}
 	if method == sip.INVITE || len(sdp) > 0 {
@@ -434,19 +434,19 @@ func ParseReferTo(v string) (target sip.Uri, replaces string, err error) {
 	if i := strings.IndexByte(v, '<'); i >= 0 {
 		j := strings.IndexByte(v[i:], '>')
 		if j < 0 {
-			return target, "", fmt.Errorf("Refer-To %q: no closing >", v)
+			return target, "", fmt.Errorf("sip: Refer-To %q: no closing >", v)
 		}
 		v = v[i+1 : i+j]
 	}
 	raw, headers, _ := strings.Cut(v, "?")
 	if err := sip.ParseUri(raw, &target); err != nil {
-		return target, "", fmt.Errorf("Refer-To %q: %w", v, err)
+		return target, "", fmt.Errorf("sip: Refer-To %q: %w", v, err)
 	}
 	for _, kv := range strings.Split(headers, "&") {
 		k, val, _ := strings.Cut(kv, "=")
 		if strings.EqualFold(k, "Replaces") {
 			if replaces, err = url.QueryUnescape(val); err != nil {
-				return target, "", fmt.Errorf("Refer-To %q: Replaces: %w", v, err)
+				return target, "", fmt.Errorf("sip: Refer-To %q: Replaces: %w", v, err)
 			}
 		}
 	}

@@ -44,7 +44,7 @@ func ParseMessageSummary(body []byte) (MWI, error) {
 				m.Waiting = true
 			case "no":
 			default:
-				return m, fmt.Errorf("Messages-Waiting %q is neither yes nor no", value)
+				return m, fmt.Errorf("sip: Messages-Waiting %q is neither yes nor no", value)
 			}
 			seen = true
 		case "message-account":
@@ -57,7 +57,7 @@ func ParseMessageSummary(body []byte) (MWI, error) {
 		}
 	}
 	if !seen {
-		return m, fmt.Errorf("message summary without Messages-Waiting")
+		return m, fmt.Errorf("sip: message summary without Messages-Waiting")
 	}
 	return m, nil
 }
@@ -68,12 +68,12 @@ func parseMsgCounts(v string) (n, o, un, uo int, err error) {
 	pair := func(s string) (int, int, error) {
 		a, b, ok := strings.Cut(strings.TrimSpace(s), "/")
 		if !ok {
-			return 0, 0, fmt.Errorf("message counts %q are not new/old", v)
+			return 0, 0, fmt.Errorf("sip: message counts %q are not new/old", v)
 		}
 		x, err1 := strconv.Atoi(strings.TrimSpace(a))
 		y, err2 := strconv.Atoi(strings.TrimSpace(b))
 		if err1 != nil || err2 != nil || x < 0 || y < 0 {
-			return 0, 0, fmt.Errorf("message counts %q are not numbers", v)
+			return 0, 0, fmt.Errorf("sip: message counts %q are not numbers", v)
 		}
 		return x, y, nil
 	}

@@ -572,7 +572,7 @@ func authorize(req *sip.Request, res *sip.Response, acct Account) (string, error
 		}
 	}
 	if best == nil {
-		return "", fmt.Errorf("%d without a digest challenge we support", res.StatusCode)
+		return "", fmt.Errorf("sip: %d without a digest challenge we support", res.StatusCode)
 	}
 	cred, err := digest.Digest(best, digest.Options{Method: string(req.Method), URI: req.Recipient.Addr(), Username: acct.AuthUser, Password: acct.Password, Count: 1})
 	if err != nil {
