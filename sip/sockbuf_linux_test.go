@@ -7,6 +7,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 )
 
 // rawRcvbuf reads SO_RCVBUF as the kernel reports it (Linux: twice the
@@ -56,5 +59,39 @@ func TestStackSocketBuffer(t *testing.T) {
 			}
 		}
 		_ = s.Close()
+	}
+}
+
+// Asking more than net.core.rmem_max is granted only up to it and said
+// once per listener at start.
+func TestStackSocketBufferCappedIsLogged(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rmax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rmax >= MaxSocketBuffer {
+		t.Skipf("net.core.rmem_max %d allows the largest socket_buffer: nothing is capped", rmax)
+	}
+	logger, hook := test.NewNullLogger()
+	s, err := NewStack(Config{SocketBuffer: MaxSocketBuffer, Listeners: []Listener{{Listen: "127.0.0.1:0"}}}, WithStackLogger(logrus.NewEntry(logger)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var warned int
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.WarnLevel && strings.Contains(e.Message, "sip.socket_buffer") {
+			warned++
+			if e.Data["asked"] != MaxSocketBuffer || e.Data["receive"] != rmax {
+				t.Errorf("warning fields %v, want asked %d, receive %d", e.Data, MaxSocketBuffer, rmax)
+			}
+		}
+	}
+	if warned != 1 {
+		t.Errorf("%d warnings about the capped buffer, want 1", warned)
 	}
 }
