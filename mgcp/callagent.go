@@ -265,6 +265,12 @@ func Listen(cfg Config, opts ...Option) (*CallAgent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mgcp: listen %s: %w", cfg.ListenAddr, err)
 	}
+	if cfg.SocketBuffer > 0 {
+		if _, _, err := SetSocketBuffers(conn, cfg.SocketBuffer); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("listen %s: %w", cfg.ListenAddr, err)
+		}
+	}
 	return New(conn, cfg, opts...), nil
 }
 

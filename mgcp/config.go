@@ -68,6 +68,12 @@ type Config struct {
 	WindowMax     int `yaml:"window_max"`
 	WindowQueue   int `yaml:"window_queue"`
 
+	// SocketBuffer is the receive and send buffer, in bytes, asked of the
+	// kernel for the UDP socket (DefaultSocketBuffer, 4 MiB; -1 keeps the
+	// kernel's default). Linux grants at most net.core.rmem_max and
+	// wmem_max.
+	SocketBuffer int `yaml:"socket_buffer"`
+
 	// Trace logs every datagram sent and received at info level.
 	Trace bool `yaml:"trace"`
 }
@@ -106,6 +112,7 @@ func (c Config) WithDefaults() Config {
 	defi(&c.WindowMax, 256)
 	defi(&c.WindowInitial, min(16, c.WindowMax))
 	defi(&c.WindowQueue, 100000)
+	defi(&c.SocketBuffer, DefaultSocketBuffer)
 	return c
 }
 
@@ -149,6 +156,9 @@ func (c Config) Validate() error {
 		if n.v < 1 {
 			bad(n.key, "must be positive")
 		}
+	}
+	if c.SocketBuffer != -1 && (c.SocketBuffer < MinSocketBuffer || c.SocketBuffer > MaxSocketBuffer) {
+		bad("socket_buffer", fmt.Sprintf("must be -1 (the kernel's default) or between %d and %d bytes, not %d", MinSocketBuffer, MaxSocketBuffer, c.SocketBuffer))
 	}
 	if c.WindowMin > c.WindowMax || c.WindowInitial < c.WindowMin || c.WindowInitial > c.WindowMax {
 		bad("window_initial", "need window_min <= window_initial <= window_max")

@@ -36,6 +36,11 @@ type Config struct {
 	MinSE time.Duration `yaml:"min_se"`
 	// Limits are the per-source rate limits on the SIP listeners.
 	Limits Limits `yaml:"limits"`
+	// SocketBuffer is the receive and send buffer, in bytes, asked of the
+	// kernel for each UDP listener (DefaultSocketBuffer, 4 MiB; -1 keeps
+	// the kernel's default). Linux grants at most net.core.rmem_max and
+	// wmem_max.
+	SocketBuffer int `yaml:"socket_buffer"`
 }
 
 // Limits are token buckets applied to requests as they arrive, before
@@ -126,6 +131,9 @@ func (c Config) WithDefaults() Config {
 		c.MinSE = DefaultMinSE
 	}
 	c.Limits = c.Limits.withDefaults()
+	if c.SocketBuffer == 0 {
+		c.SocketBuffer = DefaultSocketBuffer
+	}
 	return c
 }
 
@@ -181,6 +189,9 @@ func (c Config) Validate() error {
 		if l.Transport != "tls" && (l.Cert != "" || l.Key != "") {
 			bad(p, "cert and key only apply to tls")
 		}
+	}
+	if c.SocketBuffer != -1 && (c.SocketBuffer < MinSocketBuffer || c.SocketBuffer > MaxSocketBuffer) {
+		bad("sip.socket_buffer", "must be -1 (the kernel's default) or between %d and %d bytes, not %d", MinSocketBuffer, MaxSocketBuffer, c.SocketBuffer)
 	}
 	if c.RegisterRate < 0 {
 		bad("sip.register_rate", "must not be negative")

@@ -112,6 +112,18 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 				s.closeListeners()
 				return nil, fmt.Errorf("sip.listeners[%d]: %w", i, err)
 			}
+			if cfg.SocketBuffer > 0 {
+				rcv, snd, err := setSocketBuffers(c, cfg.SocketBuffer)
+				if err != nil {
+					_ = c.Close()
+					s.closeListeners()
+					return nil, fmt.Errorf("sip.listeners[%d]: %w", i, err)
+				}
+				if (rcv >= 0 && rcv < cfg.SocketBuffer) || (snd >= 0 && snd < cfg.SocketBuffer) {
+					s.log.WithFields(logrus.Fields{"listen": l.Listen, "asked": cfg.SocketBuffer, "receive": rcv, "send": snd}).
+						Warn("sip.socket_buffer: the kernel granted smaller UDP buffers than asked (raise net.core.rmem_max and wmem_max, docs/operations.md)")
+				}
+			}
 			if s.wrap != nil {
 				c = s.wrap(c)
 			}

@@ -117,14 +117,15 @@ func main() {
 	step := flag.Duration("step", 5*time.Second, "length of a step")
 	talk := flag.Duration("talk", time.Second, "hold time of a call")
 	windowMax := flag.Int("window-max", 0, "the gateway's own MGCP transaction window ceiling (0: the default)")
+	sockBuf := flag.Int("socket-buffer", mgcp.DefaultSocketBuffer, "receive and send buffer of the gateway's UDP socket, bytes (0: the kernel's default)")
 	flag.Parse()
-	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk, *windowMax); err != nil {
+	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk, *windowMax, *sockBuf); err != nil {
 		fmt.Fprintln(os.Stderr, "mgsip-loadgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration, windowMax int) error {
+func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration, windowMax, sockBuf int) error {
 	if lines < 2 || lines%2 != 0 {
 		return fmt.Errorf("-lines must be an even number >= 2")
 	}
@@ -146,6 +147,17 @@ func run(listen, ca, domain string, lines, first int, ratesFlag string, step, ta
 	conn, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return err
+	}
+	if sockBuf > 0 {
+		// So that the generator is not where datagrams are lost.
+		rcv, snd, err := mgcp.SetSocketBuffers(conn, sockBuf)
+		if err != nil {
+			_ = conn.Close()
+			return err
+		}
+		if (rcv >= 0 && rcv < sockBuf) || (snd >= 0 && snd < sockBuf) {
+			fmt.Fprintf(os.Stderr, "mgsip-loadgen: asked %d-byte socket buffers, the kernel granted receive %d, send %d (net.core.rmem_max/wmem_max)\n", sockBuf, rcv, snd)
+		}
 	}
 	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: conn, Domain: domain, Lines: lines, CallAgent: ca,
 		NoRecord: true, Respond: sg.watch, DisconnectedInitial: -1, DigitTimeout: 4 * time.Second,

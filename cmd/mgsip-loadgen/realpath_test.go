@@ -28,7 +28,8 @@ import (
 // call, enough for 1,400 calls/s), MGSIP_LOAD_RATES (default
 // 100,200,400,600,800,1000,1200,1500), MGSIP_LOAD_STEP (5s) and
 // MGSIP_LOAD_TALK (1s) tune it. For each step it logs the loadgen's
-// figures and the CPU and RSS of each process.
+// figures, the CPU and RSS of each process, and the UDP datagrams the
+// kernel dropped for full receive buffers (box-wide and per socket).
 func BenchmarkCallsRealPath(b *testing.B) {
 	lines := envInt("MGSIP_LOAD_LINES", 4000)
 	rates := envString("MGSIP_LOAD_RATES", "100,200,400,600,800,1000,1200,1500")
@@ -259,6 +260,9 @@ routes:
 		for i, p := range procs {
 			cpu0[i], _ = p.sample()
 		}
+		rcvbuf0 := udpRcvbufErrors()
+		kamPortN, _ := strconv.Atoi(kamPort)
+		drops0 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
 		t0 := time.Now()
 		l, err := readLine()
 		if err != nil {
@@ -277,6 +281,9 @@ routes:
 		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
 			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
 		b.Logf("  gateway's NTFYs: %d retransmissions, %d timeouts, window %d", res.Retransmissions, res.Timeouts, res.Window)
+		drops1 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
+		b.Logf("  UDP receive-buffer drops: %d in the kernel (RcvbufErrors, whole box); per socket: mgsip MGCP %d, mgsip SIP %d, loadgen %d, kamailio %d",
+			udpRcvbufErrors()-rcvbuf0, drops1[caPort]-drops0[caPort], drops1[sipPort]-drops0[sipPort], drops1[gwPort]-drops0[gwPort], drops1[kamPortN]-drops0[kamPortN])
 		if res.FirstFailure != "" {
 			b.Logf("  first failure: %s", res.FirstFailure)
 		}

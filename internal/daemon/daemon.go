@@ -188,6 +188,17 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("mgcp: listen %s: %w", mcfg.ListenAddr, err)
 	}
+	if want := mcfg.WithDefaults().SocketBuffer; want > 0 {
+		rcv, snd, err := mgcp.SetSocketBuffers(conn, want)
+		if err != nil {
+			_ = conn.Close()
+			return fmt.Errorf("mgcp: listen %s: %w", mcfg.ListenAddr, err)
+		}
+		if (rcv >= 0 && rcv < want) || (snd >= 0 && snd < want) {
+			log.WithFields(logrus.Fields{"listen": mcfg.ListenAddr, "asked": want, "receive": rcv, "send": snd}).
+				Warn("mgcp.socket_buffer: the kernel granted smaller UDP buffers than asked (raise net.core.rmem_max and wmem_max, docs/operations.md)")
+		}
+	}
 	pc := d.tap.Wrap("mgcp")(conn)
 	if d.node != nil {
 		pc = fencedConn{PacketConn: pc, rules: d.rules, owns: d.owns, dropped: &d.fencedDrops}
