@@ -289,32 +289,8 @@ func adminCommands(a *app) []*cobra.Command {
 // newAuditCmd audits an endpoint and prints the gateway's answer as a
 // table of its parameters (the API's JSON with --json).
 func newAuditCmd(a *app) *cobra.Command {
-	ac := &adminClient{}
-	c := &cobra.Command{
-		Use:   "audit ENDPOINT",
-		Short: "Audit an endpoint (line id or endpoint name) and print the gateway's answer",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := adminCtx(cmd)
-			defer cancel()
-			body, err := ac.call(ctx, http.MethodPost, "/api/v1/audit", url.Values{"endpoint": {args[0]}})
-			if err != nil {
-				return err
-			}
-			if ac.json {
-				_, err := a.stdout.Write(body)
-				return err
-			}
-			var m map[string]any
-			if err := json.Unmarshal(body, &m); err != nil {
-				return err
-			}
-			return keyValues(a.stdout, m)
-		},
-	}
-	addAdminFlags(c, ac)
-	c.Flags().BoolVar(&ac.json, "json", false, "print the API's JSON")
-	return c
+	return newTableCmd(a, "audit ENDPOINT", "Audit an endpoint (line id or endpoint name) and print the gateway's answer",
+		http.MethodPost, "/api/v1/audit", "endpoint")
 }
 
 // keyValues prints a JSON object as an aligned KEY VALUE table, nested
@@ -358,15 +334,30 @@ func keyValues(w io.Writer, m map[string]any) error {
 // newGetCmd prints what path returns as a KEY VALUE table (the API's JSON
 // with --json).
 func newGetCmd(a *app, use, short, path string) *cobra.Command {
+	return newTableCmd(a, use, short, http.MethodGet, path, "")
+}
+
+// newTableCmd calls path with method and prints the answer (a JSON
+// object) as a KEY VALUE table, or the API's JSON with --json. With a
+// param, the command's one argument is sent as ?param=ARG.
+func newTableCmd(a *app, use, short, method, path, param string) *cobra.Command {
 	ac := &adminClient{}
+	args := cobra.NoArgs
+	if param != "" {
+		args = cobra.ExactArgs(1)
+	}
 	c := &cobra.Command{
 		Use:   use,
 		Short: short,
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  args,
+		RunE: func(cmd *cobra.Command, argv []string) error {
 			ctx, cancel := adminCtx(cmd)
 			defer cancel()
-			body, err := ac.call(ctx, http.MethodGet, path, nil)
+			var q url.Values
+			if param != "" {
+				q = url.Values{param: {argv[0]}}
+			}
+			body, err := ac.call(ctx, method, path, q)
 			if err != nil {
 				return err
 			}
