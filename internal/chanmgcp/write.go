@@ -185,39 +185,7 @@ func (c *converter) writePJSIP() []byte {
 				w.f("allow = ulaw,alaw\n")
 			}
 			w.f("auth = %s-auth\naors = %s\n", l.user, l.user)
-			if st.cidNum != "" || st.cidName != "" {
-				w.f("callerid = %s\n", quoteCallerID(st.cidName, st.cidNum))
-			}
-			if at, ok := st.explicit("canreinvite", "directmedia"); ok {
-				w.f("direct_media = %s  ; %s\n", yesNo(st.directMedia), at)
-			}
-			switch st.dtmf {
-			case "", "rfc4733":
-				w.f("dtmf_mode = rfc4733\n")
-			default:
-				w.f("dtmf_mode = %s\n", st.dtmf)
-			}
-			if mb := mailboxOf(st, l.user); mb != "" {
-				w.f("mailboxes = %s\n", mb)
-			}
-			if st.callGroup != "" {
-				w.f("call_group = %s\n", st.callGroup)
-			}
-			if st.pickupGroup != "" {
-				w.f("pickup_group = %s\n", st.pickupGroup)
-			}
-			if st.accountCode != "" {
-				w.f("accountcode = %s\n", st.accountCode)
-			}
-			if st.language != "" {
-				w.f("language = %s\n", st.language)
-			}
-			if st.musicOnHold != "" {
-				w.f("moh_suggest = %s\n", st.musicOnHold)
-			}
-			for _, v := range st.setVars {
-				w.f("set_var = %s\n", v)
-			}
+			w.lineSettings(st, l.user, pjsipKeys)
 			w.f("\n[%s-auth]\ntype = auth\nauth_type = userpass\nusername = %s\npassword = %s\n", l.user, l.user, c.secretOf(l.secretEnv))
 			w.f("\n[%s]\ntype = aor\nmax_contacts = 1\nremove_existing = yes\n", l.user)
 		}
@@ -260,39 +228,7 @@ func (c *converter) writeChanSIP() []byte {
 			st := l.st
 			w.f("\n; %s@%s (%s)\n[%s]\ntype = friend\nhost = dynamic\nsecret = %s\n", l.endpoint, g.section, l.pos, l.user, c.secretOf(l.secretEnv))
 			w.f("context = %s\ndisallow = all\nallow = %s\n", contextOr(st.context), strings.Join(orDefault(st.codecs), ","))
-			if st.cidNum != "" || st.cidName != "" {
-				w.f("callerid = %s\n", quoteCallerID(st.cidName, st.cidNum))
-			}
-			if at, ok := st.explicit("canreinvite", "directmedia"); ok {
-				w.f("directmedia = %s  ; %s\n", yesNo(st.directMedia), at)
-			}
-			switch st.dtmf {
-			case "", "rfc4733":
-				w.f("dtmfmode = rfc2833\n")
-			default:
-				w.f("dtmfmode = %s\n", st.dtmf)
-			}
-			if mb := mailboxOf(st, l.user); mb != "" {
-				w.f("mailbox = %s\n", mb)
-			}
-			if st.callGroup != "" {
-				w.f("callgroup = %s\n", st.callGroup)
-			}
-			if st.pickupGroup != "" {
-				w.f("pickupgroup = %s\n", st.pickupGroup)
-			}
-			if st.accountCode != "" {
-				w.f("accountcode = %s\n", st.accountCode)
-			}
-			if st.language != "" {
-				w.f("language = %s\n", st.language)
-			}
-			if st.musicOnHold != "" {
-				w.f("mohsuggest = %s\n", st.musicOnHold)
-			}
-			for _, v := range st.setVars {
-				w.f("setvar = %s\n", v)
-			}
+			w.lineSettings(st, l.user, sipConfKeys)
 		}
 	}
 	for _, g := range c.gateways {
@@ -359,4 +295,53 @@ func portOf(listen string) string {
 		return "5070"
 	}
 	return p
+}
+
+// pbxKeys names a line's settings in one PBX channel driver's file.
+type pbxKeys struct {
+	directMedia, dtmf, rfc4733, mailbox, callGroup, pickupGroup, moh, setVar string
+}
+
+var (
+	pjsipKeys   = pbxKeys{"direct_media", "dtmf_mode", "rfc4733", "mailboxes", "call_group", "pickup_group", "moh_suggest", "set_var"}
+	sipConfKeys = pbxKeys{"directmedia", "dtmfmode", "rfc2833", "mailbox", "callgroup", "pickupgroup", "mohsuggest", "setvar"}
+)
+
+// lineSettings writes the per-line settings carried over from mgcp.conf
+// (caller id, direct media, DTMF, mailbox, groups, account code,
+// language, music on hold, variables) under k's key names.
+func (w *writer) lineSettings(st lineState, user string, k pbxKeys) {
+	if st.cidNum != "" || st.cidName != "" {
+		w.f("callerid = %s\n", quoteCallerID(st.cidName, st.cidNum))
+	}
+	if at, ok := st.explicit("canreinvite", "directmedia"); ok {
+		w.f("%s = %s  ; %s\n", k.directMedia, yesNo(st.directMedia), at)
+	}
+	switch st.dtmf {
+	case "", "rfc4733":
+		w.f("%s = %s\n", k.dtmf, k.rfc4733)
+	default:
+		w.f("%s = %s\n", k.dtmf, st.dtmf)
+	}
+	if mb := mailboxOf(st, user); mb != "" {
+		w.f("%s = %s\n", k.mailbox, mb)
+	}
+	if st.callGroup != "" {
+		w.f("%s = %s\n", k.callGroup, st.callGroup)
+	}
+	if st.pickupGroup != "" {
+		w.f("%s = %s\n", k.pickupGroup, st.pickupGroup)
+	}
+	if st.accountCode != "" {
+		w.f("accountcode = %s\n", st.accountCode)
+	}
+	if st.language != "" {
+		w.f("language = %s\n", st.language)
+	}
+	if st.musicOnHold != "" {
+		w.f("%s = %s\n", k.moh, st.musicOnHold)
+	}
+	for _, v := range st.setVars {
+		w.f("%s = %s\n", k.setVar, v)
+	}
 }
