@@ -159,18 +159,19 @@ func (s *Stack) FindReplaced(replaces string) *Dialog {
 // ByeWithReason hangs up with a Reason header (RFC 3326), e.g.
 // `Q.850;cause=41;text="gateway restarted"`.
 func (d *Dialog) ByeWithReason(ctx context.Context, reason string) error {
+	if !d.Inbound {
+		err := d.clientBye(ctx, reason)
+		d.end(nil)
+		return err
+	}
 	t, err := d.target()
 	if err != nil {
 		return err
 	}
 	bye := sip.NewRequest(sip.BYE, t)
 	bye.AppendHeader(sip.NewHeader("Reason", reason))
-	if d.Inbound {
-		bye.SetTransport(d.invite.Transport())
-		err = d.server.WriteBye(ctx, bye)
-	} else {
-		err = d.client.WriteBye(ctx, bye)
-	}
+	bye.SetTransport(d.invite.Transport())
+	err = d.server.WriteBye(ctx, bye)
 	d.end(nil)
 	return err
 }
