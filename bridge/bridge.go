@@ -528,6 +528,9 @@ func (b *Bridge) peerOf(rules *mapping.Rules, source string) string {
 func (b *Bridge) ServeDialog(d *sip.Dialog) {
 	rules := b.cfg.Rules.Load()
 	peer := b.peerOf(rules, d.Source())
+	if err := d.SetPRACK(prackMode(rules.Peer(peer))); err != nil {
+		return // refused with 421: the peer's prack is required
+	}
 	target, ok := rules.RouteInbound(peer, d.RequestUser())
 	if !ok && peer != "" {
 		target, ok = rules.RouteInbound("", d.RequestUser())

@@ -74,7 +74,7 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	ctx, cancel := context.WithCancel(l.ctx)
 	c.cancel = cancel
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
-		Transport: peer.Transport, SDP: offer.SDP})
+		Transport: peer.Transport, SDP: offer.SDP, PRACK: prackMode(peer)})
 	if err != nil {
 		l.failCall(c, err.Error(), "L/ro")
 		return

@@ -344,6 +344,13 @@ func (c *compiler) peers(peers []Peer) {
 		default:
 			c.bad(p+".auth", "must be digest or ip, not %q", pc.Auth)
 		}
+		switch r.PRACK = strings.ToLower(pc.PRACK); r.PRACK {
+		case "":
+			r.PRACK = "off"
+		case "off", "supported", "required":
+		default:
+			c.bad(p+".prack", "must be off, supported or required, not %q", pc.PRACK)
+		}
 		r.Register = orBool(pc.Register, r.Auth == "digest")
 		r.Registrar = pc.Registrar
 		if r.Registrar == "" {

@@ -47,6 +47,9 @@ type Peer struct {
 	Account *Account `yaml:"account"`
 	// Rewrite names the rewrite sets applied for this peer.
 	Rewrite RewriteRefs `yaml:"rewrite"`
+	// PRACK is the use of reliable provisional responses (RFC 3262) with
+	// this peer: off (default), supported or required.
+	PRACK string `yaml:"prack"`
 }
 
 // Account is a SIP identity with credentials.

@@ -48,6 +48,7 @@ type PeerRule struct {
 	Addresses       []netip.Prefix // empty: resolve Host at run time
 	Account         *Account
 	ToSIP, ToMGCP   *Rewriter
+	PRACK           string // "off", "supported" or "required"
 }
 
 // Quirks are the resolved behaviour switches of a gateway.

@@ -324,7 +324,6 @@ func (s *Stack) onPrack(req *sip.Request, tx sip.ServerTransaction) {
 				if len(req.Body()) > 0 {
 					d.remote = req.Body()
 				}
-				close(p.acked)
 				break
 			}
 		}
@@ -334,7 +333,11 @@ func (s *Stack) onPrack(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "No Such Reliable Response", nil))
 		return
 	}
+	// The PRACK's 200 leaves before whatever its PRACK releases (the
+	// next reliable 18x, the 2xx of the INVITE), so the caller reads them
+	// in that order.
 	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	close(match.acked)
 }
 
 // rejectWith answers the INVITE with a final failure and extra headers,

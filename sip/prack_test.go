@@ -474,3 +474,75 @@ func TestPRACKUACIgnoresRepeats(t *testing.T) {
 		t.Errorf("events %s, want progress,ringing,answered (repeats not reported)", got)
 	}
 }
+
+// TestInteropSIPpRequires100rel: SIPp as a provider that requires 100rel
+// (reliable 183 with SDP, then a reliable 180) checks the RAck of each of
+// our PRACKs; we report the early answer, the ringing and the answer, and
+// our ACK carries the INVITE's CSeq.
+func TestInteropSIPpRequires100rel(t *testing.T) {
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uas_requires_100rel.xml")
+	stack, cp := capturedStack(t)
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr,
+		SDP: []byte(offer), PRACK: sip.PRACKSupported})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.AfterFunc(20*time.Second, func() { _ = d.Bye(context.Background()) })
+	defer timeout.Stop()
+	var kinds []string
+	for e := range d.Events() {
+		kinds = append(kinds, e.Kind.String())
+		switch e.Kind {
+		case sip.EventProgress:
+			if !strings.Contains(string(e.SDP), "o=sipp") {
+				t.Errorf("early answer %q", e.SDP)
+			}
+		case sip.EventAnswered:
+			if err := d.Bye(context.Background()); err != nil {
+				t.Fatalf("BYE: %v\n%s", err, sipp.Output.String())
+			}
+		case sip.EventFailed:
+			t.Fatalf("call failed: %+v\n%s", e, sipp.Output.String())
+		}
+	}
+	sipp.Wait(t)
+	if got := strings.Join(kinds, ","); got != "progress,ringing,answered" {
+		t.Errorf("events %s, want progress,ringing,answered", got)
+	}
+	inv, acks := cp.find(true, "INVITE "), cp.find(true, "ACK ")
+	if len(inv) == 0 || len(acks) == 0 || cseqNum(t, acks[0]) != cseqNum(t, inv[0]) {
+		t.Fatalf("ACK %q does not carry the INVITE's CSeq", acks)
+	}
+}
+
+// TestInteropSIPpCallsWithRequire100rel: SIPp calls us with Require:
+// 100rel; our 183 with SDP is reliable, SIPp PRACKs it (RAck from our
+// RSeq), and only then does our 200 come; SIPp hangs up.
+func TestInteropSIPpCallsWithRequire100rel(t *testing.T) {
+	stack, cp := capturedStack(t)
+	answered := make(chan error, 1)
+	stack.SetHandler(sip.HandlerFunc(func(d *sip.Dialog) {
+		if err := d.SetPRACK(sip.PRACKOff); err != nil {
+			answered <- err
+			return
+		}
+		_ = d.Progress([]byte(answer))
+		answered <- d.Answer([]byte(answer))
+		for range d.Events() {
+		}
+	}))
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uac_requires_100rel.xml", "-s", "2002", stack.LocalAddr().String())
+	sipp.Wait(t)
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("Answer: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Answer did not return")
+	}
+	prov := cp.find(true, "SIP/2.0 183")
+	if len(prov) == 0 || hdr(prov[0], "RSeq") == "" || hdr(prov[0], "Require") != "100rel" {
+		t.Fatalf("183 not reliable: %q", prov)
+	}
+}
