@@ -282,8 +282,9 @@ func (s *Stack) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 const statusUnsupportedURIScheme = 416
 
 // supportedExtensions are the option tags a Require header may name.
-// 100rel: reliable provisional responses (RFC 3262, prack.go).
-var supportedExtensions = map[string]bool{"100rel": true}
+// 100rel: reliable provisional responses (RFC 3262, prack.go); replaces:
+// an INVITE may require that we understand Replaces (RFC 3891 §6.1).
+var supportedExtensions = map[string]bool{"100rel": true, "replaces": true}
 
 // checkRequest applies the UAS checks of RFC 3261 §8.2.2 before a handler
 // sees a request; it returns the rejection, or nil.

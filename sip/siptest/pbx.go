@@ -435,6 +435,18 @@ func (c *OutCall) Refer(ctx context.Context, referTo string) (int, error) {
 	return res.StatusCode, nil
 }
 
+// ReplacesValue is the Replaces header value (RFC 3891 §6.1) naming this
+// call's dialog as the called line sees it: to-tag is the line's tag,
+// from-tag the PBX's.
+func (c *OutCall) ReplacesValue() string {
+	fromTag, _ := c.sess.InviteRequest.From().Params.Get("tag")
+	toTag := ""
+	if c.sess.InviteResponse != nil {
+		toTag, _ = c.sess.InviteResponse.To().Params.Get("tag")
+	}
+	return c.sess.InviteRequest.CallID().Value() + ";to-tag=" + toTag + ";from-tag=" + fromTag
+}
+
 // ErrNotRegistered: Call found no binding for the user.
 var ErrNotRegistered = errors.New("siptest: user not registered")
 
@@ -442,6 +454,11 @@ var ErrNotRegistered = errors.New("siptest: user not registered")
 // the final answer and acknowledges a 2xx. A non-2xx comes back as an
 // error carrying its status.
 func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*OutCall, error) {
+	return r.CallWith(ctx, user, from, sdp, nil)
+}
+
+// CallWith is Call with more headers in the INVITE (e.g. Replaces).
+func (r *Registrar) CallWith(ctx context.Context, user, from string, sdp []byte, headers map[string]string) (*OutCall, error) {
 	b, ok := r.Binding(user)
 	if !ok {
 		return nil, ErrNotRegistered
@@ -455,6 +472,9 @@ func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*O
 	fromHdr.Params.Add("tag", token())
 	req.AppendHeader(fromHdr)
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: r.cfg.Realm}, Params: sip.NewParams()})
+	for k, v := range headers {
+		req.AppendHeader(sip.NewHeader(k, v))
+	}
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(sdp)
 	sess, err := r.uac.WriteInvite(ctx, req)
