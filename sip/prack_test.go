@@ -546,3 +546,54 @@ func TestInteropSIPpCallsWithRequire100rel(t *testing.T) {
 		t.Fatalf("183 not reliable: %q", prov)
 	}
 }
+
+// TestInteropKamailioSIPpPRACK: a line registered at Kamailio is called by
+// SIPp through Kamailio (record-routed) with Require: 100rel. Our reliable
+// 183 goes back through the proxy, SIPp's PRACK follows the route set to
+// us and is answered, and only then does our 200 go out; ACK and BYE come
+// the same way.
+func TestInteropKamailioSIPpPRACK(t *testing.T) {
+	kam := startKamailio(t, "SHA-256", 3600)
+	stack, cp := capturedStack(t)
+	answered := make(chan error, 1)
+	stack.SetHandler(sip.HandlerFunc(func(d *sip.Dialog) {
+		if err := d.SetPRACK(sip.PRACKSupported); err != nil {
+			answered <- err
+			return
+		}
+		_ = d.Progress([]byte(answer))
+		answered <- d.Answer([]byte(answer))
+		for range d.Events() {
+		}
+	}))
+	regs := stack.NewRegistrations(sip.RegistrationConfig{})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- regs.Run(ctx) }()
+	defer func() { stop(); <-done }()
+	regs.Add(sip.Account{ID: "l2", User: "2002", Password: "pw-2002", Registrar: kam.Addr})
+	deadline := time.Now().Add(10 * time.Second)
+	for st, _ := regs.Status("l2"); st.State != sip.RegRegistered; st, _ = regs.Status("l2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("registration: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sipp := startSIPp(t, "-sf", "testdata/sipp/uac_requires_100rel.xml", "-s", "2002", kam.Addr)
+	sipp.Wait(t)
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("Answer: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Answer did not return")
+	}
+	pracks := cp.find(false, "PRACK ")
+	if len(pracks) != 1 {
+		t.Fatalf("PRACKs that reached us: %q", pracks)
+	}
+	if n := strings.Count(pracks[0], "\r\nVia:"); n < 2 {
+		t.Errorf("the PRACK did not come through Kamailio (%d Via headers)", n)
+	}
+}
