@@ -161,6 +161,9 @@ type Dialog struct {
 	inviteTx      sip.ServerTransaction
 	pracked       bool
 	earlyAnswered bool
+	// remoteTag is the To tag of the latest response to our INVITE
+	// (outbound; tags).
+	remoteTag string
 }
 
 // Events returns the dialog's events; it is closed when the dialog ends.
@@ -349,6 +352,11 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		seen := earlyRSeq{}
 		err := sess.WaitAnswer(ictx, sipgo.AnswerOptions{Username: authUser, Password: c.From.Password,
 			OnResponse: func(res *sip.Response) error {
+				if tag, ok := res.To().Params.Get("tag"); ok && res.StatusCode > 100 {
+					d.mu.Lock()
+					d.remoteTag = tag
+					d.mu.Unlock()
+				}
 				if res.StatusCode > 100 && res.StatusCode < 200 && hasOptionTag(res, "Require", "100rel") {
 					if !d.onReliable(res, seen, c.AnswerOffer) {
 						return nil

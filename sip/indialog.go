@@ -97,19 +97,21 @@ func (d *Dialog) do(ctx context.Context, req *sip.Request) (*sip.Response, error
 	return res, err
 }
 
-// tags returns the dialog's local and remote tags.
+// tags returns the dialog's local and remote tags. It reads nothing
+// sipgo writes while the dialog lives (its sessions' InviteResponse is
+// replaced by every response): inbound, our tag is in the session's copy
+// of the INVITE from the start; outbound, the far end's is kept from the
+// responses as they arrive.
 func (d *Dialog) tags() (local, remote string) {
 	if d.Inbound {
-		if res := d.server.InviteResponse; res != nil {
-			local, _ = res.To().Params.Get("tag")
-		}
+		local, _ = d.server.InviteRequest.To().Params.Get("tag")
 		remote, _ = d.invite.From().Params.Get("tag")
 		return local, remote
 	}
 	local, _ = d.invite.From().Params.Get("tag")
-	if res := d.client.InviteResponse; res != nil {
-		remote, _ = res.To().Params.Get("tag")
-	}
+	d.mu.Lock()
+	remote = d.remoteTag
+	d.mu.Unlock()
 	return local, remote
 }
 
