@@ -367,6 +367,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.onTransferLeg(c, e)
 		return
 	}
+	if c.confFocus || c.confParty {
+		l.onPBXConf(c, e)
+		return
+	}
 	if l.call != c {
 		if l.other == c {
 			l.onOtherSIP(c, e)
@@ -507,6 +511,10 @@ func mirror(remote Direction) Direction {
 // ended without an event this line acted on) is released.
 func (l *line) onSIPEnd(c *call) {
 	if c.ended {
+		return
+	}
+	if c.confFocus || c.confParty {
+		l.onPBXConf(c, sip.Event{Kind: sip.EventBye})
 		return
 	}
 	if c.xferOf != nil {

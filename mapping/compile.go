@@ -654,7 +654,11 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 					Transfer: orBool(lc.Features.Transfer, true), MWI: orBool(lc.Features.MWI, true),
 					CallerID: orBool(lc.Features.CallerID, true), Hotline: field("features.hotline", lc.Features.Hotline),
 					HotlineDelay: lc.Features.HotlineDelay, DTMF: dtmf,
+					ConferenceURI: field("features.conference_uri", lc.Features.ConferenceURI),
 				}}
+			if u := l.Features.ConferenceURI; strings.ContainsAny(u, " \t@:;<>") {
+				c.bad(p+".features.conference_uri", "must be a number or user to call at the line's route, not %q", u)
+			}
 			pw := field("password", string(lc.Password))
 			if len(c.problems) > before {
 				break

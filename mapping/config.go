@@ -146,6 +146,10 @@ type Features struct {
 	// DTMF is how digits go to SIP during a call: rfc4733 (default, in
 	// RTP) or info (SIP INFO).
 	DTMF string `yaml:"dtmf"`
+	// ConferenceURI is the number (routed like a dialled one) of an
+	// ad-hoc conference at the PBX, used for three-way calling when the
+	// gateway cannot mix (template allowed); empty: no fallback.
+	ConferenceURI string `yaml:"conference_uri"`
 }
 
 // Trunk is a trunk group: channels of a trunk gateway that carry calls to

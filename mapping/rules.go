@@ -87,6 +87,7 @@ type FeatureSet struct {
 	Hotline                                        string
 	HotlineDelay                                   time.Duration
 	DTMF                                           string // "rfc4733" or "info"
+	ConferenceURI                                  string // the PBX conference for three-way calling ("": none)
 }
 
 // LineRule is one compiled line (templates expanded).
