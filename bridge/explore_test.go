@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
@@ -125,6 +126,9 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		uas:       x.pbxScript,
 		refer:     x.pbxRefer,
 		prack:     "supported",
+		// Three-way calls whose confrnce MDCX is refused (gw-error 517)
+		// meet at the PBX conference instead.
+		features: mapping.Features{ConferenceURI: "2000"},
 		transfer:  time.Second,
 		faults: func([]byte, net.Addr) mgcptest.Fault {
 			if x.lossy.Load() <= 0 {
@@ -322,7 +326,7 @@ func (x *explorer) step(a action) {
 		_, _ = x.e.pbx.NotifyMWI(ctx, strconv.Itoa(1000+a.line), a.n%2 == 0, a.n%3, 0)
 	case "gw-error":
 		verbs := []mgcp.Verb{mgcp.VerbCRCX, mgcp.VerbMDCX, mgcp.VerbDLCX, mgcp.VerbRQNT, mgcp.VerbAUEP}
-		codes := []mgcp.ReturnCode{400, 401, 402, 403, 500, 501, 502, 510, 515, 516, 527, 534}
+		codes := []mgcp.ReturnCode{400, 401, 402, 403, 500, 501, 502, 510, 515, 516, 517, 527, 534}
 		verb, code := verbs[a.n%len(verbs)], codes[a.m%len(codes)]
 		if verb == mgcp.VerbDLCX && (code == 515 || code == 516) {
 			code = 400 // a gateway does not deny a connection it has
