@@ -129,7 +129,7 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		// Three-way calls whose confrnce MDCX is refused (gw-error 517)
 		// meet at the PBX conference instead.
 		features: mapping.Features{ConferenceURI: "2000"},
-		transfer:  time.Second,
+		transfer: time.Second,
 		faults: func([]byte, net.Addr) mgcptest.Fault {
 			if x.lossy.Load() <= 0 {
 				return mgcptest.Fault{}
