@@ -97,19 +97,21 @@ func (d *Dialog) do(ctx context.Context, req *sip.Request) (*sip.Response, error
 	return res, err
 }
 
-// tags returns the dialog's local and remote tags.
+// tags returns the dialog's local and remote tags. It reads nothing
+// sipgo writes while the dialog lives (its sessions' InviteResponse is
+// replaced by every response): inbound, our tag is in the session's copy
+// of the INVITE from the start; outbound, the far end's is kept from the
+// responses as they arrive.
 func (d *Dialog) tags() (local, remote string) {
 	if d.Inbound {
-		if res := d.server.InviteResponse; res != nil {
-			local, _ = res.To().Params.Get("tag")
-		}
+		local, _ = d.server.InviteRequest.To().Params.Get("tag")
 		remote, _ = d.invite.From().Params.Get("tag")
 		return local, remote
 	}
 	local, _ = d.invite.From().Params.Get("tag")
-	if res := d.client.InviteResponse; res != nil {
-		remote, _ = res.To().Params.Get("tag")
-	}
+	d.mu.Lock()
+	remote = d.remoteTag
+	d.mu.Unlock()
 	return local, remote
 }
 
@@ -159,18 +161,19 @@ func (s *Stack) FindReplaced(replaces string) *Dialog {
 // ByeWithReason hangs up with a Reason header (RFC 3326), e.g.
 // `Q.850;cause=41;text="gateway restarted"`.
 func (d *Dialog) ByeWithReason(ctx context.Context, reason string) error {
+	if !d.Inbound {
+		err := d.clientBye(ctx, reason)
+		d.end(nil)
+		return err
+	}
 	t, err := d.target()
 	if err != nil {
 		return err
 	}
 	bye := sip.NewRequest(sip.BYE, t)
 	bye.AppendHeader(sip.NewHeader("Reason", reason))
-	if d.Inbound {
-		bye.SetTransport(d.invite.Transport())
-		err = d.server.WriteBye(ctx, bye)
-	} else {
-		err = d.client.WriteBye(ctx, bye)
-	}
+	bye.SetTransport(d.invite.Transport())
+	err = d.server.WriteBye(ctx, bye)
 	d.end(nil)
 	return err
 }

@@ -250,7 +250,7 @@ func (d *Dialog) hangup(last *Event) {
 	if d.Inbound {
 		err = d.server.Bye(ctx)
 	} else {
-		err = d.client.Bye(ctx)
+		err = d.clientBye(ctx, "")
 	}
 	if err != nil {
 		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("BYE failed")

@@ -80,6 +80,7 @@ type Registrar struct {
 	messages       []Message
 	subscribers    map[string]*subscriber
 	subscribeCount map[string]int
+	pracks         map[string]chan struct{} // "Call-ID RSeq" of reliable 18x waiting for their PRACK
 }
 
 // NewRegistrar starts a registrar.
@@ -124,6 +125,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	srv.OnBye(r.onBye)
 	srv.OnSubscribe(r.onSubscribe)
 	srv.OnRefer(r.onRefer)
+	srv.OnRequest(sip.PRACK, r.onPrack)
 	srv.OnInfo(r.simple)
 	srv.OnUpdate(r.simple)
 	srv.OnNotify(r.simple)
