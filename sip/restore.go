@@ -436,7 +436,7 @@ type restoredTx struct{}
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-func (restoredTx) Terminate()                       {}
+func (restoredTx) Terminate()                         {}
 func (restoredTx) OnTerminate(sip.FnTxTerminate) bool { return true }
 func (restoredTx) Done() <-chan struct{}              { return closedChan }
 func (restoredTx) Err() error                         { return nil }
