@@ -363,6 +363,11 @@ func contactUser(c string) string {
 	return u.User
 }
 
+// Forget ends the dialog here without sending anything: another node
+// serves it now (it restored it from an export). Events end; no BYE, no
+// refresh goes out from this stack.
+func (d *Dialog) Forget() { d.end(nil) }
+
 // readRestoredBye answers the far end's BYE in a restored dialog (RFC
 // 3261 §15.1.2) and ends it.
 func (d *Dialog) readRestoredBye(req *sip.Request, tx sip.ServerTransaction) {
