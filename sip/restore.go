@@ -133,7 +133,7 @@ func (d *Dialog) noteTarget(c *sip.ContactHeader) {
 // (answered) or after it ended.
 func (d *Dialog) State() (DialogState, bool) {
 	d.mu.Lock()
-	answered, ended := d.answered, d.ended
+	answered, ended := d.answered && (!d.Inbound || d.acked), d.ended
 	st := DialogState{CallID: d.CallID, RemoteCSeq: d.remoteSeq, UAC: !d.Inbound,
 		LocalSDP: append([]byte(nil), d.local...), RemoteSDP: append([]byte(nil), d.remote...)}
 	if d.st != nil {
@@ -146,7 +146,14 @@ func (d *Dialog) State() (DialogState, bool) {
 	if !d.uas() && (d.client.InviteResponse == nil || !d.client.InviteResponse.IsSuccess()) {
 		return DialogState{}, false
 	}
-	st.LocalTag, st.RemoteTag = d.tags()
+	if d.uas() {
+		// Not tags(): sipgo writes the session's InviteResponse while it
+		// repeats our 200; the To tag of its INVITE copy is set once.
+		st.LocalTag, _ = d.server.InviteRequest.To().Params.Get("tag")
+		st.RemoteTag, _ = d.server.InviteRequest.From().Params.Get("tag")
+	} else {
+		st.LocalTag, st.RemoteTag = d.tags()
+	}
 	if t, err := d.target(); err == nil {
 		st.RemoteTarget = t.String()
 	}
