@@ -127,7 +127,7 @@ type Bridge struct {
 	logPort     sampler        // commands from another source port
 	logUnknownX sampler        // NTFYs under a request id never issued
 	active      atomic.Int64
-	dialogs     sync.Map // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
+	dialogs     sync.Map   // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
 	persist     *persister // Config.Calls behind its queue (nil without)
 }
 

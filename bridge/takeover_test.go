@@ -312,7 +312,10 @@ func (c *cluster2) outgoingCall() (mgcptest.Connection, bridge.StoredCall) {
 func TestTakeoverKeepsCall(t *testing.T) {
 	c := newCluster2(t)
 	e := c.env
-	e.waitFor("registrations from A", func() bool { b, ok := c.pbx.Binding("1001"); return ok && strings.Contains(b.Contact, ":"+strconv.Itoa(c.a.sipPort())) })
+	e.waitFor("registrations from A", func() bool {
+		b, ok := c.pbx.Binding("1001")
+		return ok && strings.Contains(b.Contact, ":"+strconv.Itoa(c.a.sipPort()))
+	})
 	conn, stored := c.outgoingCall()
 	c.takeOver(nil)
 
