@@ -127,8 +127,9 @@ type Bridge struct {
 	logPort     sampler        // commands from another source port
 	logUnknownX sampler        // NTFYs under a request id never issued
 	active      atomic.Int64
-	dialogs     sync.Map   // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
-	persist     *persister // Config.Calls behind its queue (nil without)
+	dialogs     sync.Map                // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
+	persist     *persister              // Config.Calls behind its queue (nil without)
+	pending     map[string][]StoredCall // by gateway: stored calls acquired before Run started the lines
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -269,7 +270,11 @@ func (b *Bridge) start(l *line) {
 	if !b.owns(l.rule.Gateway) {
 		return
 	}
-	l.postWait(l.begin)
+	if stored := b.pendingCalls(l); len(stored) > 0 {
+		l.postWait(func() { l.takeOver(stored) })
+	} else {
+		l.postWait(l.begin)
+	}
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())
 	}

@@ -37,9 +37,17 @@ func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 	}
 	b.mu.Lock()
 	running := b.ctx != nil
+	if !running && len(calls) > 0 {
+		// Run consults Config.Owns when it starts the lines, and keeps
+		// these calls then.
+		if b.pending == nil {
+			b.pending = map[string][]StoredCall{}
+		}
+		b.pending[name] = calls
+	}
 	b.mu.Unlock()
 	if !running {
-		return // Run consults Config.Owns when it starts the lines
+		return
 	}
 	byEndpoint := map[string][]StoredCall{}
 	for _, c := range calls {
@@ -83,6 +91,25 @@ func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 			}
 		}
 	}
+}
+
+// pendingCalls takes the stored calls GatewayAcquired left for Run for
+// the line's endpoint.
+func (b *Bridge) pendingCalls(l *line) []StoredCall {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out, rest []StoredCall
+	for _, c := range b.pending[l.rule.Gateway.Name] {
+		if strings.EqualFold(c.Endpoint, l.ep.Local) {
+			out = append(out, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	if len(out) > 0 {
+		b.pending[l.rule.Gateway.Name] = rest
+	}
+	return out
 }
 
 // takeOver keeps the stored calls of the line's endpoint that the gateway
