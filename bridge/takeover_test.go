@@ -441,6 +441,55 @@ func TestTakeoverFarEndHangsUp(t *testing.T) {
 	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
 }
 
+// TestTakeoverPBXHangsUp: a call the PBX placed to a line, answered on
+// A; after the takeover the PBX follows the target refresh, and its BYE
+// reaches B, which ends the call (DLCX, the line re-armed).
+func TestTakeoverPBXHangsUp(t *testing.T) {
+	c := newCluster2(t)
+	e := c.env
+	e.waitFor("registration from A", func() bool { _, ok := c.pbx.Binding("1002"); return ok })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make(chan *siptest.OutCall, 1)
+	go func() {
+		oc, err := c.pbx.Call(ctx, "1002", "5550100", []byte(siptest.DefaultAnswerSDP))
+		if err != nil {
+			t.Error(err)
+		}
+		out <- oc
+	}()
+	e.waitSignal("aaln/2", "L/rg")
+	e.offHook("aaln/2")
+	oc := <-out
+	if oc == nil {
+		t.FailNow()
+	}
+	stored := c.waitStored(1)[0]
+	conn := *e.conn("aaln/2")
+	c.takeOver(nil)
+	// The line is the dialog's UAS; the PBX allows no UPDATE: a re-INVITE.
+	e.waitFor("the re-INVITE at the PBX", func() bool {
+		for _, r := range c.sipRequests("INVITE") {
+			if r.CallID().Value() == stored.Dialog.CallID && contactPort(r) == c.b.sipPort() {
+				return true
+			}
+		}
+		return false
+	})
+	e.waitFor("gateway's events to B", func() bool { return e.state("aaln/2").NotifiedEntity == c.b.ne() })
+	if now := e.conn("aaln/2"); now.ID != conn.ID || now.Mode != mgcp.ModeSendRecv {
+		t.Fatalf("connection after the takeover %s %s", now.ID, now.Mode)
+	}
+	if err := oc.HangUp(ctx); err != nil {
+		t.Fatalf("PBX's BYE: %v", err)
+	}
+	e.noConnections("aaln/2")
+	e.waitSignal("aaln/2", "L/ro")
+	e.onHook("aaln/2")
+	e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
+}
+
 // TestTakeoverConnectionGone: a stored call whose connection the gateway
 // no longer has is ended towards the far end (BYE with a Q.850 reason);
 // the connection no stored call names is deleted; the off-hook phone
