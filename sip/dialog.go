@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -144,6 +145,9 @@ type Dialog struct {
 	local    []byte // our latest SDP (offer or answer)
 	sending  bool   // our re-INVITE or UPDATE is outstanding
 	referSeq uint32 // CSeq of the REFER being reported (Event: refer;id=)
+	// referAnswered is closed once the 202 to the REFER being reported
+	// is sent: its first NOTIFY must not overtake it.
+	referAnswered chan struct{}
 	// cancelInvite cancels an outbound INVITE still waiting for its answer.
 	cancelInvite context.CancelFunc
 	st           *sessionTimer
@@ -164,6 +168,12 @@ type Dialog struct {
 	// remoteTag is the To tag of the latest response to our INVITE
 	// (outbound; tags).
 	remoteTag string
+	// Dialogs that move between nodes (restore.go).
+	remoteSeq    uint32   // highest CSeq of the far end's ordered requests
+	remoteTarget *sip.Uri // the far end's Contact from its last target refresh
+	restored     bool     // rebuilt from a DialogState
+	restoredUser string   // the user part of our Contact in a restored dialog
+	onChange     atomic.Pointer[func()]
 }
 
 // Events returns the dialog's events; it is closed when the dialog ends.
@@ -240,6 +250,9 @@ func newDialog(s *Stack, inbound bool, invite *sip.Request) *Dialog {
 		answeredEmitted: make(chan struct{}), ackedCh: make(chan struct{})}
 	if c := invite.CallID(); c != nil {
 		d.CallID = c.Value()
+	}
+	if cs := invite.CSeq(); inbound && cs != nil {
+		d.remoteSeq = cs.SeqNo
 	}
 	return d
 }
@@ -561,12 +574,7 @@ func (d *Dialog) Bye(ctx context.Context) error {
 		d.end(nil)
 		return ErrStackClosed
 	}
-	var err error
-	if d.Inbound {
-		err = d.server.Bye(ctx)
-	} else {
-		err = d.clientBye(ctx, "")
-	}
+	err := d.writeBye(ctx, "")
 	d.end(nil)
 	return err
 }
@@ -726,10 +734,17 @@ func (s *Stack) dialogFor(req *sip.Request, tx sip.ServerTransaction) *Dialog {
 func (d *Dialog) readInDialog(req *sip.Request, tx sip.ServerTransaction) bool {
 	d.waitAck()
 	var err error
-	if d.Inbound {
+	switch {
+	case d.restored:
+		err = d.checkRestoredCSeq(req)
+	case d.uas():
 		err = d.server.ReadRequest(req, tx)
-	} else {
+	default:
 		err = d.client.ReadRequest(req, tx)
+	}
+	if err == nil {
+		d.noteRemoteCSeq(req.CSeq().SeqNo)
+		d.changed()
 	}
 	if err != nil {
 		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "CSeq out of order", nil)
@@ -751,7 +766,7 @@ func (s *Stack) dialogOf(req *sip.Request) *Dialog {
 		defer s.inboundMu.Unlock()
 		return s.outbound[sess]
 	}
-	return nil
+	return s.restoredOf(req)
 }
 
 type reinvite struct {
@@ -820,6 +835,7 @@ func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err := tx.Respond(res); err != nil || a.code/100 != 2 {
 		return
 	}
+	d.noteTarget(req.Contact()) // RFC 3261 §12.2.2: a target refresh
 	d.sessionRefreshed(req)
 	// §13.3.1.4: the 2xx is repeated (T1 doubling to T2) until its ACK
 	// arrives, for at most 64*T1.
@@ -861,6 +877,10 @@ func (s *Stack) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if err := s.clientDialogs.ReadBye(req, tx); err == nil {
+		return
+	}
+	if d := s.restoredOf(req); d != nil {
+		d.readRestoredBye(req, tx)
 		return
 	}
 	noDialog(req, tx)

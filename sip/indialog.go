@@ -40,8 +40,14 @@ func (e *StatusError) Error() string {
 // target returns the remote target of in-dialog requests (RFC 3261
 // §12.2.1.1); sipgo's session adds the route set.
 func (d *Dialog) target() (sip.Uri, error) {
+	d.mu.Lock()
+	rt := d.remoteTarget
+	d.mu.Unlock()
+	if rt != nil {
+		return *rt.Clone(), nil
+	}
 	var c *sip.ContactHeader
-	if d.Inbound {
+	if d.uas() {
 		c = d.invite.Contact()
 	} else {
 		res := d.client.InviteResponse
@@ -76,7 +82,8 @@ func (d *Dialog) transaction(ctx context.Context, req *sip.Request) (sip.ClientT
 	if d.stack.isClosed() {
 		return nil, ErrStackClosed // sipgo would open a socket of its own
 	}
-	if d.Inbound {
+	defer d.changed() // the local CSeq moved on
+	if d.uas() {
 		return d.server.TransactionRequest(ctx, req)
 	}
 	return d.client.TransactionRequest(ctx, req)
@@ -103,7 +110,7 @@ func (d *Dialog) do(ctx context.Context, req *sip.Request) (*sip.Response, error
 // of the INVITE from the start; outbound, the far end's is kept from the
 // responses as they arrive.
 func (d *Dialog) tags() (local, remote string) {
-	if d.Inbound {
+	if d.uas() {
 		local, _ = d.server.InviteRequest.To().Params.Get("tag")
 		remote, _ = d.invite.From().Params.Get("tag")
 		return local, remote
@@ -161,21 +168,27 @@ func (s *Stack) FindReplaced(replaces string) *Dialog {
 // ByeWithReason hangs up with a Reason header (RFC 3326), e.g.
 // `Q.850;cause=41;text="gateway restarted"`.
 func (d *Dialog) ByeWithReason(ctx context.Context, reason string) error {
-	if !d.Inbound {
-		err := d.clientBye(ctx, reason)
-		d.end(nil)
-		return err
+	err := d.writeBye(ctx, reason)
+	d.end(nil)
+	return err
+}
+
+// writeBye sends BYE to the remote target (as last refreshed, RFC 3261
+// §12.2.1.1), with a Reason header when reason is set.
+func (d *Dialog) writeBye(ctx context.Context, reason string) error {
+	if !d.uas() {
+		return d.clientBye(ctx, reason) // prack.go: after a PRACK the BYE is ours to build
 	}
 	t, err := d.target()
 	if err != nil {
 		return err
 	}
 	bye := sip.NewRequest(sip.BYE, t)
-	bye.AppendHeader(sip.NewHeader("Reason", reason))
+	if reason != "" {
+		bye.AppendHeader(sip.NewHeader("Reason", reason))
+	}
 	bye.SetTransport(d.invite.Transport())
-	err = d.server.WriteBye(ctx, bye)
-	d.end(nil)
-	return err
+	return d.server.WriteBye(ctx, bye)
 }
 
 // ---- offers we send: re-INVITE ----
@@ -275,6 +288,7 @@ func (d *Dialog) sendOffer(ctx context.Context, method sip.RequestMethod, sdp []
 		}
 		d.mu.Unlock()
 	}
+	d.noteTarget(res.Contact()) // RFC 3261 §12.2.1.2: the 2xx to a target refresh
 	d.sessionRefreshed(res)
 	return res.Body(), nil
 }
@@ -386,6 +400,7 @@ func (s *Stack) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	_ = tx.Respond(d.answerOffer(req, a))
 	if a.code/100 == 2 {
+		d.noteTarget(req.Contact()) // RFC 3311 §5.2: UPDATE is a target refresh
 		d.sessionRefreshed(req)
 	}
 }
@@ -424,7 +439,7 @@ func (d *Dialog) Refer(ctx context.Context, target string, replaces *Dialog) err
 
 // localURI is this side's address in the dialog.
 func (d *Dialog) localURI() sip.Uri {
-	if d.Inbound {
+	if d.uas() {
 		return *d.invite.To().Address.Clone()
 	}
 	return *d.invite.From().Address.Clone()
@@ -477,6 +492,13 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		referredBy = h.Value()
 	}
 	g := s.referGate.Load()
+	// A gate's owner may send the first NOTIFY at once, from another
+	// goroutine: it waits until the answer to the REFER is on the wire.
+	answered := make(chan struct{})
+	d.mu.Lock()
+	d.referAnswered = answered
+	d.mu.Unlock()
+	defer close(answered)
 	if g != nil {
 		ev := Event{Kind: EventRefer, ReferTo: target.String(), ReferToUser: target.User, Replaces: replaces, ReferredBy: referredBy}
 		if code, reason := (*g)(d, ev); code >= 300 {
@@ -532,6 +554,17 @@ func (d *Dialog) NotifyRefer(ctx context.Context, status int, reason string) err
 	req, err := d.newRequest(sip.NOTIFY)
 	if err != nil {
 		return err
+	}
+	d.mu.Lock()
+	answered := d.referAnswered
+	d.mu.Unlock()
+	if answered != nil {
+		select {
+		case <-answered:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 	d.mu.Lock()
 	id := d.referSeq

@@ -490,15 +490,16 @@ func (d *Dialog) clientBye(ctx context.Context, reason string) error {
 	pracked := d.pracked
 	d.mu.Unlock()
 	if !pracked {
-		if reason == "" {
-			return d.client.Bye(ctx)
-		}
+		// To the remote target as last refreshed (RFC 3261 §12.2.1.1),
+		// which sipgo's own Bye would not follow.
 		t, err := d.target()
 		if err != nil {
 			return err
 		}
 		bye := sip.NewRequest(sip.BYE, t)
-		bye.AppendHeader(sip.NewHeader("Reason", reason))
+		if reason != "" {
+			bye.AppendHeader(sip.NewHeader("Reason", reason))
+		}
 		return d.client.WriteBye(ctx, bye)
 	}
 	t, err := d.target()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	gosip "github.com/emiago/sipgo/sip"
 	"github.com/mgsip/mgsip/sip"
 )
 
@@ -40,6 +41,46 @@ func (c *capture) WriteTo(b []byte, a net.Addr) (int, error) {
 	c.msgs = append(c.msgs, captured{true, string(b)})
 	c.mu.Unlock()
 	return c.PacketConn.WriteTo(b, a)
+}
+
+// wrap makes c the recorder of the socket it wraps (for
+// WithPacketConnWrapper when the capture exists first).
+func (c *capture) wrap(pc net.PacketConn) net.PacketConn { c.PacketConn = pc; return c }
+
+// request returns the first request received with this method whose
+// text contains all of want, waiting for it.
+func (c *capture) request(t *testing.T, method string, want ...string) *gosip.Request {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		var msgs []string
+		for _, m := range c.msgs {
+			if !m.out {
+				msgs = append(msgs, m.msg)
+			}
+		}
+		c.mu.Unlock()
+	next:
+		for _, m := range msgs {
+			if !strings.HasPrefix(m, method+" ") {
+				continue
+			}
+			for _, w := range want {
+				if !strings.Contains(m, w) {
+					continue next
+				}
+			}
+			parsed, err := gosip.ParseMessage([]byte(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return parsed.(*gosip.Request)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s containing %q received", method, want)
+	return nil
 }
 
 // find returns the messages in one direction whose first line starts with
