@@ -636,7 +636,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // the listener (docs/configuration.md says so).
 func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
 	return admin.Options{Token: a.Token.Reveal(), ReadOnlyToken: a.ReadOnlyToken.Reveal(), AllowedHosts: a.AllowedHosts,
-		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Log: log.WithField("component", "admin")}
+		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Pprof: a.Pprof, Log: log.WithField("component", "admin")}
 }
 
 // leaveCluster hands this node's gateways to the others at once (the
