@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +28,10 @@ import (
 // MGSIP_LOAD_LINES (default 4000: 2,000 pairs, each busy about 1.4 s a
 // call, enough for 1,400 calls/s), MGSIP_LOAD_RATES (default
 // 100,200,400,600,800,1000,1200,1500), MGSIP_LOAD_STEP (5s) and
-// MGSIP_LOAD_TALK (1s) tune it. For each step it logs the loadgen's
+// MGSIP_LOAD_TALK (1s) tune it. MGSIP_LOAD_PROFILE=dir turns on mgsip's
+// admin.pprof and saves, for each step, a CPU profile over the step and
+// the heap, allocs (also at the step's start, for pprof -base), mutex,
+// block and goroutine profiles after it. For each step it logs the loadgen's
 // figures, the CPU and RSS of each process, and the UDP datagrams the
 // kernel dropped for full receive buffers (box-wide and per socket).
 func BenchmarkCallsRealPath(b *testing.B) {
@@ -125,6 +129,8 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
 	mgsipBin := buildBinary(b, dir, "./cmd/mgsip")
 	loadBin := buildBinary(b, dir, "./cmd/mgsip-loadgen")
 	caPort, sipPort, gwPort := freePort(b), freePort(b), freePort(b)
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	profDir := os.Getenv("MGSIP_LOAD_PROFILE")
 	mgcpExtra := ""
 	if os.Getenv("MGSIP_LOAD_NO_WINDOW") != "" {
 		// For comparison: a transaction window larger than any load.
@@ -132,6 +138,9 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
 	}
 	cfg := fmt.Sprintf(`log:
   level: warn
+admin:
+  listen: %s
+  pprof: %t
 mgcp:
   listen: 127.0.0.1:%d
 %ssip:
@@ -165,7 +174,7 @@ routes:
     - name: kam
       match: { prefix: "" }
       peer: kam
-`, caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
+`, adminAddr, profDir != "", caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
 	cfgPath := filepath.Join(dir, "mgsip.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
@@ -255,7 +264,7 @@ routes:
 		b.Fatal(err)
 	}
 	best := 0
-	for range strings.Split(rates, ",") {
+	for stepIdx := range strings.Split(rates, ",") {
 		cpu0 := make([]float64, len(procs))
 		for i, p := range procs {
 			cpu0[i], _ = p.sample()
@@ -264,6 +273,19 @@ routes:
 		kamPortN, _ := strconv.Atoi(kamPort)
 		drops0 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
 		t0 := time.Now()
+		var cpuProf chan struct{}
+		if profDir != "" {
+			// A CPU profile of mgsip over the step (the step's length
+			// from the rate list: every step has the same).
+			// allocs now and after the step: pprof -base gives the step's.
+			fetchProfile(b, adminAddr, "allocs", filepath.Join(profDir, fmt.Sprintf("allocs0-%d.pprof", rateOf(rates, stepIdx))))
+			cpuProf = make(chan struct{})
+			stepDur, _ := time.ParseDuration(step)
+			go func() {
+				defer close(cpuProf)
+				fetchProfile(b, adminAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(stepDur.Seconds()))), filepath.Join(profDir, fmt.Sprintf("cpu-%d.pprof", rateOf(rates, stepIdx))))
+			}()
+		}
 		l, err := readLine()
 		if err != nil {
 			b.Fatalf("loadgen: %v\n%s", err, lgErr.String())
@@ -274,9 +296,22 @@ routes:
 		}
 		el := time.Since(t0).Seconds()
 		var usage []string
+		var mgsipCPU float64
 		for i, p := range procs {
 			c, rss := p.sample()
+			if i == 0 {
+				mgsipCPU = c - cpu0[i]
+			}
 			usage = append(usage, fmt.Sprintf("%s %.0f%% CPU %.0f MB", p.name, 100*(c-cpu0[i])/el, float64(rss)/1e6))
+		}
+		if cpuProf != nil {
+			<-cpuProf
+			for _, k := range []string{"heap", "allocs", "mutex", "block", "goroutine"} {
+				fetchProfile(b, adminAddr, k, filepath.Join(profDir, fmt.Sprintf("%s-%d.pprof", k, res.Rate)))
+			}
+		}
+		if res.Calls > 0 {
+			b.Logf("  mgsip CPU %.2f s per 1,000 calls (utime+stime); load average %s", 1000*mgsipCPU/float64(res.Calls), loadAvg())
 		}
 		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
 			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
@@ -293,6 +328,46 @@ routes:
 		}
 	}
 	b.ReportMetric(float64(best), "calls/s-max-0-failed")
+}
+
+// rateOf is the i-th entry of the comma-separated rate list.
+func rateOf(rates string, i int) int {
+	f := strings.Split(rates, ",")
+	n, _ := strconv.Atoi(strings.TrimSpace(f[min(i, len(f)-1)]))
+	return n
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// fetchProfile saves one of mgsip's /debug/pprof/ profiles (admin.pprof).
+func fetchProfile(b *testing.B, addr, name, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + name)
+	if err != nil {
+		b.Logf("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Logf("profile %s: %s", name, resp.Status)
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("profile %s: %v", name, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Logf("profile %s: %v", name, err)
+	}
 }
 
 func envDurationOr(k string, d time.Duration) time.Duration {
