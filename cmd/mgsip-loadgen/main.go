@@ -42,6 +42,9 @@ type StepResult struct {
 	Failed       int     `json:"failed"`
 	NoLine       int     `json:"no_free_line"`
 	FirstFailure string  `json:"first_failure,omitempty"`
+	// Failures counts the failed calls by what failed (the endpoint
+	// left out).
+	Failures map[string]int `json:"failures,omitempty"`
 	P50ms        float64 `json:"setup_p50_ms"`
 	P95ms        float64 `json:"setup_p95_ms"`
 	P99ms        float64 `json:"setup_p99_ms"`
@@ -214,6 +217,7 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	var lat []time.Duration
 	var fails, noLine, placed atomic.Int64
 	var firstFail atomic.Value
+	failures := map[string]int{}
 	var wg sync.WaitGroup
 	total := int(float64(rate) * step.Seconds())
 	tick := time.NewTicker(time.Second / time.Duration(rate))
@@ -239,6 +243,12 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 			}, func(what string) {
 				fails.Add(1)
 				firstFail.CompareAndSwap(nil, what)
+				// "aaln/7 digits: <response>" -> "digits", "aaln/7: never rang" -> "never rang"
+				k := strings.TrimLeft(strings.TrimLeft(what, "aaln/0123456789"), ": ")
+				k, _, _ = strings.Cut(k, ":")
+				mu.Lock()
+				failures[k]++
+				mu.Unlock()
 			})
 			if ok {
 				// Both lines are free again once mgsip re-armed them.
@@ -255,6 +265,9 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 		Seconds: el.Seconds(), CPU: (cpuSeconds() - cpu0) / el.Seconds()}
 	if v, ok := firstFail.Load().(string); ok {
 		res.FirstFailure = v
+	}
+	if len(failures) > 0 {
+		res.Failures = failures
 	}
 	if res.Calls > 0 {
 		st := gw.Agent().Stats()
@@ -274,6 +287,26 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	}
 	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
 	return res
+}
+
+// waitState waits until the endpoint's state satisfies ok. The gateway's
+// Respond hook (signals.watch) sees a command before the gateway has
+// executed it: a phone picked up on that cue would go off hook before the
+// ringing CRCX took effect, and the gateway would then refuse the CRCX's
+// L/hd request with 401 (already off hook), a glare no person can produce
+// within microseconds of the bell. So the callee answers once the ring
+// plays. Polled every 200 µs, bounded by ctx.
+func waitState(ctx context.Context, gw *mgcptest.Gateway, ep string, ok func(mgcptest.EndpointState) bool) bool {
+	for {
+		if st, found := gw.State(ep); found && ok(st) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
 }
 
 // notifiedOK: the phone's action was answered 2xx, or needed no NTFY.
@@ -315,7 +348,9 @@ func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk
 		hangUp()
 		return false
 	}
-	if !waitCh(ctx, sg.ringing[callee]) {
+	if !waitCh(ctx, sg.ringing[callee]) || !waitState(ctx, gw, callee, func(st mgcptest.EndpointState) bool {
+		return slices.ContainsFunc(st.Signals, func(e mgcp.Event) bool { return e.Is("L", "rg") })
+	}) {
 		fail(callee + ": never rang")
 		hangUp()
 		return false

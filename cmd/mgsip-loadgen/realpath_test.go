@@ -28,7 +28,7 @@ import (
 // MGSIP_LOAD_LINES (default 4000: 2,000 pairs, each busy about 1.4 s a
 // call, enough for 1,400 calls/s), MGSIP_LOAD_RATES (default
 // 100,200,400,600,800,1000,1200,1500), MGSIP_LOAD_STEP (5s) and
-// MGSIP_LOAD_TALK (1s) tune it. MGSIP_LOAD_PROFILE=dir turns on mgsip's
+// MGSIP_LOAD_TALK (1s) tune it; MGSIP_LOAD_LOG=file keeps mgsip's log. MGSIP_LOAD_PROFILE=dir turns on mgsip's
 // admin.pprof and saves, for each step, a CPU profile over the step and
 // the heap, allocs (also at the step's start, for pprof -base), mutex,
 // block and goroutine profiles after it. For each step it logs the loadgen's
@@ -198,6 +198,11 @@ routes:
 		if b.Failed() {
 			b.Logf("mgsip log:\n%s", mgsipLog.String())
 		}
+		if f := os.Getenv("MGSIP_LOAD_LOG"); f != "" {
+			if err := os.WriteFile(f, []byte(mgsipLog.String()), 0o644); err != nil {
+				b.Log(err)
+			}
+		}
 	}()
 
 	lg := exec.Command(loadBin, "-listen", fmt.Sprintf("127.0.0.1:%d", gwPort), "-ca", fmt.Sprintf("127.0.0.1:%d", caPort),
@@ -320,7 +325,7 @@ routes:
 		b.Logf("  UDP receive-buffer drops: %d in the kernel (RcvbufErrors, whole box); per socket: mgsip MGCP %d, mgsip SIP %d, loadgen %d, kamailio %d",
 			udpRcvbufErrors()-rcvbuf0, drops1[caPort]-drops0[caPort], drops1[sipPort]-drops0[sipPort], drops1[gwPort]-drops0[gwPort], drops1[kamPortN]-drops0[kamPortN])
 		if res.FirstFailure != "" {
-			b.Logf("  first failure: %s", res.FirstFailure)
+			b.Logf("  first failure: %s; failures by kind: %v", res.FirstFailure, res.Failures)
 		}
 		if res.Failed == 0 && res.NoLine == 0 {
 			best = res.Rate
