@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
@@ -21,6 +22,7 @@ import (
 type Metrics struct {
 	Registry     *prometheus.Registry
 	messages     *prometheus.CounterVec
+	msgCounters  sync.Map // msgKey -> prometheus.Counter: messages' children, found without hashing labels
 	mgcpRTT      *prometheus.HistogramVec
 	callSetups   *prometheus.CounterVec
 	setupSeconds prometheus.Histogram
@@ -101,8 +103,16 @@ func (m *Metrics) Message(proto, dir, typ string) {
 	if proto == "sip" && dir == "in" && typ == "malformed" {
 		m.sipMalformed.Inc()
 	}
-	m.messages.WithLabelValues(proto, dir, typ).Inc()
+	k := msgKey{proto, dir, typ}
+	c, ok := m.msgCounters.Load(k)
+	if !ok {
+		c, _ = m.msgCounters.LoadOrStore(k, m.messages.WithLabelValues(proto, dir, typ))
+	}
+	c.(prometheus.Counter).Inc()
 }
+
+// msgKey names one child of mgsip_messages_total.
+type msgKey struct{ proto, dir, typ string }
 
 // RoundTrip observes an MGCP transaction (an mgcp.WithRoundTripFunc).
 func (m *Metrics) RoundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
