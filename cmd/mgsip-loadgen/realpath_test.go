@@ -31,7 +31,9 @@ import (
 // MGSIP_LOAD_TALK (1s) tune it; MGSIP_LOAD_LOG=file keeps mgsip's log. MGSIP_LOAD_PROFILE=dir turns on mgsip's
 // admin.pprof and saves, for each step, a CPU profile over the step and
 // the heap, allocs (also at the step's start, for pprof -base), mutex,
-// block and goroutine profiles after it. For each step it logs the loadgen's
+// block and goroutine profiles after it (with MGSIP_LOAD_TRACE=1, an
+// execution trace of 3 s in the middle of the step instead of the CPU
+// profile). For each step it logs the loadgen's
 // figures, the CPU and RSS of each process, and the UDP datagrams the
 // kernel dropped for full receive buffers (box-wide and per socket).
 func BenchmarkCallsRealPath(b *testing.B) {
@@ -288,6 +290,13 @@ routes:
 			stepDur, _ := time.ParseDuration(step)
 			go func() {
 				defer close(cpuProf)
+				if os.Getenv("MGSIP_LOAD_TRACE") != "" {
+					// And an execution trace of 3 s in the middle
+					// (go tool trace -pprof=sched: where goroutines wait to run).
+					time.Sleep(stepDur / 2)
+					fetchProfile(b, adminAddr, "trace?seconds=3", filepath.Join(profDir, fmt.Sprintf("trace-%d.out", rateOf(rates, stepIdx))))
+					return
+				}
 				fetchProfile(b, adminAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(stepDur.Seconds()))), filepath.Join(profDir, fmt.Sprintf("cpu-%d.pprof", rateOf(rates, stepIdx))))
 			}()
 		}
