@@ -137,9 +137,12 @@ func (l *Log) Record(r bridge.CallRecord) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c.Seq = l.seq + 1
-	b, err := json.Marshal(c)
-	if err == nil && l.w != nil {
-		if _, err = l.w.Write(append(b, '\n')); err != nil {
+	if l.w != nil { // encoded only when there is a file to write
+		b, err := json.Marshal(c)
+		if err == nil {
+			_, err = l.w.Write(append(b, '\n'))
+		}
+		if err != nil {
 			l.errs++
 			if l.OnWriteError != nil {
 				l.OnWriteError(err)
