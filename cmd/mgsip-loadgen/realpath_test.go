@@ -28,7 +28,12 @@ import (
 // MGSIP_LOAD_LINES (default 4000: 2,000 pairs, each busy about 1.4 s a
 // call, enough for 1,400 calls/s), MGSIP_LOAD_RATES (default
 // 100,200,400,600,800,1000,1200,1500), MGSIP_LOAD_STEP (5s) and
-// MGSIP_LOAD_TALK (1s) tune it; MGSIP_LOAD_LOG=file keeps mgsip's log. MGSIP_LOAD_PROFILE=dir turns on mgsip's
+// MGSIP_LOAD_TALK (1s) tune it; MGSIP_LOAD_LOG=file keeps mgsip's log;
+// MGSIP_LOAD_MGSIP=binary runs another build of mgsip (before/after).
+// MGSIP_LOAD_STORM=1 is the cold storm instead of the rate steps: every
+// line sends its own RSIP at the gateway's pace, then one wildcard RSIP,
+// each timed until all lines are armed again; then one call step at the
+// first rate, 5 s after the last RSIP. MGSIP_LOAD_PROFILE=dir turns on mgsip's
 // admin.pprof and saves, for each step, a CPU profile over the step and
 // the heap, allocs (also at the step's start, for pprof -base), mutex,
 // block and goroutine profiles after it (with MGSIP_LOAD_TRACE=1, an
@@ -128,11 +133,22 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
 	kam := testutil.StartKamailio(b, "SHA-256", 3600)
 	kamHost, kamPort, _ := net.SplitHostPort(kam.Addr)
 	dir := b.TempDir()
-	mgsipBin := buildBinary(b, dir, "./cmd/mgsip")
+	mgsipBin := os.Getenv("MGSIP_LOAD_MGSIP") // another build, to compare
+	if mgsipBin == "" {
+		mgsipBin = buildBinary(b, dir, "./cmd/mgsip")
+	}
 	loadBin := buildBinary(b, dir, "./cmd/mgsip-loadgen")
 	caPort, sipPort, gwPort := freePort(b), freePort(b), freePort(b)
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
 	profDir := os.Getenv("MGSIP_LOAD_PROFILE")
+	storm := os.Getenv("MGSIP_LOAD_STORM") != ""
+	if storm {
+		rates, _, _ = strings.Cut(rates, ",") // one call step after the storm
+	}
+	pprofKey := ""
+	if profDir != "" {
+		pprofKey = "  pprof: true\n"
+	}
 	mgcpExtra := ""
 	if os.Getenv("MGSIP_LOAD_NO_WINDOW") != "" {
 		// For comparison: a transaction window larger than any load.
@@ -142,8 +158,7 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
   level: warn
 admin:
   listen: %s
-  pprof: %t
-mgcp:
+%smgcp:
   listen: 127.0.0.1:%d
 %ssip:
   listeners:
@@ -176,7 +191,7 @@ routes:
     - name: kam
       match: { prefix: "" }
       peer: kam
-`, adminAddr, profDir != "", caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
+`, adminAddr, pprofKey, caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
 	cfgPath := filepath.Join(dir, "mgsip.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
@@ -208,7 +223,7 @@ routes:
 	}()
 
 	lg := exec.Command(loadBin, "-listen", fmt.Sprintf("127.0.0.1:%d", gwPort), "-ca", fmt.Sprintf("127.0.0.1:%d", caPort),
-		"-window-max", envString("MGSIP_LOAD_GW_WINDOW", "0"), "-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk)
+		"-window-max", envString("MGSIP_LOAD_GW_WINDOW", "0"), "-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk, "-storm="+strconv.FormatBool(storm))
 	lgErr := &testutil.Buffer{}
 	lg.Stderr = lgErr
 	stdin, err := lg.StdinPipe()
@@ -253,8 +268,8 @@ routes:
 		if err == nil && n == lines {
 			break
 		}
-		if time.Since(start) > 3*time.Minute {
-			b.Fatalf("%d of %d lines registered at Kamailio after 3 min", n, lines)
+		if limit := max(3*time.Minute, time.Duration(lines)*2*time.Millisecond); time.Since(start) > limit {
+			b.Fatalf("%d of %d lines registered at Kamailio after %v", n, lines, limit)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -265,10 +280,39 @@ routes:
 	time.Sleep(envDurationOr("MGSIP_LOAD_SETTLE", 35*time.Second))
 	procs := []proc{{"mgsip", mg.Process.Pid}, {"loadgen", lg.Process.Pid}, {"kamailio", kamPid(b, kam)}}
 	_, idleRSS := procs[0].sample()
+	if profDir != "" {
+		// What the idle registered lines hold (after a GC).
+		fetchProfile(b, adminAddr, "heap?gc=1", filepath.Join(profDir, "heap-idle.pprof"))
+		fetchProfile(b, adminAddr, "goroutine", filepath.Join(profDir, "goroutine-idle.pprof"))
+	}
 	b.Logf("mgsip idle RSS with %d registered lines: %.1f MB (%.1f KB per line incl. the runtime)", lines, float64(idleRSS)/1e6, float64(idleRSS)/1024/float64(lines))
 	b.ReportMetric(float64(idleRSS)/float64(lines), "mgsip-RSS-B/idle-line")
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		b.Fatal(err)
+	}
+	if storm {
+		procs0 := make([]float64, len(procs))
+		for i, p := range procs {
+			procs0[i], _ = p.sample()
+		}
+		for range 2 {
+			l, err := readLine()
+			if err != nil {
+				b.Fatalf("loadgen: %v\n%s", err, lgErr.String())
+			}
+			var sr StormResult
+			if err := json.Unmarshal([]byte(l), &sr); err != nil {
+				b.Fatalf("loadgen said %q: %v", l, err)
+			}
+			_, rss := procs[0].sample()
+			b.Logf("storm, %s RSIPs: %d lines, %d RSIPs (%d failed), last answered after %.2f s; all armed after %.2f s, %d lines lost; gateway: %d retransmissions, %d timeouts, %d commands from mgsip, window %d; mgsip RSS %.0f MB; load average %s",
+				sr.Phase, sr.Lines, sr.RSIPs, sr.RSIPFailed, sr.LastRSIPSec, sr.ArmedSec, sr.Lost, sr.Retransmissions, sr.Timeouts, sr.CommandsFromCA, sr.Window, float64(rss)/1e6, loadAvg())
+			b.ReportMetric(sr.ArmedSec, "s-armed-"+sr.Phase)
+			b.ReportMetric(float64(sr.Lost), "lost-"+sr.Phase)
+		}
+		c1, _ := procs[0].sample()
+		b.Logf("storm: mgsip CPU %.1f s over both phases", c1-procs0[0])
+		b.Logf("calls 5 s after the last RSIP:")
 	}
 	best := 0
 	for stepIdx := range strings.Split(rates, ",") {
