@@ -295,6 +295,13 @@ routes:
 		for i, p := range procs {
 			procs0[i], _ = p.sample()
 		}
+		stormProf := make(chan struct{})
+		go func() {
+			defer close(stormProf)
+			if profDir != "" {
+				fetchProfile(b, adminAddr, "profile?seconds="+envString("MGSIP_LOAD_STORM_PROFILE", "20"), filepath.Join(profDir, "cpu-storm.pprof"))
+			}
+		}()
 		for range 2 {
 			l, err := readLine()
 			if err != nil {
@@ -312,6 +319,7 @@ routes:
 		}
 		c1, _ := procs[0].sample()
 		b.Logf("storm: mgsip CPU %.1f s over both phases", c1-procs0[0])
+		<-stormProf
 		b.Logf("calls 5 s after the last RSIP:")
 	}
 	best := 0
