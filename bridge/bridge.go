@@ -125,6 +125,7 @@ type Bridge struct {
 	logUnknownX sampler        // NTFYs under a request id never issued
 	active      atomic.Int64
 	dialogs     sync.Map // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
+	storm       storm    // start-up, RSIP and gateway-back work for many lines, a bounded number at a time (storm.go)
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -248,7 +249,7 @@ func (b *Bridge) start(l *line) {
 	if !b.owns(l.rule.Gateway) {
 		return
 	}
-	l.postWait(l.begin)
+	b.stormPost(l, l.begin)
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())
 	}
@@ -493,10 +494,9 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 			if cmd.RestartMethod != mgcp.RestartGraceful {
 				l.supersede()
 			}
-			f := func() { l.onRestart(cmd.RestartMethod) }
-			if !l.post(f) {
-				go l.postWait(f) // never lost, never blocking the answer
-			}
+			// Never lost, never blocking the answer; queued behind a
+			// bounded number of lines at work (storm.go).
+			b.stormPost(l, func() { l.onRestart(cmd.RestartMethod) })
 		}
 	}
 }

@@ -284,6 +284,7 @@ routes:
 		// What the idle registered lines hold (after a GC).
 		fetchProfile(b, adminAddr, "heap?gc=1", filepath.Join(profDir, "heap-idle.pprof"))
 		fetchProfile(b, adminAddr, "goroutine", filepath.Join(profDir, "goroutine-idle.pprof"))
+		fetchProfile(b, adminAddr, "heap?debug=1", filepath.Join(profDir, "heap-idle.txt")) // with the runtime's MemStats
 	}
 	b.Logf("mgsip idle RSS with %d registered lines: %.1f MB (%.1f KB per line incl. the runtime)", lines, float64(idleRSS)/1e6, float64(idleRSS)/1024/float64(lines))
 	b.ReportMetric(float64(idleRSS)/float64(lines), "mgsip-RSS-B/idle-line")

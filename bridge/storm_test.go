@@ -1,0 +1,51 @@
+package bridge_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mgcp"
+)
+
+// TestStormBounded: a wildcard RSIP on more lines than the storm queue's
+// bound wakes at most that many line goroutines while the gateway is slow
+// to answer the audits; the others wait in the queue (no goroutine each)
+// and every line ends audited and armed once the gateway answers.
+func TestStormBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,300 lines")
+	}
+	const lines = bridge.StormInFlight + 276
+	var hold atomic.Bool
+	release := make(chan struct{})
+	e := newEnv(t, envOptions{lines: lines, respond: func(cmd *mgcp.Command) *mgcp.Response {
+		if cmd.Verb == mgcp.VerbAUEP && hold.Load() {
+			<-release
+		}
+		return nil
+	}})
+	hold.Store(true)
+	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+	deadline := time.Now().Add(20 * time.Second)
+	for e.b.StormQueued() != lines-bridge.StormInFlight {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lines queued, want %d", e.b.StormQueued(), lines-bridge.StormInFlight)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.b.RunningLines(); n > bridge.StormInFlight {
+		t.Errorf("%d line goroutines run, want at most %d", n, bridge.StormInFlight)
+	}
+	hold.Store(false)
+	close(release)
+	for i := 1; i <= lines; i++ {
+		e.waitSignalState("aaln/"+strconv.Itoa(i), armed)
+	}
+	if n := e.b.StormQueued(); n != 0 {
+		t.Errorf("%d lines still queued", n)
+	}
+}
