@@ -29,7 +29,9 @@ func TestStormBounded(t *testing.T) {
 		return nil
 	}})
 	hold.Store(true)
-	e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0) })
+	e.do(func(ctx context.Context) (*mgcp.Response, error) {
+		return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
+	})
 	deadline := time.Now().Add(20 * time.Second)
 	for e.b.StormQueued() != lines-bridge.StormInFlight {
 		if time.Now().After(deadline) {
