@@ -54,6 +54,11 @@ type Config struct {
 	TransferTimeout time.Duration
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
+	// OnStormOver, if set, is called (on its own goroutine) when the
+	// start-up audits, or the work of an RSIP or of a gateway's return,
+	// had more lines waiting than run at once and the last of them is
+	// done (storm.go): the moment the memory such a burst used is free.
+	OnStormOver func(lines int) // lines: the pieces of work handed out, about one per line
 	// OnAnswer, if set, is called when a call leg is answered (line id,
 	// direction), for the calls-set-up metric; it must not block.
 	OnAnswer func(line, direction string)

@@ -28,6 +28,8 @@ type storm struct {
 	inFlight int
 	queue    []stormWork
 	head     int
+	waited   int // works that waited in the queue since nothing ran
+	total    int // works posted since nothing ran
 }
 
 type stormWork struct {
@@ -39,8 +41,10 @@ type stormWork struct {
 func (b *Bridge) stormPost(l *line, f func()) {
 	s := &b.storm
 	s.mu.Lock()
+	s.total++
 	if s.inFlight >= stormInFlight {
 		s.queue = append(s.queue, stormWork{l, f})
+		s.waited++
 		s.mu.Unlock()
 		return
 	}
@@ -96,8 +100,16 @@ func (b *Bridge) stormNext() {
 	}
 	if s.head == len(s.queue) {
 		s.inFlight--
-		s.queue, s.head = s.queue[:0], 0
+		s.queue, s.head = nil, 0
+		waited, total := 0, 0
+		if s.inFlight == 0 {
+			waited, total = s.waited, s.total
+			s.waited, s.total = 0, 0
+		}
 		s.mu.Unlock()
+		if waited > 0 && b.cfg.OnStormOver != nil {
+			go b.cfg.OnStormOver(total)
+		}
 		return
 	}
 	w := s.queue[s.head]

@@ -22,12 +22,22 @@ func TestStormBounded(t *testing.T) {
 	const lines = bridge.StormInFlight + 276
 	var hold atomic.Bool
 	release := make(chan struct{})
+	over := make(chan int, 4)
 	e := newEnv(t, envOptions{lines: lines, respond: func(cmd *mgcp.Command) *mgcp.Response {
 		if cmd.Verb == mgcp.VerbAUEP && hold.Load() {
 			<-release
 		}
 		return nil
-	}})
+	}, stormOver: func(n int) { over <- n }})
+	// The start-up audits were a storm too (more lines than the bound).
+	select {
+	case n := <-over:
+		if n != lines {
+			t.Errorf("start-up storm over with %d lines, want %d", n, lines)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the start-up storm never ended")
+	}
 	hold.Store(true)
 	e.do(func(ctx context.Context) (*mgcp.Response, error) {
 		return e.gw.Restart(ctx, "*", mgcp.RestartRestart, 0)
@@ -49,5 +59,23 @@ func TestStormBounded(t *testing.T) {
 	}
 	if n := e.b.StormQueued(); n != 0 {
 		t.Errorf("%d lines still queued", n)
+	}
+	select {
+	case n := <-over:
+		if n != lines {
+			t.Errorf("RSIP storm over with %d lines, want %d", n, lines)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the RSIP storm never ended")
+	}
+	// One line's RSIP waits for nobody: no storm.
+	e.do(func(ctx context.Context) (*mgcp.Response, error) {
+		return e.gw.Restart(ctx, "aaln/7", mgcp.RestartRestart, 0)
+	})
+	e.waitSignalState("aaln/7", armed)
+	select {
+	case n := <-over:
+		t.Errorf("one line's RSIP reported as a storm of %d", n)
+	case <-time.After(100 * time.Millisecond):
 	}
 }
