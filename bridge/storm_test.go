@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -77,5 +78,45 @@ func TestStormBounded(t *testing.T) {
 	case n := <-over:
 		t.Errorf("one line's RSIP reported as a storm of %d", n)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestEndedCallReleased: once a call is over nothing keeps it: its
+// no-answer (3 min) and ring (60 s) time-outs are stopped with it, so an
+// ended call's state, dialog and messages are garbage at once instead of
+// piling up for minutes under load (issue 12: tens of KB per call).
+func TestEndedCallReleased(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, lines: 3})
+	// Through the PBX: the caller's call had a no-answer time-out.
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	out := e.b.WeakCall("aaln/1@gw.test")
+	// Line to line: the callee's call had a ring time-out.
+	e.offHook("aaln/2")
+	e.dial("aaln/2", "1003")
+	e.waitSignal("aaln/3", "L/rg")
+	e.offHook("aaln/3")
+	e.waitFor("local answer", func() bool { return e.conn("aaln/2").Mode == mgcp.ModeSendRecv })
+	in := e.b.WeakCall("aaln/3@gw.test")
+	if out.Value() == nil || in.Value() == nil {
+		t.Fatal("no active calls to watch")
+	}
+	for _, ep := range []string{"aaln/1", "aaln/2", "aaln/3"} {
+		e.onHook(ep)
+	}
+	for range 3 {
+		e.record()
+	}
+	for _, ep := range []string{"aaln/1", "aaln/2", "aaln/3"} {
+		e.waitSignalState(ep, armed)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for out.Value() != nil || in.Value() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("ended calls still referenced 10 s later: outgoing %v, incoming %v", out.Value() != nil, in.Value() != nil)
+		}
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
 	}
 }
