@@ -369,7 +369,7 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 				fails.Add(1)
 				firstFail.CompareAndSwap(nil, what)
 				// "aaln/7 digits: <response>" -> "digits", "aaln/7: never rang" -> "never rang"
-				k := strings.TrimLeft(strings.TrimLeft(what, "aaln/0123456789"), ": ")
+				k := strings.TrimLeft(strings.TrimLeft(what, "aln/0123456789"), ": ")
 				k, _, _ = strings.Cut(k, ":")
 				mu.Lock()
 				failures[k]++
