@@ -162,6 +162,15 @@ func (d *daemon) onStormOver(lines int) {
 	})
 }
 
+// stopFreeTimer cancels a pending onStormOver when the daemon stops.
+func (d *daemon) stopFreeTimer() {
+	d.freeMu.Lock()
+	defer d.freeMu.Unlock()
+	if d.freeTimer != nil {
+		d.freeTimer.Stop()
+	}
+}
+
 func (d *daemon) onCall(r bridge.CallRecord) {
 	d.metrics.Call(r)
 	d.cdrs.Record(r)
@@ -196,6 +205,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer d.cdrs.Close()
+	defer d.stopFreeTimer()
 	var cdrLogged atomic.Int64
 	d.cdrs.OnWriteError = func(err error) {
 		if now := time.Now().Unix(); cdrLogged.Swap(now) != now { // one line a second
