@@ -79,7 +79,8 @@ bench:
 # with a generated configuration, cmd/mgsip-loadgen as the gateway, and
 # Kamailio as registrar (digest) and proxy; stepped rates
 # (MGSIP_LOAD_LINES, MGSIP_LOAD_RATES, MGSIP_LOAD_STEP, MGSIP_LOAD_TALK;
-# see cmd/mgsip-loadgen/realpath_test.go).
+# MGSIP_LOAD_STORM=1 the cold storm, MGSIP_LOAD_PROFILE=dir mgsip's
+# profiles; see cmd/mgsip-loadgen/realpath_test.go).
 bench-calls:
 	$(GO) test -run '^$$' -bench '^BenchmarkCallsRealPath$$' -benchtime 1x -timeout 30m -v ./cmd/mgsip-loadgen/
 

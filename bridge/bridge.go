@@ -54,6 +54,11 @@ type Config struct {
 	TransferTimeout time.Duration
 	// OnCall, if set, is called when a call ends (for logs, metrics, demos).
 	OnCall func(CallRecord)
+	// OnStormOver, if set, is called (on its own goroutine) when the
+	// start-up audits, or the work of an RSIP or of a gateway's return,
+	// had more lines waiting than run at once and the last of them is
+	// done (storm.go): the moment the memory such a burst used is free.
+	OnStormOver func(lines int) // lines: the pieces of work handed out, about one per line
 	// OnAnswer, if set, is called when a call leg is answered (line id,
 	// direction), for the calls-set-up metric; it must not block.
 	OnAnswer func(line, direction string)
@@ -130,6 +135,7 @@ type Bridge struct {
 	dialogs     sync.Map                // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
 	persist     *persister              // Config.Calls behind its queue (nil without)
 	pending     map[string][]StoredCall // by gateway: stored calls acquired before Run started the lines
+	storm       storm                   // start-up, RSIP and gateway-back work for many lines, a bounded number at a time (storm.go)
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -273,7 +279,7 @@ func (b *Bridge) start(l *line) {
 	if stored := b.pendingCalls(l); len(stored) > 0 {
 		l.postWait(func() { l.takeOver(stored) })
 	} else {
-		l.postWait(l.begin)
+		b.stormPost(l, l.begin)
 	}
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())
@@ -501,7 +507,17 @@ func (b *Bridge) Refused() uint64 { return b.refused.Load() }
 // restart handles RSIP for one endpoint or a wildcard: that gateway's
 // calls end and its lines are audited and re-armed (RFC 3435 §2.3.12).
 func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
-	for _, l := range b.linesOf(gw) {
+	var lines []*line
+	if cmd.Endpoint.IsWildcard() {
+		lines = b.linesOf(gw)
+	} else if l := b.lineByEndpoint(cmd.Endpoint.String()); l != nil && l.rule.Gateway.Name == gw.Name {
+		// One endpoint's RSIP (RFC 3435 §2.3.12 lets each endpoint
+		// restart alone) is looked up: walking every line for each of
+		// them made a storm of per-endpoint RSIPs quadratic (10,000
+		// lines: 20 s of CPU in this loop).
+		lines = []*line{l}
+	}
+	for _, l := range lines {
 		if cmd.Endpoint.Matches(l.ep) {
 			// What the line still waits for (a start-up audit the silent
 			// gateway never answered) is moot now: the restart audits
@@ -509,10 +525,9 @@ func (b *Bridge) restart(gw *mapping.GatewayRule, cmd *mgcp.Command) {
 			if cmd.RestartMethod != mgcp.RestartGraceful {
 				l.supersede()
 			}
-			f := func() { l.onRestart(cmd.RestartMethod) }
-			if !l.post(f) {
-				go l.postWait(f) // never lost, never blocking the answer
-			}
+			// Never lost, never blocking the answer; queued behind a
+			// bounded number of lines at work (storm.go).
+			b.stormPost(l, func() { l.onRestart(cmd.RestartMethod) })
 		}
 	}
 }

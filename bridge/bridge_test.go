@@ -61,6 +61,7 @@ type envOptions struct {
 	users     map[string]string                         // more accounts the PBX knows (user: password)
 	prack     string                                    // the PBX peer's prack key
 	calls     bridge.CallStore                          // bridge.Config.Calls
+	stormOver func(lines int)                           // bridge.Config.OnStormOver
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -140,7 +141,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
 		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log,
-		TransferTimeout: o.transfer, OnCall: func(r bridge.CallRecord) { e.records <- r }, Calls: o.calls})
+		TransferTimeout: o.transfer, OnCall: func(r bridge.CallRecord) { e.records <- r }, Calls: o.calls, OnStormOver: o.stormOver})
 	// Connection accounting, as the strict gateway keeps it: when the test
 	// ends (before mgsip stops), no connection may be left on the gateway
 	// and no event held back in quarantine.

@@ -83,7 +83,7 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	c.peerRule = peer
 	l.forward(c)
 	if t := l.b.cfg.NoAnswerTimeout; t > 0 {
-		l.after(t, func() {
+		l.callAfter(c, t, func() {
 			if l.call == c && l.state == stCalling {
 				c.result = "no answer"
 				l.endCall(c.result, false) // CANCEL
@@ -198,7 +198,7 @@ func (l *line) ringFor(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
 	}
 	_ = d.Ring()
 	l.forward(c)
-	l.after(l.b.cfg.RingTimeout, func() {
+	l.callAfter(c, l.b.cfg.RingTimeout, func() {
 		if l.state == stRinging && l.call == c {
 			c.status, c.reason = 480, "Temporarily Unavailable"
 			l.failCall(c, "no answer", "L/ro")
@@ -583,6 +583,10 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 		return
 	}
 	c.ended = true
+	for _, t := range c.timers {
+		t.Stop()
+	}
+	c.timers = nil
 	switch c {
 	case l.call:
 		l.call = nil

@@ -124,7 +124,7 @@ func (b *Bridge) markDown(gw *mapping.GatewayRule) {
 func (b *Bridge) markUp(gw *mapping.GatewayRule) {
 	b.log.WithField("gateway", gw.Name).Info("gateway answers again; re-auditing and re-arming its lines")
 	for _, l := range b.linesOf(gw) {
-		l.postWait(l.onGatewayBack)
+		b.stormPost(l, l.onGatewayBack)
 	}
 }
 

@@ -39,6 +39,10 @@ func (s lineState) String() string { return stateNames[s] }
 // call is this line's leg of a call: one MGCP connection and either a SIP
 // dialog or, for a locally switched call, the other line.
 type call struct {
+	// timers are the call's time-outs (no answer, ring): stopped when it
+	// ends (endCallOf), or each would keep the whole call, its dialog and
+	// messages alive for up to 3 minutes after it is over.
+	timers     []*time.Timer
 	id         string // MGCP call id (C:)
 	connID     string
 	gwSDP      []byte // the gateway's LocalConnectionDescriptor
@@ -310,6 +314,11 @@ func (l *line) after(d time.Duration, f func()) *time.Timer {
 			}
 		})
 	})
+}
+
+// callAfter is after for a time-out of call c, stopped when c ends.
+func (l *line) callAfter(c *call, d time.Duration, f func()) {
+	c.timers = append(c.timers, l.after(d, f))
 }
 
 // at runs f on the line's goroutine after d, whatever the line did

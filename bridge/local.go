@@ -56,7 +56,7 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 	}
 	mine := c.gwSDP
 	caller.postWait(func() { caller.onLocalRinging(id, mine) })
-	l.after(l.b.cfg.RingTimeout, func() {
+	l.callAfter(c, l.b.cfg.RingTimeout, func() {
 		if l.state == stRinging && l.call == c {
 			l.failCall(c, "no answer", "L/ro")
 		}

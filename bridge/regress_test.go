@@ -578,3 +578,37 @@ func TestRSIPAnsweredBeforeAudit(t *testing.T) {
 		}
 	}
 }
+
+// TestRSIPOneEndpoint: an RSIP from one endpoint (not a wildcard) audits
+// and re-arms that line only, however its name is spelled; the other
+// lines see no command. (It is looked up, not found by walking every
+// line: a storm of per-endpoint RSIPs was quadratic.)
+func TestRSIPOneEndpoint(t *testing.T) {
+	e := newEnv(t, envOptions{lines: 4})
+	for _, ep := range []string{"aaln/1", "aaln/2", "aaln/3", "aaln/4"} {
+		e.waitSignalState(ep, armed)
+	}
+	for _, name := range []string{"aaln/3", "AALN/3"} {
+		before := len(e.gw.Commands())
+		e.do(func(ctx context.Context) (*mgcp.Response, error) {
+			return e.gw.Restart(ctx, name, mgcp.RestartRestart, 0)
+		})
+		e.waitSignalState("aaln/3", armed)
+		var audited bool
+		for _, c := range e.gw.Commands()[before:] {
+			switch {
+			case !strings.EqualFold(c.Endpoint.Local, "aaln/3"):
+				t.Errorf("RSIP of %s: %s sent to %s", name, c.Verb, c.Endpoint)
+			case c.Verb == mgcp.VerbAUEP:
+				audited = true
+			}
+		}
+		if !audited {
+			t.Errorf("RSIP of %s: the line was not audited", name)
+		}
+	}
+	e.offHook("aaln/3")
+	e.waitSignal("aaln/3", "L/dl")
+	e.onHook("aaln/3")
+	e.waitSignalState("aaln/3", armed)
+}

@@ -209,7 +209,7 @@ func (l *line) afterActiveEnded(onHook bool) {
 		l.state = stRinging
 		// Nobody picks up: the held or waiting call is ended after the
 		// ring timeout, like any unanswered call.
-		l.after(l.b.cfg.RingTimeout, func() {
+		l.callAfter(c, l.b.cfg.RingTimeout, func() {
 			if l.state == stRinging && l.call == c && c.recall {
 				c.status, c.reason = 480, "Temporarily Unavailable"
 				l.failCall(c, "no answer", "L/ro")

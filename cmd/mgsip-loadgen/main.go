@@ -37,17 +37,20 @@ import (
 
 // StepResult is what one rate step measured (printed as JSON).
 type StepResult struct {
-	Rate         int     `json:"rate"`
-	Calls        int     `json:"calls"`
-	Failed       int     `json:"failed"`
-	NoLine       int     `json:"no_free_line"`
-	FirstFailure string  `json:"first_failure,omitempty"`
-	P50ms        float64 `json:"setup_p50_ms"`
-	P95ms        float64 `json:"setup_p95_ms"`
-	P99ms        float64 `json:"setup_p99_ms"`
-	Seconds      float64 `json:"seconds"`
-	CPU          float64 `json:"loadgen_cpu_cores"`
-	MGCPPerCall  float64 `json:"mgcp_commands_per_call"`
+	Rate         int    `json:"rate"`
+	Calls        int    `json:"calls"`
+	Failed       int    `json:"failed"`
+	NoLine       int    `json:"no_free_line"`
+	FirstFailure string `json:"first_failure,omitempty"`
+	// Failures counts the failed calls by what failed (the endpoint
+	// left out).
+	Failures    map[string]int `json:"failures,omitempty"`
+	P50ms       float64        `json:"setup_p50_ms"`
+	P95ms       float64        `json:"setup_p95_ms"`
+	P99ms       float64        `json:"setup_p99_ms"`
+	Seconds     float64        `json:"seconds"`
+	CPU         float64        `json:"loadgen_cpu_cores"`
+	MGCPPerCall float64        `json:"mgcp_commands_per_call"`
 	// The gateway's own transaction layer (its NTFYs to the call agent):
 	// retransmissions and timeouts in the step, its window at the end.
 	Retransmissions uint64 `json:"gateway_retransmissions"`
@@ -118,14 +121,15 @@ func main() {
 	talk := flag.Duration("talk", time.Second, "hold time of a call")
 	windowMax := flag.Int("window-max", 0, "the gateway's own MGCP transaction window ceiling (0: the default)")
 	sockBuf := flag.Int("socket-buffer", mgcp.DefaultSocketBuffer, "receive and send buffer of the gateway's UDP socket, bytes (0: the kernel's default)")
+	storm := flag.Bool("storm", false, "cold storm instead of rate steps: every line sends its own RSIP (restart) at the gateway's pace, then one wildcard RSIP; each is timed until every line is armed again, then calls are placed at the first -rates entry for one -step, 5 s after the last RSIP")
 	flag.Parse()
-	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk, *windowMax, *sockBuf); err != nil {
+	if err := run(*listen, *ca, *domain, *lines, *first, *ratesFlag, *step, *talk, *windowMax, *sockBuf, *storm); err != nil {
 		fmt.Fprintln(os.Stderr, "mgsip-loadgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration, windowMax, sockBuf int) error {
+func run(listen, ca, domain string, lines, first int, ratesFlag string, step, talk time.Duration, windowMax, sockBuf int, storm bool) error {
 	if lines < 2 || lines%2 != 0 {
 		return fmt.Errorf("-lines must be an even number >= 2")
 	}
@@ -167,17 +171,8 @@ func run(listen, ca, domain string, lines, first int, ratesFlag string, step, ta
 	}
 	defer gw.Close()
 	// Every line armed for off-hook (mgsip audits and arms them at start).
-	deadline := time.Now().Add(5 * time.Minute)
-	for i := 1; i <= lines; {
-		st, ok := gw.State("aaln/" + strconv.Itoa(i))
-		if ok && slices.ContainsFunc(st.RequestedEvents, func(r mgcp.RequestedEvent) bool { return r.Event.Is("L", "hd") }) {
-			i++
-			continue
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("line %d not armed after 5 minutes", i)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if n := waitArmed(gw, lines, 5*time.Minute); n > 0 {
+		return fmt.Errorf("%d lines not armed after 5 minutes", n)
 	}
 	fmt.Println("armed")
 	in := bufio.NewReader(os.Stdin)
@@ -189,6 +184,16 @@ func run(listen, ca, domain string, lines, first int, ratesFlag string, step, ta
 		free <- p
 	}
 	enc := json.NewEncoder(os.Stdout)
+	if storm {
+		for _, res := range coldStorm(gw, lines) {
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+		}
+		// Calls 5 s after the last RSIP (coldStorm returns when the
+		// wildcard RSIP was answered and its lines armed, or gave up).
+		rates = rates[:1]
+	}
 	for _, rate := range rates {
 		res := loadStep(gw, sg, free, rate, step, talk, first)
 		if err := enc.Encode(res); err != nil {
@@ -199,6 +204,129 @@ func run(listen, ca, domain string, lines, first int, ratesFlag string, step, ta
 	// the benchmark can read this process's usage after the last step.
 	_, _ = io.Copy(io.Discard, in)
 	return nil
+}
+
+// armed: the endpoint's request watches for off-hook.
+func armed(gw *mgcptest.Gateway, ep string) bool {
+	st, ok := gw.State(ep)
+	return ok && slices.ContainsFunc(st.RequestedEvents, func(r mgcp.RequestedEvent) bool { return r.Event.Is("L", "hd") })
+}
+
+// waitArmed waits until every line is armed, or for at most d; it returns
+// how many are not.
+func waitArmed(gw *mgcptest.Gateway, lines int, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	i := 1
+	for {
+		for i <= lines && armed(gw, "aaln/"+strconv.Itoa(i)) {
+			i++
+		}
+		if i > lines {
+			return 0
+		}
+		if time.Now().After(deadline) {
+			n := 0
+			for ; i <= lines; i++ {
+				if !armed(gw, "aaln/"+strconv.Itoa(i)) {
+					n++
+				}
+			}
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// StormResult is one phase of the cold storm (printed as JSON).
+type StormResult struct {
+	Phase string `json:"phase"` // "per-endpoint" or "wildcard"
+	Lines int    `json:"lines"`
+	// RSIPs sent (one per line, or one wildcard), how many failed (no
+	// answer after the gateway's retransmissions, or an error code), and
+	// when the last one was answered.
+	RSIPs       int     `json:"rsips"`
+	RSIPFailed  int     `json:"rsip_failed"`
+	LastRSIPSec float64 `json:"last_rsip_answered_s"`
+	// Armed: seconds from the first RSIP until every line was armed again
+	// (-1: not within the deadline); Lost: lines still not armed then.
+	ArmedSec float64 `json:"all_armed_s"`
+	Lost     int     `json:"lost_lines"`
+	// The gateway's transaction layer during the phase (its RSIPs and the
+	// answers to mgsip's audits and requests).
+	Retransmissions uint64 `json:"gateway_retransmissions"`
+	Timeouts        uint64 `json:"gateway_timeouts"`
+	CommandsFromCA  uint64 `json:"commands_from_call_agent"`
+	Window          int    `json:"gateway_window"`
+}
+
+// coldStorm restarts every line, first one RSIP per endpoint sent as fast
+// as the gateway's own transaction window lets them go (RFC 3435 §4.4.6:
+// a gateway restarting its endpoints one by one), then the whole gateway
+// with one wildcard RSIP (restart method, no delay; "*", §2.1.2); after
+// each, it waits until mgsip has audited and re-armed every line. It
+// returns 5 s after the last RSIP's answer (or once the lines are armed,
+// if that took longer).
+func coldStorm(gw *mgcptest.Gateway, lines int) []StormResult {
+	const deadline = 3 * time.Minute
+	var out []StormResult
+	var lastRSIP time.Time
+	phase := func(name string, send func() (n, failed int)) {
+		st0 := gw.Agent().Stats()
+		t0 := time.Now()
+		n, failed := send()
+		lastRSIP = time.Now()
+		last := lastRSIP.Sub(t0)
+		lost := waitArmed(gw, lines, deadline-time.Since(t0))
+		res := StormResult{Phase: name, Lines: lines, RSIPs: n, RSIPFailed: failed, LastRSIPSec: last.Seconds(),
+			ArmedSec: time.Since(t0).Seconds(), Lost: lost}
+		if lost > 0 {
+			res.ArmedSec = -1
+		}
+		st := gw.Agent().Stats()
+		res.Retransmissions, res.Timeouts = st.Retransmissions-st0.Retransmissions, st.Timeouts-st0.Timeouts
+		res.CommandsFromCA = st.CommandsReceived - st0.CommandsReceived
+		for _, p := range gw.Agent().Peers() {
+			res.Window = max(res.Window, p.Window)
+		}
+		out = append(out, res)
+	}
+	phase("per-endpoint", func() (int, int) {
+		// More senders than the gateway's window has slots: the window,
+		// not this pool, sets the pace.
+		eps := make(chan string, 1024)
+		var failed atomic.Int64
+		var wg sync.WaitGroup
+		for range 1024 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ep := range eps {
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					r, err := gw.Restart(ctx, ep, mgcp.RestartRestart, 0)
+					cancel()
+					if err != nil || !r.Code.IsSuccess() {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		for i := 1; i <= lines; i++ {
+			eps <- "aaln/" + strconv.Itoa(i)
+		}
+		close(eps)
+		wg.Wait()
+		return lines, int(failed.Load())
+	})
+	phase("wildcard", func() (int, int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if r, err := gw.Restart(ctx, "*", mgcp.RestartRestart, 0); err != nil || !r.Code.IsSuccess() {
+			return 1, 1
+		}
+		return 1, 0
+	})
+	time.Sleep(time.Until(lastRSIP.Add(5 * time.Second)))
+	return out
 }
 
 func cpuSeconds() float64 {
@@ -214,6 +342,7 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	var lat []time.Duration
 	var fails, noLine, placed atomic.Int64
 	var firstFail atomic.Value
+	failures := map[string]int{}
 	var wg sync.WaitGroup
 	total := int(float64(rate) * step.Seconds())
 	tick := time.NewTicker(time.Second / time.Duration(rate))
@@ -239,6 +368,12 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 			}, func(what string) {
 				fails.Add(1)
 				firstFail.CompareAndSwap(nil, what)
+				// "aaln/7 digits: <response>" -> "digits", "aaln/7: never rang" -> "never rang"
+				k := strings.TrimLeft(strings.TrimLeft(what, "aln/0123456789"), ": ")
+				k, _, _ = strings.Cut(k, ":")
+				mu.Lock()
+				failures[k]++
+				mu.Unlock()
 			})
 			if ok {
 				// Both lines are free again once mgsip re-armed them.
@@ -255,6 +390,9 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 		Seconds: el.Seconds(), CPU: (cpuSeconds() - cpu0) / el.Seconds()}
 	if v, ok := firstFail.Load().(string); ok {
 		res.FirstFailure = v
+	}
+	if len(failures) > 0 {
+		res.Failures = failures
 	}
 	if res.Calls > 0 {
 		st := gw.Agent().Stats()
@@ -274,6 +412,26 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	}
 	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
 	return res
+}
+
+// waitState waits until the endpoint's state satisfies ok. The gateway's
+// Respond hook (signals.watch) sees a command before the gateway has
+// executed it: a phone picked up on that cue would go off hook before the
+// ringing CRCX took effect, and the gateway would then refuse the CRCX's
+// L/hd request with 401 (already off hook), a glare no person can produce
+// within microseconds of the bell. So the callee answers once the ring
+// plays. Polled every 200 µs, bounded by ctx.
+func waitState(ctx context.Context, gw *mgcptest.Gateway, ep string, ok func(mgcptest.EndpointState) bool) bool {
+	for {
+		if st, found := gw.State(ep); found && ok(st) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
 }
 
 // notifiedOK: the phone's action was answered 2xx, or needed no NTFY.
@@ -315,7 +473,9 @@ func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk
 		hangUp()
 		return false
 	}
-	if !waitCh(ctx, sg.ringing[callee]) {
+	if !waitCh(ctx, sg.ringing[callee]) || !waitState(ctx, gw, callee, func(st mgcptest.EndpointState) bool {
+		return slices.ContainsFunc(st.Signals, func(e mgcp.Event) bool { return e.Is("L", "rg") })
+	}) {
 		fail(callee + ": never rang")
 		hangUp()
 		return false

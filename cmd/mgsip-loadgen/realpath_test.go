@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +28,17 @@ import (
 // MGSIP_LOAD_LINES (default 4000: 2,000 pairs, each busy about 1.4 s a
 // call, enough for 1,400 calls/s), MGSIP_LOAD_RATES (default
 // 100,200,400,600,800,1000,1200,1500), MGSIP_LOAD_STEP (5s) and
-// MGSIP_LOAD_TALK (1s) tune it. For each step it logs the loadgen's
+// MGSIP_LOAD_TALK (1s) tune it; MGSIP_LOAD_LOG=file keeps mgsip's log;
+// MGSIP_LOAD_MGSIP=binary runs another build of mgsip (before/after).
+// MGSIP_LOAD_STORM=1 is the cold storm instead of the rate steps: every
+// line sends its own RSIP at the gateway's pace, then one wildcard RSIP,
+// each timed until all lines are armed again; then one call step at the
+// first rate, 5 s after the last RSIP. MGSIP_LOAD_PROFILE=dir turns on mgsip's
+// admin.pprof and saves, for each step, a CPU profile over the step and
+// the heap, allocs (also at the step's start, for pprof -base), mutex,
+// block and goroutine profiles after it (with MGSIP_LOAD_TRACE=1, an
+// execution trace of 3 s in the middle of the step instead of the CPU
+// profile). For each step it logs the loadgen's
 // figures, the CPU and RSS of each process, and the UDP datagrams the
 // kernel dropped for full receive buffers (box-wide and per socket).
 func BenchmarkCallsRealPath(b *testing.B) {
@@ -122,9 +133,22 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
 	kam := testutil.StartKamailio(b, "SHA-256", 3600)
 	kamHost, kamPort, _ := net.SplitHostPort(kam.Addr)
 	dir := b.TempDir()
-	mgsipBin := buildBinary(b, dir, "./cmd/mgsip")
+	mgsipBin := os.Getenv("MGSIP_LOAD_MGSIP") // another build, to compare
+	if mgsipBin == "" {
+		mgsipBin = buildBinary(b, dir, "./cmd/mgsip")
+	}
 	loadBin := buildBinary(b, dir, "./cmd/mgsip-loadgen")
 	caPort, sipPort, gwPort := freePort(b), freePort(b), freePort(b)
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	profDir := os.Getenv("MGSIP_LOAD_PROFILE")
+	storm := os.Getenv("MGSIP_LOAD_STORM") != ""
+	if storm {
+		rates, _, _ = strings.Cut(rates, ",") // one call step after the storm
+	}
+	pprofKey := ""
+	if profDir != "" {
+		pprofKey = "  pprof: true\n"
+	}
 	mgcpExtra := ""
 	if os.Getenv("MGSIP_LOAD_NO_WINDOW") != "" {
 		// For comparison: a transaction window larger than any load.
@@ -132,7 +156,9 @@ func runRealPath(b *testing.B, lines int, rates, step, talk string) {
 	}
 	cfg := fmt.Sprintf(`log:
   level: warn
-mgcp:
+admin:
+  listen: %s
+%smgcp:
   listen: 127.0.0.1:%d
 %ssip:
   listeners:
@@ -165,7 +191,7 @@ routes:
     - name: kam
       match: { prefix: "" }
       peer: kam
-`, caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
+`, adminAddr, pprofKey, caPort, mgcpExtra, sipPort, kamHost, kamPort, gwPort, lines)
 	cfgPath := filepath.Join(dir, "mgsip.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
@@ -189,10 +215,15 @@ routes:
 		if b.Failed() {
 			b.Logf("mgsip log:\n%s", mgsipLog.String())
 		}
+		if f := os.Getenv("MGSIP_LOAD_LOG"); f != "" {
+			if err := os.WriteFile(f, []byte(mgsipLog.String()), 0o644); err != nil {
+				b.Log(err)
+			}
+		}
 	}()
 
 	lg := exec.Command(loadBin, "-listen", fmt.Sprintf("127.0.0.1:%d", gwPort), "-ca", fmt.Sprintf("127.0.0.1:%d", caPort),
-		"-window-max", envString("MGSIP_LOAD_GW_WINDOW", "0"), "-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk)
+		"-window-max", envString("MGSIP_LOAD_GW_WINDOW", "0"), "-domain", "load.test", "-lines", strconv.Itoa(lines), "-first-user", "100001", "-rates", rates, "-step", step, "-talk", talk, "-storm="+strconv.FormatBool(storm))
 	lgErr := &testutil.Buffer{}
 	lg.Stderr = lgErr
 	stdin, err := lg.StdinPipe()
@@ -237,8 +268,8 @@ routes:
 		if err == nil && n == lines {
 			break
 		}
-		if time.Since(start) > 3*time.Minute {
-			b.Fatalf("%d of %d lines registered at Kamailio after 3 min", n, lines)
+		if limit := max(3*time.Minute, time.Duration(lines)*2*time.Millisecond); time.Since(start) > limit {
+			b.Fatalf("%d of %d lines registered at Kamailio after %v", n, lines, limit)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -249,13 +280,51 @@ routes:
 	time.Sleep(envDurationOr("MGSIP_LOAD_SETTLE", 35*time.Second))
 	procs := []proc{{"mgsip", mg.Process.Pid}, {"loadgen", lg.Process.Pid}, {"kamailio", kamPid(b, kam)}}
 	_, idleRSS := procs[0].sample()
+	if profDir != "" {
+		// What the idle registered lines hold (after a GC).
+		fetchProfile(b, adminAddr, "heap?gc=1", filepath.Join(profDir, "heap-idle.pprof"))
+		fetchProfile(b, adminAddr, "goroutine", filepath.Join(profDir, "goroutine-idle.pprof"))
+		fetchProfile(b, adminAddr, "heap?debug=1", filepath.Join(profDir, "heap-idle.txt")) // with the runtime's MemStats
+	}
 	b.Logf("mgsip idle RSS with %d registered lines: %.1f MB (%.1f KB per line incl. the runtime)", lines, float64(idleRSS)/1e6, float64(idleRSS)/1024/float64(lines))
 	b.ReportMetric(float64(idleRSS)/float64(lines), "mgsip-RSS-B/idle-line")
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		b.Fatal(err)
 	}
+	if storm {
+		procs0 := make([]float64, len(procs))
+		for i, p := range procs {
+			procs0[i], _ = p.sample()
+		}
+		stormProf := make(chan struct{})
+		go func() {
+			defer close(stormProf)
+			if profDir != "" {
+				fetchProfile(b, adminAddr, "profile?seconds="+envString("MGSIP_LOAD_STORM_PROFILE", "20"), filepath.Join(profDir, "cpu-storm.pprof"))
+			}
+		}()
+		for range 2 {
+			l, err := readLine()
+			if err != nil {
+				b.Fatalf("loadgen: %v\n%s", err, lgErr.String())
+			}
+			var sr StormResult
+			if err := json.Unmarshal([]byte(l), &sr); err != nil {
+				b.Fatalf("loadgen said %q: %v", l, err)
+			}
+			_, rss := procs[0].sample()
+			b.Logf("storm, %s RSIPs: %d lines, %d RSIPs (%d failed), last answered after %.2f s; all armed after %.2f s, %d lines lost; gateway: %d retransmissions, %d timeouts, %d commands from mgsip, window %d; mgsip RSS %.0f MB; load average %s",
+				sr.Phase, sr.Lines, sr.RSIPs, sr.RSIPFailed, sr.LastRSIPSec, sr.ArmedSec, sr.Lost, sr.Retransmissions, sr.Timeouts, sr.CommandsFromCA, sr.Window, float64(rss)/1e6, loadAvg())
+			b.ReportMetric(sr.ArmedSec, "s-armed-"+sr.Phase)
+			b.ReportMetric(float64(sr.Lost), "lost-"+sr.Phase)
+		}
+		c1, _ := procs[0].sample()
+		b.Logf("storm: mgsip CPU %.1f s over both phases", c1-procs0[0])
+		<-stormProf
+		b.Logf("calls 5 s after the last RSIP:")
+	}
 	best := 0
-	for range strings.Split(rates, ",") {
+	for stepIdx := range strings.Split(rates, ",") {
 		cpu0 := make([]float64, len(procs))
 		for i, p := range procs {
 			cpu0[i], _ = p.sample()
@@ -264,6 +333,26 @@ routes:
 		kamPortN, _ := strconv.Atoi(kamPort)
 		drops0 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
 		t0 := time.Now()
+		var cpuProf chan struct{}
+		if profDir != "" {
+			// A CPU profile of mgsip over the step (the step's length
+			// from the rate list: every step has the same).
+			// allocs now and after the step: pprof -base gives the step's.
+			fetchProfile(b, adminAddr, "allocs", filepath.Join(profDir, fmt.Sprintf("allocs0-%d.pprof", rateOf(rates, stepIdx))))
+			cpuProf = make(chan struct{})
+			stepDur, _ := time.ParseDuration(step)
+			go func() {
+				defer close(cpuProf)
+				if os.Getenv("MGSIP_LOAD_TRACE") != "" {
+					// And an execution trace of 3 s in the middle
+					// (go tool trace -pprof=sched: where goroutines wait to run).
+					time.Sleep(stepDur / 2)
+					fetchProfile(b, adminAddr, "trace?seconds=3", filepath.Join(profDir, fmt.Sprintf("trace-%d.out", rateOf(rates, stepIdx))))
+					return
+				}
+				fetchProfile(b, adminAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(stepDur.Seconds()))), filepath.Join(profDir, fmt.Sprintf("cpu-%d.pprof", rateOf(rates, stepIdx))))
+			}()
+		}
 		l, err := readLine()
 		if err != nil {
 			b.Fatalf("loadgen: %v\n%s", err, lgErr.String())
@@ -274,9 +363,22 @@ routes:
 		}
 		el := time.Since(t0).Seconds()
 		var usage []string
+		var mgsipCPU float64
 		for i, p := range procs {
 			c, rss := p.sample()
+			if i == 0 {
+				mgsipCPU = c - cpu0[i]
+			}
 			usage = append(usage, fmt.Sprintf("%s %.0f%% CPU %.0f MB", p.name, 100*(c-cpu0[i])/el, float64(rss)/1e6))
+		}
+		if cpuProf != nil {
+			<-cpuProf
+			for _, k := range []string{"heap", "allocs", "mutex", "block", "goroutine"} {
+				fetchProfile(b, adminAddr, k, filepath.Join(profDir, fmt.Sprintf("%s-%d.pprof", k, res.Rate)))
+			}
+		}
+		if res.Calls > 0 {
+			b.Logf("  mgsip CPU %.2f s per 1,000 calls (utime+stime); load average %s", 1000*mgsipCPU/float64(res.Calls), loadAvg())
 		}
 		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
 			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
@@ -285,7 +387,7 @@ routes:
 		b.Logf("  UDP receive-buffer drops: %d in the kernel (RcvbufErrors, whole box); per socket: mgsip MGCP %d, mgsip SIP %d, loadgen %d, kamailio %d",
 			udpRcvbufErrors()-rcvbuf0, drops1[caPort]-drops0[caPort], drops1[sipPort]-drops0[sipPort], drops1[gwPort]-drops0[gwPort], drops1[kamPortN]-drops0[kamPortN])
 		if res.FirstFailure != "" {
-			b.Logf("  first failure: %s", res.FirstFailure)
+			b.Logf("  first failure: %s; failures by kind: %v", res.FirstFailure, res.Failures)
 		}
 		if res.Failed == 0 && res.NoLine == 0 {
 			best = res.Rate
@@ -293,6 +395,46 @@ routes:
 		}
 	}
 	b.ReportMetric(float64(best), "calls/s-max-0-failed")
+}
+
+// rateOf is the i-th entry of the comma-separated rate list.
+func rateOf(rates string, i int) int {
+	f := strings.Split(rates, ",")
+	n, _ := strconv.Atoi(strings.TrimSpace(f[min(i, len(f)-1)]))
+	return n
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// fetchProfile saves one of mgsip's /debug/pprof/ profiles (admin.pprof).
+func fetchProfile(b *testing.B, addr, name, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + name)
+	if err != nil {
+		b.Logf("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Logf("profile %s: %s", name, resp.Status)
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("profile %s: %v", name, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Logf("profile %s: %v", name, err)
+	}
 }
 
 func envDurationOr(k string, d time.Duration) time.Duration {

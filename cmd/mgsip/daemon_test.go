@@ -245,6 +245,14 @@ func TestDaemonAdminAPIAndCLI(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The gateway's transaction window and the registration pace.
+	for _, want := range []string{`(?m)^mgsip_gateway_window\{gateway="gw"\} [1-9]`, `(?m)^mgsip_gateway_outstanding\{gateway="gw"\} \d`,
+		`(?m)^mgsip_gateway_queued\{gateway="gw"\} 0$`, `(?m)^mgsip_mgcp_window_decreases_total 0$`,
+		`(?m)^mgsip_registration_rate [1-9]`, `(?m)^mgsip_registration_rate_ceiling [1-9]`, `(?m)^mgsip_registration_rate_cuts_total 0$`} {
+		if !regexp.MustCompile(want).MatchString(metricsText) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	code, out = rd.cli("audit", "gw/aaln/1")
 	if code != 0 || !strings.Contains(out, "KEY") || !regexp.MustCompile(`(?m)^code +200$`).MatchString(out) {
 		t.Errorf("audit: exit %d\n%s", code, out)

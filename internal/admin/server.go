@@ -66,6 +66,9 @@ type Options struct {
 	// Zero: 1/s and 10.
 	FailRate  float64
 	FailBurst int
+	// Pprof serves the runtime profiles under /debug/pprof/ (full access
+	// only: a profile shows the process's inner workings).
+	Pprof bool
 	// Log receives the (rate-limited) failed-authentication lines.
 	Log *logrus.Entry
 }
@@ -150,6 +153,9 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
 	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	if s.o.Pprof {
+		s.pprofRoutes(mux)
+	}
 	api("GET /api/v1/gateways", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.gatewayViews()) })
 	api("GET /api/v1/lines", func(w http.ResponseWriter, r *http.Request) {
 		gw, state := r.URL.Query().Get("gateway"), r.URL.Query().Get("state")

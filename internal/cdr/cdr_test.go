@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +156,70 @@ func TestSeq(t *testing.T) {
 	l.Record(rec("gw/aaln/3", end.Add(time.Second)))
 	if after, _ := l.Since(Query{After: 2}); len(after) != 1 || after[0].Seq != 3 {
 		t.Errorf("after a restart: %+v", after)
+	}
+}
+
+// TestRingWraps: past Keep the oldest records are dropped and the rest
+// come back oldest first, through any number of wraps, with Limit and
+// After applied to the kept ones; a restart loads the newest Keep of the
+// file the same way.
+func TestRingWraps(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cdr.jsonl")
+	l, err := Open(Config{File: file, Keep: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	seqs := func(cs []bridge.CDR) []uint64 {
+		var out []uint64
+		for _, c := range cs {
+			out = append(out, c.Seq)
+		}
+		return out
+	}
+	for i := 1; i <= 13; i++ {
+		l.Record(rec("gw/aaln/"+strconv.Itoa(i), end.Add(time.Duration(i)*time.Millisecond)))
+		got, _ := l.Since(Query{})
+		want := []uint64{}
+		for s := max(1, i-4); s <= i; s++ {
+			want = append(want, uint64(s))
+		}
+		if !slices.Equal(seqs(got), want) {
+			t.Fatalf("after %d records: %v, want %v", i, seqs(got), want)
+		}
+	}
+	if got, _ := l.Since(Query{Limit: 2}); !slices.Equal(seqs(got), []uint64{12, 13}) {
+		t.Errorf("limit 2: %v", seqs(got))
+	}
+	if got, _ := l.Since(Query{After: 10}); !slices.Equal(seqs(got), []uint64{11, 12, 13}) {
+		t.Errorf("after 10: %v", seqs(got))
+	}
+	// Ends are kept to the millisecond: the 11th ended at this instant,
+	// not after it.
+	if got, _ := l.Since(Query{Since: end.Add(11 * time.Millisecond).Truncate(time.Millisecond)}); !slices.Equal(seqs(got), []uint64{12, 13}) {
+		t.Errorf("since the 11th's end: %v", seqs(got))
+	}
+	_ = l.Close()
+	l, err = Open(Config{File: file, Keep: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got, _ := l.Since(Query{}); !slices.Equal(seqs(got), []uint64{9, 10, 11, 12, 13}) {
+		t.Errorf("after a restart: %v", seqs(got))
+	}
+}
+
+// BenchmarkRecord: one record into a full ring of the default size, no
+// file (docs/benchmarks.md, "Call load on the real path").
+func BenchmarkRecord(b *testing.B) {
+	l, _ := Open(Config{})
+	r := rec("gw/aaln/1", time.Now())
+	for range DefaultKeep {
+		l.Record(r)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Record(r)
 	}
 }

@@ -45,6 +45,11 @@ type Admin struct {
 	// (defaults 1/s and 10).
 	AuthFailRate  float64 `yaml:"auth_fail_rate"`
 	AuthFailBurst int     `yaml:"auth_fail_burst"`
+	// Pprof serves Go's runtime profiles (CPU, heap, allocations, mutex,
+	// block, goroutines) under /debug/pprof/, behind the same guards as
+	// the API and, when tokens are set, to the full token only. Off by
+	// default; meant for measuring (docs/benchmarks.md).
+	Pprof bool `yaml:"pprof"`
 
 	// Mode is SocketMode parsed.
 	Mode os.FileMode `yaml:"-"`

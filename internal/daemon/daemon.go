@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,8 @@ type Options struct {
 // daemon is the running service: the MGCP call agent, the SIP stack, the
 // bridge between them and the admin API, under one errgroup.
 type daemon struct {
+	freeMu     sync.Mutex
+	freeTimer  *time.Timer // returns a storm's memory to the OS (onStormOver)
 	log        *logrus.Logger
 	configPath string
 	rules      *mapping.Holder
@@ -134,6 +137,42 @@ func (d *daemon) sipGate() map[string]uint64 {
 }
 
 // onCall takes an ended call leg's record: metrics and the CDR store.
+// stormSettle is how long after a storm of line work (start-up audits,
+// a gateway's RSIPs) its memory is handed back: the REGISTER transactions
+// it started keep their requests for 64 x T1 (RFC 3261 §17.1.2.2, Timer
+// F/K; 32 s with the default T1), then they are garbage.
+const stormSettle = 40 * time.Second
+
+// onStormOver returns, once the storm has settled, the memory it used to
+// the operating system. Go's runtime keeps freed heap up to its next GC
+// goal and gives it back slowly, so after the start-up of 100,000 lines
+// the process would stay at twice its live heap; one forced collection
+// and scavenge (debug.FreeOSMemory, a few hundred milliseconds of CPU
+// for 100,000 lines) brings RSS down to what the idle lines hold
+// (docs/benchmarks.md). Storms close together share one.
+func (d *daemon) onStormOver(lines int) {
+	d.freeMu.Lock()
+	defer d.freeMu.Unlock()
+	if d.freeTimer != nil {
+		d.freeTimer.Stop()
+	}
+	d.freeTimer = time.AfterFunc(stormSettle, func() {
+		start := time.Now()
+		debug.FreeOSMemory()
+		d.log.WithFields(logrus.Fields{"component": "daemon", "lines": lines, "took_ms": time.Since(start).Milliseconds()}).
+			Info("memory of the line storm returned to the system")
+	})
+}
+
+// stopFreeTimer cancels a pending onStormOver when the daemon stops.
+func (d *daemon) stopFreeTimer() {
+	d.freeMu.Lock()
+	defer d.freeMu.Unlock()
+	if d.freeTimer != nil {
+		d.freeTimer.Stop()
+	}
+}
+
 func (d *daemon) onCall(r bridge.CallRecord) {
 	d.metrics.Call(r)
 	d.cdrs.Record(r)
@@ -168,6 +207,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer d.cdrs.Close()
+	defer d.stopFreeTimer()
 	var cdrLogged atomic.Int64
 	d.cdrs.OnWriteError = func(err error) {
 		if now := time.Now().Unix(); cdrLogged.Swap(now) != now { // one line a second
@@ -220,7 +260,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	calls := cfg.File.Calls
 	bcfg := bridge.Config{CallAgent: d.ca, SIP: d.stack, Rules: d.rules, Register: true,
-		Log: log.WithField("component", "bridge"), OnCall: d.onCall, OnAnswer: func(_, dir string) { d.metrics.Answered(dir) },
+		Log: log.WithField("component", "bridge"), OnCall: d.onCall, OnStormOver: d.onStormOver, OnAnswer: func(_, dir string) { d.metrics.Answered(dir) },
 		OnRegistration: d.onRegistration, RingTimeout: calls.RingTimeout,
 		NoAnswerTimeout: calls.NoAnswerTimeout, ToneTimeout: calls.ToneTimeout, PeerDownFor: calls.PeerDownFor,
 		TrustGateway: d.trustGateway}
@@ -639,7 +679,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // the listener (docs/configuration.md says so).
 func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
 	return admin.Options{Token: a.Token.Reveal(), ReadOnlyToken: a.ReadOnlyToken.Reveal(), AllowedHosts: a.AllowedHosts,
-		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Log: log.WithField("component", "admin")}
+		FailRate: a.AuthFailRate, FailBurst: a.AuthFailBurst, Pprof: a.Pprof, Log: log.WithField("component", "admin")}
 }
 
 // leaveCluster hands this node's gateways to the others at once (the

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
@@ -21,6 +22,7 @@ import (
 type Metrics struct {
 	Registry     *prometheus.Registry
 	messages     *prometheus.CounterVec
+	msgCounters  sync.Map // msgKey -> prometheus.Counter: messages' children, found without hashing labels
 	mgcpRTT      *prometheus.HistogramVec
 	callSetups   *prometheus.CounterVec
 	setupSeconds prometheus.Histogram
@@ -101,8 +103,16 @@ func (m *Metrics) Message(proto, dir, typ string) {
 	if proto == "sip" && dir == "in" && typ == "malformed" {
 		m.sipMalformed.Inc()
 	}
-	m.messages.WithLabelValues(proto, dir, typ).Inc()
+	k := msgKey{proto, dir, typ}
+	c, ok := m.msgCounters.Load(k)
+	if !ok {
+		c, _ = m.msgCounters.LoadOrStore(k, m.messages.WithLabelValues(proto, dir, typ))
+	}
+	c.(prometheus.Counter).Inc()
 }
+
+// msgKey names one child of mgsip_messages_total.
+type msgKey struct{ proto, dir, typ string }
 
 // RoundTrip observes an MGCP transaction (an mgcp.WithRoundTripFunc).
 func (m *Metrics) RoundTrip(peer netip.AddrPort, _ mgcp.Verb, _ mgcp.ReturnCode, rtt time.Duration) {
@@ -175,6 +185,12 @@ type StateCollector struct {
 	mgcpRetrans, mgcpTimeouts, mgcpParseErrors, mgcpRefused *prometheus.Desc
 	mgcpRespRetrans                                         *prometheus.Desc
 	gatewaysUp, endpoints, registrations, callsActive       *prometheus.Desc
+
+	// The transaction window (mgcp/window.go) and the registration pace
+	// (sip/pace.go).
+	gwWindow, gwOutstanding, gwQueued        *prometheus.Desc
+	windowWaits, windowCuts, windowFull      *prometheus.Desc
+	regRate, regCeiling, regOverload, regCut *prometheus.Desc
 }
 
 // NewStateCollector reads the state of ca, b and st when scraped.
@@ -194,13 +210,25 @@ func NewStateCollector(ca *mgcp.CallAgent, b *bridge.Bridge, st *sip.Stack) *Sta
 		peerUp:          prometheus.NewDesc("mgsip_sip_peer_up", "SIP peers answering OPTIONS (1) or not (0).", []string{"peer"}, nil),
 		gwRetrans:       prometheus.NewDesc("mgsip_gateway_retransmissions_total", "MGCP commands sent again to a gateway for want of an answer, by gateway name.", []string{"gateway"}, nil),
 		gwTimeo:         prometheus.NewDesc("mgsip_gateway_timeouts_total", "MGCP transactions to a gateway that ended without an answer, by gateway name.", []string{"gateway"}, nil),
+		gwWindow:        prometheus.NewDesc("mgsip_gateway_window", "MGCP transactions that may be outstanding to a gateway now (its adaptive window).", []string{"gateway"}, nil),
+		gwOutstanding:   prometheus.NewDesc("mgsip_gateway_outstanding", "MGCP transactions to a gateway sent and not yet answered.", []string{"gateway"}, nil),
+		gwQueued:        prometheus.NewDesc("mgsip_gateway_queued", "MGCP commands to a gateway waiting for room in its window.", []string{"gateway"}, nil),
+		windowWaits:     prometheus.NewDesc("mgsip_mgcp_window_waits_total", "MGCP commands that waited for room in their gateway's window.", nil, nil),
+		windowCuts:      prometheus.NewDesc("mgsip_mgcp_window_decreases_total", "Times a gateway's window was cut for a retransmission or a timeout.", nil, nil),
+		windowFull:      prometheus.NewDesc("mgsip_mgcp_window_queue_full_total", "MGCP commands refused because their gateway's window queue was full.", nil, nil),
+		regRate:         prometheus.NewDesc("mgsip_registration_rate", "REGISTER exchanges per second the adaptive pace allows now.", nil, nil),
+		regCeiling:      prometheus.NewDesc("mgsip_registration_rate_ceiling", "The pace's ceiling (sip.register_rate), REGISTER exchanges per second.", nil, nil),
+		regOverload:     prometheus.NewDesc("mgsip_registration_overloaded_total", "REGISTER exchanges answered 503, 500 or 408, or not at all (each may slow the pace).", nil, nil),
+		regCut:          prometheus.NewDesc("mgsip_registration_rate_cuts_total", "Times the registration pace was halved.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.mgcpRetrans, c.mgcpTimeouts, c.mgcpParseErrors, c.mgcpRefused, c.gatewaysUp, c.endpoints,
-		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate, c.peerUp, c.gwRetrans, c.gwTimeo, c.mgcpRespRetrans} {
+		c.registrations, c.callsActive, c.mgcpForeign, c.sipGate, c.peerUp, c.gwRetrans, c.gwTimeo, c.mgcpRespRetrans,
+		c.gwWindow, c.gwOutstanding, c.gwQueued, c.windowWaits, c.windowCuts, c.windowFull,
+		c.regRate, c.regCeiling, c.regOverload, c.regCut} {
 		ch <- d
 	}
 }
@@ -213,6 +241,9 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.mgcpRespRetrans, prometheus.CounterValue, float64(st.ResponseRetransmissions))
 	ch <- prometheus.MustNewConstMetric(c.mgcpParseErrors, prometheus.CounterValue, float64(st.ParseErrors))
 	ch <- prometheus.MustNewConstMetric(c.mgcpRefused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(c.windowWaits, prometheus.CounterValue, float64(st.WindowWaits))
+	ch <- prometheus.MustNewConstMetric(c.windowCuts, prometheus.CounterValue, float64(st.WindowDecreases))
+	ch <- prometheus.MustNewConstMetric(c.windowFull, prometheus.CounterValue, float64(st.QueueFull))
 	ch <- prometheus.MustNewConstMetric(c.mgcpForeign, prometheus.CounterValue, float64(c.b.Refused()))
 	if c.sip != nil {
 		g := c.sip.Stats()
@@ -239,6 +270,13 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 		p := peers[g.Address]
 		ch <- prometheus.MustNewConstMetric(c.gwRetrans, prometheus.CounterValue, float64(p.Retransmissions), g.Name)
 		ch <- prometheus.MustNewConstMetric(c.gwTimeo, prometheus.CounterValue, float64(p.Timeouts), g.Name)
+		w := p.Window
+		if p.Addr == (netip.AddrPort{}) {
+			w = c.ca.Config().WindowInitial // not talked to yet: what it will start with
+		}
+		ch <- prometheus.MustNewConstMetric(c.gwWindow, prometheus.GaugeValue, float64(w), g.Name)
+		ch <- prometheus.MustNewConstMetric(c.gwOutstanding, prometheus.GaugeValue, float64(p.Outstanding), g.Name)
+		ch <- prometheus.MustNewConstMetric(c.gwQueued, prometheus.GaugeValue, float64(p.Queued), g.Name)
 	}
 	if c.Peers != nil {
 		for name, ok := range c.Peers() {
@@ -261,6 +299,11 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range []sip.RegState{sip.RegPending, sip.RegRegistering, sip.RegRegistered, sip.RegRetrying, sip.RegFailed} {
 			ch <- prometheus.MustNewConstMetric(c.registrations, prometheus.GaugeValue, float64(counts[s]), s.String())
 		}
+		pace := regs.Pacing()
+		ch <- prometheus.MustNewConstMetric(c.regRate, prometheus.GaugeValue, pace.Rate)
+		ch <- prometheus.MustNewConstMetric(c.regCeiling, prometheus.GaugeValue, pace.Ceiling)
+		ch <- prometheus.MustNewConstMetric(c.regOverload, prometheus.CounterValue, float64(pace.Overloaded))
+		ch <- prometheus.MustNewConstMetric(c.regCut, prometheus.CounterValue, float64(pace.Cuts))
 	}
 	ch <- prometheus.MustNewConstMetric(c.callsActive, prometheus.GaugeValue, float64(c.b.ActiveCalls()))
 }

@@ -5,11 +5,13 @@
 package trace
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 )
@@ -78,13 +80,73 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 // kind names a message by its first line: the verb or method of a
-// command/request, the code of a response.
+// command/request, the code of a response. It runs for every datagram, so
+// the usual names come from a table without allocating; anything else
+// (and any first line with non-ASCII bytes) takes kindSlow.
 func kind(proto string, b []byte) string {
-	line := b
-	if i := strings.IndexByte(string(b[:min(len(b), 128)]), '\n'); i >= 0 {
-		line = b[:i]
+	line := b[:min(len(b), 128)]
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
 	}
-	f := strings.Fields(string(line[:min(len(line), 64)]))
+	line = line[:min(len(line), 64)]
+	for _, c := range line {
+		if c >= utf8.RuneSelf {
+			return kindSlow(proto, line)
+		}
+	}
+	f0, rest := field(line)
+	f1, _ := field(rest)
+	if len(f1) == 0 {
+		return "malformed"
+	}
+	tok := f0
+	if proto == "sip" && string(f0) == "SIP/2.0" {
+		tok = f1 // the status code, as sent
+	} else if proto == "mgcp" && len(f0) == 3 && f0[0] >= '0' && f0[0] <= '9' {
+		tok = f0 // a response code
+	}
+	if k, ok := knownKinds[string(tok)]; ok {
+		return k
+	}
+	return kindSlow(proto, line)
+}
+
+// field returns the first run of ASCII non-space bytes of b and what
+// follows it (the white space of strings.Fields, for ASCII).
+func field(b []byte) (tok, rest []byte) {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f' || c == '\n' }
+	i := 0
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	j := i
+	for j < len(b) && !isSpace(b[j]) {
+		j++
+	}
+	return b[i:j], b[j:]
+}
+
+// knownKinds are the names kind returns without allocating: the SIP
+// methods and MGCP verbs (upper case, as sent by nearly everyone) and the
+// usual status and return codes.
+var knownKinds = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "NOTIFY", "SUBSCRIBE", "REFER",
+		"PRACK", "UPDATE", "MESSAGE", "PUBLISH",
+		"CRCX", "MDCX", "DLCX", "RQNT", "NTFY", "AUEP", "AUCX", "RSIP", "EPCF",
+		"100", "180", "181", "182", "183", "200", "202", "250", "400", "401", "403", "404", "407", "408",
+		"480", "481", "482", "486", "487", "488", "491", "500", "501", "502", "503", "504", "510", "600", "603",
+		"000", "201", "501", "502", "510", "515", "524", "540",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// kindSlow is kind for any first line.
+func kindSlow(proto string, line []byte) string {
+	f := strings.Fields(string(line))
 	if len(f) < 2 {
 		return "malformed"
 	}

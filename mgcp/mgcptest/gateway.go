@@ -756,11 +756,17 @@ func (g *Gateway) reset(ep *endpoint) {
 func (g *Gateway) Restart(ctx context.Context, local string, method mgcp.RestartMethod, delay time.Duration) (*mgcp.Response, error) {
 	g.mu.Lock()
 	now := time.Now()
-	for _, k := range g.order {
-		ep := g.eps[k]
-		if local != "*" && k != strings.ToLower(local) {
-			continue
+	keys := g.order
+	if local != "*" {
+		// One endpoint: looked up, not searched for (a storm of
+		// per-endpoint restarts on 100,000 lines would be quadratic).
+		keys = nil
+		if _, ok := g.eps[strings.ToLower(local)]; ok {
+			keys = []string{strings.ToLower(local)}
 		}
+	}
+	for _, k := range keys {
+		ep := g.eps[k]
 		switch method {
 		case mgcp.RestartRestart:
 			g.reset(ep)
