@@ -24,12 +24,22 @@ func TestStormBounded(t *testing.T) {
 	var hold atomic.Bool
 	release := make(chan struct{})
 	over := make(chan int, 4)
+	// A gateway slow to answer the start-up audits (50 ms each), so that
+	// they outlast the handing out of the lines' work even on a loaded
+	// machine and the start-up must queue (a quick gateway could finish
+	// the first lines' audits while later lines were still handed out).
+	var starting atomic.Bool
+	starting.Store(true)
 	e := newEnv(t, envOptions{lines: lines, respond: func(cmd *mgcp.Command) *mgcp.Response {
+		if cmd.Verb == mgcp.VerbAUEP && starting.Load() {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if cmd.Verb == mgcp.VerbAUEP && hold.Load() {
 			<-release
 		}
 		return nil
 	}, stormOver: func(n int) { over <- n }})
+	starting.Store(false)
 	// The start-up audits were a storm too (more lines than the bound).
 	select {
 	case n := <-over:
