@@ -61,7 +61,7 @@ const (
 
 // trunkChannel is the CAS state of one channel.
 type trunkChannel struct {
-	pkg       string // "ms" or "dt"
+	pkg       string   // "ms" or "dt"
 	glare     *seizure // armed by ArmGlare for the next seizure
 	answered  bool
 	seizure   string
