@@ -73,8 +73,12 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	c.codecs = offer.Codecs
 	ctx, cancel := context.WithCancel(l.ctx)
 	c.cancel = cancel
-	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
-		Transport: peer.Transport, SDP: offer.SDP})
+	from := l.account()
+	if c.from != nil {
+		from = *c.from // a trunk-originated call (cas.go)
+	}
+	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: from, To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
+		Transport: peer.Transport, SDP: offer.SDP, Headers: c.headers})
 	if err != nil {
 		l.failCall(c, err.Error(), "L/ro")
 		return
@@ -186,6 +190,10 @@ func (l *line) ringFor(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
 		}
 		c.status, c.reason = StatusForMGCP(err)
 		l.failCall(c, failedWhy("CRCX", err), "L/ro")
+		return
+	}
+	if l.cas() != "" {
+		l.casSeize(c, taken)
 		return
 	}
 	if taken != nil {

@@ -87,6 +87,13 @@ type call struct {
 	transfer  bool   // took part in a transfer
 	callee    bool   // the called leg of a local call
 	gwFailed  bool   // a CRCX or MDCX of the call failed (refused or unanswered)
+
+	// On a CAS trunk channel (cas.go).
+	from    *sip.Account      // the identity of a trunk-originated call
+	headers map[string]string // its extra INVITE headers (Privacy, P-Asserted-Identity)
+	seizing bool              // a SIP call's seizure of the channel, before oc
+	taken   chan<- bool       // the hunt waiting for the seizure's outcome
+	outAddr string            // the address the seizure sends
 }
 
 // connRef names a connection of the line and its call.
@@ -168,6 +175,8 @@ type line struct {
 	conf      bool // l.call and l.other are mixed on the gateway (confrnce)
 	gen       int
 	toneTimer *time.Timer
+	seized    string // a CAS channel's seizure: "", seizedIn, seizedOut (cas.go)
+	casUp     bool   // the CAS channel's call was answered
 
 	// The gateway's request (request.go): the key and X: of the last
 	// one it accepted, whether it notified under it since, signals to
@@ -354,6 +363,13 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 		return
 	}
 	l.noteNotify(cmd.RequestID)
+	if l.cas() != "" {
+		if l.state == stRestarting {
+			l.resynchronise(true)
+		}
+		l.onCAS(cmd.ObservedEvents)
+		return
+	}
 	if l.state == stRestarting {
 		// The line waited for the gateway, which now speaks: audit it
 		// first. A phone found off hook because of this very NTFY gets
@@ -596,6 +612,7 @@ func (l *line) arm() {
 	l.tone = ""
 	l.oneShot = nil // a digit or waiting tone meant for the call
 	l.transfer = transferState{}
+	l.casUp = false
 	if l.retiring {
 		l.retire()
 	}
@@ -604,6 +621,10 @@ func (l *line) arm() {
 // playTone plays tone to the off-hook phone, then the off-hook warning
 // (L/ot) after ToneTimeout, until it hangs up.
 func (l *line) playTone(tone string) {
+	if l.cas() != "" {
+		l.casSettle(tone)
+		return
+	}
 	if l.trunk != nil {
 		l.arm()
 		return
@@ -623,6 +644,10 @@ func (l *line) playTone(tone string) {
 // settle puts the line where it belongs once its call is gone: the
 // off-hook phone hears tone, an on-hook one is armed for the next call.
 func (l *line) settle(tone string) {
+	if l.cas() != "" {
+		l.casSettle(tone)
+		return
+	}
 	if l.other != nil && l.call == nil {
 		// A held call is left (a consultation or added call failed):
 		// back to it, or ring for it if the phone is on hook.
@@ -784,6 +809,7 @@ func (l *line) onRestart(method mgcp.RestartMethod) {
 	}
 	// restart, forced: the endpoint's connections and request are gone.
 	l.issued.reset()
+	l.seized, l.casUp = "", false
 	for _, c := range []*call{l.other, l.call} {
 		if c != nil {
 			c.connID = ""

@@ -86,6 +86,9 @@ func (l *line) dialsByItself() bool {
 // desired is the request the line's state calls for (the state table of
 // docs/bridge.md).
 func (l *line) desired() gwRequest {
+	if l.cas() != "" {
+		return l.casDesired()
+	}
 	var r gwRequest
 	switch l.state {
 	case stIdle:
@@ -135,7 +138,7 @@ func (l *line) desired() gwRequest {
 // needsRequest reports whether the gateway must be sent the desired
 // request: it holds another one, or it notified and waits for a new one.
 func (l *line) needsRequest(want gwRequest) bool {
-	return l.trunk == nil && l.state != stRestarting && (l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
+	return (l.trunk == nil || l.cas() != "") && l.state != stRestarting && (l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
 }
 
 // gatewayGone reports a gateway marked down: the line sends it nothing
