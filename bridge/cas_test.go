@@ -23,6 +23,13 @@ const (
 // RFC 3064 package and a siptest provider (IP authentication).
 func casEnv(t *testing.T, pkg, glare string, uas func(siptest.Incoming) siptest.Script, tr func(*mapping.Trunk)) *env {
 	t.Helper()
+	return casEnvAt(t, pkg, glare, uas, tr, "")
+}
+
+// casEnvAt is casEnv with the provider at provider (host:port) instead
+// of the siptest one, when given.
+func casEnvAt(t *testing.T, pkg, glare string, uas func(siptest.Incoming) siptest.Script, tr func(*mapping.Trunk), provider string) *env {
+	t.Helper()
 	e := &env{t: t, records: make(chan bridge.CallRecord, 64)}
 	var err error
 	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{UAS: uas})
@@ -40,6 +47,9 @@ func casEnv(t *testing.T, pkg, glare string, uas func(siptest.Incoming) siptest.
 	t.Cleanup(func() { _ = e.gw.Close() })
 	gwHost, gp := hostPort(t, e.gw.Addr())
 	pbxHost, pbxPort := hostPort(t, e.pbx.Addr())
+	if provider != "" {
+		pbxHost, pbxPort = hostPort(t, provider)
+	}
 	trunk := mapping.Trunk{Name: "pstn", Gateway: "tgw", Endpoints: []string{"ds/ds1-1/{1..2}"}, Peer: "provider",
 		DIDs: []string{"5550100-5550199"}, Signaling: pkg, Glare: glare}
 	if tr != nil {
@@ -304,4 +314,74 @@ func TestTrunkGlare(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Glare with yield on every channel: the SIP call finds no channel left
+// and gets 503; both trunk calls proceed.
+func TestTrunkGlareNoChannelLeft(t *testing.T) {
+	e := casEnv(t, "MS", "yield", func(siptest.Incoming) siptest.Script { return siptest.Script{} }, nil)
+	ctx := context.Background()
+	for i, ch := range []string{tch1, tch2} {
+		if err := e.gw.ArmGlare(ch, "555700"+string(rune('1'+i)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer := []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+	d := sipCaller(t, e.stack.LocalAddr().String())(ctx, "5550123", offer)
+	select {
+	case ev := <-d.Events():
+		if ev.Kind != sip.EventFailed || ev.Status != 503 {
+			t.Fatalf("SIP call: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the SIP call")
+	}
+	for _, ch := range []string{tch1, tch2} {
+		e.waitSignalState(ch, func(st mgcptest.EndpointState) bool { return st.Answered && !st.NotificationState })
+		if _, err := e.gw.TrunkRelease(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		e.idleChannel(ch, "MS")
+	}
+	if n := len(e.pbx.Received("INVITE")); n != 2 {
+		t.Errorf("%d trunk calls placed, want 2", n)
+	}
+}
+
+// SIP to a CAS trunk, released by the trunk: the caller gets a BYE and
+// the release is completed (rlc).
+func TestTrunkTerminatingReleasedByTrunk(t *testing.T) {
+	e := casEnv(t, "DT", "", nil, nil)
+	ctx := context.Background()
+	offer := []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+	d := sipCaller(t, e.stack.LocalAddr().String())(ctx, "5550150", offer)
+	e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool {
+		return st.Seizure == mgcptest.SeizureOutgoing && st.Outpulsed == "5550150" && !st.NotificationState
+	})
+	if _, err := e.gw.TrunkAnswer(ctx, tch1); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool { return !st.NotificationState && hasEvent(st, "DT/rel") && len(st.Connections) == 1 && st.Connections[0].Mode == "sendrecv" })
+	if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[sip.EventKind]bool{}
+	for !seen[sip.EventBye] {
+		select {
+		case ev, ok := <-d.Events():
+			if !ok {
+				t.Fatalf("dialog ended without BYE: %v", seen)
+			}
+			seen[ev.Kind] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no BYE from mgsip: %v", seen)
+		}
+	}
+	if !seen[sip.EventRinging] || !seen[sip.EventAnswered] {
+		t.Errorf("caller saw %v", seen)
+	}
+	if r := e.record(); !r.Answered || r.Result != "trunk released" {
+		t.Errorf("record %+v", r)
+	}
+	e.idleChannel(tch1, "DT")
 }
