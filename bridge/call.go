@@ -358,11 +358,14 @@ func (l *line) answer() {
 		return
 	}
 	d := c.dialog
-	go func() {
+	// In order with what follows in the dialog: a hang-up right after the
+	// answer (a trunk releasing at once) sends its BYE after the 200 was
+	// acknowledged, not before.
+	l.inOrder(c, func() {
 		if err := d.Answer(answer); err != nil {
 			l.log.WithError(err).Info("answer not acknowledged")
 		}
-	}()
+	})
 }
 
 // ---- SIP events ----

@@ -361,7 +361,9 @@ func TestTrunkTerminatingReleasedByTrunk(t *testing.T) {
 	if _, err := e.gw.TrunkAnswer(ctx, tch1); err != nil {
 		t.Fatal(err)
 	}
-	e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool { return !st.NotificationState && hasEvent(st, "DT/rel") && len(st.Connections) == 1 && st.Connections[0].Mode == "sendrecv" })
+	e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool {
+		return !st.NotificationState && hasEvent(st, "DT/rel") && len(st.Connections) == 1 && st.Connections[0].Mode == "sendrecv"
+	})
 	if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
 		t.Fatal(err)
 	}
