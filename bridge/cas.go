@@ -332,3 +332,18 @@ func (l *line) casAnswered() {
 		l.oneShot = append(l.oneShot, l.casSignal("ans"))
 	}
 }
+
+// casRefused handles a CAS channel's 530 (CAS signaling protocol error,
+// RFC 3435 §2.4): a one-shot signal met a channel in another state than
+// the line thought, typically the far end releasing at the moment mgsip
+// releases or answers. The signal is dropped and the request sent again
+// without it, so that the gateway reports what happened (its quarantined
+// rel, say) and the line follows. True: try again now.
+func (l *line) casRefused(err error) bool {
+	if l.cas() == "" || len(l.oneShot) == 0 || mgcpCodeOf(err) != int(mgcp.CodeCASError) {
+		return false
+	}
+	l.log.WithError(err).WithField("signals", l.oneShot).Info("CAS signal refused: asking again without it")
+	l.oneShot = nil
+	return true
+}

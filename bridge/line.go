@@ -775,6 +775,11 @@ func (l *line) resynchronise(keepCalls bool) {
 		l.playTone("L/ro")
 		return
 	}
+	if l.cas() != "" && l.seized != "" && l.state == stTone {
+		// A CAS channel still seized waits for its far end's release (or
+		// the rlc of ours): its request goes again (armed is unknown).
+		return
+	}
 	l.arm()
 }
 

@@ -166,7 +166,7 @@ func (l *line) sync() {
 			l.retries = 0
 			return
 		}
-		if l.hookFromError(err) {
+		if l.hookFromError(err) || l.casRefused(err) {
 			continue
 		}
 		l.armed = "" // unknown: try again

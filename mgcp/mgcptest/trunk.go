@@ -233,6 +233,17 @@ func (g *Gateway) trunkSignals(ep *endpoint, ss []mgcp.Event, withRequest bool) 
 		t.seizure, t.outpulsed = SeizureOutgoing, seize
 		events = append(events, mgcp.Event{Package: strings.ToUpper(t.pkg), Name: "oc"})
 	}
+	// The CAS signals but the tones are brief (RFC 3435 §2.3.3 signal
+	// types): done once applied, they are not left playing.
+	playing := ep.Signals[:0:0]
+	for _, s := range ep.Signals {
+		if strings.EqualFold(s.Package, t.pkg) && !strings.EqualFold(s.Name, "ro") && !strings.EqualFold(s.Name, "bz") &&
+			!strings.EqualFold(s.Name, "rbk") {
+			continue
+		}
+		playing = append(playing, s)
+	}
+	ep.Signals = playing
 	var out []pendingNotify
 	for _, e := range events {
 		if n, _ := g.detect(ep, e); n != nil {
