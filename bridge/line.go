@@ -775,9 +775,13 @@ func (l *line) resynchronise(keepCalls bool) {
 		l.playTone("L/ro")
 		return
 	}
-	if l.cas() != "" && l.seized != "" && l.state == stTone {
-		// A CAS channel still seized waits for its far end's release (or
-		// the rlc of ours): its request goes again (armed is unknown).
+	if l.cas() != "" && l.seized != "" {
+		// A CAS channel still seized (its call ended with the audit, or
+		// it waits for its far end's release or the rlc of ours) is
+		// released, not armed: the far end is still there.
+		if l.state != stTone {
+			l.casSettle("L/ro")
+		}
 		return
 	}
 	l.arm()
