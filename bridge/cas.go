@@ -12,7 +12,7 @@ package bridge
 //	calling    rel                           -
 //	connected  rel                           ans once (trunk-originated)
 //	tone       rel                           ro or bz (the far end hangs up)
-//	releasing  rlc                           rel once
+//	releasing  rlc, rel                      rel once
 //
 // The names are those of RFC 3064's MS and DT packages (sup setup, ans
 // answer, rel release, rlc release complete, oc/of operation complete/
@@ -67,7 +67,9 @@ func (l *line) casDesired() gwRequest {
 		r.events = []mgcp.RequestedEvent{l.casEvent("rel")}
 	case stTone:
 		if l.tone == "rel" {
-			r.events = []mgcp.RequestedEvent{l.casEvent("rlc")}
+			// rel too: the far end may release at the same moment, and
+			// then completes nothing (its release needs our rlc).
+			r.events = []mgcp.RequestedEvent{l.casEvent("rlc"), l.casEvent("rel")}
 		} else {
 			r.events = []mgcp.RequestedEvent{l.casEvent("rel")}
 			if l.tone != "" {
@@ -84,6 +86,19 @@ func (l *line) casDesired() gwRequest {
 	return r
 }
 
+// casBrief reports the brief CAS signals (sup, ans, rel, rlc of MS or
+// DT): applied once, they are not playing afterwards.
+func casBrief(s mgcp.Event) bool {
+	if !strings.EqualFold(s.Package, "MS") && !strings.EqualFold(s.Package, "DT") {
+		return false
+	}
+	switch strings.ToLower(s.Name) {
+	case "sup", "ans", "rel", "rlc":
+		return true
+	}
+	return false
+}
+
 // casParam reads a parameter such as addr(5551234) of an observed event.
 func casParam(e mgcp.Event, name string) string {
 	for _, p := range e.Params {
@@ -97,6 +112,7 @@ func casParam(e mgcp.Event, name string) string {
 
 // onCAS handles the observed events of a CAS channel's NTFY.
 func (l *line) onCAS(evs []mgcp.Event) {
+	l.log.WithFields(logrus.Fields{"observed": evs, "state": l.state, "tone": l.tone, "seized": l.seized}).Debug("CAS events")
 	for _, e := range evs {
 		if !strings.EqualFold(e.Package, l.cas()) {
 			continue
@@ -174,6 +190,7 @@ func (l *line) onGlare(c *call, addr, ani string) {
 	log := l.log.WithFields(logrus.Fields{"addr": addr, "rule": l.trunk.Glare})
 	if l.trunk.Glare == "keep" {
 		log.Info("glare: keeping the channel for the SIP call")
+		c.glareAddr, c.glareANI = addr, ani // in case the trunk's seizure came first (casRefused)
 		l.oneShot = append(l.oneShot, l.casSignal("sup", "addr("+c.outAddr+")"))
 		return
 	}
@@ -344,6 +361,26 @@ func (l *line) casRefused(err error) bool {
 		return false
 	}
 	l.log.WithError(err).WithField("signals", l.oneShot).Info("CAS signal refused: asking again without it")
+	seize := false
+	for _, s := range l.oneShot {
+		seize = seize || strings.EqualFold(s.Name, "sup")
+	}
 	l.oneShot = nil
+	if c := l.call; seize && c != nil && c.seizing {
+		// Our seizure met a channel the far end holds: its seizure came
+		// first (reported before ours went out), so keep cannot win.
+		// The SIP call hunts on; the trunk's call is taken when its
+		// address is known, else the channel is released.
+		addr, ani := c.glareAddr, c.glareANI
+		l.yieldCall(c, "glare: the trunk seized first")
+		l.gen++
+		l.state = stIdle
+		if addr != "" {
+			l.onSeizure(addr, ani)
+		} else {
+			l.seized = seizedIn
+			l.casSettle("L/ro")
+		}
+	}
 	return true
 }

@@ -599,7 +599,7 @@ func (x *explorer) atRest() string {
 // check reports the invariants that do not hold at rest.
 func (x *explorer) check() {
 	if why := x.atRest(); why != "" {
-		x.t.Errorf("not at rest: %s", why)
+		x.t.Errorf("not at rest at %s: %s", time.Now().UTC().Format("15:04:05.000"), why)
 		for _, l := range x.e.b.Lines() {
 			st, _ := x.e.gw.State(l.Endpoint[:strings.IndexByte(l.Endpoint, '@')])
 			x.t.Logf("line %s: state %s off_hook %v call %+v; gateway: off_hook %v R: %v S: %v", l.ID, l.State, l.OffHook, l.Call,

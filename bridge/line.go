@@ -94,6 +94,8 @@ type call struct {
 	seizing bool              // a SIP call's seizure of the channel, before oc
 	taken   chan<- bool       // the hunt waiting for the seizure's outcome
 	outAddr string            // the address the seizure sends
+	// the far end's seizure met in a glare that keep answered
+	glareAddr, glareANI string
 }
 
 // connRef names a connection of the line and its call.

@@ -35,8 +35,9 @@ type gwRequest struct {
 }
 
 // key identifies a request for comparison. Brief signals of the D package
-// (a DTMF digit played once) are left out: nothing needs stopping after
-// them, so they never call for a request of their own.
+// (a DTMF digit played once) and the brief CAS signals (cas.go) are left
+// out: nothing needs stopping after them, so they never call for a
+// request of their own.
 func (r gwRequest) key() string {
 	var b []byte
 	for _, e := range r.events {
@@ -45,7 +46,7 @@ func (r gwRequest) key() string {
 	}
 	b = append(b, '|')
 	for _, s := range r.signals {
-		if strings.EqualFold(s.Package, "D") {
+		if strings.EqualFold(s.Package, "D") || casBrief(s) {
 			continue
 		}
 		b = append(b, s.String()...)
