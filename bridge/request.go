@@ -447,7 +447,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 		res, err := l.b.cfg.CallAgent.ModifyConnection(ctx, l.gw(), l.ep, p, remote)
 		cancel()
 		l.b.noteMGCP(l.rule.Gateway, err)
-		if err != nil && embedded && l.hookFromError(err) {
+		if err != nil && embedded && (l.hookFromError(err) || l.casRefused(err)) {
 			continue
 		}
 		if err != nil {
@@ -487,7 +487,7 @@ func (l *line) deleteConnection(c *call, last bool) []mgcp.ConnParam {
 		res, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, p)
 		cancel()
 		l.b.noteMGCP(l.rule.Gateway, err)
-		if err != nil && embedded && l.hookFromError(err) {
+		if err != nil && embedded && (l.hookFromError(err) || l.casRefused(err)) {
 			continue
 		}
 		id := c.connID
