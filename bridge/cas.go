@@ -7,7 +7,7 @@ package bridge
 // machine as a phone, with the package's events in place of the hook:
 //
 //	state      requested (R:)                signals (S:)
-//	idle       sup                           rlc once after a far-end release
+//	idle       sup                           rlc after a far-end release, until taken
 //	ringing    oc, of, ans, rel, sup (glare) sup(addr(DID)) once
 //	calling    rel                           -
 //	connected  rel                           ans once (trunk-originated)
@@ -61,6 +61,9 @@ func (l *line) casDesired() gwRequest {
 	switch l.state {
 	case stIdle:
 		r.events = []mgcp.RequestedEvent{l.casEvent("sup")}
+		if l.owesRLC {
+			r.signals = []mgcp.Event{l.casSignal("rlc")}
+		}
 	case stRinging:
 		r.events = []mgcp.RequestedEvent{l.casEvent("oc"), l.casEvent("of"), l.casEvent("ans"), l.casEvent("rel"), l.casEvent("sup")}
 	case stCalling, stConnected:
@@ -173,13 +176,17 @@ func (l *line) takenBy(c *call, ok bool) {
 func (l *line) yieldCall(c *call, why string) {
 	taken := c.taken
 	c.taken = nil
-	c.dialog, c.done = nil, nil // the hunt's now, not this channel's
 	c.seizing = false
 	c.result = why
-	l.endCallOf(c, why, false)
-	if taken != nil {
-		taken <- false
+	if taken == nil {
+		// No hunt waits for it (it has its channel already): refused.
+		c.status, c.reason = 503, "Service Unavailable"
+		l.endCallOf(c, why, false)
+		return
 	}
+	c.dialog, c.done = nil, nil // the hunt's now, not this channel's
+	l.endCallOf(c, why, false)
+	taken <- false
 }
 
 // onGlare: the far end seized the channel while mgsip seized it for a
@@ -313,7 +320,7 @@ func (l *line) onTrunkRelease() {
 	}
 	l.seized = ""
 	l.arm()
-	l.oneShot = append(l.oneShot, l.casSignal("rlc"))
+	l.owesRLC = true // in the idle request until the gateway took it
 }
 
 // casSettle is settle for a CAS channel: an idle channel is armed; a
@@ -357,10 +364,11 @@ func (l *line) casAnswered() {
 // without it, so that the gateway reports what happened (its quarantined
 // rel, say) and the line follows. True: try again now.
 func (l *line) casRefused(err error) bool {
-	if l.cas() == "" || len(l.oneShot) == 0 || mgcpCodeOf(err) != int(mgcp.CodeCASError) {
+	if l.cas() == "" || (len(l.oneShot) == 0 && !l.owesRLC) || mgcpCodeOf(err) != int(mgcp.CodeCASError) {
 		return false
 	}
 	l.log.WithError(err).WithField("signals", l.oneShot).Info("CAS signal refused: asking again without it")
+	l.owesRLC = false
 	seize := false
 	for _, s := range l.oneShot {
 		seize = seize || strings.EqualFold(s.Name, "sup")
@@ -383,4 +391,14 @@ func (l *line) casRefused(err error) bool {
 		}
 	}
 	return true
+}
+
+// casAccepted notes that the gateway took a request: an rlc in it
+// completed the far end's release.
+func (l *line) casAccepted(want gwRequest) {
+	for _, s := range want.signals {
+		if strings.EqualFold(s.Package, l.cas()) && strings.EqualFold(s.Name, "rlc") {
+			l.owesRLC = false
+		}
+	}
 }

@@ -179,6 +179,7 @@ type line struct {
 	toneTimer *time.Timer
 	seized    string // a CAS channel's seizure: "", seizedIn, seizedOut (cas.go)
 	casUp     bool   // the CAS channel's call was answered
+	owesRLC   bool   // the far end released the CAS channel: rlc goes with the next request
 
 	// The gateway's request (request.go): the key and X: of the last
 	// one it accepted, whether it notified under it since, signals to
@@ -820,7 +821,7 @@ func (l *line) onRestart(method mgcp.RestartMethod) {
 	}
 	// restart, forced: the endpoint's connections and request are gone.
 	l.issued.reset()
-	l.seized, l.casUp = "", false
+	l.seized, l.casUp, l.owesRLC = "", false, false
 	for _, c := range []*call{l.other, l.call} {
 		if c != nil {
 			c.connID = ""

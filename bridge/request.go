@@ -139,7 +139,7 @@ func (l *line) desired() gwRequest {
 // needsRequest reports whether the gateway must be sent the desired
 // request: it holds another one, or it notified and waits for a new one.
 func (l *line) needsRequest(want gwRequest) bool {
-	return (l.trunk == nil || l.cas() != "") && l.state != stRestarting && (l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
+	return (l.trunk == nil || l.cas() != "") && l.state != stRestarting && (l.owesRLC || l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
 }
 
 // gatewayGone reports a gateway marked down: the line sends it nothing
@@ -218,6 +218,7 @@ func (l *line) accepted(want gwRequest, id string) {
 	}
 	l.armed = want.key()
 	l.armedID = id
+	l.casAccepted(want)
 	l.issued.accepted()
 	l.notified = false
 	l.oneShot = nil
