@@ -62,6 +62,8 @@ type envOptions struct {
 	prack     string                                    // the PBX peer's prack key
 	calls     bridge.CallStore                          // bridge.Config.Calls
 	stormOver func(lines int)                           // bridge.Config.OnStormOver
+	trunk     int                                       // CAS trunk channels ds/ds1-1/1..N (MS) on the gateway, trunk group "pstn" to the PBX
+	glare     string                                    // that group's glare rule
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -88,6 +90,14 @@ func newEnv(t *testing.T, o envOptions) *env {
 	gwCfg := mgcptest.GatewayConfig{Domain: "gw.test", Lines: o.lines, CallAgent: e.ca.LocalAddr().String(), RTP: true,
 		Codecs: []string{"PCMU", "PCMA", "telephone-event"}, DisconnectedInitial: -1, Faults: o.faults, Respond: o.respond, NoCallerID: o.noCID,
 		NoConference: o.noConfGW}
+	if o.trunk > 0 {
+		for i := 1; i <= o.lines; i++ {
+			gwCfg.Endpoints = append(gwCfg.Endpoints, "aaln/"+strconv.Itoa(i))
+		}
+		for i := 1; i <= o.trunk; i++ {
+			gwCfg.Endpoints = append(gwCfg.Endpoints, "ds/ds1-1/"+strconv.Itoa(i))
+		}
+	}
 	e.gw, err = mgcptest.NewGateway(gwCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +136,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.srcPort {
 		cfg.Gateways[0].SourcePort = gp
 	}
+	if o.trunk > 0 {
+		cfg.Trunks = []mapping.Trunk{{Name: "pstn", Gateway: "gw", Endpoints: []string{"ds/ds1-1/{1.." + strconv.Itoa(o.trunk) + "}"},
+			Peer: "pbx", DIDs: []string{"5550100-5550199"}, Signaling: "ms", Glare: o.glare}}
+	}
 	rules, err := mapping.New(cfg, mapping.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +176,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	// Every line armed for off-hook.
 	for i := 1; i <= o.lines && !o.noWait; i++ {
 		e.waitSignalState("aaln/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+	}
+	for i := 1; i <= o.trunk && !o.noWait; i++ {
+		e.waitSignalState("ds/ds1-1/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "MS/sup") })
 	}
 	if o.register {
 		for i := 1; i <= o.lines; i++ {

@@ -73,8 +73,12 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	c.codecs = offer.Codecs
 	ctx, cancel := context.WithCancel(l.ctx)
 	c.cancel = cancel
-	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
-		Transport: peer.Transport, SDP: offer.SDP, PRACK: prackMode(peer)})
+	from := l.account()
+	if c.from != nil {
+		from = *c.from // a trunk-originated call (cas.go)
+	}
+	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: from, To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
+		Transport: peer.Transport, SDP: offer.SDP, Headers: c.headers, PRACK: prackMode(peer)})
 	if err != nil {
 		l.failCall(c, err.Error(), "L/ro")
 		return
@@ -157,7 +161,8 @@ func (l *line) onHuntInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool
 
 // free reports an idle line with no call at all (a held call waiting for
 // the outcome of its transfer makes the line busy).
-func (l *line) free() bool { return l.state == stIdle && l.call == nil && l.other == nil }
+// A CAS channel whose far-end release is not completed yet is not free.
+func (l *line) free() bool { return l.state == stIdle && l.call == nil && l.other == nil && !l.owesRLC }
 
 // ringFor rings the idle line (or, on a trunk channel, answers) for an
 // incoming call. With taken, a failure before the phone rings is reported
@@ -186,6 +191,10 @@ func (l *line) ringFor(d *sip.Dialog, done chan struct{}, taken chan<- bool) {
 		}
 		c.status, c.reason = StatusForMGCP(err)
 		l.failCall(c, failedWhy("CRCX", err), "L/ro")
+		return
+	}
+	if l.cas() != "" {
+		l.casSeize(c, taken)
 		return
 	}
 	if taken != nil {
@@ -350,11 +359,14 @@ func (l *line) answer() {
 		return
 	}
 	d := c.dialog
-	go func() {
+	// In order with what follows in the dialog: a hang-up right after the
+	// answer (a trunk releasing at once) sends its BYE after the 200 was
+	// acknowledged, not before.
+	l.inOrder(c, func() {
 		if err := d.Answer(answer); err != nil {
 			l.log.WithError(err).Info("answer not acknowledged")
 		}
-	}()
+	})
 }
 
 // ---- SIP events ----

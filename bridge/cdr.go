@@ -233,6 +233,7 @@ func rtpStats(ps []mgcp.ConnParam) *RTPStats {
 // the calls-set-up metric).
 func (l *line) markAnswered(c *call) {
 	c.answered = time.Now()
+	l.casAnswered()
 	if f := l.b.cfg.OnAnswer; f != nil {
 		f(l.rule.ID, c.direction)
 	}

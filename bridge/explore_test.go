@@ -35,6 +35,7 @@ import (
 
 const (
 	exploreLines   = 4
+	exploreTrunk   = 2 // CAS channels (RFC 3064 MS) of trunk group "pstn"
 	explorePlanLen = 40
 )
 
@@ -62,6 +63,7 @@ var actionKinds = []struct {
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
 	{"blind-transfer", 4}, {"three-way", 4}, {"attended-transfer", 3},
 	{"sip-replaces", 3}, {"local-wait", 3},
+	{"trunk-seize", 4}, {"trunk-release", 3}, {"trunk-answer", 2}, {"trunk-did", 3}, {"trunk-glare", 2},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -103,6 +105,7 @@ type explorer struct {
 	referOK     atomic.Int32 // transfers the PBX reported successful (final NOTIFY 200)
 	referred    atomic.Int32 // REFERs of a far end that a line accepted (202)
 	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
+	trunkCalls  atomic.Int32 // call records of the CAS trunk channels
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -122,7 +125,11 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		l.SetLevel(logrus.DebugLevel)
 		log = logrus.NewEntry(l)
 	}
-	x.e = newEnv(t, envOptions{lines: exploreLines, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
+	glare := "yield"
+	if seed%2 == 1 {
+		glare = "keep"
+	}
+	x.e = newEnv(t, envOptions{lines: exploreLines, trunk: exploreTrunk, glare: glare, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
 		keepalive: 300 * time.Millisecond,
 		calls:     x.store.handle("A"),
 		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
@@ -211,6 +218,9 @@ func (x *explorer) pbxRefer(siptest.ReferIn) siptest.ReferScript {
 }
 
 func ep(line int) string { return "aaln/" + strconv.Itoa(line) }
+
+// channel is a trunk channel picked by an action's line.
+func channel(line int) string { return "ds/ds1-1/" + strconv.Itoa(1+(line-1)%exploreTrunk) }
 
 var dialled = []string{"1001", "1002", "1003", "1004", "2000", "2000", "2486", "*5", "0", "1009"}
 
@@ -323,6 +333,20 @@ func (x *explorer) step(a action) {
 		case 3:
 			_, _ = gw.OnHook(ctx, ep(other))
 		}
+	case "trunk-seize":
+		// The far end seizes a channel and sends a number (to the PBX).
+		_, _ = gw.Seize(ctx, channel(a.line), []string{"2000", "2486", "5557000", "999"}[a.n%4], strconv.Itoa(2125550000+a.m))
+	case "trunk-release":
+		_, _ = gw.TrunkRelease(ctx, channel(a.line))
+	case "trunk-answer":
+		_, _ = gw.TrunkAnswer(ctx, channel(a.line))
+	case "trunk-did", "trunk-glare":
+		// A SIP call to one of the trunk group's DIDs; with glare the
+		// channel it seizes is seized by the far end at the same moment.
+		if a.kind == "trunk-glare" {
+			_ = gw.ArmGlare(channel(a.line), "2000", "")
+		}
+		x.call(strconv.Itoa(5550100+a.n%100), a.m%5 == 0, sip.PRACKOff, "")
 	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
 		x.farAction(a)
 	case "mwi":
@@ -576,11 +600,28 @@ func (x *explorer) quiesce() {
 			_, _ = gw.Restart(ctx, ep(i), mgcp.RestartRestart, 0)
 		}
 	}
+	for i := 1; i <= exploreTrunk; i++ {
+		if st, _ := gw.State(channel(i)); st.OutOfService {
+			_, _ = gw.Restart(ctx, channel(i), mgcp.RestartRestart, 0)
+		}
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		for i := 1; i <= exploreLines; i++ {
 			if st, _ := gw.State(ep(i)); st.OffHook {
 				_, _ = gw.OnHook(ctx, ep(i))
+			}
+		}
+		for i := 1; i <= exploreTrunk; i++ {
+			// The far end of a seized channel releases, as a trunk's
+			// far end does after a while.
+			if st, _ := gw.State(channel(i)); st.Seizure != mgcptest.SeizureIdle && st.Seizure != mgcptest.SeizureReleased && !st.NotificationState {
+				_, _ = gw.TrunkRelease(ctx, channel(i))
+			}
+		}
+		for _, fc := range x.live() {
+			if fc.answered.Load() {
+				_ = fc.d.Bye(ctx) // a trunk call answered after the first round
 			}
 		}
 		if x.atRest() == "" {
@@ -609,6 +650,17 @@ func (x *explorer) atRest() string {
 			return fmt.Sprintf("%s plays %v on hook", ep(i), st.Signals)
 		}
 	}
+	for i := 1; i <= exploreTrunk; i++ {
+		st, _ := gw.State(channel(i))
+		switch {
+		case st.NotificationState:
+			return channel(i) + " in notification state (no request after its NTFY)"
+		case !hasEvent(st, "MS/sup") || len(st.RequestedEvents) != 1:
+			return fmt.Sprintf("%s not armed for a seizure: R: %v", channel(i), st.RequestedEvents)
+		case len(st.Signals) > 0:
+			return fmt.Sprintf("%s plays %v idle", channel(i), st.Signals)
+		}
+	}
 	for _, l := range b.Lines() {
 		if l.State != "idle" || l.OffHook || l.Call != nil {
 			return fmt.Sprintf("line %s: state %s off_hook %v call %+v", l.ID, l.State, l.OffHook, l.Call)
@@ -631,11 +683,23 @@ func (x *explorer) atRest() string {
 // check reports the invariants that do not hold at rest.
 func (x *explorer) check() {
 	if why := x.atRest(); why != "" {
-		x.t.Errorf("not at rest: %s", why)
+		x.t.Errorf("not at rest at %s: %s", time.Now().UTC().Format("15:04:05.000"), why)
 		for _, l := range x.e.b.Lines() {
 			st, _ := x.e.gw.State(l.Endpoint[:strings.IndexByte(l.Endpoint, '@')])
 			x.t.Logf("line %s: state %s off_hook %v call %+v; gateway: off_hook %v R: %v S: %v", l.ID, l.State, l.OffHook, l.Call,
 				st.OffHook, st.RequestedEvents, st.Signals)
+		}
+		for i := 1; i <= exploreTrunk; i++ {
+			st, _ := x.e.gw.State(channel(i))
+			x.t.Logf("%s: seizure %q answered %v R: %v S: %v notification state %v", channel(i), st.Seizure, st.Answered,
+				st.RequestedEvents, st.Signals, st.NotificationState)
+			if os.Getenv("MGSIP_EXPLORE_LOG") != "" {
+				for _, c := range x.e.gw.Commands() {
+					if c.Endpoint.Local == channel(i) {
+						x.t.Logf("  %s X:%s R:%v S:%v O:%v", c.Verb, c.RequestID, c.RequestedEvents, c.Signals, c.ObservedEvents)
+					}
+				}
+			}
 		}
 	}
 	// Every call that ended left the call store (persist.go): at rest
@@ -660,6 +724,9 @@ func (x *explorer) check() {
 			}
 			if strings.HasPrefix(r.Result, "transferred to ") {
 				transferred++
+			}
+			if strings.HasPrefix(r.Line, "pstn/") {
+				x.trunkCalls.Add(1)
 			}
 			continue
 		default:
@@ -723,7 +790,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, attended, referred, conferences atomic.Int64
+	var runs, refers, attended, referred, conferences, trunkCalls atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -741,7 +808,9 @@ func TestExplore(t *testing.T) {
 		}
 		plan := makePlan(seed, explorePlanLen)
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			n, at, m, k := newExplorer(t, seed).run(plan, keep)
+			x := newExplorer(t, seed)
+			n, at, m, k := x.run(plan, keep)
+			trunkCalls.Add(int64(x.trunkCalls.Load()))
 			refers.Add(int64(n))
 			attended.Add(int64(at))
 			referred.Add(int64(m))
@@ -755,8 +824,8 @@ func TestExplore(t *testing.T) {
 		}
 	}
 	t.Logf("%d sequences of %d actions explored (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
-		"%d three-way calls joined), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(), attended.Load(), referred.Load(),
-		conferences.Load())
+		"%d three-way calls joined, %d calls on CAS trunk channels), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(),
+		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {

@@ -95,6 +95,15 @@ type call struct {
 	confParty bool   // REFERed into the PBX conference: waiting for the final NOTIFY
 
 	mode mgcp.ConnectionMode // the mode the gateway last accepted (persist.go)
+
+	// On a CAS trunk channel (cas.go).
+	from    *sip.Account      // the identity of a trunk-originated call
+	headers map[string]string // its extra INVITE headers (Privacy, P-Asserted-Identity)
+	seizing bool              // a SIP call's seizure of the channel, before oc
+	taken   chan<- bool       // the hunt waiting for the seizure's outcome
+	outAddr string            // the address the seizure sends
+	// the far end's seizure met in a glare that keep answered
+	glareAddr, glareANI string
 }
 
 // connRef names a connection of the line and its call.
@@ -177,6 +186,9 @@ type line struct {
 	pbxConf   *pbxConf // three-way calling through a conference at the PBX (pbxconf.go)
 	gen       int
 	toneTimer *time.Timer
+	seized    string // a CAS channel's seizure: "", seizedIn, seizedOut (cas.go)
+	casUp     bool   // the CAS channel's call was answered
+	owesRLC   bool   // the far end released the CAS channel: rlc goes with the next request
 
 	// The gateway's request (request.go): the key and X: of the last
 	// one it accepted, whether it notified under it since, signals to
@@ -373,6 +385,13 @@ func (l *line) onCommand(cmd *mgcp.Command) {
 		return
 	}
 	l.noteNotify(cmd.RequestID)
+	if l.cas() != "" {
+		if l.state == stRestarting {
+			l.resynchronise(true)
+		}
+		l.onCAS(cmd.ObservedEvents)
+		return
+	}
 	if l.state == stRestarting {
 		// The line waited for the gateway, which now speaks: audit it
 		// first. A phone found off hook because of this very NTFY gets
@@ -615,6 +634,7 @@ func (l *line) arm() {
 	l.tone = ""
 	l.oneShot = nil // a digit or waiting tone meant for the call
 	l.transfer = transferState{}
+	l.casUp = false
 	if l.retiring {
 		l.retire()
 	}
@@ -623,6 +643,10 @@ func (l *line) arm() {
 // playTone plays tone to the off-hook phone, then the off-hook warning
 // (L/ot) after ToneTimeout, until it hangs up.
 func (l *line) playTone(tone string) {
+	if l.cas() != "" {
+		l.casSettle(tone)
+		return
+	}
 	if l.trunk != nil {
 		l.arm()
 		return
@@ -642,6 +666,10 @@ func (l *line) playTone(tone string) {
 // settle puts the line where it belongs once its call is gone: the
 // off-hook phone hears tone, an on-hook one is armed for the next call.
 func (l *line) settle(tone string) {
+	if l.cas() != "" {
+		l.casSettle(tone)
+		return
+	}
 	if l.other != nil && l.call == nil {
 		// A held call is left (a consultation or added call failed):
 		// back to it, or ring for it if the phone is on hook.
@@ -769,6 +797,15 @@ func (l *line) resynchronise(keepCalls bool) {
 		l.playTone("L/ro")
 		return
 	}
+	if l.cas() != "" && l.seized != "" {
+		// A CAS channel still seized (its call ended with the audit, or
+		// it waits for its far end's release or the rlc of ours) is
+		// released, not armed: the far end is still there.
+		if l.state != stTone {
+			l.casSettle("L/ro")
+		}
+		return
+	}
 	l.arm()
 }
 
@@ -803,6 +840,7 @@ func (l *line) onRestart(method mgcp.RestartMethod) {
 	}
 	// restart, forced: the endpoint's connections and request are gone.
 	l.issued.reset()
+	l.seized, l.casUp, l.owesRLC = "", false, false
 	for _, c := range []*call{l.other, l.call} {
 		if c != nil {
 			c.connID = ""

@@ -35,8 +35,9 @@ type gwRequest struct {
 }
 
 // key identifies a request for comparison. Brief signals of the D package
-// (a DTMF digit played once) are left out: nothing needs stopping after
-// them, so they never call for a request of their own.
+// (a DTMF digit played once) and the brief CAS signals (cas.go) are left
+// out: nothing needs stopping after them, so they never call for a
+// request of their own.
 func (r gwRequest) key() string {
 	var b []byte
 	for _, e := range r.events {
@@ -45,7 +46,7 @@ func (r gwRequest) key() string {
 	}
 	b = append(b, '|')
 	for _, s := range r.signals {
-		if strings.EqualFold(s.Package, "D") {
+		if strings.EqualFold(s.Package, "D") || casBrief(s) {
 			continue
 		}
 		b = append(b, s.String()...)
@@ -86,6 +87,9 @@ func (l *line) dialsByItself() bool {
 // desired is the request the line's state calls for (the state table of
 // docs/bridge.md).
 func (l *line) desired() gwRequest {
+	if l.cas() != "" {
+		return l.casDesired()
+	}
 	var r gwRequest
 	switch l.state {
 	case stIdle:
@@ -135,7 +139,7 @@ func (l *line) desired() gwRequest {
 // needsRequest reports whether the gateway must be sent the desired
 // request: it holds another one, or it notified and waits for a new one.
 func (l *line) needsRequest(want gwRequest) bool {
-	return l.trunk == nil && l.state != stRestarting && (l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
+	return (l.trunk == nil || l.cas() != "") && l.state != stRestarting && (l.owesRLC || l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
 }
 
 // gatewayGone reports a gateway marked down: the line sends it nothing
@@ -163,7 +167,7 @@ func (l *line) sync() {
 			l.retries = 0
 			return
 		}
-		if l.hookFromError(err) {
+		if l.hookFromError(err) || l.casRefused(err) {
 			continue
 		}
 		l.armed = "" // unknown: try again
@@ -214,6 +218,7 @@ func (l *line) accepted(want gwRequest, id string) {
 	}
 	l.armed = want.key()
 	l.armedID = id
+	l.casAccepted(want)
 	l.issued.accepted()
 	l.notified = false
 	l.oneShot = nil
@@ -444,7 +449,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 		res, err := l.b.cfg.CallAgent.ModifyConnection(ctx, l.gw(), l.ep, p, remote)
 		cancel()
 		l.b.noteMGCP(l.rule.Gateway, err)
-		if err != nil && embedded && l.hookFromError(err) {
+		if err != nil && embedded && (l.hookFromError(err) || l.casRefused(err)) {
 			continue
 		}
 		if err != nil {
@@ -485,7 +490,7 @@ func (l *line) deleteConnection(c *call, last bool) []mgcp.ConnParam {
 		res, err := l.b.cfg.CallAgent.DeleteConnection(ctx, l.gw(), l.ep, p)
 		cancel()
 		l.b.noteMGCP(l.rule.Gateway, err)
-		if err != nil && embedded && l.hookFromError(err) {
+		if err != nil && embedded && (l.hookFromError(err) || l.casRefused(err)) {
 			continue
 		}
 		id := c.connID

@@ -767,6 +767,25 @@ func (c *compiler) trunks(trunks []Trunk, endpoints map[string]string) {
 		default:
 			c.bad(p+".caller_id.presentation", "must be allowed or restricted, not %q", tc.CallerID.Presentation)
 		}
+		switch strings.ToLower(tc.Signaling) {
+		case "", "none":
+		case "ms", "dt":
+			t.Signaling = strings.ToUpper(tc.Signaling)
+		default:
+			c.bad(p+".signaling", "must be none, ms or dt (RFC 3064 packages), not %q", tc.Signaling)
+		}
+		switch g := strings.ToLower(tc.Glare); {
+		case g == "":
+			if t.Signaling != "" {
+				t.Glare = "yield"
+			}
+		case g != "yield" && g != "keep":
+			c.bad(p+".glare", "must be yield or keep, not %q", tc.Glare)
+		case t.Signaling == "":
+			c.bad(p+".glare", "needs signaling: ms or dt (a trunk without a CAS package has no glare)")
+		default:
+			t.Glare = g
+		}
 		if len(tc.Endpoints) == 0 {
 			c.bad(p+".endpoints", "needs at least one channel")
 		}

@@ -167,6 +167,16 @@ type Trunk struct {
 	DIDs     []string    `yaml:"dids"`
 	CallerID CallerID    `yaml:"caller_id"`
 	Rewrite  RewriteRefs `yaml:"rewrite"`
+	// Signaling is the RFC 3064 CAS package the channels speak: "" or
+	// none (SIP-originated calls only, no requests to the channels), ms
+	// (MF single stage: wink start, FGD) or dt (immediate start, DTMF).
+	// With a package the channels also originate calls.
+	Signaling string `yaml:"signaling"`
+	// Glare says who wins when a channel is seized from both sides at
+	// once: yield (default: the trunk's call takes the channel, the SIP
+	// call hunts on) or keep (the SIP call keeps it, the trunk's seizure
+	// is refused). Only with a signaling package.
+	Glare string `yaml:"glare"`
 }
 
 // CallerID says how the calling number is presented.

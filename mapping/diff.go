@@ -97,5 +97,7 @@ func (t *TrunkRule) Changes(o *TrunkRule) []string {
 	add("dids", !slices.Equal(t.DIDs, o.DIDs))
 	add("caller_id", t.CallerID != o.CallerID)
 	add("rewrite", !t.ToSIP.Equal(o.ToSIP) || !t.ToMGCP.Equal(o.ToMGCP))
+	add("signaling", t.Signaling != o.Signaling)
+	add("glare", t.Glare != o.Glare)
 	return out
 }

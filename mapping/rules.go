@@ -121,6 +121,11 @@ type TrunkRule struct {
 	CallerID  CallerID
 	ToSIP     *Rewriter
 	ToMGCP    *Rewriter
+	// Signaling is the CAS package of the channels, upper case ("MS",
+	// "DT"), or "" for none; Glare is "yield" or "keep" ("" without a
+	// package).
+	Signaling string
+	Glare     string
 }
 
 // HuntGroupRule is a compiled hunt group.

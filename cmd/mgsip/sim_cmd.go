@@ -19,7 +19,8 @@ import (
 func newSimCmd(a *app) *cobra.Command {
 	var (
 		listen, callAgent, domain, script, steps, mediaIP string
-		lines                                             int
+		trunkPackage                                      string
+		lines, channels                                   int
 		serve                                             bool
 		timeout                                           time.Duration
 	)
@@ -50,15 +51,22 @@ out, 2 for bad flags or a bad script.`,
 			if err != nil {
 				return usageErr("%v", err)
 			}
-			if lines < 1 {
-				return usageErr("--lines must be at least 1")
+			if lines < 0 || channels < 0 || lines+channels < 1 {
+				return usageErr("--lines and --trunk-channels must give at least one endpoint")
+			}
+			locals := []string{}
+			for i := 1; i <= lines; i++ {
+				locals = append(locals, "aaln/"+strconv.Itoa(i))
+			}
+			for i := 1; i <= channels; i++ {
+				locals = append(locals, "ds/ds1-1/"+strconv.Itoa(i))
 			}
 			conn, err := net.ListenPacket("udp", listen)
 			if err != nil {
 				return usageErr("--listen: %v", err)
 			}
-			gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: conn, Domain: domain, Lines: lines, CallAgent: callAgent,
-				MediaIP: mediaIP, RTP: true})
+			gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: conn, Domain: domain, Endpoints: locals, CallAgent: callAgent,
+				MediaIP: mediaIP, RTP: true, TrunkPackage: trunkPackage})
 			if err != nil {
 				_ = conn.Close()
 				return usageErr("%v", err)
@@ -66,11 +74,8 @@ out, 2 for bad flags or a bad script.`,
 			defer gw.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			s := &sim.Simulator{GW: gw, Out: a.stdout}
-			for i := 1; i <= lines; i++ {
-				s.Local = append(s.Local, "aaln/"+strconv.Itoa(i))
-			}
-			fmt.Fprintf(a.stdout, "sim: gateway %s on %s, %d line(s), call agent %s\n", domain, gw.Addr(), lines, callAgent)
+			s := &sim.Simulator{GW: gw, Out: a.stdout, Local: locals}
+			fmt.Fprintf(a.stdout, "sim: gateway %s on %s, %d line(s), %d trunk channel(s), call agent %s\n", domain, gw.Addr(), lines, channels, callAgent)
 			rctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			if _, err := gw.Restart(rctx, "*", mgcp.RestartRestart, 0); err != nil {
@@ -95,6 +100,8 @@ out, 2 for bad flags or a bad script.`,
 	f.StringVar(&domain, "domain", "sim.invalid", "domain of the endpoint names")
 	f.StringVar(&mediaIP, "media-ip", "127.0.0.1", "address for RTP")
 	f.IntVar(&lines, "lines", 2, "number of analog lines")
+	f.IntVar(&channels, "trunk-channels", 0, "number of CAS trunk channels ds/ds1-1/1..N, numbered after the lines in scripts")
+	f.StringVar(&trunkPackage, "trunk-package", "MS", "RFC 3064 package of the trunk channels: MS or DT")
 	f.StringVar(&script, "script", "", "file with script steps")
 	f.StringVar(&steps, "do", "", "script steps given inline, separated by ';'")
 	f.BoolVar(&serve, "serve", false, "keep serving after the script until interrupted")

@@ -40,7 +40,14 @@ const Help = `Script steps, one per line or separated by ';' ('#' starts a comme
                      (a send-receive connection)
   rtp N COUNT        wait until line N's connection sent and received COUNT RTP packets
   sleep DURATION     pause, e.g. 500ms
-  restart            the gateway restarts (RSIP restart for *)`
+  restart            the gateway restarts (RSIP restart for *)
+Trunk channels (numbered after the lines; RFC 3064 MS or DT package):
+  seize N ADDR[,ANI] the far end seizes channel N and sends ADDR (and FGD's calling number ANI):
+                     sup(addr(ADDR),ani(ANI)) when the call agent asked for it
+  answer N           the far end answers the call the call agent placed on channel N (ans)
+  release N          the far end releases channel N (rel)
+  wait N armed       on a channel: idle, watching for a seizure; "wait N answered": the call on
+                     it was answered`
 
 // ParseScript reads a script; errors name the step.
 func ParseScript(text string) ([]Step, error) {
@@ -53,7 +60,8 @@ func ParseScript(text string) ([]Step, error) {
 				continue
 			}
 			st := Step{op: strings.ToLower(f[0]), source: i + 1}
-			want := map[string]int{"offhook": 1, "onhook": 1, "flash": 1, "dial": 2, "wait": 2, "rtp": 2, "sleep": 1, "restart": 0}
+			want := map[string]int{"offhook": 1, "onhook": 1, "flash": 1, "dial": 2, "wait": 2, "rtp": 2, "sleep": 1, "restart": 0,
+				"seize": 2, "answer": 1, "release": 1}
 			n, ok := want[st.op]
 			if !ok {
 				return nil, fmt.Errorf("script line %d: unknown step %q", st.source, f[0])
@@ -77,6 +85,12 @@ func ParseScript(text string) ([]Step, error) {
 				if n == 2 {
 					st.arg = f[2]
 				}
+				if st.op == "seize" {
+					addr, ani, comma := strings.Cut(st.arg, ",")
+					if !allDigits(addr) || (comma && !allDigits(ani)) {
+						return nil, fmt.Errorf("script line %d: seize wants ADDR or ADDR,ANI in digits, not %q", st.source, st.arg)
+					}
+				}
 				if st.op == "rtp" {
 					if _, err := strconv.Atoi(st.arg); err != nil {
 						return nil, fmt.Errorf("script line %d: bad packet count %q", st.source, st.arg)
@@ -87,6 +101,18 @@ func ParseScript(text string) ([]Step, error) {
 		}
 	}
 	return steps, nil
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789*#", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // Simulator runs scripts against a fake gateway.
@@ -172,6 +198,13 @@ func (s *Simulator) step(ctx context.Context, st Step) error {
 		return check(s.GW.Flash(ctx, local))
 	case "dial":
 		return check(s.GW.Dial(ctx, local, st.arg))
+	case "seize":
+		addr, ani, _ := strings.Cut(st.arg, ",")
+		return check(s.GW.Seize(ctx, local, addr, ani))
+	case "answer":
+		return check(s.GW.TrunkAnswer(ctx, local))
+	case "release":
+		return check(s.GW.TrunkRelease(ctx, local))
 	case "restart":
 		s.mark = len(s.GW.Commands())
 		return check(s.GW.Restart(ctx, "*", mgcp.RestartRestart, 0))
@@ -194,8 +227,10 @@ func (s *Simulator) step(ctx context.Context, st Step) error {
 		return s.WaitUntil(ctx, what+" on line "+strconv.Itoa(st.line), func() bool {
 			es, _ := s.GW.State(local)
 			switch strings.ToLower(what) {
+			case "answered":
+				return es.Answered
 			case "armed":
-				if len(es.Signals) != 0 || len(es.Connections) != 0 {
+				if len(es.Signals) != 0 || len(es.Connections) != 0 || es.Seizure != "" {
 					return false
 				}
 				rearmed := false
@@ -209,8 +244,11 @@ func (s *Simulator) step(ctx context.Context, st Step) error {
 					return false
 				}
 				for _, r := range es.RequestedEvents {
-					if r.Is("L", "hd") {
+					if !es.Trunk && r.Is("L", "hd") {
 						return true
+					}
+					if es.Trunk && strings.EqualFold(r.Name, "sup") {
+						return !es.NotificationState
 					}
 				}
 				return false

@@ -338,7 +338,7 @@ func (g *Gateway) auep(cmd *mgcp.Command) *mgcp.Response {
 		case "A":
 			r.Capabilities = "a:" + strings.Join(g.cfg.Codecs, ";") + ", p:10-30, e:on, s:on, v:L;G;D, m:sendonly;recvonly;sendrecv;inactive;netwloop"
 		case "PL":
-			r.PackageList = packageList
+			r.PackageList = ep.packageList()
 		case "MD":
 			r.MaxDatagram = 4000
 		case "RM":

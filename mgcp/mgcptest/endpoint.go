@@ -28,6 +28,8 @@ type endpoint struct {
 	timer     *time.Timer    // the inter-digit timer, nil when not running
 	timerGen  uint64
 	noCID     bool // the gateway cannot send caller id (GatewayConfig.NoCallerID)
+	// trunk is the CAS state of a trunk channel (ds/...), nil on a line.
+	trunk *trunkChannel
 
 	forced     bool      // out of service after RSIP forced, until a restart
 	outUntil   time.Time // out of service during a restart delay
@@ -112,15 +114,15 @@ func isPersistent(e mgcp.Event) bool {
 // checkEvent returns the code for an event the endpoint cannot detect:
 // 518 for a package it lacks, 522 for a name the package does not have
 // (RFC 3435 §2.4).
-func checkEvent(e mgcp.Event) (mgcp.ReturnCode, string) {
+func checkEvent(ep *endpoint, e mgcp.Event) (mgcp.ReturnCode, string) {
 	pkg, name := strings.ToLower(e.Package), strings.ToLower(e.Name)
 	if pkg == "" {
-		pkg = defaultPackage(name)
+		pkg = ep.defaultPackage(name)
 	}
 	if pkg == "*" {
 		return 0, ""
 	}
-	p, ok := packages[pkg]
+	p, ok := ep.packages()[pkg]
 	if !ok {
 		return mgcp.CodeUnknownPackage, "no package " + e.Package
 	}
@@ -132,15 +134,12 @@ func checkEvent(e mgcp.Event) (mgcp.ReturnCode, string) {
 
 // checkSignal returns the code for a signal the endpoint cannot generate:
 // 518 for a package it lacks, 513 otherwise (RFC 3435 §2.4).
-func checkSignal(s mgcp.Event) (mgcp.ReturnCode, string) {
+func checkSignal(ep *endpoint, s mgcp.Event) (mgcp.ReturnCode, string) {
 	pkg, name := strings.ToLower(s.Package), strings.ToLower(s.Name)
 	if pkg == "" {
-		pkg = "l"
-		if len(name) == 1 && isDTMF(name[0]) {
-			pkg = "d"
-		}
+		pkg = ep.defaultPackage(name)
 	}
-	p, ok := packages[pkg]
+	p, ok := ep.packages()[pkg]
 	if !ok {
 		return mgcp.CodeUnknownPackage, "no package " + s.Package
 	}
@@ -235,7 +234,10 @@ func checkRequest(ep *endpoint, cmd *mgcp.Command) *mgcp.Response {
 		if p.RequestedEvents != nil || p.DigitMap != "" || p.QuarantineHandling != "" {
 			return resp(cmd, mgcp.CodeProtocolError, "R:, D: and Q: need X:")
 		}
-		return checkSignals(cmd, p.Signals)
+		if r := checkSignals(ep, cmd, p.Signals); r != nil || ep.trunk == nil {
+			return r
+		}
+		return checkTrunkSignals(ep, cmd, p.Signals)
 	}
 	if _, _, ok := quarantineMode(p.QuarantineHandling); !ok {
 		return resp(cmd, mgcp.CodeUnknownQuarantine, "")
@@ -246,6 +248,16 @@ func checkRequest(ep *endpoint, cmd *mgcp.Command) *mgcp.Response {
 			return resp(cmd, mgcp.CodeProtocolError, err.Error())
 		}
 		hasMap = true
+	}
+	if ep.trunk != nil {
+		// A trunk channel has no hook: its packages decide (trunk.go).
+		if r := checkRequested(ep, cmd, p.RequestedEvents, hasMap, 0); r != nil {
+			return r
+		}
+		if r := checkSignals(ep, cmd, p.Signals); r != nil {
+			return r
+		}
+		return checkTrunkSignals(ep, cmd, p.Signals)
 	}
 	// Hook-state checks (RFC 3660 §2.2 L/hd, L/hu; RFC 3435 §2.4 codes
 	// 401 and 402): asking to be told of a transition to the state the
@@ -258,15 +270,15 @@ func checkRequest(ep *endpoint, cmd *mgcp.Command) *mgcp.Response {
 			return resp(cmd, mgcp.CodeOnHook, "phone already on hook")
 		}
 	}
-	if r := checkRequested(cmd, p.RequestedEvents, hasMap, 0); r != nil {
+	if r := checkRequested(ep, cmd, p.RequestedEvents, hasMap, 0); r != nil {
 		return r
 	}
-	return checkSignals(cmd, p.Signals)
+	return checkSignals(ep, cmd, p.Signals)
 }
 
-func checkRequested(cmd *mgcp.Command, rs []mgcp.RequestedEvent, hasMap bool, depth int) *mgcp.Response {
+func checkRequested(ep *endpoint, cmd *mgcp.Command, rs []mgcp.RequestedEvent, hasMap bool, depth int) *mgcp.Response {
 	for _, r := range rs {
-		if code, why := checkEvent(r.Event); code != 0 {
+		if code, why := checkEvent(ep, r.Event); code != 0 {
 			return resp(cmd, code, why)
 		}
 		a, ok := actionsOf(r)
@@ -281,10 +293,10 @@ func checkRequested(cmd *mgcp.Command, rs []mgcp.RequestedEvent, hasMap bool, de
 				}
 				inner = true
 			}
-			if x := checkRequested(cmd, emb.RequestedEvents, inner, depth+1); x != nil {
+			if x := checkRequested(ep, cmd, emb.RequestedEvents, inner, depth+1); x != nil {
 				return x
 			}
-			if x := checkSignals(cmd, emb.Signals); x != nil {
+			if x := checkSignals(ep, cmd, emb.Signals); x != nil {
 				return x
 			}
 		}
@@ -296,9 +308,9 @@ func checkRequested(cmd *mgcp.Command, rs []mgcp.RequestedEvent, hasMap bool, de
 	return nil
 }
 
-func checkSignals(cmd *mgcp.Command, ss []mgcp.Event) *mgcp.Response {
+func checkSignals(ep *endpoint, cmd *mgcp.Command, ss []mgcp.Event) *mgcp.Response {
 	for _, s := range ss {
-		if code, why := checkSignal(s); code != 0 {
+		if code, why := checkSignal(ep, s); code != 0 {
 			return resp(cmd, code, why)
 		}
 	}
@@ -332,7 +344,7 @@ func (g *Gateway) applyRequest(ep *endpoint, cmd *mgcp.Command) []pendingNotify 
 		if p.Signals != nil {
 			setSignals(ep, p.Signals)
 		}
-		return nil
+		return g.trunkSignals(ep, p.Signals, false)
 	}
 	ep.RequestID = p.RequestID
 	ep.RequestedEvents = append([]mgcp.RequestedEvent{}, p.RequestedEvents...)
@@ -351,10 +363,10 @@ func (g *Gateway) applyRequest(ep *endpoint, cmd *mgcp.Command) []pendingNotify 
 	ep.notifying = false
 	q := ep.quar
 	ep.quar = nil
-	if ep.discard {
-		return nil
-	}
 	var out []pendingNotify
+	if ep.discard {
+		return g.trunkSignals(ep, p.Signals, true)
+	}
 	for i, e := range q {
 		if ep.notifying {
 			// A quarantined event notified: the rest wait for the next
@@ -366,7 +378,7 @@ func (g *Gateway) applyRequest(ep *endpoint, cmd *mgcp.Command) []pendingNotify 
 			out = append(out, pendingNotify{local: ep.Name.Local, cmd: n})
 		}
 	}
-	return out
+	return append(out, g.trunkSignals(ep, p.Signals, true)...)
 }
 
 // ---- events ----

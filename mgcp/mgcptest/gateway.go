@@ -75,6 +75,9 @@ type GatewayConfig struct {
 	// NoConference makes a gateway that cannot mix connections: a CRCX
 	// or MDCX with M: confrnce is refused with 517.
 	NoConference bool
+	// TrunkPackage is the RFC 3064 CAS package of the trunk channels
+	// (endpoints named ds/...): "MS" (default) or "DT" (trunk.go).
+	TrunkPackage string
 }
 
 // Connection is one connection on a fake endpoint.
@@ -124,6 +127,13 @@ type EndpointState struct {
 	// every command but AUEP is answered 501.
 	OutOfService bool
 	Connections  []*Connection
+	// Trunk marks a trunk channel (ds/...). Seizure is its CAS state
+	// (SeizureIdle, SeizureIncoming, ...), Answered whether the call on
+	// it was answered, Outpulsed the address of the call agent's seizure.
+	Trunk     bool
+	Seizure   string
+	Answered  bool
+	Outpulsed string
 }
 
 // Gateway is a fake MGCP residential gateway that behaves like the
@@ -186,6 +196,13 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if len(cfg.Codecs) == 0 {
 		cfg.Codecs = []string{"PCMU", "PCMA", "telephone-event"}
 	}
+	switch strings.ToUpper(cfg.TrunkPackage) {
+	case "":
+		cfg.TrunkPackage = "MS"
+	case "MS", "DT":
+	default:
+		return nil, fmt.Errorf("mgcptest: trunk package %q: MS or DT", cfg.TrunkPackage)
+	}
 	if cfg.DigitTimeout <= 0 {
 		cfg.DigitTimeout = 300 * time.Millisecond
 	}
@@ -212,7 +229,11 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	g.wire = &gwConn{PacketConn: conn, g: g}
 	for _, e := range cfg.Endpoints {
 		name := mgcp.EndpointName{Local: e, Domain: cfg.Domain}
-		g.eps[strings.ToLower(e)] = &endpoint{EndpointState: EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}, noCID: cfg.NoCallerID}
+		ep := &endpoint{EndpointState: EndpointState{Name: name, NotifiedEntity: cfg.CallAgent}, noCID: cfg.NoCallerID}
+		if strings.HasPrefix(strings.ToLower(e), "ds/") {
+			ep.trunk = &trunkChannel{pkg: strings.ToLower(cfg.TrunkPackage)}
+		}
+		g.eps[strings.ToLower(e)] = ep
 		g.order = append(g.order, strings.ToLower(e))
 	}
 	g.ca = mgcp.New(g.wire, cfg.MGCP, mgcp.WithHandler(mgcp.HandlerFunc(g.handle)))
@@ -400,6 +421,9 @@ func (g *Gateway) State(local string) (EndpointState, bool) {
 	for _, c := range ep.Connections {
 		cp.Connections = append(cp.Connections, cloneConn(c))
 	}
+	if ep.trunk != nil {
+		ep.trunk.state(&cp)
+	}
 	return cp, true
 }
 
@@ -448,6 +472,9 @@ func (g *Gateway) CheckIdle() error {
 		}
 		for _, e := range ep.quar {
 			errs = append(errs, fmt.Errorf("mgcptest: %s: event %s left in quarantine", ep.Name, e))
+		}
+		if ep.trunk != nil && ep.trunk.seizure != SeizureIdle {
+			errs = append(errs, fmt.Errorf("mgcptest: %s: trunk channel left %s", ep.Name, ep.trunk.seizure))
 		}
 	}
 	return errors.Join(errs...)
@@ -741,6 +768,9 @@ func (g *Gateway) reset(ep *endpoint) {
 	ep.QuarantineHandling, ep.discard, ep.loop = "", false, false
 	ep.notifying, ep.quar, ep.observed, ep.dialed = false, nil, nil, ""
 	ep.MWI = false
+	if ep.trunk != nil {
+		ep.trunk.reset()
+	}
 	g.stopTimer(ep)
 }
 
