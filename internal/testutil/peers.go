@@ -335,3 +335,45 @@ mgcp
 	t.Fatal("osmo-mgw did not start")
 	return ""
 }
+
+// Contact is one binding in Kamailio's location table.
+type Contact struct {
+	AoR     string // the user part, as Kamailio keys it
+	Address string // the Contact URI
+	Expires int    // seconds left
+}
+
+// Contacts lists Kamailio's location table (kamcmd ul.dump).
+func (k *Kamailio) Contacts() ([]Contact, error) {
+	out, err := exec.Command(k.kamcmd, "-s", "unix:"+k.ctl, "ul.dump").Output()
+	if err != nil {
+		return nil, fmt.Errorf("kamcmd ul.dump: %w", err)
+	}
+	var (
+		res []Contact
+		aor string
+	)
+	for _, line := range strings.Split(string(out), "\n") {
+		key, val, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "AoR":
+			aor = val
+		case "Address":
+			res = append(res, Contact{AoR: aor, Address: val})
+		case "Expires":
+			if len(res) > 0 {
+				// "Expires: 57", or "permanent" / "deleted" / "expired".
+				n, err := strconv.Atoi(val)
+				if err != nil {
+					n = -1
+				}
+				res[len(res)-1].Expires = n
+			}
+		}
+	}
+	return res, nil
+}
