@@ -308,10 +308,31 @@ func TestSoak(t *testing.T) {
 func (c *Cluster) allArmedAndRegistered(t *testing.T, gws []*Gateway, limit time.Duration) bool {
 	t.Helper()
 	var missing []string
+	var users []string
+	for _, g := range gws {
+		for i := 1; i <= g.Lines; i++ {
+			users = append(users, g.User(i))
+		}
+	}
 	ok := waitFor(limit, func() bool {
-		time.Sleep(200 * time.Millisecond) // kamcmd per poll: not every 20 ms
+		time.Sleep(time.Second) // a check costs a kamcmd per line: not every 20 ms
 		missing = missing[:0]
-		contacts, err := c.Kam.Contacts()
+		owner := map[string]*Node{} // user -> the node that armed the line
+		for _, g := range gws {
+			for i := 1; i <= g.Lines; i++ {
+				st, _ := g.State("aaln/" + strconv.Itoa(i))
+				n := c.node(strings.TrimPrefix(st.NotifiedEntity, "mgsip@"))
+				if n == nil || !n.running() || !g.armedBy(i, n.MGCP) {
+					missing = append(missing, fmt.Sprintf("%s/aaln/%d not armed (N: %s)", g.Name, i, st.NotifiedEntity))
+					continue
+				}
+				owner[g.User(i)] = n
+			}
+		}
+		if len(missing) > 0 {
+			return false
+		}
+		contacts, err := c.Kam.ContactsOf(users)
 		if err != nil {
 			missing = append(missing, err.Error())
 			return false
@@ -322,20 +343,10 @@ func (c *Cluster) allArmedAndRegistered(t *testing.T, gws []*Gateway, limit time
 				live[ct.AoR] = append(live[ct.AoR], ct.Address)
 			}
 		}
-		has := func(user, sip string) bool {
-			return slices.ContainsFunc(live[user], func(a string) bool { return strings.Contains(a, "@"+sip) })
-		}
-		for _, g := range gws {
-			for i := 1; i <= g.Lines; i++ {
-				st, _ := g.State("aaln/" + strconv.Itoa(i))
-				n := c.node(strings.TrimPrefix(st.NotifiedEntity, "mgsip@"))
-				if n == nil || !n.running() || !g.armedBy(i, n.MGCP) {
-					missing = append(missing, fmt.Sprintf("%s/aaln/%d not armed (N: %s)", g.Name, i, st.NotifiedEntity))
-					continue
-				}
-				if !has(g.User(i), n.SIP) {
-					missing = append(missing, fmt.Sprintf("%s/aaln/%d (%s) not registered from %s", g.Name, i, g.User(i), n.Name))
-				}
+		for _, u := range users {
+			n := owner[u]
+			if !slices.ContainsFunc(live[u], func(a string) bool { return strings.Contains(a, "@"+n.SIP) }) {
+				missing = append(missing, fmt.Sprintf("%s not registered from %s (contacts %v)", u, n.Name, live[u]))
 			}
 		}
 		return len(missing) == 0
