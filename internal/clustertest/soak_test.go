@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,7 +57,7 @@ func TestSoak(t *testing.T) {
 	nodes := []*Node{c.addNode("a"), c.addNode("b"), c.addNode("c")}
 	var gws []*Gateway
 	for i := range gateways {
-		gws = append(gws, c.addGateway(fmt.Sprintf("g%03d", i+1), lines, 10000+i*lines+1, false))
+		gws = append(gws, c.addGateway(fmt.Sprintf("g%03d", i+1), lines, 10000+i*lines+1, true))
 	}
 	t0 := time.Now()
 	var wg sync.WaitGroup
@@ -123,13 +124,15 @@ func TestSoak(t *testing.T) {
 	var placed, completed, failedClean, hung, kept, crossedN atomic.Int64
 	var failMu sync.Mutex
 	failures := map[string]int{}
+	txid := regexp.MustCompile(`\b[0-9]{6,}\b|127\.0\.0\.1:[0-9]+`)
 	noteFail := func(err error) {
 		msg := err.Error()
 		if i := strings.Index(msg, ": "); i >= 0 {
-			msg = msg[i+2:]
+			msg = msg[i+2:] // the lines' names
 		}
-		if len(msg) > 80 {
-			msg = msg[:80]
+		msg = strings.Join(strings.Fields(txid.ReplaceAllString(msg, "N")), " ")
+		if len(msg) > 100 {
+			msg = msg[:100]
 		}
 		failMu.Lock()
 		failures[msg]++
@@ -195,10 +198,9 @@ func TestSoak(t *testing.T) {
 				across := crossed(start, time.Now())
 				if across {
 					crossedN.Add(1)
-					if call.rtpFlows(0) == nil {
-						// Both connections are still there after a
-						// takeover: the call was kept (media needs RTP on,
-						// which the soak leaves off; here: connections).
+					if call.rtpFlows(300*time.Millisecond) == nil {
+						// Both connections are still there, and media
+						// flows both ways, after a takeover.
 						kept.Add(1)
 					}
 				}
@@ -285,7 +287,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %d gateways x %d lines, 3 nodes, TTL %v, %v at %d calls/s (talk %v), %d kills (every %v, back after %v)", gateways, lines, ttl, duration, rate, talk, len(kills), killEvery, down)
 	t.Logf("takeover per gateway (kill -> first command of the new owner at the gateway): n %d, p50 %v, p99 %v, max %v; %d gateways not taken over within TTL + 10 s",
 		len(takeovers), pct(0.50).Round(time.Millisecond), pct(0.99).Round(time.Millisecond), pct(1).Round(time.Millisecond), lostTakeovers)
-	t.Logf("calls: %d placed, %d completed, %d failed cleanly, %d hung; %d spanned a kill, %d of them kept their connections",
+	t.Logf("calls: %d placed, %d completed, %d failed cleanly, %d hung; %d spanned a kill, %d of them kept (connections and RTP both ways after it)",
 		placed.Load(), completed.Load(), failedClean.Load(), hung.Load(), crossedN.Load(), kept.Load())
 	for msg, k := range failures {
 		t.Logf("  failure x%d: %s", k, msg)
