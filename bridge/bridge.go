@@ -65,6 +65,9 @@ type Config struct {
 	// not started (audited, armed, registered) and not probed until
 	// GatewayOwned(name, true).
 	Owns func(gw *mapping.GatewayRule) bool
+	// Calls, if set, keeps the state of connected calls where another
+	// node can load it after a takeover (persist.go, takeover.go).
+	Calls CallStore
 }
 
 // CallRecord summarizes an ended call leg (one line's side of a call);
@@ -124,7 +127,9 @@ type Bridge struct {
 	logPort     sampler        // commands from another source port
 	logUnknownX sampler        // NTFYs under a request id never issued
 	active      atomic.Int64
-	dialogs     sync.Map // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
+	dialogs     sync.Map                // *sip.Dialog -> *line: the line serving each dialog (the REFER gate)
+	persist     *persister              // Config.Calls behind its queue (nil without)
+	pending     map[string][]StoredCall // by gateway: stored calls acquired before Run started the lines
 }
 
 // New builds a bridge for the rules in cfg.Rules; Run starts it.
@@ -159,6 +164,9 @@ func New(cfg Config) (*Bridge, error) {
 		replacing: map[string]*line{},
 		trunks:    map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
 		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{}), stopped: make(chan struct{})}
+	if cfg.Calls != nil {
+		b.persist = newPersister(cfg.Calls, cfg.Log.WithField("component", "callstore"))
+	}
 	if cfg.SIP != nil {
 		b.regs = cfg.SIP.NewRegistrations(sip.RegistrationConfig{OnChange: cfg.OnRegistration})
 		cfg.SIP.SetMWIHandler(b.onMWI)
@@ -214,12 +222,26 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	kaDone := make(chan struct{})
 	go func() { defer close(kaDone); b.keepalive(ctx) }()
+	var writers sync.WaitGroup
+	wctx, stopWriters := context.WithCancel(context.Background())
+	if b.persist != nil {
+		for range 4 {
+			writers.Add(1)
+			go func() { defer writers.Done(); b.persist.run(wctx) }()
+		}
+	}
 	<-ctx.Done()
 	<-kaDone
 	b.mu.Lock()
 	b.stopping = true
 	b.mu.Unlock()
 	b.wg.Wait()
+	if b.persist != nil {
+		// The calls hung up at shutdown leave the store (2 s at most).
+		b.persist.flush(2 * time.Second)
+	}
+	stopWriters()
+	writers.Wait()
 	// The BYEs of the calls hung up go out while the SIP stack still
 	// serves (the daemon stops it after Run returns); 5 s at most.
 	sent := make(chan struct{})
@@ -248,7 +270,11 @@ func (b *Bridge) start(l *line) {
 	if !b.owns(l.rule.Gateway) {
 		return
 	}
-	l.postWait(l.begin)
+	if stored := b.pendingCalls(l); len(stored) > 0 {
+		l.postWait(func() { l.takeOver(stored) })
+	} else {
+		l.postWait(l.begin)
+	}
 	if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 		b.regs.Add(l.account())
 	}

@@ -59,6 +59,7 @@ type envOptions struct {
 	srcPort   bool                                      // check the gateway's source port
 	caOpts    []mgcp.Option                             // more options for the call agent
 	users     map[string]string                         // more accounts the PBX knows (user: password)
+	calls     bridge.CallStore                          // bridge.Config.Calls
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -138,7 +139,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	e.b, e.stack = startBridge(t, e.ca, setBridge, rules, bridge.Config{Register: o.register, RingTimeout: ring,
 		ToneTimeout: time.Second, NoAnswerTimeout: o.noAnswer, Log: o.log,
-		TransferTimeout: o.transfer, OnCall: func(r bridge.CallRecord) { e.records <- r }})
+		TransferTimeout: o.transfer, OnCall: func(r bridge.CallRecord) { e.records <- r }, Calls: o.calls})
 	// Connection accounting, as the strict gateway keeps it: when the test
 	// ends (before mgsip stops), no connection may be left on the gateway
 	// and no event held back in quarantine.

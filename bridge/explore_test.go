@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mgsip/mgsip/bridge"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
@@ -92,6 +93,7 @@ type explorer struct {
 	lossy  atomic.Int32 // datagrams still to be lossy
 	rngMu  sync.Mutex
 	rng    *rand.Rand
+	store  *memStore // the bridge's call store (takeover_test.go)
 
 	mu      sync.Mutex
 	dialogs []*farCall
@@ -110,7 +112,7 @@ type farCall struct {
 }
 
 func newExplorer(t *testing.T, seed uint64) *explorer {
-	x := &explorer{t: t, rng: rand.New(rand.NewPCG(seed, 1))}
+	x := &explorer{t: t, rng: rand.New(rand.NewPCG(seed, 1)), store: &memStore{owner: "A", calls: map[string]bridge.StoredCall{}}}
 	var log *logrus.Entry
 	if os.Getenv("MGSIP_EXPLORE_LOG") != "" {
 		// Replaying a failure: the bridge's log on stderr.
@@ -119,11 +121,11 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		log = logrus.NewEntry(l)
 	}
 	x.e = newEnv(t, envOptions{lines: exploreLines, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
-		keepalive: 300 * time.Millisecond,
-		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
-		uas:       x.pbxScript,
-		refer:     x.pbxRefer,
-		transfer:  time.Second,
+		keepalive: 300 * time.Millisecond, calls: x.store.handle("A"),
+		mgcp:     mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
+		uas:      x.pbxScript,
+		refer:    x.pbxRefer,
+		transfer: time.Second,
 		faults: func([]byte, net.Addr) mgcptest.Fault {
 			if x.lossy.Load() <= 0 {
 				return mgcptest.Fault{}
@@ -554,6 +556,19 @@ func (x *explorer) check() {
 				st.OffHook, st.RequestedEvents, st.Signals)
 		}
 	}
+	// Every call that ended left the call store (persist.go): at rest
+	// nothing is stored.
+	deadline := time.Now().Add(5 * time.Second)
+	for (x.e.b.StoreStats().Pending > 0 || len(x.store.list()) > 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if left := x.store.list(); len(left) > 0 {
+		x.t.Errorf("%d calls left in the call store at rest, e.g. %s %s %s", len(left), left[0].Endpoint, left[0].CallID, left[0].Dialog.CallID)
+	}
+	if st := x.e.b.StoreStats(); st.Failed > 0 || st.Dropped > 0 {
+		x.t.Errorf("call store: %+v", st)
+	}
+	x.t.Logf("call states stored: %d", x.e.b.StoreStats().Written)
 	transferred := 0
 	for {
 		select {

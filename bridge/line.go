@@ -87,6 +87,8 @@ type call struct {
 	transfer  bool   // took part in a transfer
 	callee    bool   // the called leg of a local call
 	gwFailed  bool   // a CRCX or MDCX of the call failed (refused or unanswered)
+
+	mode mgcp.ConnectionMode // the mode the gateway last accepted (persist.go)
 }
 
 // connRef names a connection of the line and its call.
@@ -189,6 +191,10 @@ type line struct {
 	// auditing cancels the audit in progress, so that an RSIP supersedes
 	// audits still retransmitting to a gateway that was silent.
 	auditing atomic.Pointer[context.CancelFunc]
+
+	// The calls handed to the call store, as last handed (persist.go).
+	persisted       map[*call]StoredCall
+	persistedDialog map[*call]*sip.Dialog
 }
 
 func newLine(b *Bridge, lr *mapping.LineRule) *line {
@@ -270,6 +276,7 @@ func (l *line) run(f func()) {
 	l.fixConference()
 	l.fixAttended()
 	l.flush()
+	l.persistCalls()
 	// With more input queued, the request waits for it (a 180 followed
 	// by the 200 needs no ringback); it is sent once the queue is empty.
 	// A flood of input does not hold it back for long.
@@ -822,6 +829,7 @@ func (l *line) shutdown() {
 	}
 	l.endCall("shutdown", false)
 	l.flush()
+	l.persistCalls()
 }
 
 // ringback is the signal the phone hears while the far end rings.

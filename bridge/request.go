@@ -419,6 +419,7 @@ func (l *line) createConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 	c.connID = res.ConnectionID
 	c.conn = res.ConnectionID
 	c.gwSDP = res.SDP
+	c.mode = mode
 	if c == l.call || c == l.other {
 		l.publishConns() // the gateway may delete it before the input ends
 	}
@@ -457,6 +458,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 		if len(res.SDP) > 0 {
 			c.gwSDP = res.SDP
 		}
+		c.mode = mode
 		return nil
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -147,6 +148,13 @@ type Dialog struct {
 	// cancelInvite cancels an outbound INVITE still waiting for its answer.
 	cancelInvite context.CancelFunc
 	st           *sessionTimer
+
+	// Dialogs that move between nodes (restore.go).
+	remoteSeq    uint32   // highest CSeq of the far end's ordered requests
+	remoteTarget *sip.Uri // the far end's Contact from its last target refresh
+	restored     bool     // rebuilt from a DialogState
+	restoredUser string   // the user part of our Contact in a restored dialog
+	onChange     atomic.Pointer[func()]
 }
 
 // Events returns the dialog's events; it is closed when the dialog ends.
@@ -223,6 +231,9 @@ func newDialog(s *Stack, inbound bool, invite *sip.Request) *Dialog {
 		answeredEmitted: make(chan struct{}), ackedCh: make(chan struct{})}
 	if c := invite.CallID(); c != nil {
 		d.CallID = c.Value()
+	}
+	if cs := invite.CSeq(); inbound && cs != nil {
+		d.remoteSeq = cs.SeqNo
 	}
 	return d
 }
@@ -495,12 +506,7 @@ func (d *Dialog) Bye(ctx context.Context) error {
 		d.end(nil)
 		return ErrStackClosed
 	}
-	var err error
-	if d.Inbound {
-		err = d.server.Bye(ctx)
-	} else {
-		err = d.client.Bye(ctx)
-	}
+	err := d.writeBye(ctx, "")
 	d.end(nil)
 	return err
 }
@@ -659,10 +665,17 @@ func (s *Stack) dialogFor(req *sip.Request, tx sip.ServerTransaction) *Dialog {
 func (d *Dialog) readInDialog(req *sip.Request, tx sip.ServerTransaction) bool {
 	d.waitAck()
 	var err error
-	if d.Inbound {
+	switch {
+	case d.restored:
+		err = d.checkRestoredCSeq(req)
+	case d.uas():
 		err = d.server.ReadRequest(req, tx)
-	} else {
+	default:
 		err = d.client.ReadRequest(req, tx)
+	}
+	if err == nil {
+		d.noteRemoteCSeq(req.CSeq().SeqNo)
+		d.changed()
 	}
 	if err != nil {
 		res := sip.NewResponseFromRequest(req, sip.StatusInternalServerError, "CSeq out of order", nil)
@@ -684,7 +697,7 @@ func (s *Stack) dialogOf(req *sip.Request) *Dialog {
 		defer s.inboundMu.Unlock()
 		return s.outbound[sess]
 	}
-	return nil
+	return s.restoredOf(req)
 }
 
 type reinvite struct {
@@ -753,6 +766,7 @@ func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err := tx.Respond(res); err != nil || a.code/100 != 2 {
 		return
 	}
+	d.noteTarget(req.Contact()) // RFC 3261 §12.2.2: a target refresh
 	d.sessionRefreshed(req)
 	// §13.3.1.4: the 2xx is repeated (T1 doubling to T2) until its ACK
 	// arrives, for at most 64*T1.
@@ -783,6 +797,10 @@ func (s *Stack) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if err := s.clientDialogs.ReadBye(req, tx); err == nil {
+		return
+	}
+	if d := s.restoredOf(req); d != nil {
+		d.readRestoredBye(req, tx)
 		return
 	}
 	noDialog(req, tx)

@@ -40,8 +40,14 @@ func (e *StatusError) Error() string {
 // target returns the remote target of in-dialog requests (RFC 3261
 // §12.2.1.1); sipgo's session adds the route set.
 func (d *Dialog) target() (sip.Uri, error) {
+	d.mu.Lock()
+	rt := d.remoteTarget
+	d.mu.Unlock()
+	if rt != nil {
+		return *rt.Clone(), nil
+	}
 	var c *sip.ContactHeader
-	if d.Inbound {
+	if d.uas() {
 		c = d.invite.Contact()
 	} else {
 		res := d.client.InviteResponse
@@ -76,7 +82,8 @@ func (d *Dialog) transaction(ctx context.Context, req *sip.Request) (sip.ClientT
 	if d.stack.isClosed() {
 		return nil, ErrStackClosed // sipgo would open a socket of its own
 	}
-	if d.Inbound {
+	defer d.changed() // the local CSeq moved on
+	if d.uas() {
 		return d.server.TransactionRequest(ctx, req)
 	}
 	return d.client.TransactionRequest(ctx, req)
@@ -99,7 +106,7 @@ func (d *Dialog) do(ctx context.Context, req *sip.Request) (*sip.Response, error
 
 // tags returns the dialog's local and remote tags.
 func (d *Dialog) tags() (local, remote string) {
-	if d.Inbound {
+	if d.uas() {
 		if res := d.server.InviteResponse; res != nil {
 			local, _ = res.To().Params.Get("tag")
 		}
@@ -159,20 +166,27 @@ func (s *Stack) FindReplaced(replaces string) *Dialog {
 // ByeWithReason hangs up with a Reason header (RFC 3326), e.g.
 // `Q.850;cause=41;text="gateway restarted"`.
 func (d *Dialog) ByeWithReason(ctx context.Context, reason string) error {
+	err := d.writeBye(ctx, reason)
+	d.end(nil)
+	return err
+}
+
+// writeBye sends BYE to the remote target (as last refreshed, RFC 3261
+// §12.2.1.1), with a Reason header when reason is set.
+func (d *Dialog) writeBye(ctx context.Context, reason string) error {
 	t, err := d.target()
 	if err != nil {
 		return err
 	}
 	bye := sip.NewRequest(sip.BYE, t)
-	bye.AppendHeader(sip.NewHeader("Reason", reason))
-	if d.Inbound {
-		bye.SetTransport(d.invite.Transport())
-		err = d.server.WriteBye(ctx, bye)
-	} else {
-		err = d.client.WriteBye(ctx, bye)
+	if reason != "" {
+		bye.AppendHeader(sip.NewHeader("Reason", reason))
 	}
-	d.end(nil)
-	return err
+	if d.uas() {
+		bye.SetTransport(d.invite.Transport())
+		return d.server.WriteBye(ctx, bye)
+	}
+	return d.client.WriteBye(ctx, bye)
 }
 
 // ---- offers we send: re-INVITE ----
@@ -272,6 +286,7 @@ func (d *Dialog) sendOffer(ctx context.Context, method sip.RequestMethod, sdp []
 		}
 		d.mu.Unlock()
 	}
+	d.noteTarget(res.Contact()) // RFC 3261 §12.2.1.2: the 2xx to a target refresh
 	d.sessionRefreshed(res)
 	return res.Body(), nil
 }
@@ -383,6 +398,7 @@ func (s *Stack) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	_ = tx.Respond(d.answerOffer(req, a))
 	if a.code/100 == 2 {
+		d.noteTarget(req.Contact()) // RFC 3311 §5.2: UPDATE is a target refresh
 		d.sessionRefreshed(req)
 	}
 }
@@ -421,7 +437,7 @@ func (d *Dialog) Refer(ctx context.Context, target string, replaces *Dialog) err
 
 // localURI is this side's address in the dialog.
 func (d *Dialog) localURI() sip.Uri {
-	if d.Inbound {
+	if d.uas() {
 		return *d.invite.To().Address.Clone()
 	}
 	return *d.invite.From().Address.Clone()

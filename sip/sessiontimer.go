@@ -116,6 +116,7 @@ func (d *Dialog) sessionTimerHeaders(req *sip.Request, res *sip.Response) {
 // offer/answer or refresh: m is the far end's request (we were UAS) or its
 // 2xx (we were UAC).
 func (d *Dialog) sessionRefreshed(m sip.Message) {
+	defer d.changed() // runs after d.mu is released below
 	var se time.Duration
 	var weRefresh, ok bool
 	switch m := m.(type) {
@@ -163,7 +164,7 @@ func (d *Dialog) SessionInterval() (time.Duration, bool) {
 // peerAllows reports whether the far end listed method in its Allow.
 func (d *Dialog) peerAllows(method string) bool {
 	var m headers = d.invite
-	if !d.Inbound {
+	if !d.uas() {
 		if d.client.InviteResponse == nil {
 			return false
 		}
@@ -246,13 +247,7 @@ func (d *Dialog) hangup(last *Event) {
 	d.end(last)
 	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
 	defer cancel()
-	var err error
-	if d.Inbound {
-		err = d.server.Bye(ctx)
-	} else {
-		err = d.client.Bye(ctx)
-	}
-	if err != nil {
+	if err := d.writeBye(ctx, ""); err != nil {
 		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("BYE failed")
 	}
 }

@@ -52,6 +52,7 @@ type Stack struct {
 	inboundMu     sync.Mutex
 	inbound       map[*sipgo.DialogServerSession]*Dialog
 	outbound      map[*sipgo.DialogClientSession]*Dialog
+	restored      map[string]*Dialog // dialogs rebuilt from a DialogState (restore.go)
 }
 
 type streamListener struct {
@@ -420,6 +421,9 @@ func (s *Stack) Close() error {
 			open = append(open, d)
 		}
 		for _, d := range s.outbound {
+			open = append(open, d)
+		}
+		for _, d := range s.restored {
 			open = append(open, d)
 		}
 		s.inboundMu.Unlock()

@@ -20,6 +20,7 @@ type CallState struct {
 	Endpoint  string `json:"endpoint"` // local name, e.g. aaln/1
 	Line      string `json:"line,omitempty"`
 	Direction string `json:"direction,omitempty"` // incoming, outgoing, local
+	Number    string `json:"number,omitempty"`    // the far party's number
 
 	MGCP MGCPState   `json:"mgcp"`
 	SIP  DialogState `json:"sip"`
@@ -32,7 +33,9 @@ type CallState struct {
 
 	SessionTimer *SessionTimer `json:"session_timer,omitempty"`
 
-	Updated time.Time `json:"updated"`
+	Started  time.Time `json:"started,omitzero"`
+	Answered time.Time `json:"answered,omitzero"`
+	Updated  time.Time `json:"updated"`
 }
 
 // MGCPState is the gateway side of a call.
@@ -40,6 +43,10 @@ type MGCPState struct {
 	CallID        string   `json:"call_id"`                  // C:, RFC 3435 §3.2.2.2
 	ConnectionIDs []string `json:"connection_ids,omitempty"` // I:, §3.2.2.5
 	Mode          string   `json:"mode,omitempty"`           // M:, §3.2.2.6
+	// GatewaySDP is the connection's LocalConnectionDescriptor, and
+	// Codecs the codecs the call uses, in order.
+	GatewaySDP string   `json:"gateway_sdp,omitempty"`
+	Codecs     []string `json:"codecs,omitempty"`
 }
 
 // DialogState is the SIP dialog of a call (RFC 3261 §12: the dialog
@@ -57,6 +64,10 @@ type DialogState struct {
 	LocalContact string   `json:"local_contact,omitempty"`
 	// UAC: mgsip sent the INVITE that created the dialog.
 	UAC bool `json:"uac"`
+	// Transport of the dialog (UDP, TCP, TLS) and the methods the far
+	// end allows (its Allow: UPDATE decides the kind of target refresh).
+	Transport string   `json:"transport,omitempty"`
+	PeerAllow []string `json:"peer_allow,omitempty"`
 }
 
 // SessionTimer is the negotiated session timer (RFC 4028).

@@ -67,9 +67,7 @@ func (d *daemon) newClusterNode(cfg *config.Loaded) (*cluster.Node, error) {
 	cc.Idle = d.gatewayIdle
 	cc.OnChange = func(c cluster.Change) {
 		d.log.WithFields(logrus.Fields{"gateway": c.Gateway, "owned": c.Owned, "reason": c.Reason}).Info("cluster: gateway ownership changed")
-		if b := d.bridge; b != nil {
-			b.GatewayOwned(c.Gateway, c.Owned)
-		}
+		d.ownershipChanged(c)
 	}
 	return cluster.New(cc)
 }

@@ -91,6 +91,8 @@ type daemon struct {
 	node        *cluster.Node
 	redirected  atomic.Uint64 // commands answered 521 (another node owns the gateway)
 	fencedDrops atomic.Uint64 // commands not sent: the gateway is not ours
+	fencedCalls atomic.Uint64 // call-state writes refused: the gateway is not ours
+	own         ownership     // ownership changes on their way to the bridge (callstore.go)
 }
 
 // traceFilter builds the wire trace's filter for lines (ids) and
@@ -225,6 +227,7 @@ func Run(ctx context.Context, opts Options) error {
 	if d.node != nil {
 		bcfg.Owns = d.owns
 		bcfg.NotifiedEntity = cfg.File.Cluster.NotifiedEntity()
+		bcfg.Calls = callStore{node: d.node, fenced: &d.fencedCalls}
 	}
 	d.bridge, err = bridge.New(bcfg)
 	if err != nil {
@@ -266,7 +269,7 @@ func Run(ctx context.Context, opts Options) error {
 		nodeCtx, stopNode := context.WithCancel(context.Background())
 		nodeDone := make(chan struct{})
 		go func() { defer close(nodeDone); _ = d.node.Run(nodeCtx) }()
-		defer func() { stopNode(); <-nodeDone }()
+		defer func() { stopNode(); <-nodeDone; d.own.wg.Wait() }()
 	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -653,5 +656,6 @@ func (d *daemon) leaveCluster() {
 	if err := d.node.Leave(ctx); err != nil {
 		d.log.WithError(err).Warn("cluster: leaving failed; the other nodes take the gateways when the lease expires")
 	}
-	d.log.WithFields(logrus.Fields{"redirected": d.redirected.Load(), "fenced": d.fencedDrops.Load()}).Info("cluster: left")
+	d.log.WithFields(logrus.Fields{"redirected": d.redirected.Load(), "fenced": d.fencedDrops.Load(),
+		"call_writes_fenced": d.fencedCalls.Load()}).Info("cluster: left")
 }

@@ -145,6 +145,7 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil))
 			return
 		}
+		r.refreshTarget(req)
 		res := sip.NewSDPResponseFromRequest(req, sdp)
 		_ = tx.Respond(res)
 		return
@@ -200,7 +201,7 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		select {
 		case <-time.After(script.HangUpAfter):
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = sess.Bye(ctx)
+			_ = r.byeUAS(ctx, sess)
 			cancel()
 		case <-sess.Context().Done():
 		}
@@ -239,7 +240,7 @@ func (r *Registrar) forward(req *sip.Request, sess *sipgo.DialogServerSession) {
 		hcancel()
 	case <-out.Done(): // the callee hung up
 		hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = sess.Bye(hctx)
+		_ = r.byeUAS(hctx, sess)
 		hcancel()
 	}
 }
@@ -257,6 +258,13 @@ func (r *Registrar) onAck(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (r *Registrar) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if cid := req.CallID(); cid != nil {
+		defer func() {
+			r.mu.Lock()
+			delete(r.targets, cid.Value())
+			r.mu.Unlock()
+		}()
+	}
 	if err := r.uas.ReadBye(req, tx); err == nil {
 		return
 	}
@@ -376,8 +384,52 @@ func (r *Registrar) simple(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
 }
 
+// onUpdate answers UPDATE 200; one inside a call refreshes its remote
+// target (RFC 3311 §5.2).
+func (r *Registrar) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
+	if _, err := r.uas.MatchDialogRequest(req); err == nil {
+		r.refreshTarget(req)
+	} else if _, err := r.uac.MatchRequestDialog(req); err == nil {
+		r.refreshTarget(req)
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+}
+
+// refreshTarget records the Contact of a target refresh (a re-INVITE or
+// UPDATE in a call): the PBX's next requests in the call go there (RFC
+// 3261 §12.2), as a real PBX's do.
+func (r *Registrar) refreshTarget(req *sip.Request) {
+	c := req.Contact()
+	if c == nil || req.CallID() == nil {
+		return
+	}
+	r.mu.Lock()
+	r.targets[req.CallID().Value()] = *c.Address.Clone()
+	r.mu.Unlock()
+}
+
+// target returns the refreshed remote target of a call, if any.
+func (r *Registrar) target(callID string) (sip.Uri, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.targets[callID]
+	return t, ok
+}
+
+// byeUAS hangs up a call the PBX answered, at its remote target.
+func (r *Registrar) byeUAS(ctx context.Context, sess *sipgo.DialogServerSession) error {
+	t, ok := r.target(sess.InviteRequest.CallID().Value())
+	if !ok {
+		return sess.Bye(ctx)
+	}
+	bye := sip.NewRequest(sip.BYE, t)
+	bye.SetTransport(sess.InviteRequest.Transport())
+	return sess.WriteBye(ctx, bye)
+}
+
 // OutCall is a call the PBX placed to a registered line.
 type OutCall struct {
+	r      *Registrar
 	sess   *sipgo.DialogClientSession
 	Status int    // final status
 	SDP    []byte // the answer's SDP
@@ -389,6 +441,9 @@ func (c *OutCall) Done() <-chan struct{} { return c.sess.Context().Done() }
 // HangUp sends BYE.
 func (c *OutCall) HangUp(ctx context.Context) error {
 	defer func() { _ = c.sess.Close() }()
+	if t, ok := c.r.target(c.sess.InviteRequest.CallID().Value()); ok {
+		return c.sess.WriteBye(ctx, sip.NewRequest(sip.BYE, t))
+	}
 	return c.sess.Bye(ctx)
 }
 
@@ -400,7 +455,11 @@ func (c *OutCall) Refer(ctx context.Context, referTo string) (int, error) {
 	if c.sess.InviteResponse == nil || c.sess.InviteResponse.Contact() == nil {
 		return 0, errors.New("siptest: the call has no remote target")
 	}
-	req := sip.NewRequest(sip.REFER, *c.sess.InviteResponse.Contact().Address.Clone())
+	target := *c.sess.InviteResponse.Contact().Address.Clone()
+	if t, ok := c.r.target(c.sess.InviteRequest.CallID().Value()); ok {
+		target = t
+	}
+	req := sip.NewRequest(sip.REFER, target)
 	req.AppendHeader(sip.NewHeader("Refer-To", referTo))
 	req.AppendHeader(sip.NewHeader("Referred-By", "<"+c.sess.InviteRequest.From().Address.String()+">"))
 	res, err := c.sess.Do(ctx, req)
@@ -436,7 +495,7 @@ func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*O
 	if err != nil {
 		return nil, err
 	}
-	c := &OutCall{sess: sess}
+	c := &OutCall{r: r, sess: sess}
 	if err := sess.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) {

@@ -80,6 +80,7 @@ type Registrar struct {
 	messages       []Message
 	subscribers    map[string]*subscriber
 	subscribeCount map[string]int
+	targets        map[string]sip.Uri // by Call-ID: remote targets refreshed in calls
 }
 
 // NewRegistrar starts a registrar.
@@ -106,7 +107,8 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	}
 	r := &Registrar{cfg: cfg, ua: ua, srv: srv, done: make(chan struct{}),
 		nonces: map[string]string{}, bindings: map[string]Binding{}, counts: map[string]int{},
-		finals: map[int]int{}, subscribers: map[string]*subscriber{}, subscribeCount: map[string]int{}}
+		finals: map[int]int{}, subscribers: map[string]*subscriber{}, subscribeCount: map[string]int{},
+		targets: map[string]sip.Uri{}}
 	r.conn = recordingConn{PacketConn: conn, r: r}
 	addr := conn.LocalAddr().(*net.UDPAddr)
 	r.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(addr.IP.String()), sipgo.WithClientPort(addr.Port),
@@ -125,7 +127,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	srv.OnSubscribe(r.onSubscribe)
 	srv.OnRefer(r.onRefer)
 	srv.OnInfo(r.simple)
-	srv.OnUpdate(r.simple)
+	srv.OnUpdate(r.onUpdate)
 	srv.OnNotify(r.simple)
 	srv.OnOptions(r.simple)
 	go func() {
