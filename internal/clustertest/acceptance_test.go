@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,15 +13,6 @@ import (
 // testTTL is the nodes' lease TTL in the acceptance tests (the default is
 // 5 s; a shorter one keeps the tests quick, the takeover bound scales).
 const testTTL = 3 * time.Second
-
-// callsSurvive turns on the call-survival assertions of the kill tests
-// (RTP keeps flowing across the takeover, the far end receives the target
-// refresh, the hang-up afterwards reaches the far end): they need the
-// bridge to store its calls and the new owner to restore them
-// (docs/cluster.md, "Takeover, step by step"), which is not built yet.
-// MGSIP_CLUSTER_CALLS_SURVIVE=1 runs them anyway; until the takeover
-// keeps calls they fail, which is what they are for.
-func callsSurvive() bool { return os.Getenv("MGSIP_CLUSTER_CALLS_SURVIVE") == "1" }
 
 // startNodes starts every node and waits until each gateway is armed and
 // registered by the node expected to own it.
@@ -94,7 +84,11 @@ func TestKillOwnerThreeNodes(t *testing.T) { testKillOwner(t, 3) }
 // testKillOwner: gateway ga is owned by node a, gb by node b; a call
 // from ga's line 1 to gb's line 1 is connected when a is killed (SIGKILL):
 // a survivor (b with two nodes, c with three) owns ga within TTL + 2 s, at
-// the gateway's socket; every line of ga is registered at Kamailio from
+// the gateway's socket; the call goes on (same connections, RTP both
+// ways); with two nodes the taken-over phone hangs up and the far end
+// accepts the survivor's BYE, with three the far end hangs up and its BYE
+// reaches the survivor (so the survivor's target refresh reached the far
+// end: RFC 3261 §12.2); every line of ga is registered at Kamailio from
 // the survivor; new calls to and from ga work.
 func testKillOwner(t *testing.T, nodes int) {
 	c := newCluster(t, testTTL)
@@ -149,40 +143,36 @@ func testKillOwner(t *testing.T, nodes int) {
 		t.Fatalf("%s's off-hook line not given the survivor's N: within 3 s of the takeover (N: %s)", ga.Name, st.NotifiedEntity)
 	}
 
-	if callsSurvive() {
-		// The call goes on: media between the gateways never stopped.
-		if err := call.rtpFlows(time.Second); err != nil {
-			t.Fatalf("after the takeover: %v", err)
+	// The call goes on: media between the gateways never stopped.
+	if err := call.rtpFlows(time.Second); err != nil {
+		t.Fatalf("after the takeover: %v", err)
+	}
+	if nodes == 2 {
+		// The taken-over phone hangs up: the survivor's BYE reaches
+		// the far end (here the survivor's own other leg, through
+		// Kamailio), which accepts it and deletes its connection.
+		gb.sig.drain("dlcx", "aaln/1")
+		if r, err := ga.OnHook(ctx, "aaln/1"); !notifiedOK(r, err) {
+			t.Fatalf("on-hook after the takeover: %v %v", r, err)
 		}
-		if nodes == 2 {
-			// The taken-over phone hangs up: the survivor's BYE reaches
-			// the far end (here the survivor's own other leg, through
-			// Kamailio), which accepts it and deletes its connection.
-			gb.sig.drain("dlcx", "aaln/1")
-			if r, err := ga.OnHook(ctx, "aaln/1"); !notifiedOK(r, err) {
-				t.Fatalf("on-hook after the takeover: %v %v", r, err)
-			}
-			select {
-			case <-gb.sig.get("dlcx", "aaln/1"):
-			case <-time.After(5 * time.Second):
-				t.Fatal("the far end did not end its leg after the taken-over phone hung up (BYE not sent or not accepted)")
-			}
-		} else {
-			// The far end hangs up: its BYE goes to the remote target the
-			// survivor's target refresh gave it; the survivor deletes the
-			// taken-over connection.
-			ga.sig.drain("dlcx", "aaln/1")
-			if r, err := gb.OnHook(ctx, "aaln/1"); !notifiedOK(r, err) {
-				t.Fatalf("far end on-hook: %v %v", r, err)
-			}
-			select {
-			case <-ga.sig.get("dlcx", "aaln/1"):
-			case <-time.After(5 * time.Second):
-				t.Fatal("the survivor did not end the taken-over leg after the far end hung up (no target refresh?)")
-			}
+		select {
+		case <-gb.sig.get("dlcx", "aaln/1"):
+		case <-time.After(5 * time.Second):
+			t.Fatal("the far end did not end its leg after the taken-over phone hung up (BYE not sent or not accepted)")
 		}
 	} else {
-		t.Log("call survival across the takeover not asserted: not built yet (docs/cluster.md); MGSIP_CLUSTER_CALLS_SURVIVE=1 runs those assertions")
+		// The far end hangs up: its BYE goes to the remote target the
+		// survivor's target refresh gave it; the survivor deletes the
+		// taken-over connection.
+		ga.sig.drain("dlcx", "aaln/1")
+		if r, err := gb.OnHook(ctx, "aaln/1"); !notifiedOK(r, err) {
+			t.Fatalf("far end on-hook: %v %v", r, err)
+		}
+		select {
+		case <-ga.sig.get("dlcx", "aaln/1"):
+		case <-time.After(5 * time.Second):
+			t.Fatal("the survivor did not end the taken-over leg after the far end hung up (no target refresh?)")
+		}
 	}
 	if err := call.hangUp(ctx); err != nil {
 		t.Fatal(err)
@@ -204,7 +194,7 @@ func testKillOwner(t *testing.T, nodes int) {
 }
 
 // checkOwnershipMetrics checks that the node counted at least min
-// acquisitions and reports the gateways it owns.
+// acquisitions and call-state writes, and reports its lease valid.
 func checkOwnershipMetrics(t *testing.T, n *Node, min float64) {
 	t.Helper()
 	m, err := n.metrics("mgsip_cluster_")
@@ -216,6 +206,11 @@ func checkOwnershipMetrics(t *testing.T, n *Node, min float64) {
 	}
 	if m["mgsip_cluster_lease_valid"] != 1 {
 		t.Errorf("node %s: lease not reported valid: %v", n.Name, m)
+	}
+	// The survivor adopted the killed node's stored call (and stored the
+	// call's changes, its end included).
+	if m[`mgsip_cluster_call_state_writes_total{result="ok"}`] < 1 {
+		t.Errorf("node %s: no call-state write counted: %v", n.Name, m)
 	}
 }
 
