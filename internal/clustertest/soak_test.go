@@ -110,21 +110,28 @@ func TestSoak(t *testing.T) {
 	var kills []kill
 	var takeovers []time.Duration
 	var lostTakeovers int
-	crossed := func(from, to time.Time) bool {
+	// crossed: a node that drove one of the call's gateways was killed
+	// between from and to.
+	crossed := func(from, to time.Time, drivers []*Node) []*Node {
 		killMu.Lock()
 		defer killMu.Unlock()
+		var killed []*Node
 		for _, k := range kills {
-			if k.at.After(from) && k.at.Before(to) {
-				return true
+			if k.at.After(from) && k.at.Before(to) && slices.Contains(drivers, k.node) {
+				killed = append(killed, k.node)
 			}
 		}
-		return false
+		return killed
+	}
+	driver := func(r lineRef) *Node {
+		st, _ := r.g.State("aaln/" + strconv.Itoa(r.n))
+		return c.node(strings.TrimPrefix(st.NotifiedEntity, "mgsip@"))
 	}
 
 	var placed, completed, failedClean, hung, kept, crossedN atomic.Int64
 	var failMu sync.Mutex
 	failures := map[string]int{}
-	txid := regexp.MustCompile(`\b[0-9]{6,}\b|127\.0\.0\.1:[0-9]+`)
+	txid := regexp.MustCompile(`\b[0-9]{6,}\b|127\.0\.0\.1:[0-9]+|\b[0-9.]+s\b`)
 	noteFail := func(err error) {
 		msg := err.Error()
 		if i := strings.Index(msg, ": "); i >= 0 {
@@ -182,7 +189,6 @@ func TestSoak(t *testing.T) {
 				defer release(a, b)
 				refs := []lineRef{a, b}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				start := time.Now()
 				call, err := place(ctx, a.g, a.n, b.g, b.n)
 				cancel()
 				if err != nil {
@@ -194,15 +200,21 @@ func TestSoak(t *testing.T) {
 					}
 					return
 				}
+				connected, survived := time.Now(), false
+				drivers := []*Node{driver(a), driver(b)}
 				time.Sleep(talk)
-				across := crossed(start, time.Now())
-				if across {
+				if killed := crossed(connected, time.Now(), drivers); len(killed) > 0 {
 					crossedN.Add(1)
-					if call.rtpFlows(300*time.Millisecond) == nil {
-						// Both connections are still there, and media
-						// flows both ways, after a takeover.
-						kept.Add(1)
-					}
+					// Wait for the takeover: both lines driven by a node
+					// that was not killed (a gateway with a call is not
+					// handed back to the restarted node meanwhile).
+					waitFor(ttl+5*time.Second, func() bool {
+						return !slices.Contains(killed, driver(a)) && !slices.Contains(killed, driver(b))
+					})
+					// Kept: both connections are still there, media
+					// flows both ways after the takeover, and the hang-up
+					// below ends it cleanly.
+					survived = call.rtpFlows(300*time.Millisecond) == nil
 				}
 				ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 				err = call.hangUp(ctx)
@@ -215,6 +227,9 @@ func TestSoak(t *testing.T) {
 					failedClean.Add(1)
 				default:
 					completed.Add(1)
+					if survived {
+						kept.Add(1)
+					}
 				}
 			})
 		}
@@ -287,7 +302,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %d gateways x %d lines, 3 nodes, TTL %v, %v at %d calls/s (talk %v), %d kills (every %v, back after %v)", gateways, lines, ttl, duration, rate, talk, len(kills), killEvery, down)
 	t.Logf("takeover per gateway (kill -> first command of the new owner at the gateway): n %d, p50 %v, p99 %v, max %v; %d gateways not taken over within TTL + 10 s",
 		len(takeovers), pct(0.50).Round(time.Millisecond), pct(0.99).Round(time.Millisecond), pct(1).Round(time.Millisecond), lostTakeovers)
-	t.Logf("calls: %d placed, %d completed, %d failed cleanly, %d hung; %d spanned a kill, %d of them kept (connections and RTP both ways after it)",
+	t.Logf("calls: %d placed, %d completed, %d failed cleanly, %d hung; %d connected when the owner of one of their gateways was killed, %d of them kept (same connections and RTP both ways after the takeover, then a clean hang-up)",
 		placed.Load(), completed.Load(), failedClean.Load(), hung.Load(), crossedN.Load(), kept.Load())
 	for msg, k := range failures {
 		t.Logf("  failure x%d: %s", k, msg)
