@@ -410,6 +410,11 @@ func TestPartitionedNodeStopsBeforeOthersTakeOver(t *testing.T) {
 		}
 	}
 
+	// What a's metrics say meanwhile: fenced once, each gateway counted.
+	if st := h.node("a").Stats(); st.Fences != 1 || st.LeaseValid || st.Owned != 0 || st.Changes["fenced"] != uint64(len(cutOff)) {
+		t.Errorf("a's stats while cut off: %+v (it owned %d)", st, len(cutOff))
+	}
+
 	// The partition heals: a's lease has expired, it joins again with a
 	// new one and gets its (idle) gateways back.
 	px.Heal()
@@ -575,6 +580,15 @@ func TestCallStoreIsFencedByRevision(t *testing.T) {
 	}
 	if calls, err := b.Calls(ctx, "gw-00"); err != nil || len(calls) != 0 {
 		t.Fatalf("calls after delete: %+v %v", calls, err)
+	}
+	// The counters behind mgsip_cluster_call_state_writes_total: a wrote
+	// twice and sent one invalid call; b was refused once, then adopted
+	// and deleted.
+	if st := a.Stats(); st.CallWrites != 2 || st.CallWritesRefused != 0 || st.CallWriteErrors != 1 {
+		t.Errorf("a's call-state writes: %+v", st)
+	}
+	if st := b.Stats(); st.CallWrites != 2 || st.CallWritesRefused != 1 || st.CallWriteErrors != 0 {
+		t.Errorf("b's call-state writes: %+v", st)
 	}
 	// A value that does not decode is reported, not fatal.
 	if _, err := b.cli.Put(ctx, b.callsPrefix("gw-00")+"aaln%2F2/bad", "{"); err != nil {
