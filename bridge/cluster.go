@@ -17,8 +17,9 @@ func (b *Bridge) owns(gw *mapping.GatewayRule) bool { return b.cfg.Owns == nil |
 // the one the PBX keeps, and their calls are forgotten without a BYE or
 // a DLCX: the new owner keeps them (takeover.go). Config.Owns already
 // says no, so no keepalive or new line start goes to the gateway (the
-// daemon also drops this node's commands to it at the socket). It does
-// not block.
+// daemon also drops this node's commands to it at the socket). It waits
+// only for room in the lines' input queues (never for the network), so
+// that what it queues is in order with a GatewayAcquired that follows.
 func (b *Bridge) GatewayOwned(name string, owned bool) {
 	if owned {
 		b.GatewayAcquired(name, nil)

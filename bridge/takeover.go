@@ -29,7 +29,8 @@ const reasonTakeoverLost = `Q.850;cause=41;text="call lost when another mgsip no
 // took over with the calls its previous owner stored (the daemon loads
 // them from the cluster's store). Lines with a stored call keep it; the
 // others are audited and armed as at start. All lines are registered with
-// this node's Contact at once. It does not block.
+// this node's Contact at once. It waits only for room in the lines' input
+// queues (never for the network).
 func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 	gw := b.cfg.Rules.Load().Gateway(name)
 	if gw == nil {
@@ -61,9 +62,15 @@ func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 		delete(byEndpoint, strings.ToLower(l.ep.Local))
 		f := func() {
 			if l.call != nil || l.other != nil {
-				// The line has calls of its own (it kept them while the
-				// gateway was away and back): the stored ones are stale.
-				l.dropStored(stored, "the line has calls of its own")
+				// The line still has calls of its own: those stay, and
+				// stored calls that are not among them are stale.
+				var stale []StoredCall
+				for _, sc := range stored {
+					if !l.hasCall(sc.CallID) {
+						stale = append(stale, sc)
+					}
+				}
+				l.dropStored(stale, "the line has other calls")
 				return
 			}
 			if len(stored) == 0 {
@@ -72,9 +79,8 @@ func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 			}
 			l.takeOver(stored)
 		}
-		if !l.post(f) {
-			go l.postWait(f)
-		}
+		// In order with what GatewayOwned(name, false) queued before.
+		l.postWait(f)
 		if b.regs != nil && b.cfg.Register && l.rule.Peer != nil && l.rule.Peer.Register {
 			// Registers now, with this node's Contact.
 			b.regs.Add(l.account())
@@ -91,6 +97,16 @@ func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 			}
 		}
 	}
+}
+
+// hasCall reports whether the line has a call with MGCP call id id.
+func (l *line) hasCall(id string) bool {
+	for _, c := range []*call{l.call, l.other} {
+		if c != nil && strings.EqualFold(c.id, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingCalls takes the stored calls GatewayAcquired left for Run for
@@ -337,13 +353,12 @@ func (b *Bridge) lost(lines []*line, gateway string) {
 		b.persist.forget(gateway)
 	}
 	for _, l := range lines {
-		f := func() {
+		// Waits for room in the line's queue, so that a GatewayAcquired
+		// that follows comes after it.
+		l.postWait(func() {
 			if l.call != nil || l.other != nil {
 				l.forgetCalls()
 			}
-		}
-		if !l.post(f) {
-			go l.postWait(f)
-		}
+		})
 	}
 }

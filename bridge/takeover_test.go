@@ -599,3 +599,24 @@ func (c *sipCapture) request(t *testing.T, method string) *sipgo.Request {
 	t.Fatalf("no %s received", method)
 	return nil
 }
+
+// TestAcquiredAgainKeepsOwnCalls: a node told it owns a gateway it never
+// lost (its own calls still up) keeps its calls; the stored ones are its
+// own and nothing is hung up.
+func TestAcquiredAgainKeepsOwnCalls(t *testing.T) {
+	c := newCluster2(t)
+	e := c.env
+	_, stored := c.outgoingCall()
+	c.a.b.GatewayAcquired("gw", c.store.list())
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("BYE at the PBX", func() bool { return len(c.sipRequests("BYE")) == 1 })
+	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
+	byes := c.sipRequests("BYE")
+	if len(byes) != 1 || byes[0].GetHeader("Reason") != nil || byes[0].CSeq().SeqNo != stored.Dialog.LocalCSeq+1 {
+		t.Errorf("BYEs %d, first %v", len(byes), byes[0])
+	}
+	if n := len(c.sipRequests("INVITE")); n != 1 {
+		t.Errorf("%d INVITEs: the call was refreshed or placed again", n)
+	}
+}

@@ -145,6 +145,9 @@ type Dialog struct {
 	local    []byte // our latest SDP (offer or answer)
 	sending  bool   // our re-INVITE or UPDATE is outstanding
 	referSeq uint32 // CSeq of the REFER being reported (Event: refer;id=)
+	// referAnswered is closed once the 202 to the REFER being reported
+	// is sent: its first NOTIFY must not overtake it.
+	referAnswered chan struct{}
 	// cancelInvite cancels an outbound INVITE still waiting for its answer.
 	cancelInvite context.CancelFunc
 	st           *sessionTimer

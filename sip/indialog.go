@@ -490,6 +490,13 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		referredBy = h.Value()
 	}
 	g := s.referGate.Load()
+	// A gate's owner may send the first NOTIFY at once, from another
+	// goroutine: it waits until the answer to the REFER is on the wire.
+	answered := make(chan struct{})
+	d.mu.Lock()
+	d.referAnswered = answered
+	d.mu.Unlock()
+	defer close(answered)
 	if g != nil {
 		ev := Event{Kind: EventRefer, ReferTo: target.String(), ReferToUser: target.User, Replaces: replaces, ReferredBy: referredBy}
 		if code, reason := (*g)(d, ev); code >= 300 {
@@ -545,6 +552,17 @@ func (d *Dialog) NotifyRefer(ctx context.Context, status int, reason string) err
 	req, err := d.newRequest(sip.NOTIFY)
 	if err != nil {
 		return err
+	}
+	d.mu.Lock()
+	answered := d.referAnswered
+	d.mu.Unlock()
+	if answered != nil {
+		select {
+		case <-answered:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 	d.mu.Lock()
 	id := d.referSeq

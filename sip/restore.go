@@ -133,7 +133,10 @@ func (d *Dialog) noteTarget(c *sip.ContactHeader) {
 // (answered) or after it ended.
 func (d *Dialog) State() (DialogState, bool) {
 	d.mu.Lock()
-	answered, ended := d.answered && (!d.Inbound || d.acked), d.ended
+	// An inbound dialog is confirmed by the ACK of our 200 (RFC 3261
+	// §13.3.1.4): sipgo's session knows it before onAck notes it here.
+	answered := d.answered && (!d.uas() || d.acked || d.server.LoadState() == sip.DialogStateConfirmed)
+	ended := d.ended
 	st := DialogState{CallID: d.CallID, RemoteCSeq: d.remoteSeq, UAC: !d.Inbound,
 		LocalSDP: append([]byte(nil), d.local...), RemoteSDP: append([]byte(nil), d.remote...)}
 	if d.st != nil {

@@ -656,6 +656,10 @@ func (d *daemon) leaveCluster() {
 	if err := d.node.Leave(ctx); err != nil {
 		d.log.WithError(err).Warn("cluster: leaving failed; the other nodes take the gateways when the lease expires")
 	}
-	d.log.WithFields(logrus.Fields{"redirected": d.redirected.Load(), "fenced": d.fencedDrops.Load(),
-		"call_writes_fenced": d.fencedCalls.Load()}).Info("cluster: left")
+	f := logrus.Fields{"redirected": d.redirected.Load(), "fenced": d.fencedDrops.Load(), "call_writes_fenced": d.fencedCalls.Load()}
+	if d.bridge != nil {
+		st := d.bridge.StoreStats()
+		f["call_writes"], f["call_writes_failed"], f["calls_not_stored"] = st.Written, st.Failed, st.Dropped
+	}
+	d.log.WithFields(f).Info("cluster: left")
 }

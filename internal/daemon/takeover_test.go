@@ -1,0 +1,239 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mgsip/mgsip/internal/cluster"
+	"github.com/mgsip/mgsip/internal/testutil"
+	"github.com/mgsip/mgsip/mgcp/mgcptest"
+	"github.com/mgsip/mgsip/sip/siptest"
+	"github.com/sirupsen/logrus"
+)
+
+// etcdProxy sits between one daemon and etcd; Cut black-holes the
+// connection (a partition: nothing passes, nothing is closed).
+type etcdProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func startEtcdProxy(t *testing.T, target string) *etcdProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &etcdProxy{ln: ln, target: strings.TrimPrefix(target, "http://")}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.closeAll()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			cut := p.cut
+			p.mu.Unlock()
+			if cut {
+				wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
+				continue
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, u)
+			p.mu.Unlock()
+			wg.Go(func() { p.pipe(u, c) })
+			wg.Go(func() { p.pipe(c, u) })
+		}
+	})
+	return p
+}
+
+func (p *etcdProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := src.Read(buf)
+		if err != nil {
+			_ = dst.Close()
+			return
+		}
+		p.mu.Lock()
+		cut := p.cut
+		p.mu.Unlock()
+		if cut {
+			continue
+		}
+		if _, err := dst.Write(buf[:k]); err != nil {
+			_ = src.Close()
+			return
+		}
+	}
+}
+
+func (p *etcdProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
+func (p *etcdProxy) Cut()             { p.mu.Lock(); p.cut = true; p.mu.Unlock() }
+
+// Heal forwards again (the clients reconnect).
+func (p *etcdProxy) Heal() {
+	p.mu.Lock()
+	p.cut = false
+	p.mu.Unlock()
+	p.closeAll()
+}
+
+func (p *etcdProxy) closeAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// TestClusterCallSurvivesPartition: two daemons on a real etcd, one
+// gateway. The PBX calls the line, answered on a (the owner); a is cut
+// off from etcd, fences itself and forgets the call without a BYE or a
+// DLCX; b takes the gateway with the call a stored: the connection stays,
+// the gateway's events go to b, the PBX gets b's target refresh, and the
+// PBX's hang-up reaches b, which deletes the connection.
+func TestClusterCallSurvivesPartition(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	px := startEtcdProxy(t, etcd.Endpoint)
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &sourceConn{PacketConn: conn}
+	reg, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"101": "pw-101"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: rec, Lines: 1, CallAgent: fmt.Sprintf("127.0.0.1:%d", pa)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	gwPort := conn.LocalAddr().(*net.UDPAddr).Port
+	a := startClusterDaemon(t, px.endpoint(), "a", pa, gwPort, reg.Addr())
+	waitUntil(t, 10*time.Second, "a registers the line", func() bool {
+		b, ok := reg.Binding("101")
+		return ok && strings.Contains(b.Contact, a.sip)
+	})
+	b := startClusterDaemon(t, etcd.Endpoint, "b", pb, gwPort, reg.Addr())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	calls := make(chan *siptest.OutCall, 1)
+	go func() {
+		oc, err := reg.Call(ctx, "101", "5550100", []byte(siptest.DefaultAnswerSDP))
+		if err != nil {
+			t.Error(err)
+		}
+		calls <- oc
+	}()
+	waitUntil(t, 10*time.Second, "the phone rings", func() bool {
+		st, _ := gw.State("aaln/1")
+		for _, s := range st.Signals {
+			if s.Is("L", "rg") {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := gw.OffHook(ctx, "aaln/1"); err != nil {
+		t.Fatal(err)
+	}
+	oc := <-calls
+	if oc == nil {
+		t.FailNow()
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	observer, err := cluster.New(cluster.Config{Name: "observer", Endpoints: []string{etcd.Endpoint}, Log: logrus.NewEntry(l)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close()
+	var stored cluster.CallState
+	waitUntil(t, 10*time.Second, "a stores the call", func() bool {
+		cs, err := observer.Calls(ctx, "gw")
+		if err != nil || len(cs) != 1 || cs[0].SIP.CallID == "" {
+			return false
+		}
+		stored = cs[0]
+		return true
+	})
+	st, _ := gw.State("aaln/1")
+	if len(st.Connections) != 1 {
+		t.Fatalf("connections %+v", st.Connections)
+	}
+	connID := st.Connections[0].ID
+
+	cut := time.Now()
+	px.Cut()
+	waitUntil(t, 15*time.Second, "b drives the gateway", func() bool {
+		st, _ := gw.State("aaln/1")
+		return st.NotifiedEntity == "mgsip@"+b.addr
+	})
+	t.Logf("b drove the gateway %v after the partition", time.Since(cut).Round(time.Millisecond))
+	st, _ = gw.State("aaln/1")
+	if len(st.Connections) != 1 || st.Connections[0].ID != connID || st.Connections[0].Mode != "sendrecv" {
+		t.Fatalf("connections after the takeover %+v, want %s sendrecv", st.Connections, connID)
+	}
+	waitUntil(t, 10*time.Second, "the PBX gets b's target refresh", func() bool {
+		for _, m := range reg.Received("INVITE") {
+			s := string(m.Data)
+			if strings.Contains(s, "Call-ID: "+stored.SIP.CallID+"\r\n") &&
+				(strings.Contains(s, "\r\nContact: <sip:101@"+b.sip+">") || strings.Contains(s, "\r\nContact: <sip:"+b.sip+">")) {
+				return true
+			}
+		}
+		return false
+	})
+	if err := oc.HangUp(ctx); err != nil {
+		t.Fatalf("the PBX's BYE: %v", err)
+	}
+	waitUntil(t, 10*time.Second, "b deletes the connection", func() bool {
+		st, _ := gw.State("aaln/1")
+		return len(st.Connections) == 0
+	})
+	if _, err := gw.OnHook(ctx, "aaln/1"); err != nil && !strings.Contains(err.Error(), "quarantined") {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the call leaves the store", func() bool {
+		cs, err := observer.Calls(ctx, "gw")
+		return err == nil && len(cs) == 0
+	})
+	for _, c := range rec.commands(a.addr) {
+		if strings.HasPrefix(c.line, "DLCX") && c.at.After(cut) {
+			t.Errorf("a deleted a connection after the partition: %s", c.line)
+		}
+	}
+	if n := len(reg.Received("BYE")); n != 0 {
+		t.Errorf("the PBX received %d BYEs (a must send none)", n)
+	}
+	waitUntil(t, 10*time.Second, "the gateway idle", func() bool { return gw.CheckIdle() == nil })
+	px.Heal()
+}
