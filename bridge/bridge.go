@@ -554,6 +554,13 @@ func (b *Bridge) peerOf(rules *mapping.Rules, source string) string {
 func (b *Bridge) ServeDialog(d *sip.Dialog) {
 	rules := b.cfg.Rules.Load()
 	peer := b.peerOf(rules, d.Source())
+	if err := d.SetPRACK(prackMode(rules.Peer(peer))); err != nil {
+		return // refused with 421: the peer's prack is required
+	}
+	if rep := d.Header("Replaces"); rep != "" {
+		b.serveReplaces(d, rep) // RFC 3891: replaces a line's call, or is refused
+		return
+	}
 	target, ok := rules.RouteInbound(peer, d.RequestUser())
 	if !ok && peer != "" {
 		target, ok = rules.RouteInbound("", d.RequestUser())

@@ -59,6 +59,7 @@ type envOptions struct {
 	srcPort   bool                                      // check the gateway's source port
 	caOpts    []mgcp.Option                             // more options for the call agent
 	users     map[string]string                         // more accounts the PBX knows (user: password)
+	prack     string                                    // the PBX peer's prack key
 	calls     bridge.CallStore                          // bridge.Config.Calls
 }
 
@@ -94,7 +95,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	pbxHost, pbxPort := hostPort(t, e.pbx.Addr())
 	yes := true
 	cfg := mapping.Config{
-		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes, Realm: o.realm}},
+		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes, Realm: o.realm, PRACK: o.prack}},
 		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}, Keepalive: o.keepalive}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
 		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1.." + strconv.Itoa(o.lines) + "}", User: "{n+1000}",

@@ -74,7 +74,7 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 	ctx, cancel := context.WithCancel(l.ctx)
 	c.cancel = cancel
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
-		Transport: peer.Transport, SDP: offer.SDP})
+		Transport: peer.Transport, SDP: offer.SDP, PRACK: prackMode(peer)})
 	if err != nil {
 		l.failCall(c, err.Error(), "L/ro")
 		return
@@ -367,6 +367,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.onTransferLeg(c, e)
 		return
 	}
+	if c.confFocus || c.confParty {
+		l.onPBXConf(c, e)
+		return
+	}
 	if l.call != c {
 		if l.other == c {
 			l.onOtherSIP(c, e)
@@ -507,6 +511,10 @@ func mirror(remote Direction) Direction {
 // ended without an event this line acted on) is released.
 func (l *line) onSIPEnd(c *call) {
 	if c.ended {
+		return
+	}
+	if c.confFocus || c.confParty {
+		l.onPBXConf(c, sip.Event{Kind: sip.EventBye})
 		return
 	}
 	if c.xferOf != nil {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip"
@@ -60,6 +61,7 @@ var actionKinds = []struct {
 	{"gw-error", 4}, {"gw-drop", 2}, {"gw-dlcx", 2}, {"gw-rsip", 2}, {"gw-lossy", 1},
 	{"op-hangup", 2}, {"op-drain", 1}, {"op-rearm", 1}, {"op-reload", 1},
 	{"blind-transfer", 4}, {"three-way", 4}, {"attended-transfer", 3},
+	{"sip-replaces", 3}, {"local-wait", 3},
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -121,10 +123,15 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 		log = logrus.NewEntry(l)
 	}
 	x.e = newEnv(t, envOptions{lines: exploreLines, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
-		keepalive: 300 * time.Millisecond, calls: x.store.handle("A"),
-		mgcp:     mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
-		uas:      x.pbxScript,
-		refer:    x.pbxRefer,
+		keepalive: 300 * time.Millisecond,
+		calls:     x.store.handle("A"),
+		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
+		uas:       x.pbxScript,
+		refer:     x.pbxRefer,
+		prack:     "supported",
+		// Three-way calls whose confrnce MDCX is refused (gw-error 517)
+		// meet at the PBX conference instead.
+		features: mapping.Features{ConferenceURI: "2000"},
 		transfer: time.Second,
 		faults: func([]byte, net.Addr) mgcptest.Fault {
 			if x.lossy.Load() <= 0 {
@@ -172,6 +179,14 @@ func (x *explorer) pbxScript(siptest.Incoming) siptest.Script {
 	}
 	if s.Status == 0 && x.rng.IntN(3) == 0 {
 		s.HangUpAfter = time.Duration(100+x.rng.IntN(400)) * time.Millisecond
+	}
+	if x.rng.IntN(4) == 0 {
+		// A PBX that requires 100rel: reliable 18x (the lines' peer
+		// says prack: supported), with early media now and then.
+		s.Reliable = true
+		if x.rng.IntN(2) == 0 {
+			s.EarlyMedia = []byte(strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40100", 1))
+		}
 	}
 	return s
 }
@@ -272,14 +287,49 @@ func (x *explorer) step(a action) {
 			_, _ = gw.OffHook(ctx, local)
 		}
 	case "sip-call":
-		x.call(strconv.Itoa(1000+a.line), a.n%4 == 0)
+		x.call(strconv.Itoa(1000+a.line), a.n%4 == 0, sip.PRACKMode(a.m%3), "")
+	case "sip-replaces":
+		// A new far end takes over a far-end call with an INVITE carrying
+		// Replaces (RFC 3891); now and then early-only, or naming a
+		// dialog that does not exist.
+		calls := x.live()
+		if len(calls) == 0 {
+			return
+		}
+		rep := calls[a.n%len(calls)].d.ReplacesValue()
+		switch a.m % 5 {
+		case 0:
+			rep += ";early-only"
+		case 1:
+			rep = "no-such-dialog;to-tag=1;from-tag=2"
+		}
+		x.call(strconv.Itoa(1000+a.line), false, sip.PRACKOff, rep)
+	case "local-wait":
+		// Line a talks to another line (switched locally) when a SIP call
+		// arrives for it; the phone flashes to take it (and back), or
+		// hangs up, or the other line does.
+		other := 1 + (a.line+a.n%(exploreLines-1))%exploreLines
+		x.localTalking(ctx, local, ep(other), strconv.Itoa(1000+other))
+		x.call(strconv.Itoa(1000+a.line), false, sip.PRACKMode(a.m%3), "")
+		time.Sleep(time.Duration(20+a.m%40) * time.Millisecond)
+		switch a.m % 4 {
+		case 0:
+			_, _ = gw.Flash(ctx, local)
+		case 1:
+			_, _ = gw.Flash(ctx, local)
+			_, _ = gw.Flash(ctx, local)
+		case 2:
+			_, _ = gw.OnHook(ctx, local)
+		case 3:
+			_, _ = gw.OnHook(ctx, ep(other))
+		}
 	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
 		x.farAction(a)
 	case "mwi":
 		_, _ = x.e.pbx.NotifyMWI(ctx, strconv.Itoa(1000+a.line), a.n%2 == 0, a.n%3, 0)
 	case "gw-error":
 		verbs := []mgcp.Verb{mgcp.VerbCRCX, mgcp.VerbMDCX, mgcp.VerbDLCX, mgcp.VerbRQNT, mgcp.VerbAUEP}
-		codes := []mgcp.ReturnCode{400, 401, 402, 403, 500, 501, 502, 510, 515, 516, 527, 534}
+		codes := []mgcp.ReturnCode{400, 401, 402, 403, 500, 501, 502, 510, 515, 516, 517, 527, 534}
 		verb, code := verbs[a.n%len(verbs)], codes[a.m%len(codes)]
 		if verb == mgcp.VerbDLCX && (code == 515 || code == 516) {
 			code = 400 // a gateway does not deny a connection it has
@@ -361,12 +411,44 @@ func (x *explorer) talking(ctx context.Context, local string) {
 	}
 }
 
+// localTalking makes the line's phone talk to another line of mgsip
+// (switched locally), when both are free: it lifts, dials the other
+// line's number, the other phone answers; waits (a little) for both.
+func (x *explorer) localTalking(ctx context.Context, local, other, number string) {
+	gw := x.e.gw
+	for _, l := range []string{local, other} {
+		if st, _ := gw.State(l); len(st.Connections) > 0 || st.OffHook {
+			return
+		}
+	}
+	_, _ = gw.OffHook(ctx, local)
+	_, _ = gw.Dial(ctx, local, number)
+	for range 30 {
+		if st, _ := gw.State(other); len(st.Connections) == 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, _ = gw.OffHook(ctx, other)
+	for range 30 {
+		if st, _ := gw.State(local); len(st.Connections) == 1 && st.Connections[0].Mode == mgcp.ModeSendRecv {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // call has a SIP far end call a line's account at mgsip (cancelled at
-// once when cancelSoon).
-func (x *explorer) call(user string, cancelSoon bool) {
+// once when cancelSoon), offering or requiring 100rel as prack says, with
+// a Replaces header when replaces is set.
+func (x *explorer) call(user string, cancelSoon bool, prack sip.PRACKMode, replaces string) {
 	ctx, cancel := context.WithCancel(context.Background())
+	var hdrs map[string]string
+	if replaces != "" {
+		hdrs = map[string]string{"Replaces": replaces}
+	}
 	d, err := x.caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: user, Peer: x.e.stack.LocalAddr().String(),
-		SDP: []byte(siptest.DefaultAnswerSDP)})
+		SDP: []byte(siptest.DefaultAnswerSDP), PRACK: prack, Headers: hdrs})
 	if err != nil {
 		cancel()
 		return

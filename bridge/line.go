@@ -87,6 +87,8 @@ type call struct {
 	transfer  bool   // took part in a transfer
 	callee    bool   // the called leg of a local call
 	gwFailed  bool   // a CRCX or MDCX of the call failed (refused or unanswered)
+	confFocus bool   // the call to the PBX conference, not answered yet (pbxconf.go)
+	confParty bool   // REFERed into the PBX conference: waiting for the final NOTIFY
 
 	mode mgcp.ConnectionMode // the mode the gateway last accepted (persist.go)
 }
@@ -166,8 +168,9 @@ type line struct {
 	call      *call
 	other     *call // call waiting, or the call on hold
 	transfer  transferState
-	consult   bool // l.call is a consultation call, l.other held for it (threeway.go)
-	conf      bool // l.call and l.other are mixed on the gateway (confrnce)
+	consult   bool     // l.call is a consultation call, l.other held for it (threeway.go)
+	conf      bool     // l.call and l.other are mixed on the gateway (confrnce)
+	pbxConf   *pbxConf // three-way calling through a conference at the PBX (pbxconf.go)
 	gen       int
 	toneTimer *time.Timer
 

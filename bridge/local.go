@@ -109,8 +109,17 @@ func (l *line) onLocalBusy(id string) {
 	l.settle("L/bz")
 }
 
-// onLocalHangup: the other line hung up (or gave up ringing).
+// onLocalHangup: the other line hung up (or gave up ringing). The local
+// call may be this line's held one (call waiting swapped it out): it just
+// ends; if it was the active one and a call waits or is held, that call
+// is taken up as when a SIP far end hangs up.
 func (l *line) onLocalHangup(id string) {
+	if o := l.other; o != nil && o.id == id && o.peer != nil {
+		o.peer = nil
+		o.result = "far end hung up"
+		l.endCallOf(o, o.result, true)
+		return
+	}
 	c := l.localLeg(id)
 	if c == nil {
 		return
@@ -122,5 +131,9 @@ func (l *line) onLocalHangup(id string) {
 		c.result = "far end hung up"
 	}
 	l.endCall(c.result, true)
+	if l.other != nil {
+		l.afterActiveEnded(!l.offHook)
+		return
+	}
 	l.settle("L/ro")
 }

@@ -70,3 +70,13 @@ func (b *Bridge) peerDown(p *mapping.PeerRule, l *line) bool {
 	}
 	return false
 }
+
+// prackMode is a peer's use of reliable provisional responses (RFC 3262);
+// a call with no known peer does not ask for them.
+func prackMode(p *mapping.PeerRule) sip.PRACKMode {
+	if p == nil {
+		return sip.PRACKOff
+	}
+	m, _ := sip.ParsePRACKMode(p.PRACK) // checked when the rules were compiled
+	return m
+}

@@ -170,7 +170,7 @@ func (l *line) onReferred(c *call, e sip.Event) {
 	ctx, cancel := context.WithCancel(l.ctx)
 	nc.cancel = cancel
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: number, Peer: net.JoinHostPort(rt.Peer.Host, strconv.Itoa(rt.Peer.Port)),
-		Transport: rt.Peer.Transport, SDP: offer.SDP, Headers: hdrs})
+		Transport: rt.Peer.Transport, SDP: offer.SDP, Headers: hdrs, PRACK: prackMode(rt.Peer)})
 	if err != nil {
 		cancel()
 		log.WithError(err).Info("transfer INVITE failed")

@@ -56,7 +56,7 @@ func (l *line) retryInvite(c *call, e sip.Event) bool {
 	ctx, cancel := context.WithCancel(l.ctx)
 	p := c.peerRule
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: to, Peer: net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
-		Transport: p.Transport, SDP: offer.SDP, SessionExpires: se, MinSE: se})
+		Transport: p.Transport, SDP: offer.SDP, SessionExpires: se, MinSE: se, PRACK: prackMode(p)})
 	if err != nil {
 		cancel()
 		return false

@@ -116,7 +116,12 @@ func TestOutgoingAnswered(t *testing.T) {
 	want := "AUEP RQNT CRCX RQNT MDCX DLCX"
 	e.waitVerbs("aaln/1", want)
 	// ... and on the SIP side (what the PBX received).
-	if got := sipSeq(e.pbx.Messages()); got != "INVITE 100 180 200 ACK BYE 200" {
+	// The PBX records its own 200 to the BYE just after the BYE itself,
+	// so wait for it rather than reading the list at once.
+	want = "INVITE 100 180 200 ACK BYE 200"
+	var got string
+	e.waitFor("the PBX's 200 to the BYE", func() bool { got = sipSeq(e.pbx.Messages()); return got == want || len(got) > len(want) })
+	if got != want {
 		t.Errorf("SIP at the PBX: %s", got)
 	}
 }
@@ -382,6 +387,49 @@ func TestEarlyMedia(t *testing.T) {
 	})
 	e.onHook("aaln/1")
 	e.noConnections("aaln/1")
+}
+
+// TestReliableEarlyMedia: toward a PBX that requires 100rel (peer prack:
+// supported), the reliable 183 and 180 are each PRACKed once, the 183's
+// SDP is the early media on the gateway and the 200 makes it
+// send-receive. With prack off the INVITE does not support 100rel and that
+// PBX refuses it with 421: the caller hears the error tone.
+func TestReliableEarlyMedia(t *testing.T) {
+	early := strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40100", 1)
+	uas := func(siptest.Incoming) siptest.Script {
+		return siptest.Script{EarlyMedia: []byte(early), Ring: 300 * time.Millisecond, Reliable: true}
+	}
+	e := newEnv(t, envOptions{uas: uas, prack: "supported"})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("early media on the gateway", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeRecvOnly && strings.Contains(string(c.RemoteSDP), "m=audio 40100")
+	})
+	e.waitFor("answered", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeSendRecv && strings.Contains(string(c.RemoteSDP), "m=audio 40000")
+	})
+	pracks := e.pbx.Received("PRACK")
+	if len(pracks) != 2 {
+		t.Fatalf("%d PRACKs reached the PBX, want 2 (the 183 and the 180)", len(pracks))
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	if n := len(e.pbx.Received("BYE")); n != 1 {
+		t.Errorf("%d BYEs reached the PBX after a PRACKed call", n)
+	}
+
+	off := newEnv(t, envOptions{uas: uas})
+	off.offHook("aaln/1")
+	off.dial("aaln/1", "2000")
+	off.waitFor("421 from the PBX", func() bool { return off.pbx.Calls()[421] == 1 })
+	off.waitFor("error tone", func() bool {
+		st, _ := off.gw.State("aaln/1")
+		return hasSignal(st, "L/ro") || hasSignal(st, "L/cg")
+	})
+	off.onHook("aaln/1")
+	off.noConnections("aaln/1")
 }
 
 // TestGatewayDownAndBack: a gateway that stops answering is marked down

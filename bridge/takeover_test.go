@@ -14,6 +14,7 @@ import (
 
 	sipgo "github.com/emiago/sipgo/sip"
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
@@ -126,7 +127,11 @@ type cluster2 struct {
 
 // newCluster2 starts the PBX, the gateway (provisioned with A as its
 // call agent) and nodes A and B; A owns the gateway.
-func newCluster2(t *testing.T) *cluster2 {
+func newCluster2(t *testing.T) *cluster2 { return newCluster2Peer(t, "", "pw") }
+
+// newCluster2Peer is newCluster2 with the lines' SIP peer at peer
+// (host:port; "" for the siptest PBX) and their password (a template).
+func newCluster2Peer(t *testing.T, peer, password string) *cluster2 {
 	t.Helper()
 	c := &cluster2{t: t, store: &memStore{calls: map[string]bridge.StoredCall{}, owner: "A"}}
 	a := "A"
@@ -145,13 +150,16 @@ func newCluster2(t *testing.T) *cluster2 {
 	}
 	t.Cleanup(func() { _ = c.gw.Close() })
 	gwHost, gp := hostPort(t, c.gw.Addr())
-	pbxHost, pbxPort := hostPort(t, c.pbx.Addr())
+	if peer == "" {
+		peer = c.pbx.Addr()
+	}
+	pbxHost, pbxPort := hostPort(t, peer)
 	yes := true
 	rules, err := mapping.New(mapping.Config{
 		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
 		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
-		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1..2}", User: "{n+1000}", Password: "pw",
+		Lines: []mapping.Line{{Gateway: "gw", Endpoint: "aaln/{1..2}", User: "{n+1000}", Password: mapping.Secret(password),
 			DisplayName: "Line {n}"}},
 		Routes: mapping.Routes{Outbound: []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"}}},
 	}, mapping.Options{})
@@ -619,4 +627,62 @@ func TestAcquiredAgainKeepsOwnCalls(t *testing.T) {
 	if n := len(c.sipRequests("INVITE")); n != 1 {
 		t.Errorf("%d INVITEs: the call was refreshed or placed again", n)
 	}
+}
+
+// TestInteropTakeoverThroughKamailio: a far end calls line 1001 through
+// Kamailio, which stays in the path (Record-Route); the call is answered
+// on A; after A's death B restores the dialog with its route set, and
+// B's target refresh and the far end's BYE afterwards both pass through
+// Kamailio.
+func TestInteropTakeoverThroughKamailio(t *testing.T) {
+	kam := testutil.StartKamailio(t, "MD5", 3600)
+	c := newCluster2Peer(t, kam.Addr, "pw-{n+1000}")
+	e := c.env
+	e.waitFor("both lines registered at Kamailio", func() bool {
+		n, err := kam.Stat("usrloc:location_contacts")
+		return err == nil && n == 2
+	})
+	var cap sipCapture
+	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}}, sip.WithPacketConnWrapper(cap.wrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = caller.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); _ = caller.Close() })
+	<-caller.Ready()
+	d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "1001", Peer: kam.Addr,
+		SDP: []byte(siptest.DefaultAnswerSDP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitSignal("aaln/1", "L/rg")
+	e.offHook("aaln/1")
+	waitDialogEvent(t, d, sip.EventAnswered)
+	stored := c.waitStored(1)[0]
+	kamIP, _ := hostPort(t, kam.Addr)
+	if len(stored.Dialog.RouteSet) != 1 || !strings.Contains(stored.Dialog.RouteSet[0], "sip:"+kamIP) {
+		t.Fatalf("stored route set %q, want Kamailio's", stored.Dialog.RouteSet)
+	}
+	conn := *e.conn("aaln/1")
+	c.takeOver(nil)
+	up := cap.request(t, "UPDATE")
+	// Relayed by Kamailio: its Via on top, B's under it.
+	vias := up.GetHeaders("Via")
+	if contactPort(up) != c.b.sipPort() || len(vias) != 2 || !strings.Contains(vias[0].Value(), kamIP) ||
+		!strings.Contains(vias[1].Value(), ":"+strconv.Itoa(c.b.sipPort())) {
+		t.Fatalf("UPDATE Contact %v Via %v; want B's port %d, through Kamailio", up.Contact(), vias, c.b.sipPort())
+	}
+	e.waitFor("gateway's events to B", func() bool { return e.state("aaln/1").NotifiedEntity == c.b.ne() })
+	if now := e.conn("aaln/1"); now.ID != conn.ID || now.Mode != mgcp.ModeSendRecv {
+		t.Fatalf("connection after the takeover %s %s", now.ID, now.Mode)
+	}
+	if err := d.Bye(ctx); err != nil {
+		t.Fatalf("far end's BYE through Kamailio: %v", err)
+	}
+	e.noConnections("aaln/1")
+	e.waitSignal("aaln/1", "L/ro")
+	e.onHook("aaln/1")
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
 }

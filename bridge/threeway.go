@@ -13,7 +13,9 @@ package bridge
 //
 // A gateway that cannot mix (quirk profile conference: false, or a
 // refusal of the confrnce MDCX, typically 517) gets no conference: C is
-// dropped, the phone hears the error tone (L/e) and A is resumed.
+// dropped, the phone hears the error tone (L/e) and A is resumed; unless
+// the line names a conference at the PBX (features.conference_uri,
+// pbxconf.go), where the three are then joined.
 //
 // During the consultation: a flash while C still rings gives up C and
 // goes back to A; C failing or hanging up goes back to A; hanging up
@@ -56,6 +58,9 @@ func (l *line) consulting() bool { return l.consult && l.call != nil && l.other 
 // connections in confrnce mode, the held party taken off hold.
 func (l *line) joinConference() {
 	a, c := l.other, l.call
+	if l.pbxConf != nil {
+		return // the PBX conference is being set up
+	}
 	if !l.rule.Gateway.Quirks.Conference {
 		l.conferenceRefused("the gateway's quirk profile has no conference")
 		return
@@ -77,6 +82,9 @@ func (l *line) joinConference() {
 // conferenceRefused: no mixing on this gateway; C is dropped with the
 // error tone and A resumed.
 func (l *line) conferenceRefused(why string) {
+	if l.pbxConference(why) {
+		return
+	}
 	l.log.WithField("why", why).Info("no three-way call; dropping the added party")
 	c := l.call
 	c.result = "three-way refused: " + why
@@ -109,6 +117,7 @@ func (l *line) endConference() {
 // that lost one of its calls becomes a plain call again; a call left in
 // confrnce mode goes back to sendrecv.
 func (l *line) fixConference() {
+	l.fixPBXConf()
 	if l.consult && (l.call == nil || l.other == nil) {
 		l.consult = false
 	}

@@ -16,11 +16,15 @@ import (
 // the phone again for it; if the far end of the active call hangs up, the
 // held one is resumed.
 
-// canWait reports whether an incoming call may wait on this line.
+// canWait reports whether an incoming call may wait on this line. The
+// active call may be a SIP call or an answered locally switched one (the
+// flash then holds it with an inactive connection only: the other line
+// has no SIP dialog to be told).
 func (l *line) canWait() bool {
 	c := l.call
 	return l.rule.Features.CallWaiting && l.trunk == nil && l.state == stConnected && c != nil && c.xfer == nil &&
-		c.dialog != nil && c.peer == nil && c.fork == nil && l.other == nil && l.b.accepting(l.rule.Gateway)
+		(c.dialog != nil || (c.peer != nil && !c.answered.IsZero())) && c.fork == nil && l.other == nil &&
+		l.b.accepting(l.rule.Gateway)
 }
 
 // offerWaiting makes an incoming call wait on a talking line.

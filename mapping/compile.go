@@ -344,6 +344,13 @@ func (c *compiler) peers(peers []Peer) {
 		default:
 			c.bad(p+".auth", "must be digest or ip, not %q", pc.Auth)
 		}
+		switch r.PRACK = strings.ToLower(pc.PRACK); r.PRACK {
+		case "":
+			r.PRACK = "off"
+		case "off", "supported", "required":
+		default:
+			c.bad(p+".prack", "must be off, supported or required, not %q", pc.PRACK)
+		}
 		r.Register = orBool(pc.Register, r.Auth == "digest")
 		r.Registrar = pc.Registrar
 		if r.Registrar == "" {
@@ -647,7 +654,11 @@ func (c *compiler) lines(lines []Line, endpoints map[string]string) {
 					Transfer: orBool(lc.Features.Transfer, true), MWI: orBool(lc.Features.MWI, true),
 					CallerID: orBool(lc.Features.CallerID, true), Hotline: field("features.hotline", lc.Features.Hotline),
 					HotlineDelay: lc.Features.HotlineDelay, DTMF: dtmf,
+					ConferenceURI: field("features.conference_uri", lc.Features.ConferenceURI),
 				}}
+			if u := l.Features.ConferenceURI; strings.ContainsAny(u, " \t@:;<>") {
+				c.bad(p+".features.conference_uri", "must be a number or user to call at the line's route, not %q", u)
+			}
 			pw := field("password", string(lc.Password))
 			if len(c.problems) > before {
 				break

@@ -47,6 +47,9 @@ type Peer struct {
 	Account *Account `yaml:"account"`
 	// Rewrite names the rewrite sets applied for this peer.
 	Rewrite RewriteRefs `yaml:"rewrite"`
+	// PRACK is the use of reliable provisional responses (RFC 3262) with
+	// this peer: off (default), supported or required.
+	PRACK string `yaml:"prack"`
 }
 
 // Account is a SIP identity with credentials.
@@ -143,6 +146,10 @@ type Features struct {
 	// DTMF is how digits go to SIP during a call: rfc4733 (default, in
 	// RTP) or info (SIP INFO).
 	DTMF string `yaml:"dtmf"`
+	// ConferenceURI is the number (routed like a dialled one) of an
+	// ad-hoc conference at the PBX, used for three-way calling when the
+	// gateway cannot mix (template allowed); empty: no fallback.
+	ConferenceURI string `yaml:"conference_uri"`
 }
 
 // Trunk is a trunk group: channels of a trunk gateway that carry calls to

@@ -37,7 +37,7 @@ func samePeer(a, b *PeerRule) bool {
 		a.Registrar == b.Registrar && a.OutboundProxy == b.OutboundProxy && a.Realm == b.Realm && a.Auth == b.Auth &&
 		a.Register == b.Register && a.RegisterExpiry == b.RegisterExpiry && a.OptionsInterval == b.OptionsInterval &&
 		slices.Equal(a.Addresses, b.Addresses) && sameAccount(a.Account, b.Account) &&
-		a.ToSIP.Equal(b.ToSIP) && a.ToMGCP.Equal(b.ToMGCP)
+		a.ToSIP.Equal(b.ToSIP) && a.ToMGCP.Equal(b.ToMGCP) && a.PRACK == b.PRACK
 }
 
 func sameAccount(a, b *Account) bool {

@@ -48,6 +48,7 @@ type PeerRule struct {
 	Addresses       []netip.Prefix // empty: resolve Host at run time
 	Account         *Account
 	ToSIP, ToMGCP   *Rewriter
+	PRACK           string // "off", "supported" or "required"
 }
 
 // Quirks are the resolved behaviour switches of a gateway.
@@ -86,6 +87,7 @@ type FeatureSet struct {
 	Hotline                                        string
 	HotlineDelay                                   time.Duration
 	DTMF                                           string // "rfc4733" or "info"
+	ConferenceURI                                  string // the PBX conference for three-way calling ("": none)
 }
 
 // LineRule is one compiled line (templates expanded).

@@ -152,6 +152,22 @@ type Dialog struct {
 	cancelInvite context.CancelFunc
 	st           *sessionTimer
 
+	// Reliable provisional responses (prack.go). Inbound: whether our
+	// 18x are reliable, the next RSeq, the ones sent; inviteTx is the
+	// INVITE's server transaction they are sent on. Outbound: pracked is
+	// set once a PRACK went out (the ACK and BYE are then ours to
+	// build), earlyAnswered once an offer in a reliable 18x was answered
+	// in its PRACK.
+	reliable      bool
+	rseq          uint32
+	lastRel       *relProv
+	rels          []*relProv
+	inviteTx      sip.ServerTransaction
+	pracked       bool
+	earlyAnswered bool
+	// remoteTag is the To tag of the latest response to our INVITE
+	// (outbound; tags).
+	remoteTag string
 	// Dialogs that move between nodes (restore.go).
 	remoteSeq    uint32   // highest CSeq of the far end's ordered requests
 	remoteTarget *sip.Uri // the far end's Contact from its last target refresh
@@ -260,6 +276,10 @@ type Call struct {
 	// MinSE overrides the Min-SE sent (a retry after 422 sends the
 	// peer's, RFC 4028 §7.3); 0: the stack's.
 	MinSE time.Duration
+	// PRACK says whether the INVITE offers or requires reliable
+	// provisional responses (RFC 3262); reliable ones are PRACKed
+	// whatever it says.
+	PRACK PRACKMode
 }
 
 // ErrCallFailed is wrapped by Invite errors for non-2xx answers.
@@ -299,7 +319,16 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		req.AppendHeader(sip.NewHeader(k, v))
 	}
 	req.AppendHeader(sip.NewHeader("Allow", strings.Join(s.methods, ", ")))
-	req.AppendHeader(sip.NewHeader("Supported", "timer, replaces"))
+	switch c.PRACK {
+	case PRACKSupported:
+		req.AppendHeader(sip.NewHeader("Supported", "timer, replaces, 100rel"))
+	case PRACKRequired:
+		// RFC 3262 §4: the UAC may insist on reliable provisionals.
+		req.AppendHeader(sip.NewHeader("Supported", "timer, replaces, 100rel"))
+		req.AppendHeader(sip.NewHeader("Require", "100rel"))
+	default:
+		req.AppendHeader(sip.NewHeader("Supported", "timer, replaces"))
+	}
 	if se := cmp.Or(c.SessionExpires, s.cfg.SessionExpires); se > 0 {
 		// RFC 4028 §7.1: ask for a session interval; the UAS picks the
 		// refresher.
@@ -333,8 +362,19 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	d.mu.Unlock()
 	go func() {
 		defer icancel()
+		seen := earlyRSeq{}
 		err := sess.WaitAnswer(ictx, sipgo.AnswerOptions{Username: authUser, Password: c.From.Password,
 			OnResponse: func(res *sip.Response) error {
+				if tag, ok := res.To().Params.Get("tag"); ok && res.StatusCode > 100 {
+					d.mu.Lock()
+					d.remoteTag = tag
+					d.mu.Unlock()
+				}
+				if res.StatusCode > 100 && res.StatusCode < 200 && hasOptionTag(res, "Require", "100rel") {
+					if !d.onReliable(res, seen, c.AnswerOffer) {
+						return nil
+					}
+				}
 				switch {
 				case res.StatusCode == 183 && len(res.Body()) > 0:
 					d.mu.Lock()
@@ -358,18 +398,36 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		}
 		res := sess.InviteResponse
 		local := c.SDP
-		if len(c.SDP) == 0 && c.AnswerOffer != nil && len(res.Body()) > 0 {
+		d.mu.Lock()
+		pracked, earlyAnswered := d.pracked, d.earlyAnswered
+		if earlyAnswered {
+			local = d.local
+		}
+		d.mu.Unlock()
+		if len(c.SDP) == 0 && c.AnswerOffer != nil && len(res.Body()) > 0 && !earlyAnswered {
 			// Offerless INVITE: the 2xx carried the offer, our answer
 			// goes in the ACK.
 			local = c.AnswerOffer(res.Body())
 		}
-		if err := d.ack(sess, local); err != nil {
+		var ackErr error
+		if pracked {
+			body := local
+			if earlyAnswered || len(c.SDP) > 0 {
+				body = nil // the answer went in the PRACK, or the offer in the INVITE
+			}
+			ackErr = d.ackInvite(res, body)
+		} else {
+			ackErr = d.ack(sess, local)
+		}
+		if err := ackErr; err != nil {
 			d.end(&Event{Kind: EventFailed, Reason: "ACK: " + err.Error()})
 			return
 		}
 		d.mu.Lock()
 		d.answered = true
-		d.remote = res.Body()
+		if len(res.Body()) > 0 || !earlyAnswered {
+			d.remote = res.Body()
+		}
 		d.local = local
 		d.mu.Unlock()
 		d.sessionRefreshed(res)
@@ -424,14 +482,16 @@ func splitHostPort(hp string) (string, int, error) {
 
 // ---- inbound ----
 
-// Ring answers 180 Ringing (inbound, before the answer).
+// Ring answers 180 Ringing (inbound, before the answer); reliably
+// (RFC 3262) when SetPRACK or the INVITE's Require says so.
 func (d *Dialog) Ring() error {
-	return d.server.Respond(sip.StatusRinging, "Ringing", nil)
+	return d.provisional(sip.StatusRinging, "Ringing", nil)
 }
 
-// Progress answers 183 Session Progress with early media SDP.
+// Progress answers 183 Session Progress with early media SDP; reliably
+// like Ring.
 func (d *Dialog) Progress(sdp []byte) error {
-	return d.server.Respond(183, "Session Progress", sdp, sip.NewHeader("Content-Type", "application/sdp"))
+	return d.provisional(183, "Session Progress", sdp)
 }
 
 // Answer answers 200 OK with the SDP answer (or, to an offerless INVITE,
@@ -439,6 +499,11 @@ func (d *Dialog) Progress(sdp []byte) error {
 // returns once the ACK arrived; without one in 64*T1 the call is hung up
 // (RFC 3261 §13.3.1.4) and EventFailed reported.
 func (d *Dialog) Answer(sdp []byte) error {
+	// RFC 3262 §3: no 2xx while a reliable provisional with SDP waits
+	// for its PRACK.
+	if err := d.awaitPRACKs(); err != nil {
+		return err
+	}
 	// The session's copy of the INVITE carries our To tag.
 	res := sip.NewResponseFromRequest(d.server.InviteRequest, sip.StatusOK, "OK", nil)
 	res.AppendHeader(&sip.ContactHeader{Address: d.stack.contact})
@@ -540,6 +605,7 @@ func (s *Stack) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	d := newDialog(s, true, req)
 	d.server = sess
+	d.inviteTx = tx
 	d.remote = req.Body()
 	s.inboundMu.Lock()
 	s.inbound[sess] = d
@@ -796,6 +862,17 @@ func (s *Stack) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (s *Stack) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if d := s.dialogOf(req); d != nil && d.Inbound {
+		d.mu.Lock()
+		answered := d.answered
+		d.mu.Unlock()
+		if answered {
+			// A BYE sent right after the ACK of our 2xx may be read
+			// first; sipgo would then end the dialog before the ACK
+			// and Answer would report no ACK.
+			d.waitAck()
+		}
+	}
 	if err := s.serverDialogs.ReadBye(req, tx); err == nil {
 		return
 	}

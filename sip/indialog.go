@@ -104,19 +104,21 @@ func (d *Dialog) do(ctx context.Context, req *sip.Request) (*sip.Response, error
 	return res, err
 }
 
-// tags returns the dialog's local and remote tags.
+// tags returns the dialog's local and remote tags. It reads nothing
+// sipgo writes while the dialog lives (its sessions' InviteResponse is
+// replaced by every response): inbound, our tag is in the session's copy
+// of the INVITE from the start; outbound, the far end's is kept from the
+// responses as they arrive.
 func (d *Dialog) tags() (local, remote string) {
 	if d.uas() {
-		if res := d.server.InviteResponse; res != nil {
-			local, _ = res.To().Params.Get("tag")
-		}
+		local, _ = d.server.InviteRequest.To().Params.Get("tag")
 		remote, _ = d.invite.From().Params.Get("tag")
 		return local, remote
 	}
 	local, _ = d.invite.From().Params.Get("tag")
-	if res := d.client.InviteResponse; res != nil {
-		remote, _ = res.To().Params.Get("tag")
-	}
+	d.mu.Lock()
+	remote = d.remoteTag
+	d.mu.Unlock()
 	return local, remote
 }
 
@@ -174,6 +176,9 @@ func (d *Dialog) ByeWithReason(ctx context.Context, reason string) error {
 // writeBye sends BYE to the remote target (as last refreshed, RFC 3261
 // §12.2.1.1), with a Reason header when reason is set.
 func (d *Dialog) writeBye(ctx context.Context, reason string) error {
+	if !d.uas() {
+		return d.clientBye(ctx, reason) // prack.go: after a PRACK the BYE is ours to build
+	}
 	t, err := d.target()
 	if err != nil {
 		return err
@@ -182,11 +187,8 @@ func (d *Dialog) writeBye(ctx context.Context, reason string) error {
 	if reason != "" {
 		bye.AppendHeader(sip.NewHeader("Reason", reason))
 	}
-	if d.uas() {
-		bye.SetTransport(d.invite.Transport())
-		return d.server.WriteBye(ctx, bye)
-	}
-	return d.client.WriteBye(ctx, bye)
+	bye.SetTransport(d.invite.Transport())
+	return d.server.WriteBye(ctx, bye)
 }
 
 // ---- offers we send: re-INVITE ----

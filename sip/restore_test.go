@@ -5,67 +5,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
 	mgsip "github.com/mgsip/mgsip/sip"
 )
-
-// capture records the SIP requests a stack receives.
-type capture struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (c *capture) wrap(pc net.PacketConn) net.PacketConn { return capConn{PacketConn: pc, c: c} }
-
-type capConn struct {
-	net.PacketConn
-	c *capture
-}
-
-func (cc capConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := cc.PacketConn.ReadFrom(b)
-	if err == nil {
-		cc.c.mu.Lock()
-		cc.c.msgs = append(cc.c.msgs, string(b[:n]))
-		cc.c.mu.Unlock()
-	}
-	return n, a, err
-}
-
-// request returns the first request received with this method whose
-// text contains all of want, waiting for it.
-func (c *capture) request(t *testing.T, method string, want ...string) *sip.Request {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c.mu.Lock()
-		msgs := append([]string(nil), c.msgs...)
-		c.mu.Unlock()
-	next:
-		for _, m := range msgs {
-			if !strings.HasPrefix(m, method+" ") {
-				continue
-			}
-			for _, w := range want {
-				if !strings.Contains(m, w) {
-					continue next
-				}
-			}
-			parsed, err := sip.ParseMessage([]byte(m))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return parsed.(*sip.Request)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no %s containing %q received", method, want)
-	return nil
-}
 
 func restoreStack(t *testing.T, opts ...mgsip.StackOption) *mgsip.Stack {
 	t.Helper()
@@ -162,7 +106,7 @@ func TestRestoreUAS(t *testing.T) {
 // far end receives B's target refresh with B's Contact and CSeq A's
 // next number, then B's BYE with the one after, and accepts both.
 func TestRestoreUAC(t *testing.T) {
-	var cap capture
+	cap := &capture{}
 	far := restoreStack(t, mgsip.WithPacketConnWrapper(cap.wrap))
 	a, b := restoreStack(t), restoreStack(t)
 	ended := make(chan mgsip.Event, 1)
@@ -231,7 +175,7 @@ func TestRestoreUAC(t *testing.T) {
 // TestRestoreSessionTimer: a restored dialog keeps refreshing the
 // session when it is the refresher.
 func TestRestoreSessionTimer(t *testing.T) {
-	var cap capture
+	cap := &capture{}
 	far := restoreStack(t, mgsip.WithPacketConnWrapper(cap.wrap))
 	b := restoreStack(t)
 	far.SetHandler(mgsip.HandlerFunc(func(d *mgsip.Dialog) {

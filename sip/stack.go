@@ -211,6 +211,7 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 	s.OnRequest(sip.UPDATE, s.onUpdate)
 	s.OnRequest(sip.REFER, s.onRefer)
 	s.OnRequest(sip.NOTIFY, s.onNotify)
+	s.OnRequest(sip.PRACK, s.onPrack)
 	// sipgo answers a CANCEL that matches an INVITE transaction itself
 	// (200, then 487 to the INVITE); one that reaches us matches nothing
 	// (RFC 3261 §9.2).
@@ -282,7 +283,9 @@ func (s *Stack) guard(h sipgo.RequestHandler) sipgo.RequestHandler {
 const statusUnsupportedURIScheme = 416
 
 // supportedExtensions are the option tags a Require header may name.
-var supportedExtensions = map[string]bool{}
+// 100rel: reliable provisional responses (RFC 3262, prack.go); replaces:
+// an INVITE may require that we understand Replaces (RFC 3891 §6.1).
+var supportedExtensions = map[string]bool{"100rel": true, "replaces": true}
 
 // checkRequest applies the UAS checks of RFC 3261 §8.2.2 before a handler
 // sees a request; it returns the rejection, or nil.

@@ -52,12 +52,12 @@ func toClusterCall(c bridge.StoredCall) cluster.CallState {
 	if c.ConnectionID != "" {
 		cs.MGCP.ConnectionIDs = []string{c.ConnectionID}
 	}
-	if d.SessionInterval > 0 {
+	if secs := int(d.SessionInterval / time.Second); secs > 0 {
 		role := "uas"
 		if d.Refresher == d.UAC {
 			role = "uac"
 		}
-		cs.SessionTimer = &cluster.SessionTimer{IntervalSeconds: int(d.SessionInterval / time.Second), Refresher: role}
+		cs.SessionTimer = &cluster.SessionTimer{IntervalSeconds: secs, Refresher: role}
 	}
 	return cs
 }
@@ -132,6 +132,9 @@ func (d *daemon) applyOwnership() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		adopted, err := d.node.AdoptCalls(ctx, c.Gateway)
 		cancel()
+		if len(adopted) == 0 && errors.Is(err, cluster.ErrNotOwner) {
+			continue // lost again meanwhile: that change follows
+		}
 		if err != nil {
 			// The calls adopted are kept; the others were changed or
 			// could not be read (each is named in the error).

@@ -237,3 +237,113 @@ func TestClusterCallSurvivesPartition(t *testing.T) {
 	waitUntil(t, 10*time.Second, "the gateway idle", func() bool { return gw.CheckIdle() == nil })
 	px.Heal()
 }
+
+// TestClusterCallSurvivesEtcdOutage: etcd stops answering for longer than
+// the owner's fencing margin while a call is up. The owner fences itself
+// and forgets the call (no BYE, no DLCX), and when etcd answers again it
+// takes its gateway and its own stored call back: the connection stays,
+// the PBX gets a target refresh, and the call ends normally afterwards.
+func TestClusterCallSurvivesEtcdOutage(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	pa := freeUDPPort(t)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &sourceConn{PacketConn: conn}
+	reg, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"101": "pw-101"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: rec, Lines: 1, CallAgent: fmt.Sprintf("127.0.0.1:%d", pa)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	a := startClusterDaemon(t, etcd.Endpoint, "a", pa, conn.LocalAddr().(*net.UDPAddr).Port, reg.Addr())
+	waitUntil(t, 10*time.Second, "a registers the line", func() bool {
+		b, ok := reg.Binding("101")
+		return ok && strings.Contains(b.Contact, a.sip)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	calls := make(chan *siptest.OutCall, 1)
+	go func() {
+		oc, err := reg.Call(ctx, "101", "5550100", []byte(siptest.DefaultAnswerSDP))
+		if err != nil {
+			t.Error(err)
+		}
+		calls <- oc
+	}()
+	waitUntil(t, 10*time.Second, "the phone rings", func() bool {
+		st, _ := gw.State("aaln/1")
+		for _, s := range st.Signals {
+			if s.Is("L", "rg") {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := gw.OffHook(ctx, "aaln/1"); err != nil {
+		t.Fatal(err)
+	}
+	oc := <-calls
+	if oc == nil {
+		t.FailNow()
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	observer, err := cluster.New(cluster.Config{Name: "observer", Endpoints: []string{etcd.Endpoint}, Log: logrus.NewEntry(l)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close()
+	var stored cluster.CallState
+	waitUntil(t, 10*time.Second, "a stores the call", func() bool {
+		cs, err := observer.Calls(ctx, "gw")
+		if err != nil || len(cs) != 1 || cs[0].SIP.CallID == "" {
+			return false
+		}
+		stored = cs[0]
+		return true
+	})
+	st, _ := gw.State("aaln/1")
+	connID := st.Connections[0].ID
+	invites := len(reg.Received("INVITE"))
+
+	etcd.Pause()
+	waitUntil(t, 10*time.Second, "a fences itself", func() bool { return strings.Contains(a.log.String(), "reason=fenced") })
+	etcd.Resume()
+	waitUntil(t, 20*time.Second, "the PBX gets a's target refresh", func() bool {
+		for _, m := range reg.Received("INVITE")[invites:] {
+			if strings.Contains(string(m.Data), "Call-ID: "+stored.SIP.CallID+"\r\n") {
+				return true
+			}
+		}
+		return false
+	})
+	st, _ = gw.State("aaln/1")
+	if len(st.Connections) != 1 || st.Connections[0].ID != connID || st.Connections[0].Mode != "sendrecv" {
+		t.Fatalf("connections after the outage %+v, want %s sendrecv", st.Connections, connID)
+	}
+	if n := len(reg.Received("BYE")); n != 0 {
+		t.Fatalf("the call was hung up (%d BYEs)", n)
+	}
+	if err := oc.HangUp(ctx); err != nil {
+		t.Fatalf("the PBX's BYE: %v", err)
+	}
+	waitUntil(t, 10*time.Second, "a deletes the connection", func() bool {
+		st, _ := gw.State("aaln/1")
+		return len(st.Connections) == 0
+	})
+	if _, err := gw.OnHook(ctx, "aaln/1"); err != nil && !strings.Contains(err.Error(), "quarantined") {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the gateway idle", func() bool { return gw.CheckIdle() == nil })
+	for _, ln := range strings.Split(a.log.String(), "\n") {
+		if strings.Contains(ln, "ownership changed") || strings.Contains(ln, "stored calls") {
+			t.Log(ln)
+		}
+	}
+}

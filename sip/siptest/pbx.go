@@ -36,6 +36,13 @@ type Script struct {
 	// Headers go with a non-2xx final answer (a 3xx's Contact, a 422's
 	// Min-SE).
 	Headers map[string]string
+	// Reliable sends the 183 and the 180 reliably (RFC 3262: Require:
+	// 100rel, an RSeq), each repeated from T1 doubling until its PRACK,
+	// like a provider that requires 100rel: an INVITE that does not
+	// support 100rel gets 421, and a reliable 18x not PRACKed within
+	// 64*T1 ends the call with 500. Nothing more is sent before the
+	// PRACK of the 18x before.
+	Reliable bool
 	// Forward makes the PBX a B2BUA for this call: it calls the line
 	// registered as the called user with the caller's SDP, rings the caller
 	// meanwhile, answers with the callee's answer (or its failure status)
@@ -161,15 +168,33 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	defer func() { _ = sess.Close() }()
 	_ = sess.Respond(sip.StatusTrying, "Trying", nil)
+	rel := &reliable{r: r, sess: sess, callID: req.CallID().Value()}
+	if script.Reliable && !hasTag(req, "Supported", "100rel") && !hasTag(req, "Require", "100rel") {
+		r.count(421)
+		_ = sess.Respond(421, "Extension Required", nil, sip.NewHeader("Require", "100rel"))
+		return
+	}
 	if len(script.EarlyMedia) > 0 {
-		_ = sess.Respond(183, "Session Progress", script.EarlyMedia, sip.NewHeader("Content-Type", "application/sdp"))
+		if script.Reliable {
+			if !rel.send(183, "Session Progress", script.EarlyMedia) {
+				return
+			}
+		} else {
+			_ = sess.Respond(183, "Session Progress", script.EarlyMedia, sip.NewHeader("Content-Type", "application/sdp"))
+		}
 	}
 	if script.Forward {
 		r.forward(req, sess)
 		return
 	}
 	if script.Ring > 0 {
-		_ = sess.Respond(sip.StatusRinging, "Ringing", nil)
+		if script.Reliable {
+			if !rel.send(sip.StatusRinging, "Ringing", nil) {
+				return
+			}
+		} else {
+			_ = sess.Respond(sip.StatusRinging, "Ringing", nil)
+		}
 		select {
 		case <-time.After(script.Ring):
 		case <-sess.Context().Done():
@@ -469,6 +494,18 @@ func (c *OutCall) Refer(ctx context.Context, referTo string) (int, error) {
 	return res.StatusCode, nil
 }
 
+// ReplacesValue is the Replaces header value (RFC 3891 §6.1) naming this
+// call's dialog as the called line sees it: to-tag is the line's tag,
+// from-tag the PBX's.
+func (c *OutCall) ReplacesValue() string {
+	fromTag, _ := c.sess.InviteRequest.From().Params.Get("tag")
+	toTag := ""
+	if c.sess.InviteResponse != nil {
+		toTag, _ = c.sess.InviteResponse.To().Params.Get("tag")
+	}
+	return c.sess.InviteRequest.CallID().Value() + ";to-tag=" + toTag + ";from-tag=" + fromTag
+}
+
 // ErrNotRegistered: Call found no binding for the user.
 var ErrNotRegistered = errors.New("siptest: user not registered")
 
@@ -476,6 +513,11 @@ var ErrNotRegistered = errors.New("siptest: user not registered")
 // the final answer and acknowledges a 2xx. A non-2xx comes back as an
 // error carrying its status.
 func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*OutCall, error) {
+	return r.CallWith(ctx, user, from, sdp, nil)
+}
+
+// CallWith is Call with more headers in the INVITE (e.g. Replaces).
+func (r *Registrar) CallWith(ctx context.Context, user, from string, sdp []byte, headers map[string]string) (*OutCall, error) {
 	b, ok := r.Binding(user)
 	if !ok {
 		return nil, ErrNotRegistered
@@ -489,6 +531,9 @@ func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*O
 	fromHdr.Params.Add("tag", token())
 	req.AppendHeader(fromHdr)
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: r.cfg.Realm}, Params: sip.NewParams()})
+	for k, v := range headers {
+		req.AppendHeader(sip.NewHeader(k, v))
+	}
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(sdp)
 	sess, err := r.uac.WriteInvite(ctx, req)
@@ -633,4 +678,102 @@ func (r *Registrar) NotifyMWI(ctx context.Context, user string, waiting bool, ne
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// hasTag reports whether a Supported or Require header lists tag.
+func hasTag(req *sip.Request, name, tag string) bool {
+	for _, h := range req.GetHeaders(name) {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tag) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reliable sends one INVITE's reliable provisional responses.
+type reliable struct {
+	r      *Registrar
+	sess   *sipgo.DialogServerSession
+	callID string
+	rseq   uint32
+}
+
+// send sends a reliable 18x and waits for its PRACK, repeating it from
+// T1 doubling (RFC 3262 §3). Without a PRACK within 64*T1 the INVITE
+// gets 500 and send reports false.
+func (rl *reliable) send(status int, reason string, sdp []byte) bool {
+	if rl.rseq == 0 {
+		rl.rseq = 1 + uint32(time.Now().UnixNano()%1000)
+	} else {
+		rl.rseq++
+	}
+	key := rl.callID + " " + strconv.FormatUint(uint64(rl.rseq), 10)
+	acked := make(chan struct{})
+	rl.r.mu.Lock()
+	if rl.r.pracks == nil {
+		rl.r.pracks = map[string]chan struct{}{}
+	}
+	rl.r.pracks[key] = acked
+	rl.r.mu.Unlock()
+	defer func() {
+		rl.r.mu.Lock()
+		delete(rl.r.pracks, key)
+		rl.r.mu.Unlock()
+	}()
+	hs := []sip.Header{sip.NewHeader("Require", "100rel"), sip.NewHeader("RSeq", strconv.FormatUint(uint64(rl.rseq), 10))}
+	if len(sdp) > 0 {
+		hs = append(hs, sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	if err := rl.sess.Respond(status, reason, sdp, hs...); err != nil {
+		return false
+	}
+	interval := sip.T1
+	deadline := time.After(64 * sip.T1)
+	for {
+		select {
+		case <-acked:
+			return true
+		case <-rl.sess.Context().Done():
+			return false
+		case <-deadline:
+			rl.r.count(500)
+			_ = rl.sess.Respond(500, "No PRACK", nil)
+			return false
+		case <-time.After(interval):
+			if err := rl.sess.Respond(status, reason, sdp, hs...); err != nil {
+				return false
+			}
+			interval *= 2
+		}
+	}
+}
+
+// onPrack answers a PRACK: 200 when its RAck names a reliable 18x of that
+// call still waiting for it (and the INVITE's method), 481 otherwise.
+func (r *Registrar) onPrack(req *sip.Request, tx sip.ServerTransaction) {
+	rack := req.GetHeader("RAck")
+	if rack == nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusBadRequest, "Missing RAck", nil))
+		return
+	}
+	f := strings.Fields(rack.Value())
+	if len(f) != 3 || f[2] != "INVITE" {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusBadRequest, "Bad RAck", nil))
+		return
+	}
+	key := req.CallID().Value() + " " + f[0]
+	r.mu.Lock()
+	ch := r.pracks[key]
+	if ch != nil {
+		delete(r.pracks, key)
+	}
+	r.mu.Unlock()
+	if ch == nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "No Such Reliable Response", nil))
+		return
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	close(ch)
 }

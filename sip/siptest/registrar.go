@@ -80,7 +80,8 @@ type Registrar struct {
 	messages       []Message
 	subscribers    map[string]*subscriber
 	subscribeCount map[string]int
-	targets        map[string]sip.Uri // by Call-ID: remote targets refreshed in calls
+	pracks         map[string]chan struct{} // "Call-ID RSeq" of reliable 18x waiting for their PRACK
+	targets        map[string]sip.Uri       // by Call-ID: remote targets refreshed in calls
 }
 
 // NewRegistrar starts a registrar.
@@ -126,6 +127,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	srv.OnBye(r.onBye)
 	srv.OnSubscribe(r.onSubscribe)
 	srv.OnRefer(r.onRefer)
+	srv.OnRequest(sip.PRACK, r.onPrack)
 	srv.OnInfo(r.simple)
 	srv.OnUpdate(r.onUpdate)
 	srv.OnNotify(r.simple)
