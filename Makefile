@@ -18,7 +18,7 @@ BI         := github.com/mgsip/mgsip/internal/buildinfo
 LDFLAGS    := -s -w -X $(BI).version=$(VERSION) -X $(BI).revision=$(REVISION) -X $(BI).date=$(BUILD_DATE)
 
 
-.PHONY: all build deb package-test test test-deps lint vet staticcheck fmt-check unit licenses bench bench-calls bench-calls-inproc fuzz explore demo clean
+.PHONY: all build deb package-test test test-deps lint vet staticcheck fmt-check unit licenses bench bench-calls bench-calls-inproc soak fuzz explore demo clean
 
 all: build
 
@@ -88,6 +88,15 @@ bench-calls:
 # PBX in one process (bridge/bench_test.go).
 bench-calls-inproc:
 	$(GO) test -run '^$$' -bench '^BenchmarkCallLoad$$' -benchtime 1x -timeout 30m -v ./bridge/
+
+# The cluster soak (not in `make test`): three `mgsip run` processes on a
+# real etcd and Kamailio, 200 simulated gateways x 10 lines, calls at a
+# steady rate while the nodes are killed (SIGKILL) and restarted in turn;
+# logs takeover p50/p99 and call outcomes (internal/clustertest/soak_test.go;
+# MGSIP_SOAK_GATEWAYS, _LINES, _RATE, _DURATION, _TALK, _KILL_EVERY, _DOWN,
+# _TTL tune it). Figures go to docs/benchmarks.md.
+soak: test-deps
+	MGSIP_SOAK=1 MGSIP_REQUIRE_INTEROP=1 $(GO) test -count=1 -run '^TestSoak$$' -timeout 60m -v ./internal/clustertest/
 
 # Long exploration of the line state machine: random seeded sequences of
 # user, far-end, gateway and operator actions until DURATION is up (`make

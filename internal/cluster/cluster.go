@@ -158,6 +158,8 @@ type Node struct {
 	leaseGone bool // the lease was found expired: grant a new one
 
 	freeSince map[string]time.Time // loop goroutine only: since when a gateway is seen free
+
+	stats counters
 }
 
 // New checks cfg and connects to etcd (without waiting for it to answer).
@@ -604,6 +606,9 @@ func (n *Node) fence(reason, why string) {
 	clear(n.releasing)
 	n.fenced = true
 	n.mu.Unlock()
+	if reason == "fenced" || reason == "lost" {
+		n.stats.fences.Add(1)
+	}
 	if len(changes) > 0 {
 		n.log.WithField("gateways", len(changes)).Warn("cluster: stopped commanding gateways: " + why)
 	}
@@ -613,6 +618,7 @@ func (n *Node) fence(reason, why string) {
 func (n *Node) emit(changes []Change) {
 	slices.SortFunc(changes, func(a, b Change) int { return strings.Compare(a.Gateway, b.Gateway) })
 	for _, c := range changes {
+		n.stats.change(c.Reason)
 		n.log.WithFields(logrus.Fields{"gateway": c.Gateway, "owned": c.Owned, "reason": c.Reason}).Debug("cluster: ownership changed")
 		if n.cfg.OnChange != nil {
 			n.cfg.OnChange(c)

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -368,104 +366,9 @@ func TestKilledNodesGatewaysMove(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP to etcd until Cut: then it drops every byte both ways
-// and holds new connections without forwarding, like a network that
-// black-holes the node's packets.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: strings.TrimPrefix(target, "http://")}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.closeAll()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			cut := p.cut
-			p.mu.Unlock()
-			if cut {
-				wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
-				continue
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, u)
-			p.mu.Unlock()
-			wg.Go(func() { p.pipe(u, c) })
-			wg.Go(func() { p.pipe(c, u) })
-		}
-	})
-	return p
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := src.Read(buf)
-		if err != nil {
-			_ = dst.Close()
-			return
-		}
-		p.mu.Lock()
-		cut := p.cut
-		p.mu.Unlock()
-		if cut {
-			continue
-		}
-		if _, err := dst.Write(buf[:k]); err != nil {
-			_ = src.Close()
-			return
-		}
-	}
-}
-
-func (p *proxy) Addr() string { return "http://" + p.ln.Addr().String() }
-
-func (p *proxy) Cut() { p.mu.Lock(); p.cut = true; p.mu.Unlock() }
-
-// Heal closes every connection (the client reconnects) and forwards again.
-func (p *proxy) Heal() {
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
-	p.closeAll()
-}
-
-func (p *proxy) closeAll() {
-	p.mu.Lock()
-	conns := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
-
 func TestPartitionedNodeStopsBeforeOthersTakeOver(t *testing.T) {
 	h := newHarness(t, 12)
-	px := startProxy(t, h.etcd.Endpoint)
+	px := testutil.StartProxy(t, h.etcd.Endpoint)
 	h.start("a", px.Addr())
 	h.start("b", h.etcd.Endpoint)
 	h.start("c", h.etcd.Endpoint)
@@ -505,6 +408,11 @@ func TestPartitionedNodeStopsBeforeOthersTakeOver(t *testing.T) {
 		if !fencedNow {
 			t.Fatal("a does not know it is fenced")
 		}
+	}
+
+	// What a's metrics say meanwhile: fenced once, each gateway counted.
+	if st := h.node("a").Stats(); st.Fences != 1 || st.LeaseValid || st.Owned != 0 || st.Changes["fenced"] != uint64(len(cutOff)) {
+		t.Errorf("a's stats while cut off: %+v (it owned %d)", st, len(cutOff))
 	}
 
 	// The partition heals: a's lease has expired, it joins again with a
@@ -672,6 +580,15 @@ func TestCallStoreIsFencedByRevision(t *testing.T) {
 	}
 	if calls, err := b.Calls(ctx, "gw-00"); err != nil || len(calls) != 0 {
 		t.Fatalf("calls after delete: %+v %v", calls, err)
+	}
+	// The counters behind mgsip_cluster_call_state_writes_total: a wrote
+	// twice and sent one invalid call; b was refused once, then adopted
+	// and deleted.
+	if st := a.Stats(); st.CallWrites != 2 || st.CallWritesRefused != 0 || st.CallWriteErrors != 1 {
+		t.Errorf("a's call-state writes: %+v", st)
+	}
+	if st := b.Stats(); st.CallWrites != 2 || st.CallWritesRefused != 1 || st.CallWriteErrors != 0 {
+		t.Errorf("b's call-state writes: %+v", st)
 	}
 	// A value that does not decode is reported, not fatal.
 	if _, err := b.cli.Put(ctx, b.callsPrefix("gw-00")+"aaln%2F2/bad", "{"); err != nil {

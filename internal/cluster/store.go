@@ -131,7 +131,8 @@ func (n *Node) ownerGuard(gw string) ([]clientv3.Cmp, clientv3.LeaseID, error) {
 // PutCall stores (or replaces) a call of a gateway this node owns. It
 // fails with ErrNotOwner when the node does not own the gateway, also
 // when etcd finds that the ownership changed (revision fencing).
-func (n *Node) PutCall(ctx context.Context, c CallState) error {
+func (n *Node) PutCall(ctx context.Context, c CallState) (err error) {
+	defer func() { n.stats.countWrite(err) }()
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -151,7 +152,8 @@ func (n *Node) PutCall(ctx context.Context, c CallState) error {
 
 // DeleteCall removes a stored call of a gateway this node owns (the call
 // ended). Deleting a call that is not stored is not an error.
-func (n *Node) DeleteCall(ctx context.Context, gw, endpoint, callID string) error {
+func (n *Node) DeleteCall(ctx context.Context, gw, endpoint, callID string) (err error) {
+	defer func() { n.stats.countWrite(err) }()
 	guard, _, err := n.ownerGuard(gw)
 	if err != nil {
 		return err
@@ -254,12 +256,15 @@ func (n *Node) AdoptCalls(ctx context.Context, gw string) ([]CallState, error) {
 		cancel()
 		switch {
 		case err != nil:
-			errs = append(errs, fmt.Errorf("cluster: adopt %s: %w", key, err))
+			err = fmt.Errorf("cluster: adopt %s: %w", key, err)
+			errs = append(errs, err)
 		case resp.Succeeded:
 			adopted = append(adopted, c)
 		default:
-			errs = append(errs, fmt.Errorf("%w: %s: ownership or call changed while adopting %s", ErrNotOwner, gw, strings.TrimPrefix(key, n.callsPrefix(gw))))
+			err = fmt.Errorf("%w: %s: ownership or call changed while adopting %s", ErrNotOwner, gw, strings.TrimPrefix(key, n.callsPrefix(gw)))
+			errs = append(errs, err)
 		}
+		n.stats.countWrite(err)
 	}
 	return adopted, errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mgsip/mgsip/internal/cluster"
 	"github.com/mgsip/mgsip/internal/config"
+	"github.com/mgsip/mgsip/internal/metrics"
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/sirupsen/logrus"
@@ -69,6 +70,15 @@ func (d *daemon) newClusterNode(cfg *config.Loaded) (*cluster.Node, error) {
 		d.ownershipChanged(c)
 	}
 	return cluster.New(cc)
+}
+
+// clusterState is what the cluster metrics report: the node's counters
+// and lease, and the daemon's own (521s sent, commands fenced).
+func (d *daemon) clusterState() metrics.ClusterState {
+	st := d.node.Stats()
+	return metrics.ClusterState{Changes: st.Changes, Owned: st.Owned, LeaseValid: st.LeaseValid, ValidFor: st.ValidFor,
+		Fences: st.Fences, Redirects: d.redirected.Load(), FencedDrops: d.fencedDrops.Load(),
+		CallWrites: st.CallWrites, CallWritesRefused: st.CallWritesRefused, CallWriteErrors: st.CallWriteErrors}
 }
 
 // gatewayIdle: no line of the gateway has a call.

@@ -279,6 +279,9 @@ func Run(ctx context.Context, opts Options) error {
 	sc := metrics.NewStateCollector(d.ca, d.bridge, d.stack)
 	sc.Peers = d.peersUp
 	d.metrics.Registry.MustRegister(sc)
+	if d.node != nil {
+		d.metrics.Registry.MustRegister(metrics.NewClusterCollector(d.clusterState))
+	}
 	d.metrics.GatewayName = d.gatewayName
 	d.stack.SetHandler(d.bridge)
 	adminLn, err := admin.Listen(cfg.File.Admin)

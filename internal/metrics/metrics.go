@@ -307,3 +307,74 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.callsActive, prometheus.GaugeValue, float64(c.b.ActiveCalls()))
 }
+
+// ClusterState is what a cluster node reports when scraped (the daemon
+// fills it from internal/cluster and its own counters; this package does
+// not import the cluster).
+type ClusterState struct {
+	// Changes counts gateway ownership changes by reason (acquired,
+	// resumed, released, lost, fenced).
+	Changes map[string]uint64
+	// Owned is the number of gateways this node commands now.
+	Owned int
+	// LeaseValid: the node's lease is held and its fencing deadline is
+	// ahead, ValidFor before it.
+	LeaseValid bool
+	ValidFor   time.Duration
+	Fences     uint64
+	// Redirects: commands of gateways owned elsewhere answered 521;
+	// FencedDrops: commands this node did not send because it does not
+	// own the gateway (the socket's fence).
+	Redirects, FencedDrops uint64
+	// Call-state writes to etcd: accepted, refused (not the owner), failed.
+	CallWrites, CallWritesRefused, CallWriteErrors uint64
+}
+
+// ClusterCollector exports a cluster node's state (docs/cluster.md).
+type ClusterCollector struct {
+	state                                              func() ClusterState
+	changes, owned, valid, validFor, fences, redirects *prometheus.Desc
+	dropped, callWrites                                *prometheus.Desc
+}
+
+// NewClusterCollector reads state when scraped.
+func NewClusterCollector(state func() ClusterState) *ClusterCollector {
+	return &ClusterCollector{state: state,
+		changes:    prometheus.NewDesc("mgsip_cluster_ownership_changes_total", "Gateway ownership changes of this node, by change: acquired, resumed (kept across a fence), released (handed over), lost (owned elsewhere or lease expired), fenced (lease not renewed in time).", []string{"change"}, nil),
+		owned:      prometheus.NewDesc("mgsip_cluster_gateways_owned", "Gateways this node commands now.", nil, nil),
+		valid:      prometheus.NewDesc("mgsip_cluster_lease_valid", "1 while this node's lease is held and renewed in time (it may command its gateways), 0 when fenced or without a lease.", nil, nil),
+		validFor:   prometheus.NewDesc("mgsip_cluster_lease_valid_seconds", "How long this node may still command its gateways without another lease renewal.", nil, nil),
+		fences:     prometheus.NewDesc("mgsip_cluster_fence_events_total", "Times this node stopped commanding its gateways because its lease was not renewed in time or had expired.", nil, nil),
+		redirects:  prometheus.NewDesc("mgsip_cluster_redirects_total", "Gateway commands answered 521 naming the gateway's owner (RFC 3435 §2.3.8).", nil, nil),
+		dropped:    prometheus.NewDesc("mgsip_cluster_fenced_commands_total", "MGCP commands not sent because this node does not own the gateway (dropped at the socket's fence).", nil, nil),
+		callWrites: prometheus.NewDesc("mgsip_cluster_call_state_writes_total", "Call-state writes to etcd, by result: ok, refused (not the owner: revision fencing), error.", []string{"result"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *ClusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.changes, c.owned, c.valid, c.validFor, c.fences, c.redirects, c.dropped, c.callWrites} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *ClusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.state()
+	for _, r := range []string{"acquired", "resumed", "released", "lost", "fenced"} {
+		ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(st.Changes[r]), r)
+	}
+	valid := 0.0
+	if st.LeaseValid {
+		valid = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.owned, prometheus.GaugeValue, float64(st.Owned))
+	ch <- prometheus.MustNewConstMetric(c.valid, prometheus.GaugeValue, valid)
+	ch <- prometheus.MustNewConstMetric(c.validFor, prometheus.GaugeValue, st.ValidFor.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.fences, prometheus.CounterValue, float64(st.Fences))
+	ch <- prometheus.MustNewConstMetric(c.redirects, prometheus.CounterValue, float64(st.Redirects))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.FencedDrops))
+	for r, n := range map[string]uint64{"ok": st.CallWrites, "refused": st.CallWritesRefused, "error": st.CallWriteErrors} {
+		ch <- prometheus.MustNewConstMetric(c.callWrites, prometheus.CounterValue, float64(n), r)
+	}
+}

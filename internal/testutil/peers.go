@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,6 +76,10 @@ loadmodule "auth.so"
 loadmodule "ctl.so"
 loadmodule "rr.so"
 modparam("ctl", "binrpc", "unix:%s")
+# ul.dump of thousands of bindings (the cluster soak) needs more than the
+# default 32 KiB reply and 8 KiB structure (values in KiB).
+modparam("ctl", "binrpc_max_body_size", 4096)
+modparam("ctl", "binrpc_struct_max_body_size", 4096)
 modparam("registrar", "max_expires", %d)
 modparam("auth", "algorithm", "%s")
 request_route {
@@ -130,7 +137,7 @@ request_route {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-f", path, "-DD", "-E", "-m", "512", "-M", "16", "-Y", dir, "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"))
+	cmd := exec.Command(bin, "-f", path, "-DD", "-E", "-m", "512", "-M", "64", "-Y", dir, "-w", dir, "-P", filepath.Join(dir, "kamailio.pid"))
 	logs := &Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -334,4 +341,101 @@ mgcp
 	}
 	t.Fatal("osmo-mgw did not start")
 	return ""
+}
+
+// Contact is one binding in Kamailio's location table.
+type Contact struct {
+	AoR     string // the user part, as Kamailio keys it
+	Address string // the Contact URI
+	Expires int    // seconds left
+}
+
+// Contacts lists Kamailio's location table (kamcmd ul.dump). kamcmd
+// refuses replies past 64 KiB or so (a few hundred bindings): use
+// ContactsOf for more.
+func (k *Kamailio) Contacts() ([]Contact, error) {
+	out, err := k.rpc("ul.dump")
+	if err != nil {
+		return nil, err
+	}
+	return parseContacts(out), nil
+}
+
+// ContactsOf looks up the bindings of each user (kamcmd ul.lookup, a few
+// in parallel); a user without any has none in the result.
+func (k *Kamailio) ContactsOf(users []string) ([]Contact, error) {
+	var (
+		mu   sync.Mutex
+		res  []Contact
+		errs []error
+		wg   sync.WaitGroup
+	)
+	next := make(chan string)
+	for range 4 {
+		wg.Go(func() {
+			for u := range next {
+				out, err := k.rpc("ul.lookup", "location", "s:"+u)
+				mu.Lock()
+				switch {
+				case err == nil:
+					res = append(res, parseContacts(out)...)
+				case !strings.Contains(err.Error(), "404"):
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, u := range users {
+		next <- u
+	}
+	close(next)
+	wg.Wait()
+	return res, errors.Join(errs...)
+}
+
+// rpc runs one kamcmd command; kamcmd exits 0 on an RPC error, which is
+// returned as an error here ("error: 404 - AOR not found", say).
+func (k *Kamailio) rpc(args ...string) ([]byte, error) {
+	out, err := exec.Command(k.kamcmd, append([]string{"-s", "unix:" + k.ctl}, args...)...).CombinedOutput()
+	t := bytes.TrimSpace(out)
+	if err != nil {
+		return nil, fmt.Errorf("kamcmd %s: %w: %s", args[0], err, t)
+	}
+	if bytes.HasPrefix(bytes.ToLower(t), []byte("error")) {
+		return nil, fmt.Errorf("kamcmd %s: %s", args[0], t)
+	}
+	return out, nil
+}
+
+// parseContacts reads the AoR, Address and Expires lines of ul.dump or
+// ul.lookup output.
+func parseContacts(out []byte) []Contact {
+	var (
+		res []Contact
+		aor string
+	)
+	for _, line := range strings.Split(string(out), "\n") {
+		key, val, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "AoR":
+			aor = val
+		case "Address":
+			res = append(res, Contact{AoR: aor, Address: val})
+		case "Expires":
+			if len(res) > 0 {
+				// "Expires: 57", or "permanent" / "deleted" / "expired".
+				n, err := strconv.Atoi(val)
+				if err != nil {
+					n = -1
+				}
+				res[len(res)-1].Expires = n
+			}
+		}
+	}
+	return res
 }

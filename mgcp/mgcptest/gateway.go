@@ -158,6 +158,7 @@ type Gateway struct {
 	mu           sync.Mutex
 	closed       bool // no goroutine may be added to bg
 	disconnected bool // the disconnected procedure is running
+	redirects    int  // 521 redirections followed
 	rng          *rand.Rand
 	eps          map[string]*endpoint // by lower-case local name
 	order        []string
@@ -590,13 +591,19 @@ func (g *Gateway) notifiedEntity(ep *endpoint) (string, error) {
 	if ne == "" {
 		return "", fmt.Errorf("mgcptest: %s has no notified entity", ep.Name)
 	}
+	return addressOf(ne), nil
+}
+
+// addressOf turns a notified entity ([name@]host[:port]) into host:port,
+// with the call agent's default port when none is given (RFC 3435 §3.2.1.3).
+func addressOf(ne string) string {
 	if at := strings.LastIndexByte(ne, '@'); at >= 0 {
 		ne = ne[at+1:]
 	}
 	if _, _, err := net.SplitHostPort(ne); err != nil {
 		ne = net.JoinHostPort(strings.Trim(ne, "[]"), strconv.Itoa(mgcp.DefaultCallAgentPort))
 	}
-	return ne, nil
+	return ne
 }
 
 // Send sends a command from the gateway to the endpoint's notified entity
@@ -624,10 +631,43 @@ func (g *Gateway) send(ctx context.Context, local string, cmd *mgcp.Command) (*m
 	}
 	cmd.Endpoint = g.Endpoint(local)
 	r, err := g.ca.Do(ctx, to, cmd)
+	// 521 with N: redirects the endpoint to another call agent (RFC 3435
+	// §2.3.8, §4.3): the gateway takes it as its notified entity and sends
+	// the command there, as a new transaction. A few hops at most, so two
+	// call agents naming each other cannot keep it busy.
+	for hop := 0; hop < maxRedirects && err == nil && r.Code == mgcp.CodeRedirected && r.NotifiedEntity != ""; hop++ {
+		g.mu.Lock()
+		if ok {
+			ep.NotifiedEntity = r.NotifiedEntity
+			to, err = g.notifiedEntity(ep)
+		} else {
+			to, err = addressOf(r.NotifiedEntity), nil
+		}
+		g.redirects++
+		g.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if cmd.NotifiedEntity != "" {
+			cmd.NotifiedEntity = r.NotifiedEntity
+		}
+		cmd.TransactionID = 0
+		r, err = g.ca.Do(ctx, to, cmd)
+	}
 	if errors.Is(err, mgcp.ErrTimeout) {
 		g.startDisconnected()
 	}
 	return r, err
+}
+
+// maxRedirects bounds the 521 redirections one command follows.
+const maxRedirects = 3
+
+// Redirects counts the 521 redirections the gateway followed.
+func (g *Gateway) Redirects() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.redirects
 }
 
 // Notify sends a raw NTFY with the given observed events and the current

@@ -640,3 +640,83 @@ func TestCheckIdle(t *testing.T) {
 		}
 	})
 }
+
+// A 521 with N: sends the endpoint to the call agent it names (RFC 3435
+// §2.3.8, §4.3): the command goes there at once, as do the next ones; two
+// call agents that keep redirecting to each other are given up on.
+func TestRedirectFollowsNotifiedEntity(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNet()
+		agent := func(addr string, answer func(*mgcp.Command) *mgcp.Response) (*mgcp.CallAgent, chan *mgcp.Command) {
+			got := make(chan *mgcp.Command, 16)
+			ca := mgcp.New(mn.MustListen(addr), mgcp.Config{}, mgcp.WithHandler(mgcp.HandlerFunc(
+				func(_ context.Context, _ netip.AddrPort, c *mgcp.Command) *mgcp.Response {
+					got <- c
+					return answer(c)
+				})))
+			go func() { _ = ca.Serve(context.Background()) }()
+			return ca, got
+		}
+		redirect := func(to string) func(*mgcp.Command) *mgcp.Response {
+			return func(c *mgcp.Command) *mgcp.Response {
+				r := mgcp.NewResponse(c, mgcp.CodeRedirected)
+				r.NotifiedEntity = to
+				return r
+			}
+		}
+		ok := func(c *mgcp.Command) *mgcp.Response { return mgcp.NewResponse(c, mgcp.CodeOK) }
+		old, toOld := agent("127.0.0.1:2727", redirect("ca@127.0.0.1:2828"))
+		defer old.Close()
+		owner, toOwner := agent("127.0.0.1:2828", ok)
+		defer owner.Close()
+		gw, err := NewGateway(GatewayConfig{Conn: mn.MustListen("127.0.0.1:2427"), CallAgent: "127.0.0.1:2727", Lines: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gw.Close()
+		ctx := context.Background()
+		if r, err := gw.OffHook(ctx, ep1); err != nil || r.Code != mgcp.CodeOK {
+			t.Fatalf("off-hook: %v %v, want the new call agent's 200", r, err)
+		}
+		if c := <-toOld; c.Verb != mgcp.VerbNTFY {
+			t.Fatalf("the old call agent got %s", c.Verb)
+		}
+		if c := <-toOwner; c.Verb != mgcp.VerbNTFY || events(c.ObservedEvents) != "L/hd" {
+			t.Fatalf("the new call agent got %s O:%s", c.Verb, events(c.ObservedEvents))
+		}
+		if st, _ := gw.State(ep1); st.NotifiedEntity != "ca@127.0.0.1:2828" || gw.Redirects() != 1 {
+			t.Fatalf("N: %q after the redirect, %d redirects", st.NotifiedEntity, gw.Redirects())
+		}
+		// The other endpoint was not redirected; this one's next event
+		// goes straight to the new call agent.
+		if st, _ := gw.State("aaln/2"); st.NotifiedEntity != "127.0.0.1:2727" {
+			t.Fatalf("aaln/2 N: %q", st.NotifiedEntity)
+		}
+		if _, err := gw.Notify(ctx, ep1, mgcp.Event{Package: "L", Name: "hf"}); err != nil {
+			t.Fatal(err)
+		}
+		if c := <-toOwner; c.Verb != mgcp.VerbNTFY {
+			t.Fatalf("got %s", c.Verb)
+		}
+		synctest.Wait()
+		if len(toOld) != 0 {
+			t.Fatal("the old call agent got a command after the redirect")
+		}
+
+		// Two call agents naming each other: the gateway gives up after
+		// a few hops and returns the last 521.
+		loop, _ := agent("127.0.0.1:2929", redirect("127.0.0.1:3030"))
+		defer loop.Close()
+		old2, _ := agent("127.0.0.1:3030", redirect("127.0.0.1:2929"))
+		defer old2.Close()
+		gw2, err := NewGateway(GatewayConfig{Conn: mn.MustListen("127.0.0.1:2428"), Domain: "gw2.test", CallAgent: "127.0.0.1:3030", Lines: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gw2.Close()
+		r, err := gw2.OffHook(ctx, ep1)
+		if err != nil || r.Code != mgcp.CodeRedirected || gw2.Redirects() != maxRedirects {
+			t.Fatalf("redirect loop: %v %v after %d redirects", r, err, gw2.Redirects())
+		}
+	})
+}
