@@ -604,6 +604,21 @@ func place(ctx context.Context, a *Gateway, from int, b *Gateway, to int) (*Call
 	case <-ctx.Done():
 		return fail("callee never rang")
 	}
+	// The watch sees the ring requested before the gateway has executed
+	// the command that carries it (a CRCX): a phone picked up in between
+	// is off hook when the CRCX runs, and the gateway answers it 401. A
+	// person picks up once the phone rings.
+	for {
+		st, _ := b.State(callee)
+		if slices.ContainsFunc(st.Signals, func(e mgcp.Event) bool { return e.Is("L", "rg") }) {
+			break
+		}
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-ctx.Done():
+			return fail("the ring requested never played")
+		}
+	}
 	if r, err := b.OffHook(ctx, callee); !notifiedOK(r, err) {
 		return fail("answer: %v %v", r, err)
 	}
