@@ -18,7 +18,7 @@ package bridge
 // answer, rel release, rlc release complete, oc/of operation complete/
 // failure, ro reorder, bz busy); docs/bridge.md has the ladders and says
 // which of them could be checked against the RFC's text. sup is a TO
-// signal (RFC 3064 package tables): the gateway ends it with oc or of,
+// signal (RFC 3064 package tables, read for MO): the gateway ends it with oc or of,
 // and a requested event detected meanwhile stops it (RFC 3435 §2.3.3),
 // which is why keeping a channel in glare sends sup again. ans is a
 // persistent event (RFC 3064 §2.7, "P + BR"): it can arrive unrequested
@@ -97,7 +97,7 @@ func (l *line) casDesired() gwRequest {
 
 // casBrief reports the CAS signals sent once (sup, ans, rel, rlc of MS
 // or DT) that no later request has to stop: ans, rel and rlc are brief
-// (BR); sup is a TO signal (RFC 3064 package tables) that the gateway
+// (BR); sup is a TO signal (RFC 3064 package tables, read for MO) that the gateway
 // itself ends with oc or of, and the NTFY carrying them is followed by
 // a new request anyway.
 func casBrief(s mgcp.Event) bool {

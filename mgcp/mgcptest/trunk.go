@@ -25,7 +25,8 @@ import (
 //     calling number (FGD ANI), sup(addr(<digits>),ani(<digits>)). As a
 //     signal with addr(<digits>) the call agent seizes the channel toward
 //     the far end and outpulses the address. RFC 3064's package tables
-//     give sup the signal type TO (time-out, RFC 3435 §2.3.3), not BR:
+//     (the MO table was read; MS and DT are taken to match) give sup
+//     the signal type TO (time-out, RFC 3435 §2.3.3), not BR:
 //     the signal stays active until it completes, reported as oc
 //     (operation complete: the address is out), or fails, reported as of
 //     (operation failure: no seizure acknowledgement). Like every TO
@@ -253,7 +254,7 @@ func (g *Gateway) trunkSignals(ep *endpoint, ss []mgcp.Event, withRequest bool) 
 		events = append(events, mgcp.Event{Package: strings.ToUpper(t.pkg), Name: "oc"})
 	}
 	// ans, rel and rlc are brief (RFC 3435 §2.3.3 signal types): done
-	// once applied. sup is a TO signal (RFC 3064 package tables) that is
+	// once applied. sup is a TO signal (RFC 3064 package tables, read for MO) that is
 	// over by now: completed (oc), or, in glare, stopped by the detection
 	// of the far end's requested sup (a requested event stops the TO
 	// signals, RFC 3435 §2.3.3), which is why the call agent that keeps

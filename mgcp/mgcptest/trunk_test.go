@@ -155,7 +155,7 @@ func TestTrunkGlare(t *testing.T) {
 				}
 				r.expect(200, "RQNT", ch1, "X: 1", "R: MS/oc, MS/of, MS/ans, MS/rel, MS/sup", "S: MS/sup(addr(5551234))")
 				r.ntfy("1", "MS/sup(addr(4000))")
-				// sup is a TO signal (RFC 3064 package tables): the
+				// sup is a TO signal (RFC 3064 package tables, read for MO): the
 				// detection of the requested far-end sup stopped it (RFC
 				// 3435 §2.3.3), so keeping the channel takes a new sup.
 				if st, _ := r.gw.State(ch1); st.Seizure != SeizureGlare || hasSignal(st.Signals, "MS", "sup") {
