@@ -16,7 +16,13 @@ package bridge
 //
 // The names are those of RFC 3064's MS and DT packages (sup setup, ans
 // answer, rel release, rlc release complete, oc/of operation complete/
-// failure, ro reorder, bz busy); docs/bridge.md has the ladders.
+// failure, ro reorder, bz busy); docs/bridge.md has the ladders and says
+// which of them could be checked against the RFC's text. sup is a TO
+// signal (RFC 3064 package tables, read for MO): the gateway ends it with oc or of,
+// and a requested event detected meanwhile stops it (RFC 3435 §2.3.3),
+// which is why keeping a channel in glare sends sup again. ans is a
+// persistent event (RFC 3064 §2.7, "P + BR"): it can arrive unrequested
+// and is acted on only while the line waits for it.
 
 import (
 	"strings"
@@ -89,8 +95,11 @@ func (l *line) casDesired() gwRequest {
 	return r
 }
 
-// casBrief reports the brief CAS signals (sup, ans, rel, rlc of MS or
-// DT): applied once, they are not playing afterwards.
+// casBrief reports the CAS signals sent once (sup, ans, rel, rlc of MS
+// or DT) that no later request has to stop: ans, rel and rlc are brief
+// (BR); sup is a TO signal (RFC 3064 package tables, read for MO) that the gateway
+// itself ends with oc or of, and the NTFY carrying them is followed by
+// a new request anyway.
 func casBrief(s mgcp.Event) bool {
 	if !strings.EqualFold(s.Package, "MS") && !strings.EqualFold(s.Package, "DT") {
 		return false

@@ -476,8 +476,8 @@ func (g *Gateway) evaluate(ep *endpoint, e mgcp.Event) (*mgcp.Command, error) {
 	switch {
 	case ok:
 		a, _ = actionsOf(r) // checked when the request came
-	case isPersistent(e):
-		a.notify = true // persistent events notify unrequested (RFC 3660 §2.2)
+	case isPersistent(e) || ep.casPersistent(e):
+		a.notify = true // persistent events notify unrequested (RFC 3660 §2.2, RFC 3064 §2.7)
 	default:
 		return nil, errNotRequested
 	}

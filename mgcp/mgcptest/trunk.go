@@ -20,15 +20,24 @@ import (
 // itself (seizure, wink or immediate start, collecting the MF or DTMF
 // address) and reports it to the call agent at the level of the call:
 //
-//   - sup (setup), an event: the far end seized the channel and sent
-//     its address; observed as sup(addr(<digits>)) and, when the far
-//     end sent a calling number (FGD ANI), sup(addr(<digits>),ani(<digits>)).
-//     As a brief signal with addr(<digits>) the call agent seizes the
-//     channel toward the far end and outpulses the address; the gateway
-//     reports oc (operation complete) when the address is out, of
-//     (operation failure) when it could not seize.
-//   - ans (answer): the event when the far end answers a call the call
-//     agent placed; the brief signal answers a call the far end placed.
+//   - sup (setup): the far end seized the channel and sent its address,
+//     observed as sup(addr(<digits>)) and, when the far end sent a
+//     calling number (FGD ANI), sup(addr(<digits>),ani(<digits>)). As a
+//     signal with addr(<digits>) the call agent seizes the channel toward
+//     the far end and outpulses the address. RFC 3064's package tables
+//     (the MO table was read; MS and DT are taken to match) give sup
+//     the signal type TO (time-out, RFC 3435 §2.3.3), not BR:
+//     the signal stays active until it completes, reported as oc
+//     (operation complete: the address is out), or fails, reported as of
+//     (operation failure: no seizure acknowledgement). Like every TO
+//     signal it is stopped by a later request whose S: leaves it out and
+//     by the detection of a requested event (RFC 3435 §2.3.3): in glare
+//     the far end's sup stops the call agent's, so keeping the channel
+//     takes a second sup signal.
+//   - ans (answer): RFC 3064 §2.7 lists it as "P + BR" in DT and MS: a
+//     persistent event (reported even when not requested, RFC 3435
+//     §2.3.3) when the far end answers a call the call agent placed, and
+//     a brief signal that answers a call the far end placed.
 //   - rel (release): the event when the far end releases; the brief
 //     signal releases the channel toward the far end.
 //   - rlc (release complete): the event when the far end completed the
@@ -36,6 +45,10 @@ import (
 //     release the far end started.
 //   - ro, bz, rbk: reorder, busy and ringback tones toward the far end
 //     (time-out signals).
+//
+// What of this could be checked against RFC 3064's text (its MO package
+// table and the start of §2.7) and what could not is listed in
+// docs/bridge.md, "Reading of RFC 3064".
 //
 // The strict rules: a CAS signal in a state where the protocol has no
 // place for it (answering a channel nobody seized, releasing an idle
@@ -105,6 +118,13 @@ func (ep *endpoint) packageList() string {
 		return strings.ToUpper(ep.trunk.pkg) + ":1,G:1,D:1"
 	}
 	return packageList
+}
+
+// casPersistent reports the CAS events a channel reports even when they
+// are not requested: ans, which RFC 3064 §2.7 gives the attribute P
+// (persistent) in the DT and MS packages.
+func (ep *endpoint) casPersistent(e mgcp.Event) bool {
+	return ep.trunk != nil && ep.trunk.isCAS(e, "ans")
 }
 
 // isCAS reports a signal of the channel's CAS package.
@@ -233,12 +253,15 @@ func (g *Gateway) trunkSignals(ep *endpoint, ss []mgcp.Event, withRequest bool) 
 		t.seizure, t.outpulsed = SeizureOutgoing, seize
 		events = append(events, mgcp.Event{Package: strings.ToUpper(t.pkg), Name: "oc"})
 	}
-	// The CAS signals but the tones are brief (RFC 3435 §2.3.3 signal
-	// types): done once applied, they are not left playing.
+	// ans, rel and rlc are brief (RFC 3435 §2.3.3 signal types): done
+	// once applied. sup is a TO signal (RFC 3064 package tables, read for MO) that is
+	// over by now: completed (oc), or, in glare, stopped by the detection
+	// of the far end's requested sup (a requested event stops the TO
+	// signals, RFC 3435 §2.3.3), which is why the call agent that keeps
+	// the channel must send sup again. The tones keep playing.
 	playing := ep.Signals[:0:0]
 	for _, s := range ep.Signals {
-		if strings.EqualFold(s.Package, t.pkg) && !strings.EqualFold(s.Name, "ro") && !strings.EqualFold(s.Name, "bz") &&
-			!strings.EqualFold(s.Name, "rbk") {
+		if strings.EqualFold(s.Package, t.pkg) && !t.isCAS(s, "ro") && !t.isCAS(s, "bz") && !t.isCAS(s, "rbk") {
 			continue
 		}
 		playing = append(playing, s)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"testing/synctest"
+
+	"github.com/mgsip/mgsip/mgcp"
 )
 
 const ch1 = "ds/ds1-1/1"
@@ -81,6 +83,41 @@ func TestTrunkOutgoingCall(t *testing.T) {
 	})
 }
 
+// ans is persistent in MS and DT (RFC 3064 §2.7, "P + BR"): the far
+// end's answer is reported even when the request did not list it, as
+// L/hd is on a line; rel is not (it is reported only when requested).
+func TestTrunkAnswerPersistent(t *testing.T) {
+	for _, pkg := range []string{"MS", "DT"} {
+		t.Run(pkg, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := trunkRig(t, pkg)
+				defer r.close()
+				ctx := context.Background()
+				r.expect(200, "RQNT", ch1, "X: 1", "R: "+pkg+"/oc", "S: "+pkg+"/sup(addr(5551234))")
+				r.ntfy("1", pkg+"/oc")
+				r.expect(200, "RQNT", ch1, "X: 2", "R: "+pkg+"/of")
+				r.notified(r.gw.TrunkAnswer(ctx, ch1))
+				r.ntfy("2", pkg+"/ans")
+				r.expect(200, "RQNT", ch1, "X: 3", "R: "+pkg+"/of")
+				r.silent("not requested")(r.gw.TrunkRelease(ctx, ch1))
+				r.expect(200, "RQNT", ch1, "X: 4", "R: "+pkg+"/sup", "S: "+pkg+"/rlc")
+				if err := r.gw.CheckIdle(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+func hasSignal(ss []mgcp.Event, pkg, name string) bool {
+	for _, s := range ss {
+		if s.Is(pkg, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Packages: L is not on a channel, MS is not on a line, an unknown MS
 // event is 522 (RFC 3435 §2.4).
 func TestTrunkPackages(t *testing.T) {
@@ -118,7 +155,10 @@ func TestTrunkGlare(t *testing.T) {
 				}
 				r.expect(200, "RQNT", ch1, "X: 1", "R: MS/oc, MS/of, MS/ans, MS/rel, MS/sup", "S: MS/sup(addr(5551234))")
 				r.ntfy("1", "MS/sup(addr(4000))")
-				if st, _ := r.gw.State(ch1); st.Seizure != SeizureGlare {
+				// sup is a TO signal (RFC 3064 package tables, read for MO): the
+				// detection of the requested far-end sup stopped it (RFC
+				// 3435 §2.3.3), so keeping the channel takes a new sup.
+				if st, _ := r.gw.State(ch1); st.Seizure != SeizureGlare || hasSignal(st.Signals, "MS", "sup") {
 					t.Fatalf("state %+v", st)
 				}
 				if keep {
