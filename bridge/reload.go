@@ -133,6 +133,7 @@ func (b *Bridge) install(old, next *line) {
 		b.mu.Unlock()
 		return
 	}
+	next.issued.carry(&old.issued)
 	b.lines[key] = next
 	if b.byUser[old.rule.User] == old {
 		delete(b.byUser, old.rule.User)

@@ -144,3 +144,35 @@ func TestReloadWhileGatewayDown(t *testing.T) {
 		t.Error("the changed line registered its new account while its gateway is down")
 	}
 }
+
+// TestReloadedLineKnowsItsRequests: a line whose rule a reload changed is
+// replaced by a successor that audits and arms the endpoint again; until
+// its own request is in place the gateway still holds the old line's, and
+// an NTFY under it is the line's (200), not an unknown request id (538).
+// (It made the daemon's reload test fail now and then.)
+func TestReloadedLineKnowsItsRequests(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	// The successor's audit is held, so the NTFY arrives before its
+	// request.
+	e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbAUEP, Endpoint: "aaln/1", Delay: 500 * time.Millisecond, Count: 1})
+	plans := []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}}
+	rep := e.b.Update(reloaded(t, e, plans, []mapping.Line{
+		{Gateway: "gw", Endpoint: "aaln/1", User: "1001", Password: "pw", DisplayName: "Renamed"},
+		{Gateway: "gw", Endpoint: "aaln/2", User: "1002", Password: "pw", DisplayName: "Line 2"},
+	}))
+	if _, ok := rep.Changed["gw/aaln/1"]; !ok {
+		t.Fatalf("line 1 not changed: %+v", rep)
+	}
+	e.waitFor("the successor auditing", func() bool { return strings.HasSuffix(verbs(e.gw.Commands(), "aaln/1"), "AUEP") })
+	before := e.b.UnknownRequests()
+	r, err := e.gw.Notify(t.Context(), "aaln/1", mgcp.Event{Package: "L", Name: "hd"})
+	if err != nil || r.Code != mgcp.CodeOK {
+		t.Fatalf("NTFY under the old line's request: %v %v, want 200", r, err)
+	}
+	if n := e.b.UnknownRequests(); n != before {
+		t.Errorf("%d NTFYs refused as unknown", n-before)
+	}
+	// The probe was a bare NTFY (the phone stayed on hook): the line
+	// learns that from the gateway's 402 and ends armed again.
+	e.waitSignalState("aaln/1", armed)
+}

@@ -358,6 +358,18 @@ func (r *requestIDs) accepted() {
 	r.mu.Unlock()
 }
 
+// carry gives r the ids and state of from: a line's successor (a reload
+// changed its rule) answers NTFYs under its predecessor's requests, which
+// the gateway holds until the successor's first request is in place.
+func (r *requestIDs) carry(from *requestIDs) {
+	from.mu.Lock()
+	ids, next, held := from.ids, from.next, from.held
+	from.mu.Unlock()
+	r.mu.Lock()
+	r.ids, r.next, r.held = ids, next, held
+	r.mu.Unlock()
+}
+
 // reset forgets the requests: the gateway's endpoint was reset (RFC 3435
 // §4.4.6) and holds none.
 func (r *requestIDs) reset() {
