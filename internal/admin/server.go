@@ -318,6 +318,9 @@ type PeerView struct {
 	Status    int       `json:"status,omitempty"`
 	RTTMS     float64   `json:"rtt_ms,omitzero"`
 	LastProbe time.Time `json:"last_probe,omitzero"`
+	// Unanswered counts the probes in a row that got no answer; the peer
+	// is down once it reaches the daemon's threshold.
+	Unanswered int `json:"unanswered_probes,omitempty"`
 }
 
 // millis is d in milliseconds, to the microsecond.

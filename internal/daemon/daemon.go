@@ -628,8 +628,13 @@ func (d *daemon) ready() (bool, string) {
 }
 
 // probePeers sends OPTIONS to every configured peer: each peer's
-// options_interval when set, else every 30 s, and logs a peer going up or
-// down.
+// options_interval when set, else every 30 s. Any answer, whatever its
+// status, proves the peer reachable (RFC 3261 §11.2 lets it refuse
+// OPTIONS). One lost datagram must not refuse calls to a peer that
+// answers them: a peer is down only after peerDownAfter probes in a row
+// went unanswered, and a probe that went unanswered is repeated after
+// peerRetry rather than a whole interval later. A change either way is
+// logged, as is a peer found down at start.
 func (d *daemon) probePeers(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -642,7 +647,7 @@ func (d *daemon) probePeers(ctx context.Context) {
 			d.mu.RLock()
 			prev, seen := d.peerState[p.Name]
 			d.mu.RUnlock()
-			if seen && time.Since(prev.LastProbe) < every {
+			if seen && time.Since(prev.LastProbe) < probeWait(prev, every) {
 				continue
 			}
 			addr := net.JoinHostPort(p.Host, itoa(p.Port))
@@ -652,14 +657,19 @@ func (d *daemon) probePeers(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			v := admin.PeerView{Name: p.Name, Address: addr, Up: err == nil, Status: status, LastProbe: time.Now().Truncate(time.Millisecond)}
+			v := nextPeerView(prev, seen, err == nil)
+			v.Name, v.Address, v.Status, v.LastProbe = p.Name, addr, status, time.Now().Truncate(time.Millisecond)
 			if err == nil {
 				v.RTTMS = float64(rtt.Microseconds()) / 1000
 			}
-			if seen && prev.Up != v.Up {
-				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up}).Warn("SIP peer reachability changed")
+			if (seen && prev.Up != v.Up) || (!v.Up && v.Unanswered == peerDownAfter) {
+				d.log.WithFields(logrus.Fields{"peer": p.Name, "address": addr, "up": v.Up, "unanswered_probes": v.Unanswered}).
+					Warn("SIP peer reachability changed")
 			}
-			d.bridge.SetPeerReachable(p.Name, v.Up)
+			// The bridge assumes a peer reachable until told otherwise: a
+			// peer not heard from yet is not refused calls before the
+			// threshold.
+			d.bridge.SetPeerReachable(p.Name, peerReachable(v))
 			d.mu.Lock()
 			if d.peerState == nil {
 				d.peerState = map[string]admin.PeerView{}
@@ -673,6 +683,41 @@ func (d *daemon) probePeers(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// peerDownAfter is how many OPTIONS in a row a peer must leave
+// unanswered to be down; peerRetry is how soon an unanswered probe is
+// repeated (at most).
+const (
+	peerDownAfter = 2
+	peerRetry     = 5 * time.Second
+)
+
+// peerReachable is whether calls may go to a peer in state v: it is up,
+// or has not yet left peerDownAfter probes in a row unanswered.
+func peerReachable(v admin.PeerView) bool { return v.Up || v.Unanswered < peerDownAfter }
+
+// probeWait is how long after its last probe a peer is probed again.
+func probeWait(prev admin.PeerView, every time.Duration) time.Duration {
+	if prev.Unanswered > 0 && every > peerRetry {
+		return peerRetry
+	}
+	return every
+}
+
+// nextPeerView is a peer's state after a probe: answered, up at once;
+// unanswered, one more in a row, and down once there are peerDownAfter
+// of them. A peer never heard from is not shown up (readiness waits for
+// an answer) but stays reachable for calls until the threshold.
+func nextPeerView(prev admin.PeerView, seen, answered bool) admin.PeerView {
+	if answered {
+		return admin.PeerView{Up: true}
+	}
+	n := 1
+	if seen {
+		n = prev.Unanswered + 1
+	}
+	return admin.PeerView{Up: seen && prev.Up && n < peerDownAfter, Unanswered: n}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
