@@ -74,6 +74,7 @@ type call struct {
 	sipDone    bool              // sipq closed: nothing more is sent
 	drained    chan struct{}     // closed when sipq's sender has sent everything
 	referring  bool              // held, transferred by our REFER: waiting for its final NOTIFY
+	takenBack  bool              // its transfer was pending when the phone took it back (transfer.go)
 	referTo    string            // the number it is transferred to
 	referN     int               // counts its transfers (a timer knows its own)
 	xfer       *call             // the new call placed for a REFER this call received, not answered yet

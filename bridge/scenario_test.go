@@ -1393,3 +1393,39 @@ func TestOutgoingRedirectAnd422(t *testing.T) {
 	}
 	e.onHook("aaln/1")
 }
+
+// TestAttendedTransferTakenBackThenDone: the phone hangs up to transfer
+// (REFER to A, 202, NOTIFY 100), then lifts again before the outcome: it
+// talks to C, A held. When A's final NOTIFY then reports 200 anyway, A
+// went ahead (it had accepted the REFER): its dialog with us is ended
+// (BYE), the phone goes on with C, and the next hang-up ends C without a
+// second REFER to A.
+func TestAttendedTransferTakenBackThenDone(t *testing.T) {
+	e := newEnv(t, envOptions{realm: "pbx.test", refer: func(siptest.ReferIn) siptest.ReferScript {
+		return siptest.ReferScript{Notify: []int{100, 200}, Pause: 1500 * time.Millisecond}
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.consult("2001")
+	e.waitFor("A held, C answered", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	e.onHook("aaln/1")
+	e.waitFor("REFER", func() bool { return len(e.pbx.Received("REFER")) == 1 })
+	e.offHook("aaln/1")
+	e.waitFor("back to C, A held", func() bool {
+		return e.modes("aaln/1") == "inactive sendrecv" && hasEvent(e.state("aaln/1"), "L/hu")
+	})
+	e.waitFor("A's dialog ended after its NOTIFY 200", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	e.waitFor("only C left", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	if r := e.record(); r.Number != "2000" || !strings.HasPrefix(r.Result, "transferred to 2001") {
+		t.Errorf("A's record: %s %q", r.Number, r.Result)
+	}
+	e.onHook("aaln/1")
+	e.waitFor("C hung up", func() bool { return len(e.pbx.Received("BYE")) == 2 })
+	e.noConnections("aaln/1")
+	if n := len(e.pbx.Received("REFER")); n != 1 {
+		t.Errorf("%d REFERs, want 1", n)
+	}
+	e.record()
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return armed(st) })
+}

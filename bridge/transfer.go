@@ -136,6 +136,17 @@ func (l *line) referTarget(c *call, number string) string {
 
 // onReferStatus: a NOTIFY reported the progress of the transfer of c.
 func (l *line) onReferStatus(c *call, status int, reason string, final bool) {
+	if final && c.takenBack && !c.referring && !c.ended && status >= 200 && status < 300 {
+		// The phone took the call back while its transfer was pending,
+		// but the transferee went ahead (it had accepted the REFER): it
+		// now talks to the target, and its dialog with us has no use
+		// left (RFC 5589 §6.1: the transferor ends it). A consultation
+		// call that was replaced is ended by the far end's BYE.
+		c.takenBack = false
+		c.result = "transferred to " + c.referTo + " after the phone took the call back"
+		l.endCallOf(c, c.result, false)
+		return
+	}
 	if !c.referring || !final {
 		return // a 1xx: the transferee is still trying
 	}
@@ -205,11 +216,11 @@ func (l *line) fixAttended() {
 }
 
 // takeBack: the phone went off hook while the transfer of the held call
-// was pending: the user talks to the held party again; a late NOTIFY is
-// ignored.
+// was pending: the user talks to the held party again. A late failure is
+// ignored; a late success ends that call (onReferStatus).
 func (l *line) takeBack() {
 	c := l.other
-	c.referring = false
+	c.referring, c.takenBack = false, true
 	l.log.WithField("number", c.referTo).Info("transfer abandoned; back to the held call")
 	if l.call != nil {
 		l.backToConsultation()
