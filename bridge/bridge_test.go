@@ -219,11 +219,11 @@ func startBridge(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge
 }
 
 // startBridgeSIP is startBridge with a SIP configuration (its listeners
-// are replaced by one on 127.0.0.1:0).
-func startBridgeSIP(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge), rules *mapping.Rules, cfg bridge.Config, scfg sip.Config) (*bridge.Bridge, *sip.Stack) {
+// are replaced by one on 127.0.0.1:0) and options of the stack.
+func startBridgeSIP(t testing.TB, ca *mgcp.CallAgent, setBridge func(*bridge.Bridge), rules *mapping.Rules, cfg bridge.Config, scfg sip.Config, opts ...sip.StackOption) (*bridge.Bridge, *sip.Stack) {
 	t.Helper()
 	scfg.Listeners = []sip.Listener{{Listen: "127.0.0.1:0"}}
-	stack, err := sip.NewStack(scfg)
+	stack, err := sip.NewStack(scfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

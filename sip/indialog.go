@@ -83,6 +83,7 @@ func (d *Dialog) transaction(ctx context.Context, req *sip.Request) (sip.ClientT
 		return nil, ErrStackClosed // sipgo would open a socket of its own
 	}
 	defer d.changed() // the local CSeq moved on
+	d.stack.fromListener(req)
 	if d.uas() {
 		return d.server.TransactionRequest(ctx, req)
 	}
@@ -188,6 +189,7 @@ func (d *Dialog) writeBye(ctx context.Context, reason string) error {
 		bye.AppendHeader(sip.NewHeader("Reason", reason))
 	}
 	bye.SetTransport(d.invite.Transport())
+	d.stack.fromListener(bye)
 	return d.server.WriteBye(ctx, bye)
 }
 
@@ -316,6 +318,7 @@ func (s *Stack) ackFor(inv *sip.Request, res *sip.Response, body []byte) error {
 	ack.SetBody(body)
 	ack.SetTransport(inv.Transport())
 	ack.SetDestination(inv.Destination())
+	s.fromListener(ack)
 	return s.client.WriteRequest(ack, sipgo.ClientRequestAddVia)
 }
 

@@ -407,6 +407,7 @@ func (d *Dialog) onReliable(res *sip.Response, seen earlyRSeq, answerOffer func(
 	if d.stack.isClosed() {
 		return false
 	}
+	d.stack.fromListener(prack)
 	tx, err := d.client.TransactionRequest(d.ctx, prack)
 	if err != nil {
 		d.stack.log.WithFields(logrus.Fields{"sip_call_id": d.CallID}).WithError(err).Debug("PRACK not sent")
@@ -478,6 +479,7 @@ func (d *Dialog) ackInvite(res *sip.Response, body []byte) error {
 	if len(rr) == 0 {
 		ack.SetDestination(inv.Destination())
 	}
+	d.stack.fromListener(ack)
 	return d.stack.client.WriteRequest(ack, sipgo.ClientRequestAddVia)
 }
 
@@ -500,6 +502,7 @@ func (d *Dialog) clientBye(ctx context.Context, reason string) error {
 		if reason != "" {
 			bye.AppendHeader(sip.NewHeader("Reason", reason))
 		}
+		d.stack.fromListener(bye)
 		return d.client.WriteBye(ctx, bye)
 	}
 	t, err := d.target()

@@ -30,8 +30,9 @@ type Stack struct {
 
 	udp       []net.PacketConn
 	streams   []streamListener
-	contact   sip.Uri // host:port for Contact and Via (advertised or bound)
-	transport string  // transport of the first listener
+	contact   sip.Uri  // host:port for Contact and Via (advertised or bound)
+	transport string   // transport of the first listener
+	laddr     sip.Addr // the first listener's bound address, when it is UDP (fromListener)
 
 	ready     chan struct{} // closed once the listeners are serving
 	closed    chan struct{} // closed by Close: nothing more is sent
@@ -164,6 +165,9 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		return nil, err
 	}
 	port, _ := strconv.Atoi(p)
+	if first.Transport == "udp" {
+		s.laddr = sip.Addr{IP: net.ParseIP(host), Port: port, Hostname: host}
+	}
 	if first.Advertise != "" {
 		h, p, err := net.SplitHostPort(first.Advertise)
 		if err != nil {
@@ -442,4 +446,19 @@ func (s *Stack) Close() error {
 		}
 	})
 	return nil
+}
+
+// fromListener makes a UDP request leave from the first listener's
+// socket, the address its Via and Contact name. sipgo sets the local
+// address only on requests built without options; in-dialog requests
+// (its dialog sessions pass one) would otherwise take the pooled
+// connection of their destination and, toward a remote target mgsip has
+// not exchanged a datagram with on that socket (no proxy in the route
+// set, a far end's Contact), open a socket of their own on another port,
+// from which the far end would see requests and answer to.
+func (s *Stack) fromListener(req *sip.Request) {
+	if s.laddr.IP == nil || req.Laddr.IP != nil || !strings.EqualFold(req.Transport(), "udp") {
+		return
+	}
+	s.laddr.Copy(&req.Laddr)
 }

@@ -42,6 +42,34 @@ type Kamailio struct {
 // registrar (digest with algorithm) and record-routing proxy to registered
 // contacts; it is stopped by PID when the test ends.
 func StartKamailio(t testing.TB, algorithm string, maxExpires int) *Kamailio {
+	t.Helper()
+	return StartKamailioRoutes(t, algorithm, maxExpires)
+}
+
+// KamailioRoute is a static route of StartKamailioRoutes: an INVITE
+// outside a dialog whose Request-URI user starts with Prefix and that has
+// no registered contact is relayed to To (host:port), record-routed like
+// the others. It stands for the PSTN gateway or the far PBX behind a
+// proxy, for far ends that do not register (SIPp).
+type KamailioRoute struct {
+	Prefix string // digits
+	To     string // host:port
+}
+
+// StartKamailioRoutes is StartKamailio with static routes, tried in
+// order after the location table.
+func StartKamailioRoutes(t testing.TB, algorithm string, maxExpires int, routes ...KamailioRoute) *Kamailio {
+	t.Helper()
+	var static strings.Builder
+	for _, r := range routes {
+		if strings.Trim(r.Prefix, "0123456789") != "" || r.Prefix == "" {
+			t.Fatalf("kamailio route prefix %q: digits only", r.Prefix)
+		}
+		if _, _, err := net.SplitHostPort(r.To); err != nil {
+			t.Fatalf("kamailio route to %q: %v", r.To, err)
+		}
+		fmt.Fprintf(&static, "\t\tif ($rU =~ \"^%s\") {\n\t\t\t$du = \"sip:%s\";\n\t\t\tt_relay();\n\t\t\texit;\n\t\t}\n", r.Prefix, r.To)
+	}
 	bin := RequireProgram(t, "kamailio")
 	kamcmd := RequireProgram(t, "kamcmd")
 	dir, err := os.MkdirTemp("", "kam")
@@ -123,16 +151,16 @@ request_route {
 	}
 	if (is_method("INVITE")) {
 		record_route();
-		if (!lookup("location")) {
-			sl_send_reply("404", "Not Found");
+		if (lookup("location")) {
+			t_relay();
 			exit;
 		}
-		t_relay();
+%s		sl_send_reply("404", "Not Found");
 		exit;
 	}
 	sl_send_reply("404", "Not here");
 }
-`, k.Addr, k.ctl, maxExpires, algorithm)
+`, k.Addr, k.ctl, maxExpires, algorithm, static.String())
 	path := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
