@@ -42,3 +42,18 @@ func isLeaseNotFound(err error) bool {
 	}
 	return errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound)
 }
+
+// InvalidCallError is a stored call no takeover can use: its value does
+// not decode, lacks what CallState.Validate asks, or names another
+// gateway, endpoint or call than the key it is stored under. AdoptCalls
+// deletes it.
+type InvalidCallError struct {
+	Key string
+	Err error
+}
+
+func (e *InvalidCallError) Error() string {
+	return fmt.Sprintf("cluster: stored call %q deleted, no takeover can use it: %v", e.Key, e.Err)
+}
+
+func (e *InvalidCallError) Unwrap() error { return e.Err }

@@ -599,3 +599,55 @@ func TestCallStoreIsFencedByRevision(t *testing.T) {
 		t.Fatalf("a bad stored call: %v", err)
 	}
 }
+
+// TestAdoptCallsDeletesUnusableRecords: records no takeover can use
+// (another gateway's call, a call stored under another key, a minimal
+// record, garbage) are deleted and reported as InvalidCallError, never as
+// ErrNotOwner, and the good call beside them is adopted.
+func TestAdoptCallsDeletesUnusableRecords(t *testing.T) {
+	h := newHarness(t, 1)
+	a := h.start("a", h.etcd.Endpoint)
+	waitFor(t, 3*h.ttl, "a owns gw-00", func() bool { return a.Owns("gw-00") })
+	ctx := context.Background()
+	good := CallState{Gateway: "gw-00", Endpoint: "aaln/1", MGCP: MGCPState{CallID: "C1"}, SIP: DialogState{CallID: "s1"}}
+	if err := a.PutCall(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	p := a.callsPrefix("gw-00")
+	bad := map[string]string{
+		p + "aaln%2F1/BOGUS4": `{"gateway":"gw2","endpoint":"aaln/2","mgcp":{"call_id":"BOGUS4"}}`,
+		p + "aaln%2F1/MOVED":  `{"gateway":"gw-00","endpoint":"aaln/2","mgcp":{"call_id":"C7"}}`,
+		p + "aaln%2F1/MIN":    `{"gateway":"gw-00"}`,
+		p + "aaln%2F1/JUNK":   `{`,
+	}
+	for k, v := range bad {
+		if _, err := a.cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adopted, err := a.AdoptCalls(ctx, "gw-00")
+	if len(adopted) != 1 || adopted[0].MGCP.CallID != "C1" {
+		t.Fatalf("adopted %+v (%v)", adopted, err)
+	}
+	if errors.Is(err, ErrNotOwner) {
+		t.Fatalf("bad records reported as a lost ownership: %v", err)
+	}
+	var ie *InvalidCallError
+	if !errors.As(err, &ie) {
+		t.Fatalf("error %v is no InvalidCallError", err)
+	}
+	resp, err := a.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != a.callKey("gw-00", "aaln/1", "C1") {
+		t.Fatalf("left after adoption: %v", resp.Kvs)
+	}
+	if got := a.Stats().InvalidCalls; got != uint64(len(bad)) {
+		t.Errorf("InvalidCalls %d, want %d", got, len(bad))
+	}
+	// A node that does not own the gateway still gets ErrNotOwner.
+	if _, err := a.AdoptCalls(ctx, "gw-99"); !errors.Is(err, ErrNotOwner) {
+		t.Errorf("adopting a gateway not owned: %v", err)
+	}
+}

@@ -347,3 +347,64 @@ func TestClusterCallSurvivesEtcdOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterTakeoverSurvivesUnadoptableRecords: the owner of a gateway
+// with no call stops; under the gateway's calls lie records no takeover
+// can use (another gateway's call copied under this one, a minimal
+// record, garbage), written without a lease. The new owner must still
+// audit, arm and register the line, and delete the bad records (issue 16:
+// with zero calls adopted it used to stop after "gateway acquired").
+func TestClusterTakeoverSurvivesUnadoptableRecords(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &sourceConn{PacketConn: conn}
+	reg, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"101": "pw-101"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Conn: rec, Lines: 1, CallAgent: fmt.Sprintf("127.0.0.1:%d", pa)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	gwPort := conn.LocalAddr().(*net.UDPAddr).Port
+	a := startClusterDaemon(t, etcd.Endpoint, "a", pa, gwPort, reg.Addr())
+	waitUntil(t, 10*time.Second, "a registers the line", func() bool {
+		b, ok := reg.Binding("101")
+		return ok && strings.Contains(b.Contact, a.sip)
+	})
+	b := startClusterDaemon(t, etcd.Endpoint, "b", pb, gwPort, reg.Addr())
+	bad := map[string]string{
+		"/mgsip/calls/gw/aaln%2F1/BOGUS4": `{"gateway":"gw2","endpoint":"aaln/2","mgcp":{"call_id":"BOGUS4"},"sip":{"call_id":"x"}}`,
+		"/mgsip/calls/gw/aaln%2F1/MIN":    `{"gateway":"gw"}`,
+		"/mgsip/calls/gw/aaln%2F1/JUNK":   `not json`,
+	}
+	for k, v := range bad {
+		etcd.Ctl("put", k, v)
+	}
+	a.stop(t)
+	waitUntil(t, 10*time.Second, "b arms the line", func() bool {
+		for _, c := range rec.commands(b.addr) {
+			if strings.HasPrefix(c.line, "RQNT") {
+				st, _ := gw.State("aaln/1")
+				return st.NotifiedEntity == "mgsip@"+b.addr
+			}
+		}
+		return false
+	})
+	waitUntil(t, 10*time.Second, "b registers the line", func() bool {
+		r, ok := reg.Binding("101")
+		return ok && strings.Contains(r.Contact, b.sip) && time.Until(r.Expires) > 0
+	})
+	if left := etcd.Ctl("get", "--prefix", "--keys-only", "/mgsip/calls/"); strings.TrimSpace(left) != "" {
+		t.Fatalf("bad records left in etcd:\n%s", left)
+	}
+	if !strings.Contains(b.log.String(), "BOGUS4") {
+		t.Errorf("b's log does not name the bad record:\n%s", b.log.String())
+	}
+}
