@@ -333,7 +333,10 @@ func (n *Node) SetGateways(gateways []string, preference map[string][]string) {
 
 // Run keeps the node in the cluster until ctx ends: it grants the lease
 // (again, when it expired), renews it, watches the prefix and reconciles
-// ownership. It returns nil when ctx ends. Ending Run does not revoke the
+// ownership. It returns nil when ctx ends, or a *NameTakenError when
+// another lease holds this node's key for longer than that lease's TTL
+// (another live process with the same node name: a restart after a crash
+// waits for the old key to expire and joins). Ending Run does not revoke the
 // lease (the node then looks crashed to the others, who take its gateways
 // when the lease expires); Leave does.
 func (n *Node) Run(ctx context.Context) error {
@@ -354,9 +357,10 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.keepAlive(ctx) })
 	wg.Go(func() { n.watch(ctx) })
-	n.loop(ctx)
+	err := n.loop(ctx)
+	cancel()
 	wg.Wait()
-	return nil
+	return err
 }
 
 func (n *Node) requestTimeout() time.Duration { return n.cfg.TTL / 3 }
@@ -375,12 +379,13 @@ func (n *Node) opContext(ctx context.Context) (context.Context, context.CancelFu
 
 // loop is the node's goroutine: it owns the lease's life cycle and the
 // reconciliation; OnChange is called from here only.
-func (n *Node) loop(ctx context.Context) {
+func (n *Node) loop(ctx context.Context) error {
 	tick := time.NewTicker(n.cfg.TTL / 2)
 	defer tick.Stop()
 	fence := time.NewTimer(time.Hour)
 	defer fence.Stop()
 	backoff := 100 * time.Millisecond
+	var takenSince time.Time // when the node key was first found held by another lease
 	for {
 		n.mu.Lock()
 		needLease := (n.lease == 0 || n.leaseGone) && !n.left
@@ -388,17 +393,36 @@ func (n *Node) loop(ctx context.Context) {
 		if needLease {
 			if err := n.grant(ctx); err != nil {
 				if ctx.Err() != nil {
-					return
+					return nil
 				}
-				n.log.WithError(err).Warn("cluster: cannot join, retrying")
+				retry := backoff
+				var taken *NameTakenError
+				if errors.As(err, &taken) {
+					// This node's previous run, killed, holds the key
+					// until its lease expires (at most its TTL); another
+					// live process with this name renews it forever.
+					if takenSince.IsZero() {
+						takenSince = time.Now()
+						n.log.WithFields(logrus.Fields{"key": taken.Key, "lease": fmt.Sprintf("%x", taken.Lease), "wait": taken.TTL + time.Second}).
+							Warn("cluster: the node key is held by another lease (this node's previous run, or another process with the same node name); waiting for it to expire")
+					}
+					if time.Since(takenSince) > taken.TTL+time.Second {
+						n.log.WithError(err).Error("cluster: node name in use by another process; not joining")
+						return err
+					}
+					retry = 200 * time.Millisecond
+				} else {
+					n.log.WithError(err).Warn("cluster: cannot join, retrying")
+					backoff = min(backoff*2, n.cfg.TTL)
+				}
 				select {
 				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
+					return nil
+				case <-time.After(retry):
 				}
-				backoff = min(backoff*2, n.cfg.TTL)
 				continue
 			}
+			takenSince = time.Time{}
 			backoff = 100 * time.Millisecond
 			n.poke()
 		}
@@ -414,7 +438,7 @@ func (n *Node) loop(ctx context.Context) {
 		fence.Reset(until)
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-n.trigger:
 			n.reconcile(ctx)
 		case <-tick.C:
@@ -442,6 +466,9 @@ func (n *Node) grant(ctx context.Context) error {
 			return fmt.Errorf("revoke the old lease: %w", err)
 		}
 	}
+	if err := n.nodeKeyFree(rctx); err != nil {
+		return err
+	}
 	t0 := time.Now()
 	resp, err := n.cli.Grant(rctx, int64(n.cfg.TTL/time.Second))
 	if err != nil {
@@ -456,6 +483,7 @@ func (n *Node) grant(ctx context.Context) error {
 			store = 0
 		}
 	}
+	newStore := store == 0
 	if store == 0 {
 		sresp, err := n.cli.Grant(rctx, int64(n.cfg.StoreTTL/time.Second))
 		if err != nil {
@@ -468,9 +496,12 @@ func (n *Node) grant(ctx context.Context) error {
 	info := n.infoLocked()
 	n.mu.Unlock()
 	val, _ := json.Marshal(info)
-	if _, err := n.cli.Put(rctx, n.nodeKey(n.cfg.Name), string(val), clientv3.WithLease(lease)); err != nil {
+	if err := n.putNodeKey(rctx, string(val), lease); err != nil {
 		_, _ = n.cli.Revoke(rctx, lease)
-		return fmt.Errorf("register node: %w", err)
+		if newStore {
+			_, _ = n.cli.Revoke(rctx, store)
+		}
+		return err
 	}
 	n.mu.Lock()
 	n.lease, n.storeLease, n.leaseGone, n.fenced = lease, store, false, false
@@ -478,6 +509,61 @@ func (n *Node) grant(ctx context.Context) error {
 	n.mu.Unlock()
 	n.log.WithFields(logrus.Fields{"lease": fmt.Sprintf("%x", int64(lease)), "ttl": resp.TTL}).Info("cluster: joined")
 	return nil
+}
+
+// nodeKeyFree checks that no other lease holds this node's key: another
+// process running with the same node name, or this node's previous run
+// (killed, its lease alive until it expires). A key without a lease (not
+// a member: written by hand or by a tool) does not count.
+func (n *Node) nodeKeyFree(ctx context.Context) error {
+	key := n.nodeKey(n.cfg.Name)
+	resp, err := n.cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read the node key: %w", err)
+	}
+	if len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
+		return n.nameTaken(ctx, key, clientv3.LeaseID(resp.Kvs[0].Lease))
+	}
+	return nil
+}
+
+// putNodeKey writes the node key under lease, only when it is not there
+// (a transaction that creates it), so that two processes with one node
+// name cannot both be members: the second finds the first's key. A
+// leftover without a lease is replaced, guarded by its mod revision.
+func (n *Node) putNodeKey(ctx context.Context, val string, lease clientv3.LeaseID) error {
+	key := n.nodeKey(n.cfg.Name)
+	put := clientv3.OpPut(key, val, clientv3.WithLease(lease))
+	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	for range 3 {
+		resp, err := n.cli.Txn(ctx).If(cmp).Then(put).Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return fmt.Errorf("register node: %w", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 1 && kvs[0].Lease != 0 {
+			return n.nameTaken(ctx, key, clientv3.LeaseID(kvs[0].Lease))
+		}
+		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(kvs) == 1 {
+			n.log.WithField("key", key).Warn("cluster: replacing a node key without a lease")
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)
+		}
+	}
+	return fmt.Errorf("register node: key %s keeps changing", key)
+}
+
+// nameTaken is the NameTakenError for key held by lease, with the time
+// that lease may still live.
+func (n *Node) nameTaken(ctx context.Context, key string, lease clientv3.LeaseID) error {
+	e := &NameTakenError{Key: key, Lease: int64(lease), TTL: n.cfg.TTL}
+	if ttl, err := n.cli.TimeToLive(ctx, lease); err == nil && ttl.GrantedTTL > 0 {
+		e.TTL = time.Duration(ttl.GrantedTTL) * time.Second
+	}
+	return e
 }
 
 func (n *Node) infoLocked() NodeInfo {

@@ -651,3 +651,58 @@ func TestAdoptCallsDeletesUnusableRecords(t *testing.T) {
 		t.Errorf("adopting a gateway not owned: %v", err)
 	}
 }
+
+// TestDuplicateNodeNameRefused: a second process with a live node's name
+// does not overwrite its key: it waits one TTL for the key to go, then
+// Run fails naming the key. A restart of a node killed a moment ago
+// (its lease alive) waits for the old key to expire and joins.
+func TestDuplicateNodeNameRefused(t *testing.T) {
+	h := newHarness(t, 2)
+	a := h.start("a", h.etcd.Endpoint)
+	waitFor(t, 3*h.ttl, "a owns the gateways", func() bool { return h.settled("a") })
+	a.mu.Lock()
+	lease := a.lease
+	a.mu.Unlock()
+
+	newNode := func() *Node {
+		n, err := New(Config{Name: "a", MGCPAddr: "mgsip@a2:2727", Endpoints: []string{h.etcd.Endpoint}, TTL: h.ttl,
+			Gateways: h.gateways, Log: testLog(t, "a2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	dup := newNode()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*h.ttl)
+	defer cancel()
+	start := time.Now()
+	err := dup.Run(ctx)
+	var taken *NameTakenError
+	if !errors.As(err, &taken) || taken.Key != a.nodeKey("a") {
+		t.Fatalf("the duplicate's Run: %v", err)
+	}
+	if took := time.Since(start); took < h.ttl {
+		t.Errorf("gave up after %v, before the holder's TTL %v", took, h.ttl)
+	}
+	resp, err := a.cli.Get(context.Background(), a.nodeKey("a"))
+	if err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) != lease {
+		t.Fatalf("a's node key after the duplicate: %v %v", resp, err)
+	}
+	if !a.Owns("gw-00") || dup.Owns("gw-00") {
+		t.Fatal("the duplicate took a gateway")
+	}
+
+	// A crash and a quick restart: the new run joins once the old lease
+	// expired.
+	h.kill("a")
+	again := newNode()
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- again.Run(rctx) }()
+	waitFor(t, 3*h.ttl, "the restarted node owns the gateways", func() bool { return again.Owns("gw-00") && again.Owns("gw-01") })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("the restarted node's Run: %v", err)
+	}
+}

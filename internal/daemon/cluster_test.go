@@ -352,3 +352,61 @@ func TestRedirectWithoutKnownOwnerIsTransient(t *testing.T) {
 		t.Fatalf("a node alone redirected: %+v", r)
 	}
 }
+
+// TestClusterDuplicateNodeNameStopsDaemon: a second daemon configured
+// with a live node's name does not take over its node key: it exits with
+// an error naming the key (issue 16: it overwrote the first's key).
+func TestClusterDuplicateNodeNameStopsDaemon(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	reg, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"101": "pw-101"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Lines: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	_, gwPort := splitHostPort(t, gw.Addr())
+	startClusterDaemon(t, etcd.Endpoint, "a", freeUDPPort(t), gwPort, reg.Addr())
+	before := etcd.Ctl("get", "/mgsip/nodes/a", "-w", "fields")
+	dup := startClusterDaemon(t, etcd.Endpoint, "a", freeUDPPort(t), gwPort, reg.Addr())
+	select {
+	case err := <-dup.done:
+		dup.cancel()
+		dup.cancel = nil
+		if err == nil || !strings.Contains(err.Error(), "/mgsip/nodes/a") {
+			t.Fatalf("the duplicate ended with %v, want an error naming the node key", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the duplicate daemon kept running")
+	}
+	leaseOf := func(fields string) string {
+		for _, l := range strings.Split(fields, "\n") {
+			if strings.HasPrefix(l, `"Lease"`) {
+				return l
+			}
+		}
+		return ""
+	}
+	if after := etcd.Ctl("get", "/mgsip/nodes/a", "-w", "fields"); leaseOf(after) != leaseOf(before) || leaseOf(after) == "" {
+		t.Fatalf("the node key changed lease: before\n%s\nafter\n%s", before, after)
+	}
+	if !strings.Contains(dup.log.String(), "waiting for it to expire") {
+		t.Errorf("the duplicate did not say it waited:\n%s", dup.log.String())
+	}
+}
+
+func splitHostPort(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if _, err := fmt.Sscanf(p, "%d", &n); err != nil {
+		t.Fatal(err)
+	}
+	return h, n
+}

@@ -179,7 +179,7 @@ func (d *daemon) onCall(r bridge.CallRecord) {
 }
 
 // Run serves until ctx ends or a stop signal has drained the calls.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts Options) (retErr error) {
 	cfg, log := opts.Config, opts.Log
 	var err error
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
@@ -302,17 +302,32 @@ func Run(ctx context.Context, opts Options) error {
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
 		"admin": adminLn.Addr().String()}).Info("mgsip running: " + config.SummaryLine(cfg.Rules.Summary()))
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var nodeErr error // set before nodeDone closes
 	if d.node != nil {
 		// The membership outlives the group: the lease is renewed while
 		// the bridge hangs up its calls (DLCX) at shutdown, then the node
-		// leaves (leaveCluster) and stops.
+		// leaves (leaveCluster) and stops. A node that cannot join at all
+		// (its name is another live process's) stops the daemon.
 		nodeCtx, stopNode := context.WithCancel(context.Background())
 		nodeDone := make(chan struct{})
-		go func() { defer close(nodeDone); _ = d.node.Run(nodeCtx) }()
-		defer func() { stopNode(); <-nodeDone; d.own.wg.Wait() }()
+		go func() {
+			defer close(nodeDone)
+			if err := d.node.Run(nodeCtx); err != nil {
+				nodeErr = err
+				stopRun()
+			}
+		}()
+		defer func() {
+			stopNode()
+			<-nodeDone
+			d.own.wg.Wait()
+			if retErr == nil && nodeErr != nil {
+				retErr = nodeErr
+			}
+		}()
 	}
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
 	// The stacks outlive the bridge: its shutdown still hangs up calls
 	// (BYE, DLCX) and unregisters lines through them.
