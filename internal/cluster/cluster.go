@@ -110,7 +110,8 @@ type NodeInfo struct {
 	Draining bool      `json:"draining,omitempty"`
 	Started  time.Time `json:"started"`
 
-	rev int64 // create revision of the node key
+	rev   int64            // create revision of the node key
+	lease clientv3.LeaseID // the lease the node key is attached to
 }
 
 // ownerValue is the value of a gateway's ownership key.
@@ -123,8 +124,10 @@ type ownerValue struct {
 
 type ownerRecord struct {
 	ownerValue
-	lease     clientv3.LeaseID
-	createRev int64
+	lease      clientv3.LeaseID
+	createRev  int64
+	modRev     int64
+	unreadable bool // the value does not decode or names no node
 }
 
 // Node is one mgsip node's membership in the cluster.
@@ -158,6 +161,9 @@ type Node struct {
 	leaseGone bool // the lease was found expired: grant a new one
 
 	freeSince map[string]time.Time // loop goroutine only: since when a gateway is seen free
+
+	warnMu sync.Mutex
+	warned map[string]time.Time // key -> when a warning about it was last logged
 
 	stats counters
 }
@@ -197,6 +203,7 @@ func New(cfg Config) (*Node, error) {
 		nodes:     map[string]NodeInfo{},
 		gateways:  slices.Clone(cfg.Gateways),
 		freeSince: map[string]time.Time{},
+		warned:    map[string]time.Time{},
 	}
 	return n, nil
 }
@@ -721,21 +728,67 @@ func (n *Node) snapshot(ctx context.Context) (map[string]NodeInfo, map[string]ow
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	nodes, owners := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
+	nodes, owners, _ := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
 	return nodes, owners, resp.Header.Revision, nil
 }
 
-// parseSnapshot decodes the node keys and the gateway keys.
-func (n *Node) parseSnapshot(nodeKvs, gatewayKvs []*mvccpb.KeyValue) (map[string]NodeInfo, map[string]ownerRecord) {
+// IgnoredKey is a key under the cluster's prefix that the nodes do not
+// act on as it stands, and why.
+type IgnoredKey struct {
+	Key string `json:"key"`
+	Why string `json:"why"`
+}
+
+// warnInterval is how often one key's warning may be logged: reconcile
+// runs twice a TTL on every node, and a foreign key would otherwise be
+// logged as often.
+const warnInterval = 5 * time.Minute
+
+// warnKey logs a warning about key at most once per warnInterval.
+func (n *Node) warnKey(key string, err error, msg string) {
+	now := time.Now()
+	n.warnMu.Lock()
+	last, seen := n.warned[key]
+	if seen && now.Sub(last) < warnInterval {
+		n.warnMu.Unlock()
+		return
+	}
+	if len(n.warned) > 1000 {
+		for k, t := range n.warned {
+			if now.Sub(t) >= warnInterval {
+				delete(n.warned, k)
+			}
+		}
+	}
+	n.warned[key] = now
+	n.warnMu.Unlock()
+	n.log.WithError(err).WithField("key", key).Warn(msg)
+}
+
+// parseSnapshot decodes the node keys and the gateway keys. A node key
+// counts only when it decodes, names itself and is attached to a lease (a
+// lease-less key is nobody's membership: it never expires). A gateway key
+// that does not decode is still an owner for the transactions (the key
+// exists), marked unreadable. ignored lists what is not taken as it
+// stands.
+func (n *Node) parseSnapshot(nodeKvs, gatewayKvs []*mvccpb.KeyValue) (map[string]NodeInfo, map[string]ownerRecord, []IgnoredKey) {
+	var ignored []IgnoredKey
 	nodes := map[string]NodeInfo{}
 	for _, kv := range nodeKvs {
 		var info NodeInfo
-		if err := json.Unmarshal(kv.Value, &info); err != nil || info.Name == "" ||
-			string(kv.Key) != n.nodeKey(info.Name) {
-			n.log.WithError(&DecodeError{Key: string(kv.Key), Err: err}).Warn("cluster: ignoring a node key")
+		err := json.Unmarshal(kv.Value, &info)
+		switch {
+		case err == nil && (info.Name == "" || string(kv.Key) != n.nodeKey(info.Name)):
+			err = fmt.Errorf("names node %q", info.Name)
+		case err == nil && kv.Lease == 0:
+			err = errors.New("not attached to a lease")
+		}
+		if err != nil {
+			ignored = append(ignored, IgnoredKey{Key: string(kv.Key), Why: "node key " + err.Error()})
+			n.warnKey(string(kv.Key), &DecodeError{Key: string(kv.Key), Err: err}, "cluster: ignoring a node key")
 			continue
 		}
-		info.rev = kv.CreateRevision
+		info.rev, info.lease = kv.CreateRevision, clientv3.LeaseID(kv.Lease)
 		nodes[info.Name] = info
 	}
 	owners := map[string]ownerRecord{}
@@ -746,14 +799,65 @@ func (n *Node) parseSnapshot(nodeKvs, gatewayKvs []*mvccpb.KeyValue) (map[string
 		if err == nil {
 			err = json.Unmarshal(kv.Value, &v)
 		}
-		if err != nil || v.Node == "" {
+		if err == nil && v.Node == "" {
+			err = errors.New("names no node")
+		}
+		if err != nil {
 			// Still an owner for the transactions (the key exists), but
 			// nobody we could name.
-			n.log.WithError(&DecodeError{Key: string(kv.Key), Err: err}).Warn("cluster: unreadable gateway key")
+			ignored = append(ignored, IgnoredKey{Key: string(kv.Key), Why: "unreadable gateway key: " + err.Error()})
+			n.warnKey(string(kv.Key), &DecodeError{Key: string(kv.Key), Err: err}, "cluster: unreadable gateway key")
+		} else if kv.Lease == 0 {
+			ignored = append(ignored, IgnoredKey{Key: string(kv.Key), Why: "gateway key not attached to a lease"})
 		}
-		owners[gw] = ownerRecord{ownerValue: v, lease: clientv3.LeaseID(kv.Lease), createRev: kv.CreateRevision}
+		owners[gw] = ownerRecord{ownerValue: v, lease: clientv3.LeaseID(kv.Lease), createRev: kv.CreateRevision,
+			modRev: kv.ModRevision, unreadable: err != nil}
 	}
-	return nodes, owners
+	return nodes, owners, ignored
+}
+
+// staleOwner says whether a gateway key holds the gateway for nobody: it
+// has no lease (every node attaches its ownership keys to its lease, so
+// the key would never expire), or it is unreadable and its lease is not a
+// live node's. lease is this node's (0: none, for a reader).
+func staleOwner(o ownerRecord, nodes map[string]NodeInfo, lease clientv3.LeaseID) bool {
+	if lease != 0 && o.lease == lease {
+		return false
+	}
+	if o.lease == 0 {
+		return true
+	}
+	if !o.unreadable {
+		return false
+	}
+	for _, info := range nodes {
+		if info.lease == o.lease {
+			return false
+		}
+	}
+	return true
+}
+
+// freeStale deletes the configured gateways' keys that hold them for
+// nobody (staleOwner), each in a transaction guarded by the key's mod
+// revision (a key rewritten meanwhile stays), and drops those deleted
+// from owners: the gateway is free for this reconciliation.
+func (n *Node) freeStale(ctx context.Context, gateways []string, nodes map[string]NodeInfo, owners map[string]ownerRecord, lease clientv3.LeaseID) {
+	for _, g := range gateways {
+		o, ok := owners[g]
+		if !ok || !staleOwner(o, nodes, lease) {
+			continue
+		}
+		key := n.gatewayKey(g)
+		resp, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", o.modRev)).
+			Then(clientv3.OpDelete(key)).Commit()
+		if err != nil || !resp.Succeeded {
+			continue // changed meanwhile, or etcd busy: the next round sees
+		}
+		n.log.WithFields(logrus.Fields{"gateway": g, "key": key, "lease": fmt.Sprintf("%x", int64(o.lease))}).
+			Warn("cluster: deleted an ownership key that held the gateway for no live node; the gateway is free")
+		delete(owners, g)
+	}
 }
 
 // reconcile reads the cluster's state and acts on it: adopts keys under
@@ -776,11 +880,14 @@ func (n *Node) reconcile(ctx context.Context) {
 		n.log.WithError(err).Debug("cluster: reading the cluster's state failed")
 		return
 	}
+	n.mu.Lock()
+	gateways := slices.Clone(n.gateways)
+	n.mu.Unlock()
+	n.freeStale(rctx, gateways, nodes, owners, lease)
 	now := time.Now()
 
 	n.mu.Lock()
 	n.nodes, n.owners = nodes, owners
-	gateways := slices.Clone(n.gateways)
 	preference := n.cfg.Preference
 	draining := n.draining
 	_, listed := nodes[n.cfg.Name]

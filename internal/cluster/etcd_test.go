@@ -706,3 +706,118 @@ func TestDuplicateNodeNameRefused(t *testing.T) {
 		t.Fatalf("the restarted node's Run: %v", err)
 	}
 }
+
+// TestForeignKeysDoNotStall: keys no mgsip node wrote as they are (issue
+// 16): a garbage ownership key without a lease and one under a lease no
+// node holds are freed and the gateways taken; a lease-less node key is no
+// member (no gateway waits for it, status lists it as ignored); their
+// warnings are logged once, not at every reconciliation; status counts an
+// unusable call record as invalid, not as a call.
+func TestForeignKeysDoNotStall(t *testing.T) {
+	h := newHarness(t, 3)
+	// gw-02 prefers the phantom: were it a member, a would leave gw-02
+	// to it for a TTL.
+	h.pref = map[string][]string{"gw-02": {"zz1"}}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{h.etcd.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	foreign, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := []clientv3.Op{
+		clientv3.OpPut("/mgsip/gateways/gw-00", "garbage"),
+		clientv3.OpPut("/mgsip/gateways/gw-01", "{", clientv3.WithLease(foreign.ID)),
+		clientv3.OpPut("/mgsip/nodes/zz1", `{"name":"zz1","mgcp_addr":"mgsip@zz1:2727"}`),
+		clientv3.OpPut("/mgsip/calls/gw-02/aaln%2F1/X", `{"gateway":"gw-02"}`),
+	}
+	for _, op := range puts {
+		if _, err := cli.Do(ctx, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	hook := &countHook{}
+	l.AddHook(hook)
+	a, err := New(Config{Name: "a", MGCPAddr: "mgsip@a:2727", Endpoints: []string{h.etcd.Endpoint}, TTL: h.ttl,
+		Gateways: h.gateways, Preference: h.pref, Log: logrus.NewEntry(l)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(rctx) }()
+	defer func() { stop(); <-done }()
+
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range st.Nodes {
+		if ns.Name == "zz1" {
+			t.Errorf("status shows the lease-less node key as a node: %+v", ns)
+		}
+	}
+	if st.InvalidCalls != 1 || st.OrphanCalls != 0 {
+		t.Errorf("status: %d invalid, %d orphan calls; want 1 and 0", st.InvalidCalls, st.OrphanCalls)
+	}
+	ignored := map[string]bool{}
+	for _, k := range st.Ignored {
+		ignored[k.Key] = true
+	}
+	if !ignored["/mgsip/nodes/zz1"] {
+		t.Errorf("status does not list the phantom node key as ignored: %+v", st.Ignored)
+	}
+
+	// Within one TTL: the freed gateways at once, gw-02 without waiting
+	// for the phantom (taking a gateway left free for a TTL would take
+	// longer).
+	waitFor(t, h.ttl, "a owns every gateway", func() bool { return a.Owns("gw-00") && a.Owns("gw-01") && a.Owns("gw-02") })
+	// Let it reconcile a few more times: each warning stays one line.
+	time.Sleep(2 * h.ttl)
+	if n := hook.count("cluster: ignoring a node key"); n != 1 {
+		t.Errorf("the phantom node key was warned about %d times, want 1", n)
+	}
+	if n := hook.count("cluster: unreadable gateway key"); n > 2 {
+		t.Errorf("unreadable gateway keys warned about %d times, want at most one each", n)
+	}
+	resp, err := cli.Get(ctx, "/mgsip/gateways/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) == foreign.ID || kv.Lease == 0 {
+			t.Errorf("foreign ownership key left: %s = %q", kv.Key, kv.Value)
+		}
+	}
+}
+
+type countHook struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *countHook) Levels() []logrus.Level { return logrus.AllLevels }
+func (h *countHook) Fire(e *logrus.Entry) error {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, e.Message)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *countHook) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
