@@ -77,6 +77,7 @@ type clusterDaemon struct {
 	cancel context.CancelFunc
 	done   chan error
 	log    *testutil.Buffer
+	sig    chan os.Signal // the daemon's stop signals (SIGTERM)
 }
 
 func startClusterDaemon(t *testing.T, etcd, node string, port, gwPort int, registrar string) *clusterDaemon {
@@ -122,14 +123,16 @@ lines:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &clusterDaemon{addr: addr, sip: sipAddr, done: make(chan error, 1), log: &testutil.Buffer{}}
+	d := &clusterDaemon{addr: addr, sip: sipAddr, done: make(chan error, 1), log: &testutil.Buffer{}, sig: make(chan os.Signal, 1)}
 	log := logrus.New()
 	log.SetOutput(d.log)
 	log.SetLevel(logrus.DebugLevel)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	ready := make(chan net.Addr, 1)
-	go func() { d.done <- Run(ctx, Options{ConfigPath: path, Config: cfg, Log: log, Ready: ready}) }()
+	go func() {
+		d.done <- Run(ctx, Options{ConfigPath: path, Config: cfg, Log: log, Ready: ready, Stop: d.sig})
+	}()
 	select {
 	case <-ready:
 	case err := <-d.done:
