@@ -226,6 +226,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	for _, l := range lines {
 		b.start(l)
 	}
+	b.endPendingUnserved()
 	kaDone := make(chan struct{})
 	go func() { defer close(kaDone); b.keepalive(ctx) }()
 	var writers sync.WaitGroup

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/pion/sdp/v3"
 	"github.com/sirupsen/logrus"
@@ -86,15 +87,70 @@ func (b *Bridge) GatewayAcquired(name string, calls []StoredCall) {
 			b.regs.Add(l.account())
 		}
 	}
-	for ep, stored := range byEndpoint {
-		// Calls of endpoints no line serves any more (the configuration
-		// changed): nobody can keep them.
-		b.log.WithFields(logrus.Fields{"gateway": name, "endpoint": ep, "calls": len(stored)}).
-			Warn("stored calls of an endpoint without a line dropped")
+	for _, stored := range byEndpoint {
+		b.endUnserved(gw, stored)
+	}
+}
+
+// endUnserved ends stored calls of an endpoint no line of this node
+// serves (this node's configuration lacks the line, or it changed): nobody
+// can keep them, but the far end still has the dialog and the gateway the
+// connection (the endpoint exists there even when it is not configured
+// here). Each call gets what a call not kept gets in a takeover: a BYE on
+// its restored dialog with Reason Q.850 cause 41 (RFC 3326), a DLCX of its
+// connection (RFC 3435 §2.3.8), its state deleted and a call record. It
+// does not wait for the network.
+func (b *Bridge) endUnserved(gw *mapping.GatewayRule, stored []StoredCall) {
+	for _, sc := range stored {
+		log := b.log.WithFields(logrus.Fields{"gateway": gw.Name, "endpoint": sc.Endpoint, "call": sc.CallID,
+			"sip_call_id": sc.Dialog.CallID, "connection": sc.ConnectionID})
+		log.Warn("stored call of an endpoint without a line: ending it (BYE to the far end, DLCX to the gateway)")
 		if b.persist != nil {
-			for _, c := range stored {
-				b.persist.remove(c.Gateway, c.Endpoint, c.CallID, true)
+			b.persist.remove(sc.Gateway, sc.Endpoint, sc.CallID, true)
+		}
+		ep := mgcp.EndpointName{Local: sc.Endpoint, Domain: gw.Domain}
+		if sc.ConnectionID != "" {
+			b.sends.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, err := b.cfg.CallAgent.DeleteConnection(ctx, b.gatewayAddr(gw), ep,
+					mgcp.Parameters{CallID: sc.CallID, ConnectionID: sc.ConnectionID})
+				b.noteMGCP(gw, err)
+				if err != nil && !isCode(err, mgcp.CodeIncorrectConnectionID) {
+					log.WithError(err).Warn("connection of a stored call without a line not deleted")
+				}
+			})
+		}
+		if b.cfg.SIP != nil {
+			if d, err := b.cfg.SIP.RestoreDialog(sc.Dialog); err != nil {
+				log.WithError(err).Warn("dialog of a stored call without a line cannot be restored: no BYE")
+			} else {
+				b.sends.Go(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = d.ByeWithReason(ctx, reasonTakeoverLost)
+				})
 			}
+		}
+		b.record(CallRecord{Line: sc.Line, Direction: sc.Direction, Number: sc.Number, SIPCallID: sc.Dialog.CallID,
+			MGCPCall: sc.CallID, Answered: true, Result: "call lost in a takeover: no line for the endpoint", Start: sc.Start,
+			Answer: sc.Answered, End: time.Now(), Gateway: gw.Name, Endpoint: ep.String(),
+			ConnectionID: sc.ConnectionID, SIPStatus: 200, ByeReason: reasonTakeoverLost})
+	}
+}
+
+// endPendingUnserved ends the stored calls GatewayAcquired left for Run
+// that no line took when Run started the lines (their endpoints have no
+// line here).
+func (b *Bridge) endPendingUnserved() {
+	b.mu.Lock()
+	pending := b.pending
+	b.pending = nil
+	b.mu.Unlock()
+	rules := b.cfg.Rules.Load()
+	for name, stored := range pending {
+		if gw := rules.Gateway(name); gw != nil && len(stored) > 0 && b.owns(gw) {
+			b.endUnserved(gw, stored)
 		}
 	}
 }

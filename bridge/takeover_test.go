@@ -686,3 +686,44 @@ func TestInteropTakeoverThroughKamailio(t *testing.T) {
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
 	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
 }
+
+// TestTakeoverEndsCallOfEndpointWithoutLine: the new owner's configuration
+// lacks the line of a stored call. The call cannot be kept, but the far
+// end and the gateway still have it: the far end gets a BYE with Q.850
+// cause 41 on the restored dialog, the gateway a DLCX of the connection,
+// and the state leaves the store (issue 16: it was only deleted).
+func TestTakeoverEndsCallOfEndpointWithoutLine(t *testing.T) {
+	c := newCluster2(t)
+	e := c.env
+	conn, _ := c.outgoingCall()
+	gwHost, gp := hostPort(t, c.gw.Addr())
+	pbxHost, pbxPort := hostPort(t, c.pbx.Addr())
+	yes := true
+	only2, err := mapping.New(mapping.Config{
+		Peers:     []mapping.Peer{{Name: "pbx", Host: pbxHost, Port: pbxPort, Register: &yes}},
+		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gp, Codecs: []string{"PCMU", "PCMA"}}},
+		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(1xxx|[2-9]xxx|0T)", Default: true}},
+		Lines:     []mapping.Line{{Gateway: "gw", Endpoint: "aaln/2", User: "1002", Password: "pw"}},
+		Routes:    mapping.Routes{Outbound: []mapping.OutboundRoute{{Name: "pbx", Match: mapping.NumberMatch{Prefix: ""}, Peer: "pbx"}}},
+	}, mapping.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := c.b.b.Update(only2); len(rep.Removed) != 1 {
+		t.Fatalf("B's reload: %+v", rep)
+	}
+	c.takeOver(nil)
+	e.waitFor("BYE with a reason at the PBX", func() bool {
+		byes := c.sipRequests("BYE")
+		return len(byes) == 1 && byes[0].GetHeader("Reason") != nil && strings.Contains(byes[0].GetHeader("Reason").Value(), "Q.850;cause=41")
+	})
+	e.noConnections("aaln/1")
+	deleted := false
+	for _, cmd := range e.gw.Commands() {
+		deleted = deleted || (cmd.Verb == mgcp.VerbDLCX && cmd.ConnectionID == conn.ID && cmd.CallID == conn.CallID)
+	}
+	if !deleted {
+		t.Error("the stored call's connection was not deleted")
+	}
+	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
+}

@@ -372,7 +372,17 @@ func (r *Registrations) attempt(ctx context.Context, e *regEntry) {
 	defer r.mu.Unlock()
 	e.busy = false
 	if e.gen != gen {
-		r.schedule(e, time.Now()) // the account changed meanwhile
+		// The account changed (or was removed) while the request was
+		// out. A REGISTER answered 2xx made a binding (RFC 3261 §10.3):
+		// remember it, so that a removal sends the Expires: 0 request
+		// that takes it away (§10.2.2) instead of forgetting a binding
+		// nobody refreshes. One that got no final answer may have made
+		// one too (a retransmission the registrar took late): a removal
+		// unregisters it as well; a registrar without it answers 200.
+		if expiry > 0 && ctx.Err() == nil && (err != nil || res.IsSuccess()) {
+			e.bound = e.bound || err == nil || e.removed
+		}
+		r.schedule(e, time.Now())
 		return
 	}
 	id := e.acct.ID

@@ -300,3 +300,44 @@ func TestRegistrationRateIsLimited(t *testing.T) {
 		t.Errorf("counts %v", c)
 	}
 }
+
+// TestRemoveWhileRegisteringUnregisters: the account is removed while its
+// REGISTER is at the registrar; the 200 that follows created a binding,
+// so it is followed by an Expires: 0 REGISTER (issue 16: the entry was
+// forgotten and the binding left to expire).
+func TestRemoveWhileRegisteringUnregisters(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e := newRegEnv(t, siptest.RegistrarConfig{Users: map[string]string{"2001": "pw"},
+		Fail: func(user string, n int) (int, int) {
+			if n == 2 { // the authorized REGISTER
+				once.Do(func() { close(arrived) })
+				<-release
+			}
+			return 0, 0
+		}}, sip.RegistrationConfig{})
+	e.regs.Add(e.account("2001", "pw"))
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no authorized REGISTER")
+	}
+	e.regs.Remove("gw/aaln/2001")
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, known := e.regs.Status("gw/aaln/2001")
+		_, bound := e.reg.Binding("2001")
+		if !known && !bound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still known %v / bound %v; requests %+v", known, bound, e.reg.RequestsFor("2001"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	reqs := e.reg.RequestsFor("2001")
+	if last := reqs[len(reqs)-1]; last.Expires != 0 {
+		t.Errorf("last REGISTER %+v, want an un-REGISTER", last)
+	}
+}

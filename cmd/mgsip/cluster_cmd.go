@@ -66,10 +66,12 @@ gateways nobody owns; stored calls waiting for a takeover.`,
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
-					Nodes       []cluster.NodeStatus `json:"nodes"`
-					Unowned     []string             `json:"unowned"`
-					OrphanCalls int                  `json:"orphan_calls"`
-				}{st.Nodes, st.Unowned, st.OrphanCalls})
+					Nodes        []cluster.NodeStatus `json:"nodes"`
+					Unowned      []string             `json:"unowned"`
+					OrphanCalls  int                  `json:"orphan_calls"`
+					InvalidCalls int                  `json:"invalid_calls"`
+					Ignored      []cluster.IgnoredKey `json:"ignored"`
+				}{st.Nodes, st.Unowned, st.OrphanCalls, st.InvalidCalls, st.Ignored})
 			}
 			printClusterStatus(a, st)
 			return nil
@@ -105,6 +107,12 @@ func printClusterStatus(a *app, st cluster.Status) {
 	}
 	if st.OrphanCalls > 0 {
 		fmt.Fprintf(a.stdout, "stored calls waiting for a takeover: %d\n", st.OrphanCalls)
+	}
+	if st.InvalidCalls > 0 {
+		fmt.Fprintf(a.stdout, "invalid stored call records (deleted at the next takeover): %d\n", st.InvalidCalls)
+	}
+	for _, k := range st.Ignored {
+		fmt.Fprintf(a.stdout, "ignored: %s: %s\n", k.Key, k.Why)
 	}
 }
 

@@ -110,7 +110,8 @@ type NodeInfo struct {
 	Draining bool      `json:"draining,omitempty"`
 	Started  time.Time `json:"started"`
 
-	rev int64 // create revision of the node key
+	rev   int64            // create revision of the node key
+	lease clientv3.LeaseID // the lease the node key is attached to
 }
 
 // ownerValue is the value of a gateway's ownership key.
@@ -123,8 +124,10 @@ type ownerValue struct {
 
 type ownerRecord struct {
 	ownerValue
-	lease     clientv3.LeaseID
-	createRev int64
+	lease      clientv3.LeaseID
+	createRev  int64
+	modRev     int64
+	unreadable bool // the value does not decode or names no node
 }
 
 // Node is one mgsip node's membership in the cluster.
@@ -158,6 +161,9 @@ type Node struct {
 	leaseGone bool // the lease was found expired: grant a new one
 
 	freeSince map[string]time.Time // loop goroutine only: since when a gateway is seen free
+
+	warnMu sync.Mutex
+	warned map[string]time.Time // key -> when a warning about it was last logged
 
 	stats counters
 }
@@ -197,6 +203,7 @@ func New(cfg Config) (*Node, error) {
 		nodes:     map[string]NodeInfo{},
 		gateways:  slices.Clone(cfg.Gateways),
 		freeSince: map[string]time.Time{},
+		warned:    map[string]time.Time{},
 	}
 	return n, nil
 }
@@ -333,7 +340,10 @@ func (n *Node) SetGateways(gateways []string, preference map[string][]string) {
 
 // Run keeps the node in the cluster until ctx ends: it grants the lease
 // (again, when it expired), renews it, watches the prefix and reconciles
-// ownership. It returns nil when ctx ends. Ending Run does not revoke the
+// ownership. It returns nil when ctx ends, or a *NameTakenError when
+// another lease holds this node's key for longer than that lease's TTL
+// (another live process with the same node name: a restart after a crash
+// waits for the old key to expire and joins). Ending Run does not revoke the
 // lease (the node then looks crashed to the others, who take its gateways
 // when the lease expires); Leave does.
 func (n *Node) Run(ctx context.Context) error {
@@ -354,9 +364,10 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.keepAlive(ctx) })
 	wg.Go(func() { n.watch(ctx) })
-	n.loop(ctx)
+	err := n.loop(ctx)
+	cancel()
 	wg.Wait()
-	return nil
+	return err
 }
 
 func (n *Node) requestTimeout() time.Duration { return n.cfg.TTL / 3 }
@@ -375,12 +386,13 @@ func (n *Node) opContext(ctx context.Context) (context.Context, context.CancelFu
 
 // loop is the node's goroutine: it owns the lease's life cycle and the
 // reconciliation; OnChange is called from here only.
-func (n *Node) loop(ctx context.Context) {
+func (n *Node) loop(ctx context.Context) error {
 	tick := time.NewTicker(n.cfg.TTL / 2)
 	defer tick.Stop()
 	fence := time.NewTimer(time.Hour)
 	defer fence.Stop()
 	backoff := 100 * time.Millisecond
+	var takenSince time.Time // when the node key was first found held by another lease
 	for {
 		n.mu.Lock()
 		needLease := (n.lease == 0 || n.leaseGone) && !n.left
@@ -388,17 +400,36 @@ func (n *Node) loop(ctx context.Context) {
 		if needLease {
 			if err := n.grant(ctx); err != nil {
 				if ctx.Err() != nil {
-					return
+					return nil
 				}
-				n.log.WithError(err).Warn("cluster: cannot join, retrying")
+				retry := backoff
+				var taken *NameTakenError
+				if errors.As(err, &taken) {
+					// This node's previous run, killed, holds the key
+					// until its lease expires (at most its TTL); another
+					// live process with this name renews it forever.
+					if takenSince.IsZero() {
+						takenSince = time.Now()
+						n.log.WithFields(logrus.Fields{"key": taken.Key, "lease": fmt.Sprintf("%x", taken.Lease), "wait": taken.TTL + time.Second}).
+							Warn("cluster: the node key is held by another lease (this node's previous run, or another process with the same node name); waiting for it to expire")
+					}
+					if time.Since(takenSince) > taken.TTL+time.Second {
+						n.log.WithError(err).Error("cluster: node name in use by another process; not joining")
+						return err
+					}
+					retry = 200 * time.Millisecond
+				} else {
+					n.log.WithError(err).Warn("cluster: cannot join, retrying")
+					backoff = min(backoff*2, n.cfg.TTL)
+				}
 				select {
 				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
+					return nil
+				case <-time.After(retry):
 				}
-				backoff = min(backoff*2, n.cfg.TTL)
 				continue
 			}
+			takenSince = time.Time{}
 			backoff = 100 * time.Millisecond
 			n.poke()
 		}
@@ -414,7 +445,7 @@ func (n *Node) loop(ctx context.Context) {
 		fence.Reset(until)
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-n.trigger:
 			n.reconcile(ctx)
 		case <-tick.C:
@@ -442,6 +473,9 @@ func (n *Node) grant(ctx context.Context) error {
 			return fmt.Errorf("revoke the old lease: %w", err)
 		}
 	}
+	if err := n.nodeKeyFree(rctx); err != nil {
+		return err
+	}
 	t0 := time.Now()
 	resp, err := n.cli.Grant(rctx, int64(n.cfg.TTL/time.Second))
 	if err != nil {
@@ -456,6 +490,7 @@ func (n *Node) grant(ctx context.Context) error {
 			store = 0
 		}
 	}
+	newStore := store == 0
 	if store == 0 {
 		sresp, err := n.cli.Grant(rctx, int64(n.cfg.StoreTTL/time.Second))
 		if err != nil {
@@ -468,9 +503,12 @@ func (n *Node) grant(ctx context.Context) error {
 	info := n.infoLocked()
 	n.mu.Unlock()
 	val, _ := json.Marshal(info)
-	if _, err := n.cli.Put(rctx, n.nodeKey(n.cfg.Name), string(val), clientv3.WithLease(lease)); err != nil {
+	if err := n.putNodeKey(rctx, string(val), lease); err != nil {
 		_, _ = n.cli.Revoke(rctx, lease)
-		return fmt.Errorf("register node: %w", err)
+		if newStore {
+			_, _ = n.cli.Revoke(rctx, store)
+		}
+		return err
 	}
 	n.mu.Lock()
 	n.lease, n.storeLease, n.leaseGone, n.fenced = lease, store, false, false
@@ -478,6 +516,61 @@ func (n *Node) grant(ctx context.Context) error {
 	n.mu.Unlock()
 	n.log.WithFields(logrus.Fields{"lease": fmt.Sprintf("%x", int64(lease)), "ttl": resp.TTL}).Info("cluster: joined")
 	return nil
+}
+
+// nodeKeyFree checks that no other lease holds this node's key: another
+// process running with the same node name, or this node's previous run
+// (killed, its lease alive until it expires). A key without a lease (not
+// a member: written by hand or by a tool) does not count.
+func (n *Node) nodeKeyFree(ctx context.Context) error {
+	key := n.nodeKey(n.cfg.Name)
+	resp, err := n.cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read the node key: %w", err)
+	}
+	if len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
+		return n.nameTaken(ctx, key, clientv3.LeaseID(resp.Kvs[0].Lease))
+	}
+	return nil
+}
+
+// putNodeKey writes the node key under lease, only when it is not there
+// (a transaction that creates it), so that two processes with one node
+// name cannot both be members: the second finds the first's key. A
+// leftover without a lease is replaced, guarded by its mod revision.
+func (n *Node) putNodeKey(ctx context.Context, val string, lease clientv3.LeaseID) error {
+	key := n.nodeKey(n.cfg.Name)
+	put := clientv3.OpPut(key, val, clientv3.WithLease(lease))
+	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	for range 3 {
+		resp, err := n.cli.Txn(ctx).If(cmp).Then(put).Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return fmt.Errorf("register node: %w", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 1 && kvs[0].Lease != 0 {
+			return n.nameTaken(ctx, key, clientv3.LeaseID(kvs[0].Lease))
+		}
+		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(kvs) == 1 {
+			n.log.WithField("key", key).Warn("cluster: replacing a node key without a lease")
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)
+		}
+	}
+	return fmt.Errorf("register node: key %s keeps changing", key)
+}
+
+// nameTaken is the NameTakenError for key held by lease, with the time
+// that lease may still live.
+func (n *Node) nameTaken(ctx context.Context, key string, lease clientv3.LeaseID) error {
+	e := &NameTakenError{Key: key, Lease: int64(lease), TTL: n.cfg.TTL}
+	if ttl, err := n.cli.TimeToLive(ctx, lease); err == nil && ttl.GrantedTTL > 0 {
+		e.TTL = time.Duration(ttl.GrantedTTL) * time.Second
+	}
+	return e
 }
 
 func (n *Node) infoLocked() NodeInfo {
@@ -635,21 +728,67 @@ func (n *Node) snapshot(ctx context.Context) (map[string]NodeInfo, map[string]ow
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	nodes, owners := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
+	nodes, owners, _ := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
 	return nodes, owners, resp.Header.Revision, nil
 }
 
-// parseSnapshot decodes the node keys and the gateway keys.
-func (n *Node) parseSnapshot(nodeKvs, gatewayKvs []*mvccpb.KeyValue) (map[string]NodeInfo, map[string]ownerRecord) {
+// IgnoredKey is a key under the cluster's prefix that the nodes do not
+// act on as it stands, and why.
+type IgnoredKey struct {
+	Key string `json:"key"`
+	Why string `json:"why"`
+}
+
+// warnInterval is how often one key's warning may be logged: reconcile
+// runs twice a TTL on every node, and a foreign key would otherwise be
+// logged as often.
+const warnInterval = 5 * time.Minute
+
+// warnKey logs a warning about key at most once per warnInterval.
+func (n *Node) warnKey(key string, err error, msg string) {
+	now := time.Now()
+	n.warnMu.Lock()
+	last, seen := n.warned[key]
+	if seen && now.Sub(last) < warnInterval {
+		n.warnMu.Unlock()
+		return
+	}
+	if len(n.warned) > 1000 {
+		for k, t := range n.warned {
+			if now.Sub(t) >= warnInterval {
+				delete(n.warned, k)
+			}
+		}
+	}
+	n.warned[key] = now
+	n.warnMu.Unlock()
+	n.log.WithError(err).WithField("key", key).Warn(msg)
+}
+
+// parseSnapshot decodes the node keys and the gateway keys. A node key
+// counts only when it decodes, names itself and is attached to a lease (a
+// lease-less key is nobody's membership: it never expires). A gateway key
+// that does not decode is still an owner for the transactions (the key
+// exists), marked unreadable. ignored lists what is not taken as it
+// stands.
+func (n *Node) parseSnapshot(nodeKvs, gatewayKvs []*mvccpb.KeyValue) (map[string]NodeInfo, map[string]ownerRecord, []IgnoredKey) {
+	var ignored []IgnoredKey
 	nodes := map[string]NodeInfo{}
 	for _, kv := range nodeKvs {
 		var info NodeInfo
-		if err := json.Unmarshal(kv.Value, &info); err != nil || info.Name == "" ||
-			string(kv.Key) != n.nodeKey(info.Name) {
-			n.log.WithError(&DecodeError{Key: string(kv.Key), Err: err}).Warn("cluster: ignoring a node key")
+		err := json.Unmarshal(kv.Value, &info)
+		switch {
+		case err == nil && (info.Name == "" || string(kv.Key) != n.nodeKey(info.Name)):
+			err = fmt.Errorf("names node %q", info.Name)
+		case err == nil && kv.Lease == 0:
+			err = errors.New("not attached to a lease")
+		}
+		if err != nil {
+			ignored = append(ignored, IgnoredKey{Key: string(kv.Key), Why: "node key " + err.Error()})
+			n.warnKey(string(kv.Key), &DecodeError{Key: string(kv.Key), Err: err}, "cluster: ignoring a node key")
 			continue
 		}
-		info.rev = kv.CreateRevision
+		info.rev, info.lease = kv.CreateRevision, clientv3.LeaseID(kv.Lease)
 		nodes[info.Name] = info
 	}
 	owners := map[string]ownerRecord{}
@@ -660,14 +799,65 @@ func (n *Node) parseSnapshot(nodeKvs, gatewayKvs []*mvccpb.KeyValue) (map[string
 		if err == nil {
 			err = json.Unmarshal(kv.Value, &v)
 		}
-		if err != nil || v.Node == "" {
+		if err == nil && v.Node == "" {
+			err = errors.New("names no node")
+		}
+		if err != nil {
 			// Still an owner for the transactions (the key exists), but
 			// nobody we could name.
-			n.log.WithError(&DecodeError{Key: string(kv.Key), Err: err}).Warn("cluster: unreadable gateway key")
+			ignored = append(ignored, IgnoredKey{Key: string(kv.Key), Why: "unreadable gateway key: " + err.Error()})
+			n.warnKey(string(kv.Key), &DecodeError{Key: string(kv.Key), Err: err}, "cluster: unreadable gateway key")
+		} else if kv.Lease == 0 {
+			ignored = append(ignored, IgnoredKey{Key: string(kv.Key), Why: "gateway key not attached to a lease"})
 		}
-		owners[gw] = ownerRecord{ownerValue: v, lease: clientv3.LeaseID(kv.Lease), createRev: kv.CreateRevision}
+		owners[gw] = ownerRecord{ownerValue: v, lease: clientv3.LeaseID(kv.Lease), createRev: kv.CreateRevision,
+			modRev: kv.ModRevision, unreadable: err != nil}
 	}
-	return nodes, owners
+	return nodes, owners, ignored
+}
+
+// staleOwner says whether a gateway key holds the gateway for nobody: it
+// has no lease (every node attaches its ownership keys to its lease, so
+// the key would never expire), or it is unreadable and its lease is not a
+// live node's. lease is this node's (0: none, for a reader).
+func staleOwner(o ownerRecord, nodes map[string]NodeInfo, lease clientv3.LeaseID) bool {
+	if lease != 0 && o.lease == lease {
+		return false
+	}
+	if o.lease == 0 {
+		return true
+	}
+	if !o.unreadable {
+		return false
+	}
+	for _, info := range nodes {
+		if info.lease == o.lease {
+			return false
+		}
+	}
+	return true
+}
+
+// freeStale deletes the configured gateways' keys that hold them for
+// nobody (staleOwner), each in a transaction guarded by the key's mod
+// revision (a key rewritten meanwhile stays), and drops those deleted
+// from owners: the gateway is free for this reconciliation.
+func (n *Node) freeStale(ctx context.Context, gateways []string, nodes map[string]NodeInfo, owners map[string]ownerRecord, lease clientv3.LeaseID) {
+	for _, g := range gateways {
+		o, ok := owners[g]
+		if !ok || !staleOwner(o, nodes, lease) {
+			continue
+		}
+		key := n.gatewayKey(g)
+		resp, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", o.modRev)).
+			Then(clientv3.OpDelete(key)).Commit()
+		if err != nil || !resp.Succeeded {
+			continue // changed meanwhile, or etcd busy: the next round sees
+		}
+		n.log.WithFields(logrus.Fields{"gateway": g, "key": key, "lease": fmt.Sprintf("%x", int64(o.lease))}).
+			Warn("cluster: deleted an ownership key that held the gateway for no live node; the gateway is free")
+		delete(owners, g)
+	}
 }
 
 // reconcile reads the cluster's state and acts on it: adopts keys under
@@ -690,11 +880,14 @@ func (n *Node) reconcile(ctx context.Context) {
 		n.log.WithError(err).Debug("cluster: reading the cluster's state failed")
 		return
 	}
+	n.mu.Lock()
+	gateways := slices.Clone(n.gateways)
+	n.mu.Unlock()
+	n.freeStale(rctx, gateways, nodes, owners, lease)
 	now := time.Now()
 
 	n.mu.Lock()
 	n.nodes, n.owners = nodes, owners
-	gateways := slices.Clone(n.gateways)
 	preference := n.cfg.Preference
 	draining := n.draining
 	_, listed := nodes[n.cfg.Name]

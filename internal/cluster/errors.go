@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
@@ -41,4 +42,33 @@ func isLeaseNotFound(err error) bool {
 		return false
 	}
 	return errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound)
+}
+
+// InvalidCallError is a stored call no takeover can use: its value does
+// not decode, lacks what CallState.Validate asks, or names another
+// gateway, endpoint or call than the key it is stored under. AdoptCalls
+// deletes it.
+type InvalidCallError struct {
+	Key string
+	Err error
+}
+
+func (e *InvalidCallError) Error() string {
+	return fmt.Sprintf("cluster: stored call %q deleted, no takeover can use it: %v", e.Key, e.Err)
+}
+
+func (e *InvalidCallError) Unwrap() error { return e.Err }
+
+// NameTakenError: the node's key is held by another lease, so another
+// process runs with the same node name (or this node's previous run was
+// killed and its lease has not expired yet: Run waits up to TTL for it
+// before it returns this error).
+type NameTakenError struct {
+	Key   string
+	Lease int64         // the lease holding the key
+	TTL   time.Duration // that lease's granted TTL
+}
+
+func (e *NameTakenError) Error() string {
+	return fmt.Sprintf("cluster: node key %s is held by lease %x of another process: is another mgsip running with the same cluster.node?", e.Key, e.Lease)
 }

@@ -599,3 +599,225 @@ func TestCallStoreIsFencedByRevision(t *testing.T) {
 		t.Fatalf("a bad stored call: %v", err)
 	}
 }
+
+// TestAdoptCallsDeletesUnusableRecords: records no takeover can use
+// (another gateway's call, a call stored under another key, a minimal
+// record, garbage) are deleted and reported as InvalidCallError, never as
+// ErrNotOwner, and the good call beside them is adopted.
+func TestAdoptCallsDeletesUnusableRecords(t *testing.T) {
+	h := newHarness(t, 1)
+	a := h.start("a", h.etcd.Endpoint)
+	waitFor(t, 3*h.ttl, "a owns gw-00", func() bool { return a.Owns("gw-00") })
+	ctx := context.Background()
+	good := CallState{Gateway: "gw-00", Endpoint: "aaln/1", MGCP: MGCPState{CallID: "C1"}, SIP: DialogState{CallID: "s1"}}
+	if err := a.PutCall(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	p := a.callsPrefix("gw-00")
+	bad := map[string]string{
+		p + "aaln%2F1/BOGUS4": `{"gateway":"gw2","endpoint":"aaln/2","mgcp":{"call_id":"BOGUS4"}}`,
+		p + "aaln%2F1/MOVED":  `{"gateway":"gw-00","endpoint":"aaln/2","mgcp":{"call_id":"C7"}}`,
+		p + "aaln%2F1/MIN":    `{"gateway":"gw-00"}`,
+		p + "aaln%2F1/JUNK":   `{`,
+	}
+	for k, v := range bad {
+		if _, err := a.cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adopted, err := a.AdoptCalls(ctx, "gw-00")
+	if len(adopted) != 1 || adopted[0].MGCP.CallID != "C1" {
+		t.Fatalf("adopted %+v (%v)", adopted, err)
+	}
+	if errors.Is(err, ErrNotOwner) {
+		t.Fatalf("bad records reported as a lost ownership: %v", err)
+	}
+	var ie *InvalidCallError
+	if !errors.As(err, &ie) {
+		t.Fatalf("error %v is no InvalidCallError", err)
+	}
+	resp, err := a.cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != a.callKey("gw-00", "aaln/1", "C1") {
+		t.Fatalf("left after adoption: %v", resp.Kvs)
+	}
+	if got := a.Stats().InvalidCalls; got != uint64(len(bad)) {
+		t.Errorf("InvalidCalls %d, want %d", got, len(bad))
+	}
+	// A node that does not own the gateway still gets ErrNotOwner.
+	if _, err := a.AdoptCalls(ctx, "gw-99"); !errors.Is(err, ErrNotOwner) {
+		t.Errorf("adopting a gateway not owned: %v", err)
+	}
+}
+
+// TestDuplicateNodeNameRefused: a second process with a live node's name
+// does not overwrite its key: it waits one TTL for the key to go, then
+// Run fails naming the key. A restart of a node killed a moment ago
+// (its lease alive) waits for the old key to expire and joins.
+func TestDuplicateNodeNameRefused(t *testing.T) {
+	h := newHarness(t, 2)
+	a := h.start("a", h.etcd.Endpoint)
+	waitFor(t, 3*h.ttl, "a owns the gateways", func() bool { return h.settled("a") })
+	a.mu.Lock()
+	lease := a.lease
+	a.mu.Unlock()
+
+	newNode := func() *Node {
+		n, err := New(Config{Name: "a", MGCPAddr: "mgsip@a2:2727", Endpoints: []string{h.etcd.Endpoint}, TTL: h.ttl,
+			Gateways: h.gateways, Log: testLog(t, "a2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	dup := newNode()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*h.ttl)
+	defer cancel()
+	start := time.Now()
+	err := dup.Run(ctx)
+	var taken *NameTakenError
+	if !errors.As(err, &taken) || taken.Key != a.nodeKey("a") {
+		t.Fatalf("the duplicate's Run: %v", err)
+	}
+	if took := time.Since(start); took < h.ttl {
+		t.Errorf("gave up after %v, before the holder's TTL %v", took, h.ttl)
+	}
+	resp, err := a.cli.Get(context.Background(), a.nodeKey("a"))
+	if err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) != lease {
+		t.Fatalf("a's node key after the duplicate: %v %v", resp, err)
+	}
+	if !a.Owns("gw-00") || dup.Owns("gw-00") {
+		t.Fatal("the duplicate took a gateway")
+	}
+
+	// A crash and a quick restart: the new run joins once the old lease
+	// expired.
+	h.kill("a")
+	again := newNode()
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- again.Run(rctx) }()
+	waitFor(t, 3*h.ttl, "the restarted node owns the gateways", func() bool { return again.Owns("gw-00") && again.Owns("gw-01") })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("the restarted node's Run: %v", err)
+	}
+}
+
+// TestForeignKeysDoNotStall: keys no mgsip node wrote as they are (issue
+// 16): a garbage ownership key without a lease and one under a lease no
+// node holds are freed and the gateways taken; a lease-less node key is no
+// member (no gateway waits for it, status lists it as ignored); their
+// warnings are logged once, not at every reconciliation; status counts an
+// unusable call record as invalid, not as a call.
+func TestForeignKeysDoNotStall(t *testing.T) {
+	h := newHarness(t, 3)
+	// gw-02 prefers the phantom: were it a member, a would leave gw-02
+	// to it for a TTL.
+	h.pref = map[string][]string{"gw-02": {"zz1"}}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{h.etcd.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	foreign, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := []clientv3.Op{
+		clientv3.OpPut("/mgsip/gateways/gw-00", "garbage"),
+		clientv3.OpPut("/mgsip/gateways/gw-01", "{", clientv3.WithLease(foreign.ID)),
+		clientv3.OpPut("/mgsip/nodes/zz1", `{"name":"zz1","mgcp_addr":"mgsip@zz1:2727"}`),
+		clientv3.OpPut("/mgsip/calls/gw-02/aaln%2F1/X", `{"gateway":"gw-02"}`),
+	}
+	for _, op := range puts {
+		if _, err := cli.Do(ctx, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	hook := &countHook{}
+	l.AddHook(hook)
+	a, err := New(Config{Name: "a", MGCPAddr: "mgsip@a:2727", Endpoints: []string{h.etcd.Endpoint}, TTL: h.ttl,
+		Gateways: h.gateways, Preference: h.pref, Log: logrus.NewEntry(l)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(rctx) }()
+	defer func() { stop(); <-done }()
+
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range st.Nodes {
+		if ns.Name == "zz1" {
+			t.Errorf("status shows the lease-less node key as a node: %+v", ns)
+		}
+	}
+	if st.InvalidCalls != 1 || st.OrphanCalls != 0 {
+		t.Errorf("status: %d invalid, %d orphan calls; want 1 and 0", st.InvalidCalls, st.OrphanCalls)
+	}
+	ignored := map[string]bool{}
+	for _, k := range st.Ignored {
+		ignored[k.Key] = true
+	}
+	if !ignored["/mgsip/nodes/zz1"] {
+		t.Errorf("status does not list the phantom node key as ignored: %+v", st.Ignored)
+	}
+
+	// Within one TTL: the freed gateways at once, gw-02 without waiting
+	// for the phantom (taking a gateway left free for a TTL would take
+	// longer).
+	waitFor(t, h.ttl, "a owns every gateway", func() bool { return a.Owns("gw-00") && a.Owns("gw-01") && a.Owns("gw-02") })
+	// Let it reconcile a few more times: each warning stays one line.
+	time.Sleep(2 * h.ttl)
+	if n := hook.count("cluster: ignoring a node key"); n != 1 {
+		t.Errorf("the phantom node key was warned about %d times, want 1", n)
+	}
+	if n := hook.count("cluster: unreadable gateway key"); n > 2 {
+		t.Errorf("unreadable gateway keys warned about %d times, want at most one each", n)
+	}
+	resp, err := cli.Get(ctx, "/mgsip/gateways/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) == foreign.ID || kv.Lease == 0 {
+			t.Errorf("foreign ownership key left: %s = %q", kv.Key, kv.Value)
+		}
+	}
+}
+
+type countHook struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *countHook) Levels() []logrus.Level { return logrus.AllLevels }
+func (h *countHook) Fire(e *logrus.Entry) error {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, e.Message)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *countHook) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}

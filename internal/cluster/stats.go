@@ -28,12 +28,16 @@ type Stats struct {
 	// CallWriteErrors those that failed otherwise (etcd unreachable, a bad
 	// call).
 	CallWrites, CallWritesRefused, CallWriteErrors uint64
+	// InvalidCalls counts the stored calls AdoptCalls deleted because no
+	// takeover could use them (InvalidCallError).
+	InvalidCalls uint64
 }
 
 // counters are updated without the node's mutex.
 type counters struct {
 	fences                           atomic.Uint64
 	callWrites, callRefused, callErr atomic.Uint64
+	invalidCalls                     atomic.Uint64
 	changes                          [5]atomic.Uint64
 }
 
@@ -62,7 +66,8 @@ func (c *counters) countWrite(err error) {
 // Stats returns the node's counters and lease state.
 func (n *Node) Stats() Stats {
 	st := Stats{Changes: map[string]uint64{}, Fences: n.stats.fences.Load(),
-		CallWrites: n.stats.callWrites.Load(), CallWritesRefused: n.stats.callRefused.Load(), CallWriteErrors: n.stats.callErr.Load()}
+		CallWrites: n.stats.callWrites.Load(), CallWritesRefused: n.stats.callRefused.Load(), CallWriteErrors: n.stats.callErr.Load(),
+		InvalidCalls: n.stats.invalidCalls.Load()}
 	for i, r := range changeReasons {
 		st.Changes[r] = n.stats.changes[i].Load()
 	}

@@ -27,6 +27,14 @@ type Status struct {
 	// OrphanCalls counts stored calls of gateways nobody owns (waiting
 	// for a takeover).
 	OrphanCalls int `json:"orphan_calls,omitempty"`
+	// InvalidCalls counts stored call records no takeover can use (the
+	// next owner of their gateway deletes them); they are not in Calls or
+	// OrphanCalls.
+	InvalidCalls int `json:"invalid_calls,omitempty"`
+	// Ignored lists the keys the nodes do not take as they stand: node
+	// keys that do not decode or have no lease (no member), gateway keys
+	// that do not decode or have no lease (a node frees them).
+	Ignored []IgnoredKey `json:"ignored,omitempty"`
 }
 
 // NodeStatus is one live node.
@@ -46,28 +54,32 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	resp, err := n.cli.Txn(ctx).Then(
 		clientv3.OpGet(n.cfg.Prefix+"nodes/", clientv3.WithPrefix()),
 		clientv3.OpGet(n.cfg.Prefix+"gateways/", clientv3.WithPrefix()),
-		clientv3.OpGet(n.cfg.Prefix+"calls/", clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(n.cfg.Prefix+"calls/", clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return Status{}, fmt.Errorf("cluster: status: %w", err)
 	}
-	nodes, owners := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
-	leases := map[string]int64{}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		leases[strings.TrimPrefix(string(kv.Key), n.cfg.Prefix+"nodes/")] = kv.Lease
-	}
+	nodes, owners, ignored := n.parseSnapshot(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs)
 	calls := map[string]int{}
+	invalid := 0
 	callsPrefix := n.cfg.Prefix + "calls/"
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		rest := strings.TrimPrefix(string(kv.Key), callsPrefix)
 		gw, _, _ := strings.Cut(rest, "/")
-		if g, err := url.PathUnescape(gw); err == nil {
-			calls[g]++
+		g, err := url.PathUnescape(gw)
+		if err != nil {
+			invalid++
+			continue
 		}
+		if _, bad := n.checkStored(g, string(kv.Key), kv.Value); bad != nil {
+			invalid++
+			continue
+		}
+		calls[g]++
 	}
 
 	n.mu.Lock()
-	st := Status{Self: n.cfg.Name, Draining: n.draining}
+	st := Status{Self: n.cfg.Name, Draining: n.draining, InvalidCalls: invalid, Ignored: ignored}
 	now := time.Now()
 	st.Fenced = n.lease != 0 && !now.Before(n.validUntil)
 	if n.entitledLocked(now) {
@@ -78,7 +90,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 
 	byNode := map[string]*NodeStatus{}
 	for name, info := range nodes {
-		ns := &NodeStatus{NodeInfo: info, Lease: leases[name], TTL: -1, Gateways: []string{}}
+		ns := &NodeStatus{NodeInfo: info, Lease: int64(info.lease), TTL: -1, Gateways: []string{}}
 		if ns.Lease != 0 {
 			if ttl, err := n.cli.TimeToLive(ctx, clientv3.LeaseID(ns.Lease)); err == nil && ttl.TTL >= 0 {
 				ns.TTL = time.Duration(ttl.TTL) * time.Second
@@ -87,6 +99,9 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		byNode[name] = ns
 	}
 	for gw, o := range owners {
+		if staleOwner(o, nodes, 0) {
+			continue // listed in Ignored; a node frees it
+		}
 		ns, ok := byNode[o.Node]
 		if !ok {
 			// Owned under a lease whose node key is gone: show the owner
@@ -97,13 +112,14 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		ns.Gateways = append(ns.Gateways, gw)
 		ns.Calls += calls[gw]
 	}
+	owned := func(gw string) bool { o, ok := owners[gw]; return ok && !staleOwner(o, nodes, 0) }
 	for gw, c := range calls {
-		if _, ok := owners[gw]; !ok {
+		if !owned(gw) {
 			st.OrphanCalls += c
 		}
 	}
 	for _, g := range gateways {
-		if _, ok := owners[g]; !ok {
+		if !owned(g) {
 			st.Unowned = append(st.Unowned, g)
 		}
 	}

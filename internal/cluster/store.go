@@ -198,19 +198,17 @@ func (n *Node) Call(ctx context.Context, gw, endpoint, callID string) (c CallSta
 // does not decode is left out and reported in the error (a *DecodeError),
 // with the calls that did decode.
 func (n *Node) Calls(ctx context.Context, gw string) ([]CallState, error) {
-	calls, _, err := n.calls(ctx, gw)
-	return calls, err
+	return n.calls(ctx, gw)
 }
 
-func (n *Node) calls(ctx context.Context, gw string) ([]CallState, []int64, error) {
+func (n *Node) calls(ctx context.Context, gw string) ([]CallState, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.requestTimeout())
 	defer cancel()
 	resp, err := n.cli.Get(ctx, n.callsPrefix(gw), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: %s: %w", gw, err)
+		return nil, fmt.Errorf("cluster: %s: %w", gw, err)
 	}
 	var calls []CallState
-	var revs []int64
 	var errs []error
 	for _, kv := range resp.Kvs {
 		var c CallState
@@ -219,9 +217,8 @@ func (n *Node) calls(ctx context.Context, gw string) ([]CallState, []int64, erro
 			continue
 		}
 		calls = append(calls, c)
-		revs = append(revs, kv.ModRevision)
 	}
-	return calls, revs, errors.Join(errs...)
+	return calls, errors.Join(errs...)
 }
 
 // AdoptCalls is the first step of a takeover: it loads the stored calls of
@@ -230,46 +227,104 @@ func (n *Node) calls(ctx context.Context, gw string) ([]CallState, []int64, erro
 // the ownership revision and by each call's own revision (a call changed
 // meanwhile is not overwritten with an old value). It returns the calls
 // adopted.
+//
+// A record no takeover can use (a value that does not decode, a call that
+// lacks what Validate asks, or one whose gateway, endpoint or call id is
+// not the key it is stored under) is deleted, guarded like the adoption,
+// and reported as an *InvalidCallError in the error: it must not keep the
+// gateway's good calls, or the gateway itself, from being taken over. The
+// error wraps ErrNotOwner only when the node does not own the gateway (any
+// more): a call that changed while it was adopted is reported without it.
 func (n *Node) AdoptCalls(ctx context.Context, gw string) ([]CallState, error) {
 	if _, _, err := n.ownerGuard(gw); err != nil {
 		return nil, err
 	}
-	calls, revs, decodeErr := n.calls(ctx, gw)
-	if calls == nil && decodeErr != nil && !isDecodeOnly(decodeErr) {
-		return nil, decodeErr
+	rctx, cancel := context.WithTimeout(ctx, n.requestTimeout())
+	resp, err := n.cli.Get(rctx, n.callsPrefix(gw), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %s: %w", gw, err)
 	}
 	var adopted []CallState
 	var errs []error
-	if decodeErr != nil {
-		errs = append(errs, decodeErr)
-	}
-	for i, c := range calls {
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		c, bad := n.checkStored(gw, key, kv.Value)
 		guard, store, err := n.ownerGuard(gw)
 		if err != nil {
 			return adopted, errors.Join(append(errs, err)...)
 		}
-		key := n.callKey(gw, c.Endpoint, c.MGCP.CallID)
-		val, _ := json.Marshal(c)
-		guard = append(guard, clientv3.Compare(clientv3.ModRevision(key), "=", revs[i]))
+		guard = append(guard, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
+		op := clientv3.OpDelete(key)
+		if bad == nil {
+			val, _ := json.Marshal(c)
+			op = clientv3.OpPut(key, string(val), clientv3.WithLease(store))
+		}
 		rctx, cancel := context.WithTimeout(ctx, n.requestTimeout())
-		resp, err := n.cli.Txn(rctx).If(guard...).Then(clientv3.OpPut(key, string(val), clientv3.WithLease(store))).Commit()
+		resp, err := n.cli.Txn(rctx).If(guard...).Then(op).Else(clientv3.OpGet(n.gatewayKey(gw))).Commit()
 		cancel()
 		switch {
 		case err != nil:
 			err = fmt.Errorf("cluster: adopt %s: %w", key, err)
-			errs = append(errs, err)
-		case resp.Succeeded:
-			adopted = append(adopted, c)
+		case !resp.Succeeded && !n.stillOwner(gw, resp):
+			err = fmt.Errorf("%w: %s: ownership changed while adopting %s", ErrNotOwner, gw, strings.TrimPrefix(key, n.callsPrefix(gw)))
+		case !resp.Succeeded:
+			// Changed meanwhile by someone else: neither kept nor
+			// overwritten (the next takeover sees the new value).
+			err = fmt.Errorf("cluster: %s: stored call %s changed while adopting it", gw, strings.TrimPrefix(key, n.callsPrefix(gw)))
+		case bad != nil:
+			n.stats.invalidCalls.Add(1)
+			err = bad
 		default:
-			err = fmt.Errorf("%w: %s: ownership or call changed while adopting %s", ErrNotOwner, gw, strings.TrimPrefix(key, n.callsPrefix(gw)))
+			adopted = append(adopted, c)
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
-		n.stats.countWrite(err)
+		if bad != nil && err == error(bad) {
+			n.stats.countWrite(nil) // the delete went through
+		} else {
+			n.stats.countWrite(err)
+		}
 	}
 	return adopted, errors.Join(errs...)
 }
 
-func isDecodeOnly(err error) bool {
-	var d *DecodeError
-	return errors.As(err, &d)
+// checkStored decodes a stored call of gw and checks that a takeover can
+// use it: it validates, and its gateway, endpoint and call id are those of
+// the key it is stored under (a record copied under another key would
+// otherwise be adopted, and deleted, under a key that is not its own).
+func (n *Node) checkStored(gw, key string, val []byte) (CallState, *InvalidCallError) {
+	var c CallState
+	if err := json.Unmarshal(val, &c); err != nil {
+		return c, &InvalidCallError{Key: key, Err: err}
+	}
+	if err := c.Validate(); err != nil {
+		return c, &InvalidCallError{Key: key, Err: err}
+	}
+	if c.Gateway != gw {
+		return c, &InvalidCallError{Key: key, Err: fmt.Errorf("call state of gateway %q under gateway %q", c.Gateway, gw)}
+	}
+	if want := n.callKey(gw, c.Endpoint, c.MGCP.CallID); want != key {
+		return c, &InvalidCallError{Key: key, Err: fmt.Errorf("call state of endpoint %q, call %q belongs under %q", c.Endpoint, c.MGCP.CallID, want)}
+	}
+	return c, nil
+}
+
+// stillOwner reads the ownership key returned by a failed guarded
+// transaction's Else branch: true when it is still the one this node
+// created (the call's own revision is what failed).
+func (n *Node) stillOwner(gw string, resp *clientv3.TxnResponse) bool {
+	n.mu.Lock()
+	rev, ok := n.owned[gw]
+	lease := n.lease
+	n.mu.Unlock()
+	if !ok || len(resp.Responses) == 0 {
+		return false
+	}
+	r := resp.Responses[0].GetResponseRange()
+	if r == nil || len(r.Kvs) != 1 {
+		return false
+	}
+	return r.Kvs[0].CreateRevision == rev && clientv3.LeaseID(r.Kvs[0].Lease) == lease
 }

@@ -132,13 +132,17 @@ func (d *daemon) applyOwnership() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		adopted, err := d.node.AdoptCalls(ctx, c.Gateway)
 		cancel()
-		if len(adopted) == 0 && errors.Is(err, cluster.ErrNotOwner) {
-			continue // lost again meanwhile: that change follows
+		if errors.Is(err, cluster.ErrNotOwner) && !d.node.Owns(c.Gateway) {
+			// Lost again meanwhile: that change follows. Only then: an
+			// acquired gateway is always started, whatever its stored
+			// calls (a bad record must not leave its lines unarmed).
+			continue
 		}
 		if err != nil {
-			// The calls adopted are kept; the others were changed or
-			// could not be read (each is named in the error).
-			d.log.WithError(err).WithFields(logrus.Fields{"gateway": c.Gateway, "adopted": len(adopted)}).
+			// The calls adopted are kept; the others were changed, could
+			// not be read, or were records no takeover can use (deleted);
+			// each is named in the error. One line per acquisition.
+			d.log.WithError(err).WithFields(logrus.Fields{"gateway": c.Gateway, "adopted": len(adopted), "invalid": countInvalid(err)}).
 				Warn("cluster: not every stored call of the gateway could be adopted")
 		}
 		calls := make([]bridge.StoredCall, 0, len(adopted))
@@ -150,4 +154,23 @@ func (d *daemon) applyOwnership() {
 		}
 		b.GatewayAcquired(c.Gateway, calls)
 	}
+}
+
+// countInvalid counts the InvalidCallErrors joined in err.
+func countInvalid(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ie *cluster.InvalidCallError
+	if u, ok := err.(interface{ Unwrap() []error }); ok {
+		n := 0
+		for _, e := range u.Unwrap() {
+			n += countInvalid(e)
+		}
+		return n
+	}
+	if errors.As(err, &ie) {
+		return 1
+	}
+	return 0
 }

@@ -77,6 +77,7 @@ type clusterDaemon struct {
 	cancel context.CancelFunc
 	done   chan error
 	log    *testutil.Buffer
+	sig    chan os.Signal // the daemon's stop signals (SIGTERM)
 }
 
 func startClusterDaemon(t *testing.T, etcd, node string, port, gwPort int, registrar string) *clusterDaemon {
@@ -122,14 +123,16 @@ lines:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &clusterDaemon{addr: addr, sip: sipAddr, done: make(chan error, 1), log: &testutil.Buffer{}}
+	d := &clusterDaemon{addr: addr, sip: sipAddr, done: make(chan error, 1), log: &testutil.Buffer{}, sig: make(chan os.Signal, 1)}
 	log := logrus.New()
 	log.SetOutput(d.log)
 	log.SetLevel(logrus.DebugLevel)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	ready := make(chan net.Addr, 1)
-	go func() { d.done <- Run(ctx, Options{ConfigPath: path, Config: cfg, Log: log, Ready: ready}) }()
+	go func() {
+		d.done <- Run(ctx, Options{ConfigPath: path, Config: cfg, Log: log, Ready: ready, Stop: d.sig})
+	}()
 	select {
 	case <-ready:
 	case err := <-d.done:
@@ -351,4 +354,62 @@ func TestRedirectWithoutKnownOwnerIsTransient(t *testing.T) {
 	if r := alone.redirect(cmd, trusted); r != nil {
 		t.Fatalf("a node alone redirected: %+v", r)
 	}
+}
+
+// TestClusterDuplicateNodeNameStopsDaemon: a second daemon configured
+// with a live node's name does not take over its node key: it exits with
+// an error naming the key (issue 16: it overwrote the first's key).
+func TestClusterDuplicateNodeNameStopsDaemon(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	reg, err := siptest.NewRegistrar(siptest.RegistrarConfig{Users: map[string]string{"101": "pw-101"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	gw, err := mgcptest.NewGateway(mgcptest.GatewayConfig{Lines: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	_, gwPort := splitHostPort(t, gw.Addr())
+	startClusterDaemon(t, etcd.Endpoint, "a", freeUDPPort(t), gwPort, reg.Addr())
+	before := etcd.Ctl("get", "/mgsip/nodes/a", "-w", "fields")
+	dup := startClusterDaemon(t, etcd.Endpoint, "a", freeUDPPort(t), gwPort, reg.Addr())
+	select {
+	case err := <-dup.done:
+		dup.cancel()
+		dup.cancel = nil
+		if err == nil || !strings.Contains(err.Error(), "/mgsip/nodes/a") {
+			t.Fatalf("the duplicate ended with %v, want an error naming the node key", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the duplicate daemon kept running")
+	}
+	leaseOf := func(fields string) string {
+		for _, l := range strings.Split(fields, "\n") {
+			if strings.HasPrefix(l, `"Lease"`) {
+				return l
+			}
+		}
+		return ""
+	}
+	if after := etcd.Ctl("get", "/mgsip/nodes/a", "-w", "fields"); leaseOf(after) != leaseOf(before) || leaseOf(after) == "" {
+		t.Fatalf("the node key changed lease: before\n%s\nafter\n%s", before, after)
+	}
+	if !strings.Contains(dup.log.String(), "waiting for it to expire") {
+		t.Errorf("the duplicate did not say it waited:\n%s", dup.log.String())
+	}
+}
+
+func splitHostPort(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if _, err := fmt.Sscanf(p, "%d", &n); err != nil {
+		t.Fatal(err)
+	}
+	return h, n
 }

@@ -94,6 +94,7 @@ type daemon struct {
 	node        *cluster.Node
 	redirected  atomic.Uint64 // commands answered 521 (another node owns the gateway)
 	fencedDrops atomic.Uint64 // commands not sent: the gateway is not ours
+	left        atomic.Bool   // leaveCluster ran
 	fencedCalls atomic.Uint64 // call-state writes refused: the gateway is not ours
 	own         ownership     // ownership changes on their way to the bridge (callstore.go)
 }
@@ -179,7 +180,7 @@ func (d *daemon) onCall(r bridge.CallRecord) {
 }
 
 // Run serves until ctx ends or a stop signal has drained the calls.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts Options) (retErr error) {
 	cfg, log := opts.Config, opts.Log
 	var err error
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
@@ -302,17 +303,32 @@ func Run(ctx context.Context, opts Options) error {
 
 	log.WithFields(logrus.Fields{"config": opts.ConfigPath, "mgcp": d.ca.LocalAddr().String(), "sip": d.stack.LocalAddr().String(),
 		"admin": adminLn.Addr().String()}).Info("mgsip running: " + config.SummaryLine(cfg.Rules.Summary()))
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var nodeErr error // set before nodeDone closes
 	if d.node != nil {
 		// The membership outlives the group: the lease is renewed while
 		// the bridge hangs up its calls (DLCX) at shutdown, then the node
-		// leaves (leaveCluster) and stops.
+		// leaves (leaveCluster) and stops. A node that cannot join at all
+		// (its name is another live process's) stops the daemon.
 		nodeCtx, stopNode := context.WithCancel(context.Background())
 		nodeDone := make(chan struct{})
-		go func() { defer close(nodeDone); _ = d.node.Run(nodeCtx) }()
-		defer func() { stopNode(); <-nodeDone; d.own.wg.Wait() }()
+		go func() {
+			defer close(nodeDone)
+			if err := d.node.Run(nodeCtx); err != nil {
+				nodeErr = err
+				stopRun()
+			}
+		}()
+		defer func() {
+			stopNode()
+			<-nodeDone
+			d.own.wg.Wait()
+			if retErr == nil && nodeErr != nil {
+				retErr = nodeErr
+			}
+		}()
 	}
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
 	// The stacks outlive the bridge: its shutdown still hangs up calls
 	// (BYE, DLCX) and unregisters lines through them.
@@ -384,16 +400,15 @@ func Run(ctx context.Context, opts Options) error {
 
 // drain refuses new calls, waits for the calls in progress up to the
 // drain timeout, then stops everything (remaining calls are hung up and
-// lines unregistered as the bridge shuts down).
+// lines unregistered as the bridge shuts down). A cluster node hands its
+// calls over instead (handOver).
 func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
 	d.bridge.Drain()
 	if d.node != nil {
-		// Idle gateways move to other nodes now, the others as their
-		// calls end.
-		dctx, cancel := context.WithCancel(ctx)
-		drained := make(chan struct{})
-		go func() { defer close(drained); _ = d.node.Drain(dctx) }()
-		defer func() { cancel(); <-drained }()
+		// In a cluster the calls are handed over, not waited for.
+		d.handOver(ctx)
+		stop()
+		return
 	}
 	n := d.bridge.ActiveCalls()
 	d.log.WithFields(logrus.Fields{"calls": n, "timeout_s": d.drainFor.Seconds()}).Info("draining: no new calls")
@@ -412,6 +427,21 @@ func (d *daemon) drain(ctx context.Context, stop context.CancelFunc) {
 		}
 	}
 	stop()
+}
+
+// handOver is the graceful stop of a cluster node (docs/cluster.md,
+// "Graceful stop: hand-over"): no new calls (Drain, already), the
+// connected calls' state flushed to etcd and forgotten here without a BYE
+// or a DLCX, the calls that cannot be kept ended, then the lease revoked,
+// so that the ownership keys go at once and the next owners adopt the
+// calls from the store as after a crash, without waiting for the TTL.
+func (d *daemon) handOver(ctx context.Context) {
+	calls := d.bridge.ActiveCalls()
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	kept := d.bridge.HandOver(hctx, 5*time.Second)
+	cancel()
+	d.log.WithFields(logrus.Fields{"calls": calls, "handed_over": kept}).Info("cluster: stopping: calls handed over to the next owners of the gateways")
+	d.leaveCluster()
 }
 
 // setAllowed computes the addresses gateways may send from.
@@ -733,7 +763,7 @@ func adminOptions(a config.Admin, log *logrus.Logger) admin.Options {
 // leaveCluster hands this node's gateways to the others at once (the
 // lease is revoked) instead of letting them wait for the TTL.
 func (d *daemon) leaveCluster() {
-	if d.node == nil {
+	if d.node == nil || !d.left.CompareAndSwap(false, true) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -136,3 +136,17 @@ func (e *Etcd) Pause() { _ = e.cmd.Process.Signal(syscall.SIGSTOP) }
 
 // Resume continues a paused etcd (SIGCONT).
 func (e *Etcd) Resume() { _ = e.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Ctl runs etcdctl (v3 API) against the server with args, as an operator
+// or a stray tool would, and returns its output; a failure fails the test.
+func (e *Etcd) Ctl(args ...string) string {
+	e.t.Helper()
+	bin := RequireProgram(e.t, "etcdctl")
+	cmd := exec.Command(bin, append([]string{"--endpoints", e.Endpoint, "--command-timeout", "5s"}, args...)...)
+	cmd.Env = append(cmd.Environ(), "ETCDCTL_API=3")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
