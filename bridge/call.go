@@ -78,7 +78,7 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 		from = *c.from // a trunk-originated call (cas.go)
 	}
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: from, To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
-		Transport: peer.Transport, SDP: offer.SDP, Headers: c.headers, PRACK: prackMode(peer)})
+		Transport: peer.Transport, SDP: offer.SDP, Headers: c.headers, PRACK: prackMode(peer), FromHost: c.fromHost})
 	if err != nil {
 		l.failCall(c, err.Error(), "L/ro")
 		return

@@ -269,20 +269,28 @@ func (l *line) onSeizure(addr, ani string) {
 		l.casSettle("G/cg")
 		return
 	}
-	from, headers := l.trunkCaller(peer, ani)
-	c.from, c.headers = &from, headers
+	from, headers, fromHost := l.trunkCaller(peer, ani)
+	c.from, c.headers, c.fromHost = &from, headers, fromHost
 	c.name = ani
 	l.sipCall(c, peer)
 }
 
+// anonymousHost is the host of an anonymous From (RFC 3323 §4.1.1.3:
+// "Anonymous" <sip:anonymous@anonymous.invalid>).
+const anonymousHost = "anonymous.invalid"
+
 // trunkCaller is the identity a trunk-originated call is placed with:
 // the trunk account at its peer (digest credentials, RFC 3261 §22), the
-// calling number (ANI, or the trunk group's caller_id.number) as From,
-// and with caller_id.presentation restricted an anonymous From with
-// Privacy: id and the real number in P-Asserted-Identity (RFC 3323 §4.1,
-// RFC 3325 §9.1).
-func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (sip.Account, map[string]string) {
-	a := sip.Account{ID: l.rule.ID, Registrar: peer.Registrar, Transport: peer.Transport, Domain: peer.Realm}
+// calling number (the trunk group's caller_id.number, which replaces the
+// ANI, else the ANI) as From, and an anonymous From (RFC 3323 §4.1.1.3)
+// when the number is withheld or unknown: with caller_id.presentation
+// restricted with Privacy: id and the real number in P-Asserted-Identity
+// (RFC 3323 §4.2, RFC 3325 §9.1); without any number (no ANI, no
+// caller_id.number) with neither, as there is no identity to withhold or
+// assert. fromHost is the From URI's host when it is not the peer's
+// domain.
+func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (a sip.Account, headers map[string]string, fromHost string) {
+	a = sip.Account{ID: l.rule.ID, Registrar: peer.Registrar, Transport: peer.Transport, Domain: peer.Realm}
 	if acc := peer.Account; acc != nil {
 		a.User, a.AuthUser, a.Password = acc.User, acc.AuthUser, acc.Password.Reveal()
 	}
@@ -296,25 +304,36 @@ func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (sip.Account, map
 	if number != "" {
 		number = l.trunk.ToSIP.Apply(number)
 	}
-	if l.trunk.CallerID.Presentation == "restricted" {
-		h := map[string]string{"Privacy": "id"}
-		if number != "" {
-			h["P-Asserted-Identity"] = "<sip:" + number + "@" + peer.Host + ">"
-		}
+	anonymous := func() {
 		if a.AuthUser == "" {
-			a.AuthUser = a.User
+			a.AuthUser = a.User // the account still authenticates
 		}
 		a.User, a.DisplayName = "anonymous", "Anonymous"
-		return a, h
+		fromHost = anonymousHost
 	}
-	if number != "" {
+	switch {
+	case l.trunk.CallerID.Presentation == "restricted":
+		headers = map[string]string{"Privacy": "id"}
+		if number != "" {
+			headers["P-Asserted-Identity"] = "<sip:" + number + "@" + peer.Host + ">"
+		}
+		anonymous()
+	case number == "":
+		// No calling number: a user-less From would read as the
+		// gateway's own address; anonymous says "unknown". A configured
+		// caller_id.name is still shown.
+		anonymous()
+		if name != "" {
+			a.DisplayName = name
+		}
+	default:
 		if a.AuthUser == "" {
 			a.AuthUser = a.User
 		}
 		a.User = number
+		a.DisplayName = name
 	}
-	a.DisplayName = name
-	return a, nil
+	return a, headers, fromHost
 }
 
 // onTrunkRelease: the far end released the channel (rel). Its call ends

@@ -89,10 +89,14 @@ func casEnvAt(t *testing.T, pkg, glare string, uas func(siptest.Incoming) siptes
 	return e
 }
 
+// idleChannel waits for the channel to be idle at the gateway under the
+// idle channel's request (sup alone: not the request of a seizure that
+// mgsip still holds, which asks for sup too).
 func (e *env) idleChannel(local, pkg string) {
 	e.t.Helper()
 	e.waitSignalState(local, func(st mgcptest.EndpointState) bool {
-		return st.Seizure == mgcptest.SeizureIdle && hasEvent(st, pkg+"/sup") && !st.NotificationState && len(st.Connections) == 0
+		return st.Seizure == mgcptest.SeizureIdle && len(st.RequestedEvents) == 1 && hasEvent(st, pkg+"/sup") &&
+			!st.NotificationState && len(st.Connections) == 0
 	})
 }
 
@@ -182,6 +186,9 @@ func TestTrunkOriginatedPresentation(t *testing.T) {
 	inv := e.pbx.Received("INVITE")
 	if len(inv) == 0 || !strings.Contains(string(inv[0].Data), "Privacy: id") || !strings.Contains(string(inv[0].Data), "P-Asserted-Identity: <sip:+49309999@") {
 		t.Fatalf("INVITE: %v", inv)
+	}
+	if from := headerLine(inv[0].Data, "From"); !strings.Contains(from, `"Anonymous" <sip:anonymous@anonymous.invalid>`) {
+		t.Errorf("From %q (RFC 3323 §4.1.1.3)", from)
 	}
 	// 486: the trunk hears busy until it releases.
 	e.waitSignal(tch1, "MS/bz")
@@ -521,5 +528,81 @@ func TestTrunkSeizureRefusedUnreported(t *testing.T) {
 	}
 	for range 2 {
 		e.record()
+	}
+}
+
+// headerLine returns the first line of a SIP message that starts with
+// name and a colon, "" when there is none.
+func headerLine(msg []byte, name string) string {
+	for _, ln := range strings.Split(string(msg), "\r\n") {
+		if k, _, ok := strings.Cut(ln, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return ln
+		}
+	}
+	return ""
+}
+
+// A trunk call without ANI (no ani(...) in the seizure): the INVITE's
+// From is anonymous (RFC 3323 §4.1.1.3), with no Privacy or
+// P-Asserted-Identity (nothing to withhold or assert), unless the trunk
+// group configures caller_id.number; a redirected INVITE keeps the same
+// caller (issue 15, F3).
+func TestTrunkOriginatedWithoutANI(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		number   string // caller_id.number
+		redirect bool   // the provider answers the first INVITE 302
+		from     string // the From header's value up to the tag
+	}{
+		{"anonymous", "", false, `"Anonymous" <sip:anonymous@anonymous.invalid>`},
+		{"anonymous/redirected", "", true, `"Anonymous" <sip:anonymous@anonymous.invalid>`},
+		{"configured number", "2125559999", false, "<sip:2125559999@"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 0
+			e := casEnv(t, "MS", "", func(in siptest.Incoming) siptest.Script {
+				n++
+				if tc.redirect && n == 1 {
+					return siptest.Script{Status: 302, Headers: map[string]string{"Contact": "<sip:5557999@127.0.0.1>"}}
+				}
+				return siptest.Script{Status: 486}
+			}, func(tr *mapping.Trunk) { tr.CallerID.Number = tc.number })
+			ctx := context.Background()
+			if _, err := e.gw.Seize(ctx, tch1, "5557000", ""); err != nil {
+				t.Fatal(err)
+			}
+			e.waitSignal(tch1, "MS/bz")
+			invites := e.pbx.Received("INVITE")
+			want := 1
+			if tc.redirect {
+				want = 2
+			}
+			if len(invites) != want {
+				t.Fatalf("%d INVITEs, want %d", len(invites), want)
+			}
+			for _, inv := range invites {
+				from := headerLine(inv.Data, "From")
+				_, v, _ := strings.Cut(from, ":")
+				if !strings.HasPrefix(strings.TrimSpace(v), tc.from) {
+					t.Errorf("From %q, want %s...", from, tc.from)
+				}
+				if to := headerLine(inv.Data, "To"); strings.Contains(to, "anonymous") {
+					t.Errorf("To %q", to)
+				}
+				for _, h := range []string{"Privacy", "P-Asserted-Identity"} {
+					if l := headerLine(inv.Data, h); l != "" {
+						t.Errorf("%s sent without a number to withhold: %q", h, l)
+					}
+				}
+			}
+			e.waitFor("rel watched", func() bool { return !e.gw.InNotificationState(tch1) })
+			if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
+				t.Fatal(err)
+			}
+			if r := e.record(); r.Answered || r.SIPStatus != 486 {
+				t.Errorf("record %+v", r)
+			}
+			e.idleChannel(tch1, "MS")
+		})
 	}
 }
