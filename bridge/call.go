@@ -78,7 +78,7 @@ func (l *line) sipCall(c *call, peer *mapping.PeerRule) {
 		from = *c.from // a trunk-originated call (cas.go)
 	}
 	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: from, To: c.number, Peer: net.JoinHostPort(peer.Host, strconv.Itoa(peer.Port)),
-		Transport: peer.Transport, SDP: offer.SDP, Headers: c.headers, PRACK: prackMode(peer)})
+		Transport: peer.Transport, SDP: offer.SDP, Headers: c.headers, PRACK: prackMode(peer), FromHost: c.fromHost})
 	if err != nil {
 		l.failCall(c, err.Error(), "L/ro")
 		return
@@ -161,8 +161,11 @@ func (l *line) onHuntInvite(d *sip.Dialog, done chan struct{}, taken chan<- bool
 
 // free reports an idle line with no call at all (a held call waiting for
 // the outcome of its transfer makes the line busy).
-// A CAS channel whose far-end release is not completed yet is not free.
-func (l *line) free() bool { return l.state == stIdle && l.call == nil && l.other == nil && !l.owesRLC }
+// A CAS channel whose far-end release is not completed yet, or that waits
+// for the report of the far end's seizure (cas.go), is not free.
+func (l *line) free() bool {
+	return l.state == stIdle && l.call == nil && l.other == nil && !l.owesRLC && l.seized == ""
+}
 
 // ringFor rings the idle line (or, on a trunk channel, answers) for an
 // incoming call. With taken, a failure before the phone rings is reported

@@ -8,6 +8,7 @@ package bridge
 //
 //	state      requested (R:)                signals (S:)
 //	idle       sup                           rlc after a far-end release, until taken
+//	  held     sup, rel                      -   (our sup refused 530: the far end's comes)
 //	ringing    oc, of, ans, rel, sup (glare) sup(addr(DID)) once
 //	calling    rel                           -
 //	connected  rel                           ans once (trunk-originated)
@@ -67,6 +68,10 @@ func (l *line) casDesired() gwRequest {
 	switch l.state {
 	case stIdle:
 		r.events = []mgcp.RequestedEvent{l.casEvent("sup")}
+		if l.awaitingSeizure() {
+			// The far end may give up before its address is reported.
+			r.events = append(r.events, l.casEvent("rel"))
+		}
 		if l.owesRLC {
 			r.signals = []mgcp.Event{l.casSignal("rlc")}
 		}
@@ -136,7 +141,7 @@ func (l *line) onCAS(evs []mgcp.Event) {
 			switch {
 			case c != nil && c.seizing:
 				l.onGlare(c, addr, ani)
-			case l.free():
+			case l.free() || l.awaitingSeizure():
 				l.onSeizure(addr, ani)
 			default:
 				l.log.WithField("addr", addr).Warn("seizure of a busy trunk channel ignored")
@@ -264,20 +269,28 @@ func (l *line) onSeizure(addr, ani string) {
 		l.casSettle("G/cg")
 		return
 	}
-	from, headers := l.trunkCaller(peer, ani)
-	c.from, c.headers = &from, headers
+	from, headers, fromHost := l.trunkCaller(peer, ani)
+	c.from, c.headers, c.fromHost = &from, headers, fromHost
 	c.name = ani
 	l.sipCall(c, peer)
 }
 
+// anonymousHost is the host of an anonymous From (RFC 3323 §4.1.1.3:
+// "Anonymous" <sip:anonymous@anonymous.invalid>).
+const anonymousHost = "anonymous.invalid"
+
 // trunkCaller is the identity a trunk-originated call is placed with:
 // the trunk account at its peer (digest credentials, RFC 3261 §22), the
-// calling number (ANI, or the trunk group's caller_id.number) as From,
-// and with caller_id.presentation restricted an anonymous From with
-// Privacy: id and the real number in P-Asserted-Identity (RFC 3323 §4.1,
-// RFC 3325 §9.1).
-func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (sip.Account, map[string]string) {
-	a := sip.Account{ID: l.rule.ID, Registrar: peer.Registrar, Transport: peer.Transport, Domain: peer.Realm}
+// calling number (the trunk group's caller_id.number, which replaces the
+// ANI, else the ANI) as From, and an anonymous From (RFC 3323 §4.1.1.3)
+// when the number is withheld or unknown: with caller_id.presentation
+// restricted with Privacy: id and the real number in P-Asserted-Identity
+// (RFC 3323 §4.2, RFC 3325 §9.1); without any number (no ANI, no
+// caller_id.number) with neither, as there is no identity to withhold or
+// assert. fromHost is the From URI's host when it is not the peer's
+// domain.
+func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (a sip.Account, headers map[string]string, fromHost string) {
+	a = sip.Account{ID: l.rule.ID, Registrar: peer.Registrar, Transport: peer.Transport, Domain: peer.Realm}
 	if acc := peer.Account; acc != nil {
 		a.User, a.AuthUser, a.Password = acc.User, acc.AuthUser, acc.Password.Reveal()
 	}
@@ -291,25 +304,36 @@ func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (sip.Account, map
 	if number != "" {
 		number = l.trunk.ToSIP.Apply(number)
 	}
-	if l.trunk.CallerID.Presentation == "restricted" {
-		h := map[string]string{"Privacy": "id"}
-		if number != "" {
-			h["P-Asserted-Identity"] = "<sip:" + number + "@" + peer.Host + ">"
-		}
+	anonymous := func() {
 		if a.AuthUser == "" {
-			a.AuthUser = a.User
+			a.AuthUser = a.User // the account still authenticates
 		}
 		a.User, a.DisplayName = "anonymous", "Anonymous"
-		return a, h
+		fromHost = anonymousHost
 	}
-	if number != "" {
+	switch {
+	case l.trunk.CallerID.Presentation == "restricted":
+		headers = map[string]string{"Privacy": "id"}
+		if number != "" {
+			headers["P-Asserted-Identity"] = "<sip:" + number + "@" + peer.Host + ">"
+		}
+		anonymous()
+	case number == "":
+		// No calling number: a user-less From would read as the
+		// gateway's own address; anonymous says "unknown". A configured
+		// caller_id.name is still shown.
+		anonymous()
+		if name != "" {
+			a.DisplayName = name
+		}
+	default:
 		if a.AuthUser == "" {
 			a.AuthUser = a.User
 		}
 		a.User = number
+		a.DisplayName = name
 	}
-	a.DisplayName = name
-	return a, nil
+	return a, headers, fromHost
 }
 
 // onTrunkRelease: the far end released the channel (rel). Its call ends
@@ -373,8 +397,18 @@ func (l *line) casAnswered() {
 // without it, so that the gateway reports what happened (its quarantined
 // rel, say) and the line follows. True: try again now.
 func (l *line) casRefused(err error) bool {
-	if l.cas() == "" || (len(l.oneShot) == 0 && !l.owesRLC) || mgcpCodeOf(err) != int(mgcp.CodeCASError) {
+	// Reorder or busy refused on a channel with no call: the gateway has
+	// it idle (the far end's seizure mgsip waited for never came, or the
+	// far end is gone), so there is nobody to play it to.
+	lone := l.cas() != "" && l.state == stTone && (l.tone == "ro" || l.tone == "bz") && l.call == nil && l.other == nil
+	if l.cas() == "" || (len(l.oneShot) == 0 && !l.owesRLC && !lone) || mgcpCodeOf(err) != int(mgcp.CodeCASError) {
 		return false
+	}
+	if lone && len(l.oneShot) == 0 && !l.owesRLC {
+		l.log.WithError(err).Info("CAS tone refused: the channel is idle at the gateway; armed")
+		l.seized = ""
+		l.arm()
+		return true
 	}
 	l.log.WithError(err).WithField("signals", l.oneShot).Info("CAS signal refused: asking again without it")
 	l.owesRLC = false
@@ -385,9 +419,13 @@ func (l *line) casRefused(err error) bool {
 	l.oneShot = nil
 	if c := l.call; seize && c != nil && c.seizing {
 		// Our seizure met a channel the far end holds: its seizure came
-		// first (reported before ours went out), so keep cannot win.
-		// The SIP call hunts on; the trunk's call is taken when its
-		// address is known, else the channel is released.
+		// first (reported before ours went out, or held in quarantine
+		// while the gateway waits for a request), so neither yield nor
+		// keep can win it. The SIP call hunts on; the trunk's call is
+		// taken: now when its address is known, else when the gateway
+		// reports it under the request sent next, which asks for sup
+		// without the refused signal (RFC 3435 §4.4.1: a new request
+		// releases the quarantined events).
 		addr, ani := c.glareAddr, c.glareANI
 		l.yieldCall(c, "glare: the trunk seized first")
 		l.gen++
@@ -395,11 +433,32 @@ func (l *line) casRefused(err error) bool {
 		if addr != "" {
 			l.onSeizure(addr, ani)
 		} else {
-			l.seized = seizedIn
-			l.casSettle("L/ro")
+			l.awaitSeizure()
 		}
 	}
 	return true
+}
+
+// awaitSeizure leaves the channel idle but held for the far end, whose
+// seizure the gateway has not reported yet: sup and rel are requested and
+// no SIP call is offered the channel (free is false). Should the report
+// not come within tone_timeout, the far end hears reorder until it
+// releases, as for a trunk call that cannot be placed.
+func (l *line) awaitSeizure() {
+	l.seized = seizedIn
+	l.casUp = false
+	l.after(l.b.cfg.ToneTimeout, func() {
+		if l.awaitingSeizure() {
+			l.log.Warn("far-end seizure not reported: reorder until it releases")
+			l.casSettle("L/ro")
+		}
+	})
+}
+
+// awaitingSeizure reports a channel left to the far end by awaitSeizure
+// and still waiting for its sup.
+func (l *line) awaitingSeizure() bool {
+	return l.cas() != "" && l.state == stIdle && l.call == nil && l.other == nil && l.seized == seizedIn
 }
 
 // casAccepted notes that the gateway took a request: an rlc in it

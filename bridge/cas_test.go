@@ -89,10 +89,14 @@ func casEnvAt(t *testing.T, pkg, glare string, uas func(siptest.Incoming) siptes
 	return e
 }
 
+// idleChannel waits for the channel to be idle at the gateway under the
+// idle channel's request (sup alone: not the request of a seizure that
+// mgsip still holds, which asks for sup too).
 func (e *env) idleChannel(local, pkg string) {
 	e.t.Helper()
 	e.waitSignalState(local, func(st mgcptest.EndpointState) bool {
-		return st.Seizure == mgcptest.SeizureIdle && hasEvent(st, pkg+"/sup") && !st.NotificationState && len(st.Connections) == 0
+		return st.Seizure == mgcptest.SeizureIdle && len(st.RequestedEvents) == 1 && hasEvent(st, pkg+"/sup") &&
+			!st.NotificationState && len(st.Connections) == 0
 	})
 }
 
@@ -182,6 +186,9 @@ func TestTrunkOriginatedPresentation(t *testing.T) {
 	inv := e.pbx.Received("INVITE")
 	if len(inv) == 0 || !strings.Contains(string(inv[0].Data), "Privacy: id") || !strings.Contains(string(inv[0].Data), "P-Asserted-Identity: <sip:+49309999@") {
 		t.Fatalf("INVITE: %v", inv)
+	}
+	if from := headerLine(inv[0].Data, "From"); !strings.Contains(from, `"Anonymous" <sip:anonymous@anonymous.invalid>`) {
+		t.Errorf("From %q (RFC 3323 §4.1.1.3)", from)
 	}
 	// 486: the trunk hears busy until it releases.
 	e.waitSignal(tch1, "MS/bz")
@@ -386,4 +393,216 @@ func TestTrunkTerminatingReleasedByTrunk(t *testing.T) {
 		t.Errorf("record %+v", r)
 	}
 	e.idleChannel(tch1, "DT")
+}
+
+// The far end seized the channel first: its seizure is reported (or
+// quarantined) before mgsip's sup reaches the gateway, which refuses that
+// sup with 530. Whatever the glare rule, the SIP call hunts on to the next
+// channel and the trunk's call is taken: no reorder on the channel the far
+// end holds (issue 15, F1).
+func TestTrunkSeizedFirst(t *testing.T) {
+	offer := []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+	for _, pkg := range []string{"DT", "MS"} {
+		for _, rule := range []string{"keep", "yield"} {
+			t.Run(pkg+"/"+rule, func(t *testing.T) {
+				invites := make(chan siptest.Incoming, 2)
+				e := casEnv(t, pkg, rule, func(in siptest.Incoming) siptest.Script {
+					invites <- in
+					return siptest.Script{}
+				}, nil)
+				ctx := context.Background()
+				// The far end seizes as mgsip's RQNT carrying sup is on its
+				// way: the gateway reports it, then refuses the sup.
+				if err := e.gw.SeizeBefore(tch1, mgcp.VerbRQNT, "5557001", "2125550001"); err != nil {
+					t.Fatal(err)
+				}
+				d := sipCaller(t, e.stack.LocalAddr().String())(ctx, "5550123", offer)
+				e.waitSignalState(tch2, func(st mgcptest.EndpointState) bool {
+					return st.Seizure == mgcptest.SeizureOutgoing && st.Outpulsed == "5550123" && !st.NotificationState
+				})
+				select {
+				case in := <-invites:
+					if in.User != "5557001" || in.From != "2125550001" {
+						t.Fatalf("trunk call to %q from %q", in.User, in.From)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the trunk's call was not placed")
+				}
+				e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool { return st.Answered && !st.NotificationState })
+				if _, err := e.gw.TrunkAnswer(ctx, tch2); err != nil {
+					t.Fatal(err)
+				}
+				var ev sip.Event
+				for ev.Kind != sip.EventAnswered {
+					select {
+					case ev = <-d.Events():
+						if ev.Kind == sip.EventFailed {
+							t.Fatalf("SIP call failed: %+v", ev)
+						}
+					case <-time.After(10 * time.Second):
+						t.Fatal("SIP call not answered")
+					}
+				}
+				if err := d.Bye(ctx); err != nil {
+					t.Fatal(err)
+				}
+				e.idleChannel(tch2, pkg)
+				if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
+					t.Fatal(err)
+				}
+				e.idleChannel(tch1, pkg)
+				refused := false
+				for _, c := range e.gw.Commands() {
+					if !strings.EqualFold(c.Endpoint.Local, tch1) {
+						continue
+					}
+					for _, s := range c.Signals {
+						if s.Is(pkg, "ro") || s.Is(pkg, "bz") {
+							t.Errorf("the far end's channel got %s: %s", s, c.Verb)
+						}
+						refused = refused || s.Is(pkg, "sup")
+					}
+				}
+				if !refused {
+					t.Error("mgsip never tried to seize channel 1: the test did not cross the seizures")
+				}
+				answered, yielded, trunk := false, false, false
+				for range 3 {
+					r := e.record()
+					answered = answered || (r.Answered && r.Line == "pstn/"+tch2 && r.Direction == "incoming")
+					yielded = yielded || r.Result == "glare: the trunk seized first"
+					trunk = trunk || (r.Answered && r.Line == "pstn/"+tch1 && r.Direction == "outgoing" && r.Called == "5557001")
+				}
+				if !answered || !yielded || !trunk {
+					t.Errorf("records: SIP call answered on %s %v, attempt on %s yielded %v, trunk call answered %v", tch2, answered, tch1, yielded, trunk)
+				}
+			})
+		}
+	}
+}
+
+// The gateway refuses mgsip's sup with 530 but never reports a far-end
+// seizure (here an injected 530 on a channel nobody seized): the SIP call
+// hunts on, the channel waits tone_timeout for the far end's sup, then
+// tries reorder, which the gateway refuses on its idle channel; the
+// channel is armed again, not left stuck.
+func TestTrunkSeizureRefusedUnreported(t *testing.T) {
+	offer := []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+	e := casEnv(t, "DT", "keep", func(siptest.Incoming) siptest.Script { return siptest.Script{} }, nil)
+	ctx := context.Background()
+	e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbRQNT, Endpoint: tch1, Code: mgcp.CodeCASError, Count: 1})
+	d := sipCaller(t, e.stack.LocalAddr().String())(ctx, "5550123", offer)
+	e.waitSignalState(tch2, func(st mgcptest.EndpointState) bool {
+		return st.Seizure == mgcptest.SeizureOutgoing && st.Outpulsed == "5550123" && !st.NotificationState
+	})
+	if _, err := e.gw.TrunkAnswer(ctx, tch2); err != nil {
+		t.Fatal(err)
+	}
+	for ev := (sip.Event{}); ev.Kind != sip.EventAnswered; {
+		select {
+		case ev = <-d.Events():
+			if ev.Kind == sip.EventFailed {
+				t.Fatalf("SIP call failed: %+v", ev)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("SIP call not answered")
+		}
+	}
+	e.waitFor("reorder tried on channel 1", func() bool {
+		for _, c := range e.gw.Commands() {
+			for _, s := range c.Signals {
+				if strings.EqualFold(c.Endpoint.Local, tch1) && s.Is("DT", "ro") {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	e.idleChannel(tch1, "DT")
+	if err := d.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.idleChannel(tch2, "DT")
+	if n := len(e.pbx.Received("INVITE")); n != 0 {
+		t.Errorf("%d trunk calls placed for a seizure nobody made", n)
+	}
+	for range 2 {
+		e.record()
+	}
+}
+
+// headerLine returns the first line of a SIP message that starts with
+// name and a colon, "" when there is none.
+func headerLine(msg []byte, name string) string {
+	for _, ln := range strings.Split(string(msg), "\r\n") {
+		if k, _, ok := strings.Cut(ln, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return ln
+		}
+	}
+	return ""
+}
+
+// A trunk call without ANI (no ani(...) in the seizure): the INVITE's
+// From is anonymous (RFC 3323 §4.1.1.3), with no Privacy or
+// P-Asserted-Identity (nothing to withhold or assert), unless the trunk
+// group configures caller_id.number; a redirected INVITE keeps the same
+// caller (issue 15, F3).
+func TestTrunkOriginatedWithoutANI(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		number   string // caller_id.number
+		redirect bool   // the provider answers the first INVITE 302
+		from     string // the From header's value up to the tag
+	}{
+		{"anonymous", "", false, `"Anonymous" <sip:anonymous@anonymous.invalid>`},
+		{"anonymous/redirected", "", true, `"Anonymous" <sip:anonymous@anonymous.invalid>`},
+		{"configured number", "2125559999", false, "<sip:2125559999@"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 0
+			e := casEnv(t, "MS", "", func(in siptest.Incoming) siptest.Script {
+				n++
+				if tc.redirect && n == 1 {
+					return siptest.Script{Status: 302, Headers: map[string]string{"Contact": "<sip:5557999@127.0.0.1>"}}
+				}
+				return siptest.Script{Status: 486}
+			}, func(tr *mapping.Trunk) { tr.CallerID.Number = tc.number })
+			ctx := context.Background()
+			if _, err := e.gw.Seize(ctx, tch1, "5557000", ""); err != nil {
+				t.Fatal(err)
+			}
+			e.waitSignal(tch1, "MS/bz")
+			invites := e.pbx.Received("INVITE")
+			want := 1
+			if tc.redirect {
+				want = 2
+			}
+			if len(invites) != want {
+				t.Fatalf("%d INVITEs, want %d", len(invites), want)
+			}
+			for _, inv := range invites {
+				from := headerLine(inv.Data, "From")
+				_, v, _ := strings.Cut(from, ":")
+				if !strings.HasPrefix(strings.TrimSpace(v), tc.from) {
+					t.Errorf("From %q, want %s...", from, tc.from)
+				}
+				if to := headerLine(inv.Data, "To"); strings.Contains(to, "anonymous") {
+					t.Errorf("To %q", to)
+				}
+				for _, h := range []string{"Privacy", "P-Asserted-Identity"} {
+					if l := headerLine(inv.Data, h); l != "" {
+						t.Errorf("%s sent without a number to withhold: %q", h, l)
+					}
+				}
+			}
+			e.waitFor("rel watched", func() bool { return !e.gw.InNotificationState(tch1) })
+			if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
+				t.Fatal(err)
+			}
+			if r := e.record(); r.Answered || r.SIPStatus != 486 {
+				t.Errorf("record %+v", r)
+			}
+			e.idleChannel(tch1, "MS")
+		})
+	}
 }

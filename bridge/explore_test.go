@@ -342,8 +342,13 @@ func (x *explorer) step(a action) {
 		_, _ = gw.TrunkAnswer(ctx, channel(a.line))
 	case "trunk-did", "trunk-glare":
 		// A SIP call to one of the trunk group's DIDs; with glare the
-		// channel it seizes is seized by the far end at the same moment.
-		if a.kind == "trunk-glare" {
+		// channel it seizes is seized by the far end at the same moment,
+		// or (odd m) just before: the far end's seizure crosses mgsip's
+		// next RQNT and its sup is refused 530.
+		switch {
+		case a.kind == "trunk-glare" && a.m%2 == 1:
+			_ = gw.SeizeBefore(channel(a.line), mgcp.VerbRQNT, "2000", "")
+		case a.kind == "trunk-glare":
 			_ = gw.ArmGlare(channel(a.line), "2000", "")
 		}
 		x.call(strconv.Itoa(5550100+a.n%100), a.m%5 == 0, sip.PRACKOff, "")

@@ -98,11 +98,12 @@ type call struct {
 	mode mgcp.ConnectionMode // the mode the gateway last accepted (persist.go)
 
 	// On a CAS trunk channel (cas.go).
-	from    *sip.Account      // the identity of a trunk-originated call
-	headers map[string]string // its extra INVITE headers (Privacy, P-Asserted-Identity)
-	seizing bool              // a SIP call's seizure of the channel, before oc
-	taken   chan<- bool       // the hunt waiting for the seizure's outcome
-	outAddr string            // the address the seizure sends
+	from     *sip.Account      // the identity of a trunk-originated call
+	headers  map[string]string // its extra INVITE headers (Privacy, P-Asserted-Identity)
+	fromHost string            // its From host when anonymous (anonymous.invalid)
+	seizing  bool              // a SIP call's seizure of the channel, before oc
+	taken    chan<- bool       // the hunt waiting for the seizure's outcome
+	outAddr  string            // the address the seizure sends
 	// the far end's seizure met in a glare that keep answered
 	glareAddr, glareANI string
 }

@@ -55,8 +55,12 @@ func (l *line) retryInvite(c *call, e sip.Event) bool {
 	}
 	ctx, cancel := context.WithCancel(l.ctx)
 	p := c.peerRule
-	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: l.account(), To: to, Peer: net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
-		Transport: p.Transport, SDP: offer.SDP, SessionExpires: se, MinSE: se, PRACK: prackMode(p)})
+	from := l.account()
+	if c.from != nil {
+		from = *c.from // a trunk-originated call keeps its caller (cas.go)
+	}
+	d, err := l.b.cfg.SIP.Invite(ctx, sip.Call{From: from, To: to, Peer: net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
+		Transport: p.Transport, SDP: offer.SDP, Headers: c.headers, FromHost: c.fromHost, SessionExpires: se, MinSE: se, PRACK: prackMode(p)})
 	if err != nil {
 		cancel()
 		return false

@@ -280,6 +280,10 @@ type Call struct {
 	// provisional responses (RFC 3262); reliable ones are PRACKed
 	// whatever it says.
 	PRACK PRACKMode
+	// FromHost, when set, is the host of the From URI in place of the
+	// domain (To and the Request-URI keep theirs): "anonymous.invalid"
+	// for an anonymous caller (RFC 3323 §4.1.1.3).
+	FromHost string
 }
 
 // ErrCallFailed is wrapped by Invite errors for non-2xx answers.
@@ -308,7 +312,7 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		domain = host
 	}
 	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: c.To, Host: host, Port: port})
-	from := &sip.FromHeader{DisplayName: c.From.DisplayName, Address: sip.Uri{Scheme: "sip", User: c.From.User, Host: domain}, Params: sip.NewParams()}
+	from := &sip.FromHeader{DisplayName: c.From.DisplayName, Address: sip.Uri{Scheme: "sip", User: c.From.User, Host: cmp.Or(c.FromHost, domain)}, Params: sip.NewParams()}
 	from.Params.Add("tag", randomToken())
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: c.To, Host: domain}, Params: sip.NewParams()})

@@ -501,6 +501,7 @@ func (g *Gateway) handle(_ context.Context, _ netip.AddrPort, cmd *mgcp.Command)
 			return r
 		}
 	}
+	g.crossSeizure(cmd) // a far-end seizure crossing this command (trunk.go)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r, pending := g.execute(cmd)

@@ -74,8 +74,9 @@ const (
 
 // trunkChannel is the CAS state of one channel.
 type trunkChannel struct {
-	pkg       string   // "ms" or "dt"
-	glare     *seizure // armed by ArmGlare for the next seizure
+	pkg       string    // "ms" or "dt"
+	glare     *seizure  // armed by ArmGlare for the next seizure
+	crossing  *crossing // armed by SeizeBefore
 	answered  bool
 	seizure   string
 	outpulsed string
@@ -83,6 +84,13 @@ type trunkChannel struct {
 
 // seizure is a far-end seizure waiting for the call agent's next one.
 type seizure struct{ addr, ani string }
+
+// crossing is a far-end seizure that happens as the call agent's next
+// command of verb reaches the gateway.
+type crossing struct {
+	verb mgcp.Verb
+	seizure
+}
 
 // trunkPackages is the set of packages of a trunk channel speaking pkg.
 func trunkPackages(pkg string) map[string]struct{ events, signals map[string]bool } {
@@ -365,6 +373,58 @@ func (g *Gateway) ArmGlare(local, addr, ani string) error {
 	return nil
 }
 
+// SeizeBefore makes the far end seize the idle channel with addr (and
+// ani) just before the gateway runs the call agent's next command of verb
+// on it: the far end's seizure crossed that command on the wire. The
+// seizure is detected against the request then in force, as Seize does:
+// reported at once when sup is requested (the NTFY is sent and answered
+// before the command runs), quarantined while the endpoint waits for a
+// new request (lock-step, RFC 3435 §4.4.1), lost when not requested. The
+// command then meets a channel the far end holds: a sup signal in it is
+// refused with 530. A channel no longer idle when the command comes is
+// left alone (the far end finds it busy).
+func (g *Gateway) SeizeBefore(local string, verb mgcp.Verb, addr, ani string) error {
+	if !digitsOnly(addr) || (ani != "" && !digitsOnly(ani)) {
+		return fmt.Errorf("mgcptest: %q/%q are not digits", addr, ani)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ep, ok := g.eps[strings.ToLower(local)]
+	if !ok || ep.trunk == nil {
+		return fmt.Errorf("mgcptest: no trunk channel %q", local)
+	}
+	ep.trunk.crossing = &crossing{verb: verb, seizure: seizure{addr: addr, ani: ani}}
+	return nil
+}
+
+// crossSeizure runs the far-end seizure SeizeBefore armed for cmd, if
+// any, before cmd is executed; it must be called without g.mu.
+func (g *Gateway) crossSeizure(cmd *mgcp.Command) {
+	if !strings.EqualFold(cmd.Endpoint.Domain, g.cfg.Domain) {
+		return
+	}
+	local := cmd.Endpoint.Local
+	g.mu.Lock()
+	ep, ok := g.eps[strings.ToLower(local)]
+	if !ok || ep.trunk == nil || ep.trunk.crossing == nil || !strings.EqualFold(string(ep.trunk.crossing.verb), string(cmd.Verb)) {
+		g.mu.Unlock()
+		return
+	}
+	t := ep.trunk
+	x := t.crossing
+	t.crossing = nil
+	if t.seizure != SeizureIdle {
+		g.mu.Unlock()
+		return
+	}
+	t.seizure = SeizureIncoming
+	n, _ := g.detect(ep, supEvent(t, x.addr, x.ani))
+	g.mu.Unlock()
+	if n != nil {
+		_, _ = g.send(g.ctx, local, n)
+	}
+}
+
 // trunkState copies the CAS state into st.
 func (t *trunkChannel) state(st *EndpointState) {
 	st.Trunk = true
@@ -375,5 +435,5 @@ func (t *trunkChannel) state(st *EndpointState) {
 
 // reset forgets the CAS state, as a restart does.
 func (t *trunkChannel) reset() {
-	t.seizure, t.answered, t.outpulsed, t.glare = SeizureIdle, false, "", nil
+	t.seizure, t.answered, t.outpulsed, t.glare, t.crossing = SeizureIdle, false, "", nil, nil
 }

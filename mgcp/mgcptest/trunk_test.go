@@ -184,3 +184,66 @@ func TestTrunkGlare(t *testing.T) {
 		})
 	}
 }
+
+// A far-end seizure crossing the call agent's command (SeizeBefore): it
+// is detected against the request in force before the command runs:
+// reported at once when requested, quarantined in notification state.
+// Either way the call agent's sup meets a channel the far end holds and
+// is refused with 530, which changes nothing: the request after it,
+// without the sup, releases the quarantined seizure (RFC 3435 §4.4.1).
+func TestTrunkSeizeBefore(t *testing.T) {
+	for _, pkg := range []string{"MS", "DT"} {
+		t.Run(pkg+"/reported", func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := trunkRig(t, pkg)
+				defer r.close()
+				r.expect(200, "RQNT", ch1, "X: 1", "R: "+pkg+"/sup")
+				if err := r.gw.SeizeBefore(ch1, mgcp.VerbRQNT, "4000", "2125550000"); err != nil {
+					t.Fatal(err)
+				}
+				r.expect(530, "RQNT", ch1, "X: 2", "R: "+pkg+"/oc, "+pkg+"/sup", "S: "+pkg+"/sup(addr(5551234))")
+				r.ntfy("1", pkg+"/sup(addr(4000),ani(2125550000))")
+				if st, _ := r.gw.State(ch1); st.Seizure != SeizureIncoming || st.Outpulsed != "" {
+					t.Fatalf("state %+v", st)
+				}
+				r.expect(200, "RQNT", ch1, "X: 3", "R: "+pkg+"/rel")
+				r.none()
+				r.expect(200, "RQNT", ch1, "X: 4", "R: "+pkg+"/rlc", "S: "+pkg+"/rel")
+				r.ntfy("4", pkg+"/rlc")
+				r.expect(200, "RQNT", ch1, "X: 5", "R: "+pkg+"/sup")
+				if err := r.gw.CheckIdle(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+		t.Run(pkg+"/quarantined", func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := trunkRig(t, pkg)
+				defer r.close()
+				// An outgoing call released by the call agent: after the
+				// rlc the endpoint waits for a new request (lock-step).
+				r.expect(200, "RQNT", ch1, "X: 1", "R: "+pkg+"/oc", "S: "+pkg+"/sup(addr(5551234))")
+				r.ntfy("1", pkg+"/oc")
+				r.expect(200, "RQNT", ch1, "X: 2", "R: "+pkg+"/rlc", "S: "+pkg+"/rel")
+				r.ntfy("2", pkg+"/rlc")
+				if err := r.gw.SeizeBefore(ch1, mgcp.VerbRQNT, "4000", ""); err != nil {
+					t.Fatal(err)
+				}
+				r.expect(530, "RQNT", ch1, "X: 3", "R: "+pkg+"/oc, "+pkg+"/sup", "S: "+pkg+"/sup(addr(5551235))")
+				r.none()
+				if q := r.gw.Quarantined(ch1); len(q) != 1 || !q[0].Is(pkg, "sup") {
+					t.Fatalf("quarantine %v", q)
+				}
+				r.expect(200, "RQNT", ch1, "X: 4", "R: "+pkg+"/sup, "+pkg+"/rel")
+				r.ntfy("4", pkg+"/sup(addr(4000))")
+				r.expect(200, "RQNT", ch1, "X: 5", "R: "+pkg+"/rel")
+				r.notified(r.gw.TrunkRelease(context.Background(), ch1))
+				r.ntfy("5", pkg+"/rel")
+				r.expect(200, "RQNT", ch1, "X: 6", "R: "+pkg+"/sup", "S: "+pkg+"/rlc")
+				if err := r.gw.CheckIdle(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+	}
+}
