@@ -372,8 +372,12 @@ func (b *Bridge) HandleMGCP(ctx context.Context, from netip.AddrPort, cmd *mgcp.
 	wasDown := h.down
 	h.down, h.timeouts, h.lastOK = false, 0, time.Now()
 	b.mu.Unlock()
-	if wasDown && cmd.Verb != mgcp.VerbRSIP {
-		// A command from a gateway marked down proves it is back.
+	if wasDown && !resyncsAll(cmd) {
+		// A command from a gateway marked down proves it is back: its
+		// lines are audited again, since connections of calls that ended
+		// while it was down were not deleted (a line sends nothing to a
+		// gateway that is down). The keepalive no longer sees the gateway
+		// down once this command has marked it up.
 		go b.markUp(gw)
 	}
 	ok := &mgcp.Response{Code: mgcp.CodeOK, TransactionID: cmd.TransactionID}
@@ -403,6 +407,14 @@ func (b *Bridge) HandleMGCP(ctx context.Context, from netip.AddrPort, cmd *mgcp.
 		return ok
 	}
 	return &mgcp.Response{Code: mgcp.CodeUnknownCommand, TransactionID: cmd.TransactionID}
+}
+
+// resyncsAll reports whether cmd is an RSIP after which every line of
+// the gateway audits its endpoint anyway (RFC 3435 §4.4.6): a wildcard
+// restart, forced, disconnected or cancel-graceful. A graceful RSIP
+// audits nothing, and one endpoint's RSIP only that endpoint.
+func resyncsAll(cmd *mgcp.Command) bool {
+	return cmd.Verb == mgcp.VerbRSIP && cmd.Endpoint.IsWildcard() && cmd.RestartMethod != mgcp.RestartGraceful
 }
 
 // unknownRequest answers an NTFY whose X: the line never issued: 538
