@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,99 +17,6 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// etcdProxy sits between one daemon and etcd; Cut black-holes the
-// connection (a partition: nothing passes, nothing is closed).
-type etcdProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
-}
-
-func startEtcdProxy(t *testing.T, target string) *etcdProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &etcdProxy{ln: ln, target: strings.TrimPrefix(target, "http://")}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.closeAll()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			cut := p.cut
-			p.mu.Unlock()
-			if cut {
-				wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
-				continue
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, u)
-			p.mu.Unlock()
-			wg.Go(func() { p.pipe(u, c) })
-			wg.Go(func() { p.pipe(c, u) })
-		}
-	})
-	return p
-}
-
-func (p *etcdProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := src.Read(buf)
-		if err != nil {
-			_ = dst.Close()
-			return
-		}
-		p.mu.Lock()
-		cut := p.cut
-		p.mu.Unlock()
-		if cut {
-			continue
-		}
-		if _, err := dst.Write(buf[:k]); err != nil {
-			_ = src.Close()
-			return
-		}
-	}
-}
-
-func (p *etcdProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
-func (p *etcdProxy) Cut()             { p.mu.Lock(); p.cut = true; p.mu.Unlock() }
-
-// Heal forwards again (the clients reconnect).
-func (p *etcdProxy) Heal() {
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
-	p.closeAll()
-}
-
-func (p *etcdProxy) closeAll() {
-	p.mu.Lock()
-	conns := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
-
 // TestClusterCallSurvivesPartition: two daemons on a real etcd, one
 // gateway. The PBX calls the line, answered on a (the owner); a is cut
 // off from etcd, fences itself and forgets the call without a BYE or a
@@ -119,7 +25,7 @@ func (p *etcdProxy) closeAll() {
 // PBX's hang-up reaches b, which deletes the connection.
 func TestClusterCallSurvivesPartition(t *testing.T) {
 	etcd := testutil.StartEtcd(t)
-	px := startEtcdProxy(t, etcd.Endpoint)
+	px := testutil.StartProxy(t, etcd.Endpoint)
 	pa, pb := freeUDPPort(t), freeUDPPort(t)
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -137,7 +43,7 @@ func TestClusterCallSurvivesPartition(t *testing.T) {
 	}
 	defer gw.Close()
 	gwPort := conn.LocalAddr().(*net.UDPAddr).Port
-	a := startClusterDaemon(t, px.endpoint(), "a", pa, gwPort, reg.Addr())
+	a := startClusterDaemon(t, px.Addr(), "a", pa, gwPort, reg.Addr())
 	waitUntil(t, 10*time.Second, "a registers the line", func() bool {
 		b, ok := reg.Binding("101")
 		return ok && strings.Contains(b.Contact, a.sip)
