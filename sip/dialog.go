@@ -165,6 +165,9 @@ type Dialog struct {
 	inviteTx      sip.ServerTransaction
 	pracked       bool
 	earlyAnswered bool
+	// keptAck names our ACK of the 2xx after a PRACK while the stack
+	// repeats it (ackrepeat.go); dropped when the dialog ends.
+	keptAck *ackKey
 	// remoteTag is the To tag of the latest response to our INVITE
 	// (outbound; tags).
 	remoteTag string
@@ -448,6 +451,12 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		s.inboundMu.Lock()
 		delete(s.outbound, sess)
 		s.inboundMu.Unlock()
+		d.mu.Lock()
+		kept := d.keptAck
+		d.mu.Unlock()
+		if kept != nil {
+			s.acks.drop(*kept)
+		}
 		// sipgo keeps an established session in its dialog cache until
 		// Close, which sends nothing: without it every outbound call
 		// stayed in the cache for the life of the stack.
