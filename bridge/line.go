@@ -82,6 +82,9 @@ type call struct {
 	gone       bool              // its far end hung up while xfer was tried: the connection waits for xfer
 	redirects  int               // 3xx followed (retry.go)
 	retried422 bool              // placed again after a 422
+	// answerInAck: an offerless INVITE with Replaces got our offer in
+	// the 200, the answer comes with the ACK (replaces.go).
+	answerInAck bool
 
 	// For the call's record (cdr.go).
 	dialled   string // the number as dialled, before rewriting
