@@ -210,7 +210,14 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if status != sip.StatusOK {
 		var hs []sip.Header
 		for k, v := range script.Headers {
-			hs = append(hs, sip.NewHeader(k, v))
+			// Parsed as sipgo parses what it reads: a scripted Contact is
+			// then the response's Contact, and the session does not add
+			// its own (a 3xx's contacts are its targets, and only those).
+			parsed, err := sip.HeadersParser(sip.DefaultHeadersParser()).ParseHeader(nil, []byte(k+": "+v))
+			if err != nil {
+				parsed = []sip.Header{sip.NewHeader(k, v)}
+			}
+			hs = append(hs, parsed...)
 		}
 		_ = sess.Respond(status, "Scripted", nil, hs...)
 		return
