@@ -12,8 +12,8 @@ package bridge
 //     481, and the ringing call goes on;
 //   - the line's waiting call (not answered: an early dialog the far end
 //     started): 481, and it waits on;
-//   - a call whose transfer is under way, a call in a three-way
-//     conference, or the active call while another one is held: 486;
+//   - a call whose transfer is under way, a consultation call or a call
+//     in a three-way conference: 486;
 //   - a call that has ended meanwhile: 603.
 //
 // Otherwise the new dialog takes the call's connection: one MDCX gives the
@@ -106,7 +106,12 @@ func (l *line) replaceActive(d, old *sip.Dialog, earlyOnly bool, done chan struc
 	case !confirmed && old.Inbound:
 		refuse(481, "Call/Transaction Does Not Exist") // §3: an early dialog we did not start
 		return
-	case c.xfer != nil || c.referring || c.peer != nil || l.other != nil || l.transfer.active:
+	case c.xfer != nil || c.referring || c.peer != nil || l.consult || l.conf || l.transfer.active:
+		// Being transferred, a consultation or a conference: the other
+		// call depends on this one.
+		refuse(486, "Busy Here")
+		return
+	case l.other != nil && (l.other.referring || l.other.xfer != nil):
 		refuse(486, "Busy Here")
 		return
 	case confirmed && l.state != stConnected, !confirmed && l.state != stCalling:

@@ -381,3 +381,74 @@ func TestReplacesOfferless(t *testing.T) {
 		})
 	}
 }
+
+// TestReplacesActiveWhileWaiting: line 1 talks to 2000 (A) while the
+// PBX's call B waits; an INVITE replacing A takes A's connection and
+// talks, A gets a BYE, B waits on (its waiting connection untouched); a
+// flash then answers B and holds the new call, as it would have held A.
+func TestReplacesActiveWhileWaiting(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	connA := e.conn("aaln/1").ID
+	var invA, okA siptest.Message
+	e.waitFor("A's INVITE and 200 at the PBX", func() bool {
+		r := e.pbx.Received("INVITE")
+		if len(r) == 0 {
+			return false
+		}
+		invA = r[0]
+		for _, m := range e.pbx.Sent("SIP/2.0 200") {
+			if header(m.Data, "Call-ID") == header(invA.Data, "Call-ID") && strings.HasSuffix(header(m.Data, "CSeq"), "INVITE") {
+				okA = m
+				return true
+			}
+		}
+		return false
+	})
+	repA := header(invA.Data, "Call-ID") + ";to-tag=" + tagOf(invA.Data, "From") + ";from-tag=" + tagOf(okA.Data, "To")
+	waiting := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		waiting <- c
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sdp := strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40200", 1)
+	nc, err := e.pbx.CallWith(ctx, "1001", "5557777", []byte(sdp), map[string]string{"Replaces": repA})
+	if err != nil || nc.Status != 200 {
+		t.Fatalf("INVITE replacing the active call: %+v %v", nc, err)
+	}
+	e.waitFor("A's BYE", func() bool {
+		for _, m := range e.pbx.Received("BYE") {
+			if header(m.Data, "Call-ID") == header(invA.Data, "Call-ID") {
+				return true
+			}
+		}
+		return false
+	})
+	st := e.state("aaln/1")
+	if len(st.Connections) != 2 || st.Connections[0].ID != connA || st.Connections[0].Mode != mgcp.ModeSendRecv ||
+		!strings.Contains(string(st.Connections[0].RemoteSDP), "m=audio 40200") || st.Connections[1].Mode != mgcp.ModeInactive {
+		t.Fatalf("connections %v: want A's toward the new far end, B's still waiting", st.Connections)
+	}
+	e.flash("aaln/1")
+	b := <-waiting
+	if b == nil || b.Status != 200 {
+		t.Fatalf("waiting call: %+v", b)
+	}
+	e.waitFor("the new call held, B talking", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	if err := b.HangUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the new call back", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	select {
+	case <-nc.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new call got no BYE")
+	}
+}
