@@ -386,6 +386,10 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.onPBXConf(c, e)
 		return
 	}
+	if e.Kind == sip.EventAnswered && c.answerInAck {
+		l.takeAckAnswer(c, e) // replaces.go
+		return
+	}
 	if l.call != c {
 		if l.other == c {
 			l.onOtherSIP(c, e)

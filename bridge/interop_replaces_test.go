@@ -17,8 +17,17 @@ import (
 // an INVITE whose Replaces names that dialog (RFC 3891): mgsip answers it,
 // moves the line's connection to B's media (same connection, B's
 // address) and hangs up A (A's scenario needs the BYE). B hangs up after
-// a while; the phone goes on hook and the line ends armed.
+// a while; the phone goes on hook and the line ends armed. Once B's
+// INVITE carries SDP; once it carries none (uac_replaces_offerless.xml):
+// B then requires an offer in our 200 and answers in its ACK, and the
+// connection moves to B's media once that ACK came.
 func TestInteropReplacesSIPp(t *testing.T) {
+	for _, sc := range []string{"uac_replaces.xml", "uac_replaces_offerless.xml"} {
+		t.Run(strings.TrimSuffix(sc, ".xml"), func(t *testing.T) { interopReplaces(t, "testdata/sipp/"+sc) })
+	}
+}
+
+func interopReplaces(t *testing.T, scenarioB string) {
 	logFile := filepath.Join(t.TempDir(), "a.log")
 	uasA := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_replaced.xml", "-trace_logs", "-log_file", logFile)
 	r := newFaultRig(t, rigOptions{uas: uasA.Addr})
@@ -45,7 +54,7 @@ func TestInteropReplacesSIPp(t *testing.T) {
 	if err := os.WriteFile(inf, []byte("SEQUENTIAL\n"+fields[0]+";"+fields[1]+";\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	uacB := testutil.StartSIPp(t, "-sf", "testdata/sipp/uac_replaces.xml", "-inf", inf, "-s", "1001", r.sipAddr)
+	uacB := testutil.StartSIPp(t, "-sf", scenarioB, "-inf", inf, "-s", "1001", r.sipAddr)
 	bHost, _, _ := net.SplitHostPort(uacB.Addr)
 	r.sim.waitFor("the line's connection toward B", func() bool {
 		st := r.state("aaln/1")

@@ -81,7 +81,11 @@ type call struct {
 	xferOf     *call             // (of that new call) the call it is to replace
 	gone       bool              // its far end hung up while xfer was tried: the connection waits for xfer
 	redirects  int               // 3xx followed (retry.go)
-	retried422 bool              // placed again after a 422
+	minSE      time.Duration     // the Min-SE of the last 422 followed (retry.go)
+	retries422 int               // placed again after a 422, so many times
+	// answerInAck: an offerless INVITE with Replaces got our offer in
+	// the 200, the answer comes with the ACK (replaces.go).
+	answerInAck bool
 
 	// For the call's record (cdr.go).
 	dialled   string // the number as dialled, before rewriting

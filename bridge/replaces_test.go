@@ -178,3 +178,277 @@ func TestReplacesEarlyDialogs(t *testing.T) {
 	e.onHook("aaln/2")
 	e.noConnections("aaln/2")
 }
+
+// header returns the value of a message's first header called name.
+func header(msg []byte, name string) string {
+	for _, ln := range strings.Split(string(msg), "\r\n") {
+		if k, v, ok := strings.Cut(ln, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// TestReplacesHeldCall: line 1 talks to 2000 (A); the PBX's call B waits.
+// An INVITE whose Replaces names the waiting call (an early dialog the far
+// end started) gets 481 and B waits on (RFC 3891 §3). A flash answers B
+// and holds A; an INVITE replacing A, the held call, takes A's place and
+// state: our answer is a=sendonly, A's connection stays inactive and now
+// points at the new far end, A gets a BYE. The next flash resumes the new
+// call (re-INVITE a=sendrecv, connection sendrecv) and holds B; the new
+// party hanging up brings B back; hanging up ends it, nothing left.
+func TestReplacesHeldCall(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	connA := e.conn("aaln/1").ID
+	var invA, okA siptest.Message
+	e.waitFor("A's INVITE and 200 at the PBX", func() bool {
+		r := e.pbx.Received("INVITE")
+		if len(r) == 0 {
+			return false
+		}
+		invA = r[0]
+		for _, m := range e.pbx.Sent("SIP/2.0 200") {
+			if header(m.Data, "Call-ID") == header(invA.Data, "Call-ID") && strings.HasSuffix(header(m.Data, "CSeq"), "INVITE") {
+				okA = m
+				return true
+			}
+		}
+		return false
+	})
+	repA := header(invA.Data, "Call-ID") + ";to-tag=" + tagOf(invA.Data, "From") + ";from-tag=" + tagOf(okA.Data, "To")
+
+	waiting := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		waiting <- c
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	var invB, ringB siptest.Message
+	e.waitFor("B's INVITE and our 180", func() bool {
+		for _, m := range e.pbx.Sent("INVITE") {
+			if strings.HasPrefix(m.StartLine(), "INVITE sip:1001@") {
+				invB = m
+			}
+		}
+		for _, m := range e.pbx.Messages() {
+			if !m.Outgoing && strings.HasPrefix(m.StartLine(), "SIP/2.0 180") {
+				ringB = m
+			}
+		}
+		return invB.Data != nil && ringB.Data != nil
+	})
+	repB := header(invB.Data, "Call-ID") + ";to-tag=" + tagOf(ringB.Data, "To") + ";from-tag=" + tagOf(invB.Data, "From")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sdp := strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40200", 1)
+	if c, err := e.pbx.CallWith(ctx, "1001", "5557777", []byte(sdp), map[string]string{"Replaces": repB}); err == nil || c.Status != 481 {
+		t.Fatalf("Replaces naming the waiting call: %+v %v, want 481", c, err)
+	}
+	if m := e.modes("aaln/1"); m != "sendrecv inactive" {
+		t.Fatalf("after the refusal: %q, want A talking and B waiting", m)
+	}
+
+	e.flash("aaln/1")
+	b := <-waiting
+	if b == nil || b.Status != 200 {
+		t.Fatalf("waiting call: %+v", b)
+	}
+	e.waitFor("A held, B talking", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	nc, err := e.pbx.CallWith(ctx, "1001", "5557777", []byte(sdp), map[string]string{"Replaces": repA})
+	if err != nil || nc.Status != 200 {
+		t.Fatalf("INVITE replacing the held call: %+v %v", nc, err)
+	}
+	if !strings.Contains(string(nc.SDP), "a=sendonly") {
+		t.Errorf("answer %q: want a=sendonly (the call stays held)", nc.SDP)
+	}
+	e.waitFor("A's BYE", func() bool {
+		for _, m := range e.pbx.Received("BYE") {
+			if header(m.Data, "Call-ID") == header(invA.Data, "Call-ID") {
+				return true
+			}
+		}
+		return false
+	})
+	st := e.state("aaln/1")
+	if len(st.Connections) != 2 {
+		t.Fatalf("connections %v", st.Connections)
+	}
+	held := st.Connections[0]
+	if held.ID != connA || held.Mode != mgcp.ModeInactive || !strings.Contains(string(held.RemoteSDP), "m=audio 40200") {
+		t.Fatalf("held connection %s mode %s remote %q: want A's, inactive, toward the new far end", held.ID, held.Mode, held.RemoteSDP)
+	}
+
+	e.flash("aaln/1")
+	e.waitFor("the new call resumed, B held", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
+	e.waitFor("resume re-INVITE to the new call", func() bool {
+		for _, m := range e.pbx.Received("INVITE") {
+			if header(m.Data, "Call-ID") != header(invA.Data, "Call-ID") && strings.Contains(string(m.Data), "a=sendrecv") &&
+				tagOf(m.Data, "To") != "" && strings.Contains(string(m.Data), "5557777") {
+				return true
+			}
+		}
+		return false
+	})
+	if err := nc.HangUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("B back", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	select {
+	case <-b.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("B got no BYE")
+	}
+}
+
+// TestReplacesOfferless: an INVITE with Replaces and no SDP (RFC 3264 §4)
+// gets the gateway's description as the offer in our 200 (a=sendrecv
+// toward the connection's port) and its answer from the ACK (RFC 3261
+// §13.2.1): only then does the connection go to the new far end. An ACK
+// without an answer, or with one the gateway cannot take, ends the new
+// call with a BYE and the phone hears reorder; the replaced call is gone
+// either way.
+func TestReplacesOfferless(t *testing.T) {
+	good := strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40200", 1)
+	bad := "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40200 RTP/AVP 98\r\na=rtpmap:98 opus/48000/2\r\n"
+	for _, tc := range []struct {
+		name   string
+		answer string
+		works  bool
+	}{
+		{"answer in the ACK", good, true},
+		{"no answer", "", false},
+		{"unusable answer", bad, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{register: true})
+			first := make(chan *siptest.OutCall, 1)
+			go func() {
+				c, _ := e.pbx.Call(context.Background(), "1002", "5551234", []byte(siptest.DefaultAnswerSDP))
+				first <- c
+			}()
+			e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
+			e.offHook("aaln/2")
+			a := <-first
+			if a == nil || a.Status != 200 {
+				t.Fatalf("first call %+v", a)
+			}
+			e.waitFor("talking", func() bool { return e.conn("aaln/2").Mode == mgcp.ModeSendRecv })
+			conn := e.conn("aaln/2")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var offer []byte
+			b, err := e.pbx.CallOfferless(ctx, "1002", "5557777", map[string]string{"Replaces": a.ReplacesValue()},
+				func(o []byte) []byte { offer = o; return []byte(tc.answer) })
+			if err != nil || b.Status != 200 {
+				t.Fatalf("offerless INVITE with Replaces: %+v %v", b, err)
+			}
+			if !strings.Contains(string(offer), "m=audio "+strconv.Itoa(conn.RTPPort)) || strings.Contains(string(offer), "a=sendonly") ||
+				strings.Contains(string(offer), "a=inactive") {
+				t.Fatalf("offer %q: want the gateway's port %d, not on hold", offer, conn.RTPPort)
+			}
+			select {
+			case <-a.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the replaced call got no BYE")
+			}
+			if !tc.works {
+				select {
+				case <-b.Done():
+				case <-time.After(10 * time.Second):
+					t.Fatal("the new call was not hung up")
+				}
+				e.waitSignal("aaln/2", "L/ro")
+				e.noConnections("aaln/2")
+				e.onHook("aaln/2")
+				return
+			}
+			e.waitFor("the connection toward the answer", func() bool {
+				c := e.conn("aaln/2")
+				return c.ID == conn.ID && c.Mode == mgcp.ModeSendRecv && strings.Contains(string(c.RemoteSDP), "m=audio 40200")
+			})
+			e.onHook("aaln/2")
+			select {
+			case <-b.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("hanging up did not end the new call")
+			}
+			e.noConnections("aaln/2")
+		})
+	}
+}
+
+// TestReplacesActiveWhileWaiting: line 1 talks to 2000 (A) while the
+// PBX's call B waits; an INVITE replacing A takes A's connection and
+// talks, A gets a BYE, B waits on (its waiting connection untouched); a
+// flash then answers B and holds the new call, as it would have held A.
+func TestReplacesActiveWhileWaiting(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("A answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	connA := e.conn("aaln/1").ID
+	var invA, okA siptest.Message
+	e.waitFor("A's INVITE and 200 at the PBX", func() bool {
+		r := e.pbx.Received("INVITE")
+		if len(r) == 0 {
+			return false
+		}
+		invA = r[0]
+		for _, m := range e.pbx.Sent("SIP/2.0 200") {
+			if header(m.Data, "Call-ID") == header(invA.Data, "Call-ID") && strings.HasSuffix(header(m.Data, "CSeq"), "INVITE") {
+				okA = m
+				return true
+			}
+		}
+		return false
+	})
+	repA := header(invA.Data, "Call-ID") + ";to-tag=" + tagOf(invA.Data, "From") + ";from-tag=" + tagOf(okA.Data, "To")
+	waiting := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		waiting <- c
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sdp := strings.Replace(siptest.DefaultAnswerSDP, "m=audio 40000", "m=audio 40200", 1)
+	nc, err := e.pbx.CallWith(ctx, "1001", "5557777", []byte(sdp), map[string]string{"Replaces": repA})
+	if err != nil || nc.Status != 200 {
+		t.Fatalf("INVITE replacing the active call: %+v %v", nc, err)
+	}
+	e.waitFor("A's BYE", func() bool {
+		for _, m := range e.pbx.Received("BYE") {
+			if header(m.Data, "Call-ID") == header(invA.Data, "Call-ID") {
+				return true
+			}
+		}
+		return false
+	})
+	st := e.state("aaln/1")
+	if len(st.Connections) != 2 || st.Connections[0].ID != connA || st.Connections[0].Mode != mgcp.ModeSendRecv ||
+		!strings.Contains(string(st.Connections[0].RemoteSDP), "m=audio 40200") || st.Connections[1].Mode != mgcp.ModeInactive {
+		t.Fatalf("connections %v: want A's toward the new far end, B's still waiting", st.Connections)
+	}
+	e.flash("aaln/1")
+	b := <-waiting
+	if b == nil || b.Status != 200 {
+		t.Fatalf("waiting call: %+v", b)
+	}
+	e.waitFor("the new call held, B talking", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	if err := b.HangUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the new call back", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	select {
+	case <-nc.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new call got no BYE")
+	}
+}

@@ -19,14 +19,21 @@ import (
 // the number to the UAC; a loop of redirects must end).
 const maxRedirects = 3
 
+// max422 bounds the 422s a call follows: each proxy on the way may have
+// its own minimum, so a second 422 with a larger Min-SE is followed too
+// (RFC 4028 §7.4), a third is the end.
+const max422 = 2
+
 // retryInvite places the outgoing call c again after a 3xx or a 422,
 // when that is allowed; it reports whether it did.
 //
 // A 3xx is followed at most maxRedirects times, to the first Contact of
 // the redirect: its user is called through the same SIP peer (a redirect
 // never sends the line's call, or its credentials, to a host of the far
-// end's choosing). A 422 is retried once, with Session-Expires and
-// Min-SE raised to the peer's Min-SE (RFC 4028 §7.3).
+// end's choosing). A 422 is retried with Session-Expires and Min-SE
+// raised to the peer's Min-SE (RFC 4028 §7.4), max422 times at most and
+// only while the Min-SE grows; a 422 without Min-SE (RFC 4028 §6 requires
+// one) says nothing to retry with and ends the call.
 func (l *line) retryInvite(c *call, e sip.Event) bool {
 	if c.dialog == nil || c.dialog.Inbound || c.peerRule == nil || l.b.cfg.SIP == nil || l.call != c || l.state != stCalling {
 		return false
@@ -40,9 +47,9 @@ func (l *line) retryInvite(c *call, e sip.Event) bool {
 		}
 		c.redirects++
 		to = u.User
-	case e.Status == 422 && e.MinSE > 0 && !c.retried422:
-		c.retried422 = true
-		se = e.MinSE
+	case e.Status == 422 && e.MinSE > c.minSE && c.retries422 < max422:
+		c.retries422++
+		c.minSE, se = e.MinSE, e.MinSE
 	default:
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,12 +91,12 @@ func failed(res *sip.Response) *Event {
 	e := &Event{Kind: EventFailed, Status: res.StatusCode, Reason: res.Reason}
 	if res.StatusCode >= 300 && res.StatusCode < 400 {
 		for _, h := range res.GetHeaders("Contact") {
-			for _, v := range strings.Split(h.Value(), ",") {
-				if v = strings.TrimSpace(v); v != "" {
-					e.Contacts = append(e.Contacts, v)
-				}
-			}
+			e.Contacts = append(e.Contacts, splitContacts(h.Value())...)
 		}
+		// RFC 3261 §8.1.3.4 (with §16.6's order): the targets of a
+		// redirect are tried highest q-value first; equal ones (and
+		// those without q, 1.0) keep the order they came in.
+		slices.SortStableFunc(e.Contacts, func(a, b string) int { return cmp.Compare(contactQ(b), contactQ(a)) })
 	}
 	if res.StatusCode == 422 {
 		if h := res.GetHeader("Min-SE"); h != nil {
@@ -106,6 +107,59 @@ func failed(res *sip.Response) *Event {
 		}
 	}
 	return e
+}
+
+// splitContacts splits a Contact header value into its contacts: at the
+// commas outside quoted strings and angle brackets (a display name may
+// hold a comma, RFC 3261 §25.1).
+func splitContacts(v string) []string {
+	var out []string
+	quoted, angle, start := false, false, 0
+	add := func(c string) {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case quoted && c == '\\':
+			i++ // a quoted pair
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ',' && !angle:
+			add(v[start:i])
+			start = i + 1
+		}
+	}
+	add(v[start:])
+	return out
+}
+
+// contactQ is a contact's q parameter (RFC 3261 §20.10), 1 without one
+// or with one that does not parse.
+func contactQ(c string) float64 {
+	params := c
+	if i := strings.LastIndexByte(c, '>'); i >= 0 {
+		params = c[i+1:]
+	} else if i := strings.IndexByte(c, ';'); i >= 0 {
+		params = c[i:] // a bare URI: its parameters are the header's
+	} else {
+		return 1
+	}
+	for _, p := range strings.Split(params, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if strings.EqualFold(k, "q") {
+			if q, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && q >= 0 && q <= 1 {
+				return q
+			}
+		}
+	}
+	return 1
 }
 
 // Dialog is one SIP dialog, inbound or outbound. Events arrive on Events;
@@ -165,6 +219,9 @@ type Dialog struct {
 	inviteTx      sip.ServerTransaction
 	pracked       bool
 	earlyAnswered bool
+	// keptAck names our ACK of the 2xx after a PRACK while the stack
+	// repeats it (ackrepeat.go); dropped when the dialog ends.
+	keptAck *ackKey
 	// remoteTag is the To tag of the latest response to our INVITE
 	// (outbound; tags).
 	remoteTag string
@@ -335,9 +392,11 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	}
 	if se := cmp.Or(c.SessionExpires, s.cfg.SessionExpires); se > 0 {
 		// RFC 4028 §7.1: ask for a session interval; the UAS picks the
-		// refresher.
+		// refresher. The interval is never below our own Min-SE (§4).
+		minSE := cmp.Or(c.MinSE, s.cfg.MinSE)
+		se = max(se, minSE)
 		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))))
-		req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(int(cmp.Or(c.MinSE, s.cfg.MinSE)/time.Second))))
+		req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(int(minSE/time.Second))))
 	}
 	if len(c.SDP) > 0 {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -448,6 +507,12 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 		s.inboundMu.Lock()
 		delete(s.outbound, sess)
 		s.inboundMu.Unlock()
+		d.mu.Lock()
+		kept := d.keptAck
+		d.mu.Unlock()
+		if kept != nil {
+			s.acks.drop(*kept)
+		}
 		// sipgo keeps an established session in its dialog cache until
 		// Close, which sends nothing: without it every outbound call
 		// stayed in the cache for the life of the stack.

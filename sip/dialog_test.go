@@ -240,3 +240,39 @@ func TestByeBeforeAnswerCancels(t *testing.T) {
 		t.Fatalf("caller: %+v", e)
 	}
 }
+
+// TestSessionExpiresNotBelowMinSE: an INVITE never asks for a session
+// interval below the Min-SE it sends (RFC 4028 §4): a retry after a 422
+// that raises only the Min-SE raises Session-Expires with it; otherwise
+// both are as asked.
+func TestSessionExpiresNotBelowMinSE(t *testing.T) {
+	stack, _ := capturedStack(t)
+	for _, tc := range []struct {
+		se, minSE time.Duration
+		want      string
+	}{
+		{100 * time.Second, 600 * time.Second, "600 600"},
+		{1200 * time.Second, 600 * time.Second, "1200 600"},
+	} {
+		p := newPeer(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		d, err := stack.Invite(ctx, sip.Call{From: sip.Account{User: "2001"}, To: "2002", Peer: p.addr(), SDP: []byte(offer),
+			SessionExpires: tc.se, MinSE: tc.minSE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv := p.expect("INVITE ", 5*time.Second)
+		if got := hdr(inv, "Session-Expires") + " " + hdr(inv, "Min-SE"); got != tc.want {
+			t.Errorf("Session-Expires, Min-SE: %q, want %q", got, tc.want)
+		}
+		// Refused at once, so the dialog ends without a CANCEL.
+		p.send(stack.LocalAddr(), "SIP/2.0 486 Busy Here\r\nVia: "+hdr(inv, "Via")+"\r\nFrom: "+hdr(inv, "From")+"\r\nTo: "+
+			hdr(inv, "To")+";tag=b1\r\nCall-ID: "+hdr(inv, "Call-ID")+"\r\nCSeq: "+hdr(inv, "CSeq")+"\r\nContent-Length: 0\r\n\r\n")
+		for e := range d.Events() {
+			if e.Kind != sip.EventFailed || e.Status != 486 {
+				t.Errorf("event %+v", e)
+			}
+		}
+		cancel()
+	}
+}

@@ -448,7 +448,8 @@ func (d *Dialog) newPRACK(res *sip.Response, rseq uint32) (*sip.Request, error) 
 
 // ackInvite acknowledges the 2xx of our INVITE after a PRACK (see the top
 // of this file): the INVITE's CSeq number, the 2xx's route set (its
-// Record-Route reversed, RFC 3261 §12.1.2) and remote target.
+// Record-Route reversed, RFC 3261 §12.1.2) and remote target. The stack
+// keeps it to send again for each repeated 2xx (ackrepeat.go).
 func (d *Dialog) ackInvite(res *sip.Response, body []byte) error {
 	inv := d.invite
 	target := inv.Recipient
@@ -480,7 +481,17 @@ func (d *Dialog) ackInvite(res *sip.Response, body []byte) error {
 		ack.SetDestination(inv.Destination())
 	}
 	d.stack.fromListener(ack)
-	return d.stack.client.WriteRequest(ack, sipgo.ClientRequestAddVia)
+	if err := d.stack.client.WriteRequest(ack, sipgo.ClientRequestAddVia); err != nil {
+		return err
+	}
+	// §13.2.2.4: this ACK goes out again for every retransmission of
+	// the 2xx (ackrepeat.go).
+	if key, ok := d.stack.acks.keep(ack); ok {
+		d.mu.Lock()
+		d.keptAck = &key
+		d.mu.Unlock()
+	}
+	return nil
 }
 
 // clientBye sends the BYE of an outbound dialog. sipgo's session refuses

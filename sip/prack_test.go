@@ -638,3 +638,136 @@ func TestInteropKamailioSIPpPRACK(t *testing.T) {
 		t.Errorf("the PRACK did not come through Kamailio (%d Via headers)", n)
 	}
 }
+
+// TestInteropSIPpRepeats200: SIPp answers our INVITE and sends the 200
+// three times, each after our ACK of the one before, as a UAS does when
+// the ACKs are lost (RFC 3261 §13.3.1.4); it requires an ACK for each.
+// Without 100rel sipgo's session repeats its ACK; after a PRACK the ACK
+// is ours and the stack repeats it. Either way the three ACKs are the
+// same message (§13.2.2.4: the ACK is passed to the transport again, so
+// same branch and the INVITE's CSeq number), and no more than three go
+// out.
+func TestInteropSIPpRepeats200(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		scenario string
+		prack    sip.PRACKMode
+	}{
+		{"plain", "testdata/sipp/uas_repeats_200.xml", sip.PRACKOff},
+		{"100rel", "testdata/sipp/uas_repeats_200_100rel.xml", sip.PRACKSupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// -nr: SIPp would otherwise take our repeated ACK for a
+			// repetition of the first and answer it with the 200 it sent
+			// after that one, without end.
+			sipp := startSIPp(t, "-nr", "-sf", tc.scenario)
+			stack, cp := capturedStack(t)
+			d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "service", Peer: sipp.Addr,
+				SDP: []byte(offer), PRACK: tc.prack})
+			if err != nil {
+				t.Fatal(err)
+			}
+			timeout := time.AfterFunc(20*time.Second, func() { _ = d.Bye(context.Background()) })
+			defer timeout.Stop()
+			var kinds []string
+			for e := range d.Events() {
+				kinds = append(kinds, e.Kind.String())
+				if e.Kind == sip.EventFailed {
+					t.Fatalf("call failed: %+v\n%s", e, sipp.Output.String())
+				}
+			}
+			sipp.Wait(t)
+			if got, want := kinds[len(kinds)-2:], []string{"answered", "bye"}; strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("events %v, want them to end with %v", kinds, want)
+			}
+			if n := len(cp.find(true, "PRACK ")); (tc.prack != sip.PRACKOff) != (n > 0) {
+				t.Fatalf("%d PRACKs sent", n)
+			}
+			inv, acks := cp.find(true, "INVITE "), cp.find(true, "ACK ")
+			if len(acks) != 3 {
+				t.Fatalf("%d ACKs sent for three 200s, want 3: %q", len(acks), acks)
+			}
+			if cseqNum(t, acks[0]) != cseqNum(t, inv[0]) || !strings.HasSuffix(hdr(acks[0], "CSeq"), "ACK") {
+				t.Errorf("ACK CSeq %q, INVITE's %q", hdr(acks[0], "CSeq"), hdr(inv[0], "CSeq"))
+			}
+			for i, a := range acks[1:] {
+				if a != acks[0] {
+					t.Errorf("ACK %d differs from the first:\n%s\n----\n%s", i+2, a, acks[0])
+				}
+			}
+		})
+	}
+}
+
+// TestPRACKUACRepeatsAck: after a PRACK the ACK of the 2xx is built by
+// the stack; a strict provider repeats the 200 twice, as if our ACKs were
+// lost (RFC 3261 §13.3.1.4), and each time gets the same ACK again
+// (§13.2.2.4). A 200 naming another dialog (a different To tag: another
+// fork, which the stack does not acknowledge at all, docs/sip.md) or
+// another CSeq does not get this dialog's ACK: the datagram after each
+// such stray 200 is the ACK of the repeated one, with the same bytes.
+func TestPRACKUACRepeatsAck(t *testing.T) {
+	stack, _ := capturedStack(t)
+	p := newPeer(t)
+	d, err := stack.Invite(context.Background(), sip.Call{From: sip.Account{User: "2001"}, To: "2002", Peer: p.addr(),
+		SDP: []byte(offer), PRACK: sip.PRACKRequired})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := p.expect("INVITE ", 5*time.Second)
+	if inv == "" {
+		t.Fatal("no INVITE")
+	}
+	to := stack.LocalAddr()
+	resp := func(status, tag, cseq, rseq, body string) string {
+		m := "SIP/2.0 " + status + "\r\nVia: " + hdr(inv, "Via") + "\r\nFrom: " + hdr(inv, "From") + "\r\n" +
+			"To: " + hdr(inv, "To") + ";tag=" + tag + "\r\nCall-ID: " + hdr(inv, "Call-ID") + "\r\nCSeq: " + cseq + "\r\n" +
+			"Contact: <sip:2002@" + p.addr() + ">\r\n"
+		if rseq != "" {
+			m += "Require: 100rel\r\nRSeq: " + rseq + "\r\n"
+		}
+		if body != "" {
+			return m + "Content-Type: application/sdp\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+		}
+		return m + "Content-Length: 0\r\n\r\n"
+	}
+	p.send(to, resp("183 Session Progress", "uas1", hdr(inv, "CSeq"), "1", answer))
+	pr := p.expect("PRACK ", 5*time.Second)
+	if pr == "" {
+		t.Fatal("no PRACK")
+	}
+	p.send(to, "SIP/2.0 200 OK\r\nVia: "+hdr(pr, "Via")+"\r\nFrom: "+hdr(pr, "From")+"\r\nTo: "+hdr(pr, "To")+
+		"\r\nCall-ID: "+hdr(pr, "Call-ID")+"\r\nCSeq: "+hdr(pr, "CSeq")+"\r\nContent-Length: 0\r\n\r\n")
+	ok200 := resp("200 OK", "uas1", hdr(inv, "CSeq"), "", answer)
+	p.send(to, ok200)
+	first := p.expect("ACK ", 5*time.Second)
+	if first == "" || cseqNum(t, first) != cseqNum(t, inv) {
+		t.Fatalf("ACK %q, INVITE CSeq %s", first, hdr(inv, "CSeq"))
+	}
+	if e := next(t, d); e.Kind != sip.EventProgress {
+		t.Fatalf("event %v, want progress", e.Kind)
+	}
+	if e := next(t, d); e.Kind != sip.EventAnswered {
+		t.Fatalf("event %v, want answered", e.Kind)
+	}
+	otherCSeq := strconv.Itoa(cseqNum(t, inv)+7) + " INVITE"
+	for i, stray := range []string{resp("200 OK", "uas2", hdr(inv, "CSeq"), "", answer), resp("200 OK", "uas1", otherCSeq, "", answer)} {
+		p.send(to, stray)
+		p.send(to, ok200)
+		again := p.expect("", 5*time.Second)
+		if again != first {
+			t.Fatalf("after stray 200 #%d and the repeated 200, got\n%s\nwant the first ACK again\n%s", i+1, again, first)
+		}
+	}
+	byeDone := make(chan error, 1)
+	go func() { byeDone <- d.Bye(context.Background()) }()
+	bye := p.expect("BYE ", 5*time.Second)
+	if bye == "" {
+		t.Fatal("no BYE")
+	}
+	p.send(to, "SIP/2.0 200 OK\r\nVia: "+hdr(bye, "Via")+"\r\nFrom: "+hdr(bye, "From")+"\r\nTo: "+hdr(bye, "To")+
+		"\r\nCall-ID: "+hdr(bye, "Call-ID")+"\r\nCSeq: "+hdr(bye, "CSeq")+"\r\nContent-Length: 0\r\n\r\n")
+	if err := <-byeDone; err != nil {
+		t.Fatalf("BYE: %v", err)
+	}
+}

@@ -42,6 +42,7 @@ type Stack struct {
 	wrap    func(net.PacketConn) net.PacketConn
 	tap     func(out bool, local, remote net.Addr, msg []byte)
 	gate    *gate
+	acks    *ackKeeper // ACKs we built, repeated for their 2xx (ackrepeat.go)
 	refused atomic.Uint64
 	methods []string // methods with a handler, for Allow
 
@@ -203,6 +204,13 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		s.closeListeners()
 		return nil, err
 	}
+	s.acks = newAckKeeper(func(ack *sip.Request) error {
+		if s.isClosed() {
+			return ErrStackClosed
+		}
+		return s.client.WriteRequest(ack, asBuilt)
+	})
+	s.ua.TransportLayer().OnMessage(s.acks.onMessage)
 	contactHdr := sip.ContactHeader{Address: s.contact}
 	s.clientDialogs = sipgo.NewDialogClientCache(s.client, contactHdr)
 	s.serverDialogs = sipgo.NewDialogServerCache(s.client, contactHdr)

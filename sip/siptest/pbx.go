@@ -210,7 +210,14 @@ func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if status != sip.StatusOK {
 		var hs []sip.Header
 		for k, v := range script.Headers {
-			hs = append(hs, sip.NewHeader(k, v))
+			// Parsed as sipgo parses what it reads: a scripted Contact is
+			// then the response's Contact, and the session does not add
+			// its own (a 3xx's contacts are its targets, and only those).
+			parsed, err := sip.HeadersParser(sip.DefaultHeadersParser()).ParseHeader(nil, []byte(k+": "+v))
+			if err != nil {
+				parsed = []sip.Header{sip.NewHeader(k, v)}
+			}
+			hs = append(hs, parsed...)
 		}
 		_ = sess.Respond(status, "Scripted", nil, hs...)
 		return
@@ -518,6 +525,21 @@ func (r *Registrar) Call(ctx context.Context, user, from string, sdp []byte) (*O
 
 // CallWith is Call with more headers in the INVITE (e.g. Replaces).
 func (r *Registrar) CallWith(ctx context.Context, user, from string, sdp []byte, headers map[string]string) (*OutCall, error) {
+	return r.call(ctx, user, from, sdp, headers, nil)
+}
+
+// CallOfferless places an INVITE without SDP (RFC 3264 §4: the callee
+// offers in its 2xx); answer turns that offer into the body of the ACK
+// (RFC 3261 §13.2.1), nil or returning nil sends an ACK without one.
+// OutCall.SDP is the offer received.
+func (r *Registrar) CallOfferless(ctx context.Context, user, from string, headers map[string]string, answer func(offer []byte) []byte) (*OutCall, error) {
+	if answer == nil {
+		answer = func([]byte) []byte { return nil }
+	}
+	return r.call(ctx, user, from, nil, headers, answer)
+}
+
+func (r *Registrar) call(ctx context.Context, user, from string, sdp []byte, headers map[string]string, answer func([]byte) []byte) (*OutCall, error) {
 	b, ok := r.Binding(user)
 	if !ok {
 		return nil, ErrNotRegistered
@@ -534,7 +556,9 @@ func (r *Registrar) CallWith(ctx context.Context, user, from string, sdp []byte,
 	for k, v := range headers {
 		req.AppendHeader(sip.NewHeader(k, v))
 	}
-	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	if answer == nil {
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
 	req.SetBody(sdp)
 	sess, err := r.uac.WriteInvite(ctx, req)
 	if err != nil {
@@ -551,6 +575,18 @@ func (r *Registrar) CallWith(ctx context.Context, user, from string, sdp []byte,
 	}
 	c.Status = sess.InviteResponse.StatusCode
 	c.SDP = sess.InviteResponse.Body()
+	if answer != nil {
+		if body := answer(c.SDP); len(body) > 0 {
+			target := sess.InviteRequest.Recipient
+			if ct := sess.InviteResponse.Contact(); ct != nil {
+				target = ct.Address
+			}
+			ack := sip.NewRequest(sip.ACK, *target.Clone())
+			ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			ack.SetBody(body)
+			return c, sess.WriteAck(ctx, ack)
+		}
+	}
 	if err := sess.Ack(ctx); err != nil {
 		return c, err
 	}
