@@ -35,7 +35,13 @@ import (
 func (l *line) consultCall(digits string) bool {
 	number := l.rule.ToSIP.Apply(digits)
 	rt := l.b.cfg.Rules.Load().RouteOutbound(number)
-	if rt == nil || rt.Peer == nil || rt.Local || l.b.cfg.SIP == nil || l.other == nil || l.other.dialog == nil {
+	if rt == nil || l.other == nil || (l.other.dialog == nil && l.other.peer == nil) {
+		return false
+	}
+	if rt.Local {
+		return l.consultLocal(digits, number) // localxfer.go
+	}
+	if rt.Peer == nil || l.b.cfg.SIP == nil {
 		return false
 	}
 	l.transfer = transferState{}
@@ -45,7 +51,7 @@ func (l *line) consultCall(digits string) bool {
 		return true
 	}
 	l.consult = true
-	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: newOrigin(), direction: "outgoing"}
+	c := &call{id: l.b.newCallID(), number: number, dialled: digits, start: time.Now(), origin: newOrigin(), direction: "outgoing"}
 	l.sipCall(c, rt.Peer)
 	return true
 }
