@@ -85,7 +85,23 @@ func makePlan(seed uint64, n int) []action {
 		}
 		plan[i] = action{kind: kind, line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)}
 	}
-	return plan
+	return withLocalTransfers(seed, plan)
+}
+
+// withLocalTransfers inserts transfers and three-way calls from locally
+// switched calls (localxfer.go) among a plan's actions, drawn from a
+// stream of their own: the actions drawn above, and their order, stay
+// what they were for the seeds kept in the fixed budget.
+func withLocalTransfers(seed uint64, plan []action) []action {
+	rng := rand.New(rand.NewPCG(seed, 0x6c786672))
+	out := make([]action, 0, len(plan)+len(plan)/4)
+	for _, a := range plan {
+		out = append(out, a)
+		if rng.IntN(6) == 0 {
+			out = append(out, action{kind: "local-xfer", line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)})
+		}
+	}
+	return out
 }
 
 // explorer runs plans against one mgsip (bridge, SIP stack, call agent),
@@ -331,6 +347,54 @@ func (x *explorer) step(a action) {
 		case 2:
 			_, _ = gw.OnHook(ctx, local)
 		case 3:
+			_, _ = gw.OnHook(ctx, ep(other))
+		}
+	case "local-xfer":
+		// Line a talks to another line (switched locally), flashes and
+		// dials a third line, the PBX (answered or busy) or nobody; the
+		// third line answers now and then; then line a hangs up
+		// (transfer: blind or attended), flashes (three-way, or back),
+		// or one of the others hangs up.
+		other := 1 + (a.line+a.n%(exploreLines-1))%exploreLines
+		third := other
+		for i := 0; third == other || third == a.line; i++ {
+			third = 1 + (a.line+a.m+i)%exploreLines
+		}
+		x.localTalking(ctx, local, ep(other), strconv.Itoa(1000+other))
+		_, _ = gw.Flash(ctx, local)
+		time.Sleep(time.Duration(a.m%20) * time.Millisecond)
+		target := []string{strconv.Itoa(1000 + third), strconv.Itoa(1000 + third), "2000", "2486", "1009"}[a.n%5]
+		_, _ = gw.Dial(ctx, local, target)
+		if a.n%5 < 2 && a.m%3 != 0 {
+			for range 20 {
+				if st, _ := gw.State(ep(third)); len(st.Connections) > 0 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			_, _ = gw.OffHook(ctx, ep(third))
+		}
+		if a.m%2 == 0 {
+			x.waitConsultation(local)
+		}
+		switch a.m % 6 {
+		case 0, 1:
+			_, _ = gw.OnHook(ctx, local)
+		case 2:
+			_, _ = gw.Flash(ctx, local) // three-way (or back to the held line)
+			time.Sleep(time.Duration(a.n%30) * time.Millisecond)
+			if a.n%2 == 0 {
+				_, _ = gw.Flash(ctx, local)
+			} else {
+				_, _ = gw.OnHook(ctx, local)
+			}
+		case 3:
+			_, _ = gw.OnHook(ctx, ep(other))
+		case 4:
+			_, _ = gw.OnHook(ctx, ep(third))
+		case 5:
+			_, _ = gw.OnHook(ctx, local)
+			time.Sleep(time.Duration(a.n%50) * time.Millisecond)
 			_, _ = gw.OnHook(ctx, ep(other))
 		}
 	case "trunk-seize":

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mgsip/mgsip/bridge"
+	"github.com/mgsip/mgsip/internal/testutil"
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
 	"github.com/mgsip/mgsip/sip/siptest"
@@ -128,7 +129,6 @@ func TestLocalTransferBlindToRingingLocal(t *testing.T) {
 	e.recordsN(2)
 }
 
-
 // TestLocalHeldToSIPConsulted: 1 talks to 2 (local), flash, dials 2000
 // (the PBX), talks to it and hangs up: the SIP leg is handed to line 2:
 // its connection gets the far end's description, and a re-INVITE in the
@@ -162,9 +162,12 @@ func TestLocalHeldToSIPConsulted(t *testing.T) {
 	if n := len(e.pbx.Received("BYE")); n != 0 {
 		t.Errorf("%d BYEs at the hand-over", n)
 	}
-	got := e.recordsN(2)
+	got := e.recordsN(3) // 1's two legs, 2's local leg
 	if r := got["gw/aaln/1>2000"]; r.Result != "transferred to 1002" || r.SIPCallID == "" {
 		t.Errorf("1's record of 2000: %+v", r)
+	}
+	if r := got["gw/aaln/2>1001"]; r.Result != "transferred: now talking to 2000" {
+		t.Errorf("2's record of its local leg: %+v", r)
 	}
 	// Line 2 hangs up: the BYE goes in the 2000 dialog.
 	e.onHook("aaln/2")
@@ -173,12 +176,8 @@ func TestLocalHeldToSIPConsulted(t *testing.T) {
 		bs := e.pbx.Received("BYE")
 		return len(bs) == 1 && strings.Contains(string(bs[0].Data), "To: <sip:2000@")
 	})
-	got2 := e.recordsN(2) // 2's local leg and its leg of 2000
-	if r := got2["gw/aaln/2>2000"]; !r.Transfer || r.SIPCallID != got["gw/aaln/1>2000"].SIPCallID || !r.Answered {
-		t.Errorf("2's record of 2000: %+v (%v)", r, got2)
-	}
-	if r := got2["gw/aaln/2>1001"]; r.Result != "transferred: now talking to 2000" {
-		t.Errorf("2's record of its local leg: %+v", r)
+	if r := e.record(); r.Line != "gw/aaln/2" || r.Number != "2000" || !r.Transfer || r.SIPCallID != got["gw/aaln/1>2000"].SIPCallID || !r.Answered {
+		t.Errorf("2's record of 2000: %+v", r)
 	}
 	for _, l := range []string{"aaln/1", "aaln/2"} {
 		e.waitSignalState(l, func(st mgcptest.EndpointState) bool { return armed(st) })
@@ -394,4 +393,54 @@ func TestReferToLocalLine(t *testing.T) {
 	e.onHook("aaln/1")
 	e.noConnections("aaln/1")
 	e.record()
+}
+
+// TestInteropKamailioLocalHeldToSIP: line 1 talks to line 2 (switched
+// locally), flashes and dials 2000 (SIPp behind Kamailio), talks to it
+// and hangs up: the 2000 leg is handed to line 2, whose re-INVITE goes
+// along the dialog's route set through Kamailio with line 2's connection
+// in its SDP, so that SIPp now sends to line 2's endpoint; SIPp's answer
+// reaches line 2's connection, and line 2's hang-up sends the BYE.
+func TestInteropKamailioLocalHeldToSIP(t *testing.T) {
+	uas := testutil.StartSIPp(t, "-sf", "testdata/sipp/uas_holdable.xml", "-m", "1")
+	r := newKamRig(t, kamOptions{uas: uas.Addr, local: true})
+	r.offHook("aaln/1")
+	r.dial("aaln/1", "1002")
+	r.waitSignal("aaln/2", "L/rg")
+	r.offHook("aaln/2")
+	r.waitFor("local call talking", func() bool { return r.modes("aaln/1") == "sendrecv" && r.modes("aaln/2") == "sendrecv" })
+	r.flash("aaln/1")
+	r.dial("aaln/1", "2000")
+	r.waitFor("2 held, 2000 answered", func() bool { return r.modes("aaln/1") == "inactive sendrecv" })
+	sippPort := port(r.state("aaln/1").Connections[1].RemoteSDP)
+	r.onHook("aaln/1")
+	r.waitArmed("aaln/1")
+	c2 := r.state("aaln/2").Connections
+	if len(c2) != 1 {
+		t.Fatalf("line 2's connections: %+v", c2)
+	}
+	want := "m=audio " + port(c2[0].LocalSDP) + " "
+	invs := r.sent("INVITE", 2) // 2000, line 2's re-INVITE
+	last := invs[len(invs)-1]
+	if !strings.Contains(string(last.Body()), want) || !strings.Contains(string(last.Body()), "a=sendrecv") ||
+		last.CallID().Value() != invs[0].CallID().Value() {
+		t.Errorf("the hand-over re-INVITE (want %q in the 2000 dialog %s):\n%s", want, invs[0].CallID().Value(), last)
+	}
+	r.waitFor("line 2 sends to SIPp", func() bool {
+		cs := r.state("aaln/2").Connections
+		return len(cs) == 1 && cs[0].Mode == mgcp.ModeSendRecv && port(cs[0].RemoteSDP) == sippPort
+	})
+	if n := len(r.wire.sentMsgs("REFER")); n != 0 {
+		t.Errorf("%d REFERs", n)
+	}
+	r.onHook("aaln/2")
+	uas.WaitFor(t, 20*time.Second)
+	r.waitArmed("aaln/2")
+	byes := r.sent("BYE", 1)
+	if byes[0].CallID().Value() != invs[0].CallID().Value() {
+		t.Errorf("BYE in another dialog:\n%s", byes[0])
+	}
+	for range 4 {
+		r.record()
+	}
 }

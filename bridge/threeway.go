@@ -20,8 +20,8 @@ package bridge
 // During the consultation: a flash while C still rings gives up C and
 // goes back to A; C failing or hanging up goes back to A; hanging up
 // while C rings hands A over to C's number (a blind transfer, REFER);
-// hanging up while talking to C ends C and rings the phone again for A
-// (attended transfer is not done yet).
+// hanging up while talking to C is an attended transfer (transfer.go).
+// Either leg may be a local call (localxfer.go).
 
 import (
 	"time"
