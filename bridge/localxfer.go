@@ -140,7 +140,7 @@ func (l *line) relink(a, c *call) {
 		x.peer = nil // they are told: no hang-up post
 		x.transfer = true
 	}
-	a.result = "transferred to " + cn
+	a.result = "transferred locally to " + cn
 	c.result = "transferred: connected to " + an
 	l.consult = false
 	l.endCallOf(a, a.result, false)
@@ -229,7 +229,7 @@ func (l *line) handSIP(s, lc *call) {
 	r.handTo(to, nc) // behind the hand-over in the new owner's queue
 	l.log.WithFields(logrus.Fields{"sip_party": s.number, "line": lc.number}).Info("transfer: SIP leg handed to the local line")
 	lc.peer = nil
-	s.result = "transferred to " + lc.number
+	s.result = "transferred locally to " + lc.number
 	lc.result = "transferred: connected to " + s.number
 	l.consult = false
 	l.endCallOf(s, s.result, false)

@@ -86,7 +86,7 @@ func TestLocalTransferLocalToLocal(t *testing.T) {
 	r2, r3 := c2.RTP.Received(), c3.RTP.Received()
 	e.waitFor("RTP between 2 and 3", func() bool { return c2.RTP.Received() > r2+10 && c3.RTP.Received() > r3+10 })
 	got := e.recordsN(2)
-	if r := got["gw/aaln/1>1002"]; r.Result != "transferred to 1003" || !r.Transfer {
+	if r := got["gw/aaln/1>1002"]; r.Result != "transferred locally to 1003" || !r.Transfer {
 		t.Errorf("1's record of 2: %+v", r)
 	}
 	if r := got["gw/aaln/1>1003"]; r.Result != "transferred: connected to 1002" {
@@ -163,7 +163,7 @@ func TestLocalHeldToSIPConsulted(t *testing.T) {
 		t.Errorf("%d BYEs at the hand-over", n)
 	}
 	got := e.recordsN(3) // 1's two legs, 2's local leg
-	if r := got["gw/aaln/1>2000"]; r.Result != "transferred to 1002" || r.SIPCallID == "" {
+	if r := got["gw/aaln/1>2000"]; r.Result != "transferred locally to 1002" || r.SIPCallID == "" {
 		t.Errorf("1's record of 2000: %+v", r)
 	}
 	if r := got["gw/aaln/2>1001"]; r.Result != "transferred: now talking to 2000" {
