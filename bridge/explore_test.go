@@ -840,6 +840,10 @@ func exploreSeeds() (seeds []uint64, until time.Time) {
 	// while its gateway was down left its connection when a graceful
 	// wildcard RSIP brought the gateway back without a re-audit.
 	seeds = append(seeds, 1796143783898375554)
+	// A local party whose transfer failed rang its line back when the
+	// other line handed it a SIP leg: the line took the call as talking,
+	// on hook, and kept it (and its connection) for ever.
+	seeds = append(seeds, 1796147224826777956)
 	return seeds, time.Time{}
 }
 

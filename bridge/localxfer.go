@@ -237,31 +237,51 @@ func (l *line) handSIP(s, lc *call) {
 }
 
 // takeSIP: the line that talked to this one hands over a SIP leg: it
-// replaces this line's local leg named id, on that leg's connection.
+// replaces this line's local leg named id, on that leg's connection, in
+// the leg's place: the active call (talking, or ringing the phone back
+// for it), or the held one.
 func (l *line) takeSIP(id string, nc *call, remote []byte) {
 	lc := l.legByPeer(id)
-	if lc == nil || lc.connID == "" {
-		// The party of this line hung up meanwhile: nobody is left for
-		// the far end.
-		nc.result = "transferred to a line that hung up"
-		l.b.dialogs.Store(nc.dialog, l)
+	l.b.dialogs.Store(nc.dialog, l)
+	active := lc != nil && lc == l.call && !lc.answered.IsZero() &&
+		(l.state == stConnected || (l.state == stRinging && lc.recall))
+	held := lc != nil && lc == l.other && !lc.referring && !lc.answered.IsZero()
+	if lc == nil || lc.connID == "" || (!active && !held) {
+		// The party of this line hung up meanwhile, or its leg is in no
+		// state to take a call (still ringing, being transferred itself):
+		// the far end hears a BYE; the leg, whose other line has let
+		// go, ends as if that line hung up.
+		nc.result = "transferred to a line that could not take it"
 		l.endCallOf(nc, nc.result, false)
+		if lc != nil {
+			l.onLocalHangup(id)
+		}
 		return
 	}
-	held := lc == l.other
 	nc.id, nc.connID, nc.gwSDP, nc.conn, nc.mode = lc.id, lc.connID, lc.gwSDP, lc.conn, lc.mode
+	nc.recall, nc.waiting = lc.recall, lc.waiting
 	lc.connID = ""
 	lc.peer = nil
 	lc.transfer = true
 	lc.result = "transferred: now talking to " + nc.number
+	state := l.state
 	l.endCallOf(lc, lc.result, true)
-	l.b.dialogs.Store(nc.dialog, l)
 	if held {
 		l.other = nc
 		l.count(nc)
 	} else {
 		l.adopt(nc)
-		l.state = stConnected
+		l.state = state
+		if nc.recall {
+			// The phone rings for the held party (its transfer failed):
+			// it rings on for the call that took that party's place.
+			nc.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(nc)...)
+			l.callAfter(nc, l.b.cfg.RingTimeout, func() {
+				if l.state == stRinging && l.call == nc && nc.recall {
+					l.failCall(nc, "no answer", "L/ro")
+				}
+			})
+		}
 	}
 	nc.answered = time.Now() // answered long ago; this line's record of it starts now
 	l.log.WithField("number", nc.number).Info("transfer: took over a SIP call")
@@ -274,8 +294,8 @@ func (l *line) takeSIP(id string, nc *call, remote []byte) {
 		return
 	}
 	dir := SendRecv
-	if held {
-		dir = SendOnly
+	if nc.mode == mgcp.ModeInactive {
+		dir = SendOnly // held here: the far end stays on hold
 	}
 	l.moveMedia(nc, dir)
 }
