@@ -114,9 +114,9 @@ func (l *line) transferLocal() bool {
 		l.consult = false
 		l.referHeld(a, c.number, nil)
 	case a.peer != nil && c.dialog != nil:
-		l.handSIP(c, a)
+		l.handOrRing(c, a)
 	case a.dialog != nil && c.peer != nil:
-		l.handSIP(a, c)
+		l.handOrRing(a, c)
 	default:
 		return false
 	}
@@ -210,13 +210,22 @@ func (l *line) failLocal(c *call, why string) {
 	}
 }
 
+// handOrRing hands s over (handSIP) or, when it cannot be, ends the
+// consultation and rings the phone again for the held party.
+func (l *line) handOrRing(s, lc *call) {
+	if !l.handSIP(s, lc) {
+		l.endCall("hung up", false)
+		l.afterActiveEnded(true)
+	}
+}
+
 // handSIP hands the SIP leg s over to the other line of this line's local
 // leg lc: that line takes the dialog and the call state, and both of this
 // line's legs end here (connections deleted, no BYE, no hang-up post).
-func (l *line) handSIP(s, lc *call) {
+func (l *line) handSIP(s, lc *call) bool {
 	to, r := lc.peer, s.route
-	if r == nil || s.dialog == nil {
-		return
+	if r == nil || s.dialog == nil || s.xfer != nil || s.referring {
+		return false
 	}
 	nc := &call{direction: s.direction, number: s.number, name: s.name, dialog: s.dialog, origin: s.origin, codecs: s.codecs,
 		done: s.done, cancel: s.cancel, sipq: s.sipq, drained: s.drained, peerRule: s.peerRule, start: time.Now(),
@@ -234,6 +243,7 @@ func (l *line) handSIP(s, lc *call) {
 	l.consult = false
 	l.endCallOf(s, s.result, false)
 	l.endCallOf(lc, lc.result, false)
+	return true
 }
 
 // takeSIP: the line that talked to this one hands over a SIP leg: it
