@@ -122,6 +122,7 @@ type explorer struct {
 	referred    atomic.Int32 // REFERs of a far end that a line accepted (202)
 	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
 	trunkCalls  atomic.Int32 // call records of the CAS trunk channels
+	localXfers  atomic.Int32 // call records of a local transfer's hand-over or link (localxfer.go)
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -796,6 +797,9 @@ func (x *explorer) check() {
 			if strings.HasPrefix(r.Result, "transferred to ") && r.SIPCallID != "" {
 				transferred++
 			}
+			if strings.HasPrefix(r.Result, "transferred locally to ") {
+				x.localXfers.Add(1)
+			}
 			if strings.HasPrefix(r.Line, "pstn/") {
 				x.trunkCalls.Add(1)
 			}
@@ -869,7 +873,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, attended, referred, conferences, trunkCalls atomic.Int64
+	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -890,6 +894,8 @@ func TestExplore(t *testing.T) {
 			x := newExplorer(t, seed)
 			n, at, m, k := x.run(plan, keep)
 			trunkCalls.Add(int64(x.trunkCalls.Load()))
+			localXfers.Add(int64(x.localXfers.Load()))
+			actions.Add(int64(len(plan)))
 			refers.Add(int64(n))
 			attended.Add(int64(at))
 			referred.Add(int64(m))
@@ -902,9 +908,9 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
-		"%d three-way calls joined, %d calls on CAS trunk channels), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(),
-		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load())
+	t.Logf("%d sequences of %d actions explored in all (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
+		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers), 0 invariant violations", runs.Load(), actions.Load(), refers.Load(),
+		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {
