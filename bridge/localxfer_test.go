@@ -231,22 +231,22 @@ func TestSIPHeldToLocalConsulted(t *testing.T) {
 // connection to the new call. The second time 2100 answers 486: line 1
 // rings back (caller id of 2) and picking up returns to 2.
 func TestLocalHeldBlindToSIP(t *testing.T) {
-	var n atomic.Int32
+	var consults, n atomic.Int32
 	e := newEnv(t, envOptions{register: true, uas: func(in siptest.Incoming) siptest.Script {
-		if in.User != "2100" {
+		switch {
+		case in.User != "2100":
 			return siptest.Script{}
-		}
-		switch n.Add(1) {
-		case 1, 3:
+		case in.From == "1001":
+			consults.Add(1)
 			return siptest.Script{Ring: 20 * time.Second} // the consultation
-		case 4:
+		case n.Add(1) == 2:
 			return siptest.Script{Status: 486}
 		}
 		return siptest.Script{Ring: 50 * time.Millisecond}
 	}})
 	e.localTalk("aaln/1", "aaln/2", "1002")
 	e.consult("2100")
-	e.waitFor("2100 ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" })
+	e.waitFor("2100 ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" && consults.Load() == 1 })
 	e.onHook("aaln/1")
 	e.waitFor("consultation cancelled", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
 	e.noConnections("aaln/1")
@@ -271,7 +271,7 @@ func TestLocalHeldBlindToSIP(t *testing.T) {
 	// Failure: the phone rings back for 2, still held.
 	e.localTalk("aaln/1", "aaln/2", "1002")
 	e.consult("2100")
-	e.waitFor("2100 ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" })
+	e.waitFor("2100 ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" && consults.Load() == 2 })
 	e.onHook("aaln/1")
 	st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/rg") })
 	if !hasSignal(st, "L/ci") {
