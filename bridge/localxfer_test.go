@@ -453,3 +453,34 @@ func TestInteropKamailioLocalHeldToSIP(t *testing.T) {
 		r.record()
 	}
 }
+
+// TestSIPHeldBlindToRingingLocal: the PBX's call to line 1 is held for a
+// consultation to line 2 (local), and line 1 hangs up while line 2 still
+// rings: line 2 stops ringing (its connection deleted) and the PBX's
+// party is REFERed to 1002 at the PBX's domain, as any blind transfer;
+// after the final NOTIFY 200, BYE.
+func TestSIPHeldBlindToRingingLocal(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, realm: "pbx.test"})
+	pbxCallAnswered(t, e, "aaln/1", "1001")
+	e.consult("1002")
+	e.waitSignal("aaln/2", "L/rg")
+	e.waitFor("PBX held, 2 ringing", func() bool { return e.modes("aaln/1") == "inactive recvonly" })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/2")
+	e.waitFor("REFER", func() bool { return len(e.pbx.Received("REFER")) == 1 })
+	if refer := string(e.pbx.Received("REFER")[0].Data); !strings.Contains(refer, "Refer-To: <sip:1002@pbx.test>") {
+		t.Errorf("REFER:\n%s", refer)
+	}
+	e.waitFor("BYE after the NOTIFY", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	e.noConnections("aaln/1")
+	got := e.recordsN(3)
+	if r := got["gw/aaln/1>5550002"]; r.Result != "transferred to 1002" {
+		t.Errorf("1's record of the PBX call: %+v (%v)", r, got)
+	}
+	if r := got["gw/aaln/1>1002"]; r.Result != "given up: the held call is transferred to its number" {
+		t.Errorf("1's record of 2: %+v", r)
+	}
+	for _, l := range []string{"aaln/1", "aaln/2"} {
+		e.waitSignalState(l, func(st mgcptest.EndpointState) bool { return armed(st) })
+	}
+}
