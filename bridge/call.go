@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mgsip/mgsip/mapping"
@@ -105,26 +106,72 @@ func (l *line) failCall(c *call, why, tone string) {
 	l.settle(tone)
 }
 
-// forward passes a dialog's events to the line's goroutine.
+// forward passes a dialog's events to the line's goroutine, in order,
+// through the dialog's route: a SIP leg handed over to another line
+// (localxfer.go) takes its events with it.
 func (l *line) forward(c *call) {
 	d := c.dialog
 	l.b.dialogs.Store(d, l)
+	r := &dialogRoute{d: d, owner: l, c: c}
+	c.route = r
 	go func() {
 		// A call placed again (retry.go) has a new dialog: what the old
-		// one still reports is not the call's any more.
+		// one still reports is not the call's any more (drain checks
+		// c.dialog).
 		for e := range d.Events() {
-			l.postWait(func() {
-				if c.dialog == d {
-					l.onSIP(c, e)
-				}
-			})
+			r.push(func(l *line, c *call) { l.onSIP(c, e) })
 		}
-		l.postWait(func() {
-			if c.dialog == d {
-				l.onSIPEnd(c)
-			}
-		})
+		r.push(func(l *line, c *call) { l.onSIPEnd(c) })
 	}()
+}
+
+// dialogRoute queues a dialog's events for the line that owns its call.
+// Only the owning line changes the owner (handTo, on its goroutine), so
+// a drain that finds itself the owner may touch the call.
+type dialogRoute struct {
+	d     *sip.Dialog
+	mu    sync.Mutex
+	owner *line
+	c     *call
+	q     []func(*line, *call)
+}
+
+// push queues one event and asks the owner to run it.
+func (r *dialogRoute) push(f func(*line, *call)) {
+	r.mu.Lock()
+	r.q = append(r.q, f)
+	owner := r.owner
+	r.mu.Unlock()
+	owner.postWait(func() { r.drain(owner) })
+}
+
+// drain runs the queued events on l's goroutine while l owns the dialog;
+// once it is handed over, the new owner drains the rest (handTo posts
+// that drain behind the hand-over itself).
+func (r *dialogRoute) drain(l *line) {
+	for range 1 << 16 {
+		r.mu.Lock()
+		if r.owner != l || len(r.q) == 0 {
+			r.mu.Unlock()
+			return
+		}
+		f, c := r.q[0], r.c
+		r.q[0] = nil
+		r.q = r.q[1:]
+		r.mu.Unlock()
+		if c.dialog == r.d {
+			f(l, c)
+		}
+	}
+}
+
+// handTo makes line to and its call c the owner of the dialog's events;
+// run on the current owner's goroutine after it posted to the hand-over.
+func (r *dialogRoute) handTo(to *line, c *call) {
+	r.mu.Lock()
+	r.owner, r.c = to, c
+	r.mu.Unlock()
+	to.postWait(func() { r.drain(to) })
 }
 
 // ---- incoming ----
@@ -357,7 +404,7 @@ func (l *line) answer() {
 	}
 	l.markAnswered(c)
 	if c.peer != nil {
-		peer, id := c.peer, c.id
+		peer, id := c.peer, c.lid()
 		peer.postWait(func() { peer.onLocalAnswered(id) })
 		return
 	}
@@ -621,7 +668,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	if c.result == "" {
 		c.result = why
 	}
-	if c.dialog != nil && !remoteEnded {
+	if c.dialog != nil && !remoteEnded && !c.handed {
 		d := c.dialog
 		reason := c.byeReason
 		switch {
@@ -651,7 +698,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	}
 	c.sipDone = true
 	if c.peer != nil {
-		peer, id := c.peer, c.id
+		peer, id := c.peer, c.lid()
 		c.peer = nil
 		peer.postWait(func() { peer.onLocalHangup(id) })
 	}
@@ -722,7 +769,9 @@ func (l *line) finish(c *call, stats []mgcp.ConnParam) {
 	}
 	if c.dialog != nil {
 		r.SIPCallID = c.dialog.CallID
-		l.b.dialogs.Delete(c.dialog)
+		if !c.handed {
+			l.b.dialogs.Delete(c.dialog)
+		}
 	}
 	l.b.record(r)
 }

@@ -85,7 +85,23 @@ func makePlan(seed uint64, n int) []action {
 		}
 		plan[i] = action{kind: kind, line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)}
 	}
-	return plan
+	return withLocalTransfers(seed, plan)
+}
+
+// withLocalTransfers inserts transfers and three-way calls from locally
+// switched calls (localxfer.go) among a plan's actions, drawn from a
+// stream of their own: the actions drawn above, and their order, stay
+// what they were for the seeds kept in the fixed budget.
+func withLocalTransfers(seed uint64, plan []action) []action {
+	rng := rand.New(rand.NewPCG(seed, 0x6c786672))
+	out := make([]action, 0, len(plan)+len(plan)/4)
+	for _, a := range plan {
+		out = append(out, a)
+		if rng.IntN(6) == 0 {
+			out = append(out, action{kind: "local-xfer", line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)})
+		}
+	}
+	return out
 }
 
 // explorer runs plans against one mgsip (bridge, SIP stack, call agent),
@@ -106,6 +122,7 @@ type explorer struct {
 	referred    atomic.Int32 // REFERs of a far end that a line accepted (202)
 	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
 	trunkCalls  atomic.Int32 // call records of the CAS trunk channels
+	localXfers  atomic.Int32 // call records of a local transfer's hand-over or link (localxfer.go)
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -331,6 +348,54 @@ func (x *explorer) step(a action) {
 		case 2:
 			_, _ = gw.OnHook(ctx, local)
 		case 3:
+			_, _ = gw.OnHook(ctx, ep(other))
+		}
+	case "local-xfer":
+		// Line a talks to another line (switched locally), flashes and
+		// dials a third line, the PBX (answered or busy) or nobody; the
+		// third line answers now and then; then line a hangs up
+		// (transfer: blind or attended), flashes (three-way, or back),
+		// or one of the others hangs up.
+		other := 1 + (a.line+a.n%(exploreLines-1))%exploreLines
+		third := other
+		for i := 0; third == other || third == a.line; i++ {
+			third = 1 + (a.line+a.m+i)%exploreLines
+		}
+		x.localTalking(ctx, local, ep(other), strconv.Itoa(1000+other))
+		_, _ = gw.Flash(ctx, local)
+		time.Sleep(time.Duration(a.m%20) * time.Millisecond)
+		target := []string{strconv.Itoa(1000 + third), strconv.Itoa(1000 + third), "2000", "2486", "1009"}[a.n%5]
+		_, _ = gw.Dial(ctx, local, target)
+		if a.n%5 < 2 && a.m%3 != 0 {
+			for range 20 {
+				if st, _ := gw.State(ep(third)); len(st.Connections) > 0 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			_, _ = gw.OffHook(ctx, ep(third))
+		}
+		if a.m%2 == 0 {
+			x.waitConsultation(local)
+		}
+		switch a.m % 6 {
+		case 0, 1:
+			_, _ = gw.OnHook(ctx, local)
+		case 2:
+			_, _ = gw.Flash(ctx, local) // three-way (or back to the held line)
+			time.Sleep(time.Duration(a.n%30) * time.Millisecond)
+			if a.n%2 == 0 {
+				_, _ = gw.Flash(ctx, local)
+			} else {
+				_, _ = gw.OnHook(ctx, local)
+			}
+		case 3:
+			_, _ = gw.OnHook(ctx, ep(other))
+		case 4:
+			_, _ = gw.OnHook(ctx, ep(third))
+		case 5:
+			_, _ = gw.OnHook(ctx, local)
+			time.Sleep(time.Duration(a.n%50) * time.Millisecond)
 			_, _ = gw.OnHook(ctx, ep(other))
 		}
 	case "trunk-seize":
@@ -727,8 +792,13 @@ func (x *explorer) check() {
 			if r.Line == "" || r.Result == "" || (r.Answered && r.Setup < 0) {
 				x.t.Errorf("inconsistent call record %+v", r)
 			}
-			if strings.HasPrefix(r.Result, "transferred to ") {
+			// (A local party's transfer, done by its own line's new call,
+			// has no dialog of its own here: localxfer.go.)
+			if strings.HasPrefix(r.Result, "transferred to ") && r.SIPCallID != "" {
 				transferred++
+			}
+			if strings.HasPrefix(r.Result, "transferred locally to ") {
+				x.localXfers.Add(1)
 			}
 			if strings.HasPrefix(r.Line, "pstn/") {
 				x.trunkCalls.Add(1)
@@ -774,6 +844,10 @@ func exploreSeeds() (seeds []uint64, until time.Time) {
 	// while its gateway was down left its connection when a graceful
 	// wildcard RSIP brought the gateway back without a re-audit.
 	seeds = append(seeds, 1796143783898375554)
+	// A local party whose transfer failed rang its line back when the
+	// other line handed it a SIP leg: the line took the call as talking,
+	// on hook, and kept it (and its connection) for ever.
+	seeds = append(seeds, 1796147224826777956)
 	return seeds, time.Time{}
 }
 
@@ -799,7 +873,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, attended, referred, conferences, trunkCalls atomic.Int64
+	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -820,6 +894,8 @@ func TestExplore(t *testing.T) {
 			x := newExplorer(t, seed)
 			n, at, m, k := x.run(plan, keep)
 			trunkCalls.Add(int64(x.trunkCalls.Load()))
+			localXfers.Add(int64(x.localXfers.Load()))
+			actions.Add(int64(len(plan)))
 			refers.Add(int64(n))
 			attended.Add(int64(at))
 			referred.Add(int64(m))
@@ -832,9 +908,9 @@ func TestExplore(t *testing.T) {
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
 		}
 	}
-	t.Logf("%d sequences of %d actions explored (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
-		"%d three-way calls joined, %d calls on CAS trunk channels), 0 invariant violations", runs.Load(), explorePlanLen, refers.Load(),
-		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load())
+	t.Logf("%d sequences of %d actions explored in all (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
+		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers), 0 invariant violations", runs.Load(), actions.Load(), refers.Load(),
+		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {

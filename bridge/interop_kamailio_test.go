@@ -50,6 +50,7 @@ type kamRig struct {
 type kamOptions struct {
 	uas     string // host:port of the SIPp that Kamailio relays numbers 2xxx to
 	noThree bool   // features.three_way off (flash, number, hang-up is a blind transfer)
+	local   bool   // numbers 1xxx are switched locally (the lines call each other without SIP)
 }
 
 func newKamRig(t *testing.T, o kamOptions) *kamRig {
@@ -73,6 +74,10 @@ func newKamRig(t *testing.T, o kamOptions) *kamRig {
 	t.Cleanup(func() { _ = r.gw.Close() })
 	gwHost, gwPort := hostPort(t, r.gw.Addr())
 	yes := true
+	outbound := []mapping.OutboundRoute{{Name: "kam", Match: mapping.NumberMatch{Prefix: ""}, Peer: "kam"}}
+	if o.local {
+		outbound = append([]mapping.OutboundRoute{{Name: "local", Match: mapping.NumberMatch{Prefix: "1"}, Local: true}}, outbound...)
+	}
 	line := mapping.Line{Gateway: "gw", Endpoint: "aaln/{1..2}", User: "{n+1000}", Password: "pw-{n+1000}", DisplayName: "Line {n}"}
 	if o.noThree {
 		line.Features.ThreeWay = new(bool)
@@ -82,7 +87,7 @@ func newKamRig(t *testing.T, o kamOptions) *kamRig {
 		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gwPort, Codecs: []string{"PCMU", "PCMA"}}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(xxxx)", Default: true}},
 		Lines:     []mapping.Line{line},
-		Routes:    mapping.Routes{Outbound: []mapping.OutboundRoute{{Name: "kam", Match: mapping.NumberMatch{Prefix: ""}, Peer: "kam"}}},
+		Routes:    mapping.Routes{Outbound: outbound},
 	}, mapping.Options{})
 	if err != nil {
 		t.Fatal(err)

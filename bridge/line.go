@@ -55,6 +55,11 @@ type call struct {
 	cancel     context.CancelFunc // cancels an outgoing INVITE
 	done       chan struct{}      // releases ServeDialog of an incoming call
 	peer       *line              // locally switched: the other line
+	peerID     string             // locally switched: the MGCP call id of the other line's leg (its posts name it)
+	peerSDP    []byte             // locally switched: the other line's connection description
+	handed     bool               // its SIP leg was handed to another line (localxfer.go): no BYE, no dialog clean-up here
+	route      *dialogRoute       // where its dialog's events go (forward)
+	localID    string             // locally switched: the id the other line knows this leg by, when not id (localxfer.go)
 	start      time.Time
 	answered   time.Time
 	result     string
@@ -583,6 +588,9 @@ func (l *line) onOnHook() {
 	case stCalling, stConnected:
 		if l.conf {
 			l.endConference()
+			return
+		}
+		if l.transferLocal() { // a local leg among the two (localxfer.go)
 			return
 		}
 		if l.consulting() && l.call.answered.IsZero() && l.call.dialog != nil {

@@ -19,7 +19,7 @@ func (l *line) localCall(c *call, number string) {
 		l.playTone("L/ro")
 		return
 	}
-	c.peer = callee
+	c.peer, c.peerID = callee, c.id
 	l.adopt(c)
 	l.state = stCalling
 	if err := l.createConnection(c, mgcp.ModeRecvOnly, nil); err != nil {
@@ -44,7 +44,8 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 		busy()
 		return
 	}
-	c := &call{id: id, direction: "local", peer: caller, number: number, name: name, start: time.Now(), codecs: tr.Codecs, callee: true}
+	c := &call{id: id, direction: "local", peer: caller, peerID: id, peerSDP: sdp, number: number, name: name, start: time.Now(),
+		codecs: tr.Codecs, callee: true}
 	l.adopt(c)
 	l.state = stRinging
 	c.ring = append([]mgcp.Event{signal("L/rg")}, l.callerIDOf(c)...)
@@ -63,20 +64,36 @@ func (l *line) onLocalOffer(caller *line, id string, sdp []byte, number, name st
 	})
 }
 
+// localLeg finds the line's local leg the other line's posts name by id
+// (its own leg's MGCP call id): the active call, or the new local call
+// of a REFER the active call received (localxfer.go).
 func (l *line) localLeg(id string) *call {
-	if l.call == nil || l.call.id != id || l.call.peer == nil {
+	c := l.call
+	if c == nil {
 		return nil
 	}
-	return l.call
+	if x := c.xfer; x != nil && x.peer != nil && x.peerID == id {
+		return x
+	}
+	if c.peer == nil || c.peerID != id {
+		return nil
+	}
+	return c
 }
 
 // onLocalRinging: the called line rings; its SDP arrives with the
 // ringback request embedded in the MDCX.
 func (l *line) onLocalRinging(id string, sdp []byte) {
 	c := l.localLeg(id)
+	if c != nil && c.xferOf != nil {
+		c.peerSDP = sdp
+		l.notifyRefer(c.xferOf, 180, "Ringing") // the phone keeps talking to the transferor meanwhile
+		return
+	}
 	if c == nil || l.state != stCalling {
 		return
 	}
+	c.peerSDP = sdp
 	c.ringback = true
 	if tr, err := ToGateway(sdp, l.rule.Gateway.Codecs); err == nil {
 		_ = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
@@ -86,6 +103,10 @@ func (l *line) onLocalRinging(id string, sdp []byte) {
 // onLocalAnswered: the called line went off hook.
 func (l *line) onLocalAnswered(id string) {
 	c := l.localLeg(id)
+	if c != nil && c.xferOf != nil {
+		l.referredLocalAnswered(c)
+		return
+	}
 	if c == nil || l.state != stCalling {
 		return
 	}
@@ -104,6 +125,10 @@ func (l *line) onLocalBusy(id string) {
 		return
 	}
 	c.peer = nil
+	if c.xferOf != nil {
+		l.transferLegFailed(c.xferOf, c, 486, "Busy Here", true)
+		return
+	}
 	c.result = "busy"
 	l.endCall("busy", true)
 	l.settle("L/bz")
@@ -114,7 +139,7 @@ func (l *line) onLocalBusy(id string) {
 // ends; if it was the active one and a call waits or is held, that call
 // is taken up as when a SIP far end hangs up.
 func (l *line) onLocalHangup(id string) {
-	if o := l.other; o != nil && o.id == id && o.peer != nil {
+	if o := l.other; o != nil && o.peerID == id && o.peer != nil {
 		o.peer = nil
 		o.result = "far end hung up"
 		l.endCallOf(o, o.result, true)
@@ -125,6 +150,16 @@ func (l *line) onLocalHangup(id string) {
 		return
 	}
 	c.peer = nil // do not echo the hang-up back
+	if c.xfer != nil && c.xfer.peer == nil {
+		// The transferor hung up while this line calls the number it
+		// was given (localxfer.go): the connection waits for that call.
+		c.gone = true
+		return
+	}
+	if c.xferOf != nil {
+		l.transferLegFailed(c.xferOf, c, 480, "Temporarily Unavailable", true)
+		return
+	}
 	if c.answered.IsZero() && l.state == stCalling {
 		c.result = "no answer"
 	} else {

@@ -51,7 +51,7 @@ func (l *line) referRefusal() (int, string) {
 		return 603, "Decline"
 	case c != nil && c.xfer != nil:
 		return 491, "Request Pending"
-	case c == nil || c.dialog == nil || c.peer != nil || l.state != stConnected || l.other != nil || l.transfer.active:
+	case c == nil || (c.dialog == nil && c.peer == nil) || l.state != stConnected || l.other != nil || l.transfer.active:
 		return 486, "Busy Here"
 	}
 	return 0, ""
@@ -120,6 +120,12 @@ func (b *Bridge) referGate(d *sip.Dialog, e sip.Event) (int, string) {
 // notifyRefer reports the progress of the transfer c was asked for, in
 // order with c's other in-dialog requests (the BYE comes after).
 func (l *line) notifyRefer(c *call, status int, reason string) {
+	if c.dialog == nil && c.peer != nil && !c.gone {
+		// A transfer asked by the other line of a local call (localxfer.go).
+		peer, id := c.peer, c.lid()
+		peer.postWait(func() { peer.onLocalReferStatus(id, status, reason) })
+		return
+	}
 	if c.dialog == nil || c.gone {
 		return
 	}
@@ -145,6 +151,9 @@ func (l *line) onReferred(c *call, e sip.Event) {
 	rt := l.b.cfg.Rules.Load().RouteOutbound(number)
 	log := l.log.WithFields(logrus.Fields{"number": number, "refer_to": e.ReferTo})
 	switch {
+	case e.ReferToUser != "" && rt != nil && rt.Local:
+		l.referredLocal(c, number) // localxfer.go
+		return
 	case e.ReferToUser == "" || rt == nil || rt.Peer == nil || l.b.cfg.SIP == nil:
 		log.Info("transfer target has no SIP route")
 		l.notifyRefer(c, 404, "Not Found")

@@ -20,8 +20,8 @@ package bridge
 // During the consultation: a flash while C still rings gives up C and
 // goes back to A; C failing or hanging up goes back to A; hanging up
 // while C rings hands A over to C's number (a blind transfer, REFER);
-// hanging up while talking to C ends C and rings the phone again for A
-// (attended transfer is not done yet).
+// hanging up while talking to C is an attended transfer (transfer.go).
+// Either leg may be a local call (localxfer.go).
 
 import (
 	"time"
@@ -35,7 +35,13 @@ import (
 func (l *line) consultCall(digits string) bool {
 	number := l.rule.ToSIP.Apply(digits)
 	rt := l.b.cfg.Rules.Load().RouteOutbound(number)
-	if rt == nil || rt.Peer == nil || rt.Local || l.b.cfg.SIP == nil || l.other == nil || l.other.dialog == nil {
+	if rt == nil || l.other == nil || (l.other.dialog == nil && l.other.peer == nil) {
+		return false
+	}
+	if rt.Local {
+		return l.consultLocal(digits, number) // localxfer.go
+	}
+	if rt.Peer == nil || l.b.cfg.SIP == nil {
 		return false
 	}
 	l.transfer = transferState{}
@@ -45,7 +51,7 @@ func (l *line) consultCall(digits string) bool {
 		return true
 	}
 	l.consult = true
-	c := &call{id: l.b.newCallID(), number: number, start: time.Now(), origin: newOrigin(), direction: "outgoing"}
+	c := &call{id: l.b.newCallID(), number: number, dialled: digits, start: time.Now(), origin: newOrigin(), direction: "outgoing"}
 	l.sipCall(c, rt.Peer)
 	return true
 }

@@ -71,6 +71,10 @@ func (l *line) completeTransfer() {
 // naming that call's dialog (RFC 3891 §3), so that c's party takes our
 // place in it.
 func (l *line) referHeld(c *call, to string, with *call) {
+	if to != "" && c.dialog == nil && c.peer != nil && with == nil {
+		l.referLocalHeld(c, to) // a local party: its line places the call (localxfer.go)
+		return
+	}
 	if to == "" || c.dialog == nil {
 		// Nothing to transfer to: ring the phone again for the held call.
 		l.afterActiveEnded(true)

@@ -82,8 +82,8 @@ func (l *line) onFlash() {
 		l.joinConference()
 		return
 	}
-	if l.state == stConnected && l.call != nil && l.other == nil && l.call.dialog != nil && l.call.peer == nil &&
-		l.rule.Features.Transfer {
+	if l.state == stConnected && l.call != nil && l.other == nil && l.rule.Features.Transfer &&
+		((l.call.dialog != nil && l.call.peer == nil) || l.call.answeredLocal()) {
 		l.startTransfer()
 		return
 	}
