@@ -650,7 +650,7 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 	}
 	c.ended = true
 	for _, t := range c.timers {
-		t.Stop()
+		t.stop()
 	}
 	c.timers = nil
 	switch c {

@@ -42,7 +42,7 @@ type call struct {
 	// timers are the call's time-outs (no answer, ring): stopped when it
 	// ends (endCallOf), or each would keep the whole call, its dialog and
 	// messages alive for up to 3 minutes after it is over.
-	timers     []*time.Timer
+	timers     []*callTimer
 	id         string // MGCP call id (C:)
 	connID     string
 	gwSDP      []byte // the gateway's LocalConnectionDescriptor
@@ -339,9 +339,31 @@ func (l *line) after(d time.Duration, f func()) *time.Timer {
 	})
 }
 
+// callTimer is a time-out of a call. Stopping a timer is not enough to let
+// go of what its function holds: Go's runtime keeps a stopped timer in its
+// heap (a "zombie") until it reaches the head or zombies make up a quarter
+// of that processor's timers, so a stopped 3-minute no-answer time-out
+// would keep the ended call alive for up to 3 minutes on a quiet box. The
+// function is therefore reached through f, which stop clears.
+type callTimer struct {
+	t *time.Timer
+	f func() // nil once stopped; read and cleared on the line's goroutine
+}
+
+func (ct *callTimer) stop() {
+	ct.f = nil
+	ct.t.Stop()
+}
+
 // callAfter is after for a time-out of call c, stopped when c ends.
 func (l *line) callAfter(c *call, d time.Duration, f func()) {
-	c.timers = append(c.timers, l.after(d, f))
+	ct := &callTimer{f: f}
+	ct.t = l.after(d, func() {
+		if f := ct.f; f != nil {
+			f()
+		}
+	})
+	c.timers = append(c.timers, ct)
 }
 
 // at runs f on the line's goroutine after d, whatever the line did
