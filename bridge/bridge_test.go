@@ -64,6 +64,7 @@ type envOptions struct {
 	stormOver func(lines int)                           // bridge.Config.OnStormOver
 	trunk     int                                       // CAS trunk channels ds/ds1-1/1..N (MS) on the gateway, trunk group "pstn" to the PBX
 	glare     string                                    // that group's glare rule
+	trunkOut  string                                    // numbers with this prefix go out of trunk group "pstn"
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -139,6 +140,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.trunk > 0 {
 		cfg.Trunks = []mapping.Trunk{{Name: "pstn", Gateway: "gw", Endpoints: []string{"ds/ds1-1/{1.." + strconv.Itoa(o.trunk) + "}"},
 			Peer: "pbx", DIDs: []string{"5550100-5550199"}, Signaling: "ms", Glare: o.glare}}
+		if o.trunkOut != "" {
+			cfg.Routes.Outbound = append([]mapping.OutboundRoute{{Name: "trunk", Match: mapping.NumberMatch{Prefix: o.trunkOut}, Trunk: "pstn"}},
+				cfg.Routes.Outbound...)
+		}
 	}
 	rules, err := mapping.New(cfg, mapping.Options{})
 	if err != nil {

@@ -47,6 +47,9 @@ func (l *line) dial(number string) {
 			return
 		}
 		l.sipCall(c, rt.Peer)
+	case rt.Trunk != nil:
+		c.direction = "local"
+		l.trunkCall(c, rt.Trunk) // linetrunk.go
 	default:
 		l.playTone("L/ro")
 	}

@@ -104,6 +104,7 @@ type call struct {
 	seizing  bool              // a SIP call's seizure of the channel, before oc
 	taken    chan<- bool       // the hunt waiting for the seizure's outcome
 	outAddr  string            // the address the seizure sends
+	outANI   string            // the calling number it sends (a line's call), or ""
 	// the far end's seizure met in a glare that keep answered
 	glareAddr, glareANI string
 }
