@@ -385,7 +385,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.onTransferLeg(c, e)
 		return
 	}
-	if c.confFocus || c.confParty {
+	if c.confFocus || c.confParty || c.confLeg {
 		l.onPBXConf(c, e)
 		return
 	}
@@ -531,7 +531,7 @@ func (l *line) onSIPEnd(c *call) {
 	if c.ended {
 		return
 	}
-	if c.confFocus || c.confParty {
+	if c.confFocus || c.confParty || c.confLeg {
 		l.onPBXConf(c, sip.Event{Kind: sip.EventBye})
 		return
 	}
