@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mgsip/mgsip/mapping"
 	"github.com/mgsip/mgsip/mgcp"
@@ -20,8 +21,9 @@ var (
 // pbxConfEnv is line 1 on a gateway that cannot mix (quirk profile
 // conference: false) with features.conference_uri 8000 at a siptest PBX
 // whose conference answers with confSDP (or refuses 503), and whose
-// parties take REFERs as referScript says (nil: 100, 200).
-func pbxConfEnv(t *testing.T, refuse bool, referScript func(e *env, in siptest.ReferIn) siptest.ReferScript) (*env, func() []string) {
+// parties take REFERs as referScript says (nil: 100, 200). With
+// legHangsUp the conference ends C's leg (BYE) a second after it began.
+func pbxConfEnv(t *testing.T, refuse bool, referScript func(e *env, in siptest.ReferIn) siptest.ReferScript, legHangsUp ...bool) (*env, func() []string) {
 	var mu sync.Mutex
 	var referTo []string
 	var e *env
@@ -32,6 +34,9 @@ func pbxConfEnv(t *testing.T, refuse bool, referScript func(e *env, in siptest.R
 			case "8000":
 				if refuse {
 					return siptest.Script{Status: 503}
+				}
+				if len(legHangsUp) > 0 && legHangsUp[0] && strings.Contains(string(in.SDP), "m=audio 40200 ") {
+					return siptest.Script{SDP: []byte(confSDP), HangUpAfter: time.Second}
 				}
 				return siptest.Script{SDP: []byte(confSDP)}
 			case "2001":
@@ -234,5 +239,30 @@ func TestThreeWayAtPBXConferenceKeepsA(t *testing.T) {
 			e.noConnections("aaln/1")
 			e.waitFor("A hung up", func() bool { return byesOf(e, a) == 1 })
 		})
+	}
+}
+
+// TestThreeWayAtPBXConferenceLegEnds: the conference ends C's leg (BYE):
+// C is hung up and the phone stays in the conference with A.
+func TestThreeWayAtPBXConferenceLegEnds(t *testing.T) {
+	e, _ := pbxConfEnv(t, false, nil, true)
+	inConference(e)
+	a, c := callIDOf(e, "2000"), callIDOf(e, "2001")
+	phone, leg := confLegs(e)
+	e.waitFor("A REFERed and hung up", func() bool { return byesOf(e, a) == 1 })
+	e.waitFor("C hung up after its leg ended", func() bool { return byesOf(e, c) == 1 })
+	for _, m := range e.pbx.Sent("BYE") {
+		if _, v, _ := strings.Cut(headerLine(m.Data, "Call-ID"), ":"); strings.TrimSpace(v) != leg {
+			t.Errorf("the PBX sent a BYE outside C's leg: %s", m.StartLine())
+		}
+	}
+	if cs := e.state("aaln/1").Connections; len(cs) != 1 || !strings.Contains(string(cs[0].RemoteSDP), "m=audio 40800") || byesOf(e, phone) != 0 {
+		t.Fatalf("the phone left the conference: %+v", cs)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("BYE of the phone's conference call", func() bool { return byesOf(e, phone) == 1 })
+	if byesOf(e, leg) != 0 {
+		t.Error("BYE sent for the leg the conference ended")
 	}
 }
