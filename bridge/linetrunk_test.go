@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mgsip/mgsip/mgcp"
 	"github.com/mgsip/mgsip/mgcp/mgcptest"
@@ -12,14 +13,17 @@ import (
 
 // supSent returns the sup signals the call agent sent to a channel, as
 // on the wire.
-func supSent(gw *mgcptest.Gateway, local string) []string {
+func supSent(gw *mgcptest.Gateway, local string) []string { return casSent(gw, local, "sup") }
+
+// casSent returns the MS signals named name sent to a channel.
+func casSent(gw *mgcptest.Gateway, local, name string) []string {
 	var out []string
 	for _, c := range gw.Commands() {
 		if !strings.EqualFold(c.Endpoint.Local, local) {
 			continue
 		}
 		for _, s := range c.Signals {
-			if s.Is("MS", "sup") {
+			if s.Is("MS", name) {
 				out = append(out, s.String())
 			}
 		}
@@ -243,4 +247,26 @@ func TestTrunkToLocalLine(t *testing.T) {
 			t.Errorf("%d INVITEs at the PBX", n)
 		}
 	})
+}
+
+// The phone hangs up while the hunt is offering its call (the channel's
+// CRCX held back): the channel, seized meanwhile, is released at once
+// (rel, rlc) and nothing is left on either endpoint.
+func TestLineToTrunkAbandoned(t *testing.T) {
+	e := newEnv(t, envOptions{lines: 1, trunk: 1, trunkOut: "9"})
+	e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbCRCX, Endpoint: tch1, Delay: 300 * time.Millisecond, Count: 1})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "9555")
+	e.waitFor("the channel's CRCX", func() bool { return strings.Contains(verbs(e.gw.Commands(), tch1), "CRCX") })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("the channel seized and released", func() bool {
+		return len(supSent(e.gw, tch1)) == 1 && len(casSent(e.gw, tch1, "rel")) == 1
+	})
+	e.idleChannel(tch1, "MS")
+	for range 2 {
+		if r := e.record(); r.Answered {
+			t.Errorf("record %+v", r)
+		}
+	}
 }
