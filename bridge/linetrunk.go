@@ -63,6 +63,13 @@ func (l *line) trunkCall(c *call, tr *mapping.TrunkRule) {
 		l.failCall(c, failedWhy("CRCX", err), "L/ro")
 		return
 	}
+	// The channel's own ring timer ends a seizure nobody answers; this
+	// one is the backstop for a hunt that never hears back.
+	l.callAfter(c, l.b.cfg.RingTimeout+l.b.cfg.ToneTimeout, func() {
+		if l.call == c && l.state == stCalling {
+			l.failCall(c, "no answer", "L/ro")
+		}
+	})
 	chans := l.b.trunkChannels(tr)
 	if !l.b.track() {
 		l.failCall(c, "stopping", "L/ro")

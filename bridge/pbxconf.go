@@ -202,11 +202,7 @@ func (l *line) onConfLeg(pc *pbxConf, c *call, e sip.Event) {
 			l.reinviteC(pc, e.SDP)
 		}
 	case sip.EventReinvite, sip.EventUpdate:
-		if c == pc.c {
-			// C's own offer would have to cross to its leg at the
-			// conference; not done: C keeps the session it has.
-			_ = c.dialog.RejectReinvite(491, "Request Pending")
-		}
+		l.refreshConfLeg(pc, c)
 	case sip.EventFailed, sip.EventBye, sip.EventCancelled:
 		why := "far end hung up"
 		if c == pc.leg {
@@ -223,6 +219,28 @@ func (l *line) onConfLeg(pc *pbxConf, c *call, e sip.Event) {
 		}
 		l.dropC(pc, why, c)
 	}
+}
+
+// refreshConfLeg answers a re-INVITE or UPDATE in one of C's kept
+// dialogs (a session refresh, RFC 4028, or a new offer) with the
+// description the other dialog has, as given before: the session stays
+// as it is. A new address or codec in the offer is not passed across to
+// the other dialog (docs/bridge.md, "Not yet").
+func (l *line) refreshConfLeg(pc *pbxConf, c *call) {
+	other := pc.leg
+	if c == pc.leg {
+		other = pc.c
+	}
+	if other == nil || other.dialog == nil || !pc.joined {
+		_ = c.dialog.RejectReinvite(491, "Request Pending")
+		return
+	}
+	tr, err := ToSIP(other.dialog.RemoteSDP(), &c.origin, c.codecs, SendRecv)
+	if err != nil {
+		_ = c.dialog.RejectReinvite(488, "Not Acceptable Here")
+		return
+	}
+	_ = c.dialog.AcceptReinvite(tr.SDP)
 }
 
 // reinviteC sends C the conference's answer to its leg (with our origin
