@@ -270,3 +270,31 @@ func TestLineToTrunkAbandoned(t *testing.T) {
 		}
 	}
 }
+
+// A trunk group without a CAS package (signaling: none) has no seizure:
+// its first free channel is connected at once, send-receive both ways,
+// and hanging up deletes both connections; the channel gets no request.
+func TestLineToTrunkWithoutSignaling(t *testing.T) {
+	e := newEnv(t, envOptions{lines: 1, trunk: 2, trunkOut: "9", trunkNone: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "9555")
+	e.waitFor("send-receive on both", func() bool {
+		return e.conn("aaln/1").Mode == mgcp.ModeSendRecv && e.conn(tch1).Mode == mgcp.ModeSendRecv
+	})
+	lc, cc := e.conn("aaln/1"), e.conn(tch1)
+	e.waitFor("RTP both ways", func() bool { return lc.RTP.Received() > 10 && cc.RTP.Received() > 10 })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.noConnections(tch1)
+	if got := verbs(e.gw.Commands(), tch1); got != "AUEP CRCX MDCX DLCX" { // the audit at start, then the call
+		t.Errorf("channel commands %s", got)
+	}
+	if n := len(e.gw.Connections(tch2)); n != 0 || verbs(e.gw.Commands(), tch2) != "AUEP" {
+		t.Errorf("second channel used: %s", verbs(e.gw.Commands(), tch2))
+	}
+	for range 2 {
+		if r := e.record(); !r.Answered {
+			t.Errorf("record %+v", r)
+		}
+	}
+}
