@@ -429,6 +429,9 @@ func (l *line) casAnswered() {
 // without it, so that the gateway reports what happened (its quarantined
 // rel, say) and the line follows. True: try again now.
 func (l *line) casRefused(err error) bool {
+	if l.supWithoutANI(err) {
+		return true
+	}
 	// Reorder or busy refused on a channel with no call: the gateway has
 	// it idle (the far end's seizure mgsip waited for never came, or the
 	// far end is gone), so there is nobody to play it to.
@@ -501,4 +504,25 @@ func (l *line) casAccepted(want gwRequest) {
 			l.owesRLC = false
 		}
 	}
+}
+
+// supWithoutANI: a 538 (event or signal parameter error, RFC 3435 §2.4)
+// on the request carrying a line's seizure with ani(...): RFC 3064's
+// parameters of the sup signal were not checked (docs/bridge.md), so a
+// gateway that does not take the calling number gets the seizure again
+// without it. True: try again now.
+func (l *line) supWithoutANI(err error) bool {
+	c := l.call
+	if l.cas() == "" || c == nil || !c.seizing || c.outANI == "" || mgcpCodeOf(err) != int(mgcp.CodeEventParameterError) {
+		return false
+	}
+	for i, s := range l.oneShot {
+		if strings.EqualFold(s.Name, "sup") {
+			l.log.WithError(err).Info("sup with ani refused: seizing without the calling number")
+			c.outANI = ""
+			l.oneShot[i] = l.supSignal(c)
+			return true
+		}
+	}
+	return false
 }

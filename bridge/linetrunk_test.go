@@ -298,3 +298,17 @@ func TestLineToTrunkWithoutSignaling(t *testing.T) {
 		}
 	}
 }
+
+// A gateway that refuses ani(...) in the sup signal (538) gets the
+// seizure again without it, and the call goes on.
+func TestLineToTrunkANIRefused(t *testing.T) {
+	e := newEnv(t, envOptions{lines: 1, trunk: 1, trunkOut: "9"})
+	e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbRQNT, Endpoint: tch1, Code: mgcp.CodeEventParameterError, Count: 1})
+	lineOnTrunk(e, "9555", tch1, "9555")
+	if got := supSent(e.gw, tch1); len(got) != 2 || got[0] != "MS/sup(addr(9555),ani(1001))" || got[1] != "MS/sup(addr(9555))" {
+		t.Fatalf("sup sent: %v", got)
+	}
+	e.onHook("aaln/1")
+	e.idleChannel(tch1, "MS")
+	e.noConnections("aaln/1")
+}
