@@ -64,6 +64,8 @@ type envOptions struct {
 	stormOver func(lines int)                           // bridge.Config.OnStormOver
 	trunk     int                                       // CAS trunk channels ds/ds1-1/1..N (MS) on the gateway, trunk group "pstn" to the PBX
 	glare     string                                    // that group's glare rule
+	trunkOut  string                                    // numbers with this prefix go out of trunk group "pstn"
+	trunkNone bool                                      // that group has signaling: none (no CAS package)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -139,6 +141,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.trunk > 0 {
 		cfg.Trunks = []mapping.Trunk{{Name: "pstn", Gateway: "gw", Endpoints: []string{"ds/ds1-1/{1.." + strconv.Itoa(o.trunk) + "}"},
 			Peer: "pbx", DIDs: []string{"5550100-5550199"}, Signaling: "ms", Glare: o.glare}}
+		if o.trunkNone {
+			cfg.Trunks[0].Signaling, cfg.Trunks[0].Glare = "", ""
+		}
+		if o.trunkOut != "" {
+			cfg.Routes.Outbound = append([]mapping.OutboundRoute{{Name: "trunk", Match: mapping.NumberMatch{Prefix: o.trunkOut}, Trunk: "pstn"}},
+				cfg.Routes.Outbound...)
+		}
 	}
 	rules, err := mapping.New(cfg, mapping.Options{})
 	if err != nil {
@@ -177,7 +186,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	for i := 1; i <= o.lines && !o.noWait; i++ {
 		e.waitSignalState("aaln/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
 	}
-	for i := 1; i <= o.trunk && !o.noWait; i++ {
+	for i := 1; i <= o.trunk && !o.noWait && !o.trunkNone; i++ {
 		e.waitSignalState("ds/ds1-1/"+strconv.Itoa(i), func(st mgcptest.EndpointState) bool { return hasEvent(st, "MS/sup") })
 	}
 	if o.register {

@@ -48,6 +48,9 @@ func (l *line) dial(number string) {
 			return
 		}
 		l.sipCall(c, rt.Peer)
+	case rt.Trunk != nil:
+		c.direction = "local"
+		l.trunkCall(c, rt.Trunk) // linetrunk.go
 	default:
 		l.playTone("L/ro")
 	}
@@ -429,7 +432,7 @@ func (l *line) onSIP(c *call, e sip.Event) {
 		l.onTransferLeg(c, e)
 		return
 	}
-	if c.confFocus || c.confParty {
+	if c.confFocus || c.confParty || c.confLeg {
 		l.onPBXConf(c, e)
 		return
 	}
@@ -579,7 +582,7 @@ func (l *line) onSIPEnd(c *call) {
 	if c.ended {
 		return
 	}
-	if c.confFocus || c.confParty {
+	if c.confFocus || c.confParty || c.confLeg {
 		l.onPBXConf(c, sip.Event{Kind: sip.EventBye})
 		return
 	}

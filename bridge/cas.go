@@ -151,6 +151,10 @@ func (l *line) onCAS(evs []mgcp.Event) {
 				// The address is out: the far end alerts.
 				c.seizing = false
 				l.takenBy(c, true)
+				if c.dialog == nil {
+					l.lineSeized(c) // a line's call (linetrunk.go)
+					break
+				}
 				l.forward(c)
 				_ = c.dialog.Ring()
 			}
@@ -199,6 +203,7 @@ func (l *line) yieldCall(c *call, why string) {
 		return
 	}
 	c.dialog, c.done = nil, nil // the hunt's now, not this channel's
+	c.peer = nil                // a line's call: its hunt goes on (linetrunk.go)
 	l.endCallOf(c, why, false)
 	taken <- false
 }
@@ -212,7 +217,7 @@ func (l *line) onGlare(c *call, addr, ani string) {
 	if l.trunk.Glare == "keep" {
 		log.Info("glare: keeping the channel for the SIP call")
 		c.glareAddr, c.glareANI = addr, ani // in case the trunk's seizure came first (casRefused)
-		l.oneShot = append(l.oneShot, l.casSignal("sup", "addr("+c.outAddr+")"))
+		l.oneShot = append(l.oneShot, l.supSignal(c))
 		return
 	}
 	log.Info("glare: yielding the channel to the trunk's call")
@@ -226,11 +231,20 @@ func (l *line) onGlare(c *call, addr, ani string) {
 // DID (rewritten toward MGCP) as its address. The hunt learns whether
 // the channel is its (taken) once the gateway reports oc, of or glare.
 func (l *line) casSeize(c *call, taken chan<- bool) {
+	l.casSeizeFor(c, taken, c.dialog.RequestUser(), "")
+}
+
+// casSeizeFor is casSeize for the called number (rewritten toward MGCP
+// here) and, when known, the calling number sent as ani.
+func (l *line) casSeizeFor(c *call, taken chan<- bool, number, ani string) {
 	c.taken = taken
 	c.seizing = true
 	l.seized = seizedOut
-	c.outAddr = l.trunk.ToMGCP.Apply(c.dialog.RequestUser())
-	l.oneShot = append(l.oneShot, l.casSignal("sup", "addr("+c.outAddr+")"))
+	c.outAddr = l.trunk.ToMGCP.Apply(number)
+	if ani != "" {
+		c.outANI = l.trunk.ToMGCP.Apply(ani)
+	}
+	l.oneShot = append(l.oneShot, l.supSignal(c))
 	l.after(l.b.cfg.RingTimeout, func() {
 		if l.call == c && l.state == stRinging {
 			c.status, c.reason = 480, "Temporarily Unavailable"
@@ -242,6 +256,15 @@ func (l *line) casSeize(c *call, taken chan<- bool) {
 			l.failCall(c, "no answer", "")
 		}
 	})
+}
+
+// supSignal is the seizure signal of c: sup(addr(...)), with
+// ani(...) when the calling number is sent.
+func (l *line) supSignal(c *call) mgcp.Event {
+	if c.outANI != "" {
+		return l.casSignal("sup", "addr("+c.outAddr+")", "ani("+c.outANI+")")
+	}
+	return l.casSignal("sup", "addr("+c.outAddr+")")
 }
 
 // onSeizure: the far end seized an idle channel and sent addr (and ani):
@@ -256,6 +279,15 @@ func (l *line) onSeizure(addr, ani string) {
 	if !l.b.accepting(l.rule.Gateway) {
 		log.Info("trunk seizure refused: draining or disabled")
 		l.casSettle("L/ro")
+		return
+	}
+	if callee, ok := l.localTarget(number); ok {
+		if callee == nil {
+			log.Info("trunk call: no local line with that number")
+			l.casSettle("L/ro")
+			return
+		}
+		l.trunkToLine(c, callee, ani)
 		return
 	}
 	peer := l.trunk.Peer // the configuration gives every trunk group one
@@ -397,6 +429,9 @@ func (l *line) casAnswered() {
 // without it, so that the gateway reports what happened (its quarantined
 // rel, say) and the line follows. True: try again now.
 func (l *line) casRefused(err error) bool {
+	if l.supWithoutANI(err) {
+		return true
+	}
 	// Reorder or busy refused on a channel with no call: the gateway has
 	// it idle (the far end's seizure mgsip waited for never came, or the
 	// far end is gone), so there is nobody to play it to.
@@ -469,4 +504,25 @@ func (l *line) casAccepted(want gwRequest) {
 			l.owesRLC = false
 		}
 	}
+}
+
+// supWithoutANI: a 538 (event or signal parameter error, RFC 3435 §2.4)
+// on the request carrying a line's seizure with ani(...): RFC 3064's
+// parameters of the sup signal were not checked (docs/bridge.md), so a
+// gateway that does not take the calling number gets the seizure again
+// without it. True: try again now.
+func (l *line) supWithoutANI(err error) bool {
+	c := l.call
+	if l.cas() == "" || c == nil || !c.seizing || c.outANI == "" || mgcpCodeOf(err) != int(mgcp.CodeEventParameterError) {
+		return false
+	}
+	for i, s := range l.oneShot {
+		if strings.EqualFold(s.Name, "sup") {
+			l.log.WithError(err).Info("sup with ani refused: seizing without the calling number")
+			c.outANI = ""
+			l.oneShot[i] = l.supSignal(c)
+			return true
+		}
+	}
+	return false
 }

@@ -64,6 +64,7 @@ var actionKinds = []struct {
 	{"blind-transfer", 4}, {"three-way", 4}, {"attended-transfer", 3},
 	{"sip-replaces", 3}, {"local-wait", 3},
 	{"trunk-seize", 4}, {"trunk-release", 3}, {"trunk-answer", 2}, {"trunk-did", 3}, {"trunk-glare", 2},
+	{"line-trunk", 3}, // explore_trunk_test.go
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -146,7 +147,7 @@ func newExplorer(t *testing.T, seed uint64) *explorer {
 	if seed%2 == 1 {
 		glare = "keep"
 	}
-	x.e = newEnv(t, envOptions{lines: exploreLines, trunk: exploreTrunk, glare: glare, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
+	x.e = newEnv(t, envOptions{lines: exploreLines, trunk: exploreTrunk, trunkOut: "9", glare: glare, register: true, ring: 3 * time.Second, noAnswer: 3 * time.Second, log: log,
 		keepalive: 300 * time.Millisecond,
 		calls:     x.store.handle("A"),
 		mgcp:      mgcp.Config{InitialRTO: 50 * time.Millisecond, MaxRTO: 200 * time.Millisecond, TMax: time.Second, Max2: 5},
@@ -417,6 +418,8 @@ func (x *explorer) step(a action) {
 			_ = gw.ArmGlare(channel(a.line), "2000", "")
 		}
 		x.call(strconv.Itoa(5550100+a.n%100), a.m%5 == 0, sip.PRACKOff, "")
+	case "line-trunk":
+		x.lineTrunk(ctx, a)
 	case "sip-bye", "sip-cancel", "sip-hold", "sip-resume", "sip-info", "sip-refer":
 		x.farAction(a)
 	case "mwi":

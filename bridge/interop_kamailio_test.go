@@ -51,6 +51,10 @@ type kamOptions struct {
 	uas     string // host:port of the SIPp that Kamailio relays numbers 2xxx to
 	noThree bool   // features.three_way off (flash, number, hang-up is a blind transfer)
 	local   bool   // numbers 1xxx are switched locally (the lines call each other without SIP)
+	// More static routes, and features.conference_uri on a gateway that
+	// cannot mix (quirk profile conference: false) when conference is set.
+	routes     []testutil.KamailioRoute
+	conference string
 }
 
 func newKamRig(t *testing.T, o kamOptions) *kamRig {
@@ -59,6 +63,7 @@ func newKamRig(t *testing.T, o kamOptions) *kamRig {
 	if o.uas != "" {
 		routes = append(routes, testutil.KamailioRoute{Prefix: "2", To: o.uas})
 	}
+	routes = append(routes, o.routes...)
 	r := &kamRig{env: &env{t: t, records: make(chan bridge.CallRecord, 16)}}
 	r.kam = testutil.StartKamailioRoutes(t, "SHA-256", 3600, routes...)
 	kamHost, kamPort := hostPort(t, r.kam.Addr)
@@ -82,9 +87,17 @@ func newKamRig(t *testing.T, o kamOptions) *kamRig {
 	if o.noThree {
 		line.Features.ThreeWay = new(bool)
 	}
+	var quirks []mapping.QuirkProfile
+	gwQuirks := ""
+	if o.conference != "" {
+		line.Features.ConferenceURI = o.conference
+		quirks = []mapping.QuirkProfile{{Name: "no-conf", Base: "generic", Conference: new(bool)}}
+		gwQuirks = "no-conf"
+	}
 	r.rules, err = mapping.New(mapping.Config{
+		Quirks:    quirks,
 		Peers:     []mapping.Peer{{Name: "kam", Host: kamHost, Port: kamPort, Register: &yes, Realm: kamDomain}},
-		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gwPort, Codecs: []string{"PCMU", "PCMA"}}},
+		Gateways:  []mapping.Gateway{{Name: "gw", Domain: "gw.test", Address: gwHost, Port: gwPort, Codecs: []string{"PCMU", "PCMA"}, Quirks: gwQuirks}},
 		DialPlans: []mapping.DialPlan{{Name: "p", DigitMap: "(xxxx)", Default: true}},
 		Lines:     []mapping.Line{line},
 		Routes:    mapping.Routes{Outbound: outbound},

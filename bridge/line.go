@@ -103,6 +103,8 @@ type call struct {
 	gwFailed  bool   // a CRCX or MDCX of the call failed (refused or unanswered)
 	confFocus bool   // the call to the PBX conference, not answered yet (pbxconf.go)
 	confParty bool   // REFERed into the PBX conference: waiting for the final NOTIFY
+	confLeg   bool   // C kept for the PBX conference: C's dialog or its leg there (pbxconf.go)
+	confHome  *call  // A REFERed into the PBX conference: the phone's call there, to be held beside if the REFER fails
 
 	mode mgcp.ConnectionMode // the mode the gateway last accepted (persist.go)
 
@@ -113,6 +115,7 @@ type call struct {
 	seizing  bool              // a SIP call's seizure of the channel, before oc
 	taken    chan<- bool       // the hunt waiting for the seizure's outcome
 	outAddr  string            // the address the seizure sends
+	outANI   string            // the calling number it sends (a line's call), or ""
 	// the far end's seizure met in a glare that keep answered
 	glareAddr, glareANI string
 }

@@ -71,6 +71,9 @@ func (l *line) onFlash() {
 		l.dropLast()
 		return
 	}
+	if l.pbxFlash() {
+		return // the PBX conference's added party dropped (pbxconf.go)
+	}
 	if l.consulting() {
 		if l.call.answered.IsZero() {
 			// C still rings: give it up, back to A.

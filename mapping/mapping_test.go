@@ -486,3 +486,27 @@ func TestSuggest(t *testing.T) {
 		t.Errorf("Hint with no names: %q", got)
 	}
 }
+
+// A route naming a trunk group that does not exist is refused with the
+// route's key and the groups there are (outbound and inbound).
+func TestRouteUnknownTrunk(t *testing.T) {
+	cfg := sample()
+	cfg.Routes.Outbound = append(cfg.Routes.Outbound, OutboundRoute{Name: "out", Match: NumberMatch{Prefix: "9"}, Trunk: "pstm"})
+	cfg.Routes.Inbound = append(cfg.Routes.Inbound, InboundRoute{Name: "in", Match: NumberMatch{Exact: "5"}, Trunk: "nothing"})
+	pw := map[string]string{}
+	for i := 1; i <= 24; i++ {
+		pw[fmt.Sprintf("PW_%d", i)] = "x"
+	}
+	_, err := New(cfg, Options{LookupEnv: env(pw)})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	out, in := len(cfg.Routes.Outbound)-1, len(cfg.Routes.Inbound)-1
+	want := []string{
+		fmt.Sprintf(`routes.outbound[%d].trunk: no trunk group named "pstm" (did you mean "pstn"? trunk groups: pstn)`, out),
+		fmt.Sprintf(`routes.inbound[%d].trunk: no trunk group named "nothing" (trunk groups: pstn)`, in),
+	}
+	if got := strings.Split(err.Error(), "\n"); len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("got\n%v\nwant exactly\n%s", err, strings.Join(want, "\n"))
+	}
+}
