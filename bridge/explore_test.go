@@ -64,7 +64,6 @@ var actionKinds = []struct {
 	{"blind-transfer", 4}, {"three-way", 4}, {"attended-transfer", 3},
 	{"sip-replaces", 3}, {"local-wait", 3},
 	{"trunk-seize", 4}, {"trunk-release", 3}, {"trunk-answer", 2}, {"trunk-did", 3}, {"trunk-glare", 2},
-	{"line-trunk", 3}, // explore_trunk_test.go
 }
 
 func makePlan(seed uint64, n int) []action {
@@ -86,7 +85,7 @@ func makePlan(seed uint64, n int) []action {
 		}
 		plan[i] = action{kind: kind, line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)}
 	}
-	return withLocalTransfers(seed, plan)
+	return withLineTrunkCalls(seed, withLocalTransfers(seed, plan))
 }
 
 // withLocalTransfers inserts transfers and three-way calls from locally

@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -40,4 +41,20 @@ func (x *explorer) lineTrunk(ctx context.Context, a action) {
 		}
 		time.Sleep(15 * time.Millisecond)
 	}
+}
+
+// withLineTrunkCalls inserts lines' calls out of the trunk group
+// (linetrunk.go) among a plan's actions, drawn from a stream of their own
+// so that the seeds kept in the fixed budget replay the plans they failed
+// with.
+func withLineTrunkCalls(seed uint64, plan []action) []action {
+	rng := rand.New(rand.NewPCG(seed, 0x6c6e7472))
+	out := make([]action, 0, len(plan)+len(plan)/8)
+	for _, a := range plan {
+		out = append(out, a)
+		if rng.IntN(12) == 0 {
+			out = append(out, action{kind: "line-trunk", line: 1 + rng.IntN(exploreLines), n: rng.IntN(1000), m: rng.IntN(1000)})
+		}
+	}
+	return out
 }
