@@ -262,6 +262,9 @@ type cached struct {
 	wire     []byte // final response; nil while the handler runs
 	provSent bool   // a provisional response was sent
 	acked    chan struct{}
+	// hctx is the context of the handler serving the command, kept in
+	// the entry so that a command costs one allocation less.
+	hctx handlerCtx
 }
 
 // New returns a CallAgent over conn. The caller keeps ownership of conn
@@ -627,6 +630,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 		c.TransactionID = ca.NextTransactionID()
 	}
 	piggybacked := false
+	var ackBuf [4]AckRange
 	tx := ca.txs.Get().(*outTx)
 	tx.peer = addr.Addr().Unmap()
 	ca.mu.Lock()
@@ -646,7 +650,9 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	if p != nil {
 		rto = ca.rto(p)
 		if c.ResponseAck == nil && len(p.acks) > 0 && !p.noAcks {
-			c.ResponseAck = ackRanges(p.acks)
+			// The ranges only live until c is serialized below (c.Verb is
+			// read from cmd after that, so that c stays on the stack).
+			c.ResponseAck = ackRanges(ackBuf[:0], p.acks)
 			p.acks = p.acks[:0]
 			piggybacked = true
 		}
@@ -675,7 +681,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	ca.stats.commandsSent.Add(1)
 	start := time.Now()
 	if err := ca.write(wire, addr); err != nil {
-		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", c.Verb, c.TransactionID, err)
+		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", cmd.Verb, c.TransactionID, err)
 	}
 	timer := ca.getTimer(rto)
 	defer ca.putTimer(timer)
@@ -702,7 +708,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 			}
 			ca.mu.Unlock()
 			if ca.onRoundTrip != nil {
-				ca.onRoundTrip(addr, c.Verb, r.Code, time.Since(start))
+				ca.onRoundTrip(addr, cmd.Verb, r.Code, time.Since(start))
 			}
 			return r, addr, piggybacked, nil
 		case <-tx.prov:
@@ -724,7 +730,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 				}
 				ca.mu.Unlock()
 				return nil, addr, piggybacked, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
-					c.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
+					cmd.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
 			}
 			retries++
 			if retries == ca.cfg.Max1 && to != addr.String() {
@@ -760,16 +766,15 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	}
 }
 
-// ackRanges compresses transaction ids into K: ranges.
-func ackRanges(ids []uint32) []AckRange {
-	sorted := append([]uint32(nil), ids...)
-	for i := 1; i < len(sorted); i++ { // short lists: insertion sort
-		for j := i; j > 0 && sorted[j] < sorted[j-1]; j-- {
-			sorted[j], sorted[j-1] = sorted[j-1], sorted[j]
+// ackRanges compresses transaction ids into K: ranges appended to out; it
+// sorts ids in place.
+func ackRanges(out []AckRange, ids []uint32) []AckRange {
+	for i := 1; i < len(ids); i++ { // short lists: insertion sort
+		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
+			ids[j], ids[j-1] = ids[j-1], ids[j]
 		}
 	}
-	var out []AckRange
-	for _, id := range sorted {
+	for _, id := range ids {
 		if n := len(out); n > 0 && (id == out[n-1].To || id == out[n-1].To+1) {
 			out[n-1].To = id
 			continue
@@ -1038,24 +1043,12 @@ func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
 	log := func() *logrus.Entry {
 		return ca.log.WithFields(logrus.Fields{"mgcp_tx": c.TransactionID, "verb": string(c.Verb), "endpoint": c.Endpoint.String(), "from": from.String()})
 	}
-	provTimer := time.AfterFunc(ca.cfg.ProvisionalAfter, func() {
-		ca.mu.Lock()
-		send := e.wire == nil && !e.provSent
-		if send {
-			e.provSent = true
-		}
-		ca.mu.Unlock()
-		if send {
-			ca.stats.provisionalSent.Add(1)
-			_ = ca.write(provisional(c.TransactionID), from)
-		}
-	})
-	hctx := &handlerCtx{Context: ca.ctx}
+	hctx := &e.hctx
+	hctx.Context = ca.ctx
 	r := check(c)
 	if r == nil {
 		r = ca.call(hctx, c, from, log)
 	}
-	provTimer.Stop()
 	r.TransactionID = c.TransactionID
 	ca.mu.Lock()
 	ca.inflight--

@@ -48,26 +48,80 @@ func (ca *CallAgent) dispatch(w work) {
 	go ca.worker(w)
 }
 
+// worker is one goroutine serving commands. Its provisional-response
+// timer is made once and re-armed for each command it serves.
+type worker struct {
+	ca *CallAgent
+	// Guarded by ca.mu: the command being served and when it started.
+	cur   work
+	start time.Time
+	prov  *time.Timer
+}
+
 // worker executes w, then the commands dispatched to it while it waits,
 // until it has been idle for workerIdle or the CallAgent closes.
 func (ca *CallAgent) worker(w work) {
 	defer ca.wg.Done()
-	var idle *time.Timer
+	wk := &worker{ca: ca}
+	wk.prov = time.AfterFunc(time.Hour, wk.provisional)
+	wk.prov.Stop()
+	defer wk.prov.Stop()
+	// The idle timer is not re-armed for every command (a timer change
+	// per command costs more than it saves): when it fires after a busy
+	// spell the worker waits one period more, so an idle worker ends
+	// after one to two periods.
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	served := 0
 	for {
-		ca.execute(w.c, w.from, w.e)
+		wk.execute(w)
+		served++
 		w = work{} // let the command be collected while waiting
-		if idle == nil {
-			idle = time.NewTimer(workerIdle)
-			defer idle.Stop()
-		} else {
-			idle.Reset(workerIdle)
+		for w.c == nil {
+			select {
+			case w = <-ca.work:
+			case <-idle.C:
+				if served == 0 {
+					return
+				}
+				served = 0
+				idle.Reset(workerIdle)
+			case <-ca.ctx.Done():
+				return
+			}
 		}
-		select {
-		case w = <-ca.work:
-		case <-idle.C:
-			return
-		case <-ca.ctx.Done():
-			return
-		}
+	}
+}
+
+// execute serves one command with the worker's provisional timer armed.
+func (wk *worker) execute(w work) {
+	ca := wk.ca
+	ca.mu.Lock()
+	wk.cur, wk.start = w, time.Now()
+	ca.mu.Unlock()
+	wk.prov.Reset(ca.cfg.ProvisionalAfter)
+	ca.execute(w.c, w.from, w.e)
+	wk.prov.Stop()
+	ca.mu.Lock()
+	wk.cur = work{}
+	ca.mu.Unlock()
+}
+
+// provisional sends "100 In progress" for a command still executing after
+// Config.ProvisionalAfter (RFC 3435 §3.5.6). The timer may fire late for a
+// command already answered, or for the previous one while the next has
+// just begun: the checks below make those firings do nothing.
+func (wk *worker) provisional() {
+	ca := wk.ca
+	ca.mu.Lock()
+	w := wk.cur
+	send := w.e != nil && w.e.wire == nil && !w.e.provSent && time.Since(wk.start) >= ca.cfg.ProvisionalAfter
+	if send {
+		w.e.provSent = true
+	}
+	ca.mu.Unlock()
+	if send {
+		ca.stats.provisionalSent.Add(1)
+		_ = ca.write(provisional(w.c.TransactionID), w.from)
 	}
 }
