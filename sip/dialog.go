@@ -98,7 +98,7 @@ func failed(res *sip.Response) *Event {
 		}
 	}
 	if res.StatusCode == 422 {
-		if h := res.GetHeader("Min-SE"); h != nil {
+		if h := res.GetHeader("min-se"); h != nil {
 			v, _, _ := strings.Cut(h.Value(), ";")
 			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
 				e.MinSE = time.Duration(n) * time.Second
