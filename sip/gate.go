@@ -45,7 +45,6 @@ type gate struct {
 	strangers *bucketTable[netip.Addr]
 	lines     *bucketTable[string]
 	invites   recentSet // INVITE transactions admitted, so retransmissions pass
-	parser    *sip.Parser
 
 	stats gateStats
 }
@@ -105,7 +104,6 @@ func newGate(cfg Config, allow func(netip.AddrPort) bool, allowHdr func() string
 		strangers:   newBucketTable[netip.Addr](l.StrangerRate, l.StrangerBurst, 4096),
 		lines:       newBucketTable[string](l.LineInviteRate, l.LineInviteBurst, 65536),
 		invites:     recentSet{max: 65536, ttl: 64 * sip.T1},
-		parser:      sip.NewParser(sip.WithHeadersParsers(gateHeaders)),
 	}
 }
 
@@ -196,25 +194,8 @@ func (g *gate) inspect(data []byte, src netip.AddrPort) (pass bool, res *sip.Res
 	return true, nil, nil
 }
 
-// gateHeaders are the headers the gate reads (limits, framing, the
-// transaction key) or copies into a stateless answer (RFC 3261 §8.2.6.2:
-// Via, From, To, Call-ID, CSeq), with Content-Length, which frames the
-// body. Every other header is kept as text: sipgo parses the request in
-// full again when the gate lets it pass, so parsing Contact, Route,
-// Record-Route and the rest here too was the second half of a double
-// parse on every request. A request malformed only in one of those is
-// now dropped by sipgo's parser (which logs it) instead of the gate's.
-var gateHeaders = func() sip.HeadersParser {
-	all := sip.DefaultHeadersParser()
-	out := sip.HeadersParser{}
-	for _, k := range []string{"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "content-length", "l"} {
-		out[k] = all[k]
-	}
-	return out
-}()
-
 func (g *gate) parse(data []byte, src netip.AddrPort) *sip.Request {
-	msg, err := g.parser.ParseSIP(data)
+	msg, err := sip.ParseMessage(data)
 	if err != nil {
 		return nil
 	}
