@@ -126,6 +126,7 @@ type Bridge struct {
 	stopping    bool           // no line goroutine may start any more
 	draining    bool           // no new calls (shutdown)
 	wg          sync.WaitGroup // line goroutines
+	runners     *runners       // the goroutines that run them (runner.go)
 	refused     atomic.Uint64  // commands from an address not the gateway's
 	unknownX    atomic.Uint64  // NTFYs under a request id never issued
 	logForeign  sampler        // commands from another address
@@ -169,7 +170,8 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, log: cfg.Log, lines: map[string]*line{}, byUser: map[string]*line{}, byID: map[string]*line{},
 		replacing: map[string]*line{},
 		trunks:    map[string][]*line{}, nextHunt: map[string]int{}, gwAddr: map[string]string{},
-		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{}), stopped: make(chan struct{})}
+		health: map[string]*gatewayHealth{}, peers: map[string]*peerHealth{}, ready: make(chan struct{}), stopped: make(chan struct{}),
+		runners: newRunners()}
 	if cfg.Calls != nil {
 		b.persist = newPersister(cfg.Calls, cfg.Log.WithField("component", "callstore"))
 	}
@@ -243,6 +245,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.stopping = true
 	b.mu.Unlock()
 	b.wg.Wait()
+	b.runners.close()
 	if b.persist != nil {
 		// The calls hung up at shutdown leave the store (2 s at most).
 		b.persist.flush(2 * time.Second)

@@ -96,10 +96,14 @@ func (r CallRecord) CDR() CDR {
 	}
 	if r.Answered { // no codec was chosen for a call never answered
 		c.Codec, c.PtimeMS = codecOf(r.AnswerSDP)
-		if gc, gp := codecOf(r.GatewaySDP); c.Codec == "" {
-			c.Codec, c.PtimeMS = gc, gp
-		} else if c.PtimeMS == 0 {
-			c.PtimeMS = gp
+		if c.Codec == "" || c.PtimeMS == 0 {
+			// The gateway's SDP only fills what the answer lacks, so it
+			// is parsed only then.
+			if gc, gp := codecOf(r.GatewaySDP); c.Codec == "" {
+				c.Codec, c.PtimeMS = gc, gp
+			} else {
+				c.PtimeMS = gp
+			}
 		}
 	}
 	c.Q850Cause = q850Of(r)

@@ -266,7 +266,7 @@ func (l *line) kick() {
 		l.running.Store(false) // the bridge is stopping
 		return
 	}
-	go l.loop()
+	l.b.runners.run(l.loop)
 }
 
 // loop is the owner goroutine: it runs queued inputs one at a time and

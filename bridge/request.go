@@ -38,10 +38,12 @@ type gwRequest struct {
 // (a DTMF digit played once) and the brief CAS signals (cas.go) are left
 // out: nothing needs stopping after them, so they never call for a
 // request of their own.
-func (r gwRequest) key() string {
-	var b []byte
+func (r gwRequest) key() string { return string(r.appendKey(nil)) }
+
+// appendKey appends the request's key to b.
+func (r gwRequest) appendKey(b []byte) []byte {
 	for _, e := range r.events {
-		b = append(b, e.String()...)
+		b = e.AppendTo(b)
 		b = append(b, ',')
 	}
 	b = append(b, '|')
@@ -49,13 +51,27 @@ func (r gwRequest) key() string {
 		if strings.EqualFold(s.Package, "D") || casBrief(s) {
 			continue
 		}
-		b = append(b, s.String()...)
+		b = s.AppendTo(b)
 		b = append(b, ',')
 	}
 	b = append(b, '|')
-	b = append(b, r.digitMap...)
-	return string(b)
+	return append(b, r.digitMap...)
 }
+
+// isArmed reports whether want is the request the gateway holds, without
+// building its key as a string (this runs after every input of a line).
+func (l *line) isArmed(want gwRequest) bool {
+	bp := keyBufs.Get().(*[]byte)
+	k := want.appendKey((*bp)[:0])
+	same := string(k) == l.armed
+	*bp = k[:0]
+	keyBufs.Put(bp)
+	return same
+}
+
+// keyBufs recycles the scratch buffers of isArmed (byte slices only, so
+// nothing of a synctest bubble is shared through it).
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // dialTone is the request that gives dial tone and collects digits
 // against the line's digit map.
@@ -139,7 +155,7 @@ func (l *line) desired() gwRequest {
 // needsRequest reports whether the gateway must be sent the desired
 // request: it holds another one, or it notified and waits for a new one.
 func (l *line) needsRequest(want gwRequest) bool {
-	return (l.trunk == nil || l.cas() != "") && l.state != stRestarting && (l.owesRLC || l.notified || len(l.oneShot) > 0 || want.key() != l.armed)
+	return (l.trunk == nil || l.cas() != "") && l.state != stRestarting && (l.owesRLC || l.notified || len(l.oneShot) > 0 || !l.isArmed(want))
 }
 
 // gatewayGone reports a gateway marked down: the line sends it nothing
@@ -279,7 +295,7 @@ func (l *line) applyHook() {
 	h := l.hookHint
 	l.hookHint = 0
 	switch {
-	case h > 0 && !l.offHook && l.state == stIdle && l.armedE && l.armed == l.desired().key():
+	case h > 0 && !l.offHook && l.state == stIdle && l.armedE && l.isArmed(l.desired()):
 		// The idle request let the gateway give dial tone by itself: the
 		// phone is dialling under it; its NTFY brings the number.
 		l.offHook = true

@@ -53,30 +53,37 @@ func audio(s *sdp.SessionDescription) (*sdp.MediaDescription, error) {
 }
 
 func parseSDP(b []byte) (*sdp.SessionDescription, error) {
-	var s sdp.SessionDescription
-	err := s.Unmarshal(b)
-	if err != nil {
-		// Some gateways put letters in the o= session id or version
-		// (RFC 4566 §5.2 wants digits); mgsip replaces that line anyway.
-		if fixed, ok := numericOrigin(b); ok {
-			s = sdp.SessionDescription{}
-			err = s.Unmarshal(fixed)
-		}
+	// Some gateways put letters in the o= session id or version (RFC 4566
+	// §5.2 wants digits), which pion refuses; mgsip replaces that line
+	// anyway. Mended before the parse, so that such a gateway's every
+	// SDP is not parsed twice.
+	if fixed, ok := numericOrigin(b); ok {
+		b = fixed
 	}
-	if err != nil {
+	var s sdp.SessionDescription
+	if err := s.Unmarshal(b); err != nil {
 		return nil, fmt.Errorf("bridge: bad SDP: %w", err)
 	}
 	return &s, nil
 }
 
-// numericOrigin rewrites a non-numeric o= session id and version to 0.
+// numericOrigin returns b with the non-numeric session id and version of
+// its first o= line replaced by 0, or false when they are numbers (or
+// there is no o= line of six fields).
 func numericOrigin(b []byte) ([]byte, bool) {
-	lines := strings.Split(string(b), "\n")
-	for i, l := range lines {
-		if !strings.HasPrefix(l, "o=") {
+	for start := 0; start < len(b); {
+		end := bytes.IndexByte(b[start:], '\n')
+		if end < 0 {
+			end = len(b)
+		} else {
+			end += start
+		}
+		line := b[start:end]
+		if !bytes.HasPrefix(line, []byte("o=")) {
+			start = end + 1
 			continue
 		}
-		f := strings.Fields(strings.TrimSuffix(l[2:], "\r"))
+		f := strings.Fields(string(bytes.TrimSuffix(line[2:], []byte("\r"))))
 		if len(f) != 6 {
 			return nil, false
 		}
@@ -89,8 +96,10 @@ func numericOrigin(b []byte) ([]byte, bool) {
 		if !changed {
 			return nil, false
 		}
-		lines[i] = "o=" + strings.Join(f, " ") + "\r"
-		return []byte(strings.Join(lines, "\n")), true
+		out := make([]byte, 0, len(b)+4)
+		out = append(out, b[:start]...)
+		out = append(out, "o="+strings.Join(f, " ")+"\r"...)
+		return append(out, b[end:]...), true
 	}
 	return nil, false
 }

@@ -161,6 +161,13 @@ type CallAgent struct {
 	inflight int
 
 	msgs []Message // read loop's scratch list of parsed messages
+	// txs and timers recycle the waiting state of outgoing transactions
+	// (two channels, the struct, the retransmission timer): one set per
+	// command sent is a lot of garbage at thousands of commands a second.
+	// They belong to the CallAgent, not the package, so that the channels
+	// and timers of one synctest bubble never reach another.
+	txs, timers sync.Pool
+	work        chan work // idle workers wait here for a command (workers.go)
 
 	ctx       context.Context // ends on Close; parent of handler contexts
 	cancel    context.CancelFunc
@@ -177,6 +184,43 @@ type outTx struct {
 	// (guarded by CallAgent.mu): transaction ids are matched per peer,
 	// so one gateway cannot answer for another.
 	peer netip.Addr
+}
+
+func newOutTx() any {
+	return &outTx{final: make(chan *Response, 1), prov: make(chan struct{}, 1)}
+}
+
+// reset empties tx for reuse. It must be out of ca.pending.
+func (tx *outTx) reset() {
+	select {
+	case <-tx.final:
+	default:
+	}
+	select {
+	case <-tx.prov:
+	default:
+	}
+	tx.done.Store(false)
+	tx.peer = netip.Addr{}
+}
+
+func newStoppedTimer() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+// getTimer returns a recycled timer set to fire after d. A stopped timer's
+// channel is empty (Go 1.23 timers), so a reused one holds no stale tick.
+func (ca *CallAgent) getTimer(d time.Duration) *time.Timer {
+	t := ca.timers.Get().(*time.Timer)
+	t.Reset(d)
+	return t
+}
+
+func (ca *CallAgent) putTimer(t *time.Timer) {
+	t.Stop()
+	ca.timers.Put(t)
 }
 
 type nameEntry struct {
@@ -218,6 +262,9 @@ type cached struct {
 	wire     []byte // final response; nil while the handler runs
 	provSent bool   // a provisional response was sent
 	acked    chan struct{}
+	// hctx is the context of the handler serving the command, kept in
+	// the entry so that a command costs one allocation less.
+	hctx handlerCtx
 }
 
 // New returns a CallAgent over conn. The caller keeps ownership of conn
@@ -231,7 +278,10 @@ func New(conn net.PacketConn, cfg Config, opts ...Option) *CallAgent {
 		totals:   make(map[netip.AddrPort][2]uint64),
 		names:    make(map[string]nameEntry),
 		resolver: net.DefaultResolver,
+		work:     make(chan work),
 	}
+	ca.txs.New = newOutTx
+	ca.timers.New = newStoppedTimer
 	for _, o := range opts {
 		o(ca)
 	}
@@ -329,14 +379,30 @@ func (ca *CallAgent) Serve(ctx context.Context) error {
 	}
 }
 
+// AddrPortConn is the part of *net.UDPConn the CallAgent uses to read and
+// write without allocating an address per datagram. A wrapper of a UDP
+// socket given to New may implement it too (the fake gateway's does); a
+// wrapper that embeds *net.UDPConn and overrides ReadFrom or WriteTo must
+// override these as well, or the CallAgent bypasses its overrides.
+type AddrPortConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}
+
 func (ca *CallAgent) read(buf []byte) (int, netip.AddrPort, error) {
-	if u, ok := ca.conn.(*net.UDPConn); ok {
+	if u, ok := ca.conn.(AddrPortConn); ok {
 		n, ap, err := u.ReadFromUDPAddrPort(buf)
 		return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err
 	}
 	n, addr, err := ca.conn.ReadFrom(buf)
 	if err != nil {
 		return 0, netip.AddrPort{}, err
+	}
+	if u, ok := addr.(*net.UDPAddr); ok {
+		// A wrapped UDP socket (the trace tap, the fake gateway's
+		// fault injection): no string round trip.
+		ap := u.AddrPort()
+		return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
 	ap, _ := netip.ParseAddrPort(addr.String())
 	return n, ap, nil
@@ -346,7 +412,7 @@ func (ca *CallAgent) write(b []byte, to netip.AddrPort) error {
 	if ca.cfg.Trace {
 		ca.log.WithFields(logrus.Fields{"to": to.String(), "message": string(b)}).Info("mgcp send")
 	}
-	if u, ok := ca.conn.(*net.UDPConn); ok {
+	if u, ok := ca.conn.(AddrPortConn); ok {
 		_, err := u.WriteToUDPAddrPort(b, to)
 		return err
 	}
@@ -558,20 +624,24 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	if err != nil {
 		return nil, addr, false, err
 	}
-	defer ca.release(slot)
+	defer ca.release(&slot)
 	c := *cmd
 	if c.TransactionID == 0 {
 		c.TransactionID = ca.NextTransactionID()
 	}
 	piggybacked := false
-	tx := &outTx{final: make(chan *Response, 1), prov: make(chan struct{}, 1), peer: addr.Addr().Unmap()}
+	var ackBuf [4]AckRange
+	tx := ca.txs.Get().(*outTx)
+	tx.peer = addr.Addr().Unmap()
 	ca.mu.Lock()
 	if len(ca.pending) >= ca.cfg.MaxPending {
 		ca.mu.Unlock()
+		ca.txs.Put(tx)
 		return nil, addr, false, ErrTooManyPending
 	}
 	if _, dup := ca.pending[c.TransactionID]; dup {
 		ca.mu.Unlock()
+		ca.txs.Put(tx)
 		return nil, addr, false, fmt.Errorf("mgcp: transaction %d already outstanding", c.TransactionID)
 	}
 	ca.pending[c.TransactionID] = tx
@@ -580,7 +650,9 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	if p != nil {
 		rto = ca.rto(p)
 		if c.ResponseAck == nil && len(p.acks) > 0 && !p.noAcks {
-			c.ResponseAck = ackRanges(p.acks)
+			// The ranges only live until c is serialized below (c.Verb is
+			// read from cmd after that, so that c stays on the stack).
+			c.ResponseAck = ackRanges(ackBuf[:0], p.acks)
 			p.acks = p.acks[:0]
 			piggybacked = true
 		}
@@ -590,6 +662,10 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 		ca.mu.Lock()
 		delete(ca.pending, c.TransactionID)
 		ca.mu.Unlock()
+		// Out of pending, nothing delivers to tx any more (onResponse
+		// delivers under ca.mu): empty it for the next transaction.
+		tx.reset()
+		ca.txs.Put(tx)
 	}()
 
 	bp := sendBufs.Get().(*[]byte)
@@ -605,21 +681,21 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	ca.stats.commandsSent.Add(1)
 	start := time.Now()
 	if err := ca.write(wire, addr); err != nil {
-		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", c.Verb, c.TransactionID, err)
+		return nil, addr, false, fmt.Errorf("mgcp: send %s %d: %w", cmd.Verb, c.TransactionID, err)
 	}
-	timer := time.NewTimer(rto)
-	defer timer.Stop()
+	timer := ca.getTimer(rto)
+	defer ca.putTimer(timer)
 	retries := 0
 	provisional := false
 	for {
 		select {
 		case r := <-tx.final:
 			ca.mu.Lock()
-			if slot != nil && retries == 0 && !provisional {
+			if slot.p != nil && retries == 0 && !provisional {
 				if r.Code == CodeOverload || r.Code == CodeNoResources {
-					ca.onCongestion(slot, false)
+					ca.onCongestion(&slot, false)
 				} else {
-					ca.onAnswered(slot)
+					ca.onAnswered(&slot)
 				}
 			}
 			if p := ca.getPeer(addr); p != nil {
@@ -632,7 +708,7 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 			}
 			ca.mu.Unlock()
 			if ca.onRoundTrip != nil {
-				ca.onRoundTrip(addr, c.Verb, r.Code, time.Since(start))
+				ca.onRoundTrip(addr, cmd.Verb, r.Code, time.Since(start))
 			}
 			return r, addr, piggybacked, nil
 		case <-tx.prov:
@@ -649,12 +725,12 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 					p.timeouts++
 					ca.setState(addr, p, PeerDisconnected)
 				}
-				if slot != nil {
-					ca.onCongestion(slot, true)
+				if slot.p != nil {
+					ca.onCongestion(&slot, true)
 				}
 				ca.mu.Unlock()
 				return nil, addr, piggybacked, fmt.Errorf("mgcp: %s %d to %s after %d retransmissions in %v: %w",
-					c.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
+					cmd.Verb, c.TransactionID, addr, retries, elapsed.Round(time.Millisecond), ErrTimeout)
 			}
 			retries++
 			if retries == ca.cfg.Max1 && to != addr.String() {
@@ -674,8 +750,8 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 			if p := ca.getPeer(addr); p != nil {
 				p.retransmissions++
 			}
-			if slot != nil {
-				ca.onCongestion(slot, false)
+			if slot.p != nil {
+				ca.onCongestion(&slot, false)
 			}
 			ca.mu.Unlock()
 			if err := ca.write(wire, addr); err != nil {
@@ -690,16 +766,15 @@ func (ca *CallAgent) do(ctx context.Context, to string, cmd *Command) (*Response
 	}
 }
 
-// ackRanges compresses transaction ids into K: ranges.
-func ackRanges(ids []uint32) []AckRange {
-	sorted := append([]uint32(nil), ids...)
-	for i := 1; i < len(sorted); i++ { // short lists: insertion sort
-		for j := i; j > 0 && sorted[j] < sorted[j-1]; j-- {
-			sorted[j], sorted[j-1] = sorted[j-1], sorted[j]
+// ackRanges compresses transaction ids into K: ranges appended to out; it
+// sorts ids in place.
+func ackRanges(out []AckRange, ids []uint32) []AckRange {
+	for i := 1; i < len(ids); i++ { // short lists: insertion sort
+		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
+			ids[j], ids[j-1] = ids[j-1], ids[j]
 		}
 	}
-	var out []AckRange
-	for _, id := range sorted {
+	for _, id := range ids {
 		if n := len(out); n > 0 && (id == out[n-1].To || id == out[n-1].To+1) {
 			out[n-1].To = id
 			continue
@@ -809,9 +884,26 @@ func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 		ca.mu.Unlock()
 		return
 	}
-	ca.mu.Unlock()
 	if r.Code == CodeResponseAck {
+		ca.mu.Unlock()
 		return
+	}
+	// Delivered under ca.mu: a transaction leaves pending under it too,
+	// so its state (recycled by do) is never reached once it ended.
+	late := tx == nil || tx.done.Load() // no such transaction; or a duplicate final, or a provisional overtaken by the final
+	if !late {
+		if r.Code.IsProvisional() {
+			select {
+			case tx.prov <- struct{}{}:
+			default:
+			}
+		} else if tx.done.CompareAndSwap(false, true) {
+			tx.final <- r // buffered; only the first final is sent
+		}
+	}
+	ca.mu.Unlock()
+	if late {
+		ca.stats.lateResponses.Add(1)
 	}
 	if r.Code.IsFinal() && r.AckRequested() {
 		// Acknowledge every copy: if our 000 is lost the final response
@@ -819,25 +911,6 @@ func (ca *CallAgent) onResponse(r *Response, from netip.AddrPort) {
 		ca.stats.acksSent.Add(1)
 		ack := Response{Code: CodeResponseAck, TransactionID: r.TransactionID}
 		_ = ca.write(ack.AppendTo(make([]byte, 0, 16)), from)
-	}
-	if tx == nil {
-		ca.stats.lateResponses.Add(1)
-		return
-	}
-	if tx.done.Load() {
-		// A duplicate final, or a provisional overtaken by the final.
-		ca.stats.lateResponses.Add(1)
-		return
-	}
-	if r.Code.IsProvisional() {
-		select {
-		case tx.prov <- struct{}{}:
-		default:
-		}
-		return
-	}
-	if tx.done.CompareAndSwap(false, true) {
-		tx.final <- r // buffered; only the first final is sent
 	}
 }
 
@@ -902,9 +975,8 @@ func (ca *CallAgent) onCommand(c *Command, from netip.AddrPort) {
 		return
 	}
 	ca.inflight++
-	ca.wg.Add(1)
 	ca.mu.Unlock()
-	go ca.execute(c, from, entry)
+	ca.dispatch(work{c: c, from: from, e: entry})
 }
 
 // goAdd registers a goroutine with wg unless the CallAgent is closed.
@@ -967,29 +1039,16 @@ func check(c *Command) *Response {
 }
 
 func (ca *CallAgent) execute(c *Command, from netip.AddrPort, e *cached) {
-	defer ca.wg.Done()
 	// Built only when something is logged: this is the hot path.
 	log := func() *logrus.Entry {
 		return ca.log.WithFields(logrus.Fields{"mgcp_tx": c.TransactionID, "verb": string(c.Verb), "endpoint": c.Endpoint.String(), "from": from.String()})
 	}
-	provTimer := time.AfterFunc(ca.cfg.ProvisionalAfter, func() {
-		ca.mu.Lock()
-		send := e.wire == nil && !e.provSent
-		if send {
-			e.provSent = true
-		}
-		ca.mu.Unlock()
-		if send {
-			ca.stats.provisionalSent.Add(1)
-			_ = ca.write(provisional(c.TransactionID), from)
-		}
-	})
-	hctx := &handlerCtx{Context: ca.ctx}
+	hctx := &e.hctx
+	hctx.Context = ca.ctx
 	r := check(c)
 	if r == nil {
 		r = ca.call(hctx, c, from, log)
 	}
-	provTimer.Stop()
 	r.TransactionID = c.TransactionID
 	ca.mu.Lock()
 	ca.inflight--

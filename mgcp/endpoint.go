@@ -115,15 +115,19 @@ func (e EndpointName) Terms() []string { return strings.Split(e.Local, "/") }
 // and 0 otherwise. "*" wins if both appear.
 func (e EndpointName) Wildcard() byte {
 	var w byte
-	for _, t := range e.Terms() {
+	for rest := e.Local; ; {
+		t, more, found := strings.Cut(rest, "/")
 		switch t {
 		case "*":
 			return '*'
 		case "$":
 			w = '$'
 		}
+		if !found {
+			return w
+		}
+		rest = more
 	}
-	return w
 }
 
 // IsWildcard reports whether the name contains a wildcard term.

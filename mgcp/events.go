@@ -34,6 +34,9 @@ func (e Event) Param(i int) string {
 // String returns the wire form of the event.
 func (e Event) String() string { return string(appendEvent(nil, e)) }
 
+// AppendTo appends the wire form of the event to b.
+func (e Event) AppendTo(b []byte) []byte { return appendEvent(b, e) }
+
 // Unquote removes the double quotes around a quoted-string parameter
 // (RFC 3435 §3.2.2.4), resolving backslash escapes. Other text is returned
 // unchanged.
@@ -118,6 +121,9 @@ func (r RequestedEvent) HasAction(code string) bool {
 
 // String returns the wire form of the requested event.
 func (r RequestedEvent) String() string { return string(appendRequestedEvent(nil, r)) }
+
+// AppendTo appends the wire form of the requested event to b.
+func (r RequestedEvent) AppendTo(b []byte) []byte { return appendRequestedEvent(b, r) }
 
 // valueError is an error inside a parameter value; off is the byte offset
 // within the value.

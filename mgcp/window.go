@@ -33,7 +33,9 @@ import (
 // point" of NewReno, RFC 6582 §3.2). The window is counted in commands,
 // not bytes: what a gateway runs out of is the CPU to execute them.
 
-// windowSlot is one acquired slot; release gives it back.
+// windowSlot is one acquired slot; release gives it back. The zero value
+// (p nil) is no slot: the peer table was full. It is a value, so that
+// acquiring one allocates nothing.
 type windowSlot struct {
 	p   *peer
 	seq uint64 // send sequence number, for the recovery point
@@ -47,14 +49,14 @@ type waiter struct {
 }
 
 // acquire takes a slot of addr's window, waiting in the peer's queue when
-// the window is full. A nil slot with a nil error means the peer is not
+// the window is full. A zero slot with a nil error means the peer is not
 // tracked (peer table full): the command goes unwindowed.
-func (ca *CallAgent) acquire(ctx context.Context, addr netip.AddrPort) (*windowSlot, error) {
+func (ca *CallAgent) acquire(ctx context.Context, addr netip.AddrPort) (windowSlot, error) {
 	ca.mu.Lock()
 	p := ca.getPeer(addr)
 	if p == nil {
 		ca.mu.Unlock()
-		return nil, nil
+		return windowSlot{}, nil
 	}
 	ca.initWindow(p)
 	if p.outstanding < p.windowSize() && p.queued == 0 {
@@ -62,12 +64,12 @@ func (ca *CallAgent) acquire(ctx context.Context, addr netip.AddrPort) (*windowS
 		p.sendSeq++
 		seq := p.sendSeq
 		ca.mu.Unlock()
-		return &windowSlot{p: p, seq: seq}, nil
+		return windowSlot{p: p, seq: seq}, nil
 	}
 	if p.queued >= ca.cfg.WindowQueue {
 		ca.mu.Unlock()
 		ca.stats.queueFull.Add(1)
-		return nil, fmt.Errorf("%w: %d commands queued for %s", ErrQueueFull, ca.cfg.WindowQueue, addr)
+		return windowSlot{}, fmt.Errorf("%w: %d commands queued for %s", ErrQueueFull, ca.cfg.WindowQueue, addr)
 	}
 	w := &waiter{ready: make(chan struct{})}
 	p.queue = append(p.queue, w)
@@ -77,11 +79,11 @@ func (ca *CallAgent) acquire(ctx context.Context, addr netip.AddrPort) (*windowS
 
 	select {
 	case <-w.ready:
-		return &windowSlot{p: p, seq: w.seq}, nil
+		return windowSlot{p: p, seq: w.seq}, nil
 	case <-ctx.Done():
-		return nil, ca.abandon(p, w, ctx.Err())
+		return windowSlot{}, ca.abandon(p, w, ctx.Err())
 	case <-ca.ctx.Done():
-		return nil, ca.abandon(p, w, ErrClosed)
+		return windowSlot{}, ca.abandon(p, w, ErrClosed)
 	}
 }
 
@@ -103,7 +105,7 @@ func (ca *CallAgent) abandon(p *peer, w *waiter, err error) error {
 
 // release gives a slot back and lets the next queued commands go.
 func (ca *CallAgent) release(s *windowSlot) {
-	if s == nil {
+	if s.p == nil {
 		return
 	}
 	ca.mu.Lock()

@@ -99,7 +99,7 @@ func failed(res *sip.Response) *Event {
 		slices.SortStableFunc(e.Contacts, func(a, b string) int { return cmp.Compare(contactQ(b), contactQ(a)) })
 	}
 	if res.StatusCode == 422 {
-		if h := res.GetHeader("Min-SE"); h != nil {
+		if h := res.GetHeader("min-se"); h != nil {
 			v, _, _ := strings.Cut(h.Value(), ";")
 			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
 				e.MinSE = time.Duration(n) * time.Second

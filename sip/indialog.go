@@ -480,7 +480,7 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	// RFC 3515 §2.4.1: exactly one Refer-To.
-	hs := req.GetHeaders("Refer-To")
+	hs := req.GetHeaders("refer-to")
 	if len(hs) != 1 {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusBadRequest, "Exactly one Refer-To required", nil))
 		return
@@ -491,7 +491,7 @@ func (s *Stack) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	referredBy := ""
-	if h := req.GetHeader("Referred-By"); h != nil {
+	if h := req.GetHeader("referred-by"); h != nil {
 		referredBy = h.Value()
 	}
 	g := s.referGate.Load()
@@ -610,7 +610,7 @@ func parseSipfrag(body []byte) (int, string, bool) {
 
 // eventPackage is the package name of an Event header, lower case.
 func eventPackage(req *sip.Request) string {
-	h := req.GetHeader("Event")
+	h := req.GetHeader("event")
 	if h == nil {
 		return ""
 	}
@@ -634,7 +634,7 @@ func (s *Stack) onNotify(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
 		final := false
-		if h := req.GetHeader("Subscription-State"); h != nil {
+		if h := req.GetHeader("subscription-state"); h != nil {
 			final = strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Value())), "terminated")
 		}
 		d.emit(Event{Kind: EventReferStatus, Status: code, Reason: reason, Final: final || code >= 200})

@@ -199,7 +199,7 @@ func (s *Stack) Subscribe(ctx context.Context, sub Subscription) error {
 		case res.IsSuccess():
 			toTag, _ = res.To().Params.Get("tag")
 			granted := sub.Expires
-			if h := res.GetHeader("Expires"); h != nil {
+			if h := res.GetHeader("expires"); h != nil {
 				if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > 0 {
 					granted = time.Duration(n) * time.Second
 				}

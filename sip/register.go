@@ -424,7 +424,7 @@ func (r *Registrations) attempt(ctx context.Context, e *regEntry) {
 		return
 	case res.StatusCode == sip.StatusIntervalToBrief:
 		// 423: ask again with the registrar's minimum (RFC 3261 §10.2.8).
-		if h := res.GetHeader("Min-Expires"); h != nil {
+		if h := res.GetHeader("min-expires"); h != nil {
 			if n, perr := strconv.Atoi(strings.TrimSpace(h.Value())); perr == nil && n > 0 && time.Duration(n)*time.Second > e.expiry {
 				e.expiry = time.Duration(n) * time.Second
 				st.Code, st.Reason = res.StatusCode, "interval too brief; asking for "+e.expiry.String()
@@ -449,7 +449,7 @@ func (r *Registrations) attempt(ctx context.Context, e *regEntry) {
 	}
 	delay = r.jitter(delay, 0.2)
 	if res != nil {
-		if h := res.GetHeader("Retry-After"); h != nil {
+		if h := res.GetHeader("retry-after"); h != nil {
 			if n, perr := strconv.Atoi(strings.Fields(h.Value() + " x")[0]); perr == nil && n > 0 {
 				delay = time.Duration(n) * time.Second
 			}
@@ -493,7 +493,7 @@ func grantedExpiry(res *sip.Response, contact sip.Uri, asked time.Duration) time
 			}
 		}
 	}
-	if h := res.GetHeader("Expires"); h != nil {
+	if h := res.GetHeader("expires"); h != nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > 0 {
 			return time.Duration(n) * time.Second
 		}

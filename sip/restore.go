@@ -191,7 +191,7 @@ func (d *Dialog) State() (DialogState, bool) {
 			st.LocalContact = c.Address.String()
 		}
 	}
-	for _, h := range allow.GetHeaders("Allow") {
+	for _, h := range allow.GetHeaders("allow") {
 		for _, m := range strings.Split(h.Value(), ",") {
 			if m = strings.TrimSpace(m); m != "" {
 				st.PeerAllow = append(st.PeerAllow, m)

@@ -30,7 +30,7 @@ type sessionTimer struct {
 // parseSessionExpires reads "Session-Expires: 1800;refresher=uac" (or its
 // compact form x).
 func parseSessionExpires(m headers) (time.Duration, string, bool) {
-	h := m.GetHeader("Session-Expires")
+	h := m.GetHeader("session-expires")
 	if h == nil {
 		h = m.GetHeader("x")
 	}
@@ -54,8 +54,20 @@ func parseSessionExpires(m headers) (time.Duration, string, bool) {
 
 // hasOptionTag reports whether a Supported/Require header lists tag.
 func hasOptionTag(m headers, header, tag string) bool {
+	// sipgo lowers a header name it looks up unless it is lower case
+	// already (one allocation per lookup otherwise).
+	switch header {
+	case "Supported":
+		header = "supported"
+	case "Require":
+		header = "require"
+	case "Allow":
+		header = "allow"
+	}
 	for _, h := range m.GetHeaders(header) {
-		for _, t := range strings.Split(h.Value(), ",") {
+		for rest, more := h.Value(), true; more; {
+			var t string
+			t, rest, more = strings.Cut(rest, ",")
 			if strings.EqualFold(strings.TrimSpace(t), tag) {
 				return true
 			}

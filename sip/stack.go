@@ -321,7 +321,7 @@ func checkRequest(req *sip.Request) *sip.Response {
 	// Unsupported header listing them (never for ACK and CANCEL).
 	if req.Method != sip.ACK && req.Method != sip.CANCEL {
 		var unsupported []string
-		for _, h := range req.GetHeaders("Require") {
+		for _, h := range req.GetHeaders("require") {
 			for _, tag := range strings.Split(h.Value(), ",") {
 				if tag = strings.TrimSpace(tag); tag != "" && !supportedExtensions[strings.ToLower(tag)] {
 					unsupported = append(unsupported, tag)

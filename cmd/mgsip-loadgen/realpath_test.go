@@ -330,6 +330,7 @@ routes:
 			cpu0[i], _ = p.sample()
 		}
 		rcvbuf0 := udpRcvbufErrors()
+		mem0 := goMemStats(adminAddr)
 		kamPortN, _ := strconv.Atoi(kamPort)
 		drops0 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
 		t0 := time.Now()
@@ -379,6 +380,15 @@ routes:
 		}
 		if res.Calls > 0 {
 			b.Logf("  mgsip CPU %.2f s per 1,000 calls (utime+stime); load average %s", 1000*mgsipCPU/float64(res.Calls), loadAvg())
+			if mem1 := goMemStats(adminAddr); mem0 != nil && mem1 != nil {
+				// Exact counters of the runtime (not the sampled
+				// allocs profile, which lags until the next GC).
+				n := float64(res.Calls)
+				b.Logf("  mgsip allocations: %.0f objects and %.1f KB per call; %.0f GCs in the step",
+					(mem1["go_memstats_mallocs_total"]-mem0["go_memstats_mallocs_total"])/n,
+					(mem1["go_memstats_alloc_bytes_total"]-mem0["go_memstats_alloc_bytes_total"])/n/1024,
+					mem1["go_gc_duration_seconds_count"]-mem0["go_gc_duration_seconds_count"])
+			}
 		}
 		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
 			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
@@ -412,6 +422,35 @@ func loadAvg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// goMemStats reads the Go runtime's allocation and GC counters from
+// mgsip's /metrics; nil when it cannot.
+func goMemStats(addr string) map[string]float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		switch name {
+		case "go_memstats_mallocs_total", "go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count":
+			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); ok && err == nil {
+				out[name] = v
+			}
+		}
+	}
+	if len(out) != 3 {
+		return nil
+	}
+	return out
 }
 
 // fetchProfile saves one of mgsip's /debug/pprof/ profiles (admin.pprof).

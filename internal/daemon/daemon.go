@@ -186,6 +186,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	d := &daemon{log: log, configPath: opts.ConfigPath, rules: mapping.NewHolder(cfg.Rules), metrics: metrics.New(),
 		allowEmpty: opts.AllowEmpty, drainFor: cfg.File.Daemon.DrainTimeout, lastRSIP: map[string]time.Time{},
 		readyWhen: cfg.File.Daemon.Ready, started: cfg.File, current: cfg.File, logFromFlags: opts.LogFromFlags}
+	defer applyGC(cfg.File.Daemon, log)()
 	d.tap = &trace.Tapper{Log: log.WithField("component", "trace"), OnMessage: d.metrics.Message}
 	d.tap.TraceMGCP.Store(cfg.File.MGCP.Trace)
 	d.tap.TraceSIP.Store(cfg.File.SIP.Trace)

@@ -3,6 +3,7 @@ package mgcptest
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,44 @@ func (c *gwConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// ReadFromUDPAddrPort implements mgcp.AddrPortConn: over a UDP socket the
+// transaction layer reads without an address allocated per datagram.
+func (c *gwConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	u, ok := c.PacketConn.(mgcp.AddrPortConn)
+	if !ok {
+		n, from, err := c.ReadFrom(b)
+		if err != nil {
+			return n, netip.AddrPort{}, err
+		}
+		return n, addrPortOf(from), nil
+	}
+	for {
+		n, from, err := u.ReadFromUDPAddrPort(b)
+		if err != nil || !c.filtering.Load() || !c.drop(b[:n], net.UDPAddrFromAddrPort(from)) {
+			return n, from, err
+		}
+	}
+}
+
+// WriteToUDPAddrPort implements mgcp.AddrPortConn.
+func (c *gwConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	u, ok := c.PacketConn.(mgcp.AddrPortConn)
+	if !ok {
+		return c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	n, err := u.WriteToUDPAddrPort(b, to)
+	c.wrote(b)
+	return n, err
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
 // maxDropped bounds the memory of dropped transactions.
 const maxDropped = 4096
 
@@ -164,6 +203,12 @@ func (c *gwConn) drop(b []byte, from net.Addr) bool {
 // WriteTo implements net.PacketConn.
 func (c *gwConn) WriteTo(b []byte, to net.Addr) (int, error) {
 	n, err := c.PacketConn.WriteTo(b, to)
+	c.wrote(b)
+	return n, err
+}
+
+// wrote tells the waiters of a final response that it went out.
+func (c *gwConn) wrote(b []byte) {
 	if c.waiting.Load() > 0 {
 		if id, ok := finalResponseID(b); ok {
 			c.wmu.Lock()
@@ -175,7 +220,6 @@ func (c *gwConn) WriteTo(b []byte, to net.Addr) (int, error) {
 			c.wmu.Unlock()
 		}
 	}
-	return n, err
 }
 
 // afterResponse returns a channel closed once the final response to the
