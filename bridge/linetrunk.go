@@ -105,7 +105,7 @@ func (l *line) onLineSeize(caller *line, id string, sdp []byte, number, ani stri
 		taken <- false
 		return
 	}
-	c := &call{id: id, direction: "local", peer: caller, number: ani, dialled: number, start: time.Now(), codecs: tr.Codecs, callee: true}
+	c := &call{id: id, direction: "local", peer: caller, peerID: id, number: ani, dialled: number, start: time.Now(), codecs: tr.Codecs, callee: true}
 	l.adopt(c)
 	l.state = stRinging
 	if err := l.createConnection(c, mgcp.ModeSendOnly, tr.SDP); err != nil {
@@ -148,7 +148,7 @@ func (l *line) onTrunkSeized(ch *line, id string, sdp []byte) {
 		ch.postWait(func() { ch.onLocalHangup(id) })
 		return
 	}
-	c.peer = ch
+	c.peer, c.peerID = ch, id
 	tr, err := ToGateway(sdp, l.rule.Gateway.Codecs)
 	if err == nil {
 		err = l.modifyConnection(c, mgcp.ModeRecvOnly, tr.SDP)
@@ -202,7 +202,7 @@ func (l *line) trunkToLine(c *call, callee *line, ani string) {
 		number, name = "", "Anonymous"
 	}
 	c.direction = "local"
-	c.peer = callee
+	c.peer, c.peerID = callee, c.id
 	c.name = ani
 	l.adopt(c)
 	l.state = stCalling
