@@ -224,7 +224,24 @@ func (l *line) onGlare(c *call, addr, ani string) {
 	l.yieldCall(c, "glare: channel yielded to the trunk")
 	l.gen++
 	l.state = stIdle
+	l.deleteYielded()
 	l.onSeizure(addr, ani)
+}
+
+// deleteYielded deletes at once the connection of the call that has just
+// yielded the channel, before the trunk's own call creates its
+// connection: a channel is one DS0, and a T1 CAS gateway holds one
+// connection on it, refusing a second CRCX (540, per-endpoint connection
+// limit exceeded, RFC 3435 §2.4). The DLCX carries no request: the CRCX
+// that follows carries the trunk call's (RFC 3435 §2.3.5), which settles
+// the glare at the gateway, and should no CRCX follow (the trunk's call
+// is refused) the line's settling sends one as after any input.
+func (l *line) deleteYielded() {
+	for len(l.doomed) > 0 {
+		c := l.doomed[0]
+		l.doomed = l.doomed[1:]
+		l.finish(c, l.deleteConnection(c, false))
+	}
 }
 
 // casSeize starts a SIP call's seizure of the channel: sup with the
@@ -466,6 +483,7 @@ func (l *line) casRefused(err error) bool {
 		l.gen++
 		l.state = stIdle
 		if addr != "" {
+			l.deleteYielded()
 			l.onSeizure(addr, ani)
 		} else {
 			l.awaitSeizure()

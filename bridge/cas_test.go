@@ -318,6 +318,7 @@ func TestTrunkGlare(t *testing.T) {
 			}
 			if trunkCh != "" {
 				e.idleChannel(trunkCh, "MS")
+				checkYieldOrder(t, e.gw, trunkCh)
 			}
 		})
 	}

@@ -31,6 +31,36 @@ func casSent(gw *mgcptest.Gateway, local, name string) []string {
 	return out
 }
 
+// checkYieldOrder checks what a channel that yielded in glare was sent:
+// the yielded call's connection deleted before the trunk's own call
+// creates one (the channel is one DS0 and holds one connection), that
+// CRCX carrying the trunk call's request (rel watched), and at the end
+// the trunk call's DLCX.
+func checkYieldOrder(t *testing.T, gw *mgcptest.Gateway, local string) {
+	t.Helper()
+	var conns []string
+	var trunkCRCX *mgcp.Command
+	for _, c := range gw.Commands() {
+		if !strings.EqualFold(c.Endpoint.Local, local) || (c.Verb != mgcp.VerbCRCX && c.Verb != mgcp.VerbDLCX) {
+			continue
+		}
+		conns = append(conns, string(c.Verb))
+		if c.Verb == mgcp.VerbCRCX && len(conns) == 3 {
+			trunkCRCX = c
+		}
+	}
+	if got := strings.Join(conns, " "); got != "CRCX DLCX CRCX DLCX" {
+		t.Fatalf("connection commands on %s: %s (want the yielded call's DLCX before the trunk call's CRCX)", local, got)
+	}
+	rel := false
+	for _, ev := range trunkCRCX.RequestedEvents {
+		rel = rel || ev.Event.Is("MS", "rel")
+	}
+	if !rel {
+		t.Errorf("the trunk call's CRCX requests %v, not MS/rel", trunkCRCX.RequestedEvents)
+	}
+}
+
 // lineOnTrunk dials number from aaln/1 and waits for channel ch to be
 // seized with address addr (oc reported and the next request taken).
 func lineOnTrunk(e *env, number, ch, addr string) {
@@ -173,6 +203,9 @@ func TestLineToTrunkGlare(t *testing.T) {
 			e.idleChannel(tch1, "MS")
 			e.idleChannel(tch2, "MS")
 			e.noConnections("aaln/1")
+			if rule == "yield" {
+				checkYieldOrder(t, e.gw, tch1)
+			}
 		})
 	}
 }
@@ -218,18 +251,61 @@ func TestTrunkToLocalLine(t *testing.T) {
 	t.Run("line busy", func(t *testing.T) {
 		e := newEnv(t, envOptions{lines: 1, trunk: 1})
 		ctx := context.Background()
+		// The gateway gives dial tone by itself (the idle request's
+		// embedded E: action, RFC 3435 §2.3.3), so mgsip still takes the
+		// line for idle: the ring's CRCX is refused 401 (phone off hook).
+		// The trunk hears busy, its connection is deleted, and the line
+		// goes on dialling.
 		e.offHook("aaln/1")
 		e.waitSignal("aaln/1", "L/dl")
 		if _, err := e.gw.Seize(ctx, tch1, "1001", "2125550000"); err != nil {
 			t.Fatal(err)
 		}
-		e.waitSignal(tch1, "MS/bz")
+		e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool {
+			return hasSignal(st, "MS/bz") && len(st.Connections) == 0
+		})
+		e.waitSignal("aaln/1", "L/dl")
+		e.noConnections("aaln/1")
+		if !strings.Contains(verbs(e.gw.Commands(), "aaln/1"), "CRCX") {
+			t.Fatal("no ring CRCX on the line: not the case meant")
+		}
 		e.waitFor("rel watched", func() bool { return !e.gw.InNotificationState(tch1) })
 		if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
 			t.Fatal(err)
 		}
 		e.idleChannel(tch1, "MS")
 		e.onHook("aaln/1")
+	})
+	t.Run("line in a call", func(t *testing.T) {
+		// A line mgsip knows to be busy (talking to line 2) is not
+		// offered the trunk's call: no CRCX on it, busy to the trunk.
+		e := newEnv(t, envOptions{lines: 2, trunk: 1})
+		ctx := context.Background()
+		e.offHook("aaln/1")
+		e.dial("aaln/1", "1002")
+		e.waitSignal("aaln/2", "L/rg")
+		e.offHook("aaln/2")
+		e.waitFor("the lines talk", func() bool {
+			return e.conn("aaln/1").Mode == mgcp.ModeSendRecv && e.conn("aaln/2").Mode == mgcp.ModeSendRecv
+		})
+		before := verbs(e.gw.Commands(), "aaln/1")
+		if _, err := e.gw.Seize(ctx, tch1, "1001", "2125550000"); err != nil {
+			t.Fatal(err)
+		}
+		e.waitSignalState(tch1, func(st mgcptest.EndpointState) bool {
+			return hasSignal(st, "MS/bz") && len(st.Connections) == 0 && !st.NotificationState
+		})
+		if got := strings.TrimPrefix(verbs(e.gw.Commands(), "aaln/1"), before); strings.Contains(got, "CRCX") {
+			t.Errorf("the busy line was offered the call: %s", got)
+		}
+		if _, err := e.gw.TrunkRelease(ctx, tch1); err != nil {
+			t.Fatal(err)
+		}
+		e.idleChannel(tch1, "MS")
+		e.onHook("aaln/1")
+		e.onHook("aaln/2")
+		e.noConnections("aaln/1")
+		e.noConnections("aaln/2")
 	})
 	t.Run("no such line", func(t *testing.T) {
 		e := newEnv(t, envOptions{lines: 1, trunk: 1})

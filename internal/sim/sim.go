@@ -47,7 +47,8 @@ Trunk channels (numbered after the lines; RFC 3064 MS or DT package):
   answer N           the far end answers the call the call agent placed on channel N (ans)
   release N          the far end releases channel N (rel)
   wait N armed       on a channel: idle, watching for a seizure; "wait N answered": the call on
-                     it was answered`
+                     it was answered; "wait N seized": the call agent seized it and its address
+                     went out (oc), so that "answer N" can follow`
 
 // ParseScript reads a script; errors name the step.
 func ParseScript(text string) ([]Step, error) {
@@ -229,6 +230,8 @@ func (s *Simulator) step(ctx context.Context, st Step) error {
 			switch strings.ToLower(what) {
 			case "answered":
 				return es.Answered
+			case "seized":
+				return es.Seizure == mgcptest.SeizureOutgoing && !es.NotificationState
 			case "armed":
 				if len(es.Signals) != 0 || len(es.Connections) != 0 || es.Seizure != "" {
 					return false

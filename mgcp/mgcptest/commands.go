@@ -48,8 +48,10 @@ func (g *Gateway) crcx(cmd *mgcp.Command) (*mgcp.Response, []pendingNotify) {
 	if r := checkRequest(ep, cmd); r != nil {
 		return r, nil
 	}
-	if len(ep.Connections) >= 2 {
-		return resp(cmd, mgcp.CodeConnectionLimit, ""), nil
+	if limit := ep.connectionLimit(); len(ep.Connections) >= limit {
+		// RFC 3435 §2.4 has a code for this, 540:
+		// "per endpoint connection limit exceeded".
+		return resp(cmd, mgcp.CodeConnectionLimit, "connection limit "+strconv.Itoa(limit)+" reached"), nil
 	}
 	if (cmd.Mode == mgcp.ModeSendRecv || cmd.Mode == mgcp.ModeConfrnce) && len(cmd.SDP) == 0 {
 		return resp(cmd, mgcp.CodeMissingRemoteSDP, ""), nil

@@ -128,6 +128,18 @@ func (ep *endpoint) packageList() string {
 	return packageList
 }
 
+// connectionLimit is how many connections the endpoint holds at once:
+// two on a line (call waiting, three-way calling), one on a trunk
+// channel, which is one DS0 that a T1 CAS gateway connects to one RTP
+// stream; a second CRCX is refused with 540 (per-endpoint connection
+// limit exceeded, RFC 3435 §2.4) until the first is deleted.
+func (ep *endpoint) connectionLimit() int {
+	if ep.trunk != nil {
+		return 1
+	}
+	return 2
+}
+
 // casPersistent reports the CAS events a channel reports even when they
 // are not requested: ans, which RFC 3064 §2.7 gives the attribute P
 // (persistent) in the DT and MS packages.

@@ -247,3 +247,30 @@ func TestTrunkSeizeBefore(t *testing.T) {
 		})
 	}
 }
+
+// A channel holds one connection (one DS0): a second CRCX is 540 and
+// creates nothing; once the first is deleted a new one is taken. A line
+// still holds two.
+func TestTrunkOneConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := trunkRig(t, "MS")
+		defer r.close()
+		first := r.expect(200, "CRCX", ch1, "C: 1", "M: recvonly")
+		r.expect(540, "CRCX", ch1, "C: 2", "M: recvonly")
+		if n := len(r.gw.Connections(ch1)); n != 1 {
+			t.Fatalf("%d connections after the refused CRCX", n)
+		}
+		r.expect(250, "DLCX", ch1, "C: 1", "I: "+first.ConnectionID)
+		second := r.expect(200, "CRCX", ch1, "C: 2", "M: recvonly")
+		r.expect(250, "DLCX", ch1, "C: 2", "I: "+second.ConnectionID)
+		line := []*mgcp.Response{r.expect(200, "CRCX", "aaln/1", "C: 3", "M: recvonly"), r.expect(200, "CRCX", "aaln/1", "C: 4", "M: recvonly")}
+		r.expect(540, "CRCX", "aaln/1", "C: 5", "M: recvonly")
+		for i, res := range line {
+			r.expect(250, "DLCX", "aaln/1", "C: "+string(rune('3'+i)), "I: "+res.ConnectionID)
+		}
+		if err := r.gw.CheckIdle(); err != nil {
+			t.Fatal(err)
+		}
+		r.none()
+	})
+}
