@@ -214,6 +214,7 @@ type line struct {
 	issued   requestIDs // every X: issued, for HandleMGCP's NTFY check
 	notified bool
 	oneShot  []mgcp.Event
+	playing  []mgcp.Event // the one-shot signals a command of this input carried (request.go)
 	hookHint int
 	retries  int      // refusals in a row (backoff)
 	deferred int      // inputs handled since the last sync
@@ -319,6 +320,7 @@ func (l *line) run(f func()) {
 	} else {
 		l.deferred++
 	}
+	l.playing = nil // the next input's requests need not name them
 	l.publish()
 	if l.quit && l.successor != nil {
 		// Replaced after a reload: the new line takes over now that this
@@ -672,6 +674,7 @@ func (l *line) arm() {
 	l.state = stIdle
 	l.tone = ""
 	l.oneShot = nil // a digit or waiting tone meant for the call
+	l.playing = nil
 	l.transfer = transferState{}
 	l.casUp = false
 	if l.retiring {
@@ -694,7 +697,7 @@ func (l *line) playTone(tone string) {
 	l.gen++
 	l.state = stTone
 	l.tone = tone
-	l.oneShot = nil
+	l.oneShot, l.playing = nil, nil
 	l.toneTimer = l.after(l.b.cfg.ToneTimeout, func() {
 		if l.state == stTone {
 			l.tone = "L/ot"

@@ -1262,6 +1262,12 @@ func TestThreeWayRefused(t *testing.T) {
 		if !tone {
 			t.Errorf("%+v: no error tone", o)
 		}
+		// The tone still plays once C's connection is gone: the DLCX after
+		// the MDCX that carried it must not stop it (RFC 3435 §2.3.3: a
+		// time-out signal stops when a new signal list leaves it out).
+		if st := e.state("aaln/1"); !hasSignal(st, "L/e") {
+			t.Errorf("noConfQ %v noConfGW %v: the error tone was stopped: signals %v", o.noConfQ, o.noConfGW, st.Signals)
+		}
 		if r := e.record(); r.Number != "2001" || !strings.HasPrefix(r.Result, "three-way refused") {
 			t.Errorf("C's record %+v", r)
 		}
