@@ -484,3 +484,63 @@ func TestSIPHeldBlindToRingingLocal(t *testing.T) {
 		e.waitSignalState(l, func(st mgcptest.EndpointState) bool { return armed(st) })
 	}
 }
+
+// TestHoldRefused: the gateway refuses (500) the MDCX inactive that would
+// hold the party of a flash, on a local call and on a SIP call: no dial
+// tone and no consultation (the party would hear the dialling over the
+// connection still in sendrecv), no re-INVITE toward the SIP party; the
+// phone hears the error tone and the call goes on.
+func TestHoldRefused(t *testing.T) {
+	for _, local := range []bool{true, false} {
+		var refuse atomic.Bool
+		e := newEnv(t, envOptions{lines: 2, register: true, respond: func(cmd *mgcp.Command) *mgcp.Response {
+			if refuse.Load() && cmd.Verb == mgcp.VerbMDCX && cmd.Mode == mgcp.ModeInactive {
+				return mgcp.NewResponse(cmd, mgcp.CodeEndpointUnknown)
+			}
+			return nil
+		}})
+		if local {
+			e.localTalk("aaln/1", "aaln/2", "1002")
+		} else {
+			e.offHook("aaln/1")
+			e.dial("aaln/1", "2000")
+			e.waitFor("answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+		}
+		invites := len(e.pbx.Received("INVITE"))
+		refuse.Store(true)
+		n := len(e.gw.Commands())
+		e.flash("aaln/1")
+		st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/e") })
+		if hasSignal(st, "L/dl") {
+			t.Errorf("local %v: dial tone after a refused hold: %v %v", local, st.Signals, st.RequestedEvents)
+		}
+		if !hasEvent(st, "L/hf") || !hasEvent(st, "L/hu") {
+			t.Errorf("local %v: the call's events not armed: %v", local, st.RequestedEvents)
+		}
+		if m := e.modes("aaln/1"); m != "sendrecv" {
+			t.Errorf("local %v: modes %s", local, m)
+		}
+		if got := verbs(e.gw.Commands()[n:], "aaln/1"); strings.Count(got, "MDCX") != 1 || strings.Contains(got, "CRCX") {
+			t.Errorf("local %v: commands after the flash: %s", local, got)
+		}
+		if got := len(e.pbx.Received("INVITE")); got != invites {
+			t.Errorf("local %v: %d re-INVITEs after a refused hold", local, got-invites)
+		}
+		refuse.Store(false)
+		// The call is still up: a second flash (hold accepted) consults.
+		e.flash("aaln/1")
+		e.waitSignal("aaln/1", "L/dl")
+		e.waitFor("held", func() bool { return e.modes("aaln/1") == "inactive" })
+		e.flash("aaln/1")
+		e.waitFor("resumed", func() bool { return e.modes("aaln/1") == "sendrecv" })
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		if local {
+			e.onHook("aaln/2")
+			e.noConnections("aaln/2")
+			e.recordsN(2)
+		} else {
+			e.record()
+		}
+	}
+}
