@@ -663,9 +663,15 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 		l.other = nil
 	}
 	if x := c.xfer; x != nil {
-		// The new call of a REFER this call received goes with it.
+		// The new call of a REFER this call received goes with it. The
+		// transferor, still there, hears how the transfer ended before
+		// our BYE (RFC 3515 §2.4.5: the subscription ends with a final
+		// status): 487, the attempt given up.
 		c.xfer, x.xferOf = nil, nil
 		l.endCallOf(x, why, false)
+		if !remoteEnded && !c.gone {
+			l.notifyRefer(c, 487, "Request Terminated")
+		}
 	}
 	l.gen++
 	if c.result == "" {

@@ -544,3 +544,43 @@ func TestHoldRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestReferHangupWhileTargetRings: the PBX REFERs line 1's call to a
+// target that rings (local line 1002, then the SIP number 2999) and the
+// phone hangs up meanwhile: the attempt is given up (line 2 stops
+// ringing, or CANCEL) and the transferor gets a final NOTIFY 487 that
+// ends the subscription (RFC 3515 §2.4.5) before our BYE.
+func TestReferHangupWhileTargetRings(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, realm: "pbx.test", uas: func(in siptest.Incoming) siptest.Script {
+		return siptest.Script{Ring: 20 * time.Second}
+	}})
+	for i, target := range []string{"1002", "2999"} {
+		out := pbxCallAnswered(t, e, "aaln/1", "1001")
+		if st, err := out.Refer(context.Background(), "<sip:"+target+"@pbx.test>"); err != nil || st != 202 {
+			t.Fatalf("REFER: %d %v", st, err)
+		}
+		if target == "1002" {
+			e.waitSignal("aaln/2", "L/rg")
+		}
+		want := strings.Repeat("100 180 487 ", i) + "100 180"
+		e.waitFor("NOTIFY 180", func() bool { return sipfrags(e) == want })
+		e.onHook("aaln/1")
+		e.waitFor("BYE", func() bool { return len(e.pbx.Received("BYE")) == i+1 })
+		e.noConnections("aaln/1")
+		if target == "1002" {
+			e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return armed(st) && !hasSignal(st, "L/rg") })
+		} else {
+			e.waitFor("CANCEL", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+		}
+		e.waitFor("final NOTIFY", func() bool { return sipfrags(e) == want+" 487" })
+		seq := sipSeq(e.pbx.Messages())
+		if k, j := strings.LastIndex(seq, "NOTIFY"), strings.LastIndex(seq, "BYE"); j < k {
+			t.Errorf("%s: BYE before the final NOTIFY: %s", target, seq)
+		}
+		notifies := e.pbx.Received("NOTIFY")
+		if last := string(notifies[len(notifies)-1].Data); !strings.Contains(last, "Subscription-State: terminated") {
+			t.Errorf("%s: the final NOTIFY does not end the subscription:\n%s", target, last)
+		}
+		e.recordsN(2)
+	}
+}
