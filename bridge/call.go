@@ -656,6 +656,9 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 		t.stop()
 	}
 	c.timers = nil
+	if c.stopOffers != nil {
+		c.stopOffers() // a pending re-INVITE is abandoned: the BYE need not wait for it
+	}
 	switch c {
 	case l.call:
 		l.call = nil

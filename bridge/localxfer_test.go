@@ -584,3 +584,47 @@ func TestReferHangupWhileTargetRings(t *testing.T) {
 		e.recordsN(2)
 	}
 }
+
+// TestHandedReinvitePendingHangUp: after the SIP consultation 2000 is
+// handed to line 2 (line 1, the transferor, hangs up), line 2 hangs up
+// while the hand-over's re-INVITE is pending: the far end never answers
+// it, or answers 491. The BYE goes at once (RFC 3261 §15: a confirmed
+// dialog may be ended while a re-INVITE is pending), the re-INVITE is
+// abandoned (no retransmission, no retry after the 491).
+func TestHandedReinvitePendingHangUp(t *testing.T) {
+	for _, status := range []int{-1, 491} {
+		var answerNow atomic.Bool
+		e := newEnv(t, envOptions{lines: 2, reinvite: func(int) int {
+			if answerNow.Load() {
+				return 0
+			}
+			return status
+		}})
+		e.localTalk("aaln/1", "aaln/2", "1002")
+		answerNow.Store(true) // the hold of line 2's leg is local; the consultation's own re-INVITEs pass
+		e.consult("2000")
+		e.waitFor("2 held, 2000 talking", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+		answerNow.Store(false)
+		n := len(e.pbx.Received("INVITE"))
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		e.waitFor("the hand-over's re-INVITE", func() bool { return len(e.pbx.Received("INVITE")) > n })
+		e.recordsN(3)
+		e.onHook("aaln/2")
+		e.noConnections("aaln/2")
+		// Before the fix the BYE waited for the re-INVITE's transaction
+		// (32 s) or for three 491s (two retries, 2.1-4 s apart).
+		e.waitFor("BYE", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+		e.record()
+		if got := len(e.pbx.Received("INVITE")) - n; status == 491 && got != 1 {
+			t.Errorf("491: %d re-INVITEs, want 1 (no retry once the call ended)", got)
+		}
+		// Abandoned: no retransmission after the BYE (T1 is 500 ms: the
+		// next ones would come within 2 s).
+		time.Sleep(2500 * time.Millisecond)
+		seq := sipSeq(e.pbx.Messages())
+		if _, after, _ := strings.Cut(seq, "BYE"); strings.Contains(after, "INVITE") {
+			t.Errorf("status %d: INVITE after the BYE: %s", status, seq)
+		}
+	}
+}

@@ -255,8 +255,9 @@ func (l *line) reinviteC(pc *pbxConf, answer []byte) {
 	}
 	pc.cMoved = true
 	d := c.dialog
+	offers := c.offerCtx() // C hanging up or dropped: the BYE goes at once
 	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
 		_, err := d.Reinvite(ctx, tr.SDP)
 		cancel()
 		l.postWait(func() {

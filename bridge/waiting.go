@@ -140,6 +140,15 @@ func (l *line) resume(c *call) {
 	l.reoffer(c, SendRecv)
 }
 
+// offerCtx is the context of the call's re-INVITEs (call.offers),
+// made on the line's goroutine the first time one is queued.
+func (c *call) offerCtx() context.Context {
+	if c.offers == nil {
+		c.offers, c.stopOffers = context.WithCancel(context.Background())
+	}
+	return c.offers
+}
+
 // reoffer sends a re-INVITE with the gateway's SDP in direction dir, on
 // its own goroutine (the far end may take its time).
 func (l *line) reoffer(c *call, dir Direction) {
@@ -151,10 +160,11 @@ func (l *line) reoffer(c *call, dir Direction) {
 		return
 	}
 	d := c.dialog
+	offers := c.offerCtx()
 	// In order with the call's other requests: a REFER that follows the
 	// hold must not overtake it.
 	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
 		defer cancel()
 		if _, err := d.Reinvite(ctx, tr.SDP); err != nil {
 			l.log.WithError(err).Info("hold/resume re-INVITE failed")
