@@ -400,7 +400,13 @@ func (l *line) onLocalReferStatus(id string, status int, reason string) {
 // connection to a local call with it.
 func (l *line) referredLocal(c *call, number string) {
 	callee := l.b.lineByUser(number)
-	if callee == nil || callee == l {
+	if callee == l {
+		// Transferred to itself: the line is busy in this very call.
+		l.log.WithField("number", number).Info("transfer target: the line's own number")
+		l.notifyRefer(c, 486, "Busy Here (transfer to the line's own number)")
+		return
+	}
+	if callee == nil {
 		l.log.WithField("number", number).Info("transfer target: no local line with that number")
 		l.notifyRefer(c, 404, "Not Found")
 		return

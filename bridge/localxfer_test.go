@@ -352,7 +352,7 @@ func TestThreeWayLocalRefused(t *testing.T) {
 // line of this mgsip: line 2 rings (NOTIFY 180), answers: line 1's
 // connection is linked to line 2's, NOTIFY 200, then our BYE. A REFER to
 // a busy local line gets NOTIFY 486, one to a number no line has NOTIFY
-// 404, and the call goes on.
+// 404, one to the line's own number NOTIFY 486, and the call goes on.
 func TestReferToLocalLine(t *testing.T) {
 	e := newEnv(t, envOptions{register: true, realm: "pbx.test"})
 	out := pbxCallAnswered(t, e, "aaln/1", "1001")
@@ -397,6 +397,14 @@ func TestReferToLocalLine(t *testing.T) {
 	e.waitFor("NOTIFY 404", func() bool { return strings.HasSuffix(sipfrags(e), "100 486 100 404") })
 	if m := e.modes("aaln/1"); m != "sendrecv" || len(e.pbx.Received("BYE")) != 1 {
 		t.Errorf("line 1 after the 404: %s, %d BYEs", m, len(e.pbx.Received("BYE")))
+	}
+	// The line's own number: busy (in this very call), not unknown.
+	if st, err := out.Refer(context.Background(), "<sip:1001@pbx.test>"); err != nil || st != 202 {
+		t.Fatalf("REFER: %d %v", st, err)
+	}
+	e.waitFor("NOTIFY 486", func() bool { return strings.HasSuffix(sipfrags(e), "100 404 100 486") })
+	if m := e.modes("aaln/1"); m != "sendrecv" || len(e.pbx.Received("BYE")) != 1 {
+		t.Errorf("line 1 after the REFER to itself: %s, %d BYEs", m, len(e.pbx.Received("BYE")))
 	}
 	e.onHook("aaln/2")
 	e.onHook("aaln/1")
