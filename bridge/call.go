@@ -6,6 +6,7 @@ package bridge
 import (
 	"context"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -664,6 +665,14 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 		l.call = nil
 	case l.other:
 		l.other = nil
+		if c.waiting && c.answered.IsZero() && l.trunk == nil {
+			// Its waiting tone may still play: a one-shot signal is not
+			// part of the state's request, so ask again (the DLCX carries
+			// it) with a signal list that leaves L/wt out, which stops it
+			// (RFC 3435 §2.3.3).
+			l.armed, l.playing = "", nil
+			l.oneShot = slices.DeleteFunc(l.oneShot, func(s mgcp.Event) bool { return s.Is("L", "wt") || s.Is("L", "ci") })
+		}
 	}
 	if x := c.xfer; x != nil {
 		// The new call of a REFER this call received goes with it. The

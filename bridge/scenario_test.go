@@ -654,6 +654,33 @@ func TestCallWaiting(t *testing.T) {
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
 }
 
+// TestCallWaitingCallerGivesUp: a waiting caller that gives up (CANCEL)
+// stops the waiting tone: the DLCX of its connection carries the talking
+// state's request with an empty signal list (the one-shot L/wt is not
+// part of the state's request, so it must be stopped explicitly).
+func TestCallWaitingCallerGivesUp(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
+	cancel()
+	<-done
+	e.waitFor("the waiting call's connection gone", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return !hasSignal(st, "L/wt") })
+	e.record()
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}
+
 // TestCallWaitingRecall: hanging up while a call waits rings the phone
 // again; picking up answers the waiting call.
 func TestCallWaitingRecall(t *testing.T) {
