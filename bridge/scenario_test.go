@@ -1465,3 +1465,46 @@ func TestAttendedTransferTakenBackThenDone(t *testing.T) {
 	e.record()
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return armed(st) })
 }
+
+// TestCallWaitingHoldRefused: a flash to answer the waiting call whose
+// hold MDCX (inactive) the gateway refuses swaps nothing: the first call
+// stays send-receive, the waiting one waits (inactive, not answered), no
+// hold re-INVITE; the phone hears the error tone.
+func TestCallWaitingHoldRefused(t *testing.T) {
+	var refuse atomic.Bool
+	e := newEnv(t, envOptions{register: true, respond: func(cmd *mgcp.Command) *mgcp.Response {
+		if refuse.Load() && cmd.Verb == mgcp.VerbMDCX && cmd.Mode == mgcp.ModeInactive {
+			return mgcp.NewResponse(cmd, mgcp.CodeEndpointUnknown)
+		}
+		return nil
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
+	invites := len(e.pbx.Received("INVITE"))
+	refuse.Store(true)
+	e.flash("aaln/1")
+	e.waitSignal("aaln/1", "L/e")
+	if m := e.modes("aaln/1"); m != "sendrecv inactive" {
+		t.Errorf("after the refused hold: %s", m)
+	}
+	if got := len(e.pbx.Received("INVITE")); got != invites {
+		t.Errorf("%d INVITEs after the refused hold", got-invites)
+	}
+	refuse.Store(false)
+	cancel()
+	<-done
+	e.waitFor("the waiting call gone", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.record()
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}

@@ -94,7 +94,14 @@ func (l *line) onFlash() {
 		return
 	}
 	active, other := l.call, l.other
-	l.hold(active)
+	if err := l.hold(active); err != nil && active.connID != "" {
+		// The gateway refused the hold: the active party would hear the
+		// other call. No swap; the phone hears the error tone (as for a
+		// refused hold before a transfer, transfer.go).
+		l.log.WithError(err).Info("hold refused: no swap")
+		l.oneShot = append(l.oneShot, signal("L/e"))
+		return
+	}
 	if other.answered.IsZero() {
 		l.answerWaiting(other)
 	} else {
@@ -128,10 +135,13 @@ func (l *line) answerWaiting(c *call) {
 }
 
 // hold puts a call on hold: no media from the gateway, a=sendonly to the
-// far end (RFC 3264 §8.4).
-func (l *line) hold(c *call) {
-	_ = l.modifyConnection(c, mgcp.ModeInactive, nil)
+// far end (RFC 3264 §8.4). A refused MDCX sends no re-INVITE.
+func (l *line) hold(c *call) error {
+	if err := l.modifyConnection(c, mgcp.ModeInactive, nil); err != nil && c.connID != "" {
+		return err
+	}
 	l.reoffer(c, SendOnly)
+	return nil
 }
 
 // resume takes a call off hold.
