@@ -51,6 +51,7 @@ type envOptions struct {
 	features  mapping.Features                          // of every line
 	log       *logrus.Entry                             // the bridge's logger (default: silent)
 	refer     func(siptest.ReferIn) siptest.ReferScript // the PBX's part in a line's transfer
+	reinvite  func(n int) int                           // the PBX's answer to its n-th re-INVITE (siptest.RegistrarConfig.Reinvite)
 	transfer  time.Duration                             // bridge.Config.TransferTimeout
 	realm     string                                    // the PBX peer's domain
 	noCID     bool                                      // a gateway without caller id (simulator and quirk profile)
@@ -82,7 +83,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		users[u] = pw
 	}
 	var err error
-	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas, Refer: o.refer})
+	e.pbx, err = siptest.NewRegistrar(siptest.RegistrarConfig{Users: users, UAS: o.uas, Refer: o.refer, Reinvite: o.reinvite})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package bridge
 import (
 	"context"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -656,16 +657,33 @@ func (l *line) endCallOf(c *call, why string, remoteEnded bool) {
 		t.stop()
 	}
 	c.timers = nil
+	if c.stopOffers != nil {
+		c.stopOffers() // a pending re-INVITE is abandoned: the BYE need not wait for it
+	}
 	switch c {
 	case l.call:
 		l.call = nil
 	case l.other:
 		l.other = nil
+		if c.waiting && c.answered.IsZero() && l.trunk == nil {
+			// Its waiting tone may still play: a one-shot signal is not
+			// part of the state's request, so ask again (the DLCX carries
+			// it) with a signal list that leaves L/wt out, which stops it
+			// (RFC 3435 §2.3.3).
+			l.armed, l.playing = "", nil
+			l.oneShot = slices.DeleteFunc(l.oneShot, func(s mgcp.Event) bool { return s.Is("L", "wt") || s.Is("L", "ci") })
+		}
 	}
 	if x := c.xfer; x != nil {
-		// The new call of a REFER this call received goes with it.
+		// The new call of a REFER this call received goes with it. The
+		// transferor, still there, hears how the transfer ended before
+		// our BYE (RFC 3515 §2.4.5: the subscription ends with a final
+		// status): 487, the attempt given up.
 		c.xfer, x.xferOf = nil, nil
 		l.endCallOf(x, why, false)
+		if !remoteEnded && !c.gone {
+			l.notifyRefer(c, 487, "Request Terminated")
+		}
 	}
 	l.gen++
 	if c.result == "" {

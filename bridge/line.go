@@ -42,52 +42,59 @@ type call struct {
 	// timers are the call's time-outs (no answer, ring): stopped when it
 	// ends (endCallOf), or each would keep the whole call, its dialog and
 	// messages alive for up to 3 minutes after it is over.
-	timers     []*callTimer
-	id         string // MGCP call id (C:)
-	connID     string
-	gwSDP      []byte // the gateway's LocalConnectionDescriptor
-	codecs     []string
-	origin     Origin
-	direction  string
-	number     string
-	name       string // the caller's name (incoming and local calls), for caller id
-	dialog     *sip.Dialog
-	cancel     context.CancelFunc // cancels an outgoing INVITE
-	done       chan struct{}      // releases ServeDialog of an incoming call
-	peer       *line              // locally switched: the other line
-	peerID     string             // locally switched: the MGCP call id of the other line's leg (its posts name it)
-	peerSDP    []byte             // locally switched: the other line's connection description
-	handed     bool               // its SIP leg was handed to another line (localxfer.go): no BYE, no dialog clean-up here
-	route      *dialogRoute       // where its dialog's events go (forward)
-	localID    string             // locally switched: the id the other line knows this leg by, when not id (localxfer.go)
-	start      time.Time
-	answered   time.Time
-	result     string
-	gen        int
-	fallback   bool         // switch locally if the SIP peer cannot be reached
-	byeReason  string       // Reason header of our BYE (RFC 3326), when there is one to give
-	fork       *fork        // a ring-all call ringing this line, not taken yet
-	recall     bool         // ringing again for a call left waiting or on hold
-	ring       []mgcp.Event // signals that ring the phone for it (with caller id)
-	status     int          // final answer to an unanswered incoming INVITE (0: 480)
-	reason     string
-	counted    bool              // counted in Bridge.active
-	peerRule   *mapping.PeerRule // the SIP peer of an outgoing call
-	ringback   bool              // the far end rings: the phone hears ringback
-	ended      bool              // released (endCallOf ran): nothing more to do
-	sipq       chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
-	sipDone    bool              // sipq closed: nothing more is sent
-	drained    chan struct{}     // closed when sipq's sender has sent everything
-	referring  bool              // held, transferred by our REFER: waiting for its final NOTIFY
-	takenBack  bool              // its transfer was pending when the phone took it back (transfer.go)
-	referTo    string            // the number it is transferred to
-	referN     int               // counts its transfers (a timer knows its own)
-	xfer       *call             // the new call placed for a REFER this call received, not answered yet
-	xferOf     *call             // (of that new call) the call it is to replace
-	gone       bool              // its far end hung up while xfer was tried: the connection waits for xfer
-	redirects  int               // 3xx followed (retry.go)
-	minSE      time.Duration     // the Min-SE of the last 422 followed (retry.go)
-	retries422 int               // placed again after a 422, so many times
+	timers    []*callTimer
+	id        string // MGCP call id (C:)
+	connID    string
+	gwSDP     []byte // the gateway's LocalConnectionDescriptor
+	codecs    []string
+	origin    Origin
+	direction string
+	number    string
+	name      string // the caller's name (incoming and local calls), for caller id
+	dialog    *sip.Dialog
+	cancel    context.CancelFunc // cancels an outgoing INVITE
+	done      chan struct{}      // releases ServeDialog of an incoming call
+	peer      *line              // locally switched: the other line
+	peerID    string             // locally switched: the MGCP call id of the other line's leg (its posts name it)
+	peerSDP   []byte             // locally switched: the other line's connection description
+	handed    bool               // its SIP leg was handed to another line (localxfer.go): no BYE, no dialog clean-up here
+	route     *dialogRoute       // where its dialog's events go (forward)
+	localID   string             // locally switched: the id the other line knows this leg by, when not id (localxfer.go)
+	start     time.Time
+	answered  time.Time
+	result    string
+	gen       int
+	fallback  bool         // switch locally if the SIP peer cannot be reached
+	byeReason string       // Reason header of our BYE (RFC 3326), when there is one to give
+	fork      *fork        // a ring-all call ringing this line, not taken yet
+	recall    bool         // ringing again for a call left waiting or on hold
+	ring      []mgcp.Event // signals that ring the phone for it (with caller id)
+	status    int          // final answer to an unanswered incoming INVITE (0: 480)
+	reason    string
+	counted   bool              // counted in Bridge.active
+	peerRule  *mapping.PeerRule // the SIP peer of an outgoing call
+	ringback  bool              // the far end rings: the phone hears ringback
+	ended     bool              // released (endCallOf ran): nothing more to do
+	sipq      chan func()       // in-dialog requests sent in order (INFO digits, re-INVITEs, REFER, then BYE)
+	sipDone   bool              // sipq closed: nothing more is sent
+	drained   chan struct{}     // closed when sipq's sender has sent everything
+	// offers bounds the call's own re-INVITEs (hold, resume, a media
+	// move); endCallOf cancels it, so that the BYE queued behind a
+	// re-INVITE the far end leaves unanswered (or answers 491) goes at
+	// once: RFC 3261 §15 lets a confirmed dialog be ended while a
+	// re-INVITE is pending.
+	offers     context.Context
+	stopOffers context.CancelFunc
+	referring  bool          // held, transferred by our REFER: waiting for its final NOTIFY
+	takenBack  bool          // its transfer was pending when the phone took it back (transfer.go)
+	referTo    string        // the number it is transferred to
+	referN     int           // counts its transfers (a timer knows its own)
+	xfer       *call         // the new call placed for a REFER this call received, not answered yet
+	xferOf     *call         // (of that new call) the call it is to replace
+	gone       bool          // its far end hung up while xfer was tried: the connection waits for xfer
+	redirects  int           // 3xx followed (retry.go)
+	minSE      time.Duration // the Min-SE of the last 422 followed (retry.go)
+	retries422 int           // placed again after a 422, so many times
 	// answerInAck: an offerless INVITE with Replaces got our offer in
 	// the 200, the answer comes with the ACK (replaces.go).
 	answerInAck bool
@@ -214,6 +221,7 @@ type line struct {
 	issued   requestIDs // every X: issued, for HandleMGCP's NTFY check
 	notified bool
 	oneShot  []mgcp.Event
+	playing  []mgcp.Event // the one-shot signals a command of this input carried (request.go)
 	hookHint int
 	retries  int      // refusals in a row (backoff)
 	deferred int      // inputs handled since the last sync
@@ -319,6 +327,7 @@ func (l *line) run(f func()) {
 	} else {
 		l.deferred++
 	}
+	l.playing = nil // the next input's requests need not name them
 	l.publish()
 	if l.quit && l.successor != nil {
 		// Replaced after a reload: the new line takes over now that this
@@ -672,6 +681,7 @@ func (l *line) arm() {
 	l.state = stIdle
 	l.tone = ""
 	l.oneShot = nil // a digit or waiting tone meant for the call
+	l.playing = nil
 	l.transfer = transferState{}
 	l.casUp = false
 	if l.retiring {
@@ -694,7 +704,7 @@ func (l *line) playTone(tone string) {
 	l.gen++
 	l.state = stTone
 	l.tone = tone
-	l.oneShot = nil
+	l.oneShot, l.playing = nil, nil
 	l.toneTimer = l.after(l.b.cfg.ToneTimeout, func() {
 		if l.state == stTone {
 			l.tone = "L/ot"

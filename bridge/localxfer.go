@@ -229,8 +229,8 @@ func (l *line) handSIP(s, lc *call) bool {
 	}
 	nc := &call{direction: s.direction, number: s.number, name: s.name, dialog: s.dialog, origin: s.origin, codecs: s.codecs,
 		done: s.done, cancel: s.cancel, sipq: s.sipq, drained: s.drained, peerRule: s.peerRule, start: time.Now(),
-		transfer: true, sipStatus: s.sipStatus, route: r}
-	s.done, s.cancel, s.sipq, s.drained = nil, nil, nil, nil
+		transfer: true, sipStatus: s.sipStatus, route: r, offers: s.offers, stopOffers: s.stopOffers}
+	s.done, s.cancel, s.sipq, s.drained, s.offers, s.stopOffers = nil, nil, nil, nil, nil, nil
 	s.handed, s.transfer, lc.transfer = true, true, true
 	remote := s.dialog.RemoteSDP()
 	id := lc.lid()
@@ -320,8 +320,9 @@ func (l *line) moveMedia(c *call, dir Direction) {
 		return
 	}
 	d := c.dialog
+	offers := c.offerCtx() // cancelled when the call ends: the BYE goes at once
 	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
 		ans, err := d.Reinvite(ctx, tr.SDP)
 		cancel()
 		l.postWait(func() {
@@ -399,7 +400,13 @@ func (l *line) onLocalReferStatus(id string, status int, reason string) {
 // connection to a local call with it.
 func (l *line) referredLocal(c *call, number string) {
 	callee := l.b.lineByUser(number)
-	if callee == nil || callee == l {
+	if callee == l {
+		// Transferred to itself: the line is busy in this very call.
+		l.log.WithField("number", number).Info("transfer target: the line's own number")
+		l.notifyRefer(c, 486, "Busy Here (transfer to the line's own number)")
+		return
+	}
+	if callee == nil {
 		l.log.WithField("number", number).Info("transfer target: no local line with that number")
 		l.notifyRefer(c, 404, "Not Found")
 		return

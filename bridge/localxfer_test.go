@@ -352,7 +352,7 @@ func TestThreeWayLocalRefused(t *testing.T) {
 // line of this mgsip: line 2 rings (NOTIFY 180), answers: line 1's
 // connection is linked to line 2's, NOTIFY 200, then our BYE. A REFER to
 // a busy local line gets NOTIFY 486, one to a number no line has NOTIFY
-// 404, and the call goes on.
+// 404, one to the line's own number NOTIFY 486, and the call goes on.
 func TestReferToLocalLine(t *testing.T) {
 	e := newEnv(t, envOptions{register: true, realm: "pbx.test"})
 	out := pbxCallAnswered(t, e, "aaln/1", "1001")
@@ -397,6 +397,14 @@ func TestReferToLocalLine(t *testing.T) {
 	e.waitFor("NOTIFY 404", func() bool { return strings.HasSuffix(sipfrags(e), "100 486 100 404") })
 	if m := e.modes("aaln/1"); m != "sendrecv" || len(e.pbx.Received("BYE")) != 1 {
 		t.Errorf("line 1 after the 404: %s, %d BYEs", m, len(e.pbx.Received("BYE")))
+	}
+	// The line's own number: busy (in this very call), not unknown.
+	if st, err := out.Refer(context.Background(), "<sip:1001@pbx.test>"); err != nil || st != 202 {
+		t.Fatalf("REFER: %d %v", st, err)
+	}
+	e.waitFor("NOTIFY 486", func() bool { return strings.HasSuffix(sipfrags(e), "100 404 100 486") })
+	if m := e.modes("aaln/1"); m != "sendrecv" || len(e.pbx.Received("BYE")) != 1 {
+		t.Errorf("line 1 after the REFER to itself: %s, %d BYEs", m, len(e.pbx.Received("BYE")))
 	}
 	e.onHook("aaln/2")
 	e.onHook("aaln/1")
@@ -482,5 +490,149 @@ func TestSIPHeldBlindToRingingLocal(t *testing.T) {
 	}
 	for _, l := range []string{"aaln/1", "aaln/2"} {
 		e.waitSignalState(l, func(st mgcptest.EndpointState) bool { return armed(st) })
+	}
+}
+
+// TestHoldRefused: the gateway refuses (500) the MDCX inactive that would
+// hold the party of a flash, on a local call and on a SIP call: no dial
+// tone and no consultation (the party would hear the dialling over the
+// connection still in sendrecv), no re-INVITE toward the SIP party; the
+// phone hears the error tone and the call goes on.
+func TestHoldRefused(t *testing.T) {
+	for _, local := range []bool{true, false} {
+		var refuse atomic.Bool
+		e := newEnv(t, envOptions{lines: 2, register: true, respond: func(cmd *mgcp.Command) *mgcp.Response {
+			if refuse.Load() && cmd.Verb == mgcp.VerbMDCX && cmd.Mode == mgcp.ModeInactive {
+				return mgcp.NewResponse(cmd, mgcp.CodeEndpointUnknown)
+			}
+			return nil
+		}})
+		if local {
+			e.localTalk("aaln/1", "aaln/2", "1002")
+		} else {
+			e.offHook("aaln/1")
+			e.dial("aaln/1", "2000")
+			e.waitFor("answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+		}
+		invites := len(e.pbx.Received("INVITE"))
+		refuse.Store(true)
+		n := len(e.gw.Commands())
+		e.flash("aaln/1")
+		st := e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasSignal(st, "L/e") })
+		if hasSignal(st, "L/dl") {
+			t.Errorf("local %v: dial tone after a refused hold: %v %v", local, st.Signals, st.RequestedEvents)
+		}
+		if !hasEvent(st, "L/hf") || !hasEvent(st, "L/hu") {
+			t.Errorf("local %v: the call's events not armed: %v", local, st.RequestedEvents)
+		}
+		if m := e.modes("aaln/1"); m != "sendrecv" {
+			t.Errorf("local %v: modes %s", local, m)
+		}
+		if got := verbs(e.gw.Commands()[n:], "aaln/1"); strings.Count(got, "MDCX") != 1 || strings.Contains(got, "CRCX") {
+			t.Errorf("local %v: commands after the flash: %s", local, got)
+		}
+		if got := len(e.pbx.Received("INVITE")); got != invites {
+			t.Errorf("local %v: %d re-INVITEs after a refused hold", local, got-invites)
+		}
+		refuse.Store(false)
+		// The call is still up: a second flash (hold accepted) consults.
+		e.flash("aaln/1")
+		e.waitSignal("aaln/1", "L/dl")
+		e.waitFor("held", func() bool { return e.modes("aaln/1") == "inactive" })
+		e.flash("aaln/1")
+		e.waitFor("resumed", func() bool { return e.modes("aaln/1") == "sendrecv" })
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		if local {
+			e.onHook("aaln/2")
+			e.noConnections("aaln/2")
+			e.recordsN(2)
+		} else {
+			e.record()
+		}
+	}
+}
+
+// TestReferHangupWhileTargetRings: the PBX REFERs line 1's call to a
+// target that rings (local line 1002, then the SIP number 2999) and the
+// phone hangs up meanwhile: the attempt is given up (line 2 stops
+// ringing, or CANCEL) and the transferor gets a final NOTIFY 487 that
+// ends the subscription (RFC 3515 §2.4.5) before our BYE.
+func TestReferHangupWhileTargetRings(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, realm: "pbx.test", uas: func(in siptest.Incoming) siptest.Script {
+		return siptest.Script{Ring: 20 * time.Second}
+	}})
+	for i, target := range []string{"1002", "2999"} {
+		out := pbxCallAnswered(t, e, "aaln/1", "1001")
+		if st, err := out.Refer(context.Background(), "<sip:"+target+"@pbx.test>"); err != nil || st != 202 {
+			t.Fatalf("REFER: %d %v", st, err)
+		}
+		if target == "1002" {
+			e.waitSignal("aaln/2", "L/rg")
+		}
+		want := strings.Repeat("100 180 487 ", i) + "100 180"
+		e.waitFor("NOTIFY 180", func() bool { return sipfrags(e) == want })
+		e.onHook("aaln/1")
+		e.waitFor("BYE", func() bool { return len(e.pbx.Received("BYE")) == i+1 })
+		e.noConnections("aaln/1")
+		if target == "1002" {
+			e.waitSignalState("aaln/2", func(st mgcptest.EndpointState) bool { return armed(st) && !hasSignal(st, "L/rg") })
+		} else {
+			e.waitFor("CANCEL", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+		}
+		e.waitFor("final NOTIFY", func() bool { return sipfrags(e) == want+" 487" })
+		seq := sipSeq(e.pbx.Messages())
+		if k, j := strings.LastIndex(seq, "NOTIFY"), strings.LastIndex(seq, "BYE"); j < k {
+			t.Errorf("%s: BYE before the final NOTIFY: %s", target, seq)
+		}
+		notifies := e.pbx.Received("NOTIFY")
+		if last := string(notifies[len(notifies)-1].Data); !strings.Contains(last, "Subscription-State: terminated") {
+			t.Errorf("%s: the final NOTIFY does not end the subscription:\n%s", target, last)
+		}
+		e.recordsN(2)
+	}
+}
+
+// TestHandedReinvitePendingHangUp: after the SIP consultation 2000 is
+// handed to line 2 (line 1, the transferor, hangs up), line 2 hangs up
+// while the hand-over's re-INVITE is pending: the far end never answers
+// it, or answers 491. The BYE goes at once (RFC 3261 §15: a confirmed
+// dialog may be ended while a re-INVITE is pending), the re-INVITE is
+// abandoned (no retransmission, no retry after the 491).
+func TestHandedReinvitePendingHangUp(t *testing.T) {
+	for _, status := range []int{-1, 491} {
+		var answerNow atomic.Bool
+		e := newEnv(t, envOptions{lines: 2, reinvite: func(int) int {
+			if answerNow.Load() {
+				return 0
+			}
+			return status
+		}})
+		e.localTalk("aaln/1", "aaln/2", "1002")
+		answerNow.Store(true) // the hold of line 2's leg is local; the consultation's own re-INVITEs pass
+		e.consult("2000")
+		e.waitFor("2 held, 2000 talking", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+		answerNow.Store(false)
+		n := len(e.pbx.Received("INVITE"))
+		e.onHook("aaln/1")
+		e.noConnections("aaln/1")
+		e.waitFor("the hand-over's re-INVITE", func() bool { return len(e.pbx.Received("INVITE")) > n })
+		e.recordsN(3)
+		e.onHook("aaln/2")
+		e.noConnections("aaln/2")
+		// Before the fix the BYE waited for the re-INVITE's transaction
+		// (32 s) or for three 491s (two retries, 2.1-4 s apart).
+		e.waitFor("BYE", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+		e.record()
+		if got := len(e.pbx.Received("INVITE")) - n; status == 491 && got != 1 {
+			t.Errorf("491: %d re-INVITEs, want 1 (no retry once the call ended)", got)
+		}
+		// Abandoned: no retransmission after the BYE (T1 is 500 ms: the
+		// next ones would come within 2 s).
+		time.Sleep(2500 * time.Millisecond)
+		seq := sipSeq(e.pbx.Messages())
+		if _, after, _ := strings.Cut(seq, "BYE"); strings.Contains(after, "INVITE") {
+			t.Errorf("status %d: INVITE after the BYE: %s", status, seq)
+		}
 	}
 }

@@ -89,9 +89,14 @@ func (l *line) pbxConference(why string) bool {
 	f.confFocus = true
 	l.log.WithFields(map[string]any{"why": why, "number": number}).Info("no mixing on the gateway: three-way call at the PBX conference")
 	l.pbxConf = &pbxConf{focus: f, a: a, c: c, number: number, peer: rt.Peer}
-	l.at(l.b.cfg.TransferTimeout+l.b.cfg.NoAnswerTimeout+time.Second, func() {
+	// The whole set-up (the conference's answer, C's leg there and C's
+	// re-INVITE) is bounded by TransferTimeout, as a transfer's outcome
+	// is: a conference answers at once or not at all, and the phone
+	// waits meanwhile (its flash is ignored). Past it, the conference
+	// call is cancelled and the fallback applies (pbxConfFailed).
+	l.at(l.b.cfg.TransferTimeout, func() {
 		if pc := l.pbxConf; pc != nil && pc.focus == f && !pc.joined {
-			l.pbxConfFailed("the conference did not answer")
+			l.pbxConfFailed("the conference was not set up within the transfer timeout")
 		}
 	})
 	return true
@@ -255,8 +260,9 @@ func (l *line) reinviteC(pc *pbxConf, answer []byte) {
 	}
 	pc.cMoved = true
 	d := c.dialog
+	offers := c.offerCtx() // C hanging up or dropped: the BYE goes at once
 	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
 		_, err := d.Reinvite(ctx, tr.SDP)
 		cancel()
 		l.postWait(func() {

@@ -156,6 +156,11 @@ func TestThreeWayAtPBXConference(t *testing.T) {
 				if n := len(e.pbx.Received("REFER")); n != 0 {
 					t.Errorf("%d REFERs without a conference", n)
 				}
+				// The error tone still plays (not stopped by the DLCX of C's
+				// connection after the MDCX that resumed A with it).
+				if st := e.state("aaln/1"); !hasSignal(st, "L/e") {
+					t.Errorf("no error tone playing: %v", st.Signals)
+				}
 				e.onHook("aaln/1")
 				e.noConnections("aaln/1")
 				return
@@ -265,4 +270,29 @@ func TestThreeWayAtPBXConferenceLegEnds(t *testing.T) {
 	if byesOf(e, leg) != 0 {
 		t.Error("BYE sent for the leg the conference ended")
 	}
+}
+
+// TestThreeWayAtPBXConferenceNoAnswer: a conference that never answers
+// (it rings on) is given up after TransferTimeout (here 1 s), not after
+// the 3-minute no-answer time: CANCEL, and the fallback of a gateway
+// without mixing (C dropped with the error tone, A resumed).
+func TestThreeWayAtPBXConferenceNoAnswer(t *testing.T) {
+	e := newEnv(t, envOptions{noConfQ: true, realm: "pbx.test", transfer: time.Second,
+		features: mapping.Features{ConferenceURI: "8000"},
+		uas: func(in siptest.Incoming) siptest.Script {
+			if in.User == "8000" {
+				return siptest.Script{Ring: 30 * time.Second}
+			}
+			return siptest.Script{}
+		}})
+	inConference(e)
+	c := callIDOf(e, "2001")
+	e.waitFor("INVITE to the conference", func() bool { return callIDOf(e, "8000") != "" })
+	e.waitFor("CANCEL of the conference call", func() bool { return len(e.pbx.Received("CANCEL")) == 1 })
+	e.waitFor("C dropped, A resumed", func() bool { return e.modes("aaln/1") == "sendrecv" && byesOf(e, c) == 1 })
+	if st := e.state("aaln/1"); !hasSignal(st, "L/e") {
+		t.Errorf("no error tone: %v", st.Signals)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
 }

@@ -32,6 +32,12 @@ type gwRequest struct {
 	events   []mgcp.RequestedEvent
 	signals  []mgcp.Event
 	digitMap string
+	// brief is how many of the last signals are played once (l.oneShot,
+	// l.playing): left out of the key, so that once such a signal went
+	// out no later command asks again only to leave it out, which would
+	// stop it (RFC 3435 §2.3.3: a time-out signal stops when a new
+	// signal list does not name it).
+	brief int
 }
 
 // key identifies a request for comparison. Brief signals of the D package
@@ -47,7 +53,7 @@ func (r gwRequest) appendKey(b []byte) []byte {
 		b = append(b, ',')
 	}
 	b = append(b, '|')
-	for _, s := range r.signals {
+	for _, s := range r.signals[:len(r.signals)-r.brief] {
 		if strings.EqualFold(s.Package, "D") || casBrief(s) {
 			continue
 		}
@@ -143,8 +149,12 @@ func (l *line) desired() gwRequest {
 			r.signals = []mgcp.Event{signal(l.tone)}
 		}
 	}
-	if len(l.oneShot) > 0 {
-		r.signals = append(append([]mgcp.Event(nil), r.signals...), l.oneShot...)
+	if len(l.oneShot) > 0 || len(l.playing) > 0 {
+		// The signals played once: the new ones, and those an earlier
+		// command of the same input carried, which a later command of it
+		// (the DLCX after the MDCX that started L/e) must keep naming.
+		r.brief = len(l.playing) + len(l.oneShot)
+		r.signals = append(append(append([]mgcp.Event(nil), r.signals...), l.playing...), l.oneShot...)
 	}
 	if r.signals == nil {
 		r.signals = []mgcp.Event{} // an empty S: stops what plays
@@ -237,6 +247,9 @@ func (l *line) accepted(want gwRequest, id string) {
 	l.casAccepted(want)
 	l.issued.accepted()
 	l.notified = false
+	if l.cas() == "" {
+		l.playing = append(l.playing, l.oneShot...)
+	}
 	l.oneShot = nil
 	l.armedE = len(want.events) == 1 && want.events[0].HasAction(mgcp.ActionEmbedded)
 }

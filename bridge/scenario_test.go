@@ -416,6 +416,9 @@ func TestReliableEarlyMedia(t *testing.T) {
 	}
 	e.onHook("aaln/1")
 	e.noConnections("aaln/1")
+	// The BYE leaves from the call's sender goroutine, in parallel with the
+	// DLCX: under load it may reach the PBX after the connection is gone.
+	e.waitFor("BYE", func() bool { return len(e.pbx.Received("BYE")) > 0 })
 	if n := len(e.pbx.Received("BYE")); n != 1 {
 		t.Errorf("%d BYEs reached the PBX after a PRACKed call", n)
 	}
@@ -652,6 +655,33 @@ func TestCallWaiting(t *testing.T) {
 		t.Errorf("record %+v", rec)
 	}
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return hasEvent(st, "L/hd") })
+}
+
+// TestCallWaitingCallerGivesUp: a waiting caller that gives up (CANCEL)
+// stops the waiting tone: the DLCX of its connection carries the talking
+// state's request with an empty signal list (the one-shot L/wt is not
+// part of the state's request, so it must be stopped explicitly).
+func TestCallWaitingCallerGivesUp(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
+	cancel()
+	<-done
+	e.waitFor("the waiting call's connection gone", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return !hasSignal(st, "L/wt") })
+	e.record()
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
 }
 
 // TestCallWaitingRecall: hanging up while a call waits rings the phone
@@ -1262,6 +1292,12 @@ func TestThreeWayRefused(t *testing.T) {
 		if !tone {
 			t.Errorf("%+v: no error tone", o)
 		}
+		// The tone still plays once C's connection is gone: the DLCX after
+		// the MDCX that carried it must not stop it (RFC 3435 §2.3.3: a
+		// time-out signal stops when a new signal list leaves it out).
+		if st := e.state("aaln/1"); !hasSignal(st, "L/e") {
+			t.Errorf("noConfQ %v noConfGW %v: the error tone was stopped: signals %v", o.noConfQ, o.noConfGW, st.Signals)
+		}
 		if r := e.record(); r.Number != "2001" || !strings.HasPrefix(r.Result, "three-way refused") {
 			t.Errorf("C's record %+v", r)
 		}
@@ -1428,4 +1464,47 @@ func TestAttendedTransferTakenBackThenDone(t *testing.T) {
 	}
 	e.record()
 	e.waitSignalState("aaln/1", func(st mgcptest.EndpointState) bool { return armed(st) })
+}
+
+// TestCallWaitingHoldRefused: a flash to answer the waiting call whose
+// hold MDCX (inactive) the gateway refuses swaps nothing: the first call
+// stays send-receive, the waiting one waits (inactive, not answered), no
+// hold re-INVITE; the phone hears the error tone.
+func TestCallWaitingHoldRefused(t *testing.T) {
+	var refuse atomic.Bool
+	e := newEnv(t, envOptions{register: true, respond: func(cmd *mgcp.Command) *mgcp.Response {
+		if refuse.Load() && cmd.Verb == mgcp.VerbMDCX && cmd.Mode == mgcp.ModeInactive {
+			return mgcp.NewResponse(cmd, mgcp.CodeEndpointUnknown)
+		}
+		return nil
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
+	invites := len(e.pbx.Received("INVITE"))
+	refuse.Store(true)
+	e.flash("aaln/1")
+	e.waitSignal("aaln/1", "L/e")
+	if m := e.modes("aaln/1"); m != "sendrecv inactive" {
+		t.Errorf("after the refused hold: %s", m)
+	}
+	if got := len(e.pbx.Received("INVITE")); got != invites {
+		t.Errorf("%d INVITEs after the refused hold", got-invites)
+	}
+	refuse.Store(false)
+	cancel()
+	<-done
+	e.waitFor("the waiting call gone", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.record()
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
 }

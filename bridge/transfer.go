@@ -30,7 +30,21 @@ func (l *line) startTransfer() {
 	l.transfer = transferState{active: true}
 	l.gen++
 	l.state = stDialing // dial tone with flash watched (desired) ...
-	l.hold(c)           // ... which rides on the MDCX that holds the call
+	// ... which rides on the MDCX that holds the call.
+	if err := l.modifyConnection(c, mgcp.ModeInactive, nil); err != nil && c.connID != "" {
+		// The gateway refused the hold: the connection still sends the
+		// phone's audio to the party, who would hear the dialling. No
+		// consultation then: the call goes on, with the error tone. The
+		// dial tone's request was refused with the MDCX (RFC 3435 §2.3.5:
+		// an embedded request takes effect only with its command).
+		l.log.WithError(err).Info("hold refused: no transfer or consultation")
+		l.other, l.call = nil, c
+		l.transfer = transferState{}
+		l.state = stConnected
+		l.oneShot = append(l.oneShot, signal("L/e"))
+		return
+	}
+	l.reoffer(c, SendOnly)
 	l.dialBackstop()
 }
 

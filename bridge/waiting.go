@@ -94,7 +94,14 @@ func (l *line) onFlash() {
 		return
 	}
 	active, other := l.call, l.other
-	l.hold(active)
+	if err := l.hold(active); err != nil && active.connID != "" {
+		// The gateway refused the hold: the active party would hear the
+		// other call. No swap; the phone hears the error tone (as for a
+		// refused hold before a transfer, transfer.go).
+		l.log.WithError(err).Info("hold refused: no swap")
+		l.oneShot = append(l.oneShot, signal("L/e"))
+		return
+	}
 	if other.answered.IsZero() {
 		l.answerWaiting(other)
 	} else {
@@ -128,16 +135,28 @@ func (l *line) answerWaiting(c *call) {
 }
 
 // hold puts a call on hold: no media from the gateway, a=sendonly to the
-// far end (RFC 3264 §8.4).
-func (l *line) hold(c *call) {
-	_ = l.modifyConnection(c, mgcp.ModeInactive, nil)
+// far end (RFC 3264 §8.4). A refused MDCX sends no re-INVITE.
+func (l *line) hold(c *call) error {
+	if err := l.modifyConnection(c, mgcp.ModeInactive, nil); err != nil && c.connID != "" {
+		return err
+	}
 	l.reoffer(c, SendOnly)
+	return nil
 }
 
 // resume takes a call off hold.
 func (l *line) resume(c *call) {
 	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
 	l.reoffer(c, SendRecv)
+}
+
+// offerCtx is the context of the call's re-INVITEs (call.offers),
+// made on the line's goroutine the first time one is queued.
+func (c *call) offerCtx() context.Context {
+	if c.offers == nil {
+		c.offers, c.stopOffers = context.WithCancel(context.Background())
+	}
+	return c.offers
 }
 
 // reoffer sends a re-INVITE with the gateway's SDP in direction dir, on
@@ -151,10 +170,11 @@ func (l *line) reoffer(c *call, dir Direction) {
 		return
 	}
 	d := c.dialog
+	offers := c.offerCtx()
 	// In order with the call's other requests: a REFER that follows the
 	// hold must not overtake it.
 	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
 		defer cancel()
 		if _, err := d.Reinvite(ctx, tr.SDP); err != nil {
 			l.log.WithError(err).Info("hold/resume re-INVITE failed")

@@ -140,6 +140,19 @@ func (r *Registrar) Calls() map[int]int {
 func (r *Registrar) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if req.To() != nil && req.To().Params.Has("tag") {
 		// A re-INVITE: accept it with our SDP, direction mirrored.
+		if r.cfg.Reinvite != nil {
+			r.mu.Lock()
+			r.reinvites++
+			n := r.reinvites
+			r.mu.Unlock()
+			switch st := r.cfg.Reinvite(n); {
+			case st < 0:
+				return // unanswered: the server transaction absorbs the retransmissions
+			case st > 0:
+				_ = tx.Respond(sip.NewResponseFromRequest(req, st, "Scripted", nil))
+				return
+			}
+		}
 		sdp := []byte(DefaultAnswerSDP)
 		if strings.Contains(string(req.Body()), "a=sendonly") {
 			sdp = []byte(strings.Replace(DefaultAnswerSDP, "a=sendrecv", "a=recvonly", 1))

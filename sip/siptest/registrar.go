@@ -41,6 +41,10 @@ type RegistrarConfig struct {
 	// Refer scripts the PBX's part in a transfer a line asks for with
 	// REFER (default: 202, then NOTIFYs 100 and 200).
 	Refer func(in ReferIn) ReferScript
+	// Reinvite, if set, answers the n-th re-INVITE received (from 1): 0
+	// accepts it as by default, -1 leaves it unanswered (a far end that
+	// never answers), another value is the final status (491, 488...).
+	Reinvite func(n int) int
 }
 
 // Binding is a registered contact.
@@ -77,6 +81,7 @@ type Registrar struct {
 	counts   map[string]int
 
 	finals         map[int]int
+	reinvites      int // re-INVITEs received (Reinvite)
 	messages       []Message
 	subscribers    map[string]*subscriber
 	subscribeCount map[string]int
