@@ -328,6 +328,23 @@ func (l *line) onSeizure(addr, ani string) {
 // "Anonymous" <sip:anonymous@anonymous.invalid>).
 const anonymousHost = "anonymous.invalid"
 
+// trunkCallerID is the caller a trunk call presents before privacy: the
+// group's caller_id when it has one (its number in place of the ANI),
+// else the ANI, the number rewritten by the group's to_sip rule.
+func (l *line) trunkCallerID(ani string) (number, name string) {
+	number = ani
+	if cid := l.trunk.CallerID; cid.Number != "" || cid.Name != "" {
+		if cid.Number != "" {
+			number = cid.Number
+		}
+		name = cid.Name
+	}
+	if number != "" {
+		number = l.trunk.ToSIP.Apply(number)
+	}
+	return number, name
+}
+
 // trunkCaller is the identity a trunk-originated call is placed with:
 // the trunk account at its peer (digest credentials, RFC 3261 §22), the
 // calling number (the trunk group's caller_id.number, which replaces the
@@ -343,16 +360,7 @@ func (l *line) trunkCaller(peer *mapping.PeerRule, ani string) (a sip.Account, h
 	if acc := peer.Account; acc != nil {
 		a.User, a.AuthUser, a.Password = acc.User, acc.AuthUser, acc.Password.Reveal()
 	}
-	number, name := ani, ""
-	if cid := l.trunk.CallerID; cid.Number != "" || cid.Name != "" {
-		if cid.Number != "" {
-			number = cid.Number
-		}
-		name = cid.Name
-	}
-	if number != "" {
-		number = l.trunk.ToSIP.Apply(number)
-	}
+	number, name := l.trunkCallerID(ani)
 	anonymous := func() {
 		if a.AuthUser == "" {
 			a.AuthUser = a.User // the account still authenticates

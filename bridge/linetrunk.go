@@ -188,16 +188,7 @@ func (l *line) localTarget(number string) (*line, bool) {
 // trunkToLine rings callee for the trunk's call c, presenting the ANI
 // (or the group's caller_id) as the caller.
 func (l *line) trunkToLine(c *call, callee *line, ani string) {
-	number, name := ani, ""
-	if cid := l.trunk.CallerID; cid.Number != "" || cid.Name != "" {
-		if cid.Number != "" {
-			number = cid.Number
-		}
-		name = cid.Name
-	}
-	if number != "" {
-		number = l.trunk.ToSIP.Apply(number)
-	}
+	number, name := l.trunkCallerID(ani)
 	if l.trunk.CallerID.Presentation == "restricted" {
 		number, name = "", "Anonymous"
 	}

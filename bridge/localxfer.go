@@ -41,7 +41,6 @@ package bridge
 // what it was handed (BYE, or a hang-up post to the other line).
 
 import (
-	"context"
 	"time"
 
 	"github.com/mgsip/mgsip/mgcp"
@@ -192,12 +191,15 @@ func (l *line) linkMedia(c *call, sdp []byte) {
 		err = l.modifyConnection(c, c.mode, tr.SDP)
 	}
 	if err != nil {
-		l.failLocal(c, "transfer: "+err.Error())
+		l.endAndSettle(c, "transfer: "+err.Error())
 	}
 }
 
-// failLocal ends local leg c (the other line hears the hang-up) and settles.
-func (l *line) failLocal(c *call, why string) {
+// endAndSettle ends call c of a transfer that could not be completed (a
+// local leg: the other line hears the hang-up; a call taken over that
+// could not move its media: BYE) and, when it was the active call, takes
+// up the other call or plays reorder.
+func (l *line) endAndSettle(c *call, why string) {
 	active := c == l.call
 	c.result = why
 	l.endCallOf(c, why, false)
@@ -300,7 +302,7 @@ func (l *line) takeSIP(id string, nc *call, remote []byte) {
 		err = l.modifyConnection(nc, nc.mode, tr.SDP)
 	}
 	if err != nil {
-		l.endMoved(nc, "transfer: "+err.Error())
+		l.endAndSettle(nc, "transfer: "+err.Error())
 		return
 	}
 	dir := SendRecv
@@ -316,22 +318,18 @@ func (l *line) takeSIP(id string, nc *call, remote []byte) {
 func (l *line) moveMedia(c *call, dir Direction) {
 	tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, dir)
 	if err != nil {
-		l.endMoved(c, err.Error())
+		l.endAndSettle(c, err.Error())
 		return
 	}
 	d := c.dialog
-	offers := c.offerCtx() // cancelled when the call ends: the BYE goes at once
-	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
-		ans, err := d.Reinvite(ctx, tr.SDP)
-		cancel()
+	l.reinvite(c, tr.SDP, func(ans []byte, err error) {
 		l.postWait(func() {
 			if c.ended || c.dialog != d {
 				return
 			}
 			if err != nil {
 				l.log.WithError(err).Info("re-INVITE after a transfer failed")
-				l.endMoved(c, "re-INVITE after the transfer failed")
+				l.endAndSettle(c, "re-INVITE after the transfer failed")
 				return
 			}
 			if g, err := ToGateway(ans, l.rule.Gateway.Codecs); err == nil && len(ans) > 0 {
@@ -339,21 +337,6 @@ func (l *line) moveMedia(c *call, dir Direction) {
 			}
 		})
 	})
-}
-
-// endMoved ends a call taken over in a transfer that could not move its
-// media.
-func (l *line) endMoved(c *call, why string) {
-	active := c == l.call
-	c.result = why
-	l.endCallOf(c, why, false)
-	if active {
-		if l.other != nil {
-			l.afterActiveEnded(!l.offHook)
-			return
-		}
-		l.settle("L/ro")
-	}
 }
 
 // referLocalHeld asks the line of the held local leg c to call number

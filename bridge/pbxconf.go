@@ -259,12 +259,8 @@ func (l *line) reinviteC(pc *pbxConf, answer []byte) {
 		return
 	}
 	pc.cMoved = true
-	d := c.dialog
-	offers := c.offerCtx() // C hanging up or dropped: the BYE goes at once
-	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
-		_, err := d.Reinvite(ctx, tr.SDP)
-		cancel()
+	// C hanging up or dropped abandons it: the BYE goes at once.
+	l.reinvite(c, tr.SDP, func(_ []byte, err error) {
 		l.postWait(func() {
 			if l.pbxConf != pc || pc.joined {
 				return

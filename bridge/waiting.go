@@ -159,6 +159,25 @@ func (c *call) offerCtx() context.Context {
 	return c.offers
 }
 
+// reinviteTimeout bounds one of a call's own re-INVITEs.
+const reinviteTimeout = 35 * time.Second
+
+// reinvite sends offer as a re-INVITE in c's dialog, in order with the
+// call's other requests (a REFER that follows a hold must not overtake
+// it), bounded by reinviteTimeout and by the call's end (offerCtx: the
+// BYE then goes at once). done gets the answer or the error on the
+// sending goroutine, not the line's.
+func (l *line) reinvite(c *call, offer []byte, done func(answer []byte, err error)) {
+	d := c.dialog
+	offers := c.offerCtx()
+	l.inOrder(c, func() {
+		ctx, cancel := context.WithTimeout(offers, reinviteTimeout)
+		ans, err := d.Reinvite(ctx, offer)
+		cancel()
+		done(ans, err)
+	})
+}
+
 // reoffer sends a re-INVITE with the gateway's SDP in direction dir, on
 // its own goroutine (the far end may take its time).
 func (l *line) reoffer(c *call, dir Direction) {
@@ -169,14 +188,8 @@ func (l *line) reoffer(c *call, dir Direction) {
 	if err != nil {
 		return
 	}
-	d := c.dialog
-	offers := c.offerCtx()
-	// In order with the call's other requests: a REFER that follows the
-	// hold must not overtake it.
-	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(offers, 35*time.Second)
-		defer cancel()
-		if _, err := d.Reinvite(ctx, tr.SDP); err != nil {
+	l.reinvite(c, tr.SDP, func(_ []byte, err error) {
+		if err != nil {
 			l.log.WithError(err).Info("hold/resume re-INVITE failed")
 		}
 	})
