@@ -56,7 +56,26 @@ type StepResult struct {
 	Retransmissions uint64 `json:"gateway_retransmissions"`
 	Timeouts        uint64 `json:"gateway_timeouts"`
 	Window          int    `json:"gateway_window"`
+	WindowWaits     uint64 `json:"gateway_window_waits"`
+	WindowCuts      uint64 `json:"gateway_window_cuts"`
+	// Phases splits the setup time of the connected calls: p50, p95 and
+	// p99 in ms of each phase (phaseNames), and the same phases of the
+	// slowest 1 % of calls (Slow: the mean of each phase over them), so
+	// that a tail can be told apart from a slow phase.
+	Phases map[string][3]float64 `json:"phases_ms,omitempty"`
+	Slow   map[string]float64    `json:"slowest_1pct_mean_ms,omitempty"`
 }
+
+// The phases of a call's setup, in order (call).
+var phaseNames = [...]string{
+	"off-hook",     // off-hook until dial tone (NTFY answered, or embedded)
+	"digits",       // the digits' NTFY until its answer
+	"to-ring",      // answered digits until the callee rings (mgsip, Kamailio, mgsip, CRCX, RQNT)
+	"answer",       // ringing seen until the callee's off-hook NTFY is answered
+	"to-connected", // answered off-hook until the caller's MDCX send-receive
+}
+
+type phases [len(phaseNames)]time.Duration
 
 // signals routes what the call agent asks of each endpoint to the call
 // waiting for it.
@@ -340,6 +359,7 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	st0 := gw.Agent().Stats()
 	var mu sync.Mutex
 	var lat []time.Duration
+	var ph []phases
 	var fails, noLine, placed atomic.Int64
 	var firstFail atomic.Value
 	failures := map[string]int{}
@@ -361,9 +381,10 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 		go func() {
 			defer wg.Done()
 			caller, callee := "aaln/"+strconv.Itoa(2*pair+1), "aaln/"+strconv.Itoa(2*pair+2)
-			ok := call(gw, sg, caller, callee, strconv.Itoa(first+2*pair+1), talk, func(d time.Duration) {
+			ok := call(gw, sg, caller, callee, strconv.Itoa(first+2*pair+1), talk, func(d time.Duration, p phases) {
 				mu.Lock()
 				lat = append(lat, d)
+				ph = append(ph, p)
 				mu.Unlock()
 			}, func(what string) {
 				fails.Add(1)
@@ -400,9 +421,11 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	}
 	st := gw.Agent().Stats()
 	res.Retransmissions, res.Timeouts = st.Retransmissions-st0.Retransmissions, st.Timeouts-st0.Timeouts
+	res.WindowWaits, res.WindowCuts = st.WindowWaits-st0.WindowWaits, st.WindowDecreases-st0.WindowDecreases
 	for _, p := range gw.Agent().Peers() {
 		res.Window = max(res.Window, p.Window)
 	}
+	res.Phases, res.Slow = phaseStats(lat, ph)
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -412,6 +435,37 @@ func loadStep(gw *mgcptest.Gateway, sg *signals, free chan int, rate int, step, 
 	}
 	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
 	return res
+}
+
+// phaseStats gives p50/p95/p99 of every phase, and each phase's mean over
+// the slowest 1 % of calls by setup time (lat[i] is ph[i]'s total).
+func phaseStats(lat []time.Duration, ph []phases) (map[string][3]float64, map[string]float64) {
+	if len(ph) == 0 {
+		return nil, nil
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	pcts, slow := map[string][3]float64{}, map[string]float64{}
+	order := make([]int, len(lat))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return int(lat[b] - lat[a]) })
+	tail := order[:max(1, len(order)/100)]
+	col := make([]time.Duration, len(ph))
+	for k, name := range phaseNames {
+		for i := range ph {
+			col[i] = ph[i][k]
+		}
+		slices.Sort(col)
+		at := func(p float64) float64 { return ms(col[min(len(col)-1, int(p*float64(len(col))))]) }
+		pcts[name] = [3]float64{at(0.50), at(0.95), at(0.99)}
+		var sum time.Duration
+		for _, i := range tail {
+			sum += ph[i][k]
+		}
+		slow[name] = ms(sum / time.Duration(len(tail)))
+	}
+	return pcts, slow
 }
 
 // waitState waits until the endpoint's state satisfies ok. The gateway's
@@ -445,7 +499,7 @@ func notifiedOK(r *mgcp.Response, err error) bool {
 // call places one call from caller to callee's number: off hook, dial
 // tone, digits, the callee rings and answers, the caller's connection goes
 // send-receive (setup time), talk, both hang up.
-func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk time.Duration, setup func(time.Duration), fail func(string)) bool {
+func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk time.Duration, setup func(time.Duration, phases), fail func(string)) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+talk)
 	defer cancel()
 	for _, ch := range []chan struct{}{sg.dialTone[caller], sg.answered[caller], sg.ringing[callee]} {
@@ -456,6 +510,12 @@ func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk
 		_, _ = gw.OnHook(context.Background(), callee)
 	}
 	t0 := time.Now()
+	var ph phases
+	last := t0
+	mark := func(k int) {
+		now := time.Now()
+		ph[k], last = now.Sub(last), now
+	}
 	// With embedded requests the off-hook itself is not notified: the
 	// gateway plays dial tone and collects digits (L/hd(E(...))).
 	if r, err := gw.OffHook(ctx, caller); !notifiedOK(r, err) {
@@ -468,11 +528,13 @@ func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk
 		hangUp()
 		return false
 	}
+	mark(0)
 	if r, err := gw.Collect(ctx, caller, number); err != nil || !r.Code.IsSuccess() {
 		fail(fmt.Sprintf("%s digits: %v %v", caller, r, err))
 		hangUp()
 		return false
 	}
+	mark(1)
 	if !waitCh(ctx, sg.ringing[callee]) || !waitState(ctx, gw, callee, func(st mgcptest.EndpointState) bool {
 		return slices.ContainsFunc(st.Signals, func(e mgcp.Event) bool { return e.Is("L", "rg") })
 	}) {
@@ -480,17 +542,20 @@ func call(gw *mgcptest.Gateway, sg *signals, caller, callee, number string, talk
 		hangUp()
 		return false
 	}
+	mark(2)
 	if r, err := gw.OffHook(ctx, callee); !notifiedOK(r, err) {
 		fail(fmt.Sprintf("%s answer: %v %v", callee, r, err))
 		hangUp()
 		return false
 	}
+	mark(3)
 	if !waitCh(ctx, sg.answered[caller]) {
 		fail(caller + ": not connected")
 		hangUp()
 		return false
 	}
-	setup(time.Since(t0))
+	mark(4)
+	setup(time.Since(t0), ph)
 	time.Sleep(talk)
 	ok := true
 	if r, err := gw.OnHook(ctx, caller); !notifiedOK(r, err) {

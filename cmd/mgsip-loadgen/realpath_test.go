@@ -388,11 +388,23 @@ routes:
 					(mem1["go_memstats_mallocs_total"]-mem0["go_memstats_mallocs_total"])/n,
 					(mem1["go_memstats_alloc_bytes_total"]-mem0["go_memstats_alloc_bytes_total"])/n/1024,
 					mem1["go_gc_duration_seconds_count"]-mem0["go_gc_duration_seconds_count"])
+				b.Logf("  mgsip's MGCP commands to the gateway: %.0f retransmissions, window cut %.0f times, %.0f waits for a slot",
+					mem1["mgsip_mgcp_retransmissions_total"]-mem0["mgsip_mgcp_retransmissions_total"],
+					mem1["mgsip_mgcp_window_decreases_total"]-mem0["mgsip_mgcp_window_decreases_total"],
+					mem1["mgsip_mgcp_window_waits_total"]-mem0["mgsip_mgcp_window_waits_total"])
 			}
 		}
 		b.Logf("rate %4d/s: %5d calls, %d failed, %d without a free pair; setup p50 %.2f ms p95 %.2f ms p99 %.2f ms; %.1f MGCP commands per call at the gateway; %s",
 			res.Rate, res.Calls, res.Failed, res.NoLine, res.P50ms, res.P95ms, res.P99ms, res.MGCPPerCall, strings.Join(usage, ", "))
-		b.Logf("  gateway's NTFYs: %d retransmissions, %d timeouts, window %d", res.Retransmissions, res.Timeouts, res.Window)
+		b.Logf("  gateway's NTFYs: %d retransmissions, %d timeouts, window %d (cut %d times, %d waits for a slot)", res.Retransmissions, res.Timeouts, res.Window, res.WindowCuts, res.WindowWaits)
+		if len(res.Phases) > 0 {
+			var parts []string
+			for _, name := range phaseNames {
+				p := res.Phases[name]
+				parts = append(parts, fmt.Sprintf("%s %.1f/%.1f/%.1f (slowest 1%%: %.1f)", name, p[0], p[1], p[2], res.Slow[name]))
+			}
+			b.Logf("  setup phases p50/p95/p99 ms: %s", strings.Join(parts, "; "))
+		}
 		drops1 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
 		b.Logf("  UDP receive-buffer drops: %d in the kernel (RcvbufErrors, whole box); per socket: mgsip MGCP %d, mgsip SIP %d, loadgen %d, kamailio %d",
 			udpRcvbufErrors()-rcvbuf0, drops1[caPort]-drops0[caPort], drops1[sipPort]-drops0[sipPort], drops1[gwPort]-drops0[gwPort], drops1[kamPortN]-drops0[kamPortN])
@@ -441,13 +453,14 @@ func goMemStats(addr string) map[string]float64 {
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " ")
 		switch name {
-		case "go_memstats_mallocs_total", "go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count":
+		case "go_memstats_mallocs_total", "go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count",
+			"mgsip_mgcp_retransmissions_total", "mgsip_mgcp_window_decreases_total", "mgsip_mgcp_window_waits_total":
 			if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); ok && err == nil {
 				out[name] = v
 			}
 		}
 	}
-	if len(out) != 3 {
+	if len(out) < 3 {
 		return nil
 	}
 	return out
