@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -330,6 +331,7 @@ routes:
 			cpu0[i], _ = p.sample()
 		}
 		rcvbuf0 := udpRcvbufErrors()
+		busy0, total0 := boxCPU()
 		mem0 := goMemStats(adminAddr)
 		kamPortN, _ := strconv.Atoi(kamPort)
 		drops0 := udpSocketDrops(caPort, sipPort, gwPort, kamPortN)
@@ -371,6 +373,11 @@ routes:
 				mgsipCPU = c - cpu0[i]
 			}
 			usage = append(usage, fmt.Sprintf("%s %.0f%% CPU %.0f MB", p.name, 100*(c-cpu0[i])/el, float64(rss)/1e6))
+		}
+		busy1, total1 := boxCPU()
+		if total1 > total0 {
+			usage = append(usage, fmt.Sprintf("whole box %.0f%% busy (of %d00%%; user, system, irq and softirq of every process)",
+				100*float64(runtime.NumCPU())*float64(busy1-busy0)/float64(total1-total0), runtime.NumCPU()))
 		}
 		if cpuProf != nil {
 			<-cpuProf
@@ -424,6 +431,28 @@ func rateOf(rates string, i int) int {
 	f := strings.Split(rates, ",")
 	n, _ := strconv.Atoi(strings.TrimSpace(f[min(i, len(f)-1)]))
 	return n
+}
+
+// boxCPU is the machine's busy and total time from /proc/stat's "cpu"
+// line, in clock ticks (busy: everything but idle and iowait).
+func boxCPU() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
 }
 
 // loadAvg is the first three fields of /proc/loadavg.
