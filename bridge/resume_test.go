@@ -245,3 +245,72 @@ func TestResumeRefusedConsultationEnds(t *testing.T) {
 		t.Errorf("A's record %+v", r)
 	}
 }
+
+// TestCallWaitingAnswerRefused: the flash that would answer the waiting
+// call holds the first one, then the gateway refuses the MDCX sendrecv
+// that answers the waiting call: the waiting call gets its final answer
+// (500 is 404 Not Found, StatusForMGCP), the first call is taken back
+// off hold (MDCX sendrecv, re-INVITE a=sendrecv) and stays the line's
+// call, with the error tone; its hang-up ends it as usual.
+func TestCallWaitingAnswerRefused(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		out, _ := e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- out
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
+	first := reinvites(e, "2000", "sendrecv")
+	refuseResume(e, false)
+	n := len(e.gw.Commands())
+	e.flash("aaln/1")
+	out := <-res
+	if out == nil || out.Status != 404 {
+		t.Fatalf("the waiting call's final answer: %+v", out)
+	}
+	e.waitFor("the first call taken back", func() bool {
+		return e.modes("aaln/1") == "sendrecv" && reinvites(e, "2000", "sendonly") == 1 && reinvites(e, "2000", "sendrecv") == first+1
+	})
+	e.waitFor("the error tone", func() bool { return errorTones(e, n) > 0 })
+	if r := e.record(); r.Number != "5550002" || r.Answered {
+		t.Errorf("the waiting call's record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.waitFor("BYE", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	if r := e.record(); r.Number != "2000" || !r.Answered {
+		t.Errorf("the first call's record %+v", r)
+	}
+}
+
+// TestResumeRefusedRecall: hanging up with the PBX party held (a flash,
+// no number) rings the phone back for it; lifting the phone resumes it,
+// and the gateway refuses that: the party stays held with the error tone,
+// and a flash resumes it.
+func TestResumeRefusedRecall(t *testing.T) {
+	e := newEnv(t, envOptions{register: true})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.flash("aaln/1")
+	e.waitSignal("aaln/1", "L/dl")
+	e.waitFor("held", func() bool { return e.modes("aaln/1") == "inactive" })
+	e.onHook("aaln/1")
+	e.waitSignal("aaln/1", "L/rg")
+	before := reinvites(e, "2000", "sendrecv")
+	refuseResume(e, false)
+	n := len(e.gw.Commands())
+	e.offHook("aaln/1")
+	expectStillHeld(t, e, "inactive", "2000", before, n)
+	e.flash("aaln/1")
+	e.waitFor("resumed", func() bool { return e.modes("aaln/1") == "sendrecv" && reinvites(e, "2000", "sendrecv") == before+1 })
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}
