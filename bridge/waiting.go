@@ -119,7 +119,7 @@ func (l *line) onFlash() {
 			_ = l.resume(active)
 			return
 		}
-	} else if err := l.resume(other); err != nil {
+	} else if !l.resume(other) {
 		// The gateway refused to take the held call off hold (resume
 		// left it held, no re-INVITE, error tone): swap nothing, as for
 		// a refused hold; the first call is taken back off hold and the
@@ -172,18 +172,18 @@ func (l *line) hold(c *call) error {
 // as a refused hold leaves it talking: the connection is still inactive,
 // so the far end is not told sendrecv (it stays on hold, as its last
 // offer said), the phone hears the error tone and the call is marked
-// (resumeRefused) so that the next flash tries again (onFlash). The
-// error is returned; a call without a connection resumes as before.
-func (l *line) resume(c *call) error {
+// (resumeRefused) so that the next flash tries again (onFlash). false:
+// refused; a call without a connection resumes as before.
+func (l *line) resume(c *call) bool {
 	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil && c.connID != "" {
 		l.log.WithError(err).Info("resume refused: the call stays held")
 		c.resumeRefused = true
 		l.errorTone()
-		return err
+		return false
 	}
 	c.resumeRefused = false
 	l.reoffer(c, SendRecv)
-	return nil
+	return true
 }
 
 // errorTone adds the error tone (L/e) to the signals of the next
