@@ -114,6 +114,10 @@ type call struct {
 	confHome  *call  // A REFERed into the PBX conference: the phone's call there, to be held beside if the REFER fails
 
 	mode mgcp.ConnectionMode // the mode the gateway last accepted (persist.go)
+	// resumeRefused: the line's call, still held because the gateway
+	// refused the MDCX that would take it off hold (resume); the next
+	// flash tries again. Any MDCX of the call accepted later clears it.
+	resumeRefused bool
 
 	// On a CAS trunk channel (cas.go).
 	from     *sip.Account      // the identity of a trunk-originated call

@@ -505,6 +505,7 @@ func (l *line) modifyConnection(c *call, mode mgcp.ConnectionMode, remote []byte
 			c.gwSDP = res.SDP
 		}
 		c.mode = mode
+		c.resumeRefused = false
 		return nil
 	}
 }

@@ -313,9 +313,14 @@ func (l *line) rebuild(sc StoredCall) bool {
 	}
 	log.Info("call kept from the previous owner of the gateway")
 	// RFC 3261 §12.2: the far end's next requests go to the Contact of
-	// the target refresh. In order with the call's other requests.
+	// the target refresh. In order with the call's other requests, and
+	// bounded like the call's own re-INVITEs (reinvite): by
+	// reinviteTimeout and by the call's end, so that a far end that never
+	// answers holds neither the BYE of a hang-up (queued behind it) nor
+	// the bridge's shutdown, which waits for the call's sender.
+	offers := c.offerCtx()
 	l.inOrder(c, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+		ctx, cancel := context.WithTimeout(offers, reinviteTimeout)
 		defer cancel()
 		if err := d.TargetRefresh(ctx, refresh); err != nil {
 			log.WithError(err).Warn("target refresh after the takeover failed")

@@ -449,6 +449,46 @@ func TestTakeoverFarEndHangsUp(t *testing.T) {
 	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
 }
 
+// TestTakeoverRefreshUnanswered: the far end never answers the target
+// refresh (its UPDATE and the retransmissions are swallowed). The refresh
+// is bounded by the call's end: the phone hanging up while it is pending
+// sends the BYE at once, rather than behind the unanswered UPDATE (whose
+// transaction would last until Timer F, 64*T1 = 32 s, RFC 3261 §17.1.2.2),
+// and the connection is deleted.
+func TestTakeoverRefreshUnanswered(t *testing.T) {
+	c := newCluster2(t)
+	e := c.env
+	cap := sipCapture{swallow: "UPDATE"}
+	caller, err := sip.NewStack(sip.Config{Listeners: []sip.Listener{{Listen: "127.0.0.1:0"}}}, sip.WithPacketConnWrapper(cap.wrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = caller.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); _ = caller.Close() })
+	<-caller.Ready()
+	d, err := caller.Invite(ctx, sip.Call{From: sip.Account{User: "5551234"}, To: "1001", Peer: c.a.stack.LocalAddr().String(),
+		SDP: []byte(siptest.DefaultAnswerSDP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitSignal("aaln/1", "L/rg")
+	e.offHook("aaln/1")
+	waitDialogEvent(t, d, sip.EventAnswered)
+	c.waitStored(1)
+	c.takeOver(nil)
+	up := cap.request(t, "UPDATE") // arrived, and never answered
+	if contactPort(up) != c.b.sipPort() {
+		t.Fatalf("UPDATE Contact %v, want B's port %d", up.Contact(), c.b.sipPort())
+	}
+	e.waitFor("gateway's events to B", func() bool { return e.state("aaln/1").NotifiedEntity == c.b.ne() })
+	e.onHook("aaln/1")
+	// Within waitDialogEvent's 10 s: well before the UPDATE would time out.
+	waitDialogEvent(t, d, sip.EventBye)
+	e.noConnections("aaln/1")
+	e.waitFor("store emptied", func() bool { return len(c.store.list()) == 0 })
+}
+
 // TestTakeoverPBXHangsUp: a call the PBX placed to a line, answered on
 // A; after the takeover the PBX follows the target refresh, and its BYE
 // reaches B, which ends the call (DLCX, the line re-armed).
@@ -564,10 +604,13 @@ func TestLostGatewayForgetsCalls(t *testing.T) {
 	}
 }
 
-// sipCapture records the requests a SIP stack receives.
+// sipCapture records the requests a SIP stack receives; with swallow
+// set (a method), such requests are recorded but never reach the stack,
+// as for a far end that does not answer them.
 type sipCapture struct {
-	mu   sync.Mutex
-	msgs []string
+	mu      sync.Mutex
+	msgs    []string
+	swallow string
 }
 
 func (c *sipCapture) wrap(pc net.PacketConn) net.PacketConn { return capConn{PacketConn: pc, c: c} }
@@ -578,13 +621,19 @@ type capConn struct {
 }
 
 func (cc capConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := cc.PacketConn.ReadFrom(b)
-	if err == nil {
+	for {
+		n, a, err := cc.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, a, err
+		}
 		cc.c.mu.Lock()
 		cc.c.msgs = append(cc.c.msgs, string(b[:n]))
+		swallowed := cc.c.swallow != "" && strings.HasPrefix(string(b[:n]), cc.c.swallow+" ")
 		cc.c.mu.Unlock()
+		if !swallowed {
+			return n, a, err
+		}
 	}
-	return n, a, err
 }
 
 // request waits for the first request of method received.

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/mgsip/mgsip/mgcp"
@@ -85,6 +86,13 @@ func (l *line) onFlash() {
 		l.joinConference()
 		return
 	}
+	if l.state == stConnected && l.call != nil && l.call.resumeRefused {
+		// The gateway refused to take the line's call off hold (a swap
+		// back, the end of a consultation or transfer): this flash tries
+		// again, whatever else it would mean.
+		_ = l.resume(l.call)
+		return
+	}
 	if l.state == stConnected && l.call != nil && l.other == nil && l.rule.Features.Transfer &&
 		((l.call.dialog != nil && l.call.peer == nil) || l.call.answeredLocal()) {
 		l.startTransfer()
@@ -103,27 +111,40 @@ func (l *line) onFlash() {
 		return
 	}
 	if other.answered.IsZero() {
-		l.answerWaiting(other)
-	} else {
-		l.resume(other)
+		if !l.answerWaiting(other) {
+			// The waiting call could not be answered (it got its final
+			// answer, 488 or the MDCX's status): back to the first call,
+			// with the error tone.
+			l.errorTone()
+			_ = l.resume(active)
+			return
+		}
+	} else if !l.resume(other) {
+		// The gateway refused to take the held call off hold (resume
+		// left it held, no re-INVITE, error tone): swap nothing, as for
+		// a refused hold; the first call is taken back off hold and the
+		// next flash tries the swap again.
+		_ = l.resume(active)
+		return
 	}
 	l.call, l.other = other, active
 	l.gen++
 }
 
 // answerWaiting answers a call that waited: its connection sends and
-// receives, the far end gets our 200.
-func (l *line) answerWaiting(c *call) {
+// receives, the far end gets our 200. false: the call could not be
+// answered and is ended (its INVITE gets a final error answer).
+func (l *line) answerWaiting(c *call) bool {
 	tr, err := ToSIP(c.gwSDP, &c.origin, c.codecs, SendRecv)
 	if err != nil {
 		c.status, c.reason = 488, "Not Acceptable Here"
 		l.endCallOf(c, err.Error(), false)
-		return
+		return false
 	}
 	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
 		c.status, c.reason = StatusForMGCP(err)
 		l.endCallOf(c, failedWhy("MDCX", err), false)
-		return
+		return false
 	}
 	l.markAnswered(c)
 	d := c.dialog
@@ -132,6 +153,7 @@ func (l *line) answerWaiting(c *call) {
 	// in a dialog while one is in progress in either direction; and the
 	// session's state is sipgo's, not safe for two senders at once.
 	l.inOrder(c, func() { _ = d.Answer(tr.SDP) })
+	return true
 }
 
 // hold puts a call on hold: no media from the gateway, a=sendonly to the
@@ -144,10 +166,32 @@ func (l *line) hold(c *call) error {
 	return nil
 }
 
-// resume takes a call off hold.
-func (l *line) resume(c *call) {
-	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
+// resume takes a call off hold: MDCX sendrecv, then the far end (a SIP
+// party) gets a re-INVITE a=sendrecv (RFC 3264 §8.4). The gateway
+// refusing the MDCX (any error code, or no answer) leaves the call held,
+// as a refused hold leaves it talking: the connection is still inactive,
+// so the far end is not told sendrecv (it stays on hold, as its last
+// offer said), the phone hears the error tone and the call is marked
+// (resumeRefused) so that the next flash tries again (onFlash). false:
+// refused; a call without a connection resumes as before.
+func (l *line) resume(c *call) bool {
+	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil && c.connID != "" {
+		l.log.WithError(err).Info("resume refused: the call stays held")
+		c.resumeRefused = true
+		l.errorTone()
+		return false
+	}
+	c.resumeRefused = false
 	l.reoffer(c, SendRecv)
+	return true
+}
+
+// errorTone adds the error tone (L/e) to the signals of the next
+// request, once.
+func (l *line) errorTone() {
+	if !slices.ContainsFunc(l.oneShot, func(s mgcp.Event) bool { return s.Is("L", "e") }) {
+		l.oneShot = append(l.oneShot, signal("L/e"))
+	}
 }
 
 // offerCtx is the context of the call's re-INVITEs (call.offers),

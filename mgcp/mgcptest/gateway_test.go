@@ -512,6 +512,18 @@ func TestInjections(t *testing.T) {
 			r.expect(200, "CRCX", ep1, "C: A1", "M: recvonly")
 			r.expect(200, "DLCX", ep1, "C: A1")
 		}},
+		{"by mode", func(t *testing.T, r *rig) {
+			r.gw.Inject(Injection{Verb: mgcp.VerbMDCX, Mode: mgcp.ModeSendRecv, Code: mgcp.CodeTransientError, Count: 1})
+			r.expect(200, "CRCX", ep1, "C: A1", "M: recvonly")
+			id := r.gw.Connections(ep1)[0].ID
+			r.expect(200, "MDCX", ep1, "C: A1", "I: "+id, "M: inactive")
+			r.expect(400, "MDCX", ep1, "C: A1", "I: "+id, "M: sendrecv")
+			if c := r.gw.Connections(ep1); c[0].Mode != mgcp.ModeInactive {
+				t.Fatalf("an injected answer changed the mode: %v", c[0].Mode)
+			}
+			r.expect(200, "MDCX", ep1, "C: A1", "I: "+id, "M: recvonly")
+			r.expect(200, "DLCX", ep1, "C: A1")
+		}},
 		{"other endpoint not affected", func(t *testing.T, r *rig) {
 			r.gw.Inject(Injection{Endpoint: "aaln/2", Code: mgcp.CodeTransientError})
 			r.expect(200, "RQNT", ep1, "X: 1")

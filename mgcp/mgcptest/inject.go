@@ -21,6 +21,9 @@ type Injection struct {
 	// Endpoint is the local name (e.g. "aaln/1") or the full name the
 	// command must address, compared case-insensitively; "" matches all.
 	Endpoint string
+	// Mode the command's M: must have (e.g. sendrecv: the MDCX that
+	// takes a call off hold); "" matches any, and none.
+	Mode mgcp.ConnectionMode
 	// Code is the return code to answer (with its standard commentary).
 	Code mgcp.ReturnCode
 	// Drop answers nothing: the command and every retransmission of its
@@ -62,6 +65,9 @@ type injection struct {
 
 func (f *injection) matches(cmd *mgcp.Command) bool {
 	if f.Verb != "" && !strings.EqualFold(string(f.Verb), string(cmd.Verb)) {
+		return false
+	}
+	if f.Mode != "" && !strings.EqualFold(string(f.Mode), string(cmd.Mode)) {
 		return false
 	}
 	return f.Endpoint == "" || strings.EqualFold(f.Endpoint, cmd.Endpoint.Local) ||
