@@ -114,19 +114,23 @@ func (k *ackKeeper) drop(key ackKey) {
 // ACK is kept gets that ACK again. It runs on the reading goroutine and
 // only writes one datagram.
 func (k *ackKeeper) onMessage(msg sip.Message) {
-	if k.n.Load() == 0 {
-		return
+	if res, ok := msg.(*sip.Response); ok {
+		k.repeat(res)
 	}
-	res, ok := msg.(*sip.Response)
-	if !ok || !res.IsSuccess() {
-		return
+}
+
+// repeat sends the kept ACK of res again when res is a 2xx of an INVITE
+// whose ACK is kept; it reports whether there was one.
+func (k *ackKeeper) repeat(res *sip.Response) bool {
+	if k.n.Load() == 0 || !res.IsSuccess() {
+		return false
 	}
 	if cseq := res.CSeq(); cseq == nil || cseq.MethodName != sip.INVITE {
-		return
+		return false
 	}
 	key, ok := keyOf(res)
 	if !ok {
-		return
+		return false
 	}
 	k.mu.Lock()
 	e, found := k.m[key]
@@ -137,11 +141,12 @@ func (k *ackKeeper) onMessage(msg sip.Message) {
 	}
 	k.mu.Unlock()
 	if !found {
-		return
+		return false
 	}
 	if err := k.send(e.ack.Clone()); err == nil {
 		k.resent.Add(1)
 	}
+	return true
 }
 
 // asBuilt is a ClientRequestOption that sends a request as it is (an ACK
