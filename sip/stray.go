@@ -34,6 +34,8 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,7 +155,7 @@ func (t *strays) watchInvite(inv *sip.Request) {
 // is acknowledged and hung up now; later ones as they come.
 func (t *strays) settle(inv *sip.Request, res *sip.Response) {
 	id, ok := localOf(inv)
-	if !ok {
+	if !ok || inv.CSeq() == nil {
 		return
 	}
 	t.mu.Lock()
@@ -162,7 +164,7 @@ func (t *strays) settle(inv *sip.Request, res *sip.Response) {
 		t.mu.Unlock()
 		return
 	}
-	e.settled, e.inv, e.until = true, inv, time.Now().Add(t.ttl)
+	e.settled, e.inv, e.until = true, trimmed(inv), time.Now().Add(t.ttl)
 	if cs := inv.CSeq(); cs != nil {
 		e.cseq = cs.SeqNo
 	}
@@ -181,6 +183,18 @@ func (t *strays) settle(inv *sip.Request, res *sip.Response) {
 	for _, p := range extra {
 		t.endExtra(inv, p)
 	}
+}
+
+// trimmed is what uacDialogRequest reads of an INVITE (its
+// Request-URI, From, Call-ID, CSeq and transport), so that the table
+// does not hold the whole request and its body for 64*T1.
+func trimmed(inv *sip.Request) *sip.Request {
+	r := sip.NewRequest(sip.INVITE, *inv.Recipient.Clone())
+	r.AppendHeader(sip.HeaderClone(inv.From()))
+	r.AppendHeader(sip.HeaderClone(inv.CallID()))
+	r.AppendHeader(sip.HeaderClone(inv.CSeq()))
+	r.SetTransport(inv.Transport())
+	return r
 }
 
 // watchReinvite remembers a re-INVITE just sent, until forget or
@@ -412,11 +426,16 @@ func inDialogAck(inv *sip.Request, res *sip.Response) *sip.Request {
 }
 
 // stray2xx is the gate's question for a UDP response from a peer:
-// consume it as a stray 2xx (handled here)? Only a 2xx that names INVITE
-// is parsed, and only while some INVITE is watched.
+// consume it as a stray 2xx (handled here)? The status line and the
+// Call-ID, From tag and CSeq are read from the raw text; only a 2xx to
+// an INVITE that the table may take as stray (its INVITE's wait is over)
+// is parsed, so the 2xx a call waits for costs no second parse.
 func (s *Stack) stray2xx(data []byte) bool {
-	if s.strays == nil || s.strays.n.Load() == 0 || !bytes.HasPrefix(data, []byte("SIP/2.0 2")) ||
-		!bytes.Contains(data, []byte("INVITE")) {
+	if s.strays == nil || s.strays.n.Load() == 0 || !bytes.HasPrefix(data, []byte("SIP/2.0 2")) {
+		return false
+	}
+	id, cseq, ok := rawInviteKey(data)
+	if !ok || !s.strays.mayTake(id, cseq) {
 		return false
 	}
 	msg, err := sip.ParseMessage(data)
@@ -428,6 +447,63 @@ func (s *Stack) stray2xx(data []byte) bool {
 		return false
 	}
 	return s.strays.handle(res, true)
+}
+
+// mayTake reports whether a 2xx with this key could be stray: the wait
+// for its INVITE is over.
+func (t *strays) mayTake(id localID, cseq uint32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.invites[id]; e != nil && e.settled && e.cseq == cseq {
+		return true
+	}
+	e := t.reinvites[reinviteID{localID: id, cseq: cseq}]
+	return e != nil && e.abandoned
+}
+
+// rawInviteKey reads the Call-ID, the From tag and the CSeq number of a
+// message whose CSeq method is INVITE from its raw header lines (long or
+// compact names, any case); ok is false when one is missing.
+func rawInviteKey(data []byte) (id localID, cseq uint32, ok bool) {
+	head := data
+	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
+		head = data[:i]
+	}
+	var haveSeq bool
+	for len(head) > 0 {
+		var line []byte
+		line, head, _ = bytes.Cut(head, []byte("\n"))
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found {
+			continue
+		}
+		value = bytes.TrimSpace(value)
+		switch strings.ToLower(string(bytes.TrimSpace(name))) {
+		case "call-id", "i":
+			id.callID = string(value)
+		case "from", "f":
+			if i := bytes.LastIndexByte(value, '>'); i >= 0 {
+				value = value[i:]
+			}
+			if _, tag, found := bytes.Cut(value, []byte(";tag=")); found {
+				if i := bytes.IndexAny(tag, "; \t,"); i >= 0 {
+					tag = tag[:i]
+				}
+				id.fromTag = string(tag)
+			}
+		case "cseq":
+			f := bytes.Fields(value)
+			if len(f) != 2 || string(f[1]) != "INVITE" {
+				return id, 0, false
+			}
+			n, err := strconv.ParseUint(string(f[0]), 10, 32)
+			if err != nil {
+				return id, 0, false
+			}
+			cseq, haveSeq = uint32(n), true
+		}
+	}
+	return id, cseq, haveSeq && id.callID != "" && id.fromTag != ""
 }
 
 // byeExtra sends the BYE of an extra dialog and waits for its answer, at
