@@ -108,3 +108,43 @@ func toTag(r *sip.Request) string {
 	tag, _ := r.To().Params.Get("tag")
 	return tag
 }
+
+// TestStraysReinvite: a 2xx to a re-INVITE is left to its waiter while
+// the wait goes on; abandoned, the 2xx seen meanwhile gets its ACK at
+// once and its repetitions the kept ACK (consumed at the gate); a
+// re-INVITE answered in time and forgotten leaves nothing behind.
+func TestStraysReinvite(t *testing.T) {
+	var acks []*sip.Request
+	k := newAckKeeper(func(*sip.Request) error { return nil })
+	l := logrus.New()
+	l.Out = discardWriter{}
+	st := newStrays(k, func(a *sip.Request) error { acks = append(acks, a); return nil },
+		func(*sip.Request) { t.Error("BYE for a re-INVITE") }, logrus.NewEntry(l))
+	re := testInvite("c1")
+	re.To().Params.Add("tag", "theirs")
+	rid, ok := st.watchReinvite(re)
+	if !ok {
+		t.Fatal("not watched")
+	}
+	ok2xx := sip.NewResponseFromRequest(re, 200, "OK", nil)
+	if st.handle(ok2xx, true) || st.handle(ok2xx, false) || len(acks) != 0 {
+		t.Fatal("a 2xx taken while its wait went on")
+	}
+	st.abandon(rid)
+	if len(acks) != 1 || acks[0].CSeq().SeqNo != 10 || acks[0].CSeq().MethodName != sip.ACK || toTag(acks[0]) != "theirs" {
+		t.Fatalf("ACKs at abandon: %v", acks)
+	}
+	if !st.handle(ok2xx, true) || k.resent.Load() != 1 || len(acks) != 1 {
+		t.Fatalf("repetition at the gate: resent %d, ACKs %d", k.resent.Load(), len(acks))
+	}
+	if st.handle(ok2xx, false) {
+		t.Fatal("repetition on the transport layer reported as taken (the keeper answers it there)")
+	}
+
+	re2 := testInvite("c2")
+	rid2, _ := st.watchReinvite(re2)
+	st.forget(rid2)
+	if st.handle(sip.NewResponseFromRequest(re2, 200, "OK", nil), true) || len(acks) != 1 {
+		t.Fatal("a forgotten re-INVITE's 2xx was taken")
+	}
+}
