@@ -110,17 +110,11 @@ func (k *ackKeeper) drop(key ackKey) {
 	k.mu.Unlock()
 }
 
-// onMessage is the transport layer's handler: a 2xx of an INVITE whose
-// ACK is kept gets that ACK again. It runs on the reading goroutine and
-// only writes one datagram.
-func (k *ackKeeper) onMessage(msg sip.Message) {
-	if res, ok := msg.(*sip.Response); ok {
-		k.repeat(res)
-	}
-}
-
 // repeat sends the kept ACK of res again when res is a 2xx of an INVITE
-// whose ACK is kept; it reports whether there was one.
+// whose ACK is kept; it reports whether there was one. The stack calls
+// it for every response on sipgo's transport layer (on the reading
+// goroutine: it only writes one datagram) and strays for a stray 2xx the
+// gate consumed.
 func (k *ackKeeper) repeat(res *sip.Response) bool {
 	if k.n.Load() == 0 || !res.IsSuccess() {
 		return false
