@@ -35,7 +35,6 @@ import (
 	"context"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -477,11 +476,12 @@ func rawInviteKey(data []byte) (id localID, cseq uint32, ok bool) {
 		if !found {
 			continue
 		}
-		value = bytes.TrimSpace(value)
-		switch strings.ToLower(string(bytes.TrimSpace(name))) {
-		case "call-id", "i":
+		value, name = bytes.TrimSpace(value), bytes.TrimSpace(name)
+		is := func(n string) bool { return bytes.EqualFold(name, []byte(n)) }
+		switch {
+		case is("call-id") || is("i"):
 			id.callID = string(value)
-		case "from", "f":
+		case is("from") || is("f"):
 			if i := bytes.LastIndexByte(value, '>'); i >= 0 {
 				value = value[i:]
 			}
@@ -491,12 +491,15 @@ func rawInviteKey(data []byte) (id localID, cseq uint32, ok bool) {
 				}
 				id.fromTag = string(tag)
 			}
-		case "cseq":
-			f := bytes.Fields(value)
-			if len(f) != 2 || string(f[1]) != "INVITE" {
+		case is("cseq"):
+			num, method, _ := bytes.Cut(value, []byte(" "))
+			if i := bytes.IndexByte(num, '\t'); i >= 0 {
+				num, method = value[:i], value[i+1:]
+			}
+			if string(bytes.TrimSpace(method)) != "INVITE" {
 				return id, 0, false
 			}
-			n, err := strconv.ParseUint(string(f[0]), 10, 32)
+			n, err := strconv.ParseUint(string(num), 10, 32)
 			if err != nil {
 				return id, 0, false
 			}
