@@ -110,23 +110,21 @@ func (k *ackKeeper) drop(key ackKey) {
 	k.mu.Unlock()
 }
 
-// onMessage is the transport layer's handler: a 2xx of an INVITE whose
-// ACK is kept gets that ACK again. It runs on the reading goroutine and
-// only writes one datagram.
-func (k *ackKeeper) onMessage(msg sip.Message) {
-	if k.n.Load() == 0 {
-		return
-	}
-	res, ok := msg.(*sip.Response)
-	if !ok || !res.IsSuccess() {
-		return
+// repeat sends the kept ACK of res again when res is a 2xx of an INVITE
+// whose ACK is kept; it reports whether there was one. The stack calls
+// it for every response on sipgo's transport layer (on the reading
+// goroutine: it only writes one datagram) and strays for a stray 2xx the
+// gate consumed.
+func (k *ackKeeper) repeat(res *sip.Response) bool {
+	if k.n.Load() == 0 || !res.IsSuccess() {
+		return false
 	}
 	if cseq := res.CSeq(); cseq == nil || cseq.MethodName != sip.INVITE {
-		return
+		return false
 	}
 	key, ok := keyOf(res)
 	if !ok {
-		return
+		return false
 	}
 	k.mu.Lock()
 	e, found := k.m[key]
@@ -137,11 +135,12 @@ func (k *ackKeeper) onMessage(msg sip.Message) {
 	}
 	k.mu.Unlock()
 	if !found {
-		return
+		return false
 	}
 	if err := k.send(e.ack.Clone()); err == nil {
 		k.resent.Add(1)
 	}
+	return true
 }
 
 // asBuilt is a ClientRequestOption that sends a request as it is (an ACK

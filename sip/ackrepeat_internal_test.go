@@ -49,27 +49,26 @@ func TestAckKeeper(t *testing.T) {
 		testResponse(testAck("c2", "theirs"), 200, sip.INVITE, 5), // another call
 		testResponse(testAck("c1", "fork2"), 200, sip.INVITE, 5),  // another fork
 	} {
-		k.onMessage(res)
+		k.repeat(res)
 	}
 	if len(sent) != 0 {
 		t.Fatalf("sent for responses that are not its 2xx: %q", sent)
 	}
-	k.onMessage(testResponse(ack, 200, sip.INVITE, 5))
-	k.onMessage(testResponse(ack, 202, sip.INVITE, 5))
+	k.repeat(testResponse(ack, 200, sip.INVITE, 5))
+	k.repeat(testResponse(ack, 202, sip.INVITE, 5))
 	want := ack.Clone().String() // with its Content-Length
 	if len(sent) != 2 || sent[0] != want || sent[1] != want {
 		t.Fatalf("sent %q, want the ACK twice as it was", sent)
 	}
-	k.onMessage(ack) // a request: ignored
 	k.drop(key)
-	k.onMessage(testResponse(ack, 200, sip.INVITE, 5))
+	k.repeat(testResponse(ack, 200, sip.INVITE, 5))
 	if len(sent) != 2 {
 		t.Fatal("sent after drop")
 	}
 
 	k.ttl = 0 // kept until now: expired at once
 	k.keep(ack)
-	k.onMessage(testResponse(ack, 200, sip.INVITE, 5))
+	k.repeat(testResponse(ack, 200, sip.INVITE, 5))
 	if len(sent) != 2 || k.n.Load() != 0 {
 		t.Fatalf("expired ACK sent or kept (%d kept)", k.n.Load())
 	}

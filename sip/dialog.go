@@ -409,6 +409,9 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip: INVITE %s: %w", c.To, err)
 	}
+	// A second 2xx from another fork, or one that crosses our CANCEL,
+	// finds no dialog: strays acknowledges and hangs it up (stray.go).
+	s.strays.watchInvite(sess.InviteRequest)
 	d := newDialog(s, false, sess.InviteRequest)
 	d.client = sess
 	s.inboundMu.Lock()
@@ -450,6 +453,11 @@ func (s *Stack) Invite(ctx context.Context, c Call) (*Dialog, error) {
 				return nil
 			}})
 		var de *sipgo.ErrDialogResponse
+		if err == nil {
+			s.strays.settle(sess.InviteRequest, sess.InviteResponse)
+		} else {
+			s.strays.settle(sess.InviteRequest, nil)
+		}
 		switch {
 		case err == nil:
 		case errors.As(err, &de):

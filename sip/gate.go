@@ -45,6 +45,8 @@ type gate struct {
 	strangers *bucketTable[netip.Addr]
 	lines     *bucketTable[string]
 	invites   recentSet // INVITE transactions admitted, so retransmissions pass
+	// stray consumes a response that is a 2xx no dialog takes (stray.go).
+	stray func(data []byte) bool
 
 	stats gateStats
 }
@@ -141,6 +143,9 @@ func (g *gate) inspect(data []byte, src netip.AddrPort) (pass bool, res *sip.Res
 			g.stats.refused.Add(1)
 			g.stats.dropped.Add(1)
 			g.stats.strangerDropped.Add(1)
+			return false, nil, nil
+		}
+		if g.stray != nil && g.stray(data) {
 			return false, nil, nil
 		}
 		return true, nil, nil

@@ -96,6 +96,11 @@ func (d *Dialog) do(ctx context.Context, req *sip.Request) (*sip.Response, error
 	if err != nil {
 		return nil, err
 	}
+	return d.final(ctx, tx)
+}
+
+// final waits for the final response of an in-dialog request.
+func (d *Dialog) final(ctx context.Context, tx sip.ClientTransaction) (*sip.Response, error) {
 	res, err := finalResponse(ctx, tx)
 	if err == nil && (res.StatusCode == sip.StatusCallTransactionDoesNotExists || res.StatusCode == sip.StatusRequestTimeout) {
 		// RFC 3261 §12.2.1.2: 481 or 408 to an in-dialog request ends
@@ -270,9 +275,26 @@ func (d *Dialog) sendOffer(ctx context.Context, method sip.RequestMethod, sdp []
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
 	req.SetBody(sdp)
-	res, err := d.do(ctx, req)
+	tx, err := d.transaction(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	var rid reinviteID
+	var watched bool
+	if method == sip.INVITE {
+		// A 2xx that comes once nobody waits (the call ended, RFC 3261
+		// §15) is still acknowledged (§13.2.2.4, stray.go).
+		rid, watched = d.stack.strays.watchReinvite(req)
+	}
+	res, err := d.final(ctx, tx)
+	if err != nil {
+		if watched {
+			d.stack.strays.abandon(rid)
+		}
+		return nil, err
+	}
+	if watched {
+		defer d.stack.strays.forget(rid)
 	}
 	if !res.IsSuccess() {
 		return nil, &StatusError{Method: string(method), Status: res.StatusCode, Reason: res.Reason}
@@ -296,30 +318,22 @@ func (d *Dialog) sendOffer(ctx context.Context, method sip.RequestMethod, sdp []
 }
 
 // ackFor sends the ACK of a 2xx to an INVITE: same Call-ID, tags, CSeq
-// number and route as the INVITE (RFC 3261 §13.2.2.4).
+// number and route as the INVITE (RFC 3261 §13.2.2.4). The ACK is kept
+// and goes out again for every repetition of the 2xx (ackrepeat.go):
+// the re-INVITE's transaction ended with the wait, so nothing else
+// would answer them.
 func (s *Stack) ackFor(inv *sip.Request, res *sip.Response, body []byte) error {
-	target := inv.Recipient
-	if c := res.Contact(); c != nil {
-		target = c.Address
-	}
-	ack := sip.NewRequest(sip.ACK, *target.Clone())
-	ack.AppendHeader(sip.HeaderClone(inv.From()))
-	ack.AppendHeader(sip.HeaderClone(res.To()))
-	ack.AppendHeader(sip.HeaderClone(inv.CallID()))
-	ack.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.ACK})
-	mf := sip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
-	for _, h := range inv.GetHeaders("Route") {
-		ack.AppendHeader(sip.HeaderClone(h))
-	}
+	ack := inDialogAck(inv, res)
 	if len(body) > 0 {
 		ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
 	ack.SetBody(body)
-	ack.SetTransport(inv.Transport())
-	ack.SetDestination(inv.Destination())
 	s.fromListener(ack)
-	return s.client.WriteRequest(ack, sipgo.ClientRequestAddVia)
+	if err := s.client.WriteRequest(ack, sipgo.ClientRequestAddVia); err != nil {
+		return err
+	}
+	s.acks.keep(ack)
+	return nil
 }
 
 // ---- offers we receive: re-INVITE and UPDATE ----

@@ -703,9 +703,10 @@ func TestInteropSIPpRepeats200(t *testing.T) {
 // the stack; a strict provider repeats the 200 twice, as if our ACKs were
 // lost (RFC 3261 §13.3.1.4), and each time gets the same ACK again
 // (§13.2.2.4). A 200 naming another dialog (a different To tag: another
-// fork, which the stack does not acknowledge at all, docs/sip.md) or
-// another CSeq does not get this dialog's ACK: the datagram after each
-// such stray 200 is the ACK of the repeated one, with the same bytes.
+// fork, which gets its own ACK and a BYE, stray.go) or another CSeq does
+// not get this dialog's ACK: the datagram after each such stray 200 (and
+// the other fork's ACK and BYE) is the ACK of the repeated one, with the
+// same bytes.
 func TestPRACKUACRepeatsAck(t *testing.T) {
 	stack, _ := capturedStack(t)
 	p := newPeer(t)
@@ -753,6 +754,17 @@ func TestPRACKUACRepeatsAck(t *testing.T) {
 	otherCSeq := strconv.Itoa(cseqNum(t, inv)+7) + " INVITE"
 	for i, stray := range []string{resp("200 OK", "uas2", hdr(inv, "CSeq"), "", answer), resp("200 OK", "uas1", otherCSeq, "", answer)} {
 		p.send(to, stray)
+		if i == 0 {
+			if a := p.expect("", 5*time.Second); !strings.HasPrefix(a, "ACK ") || !strings.Contains(hdr(a, "To"), "tag=uas2") {
+				t.Fatalf("after the other fork's 200, got %q, want its ACK", a)
+			}
+			b := p.expect("", 5*time.Second)
+			if !strings.HasPrefix(b, "BYE ") || !strings.Contains(hdr(b, "To"), "tag=uas2") {
+				t.Fatalf("after the other fork's ACK, got %q, want its BYE", b)
+			}
+			p.send(to, "SIP/2.0 200 OK\r\nVia: "+hdr(b, "Via")+"\r\nFrom: "+hdr(b, "From")+"\r\nTo: "+hdr(b, "To")+
+				"\r\nCall-ID: "+hdr(b, "Call-ID")+"\r\nCSeq: "+hdr(b, "CSeq")+"\r\nContent-Length: 0\r\n\r\n")
+		}
 		p.send(to, ok200)
 		again := p.expect("", 5*time.Second)
 		if again != first {

@@ -38,13 +38,20 @@ type Stack struct {
 	closed    chan struct{} // closed by Close: nothing more is sent
 	closeOnce sync.Once
 
-	allow   func(netip.AddrPort) bool
-	wrap    func(net.PacketConn) net.PacketConn
-	tap     func(out bool, local, remote net.Addr, msg []byte)
-	gate    *gate
-	acks    *ackKeeper // ACKs we built, repeated for their 2xx (ackrepeat.go)
-	refused atomic.Uint64
-	methods []string // methods with a handler, for Allow
+	allow  func(netip.AddrPort) bool
+	wrap   func(net.PacketConn) net.PacketConn
+	tap    func(out bool, local, remote net.Addr, msg []byte)
+	gate   *gate
+	acks   *ackKeeper // ACKs we built, repeated for their 2xx (ackrepeat.go)
+	strays *strays    // 2xx to our INVITEs that no dialog takes (stray.go)
+	// bgCtx ends with Close; bg counts the goroutines of the stack's own
+	// requests (the BYEs of extra dialogs), which Close waits for.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+	bgMu     sync.Mutex // orders bg.Add before Close's bg.Wait
+	refused  atomic.Uint64
+	methods  []string // methods with a handler, for Allow
 
 	handler       atomic.Pointer[handlerBox]
 	mwi           atomic.Pointer[mwiBox]
@@ -210,7 +217,25 @@ func NewStack(cfg Config, opts ...StackOption) (*Stack, error) {
 		}
 		return s.client.WriteRequest(ack, asBuilt)
 	})
-	s.ua.TransportLayer().OnMessage(s.acks.onMessage)
+	s.strays = newStrays(s.acks, func(ack *sip.Request) error {
+		if s.isClosed() {
+			return ErrStackClosed
+		}
+		s.fromListener(ack)
+		return s.client.WriteRequest(ack, sipgo.ClientRequestAddVia)
+	}, s.byeExtra, s.log)
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.gate.stray = s.stray2xx
+	s.ua.TransportLayer().OnMessage(func(msg sip.Message) {
+		res, ok := msg.(*sip.Response)
+		if !ok {
+			return
+		}
+		// The kept ACK first: a stray 2xx seen for the first time gets
+		// its ACK from strays, which then keeps it.
+		s.acks.repeat(res)
+		s.strays.handle(res, false)
+	})
 	contactHdr := sip.ContactHeader{Address: s.contact}
 	s.clientDialogs = sipgo.NewDialogClientCache(s.client, contactHdr)
 	s.serverDialogs = sipgo.NewDialogServerCache(s.client, contactHdr)
@@ -428,7 +453,13 @@ func (s *Stack) isClosed() bool {
 // Close stops the stack. Safe to call more than once.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
+		s.bgMu.Lock()
 		close(s.closed)
+		s.bgMu.Unlock()
+		if s.bgCancel != nil {
+			s.bgCancel()
+		}
+		s.bg.Wait()
 		// Dialogs still up end here, so that nothing waits on them.
 		s.inboundMu.Lock()
 		var open []*Dialog
