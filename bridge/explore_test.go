@@ -123,6 +123,13 @@ type explorer struct {
 	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
 	trunkCalls  atomic.Int32 // call records of the CAS trunk channels
 	localXfers  atomic.Int32 // call records of a local transfer's hand-over or link (localxfer.go)
+
+	// The invariants checked during the plan (explore_inv_test.go):
+	// when each violation still present was first seen, whether one
+	// outlasted the settle window, and the snapshots taken.
+	since     map[string]time.Time
+	violated  bool
+	snapshots int
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -131,10 +138,20 @@ type farCall struct {
 	cancel   context.CancelFunc
 	answered atomic.Bool
 	ended    chan struct{}
+	byeing   atomic.Bool            // the explorer is hanging it up
+	stale    atomic.Bool            // it left a re-INVITE of mgsip unanswered: its media view is old
+	local    atomic.Pointer[[]byte] // its own session description, as last offered or answered
+}
+
+func (fc *farCall) sdp() []byte {
+	if p := fc.local.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func newExplorer(t *testing.T, seed uint64) *explorer {
-	x := &explorer{t: t, rng: rand.New(rand.NewPCG(seed, 1)), store: &memStore{owner: "A", calls: map[string]bridge.StoredCall{}}}
+	x := &explorer{t: t, since: map[string]time.Time{}, rng: rand.New(rand.NewPCG(seed, 1)), store: &memStore{owner: "A", calls: map[string]bridge.StoredCall{}}}
 	var log *logrus.Entry
 	if os.Getenv("MGSIP_EXPLORE_LOG") != "" {
 		// Replaying a failure: the bridge's log on stderr.
@@ -550,11 +567,35 @@ func (x *explorer) call(user string, cancelSoon bool, prack sip.PRACKMode, repla
 		return
 	}
 	fc := &farCall{d: d, cancel: cancel, ended: make(chan struct{})}
+	offer := []byte(siptest.DefaultAnswerSDP)
+	fc.local.Store(&offer)
 	go func() {
 		defer close(fc.ended)
 		for ev := range d.Events() {
-			if ev.Kind == sip.EventAnswered {
+			switch ev.Kind {
+			case sip.EventAnswered:
 				fc.answered.Store(true)
+			case sip.EventReinvite, sip.EventUpdate:
+				// mgsip moves or holds the media: the far end answers,
+				// mirroring a hold (RFC 3264 §8.4), or now and then
+				// leaves the offer unanswered (sip answers 500 after 32 s).
+				x.rngMu.Lock()
+				silent := x.rng.IntN(8) == 0
+				x.rngMu.Unlock()
+				if silent {
+					fc.stale.Store(true)
+					continue
+				}
+				answer := siptest.DefaultAnswerSDP
+				if m, ok := mediaOf(ev.SDP); ok && m.dir == "sendonly" {
+					answer = strings.Replace(answer, "a=sendrecv", "a=recvonly", 1)
+				} else if ok && m.dir == "inactive" {
+					answer = strings.Replace(answer, "a=sendrecv", "a=inactive", 1)
+				}
+				if d.AcceptReinvite([]byte(answer)) == nil {
+					b := []byte(answer)
+					fc.local.Store(&b)
+				}
 			}
 		}
 	}()
@@ -593,6 +634,7 @@ func (x *explorer) farAction(a action) {
 	switch a.kind {
 	case "sip-bye":
 		if fc.answered.Load() {
+			fc.byeing.Store(true)
 			_ = fc.d.Bye(ctx)
 		}
 	case "sip-cancel":
@@ -608,7 +650,10 @@ func (x *explorer) farAction(a action) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 				defer cancel()
-				_, _ = fc.d.Reinvite(ctx, []byte(sdp))
+				if _, err := fc.d.Reinvite(ctx, []byte(sdp)); err == nil {
+					b := []byte(sdp)
+					fc.local.Store(&b)
+				}
 			}()
 		}
 	case "sip-info":
@@ -631,6 +676,8 @@ func (x *explorer) farAction(a action) {
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
 func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, referred, conferences int) {
+	var last action
+	lastI := -1
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -640,6 +687,13 @@ func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, re
 		pause := time.Duration(x.rng.IntN(25)) * time.Millisecond
 		x.rngMu.Unlock()
 		time.Sleep(pause) // pacing the interleaving, not waiting for a result
+		if !x.observe(i, a) {
+			break
+		}
+		last, lastI = a, i
+	}
+	if !x.violated {
+		x.settle(lastI, last)
 	}
 	x.quiesce()
 	x.check()
@@ -662,6 +716,7 @@ func (x *explorer) quiesce() {
 	defer cancel()
 	for _, fc := range x.live() {
 		if fc.answered.Load() {
+			fc.byeing.Store(true)
 			_ = fc.d.Bye(ctx)
 		} else {
 			fc.cancel()
@@ -693,6 +748,7 @@ func (x *explorer) quiesce() {
 		}
 		for _, fc := range x.live() {
 			if fc.answered.Load() {
+				fc.byeing.Store(true)
 				_ = fc.d.Bye(ctx) // a trunk call answered after the first round
 			}
 		}
@@ -875,7 +931,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions atomic.Int64
+	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions, snapshots atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -897,6 +953,7 @@ func TestExplore(t *testing.T) {
 			n, at, m, k := x.run(plan, keep)
 			trunkCalls.Add(int64(x.trunkCalls.Load()))
 			localXfers.Add(int64(x.localXfers.Load()))
+			snapshots.Add(int64(x.snapshots))
 			actions.Add(int64(len(plan)))
 			refers.Add(int64(n))
 			attended.Add(int64(at))
@@ -911,8 +968,8 @@ func TestExplore(t *testing.T) {
 		}
 	}
 	t.Logf("%d sequences of %d actions explored in all (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
-		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers), 0 invariant violations", runs.Load(), actions.Load(), refers.Load(),
-		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load())
+		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers; invariants checked in %d snapshots during the plans), 0 invariant violations",
+		runs.Load(), actions.Load(), refers.Load(), attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load(), snapshots.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {
