@@ -16,14 +16,13 @@ import (
 )
 
 // Invariants checked during a plan, not only at rest: after every action
-// the explorer takes a snapshot of the bridge's published state, the
-// strict gateway and the SIP far ends, and lists what is wrong in it.
-// Right after an action much is legitimately in flight (a CRCX answered
-// but not yet published, an MDCX retransmitted under datagram loss), so a
-// violation counts only when it outlasts settleWindow: the same violation
-// (same key: invariant, endpoint, call, connection) seen in every
-// snapshot for that long. Before the plan's rest the explorer waits for
-// the violations seen to clear (settle).
+// the explorer takes snapshots of the bridge's published state, the
+// strict gateway and the SIP far ends, and lists what is wrong in them,
+// until nothing is (the action has settled). Right after an action much
+// is legitimately in flight (a CRCX answered but not yet published, an
+// MDCX retransmitted under datagram loss), so a violation counts only
+// when it outlasts settleWindow: the same violation (same key: invariant,
+// endpoint, call, connection) seen in every snapshot for that long.
 
 // settleWindow is how long a violation may last. It is above what one
 // MGCP transaction may take here (TMax 1 s, then the line's error
@@ -81,6 +80,13 @@ func mediaOf(b []byte) (rtpTarget, bool) {
 }
 
 var originLine = regexp.MustCompile(`(?m)^o=[^\r\n]*\r?`)
+
+// mirrored is the connection mode that mirrors the other side's
+// direction (RFC 3435 §3.2.2.6, RFC 3264 §6.1): what it sends we
+// receive. Written out here, not taken from the bridge, so that the
+// oracle does not share the code it checks.
+var mirrored = map[string]mgcp.ConnectionMode{"sendrecv": mgcp.ModeSendRecv, "sendonly": mgcp.ModeRecvOnly,
+	"recvonly": mgcp.ModeSendOnly, "inactive": mgcp.ModeInactive}
 
 func sameTarget(a, b rtpTarget) bool { return a.addr == b.addr && a.port == b.port }
 
@@ -186,7 +192,7 @@ func (x *explorer) violations() []violation {
 			add("noremote "+key, "%s: connected call %s, connection %s (%s) has no remote description: %q", local, l.Call.ID, c.ID, c.Mode, c.RemoteSDP)
 			continue
 		}
-		mode := bridge.ModeFor(bridge.Direction(remote.dir))
+		mode := mirrored[remote.dir]
 		if c.Mode != mode && !(c.Mode == mgcp.ModeConfrnce && len(st.Connections) == 2) {
 			add("mode "+key+" "+string(c.Mode), "%s: connected call %s, connection %s is %s, the remote side is %s (want %s)", local, l.Call.ID, c.ID, c.Mode, remote.dir, mode)
 		}
@@ -283,45 +289,50 @@ func (x *explorer) hookInvariants(l bridge.LineStatus, st mgcptest.EndpointState
 	}
 }
 
-// observe takes a snapshot after an action: a violation seen in every
-// snapshot for settleWindow fails the plan. It returns false when one
-// did.
-func (x *explorer) observe(i int, a action) bool {
-	x.snapshots++
-	now := time.Now()
-	seen := map[string]bool{}
-	for _, v := range x.violations() {
-		seen[v.key] = true
-		first, ok := x.since[v.key]
-		if !ok {
-			x.since[v.key] = now
-			continue
-		}
-		if now.Sub(first) >= settleWindow {
-			x.fail(i, a, v, now.Sub(first))
-			return false
-		}
-	}
-	for k := range x.since {
-		if !seen[k] {
-			delete(x.since, k)
-		}
-	}
-	return true
-}
-
-// settle waits, before the plan's rest, for the violations seen to clear;
-// one that lasts settleWindow fails the plan.
+// settle checks the invariants once an action has settled: it takes
+// snapshots until none breaks any, for at most settleWindow; a violation
+// seen in every snapshot for that long fails the plan. While it waits the
+// plan's next action waits too, so nothing but the timers and the peers'
+// answers moves the state meanwhile. It returns false when a violation
+// lasted.
 func (x *explorer) settle(i int, a action) bool {
-	deadline := time.Now().Add(settleWindow + 100*time.Millisecond)
+	since := map[string]time.Time{}
+	start := time.Now()
 	for {
-		if !x.observe(i, a) {
-			return false
-		}
-		if len(x.since) == 0 || time.Now().After(deadline) {
+		x.snapshots++
+		vs := x.violations()
+		if len(vs) == 0 {
+			if d := time.Since(start); d > x.longestSettle {
+				x.longestSettle = d
+			}
 			return true
 		}
-		time.Sleep(20 * time.Millisecond)
+		now := time.Now()
+		seen := map[string]bool{}
+		for _, v := range vs {
+			seen[v.key] = true
+			first, ok := since[v.key]
+			if !ok {
+				since[v.key] = now
+				continue
+			}
+			if now.Sub(first) >= settleWindow {
+				x.fail(i, a, v, now.Sub(first))
+				return false
+			}
+		}
+		for k := range since {
+			if !seen[k] {
+				delete(since, k)
+			}
+		}
+		if now.Sub(start) > 3*settleWindow {
+			// Violations that keep changing without one lasting: the
+			// state does not settle.
+			x.fail(i, a, vs[0], now.Sub(start))
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -125,11 +125,11 @@ type explorer struct {
 	localXfers  atomic.Int32 // call records of a local transfer's hand-over or link (localxfer.go)
 
 	// The invariants checked during the plan (explore_inv_test.go):
-	// when each violation still present was first seen, whether one
-	// outlasted the settle window, and the snapshots taken.
-	since     map[string]time.Time
-	violated  bool
-	snapshots int
+	// whether one was broken, the snapshots taken, the longest wait for
+	// an action to settle.
+	violated      bool
+	snapshots     int
+	longestSettle time.Duration
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -151,7 +151,7 @@ func (fc *farCall) sdp() []byte {
 }
 
 func newExplorer(t *testing.T, seed uint64) *explorer {
-	x := &explorer{t: t, since: map[string]time.Time{}, rng: rand.New(rand.NewPCG(seed, 1)), store: &memStore{owner: "A", calls: map[string]bridge.StoredCall{}}}
+	x := &explorer{t: t, rng: rand.New(rand.NewPCG(seed, 1)), store: &memStore{owner: "A", calls: map[string]bridge.StoredCall{}}}
 	var log *logrus.Entry
 	if os.Getenv("MGSIP_EXPLORE_LOG") != "" {
 		// Replaying a failure: the bridge's log on stderr.
@@ -676,8 +676,6 @@ func (x *explorer) farAction(a action) {
 // run executes the plan (the actions whose index keep allows), then
 // brings everything to rest and checks the invariants.
 func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, referred, conferences int) {
-	var last action
-	lastI := -1
 	for i, a := range plan {
 		if keep != nil && !keep(i) {
 			continue
@@ -687,13 +685,9 @@ func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, re
 		pause := time.Duration(x.rng.IntN(25)) * time.Millisecond
 		x.rngMu.Unlock()
 		time.Sleep(pause) // pacing the interleaving, not waiting for a result
-		if !x.observe(i, a) {
+		if !x.settle(i, a) {
 			break
 		}
-		last, lastI = a, i
-	}
-	if !x.violated {
-		x.settle(lastI, last)
 	}
 	x.quiesce()
 	x.check()
@@ -931,7 +925,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions, snapshots atomic.Int64
+	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions, snapshots, longest atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -954,6 +948,7 @@ func TestExplore(t *testing.T) {
 			trunkCalls.Add(int64(x.trunkCalls.Load()))
 			localXfers.Add(int64(x.localXfers.Load()))
 			snapshots.Add(int64(x.snapshots))
+			longest.Store(max(longest.Load(), int64(x.longestSettle)))
 			actions.Add(int64(len(plan)))
 			refers.Add(int64(n))
 			attended.Add(int64(at))
@@ -968,8 +963,9 @@ func TestExplore(t *testing.T) {
 		}
 	}
 	t.Logf("%d sequences of %d actions explored in all (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
-		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers; invariants checked in %d snapshots during the plans), 0 invariant violations",
-		runs.Load(), actions.Load(), refers.Load(), attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load(), snapshots.Load())
+		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers; invariants checked in %d snapshots during the plans, the longest wait for an action to settle %v), 0 invariant violations",
+		runs.Load(), actions.Load(), refers.Load(), attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load(), snapshots.Load(),
+		time.Duration(longest.Load()).Round(time.Millisecond))
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {
