@@ -612,3 +612,49 @@ func TestRSIPOneEndpoint(t *testing.T) {
 	e.onHook("aaln/3")
 	e.waitSignalState("aaln/3", armed)
 }
+
+// TestRefusedResumeEndsCall: a held call taken back (flash back, or
+// picking up the phone that rings back for it) whose MDCX to sendrecv
+// the gateway refuses is ended (BYE, reorder tone, connection deleted):
+// it stayed "connected" with its connection inactive, no media either
+// way, and the far end re-offered sendrecv (found by the exploration's
+// invariants during plans, seed 1796158400452979234).
+func TestRefusedResumeEndsCall(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		back func(e *env)
+	}{
+		{"flash back", func(e *env) { e.flash("aaln/1") }},
+		{"recall picked up", func(e *env) {
+			e.onHook("aaln/1")
+			e.waitSignal("aaln/1", "L/rg")
+			e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbMDCX, Endpoint: "aaln/1", Code: 515, Count: 1})
+			e.offHook("aaln/1")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{register: true, features: mapping.Features{ThreeWay: new(bool)}})
+			e.offHook("aaln/1")
+			e.dial("aaln/1", "2000")
+			e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+			e.flash("aaln/1")
+			e.waitSignal("aaln/1", "L/dl")
+			e.waitFor("held", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeInactive })
+			if tc.name == "flash back" {
+				e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbMDCX, Endpoint: "aaln/1", Code: 515, Count: 1})
+			}
+			tc.back(e)
+			e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+			e.noConnections("aaln/1")
+			e.waitSignal("aaln/1", "L/ro")
+			if l := e.b.Lines()[0]; l.State != "tone" || l.Call != nil {
+				t.Errorf("line %s with call %+v, want tone and no call", l.State, l.Call)
+			}
+			if r := e.record(); !strings.Contains(r.Result, "MDCX") {
+				t.Errorf("record %+v", r)
+			}
+			e.onHook("aaln/1")
+			e.waitSignalState("aaln/1", armed)
+		})
+	}
+}

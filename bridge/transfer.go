@@ -65,7 +65,7 @@ func (l *line) cancelTransfer() {
 	l.other, l.call = nil, c
 	l.gen++
 	l.state = stConnected
-	l.resume(c)
+	l.resumeOrFail(c)
 }
 
 // completeTransfer runs on hang-up while transferring.

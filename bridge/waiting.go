@@ -104,8 +104,14 @@ func (l *line) onFlash() {
 	}
 	if other.answered.IsZero() {
 		l.answerWaiting(other)
-	} else {
-		l.resume(other)
+	} else if err := l.resume(other); err != nil {
+		// The held call cannot be taken back: it ends, and the phone
+		// stays with the call it had (the error tone tells it so).
+		l.log.WithError(err).Info("resume refused: no swap")
+		l.endCallOf(other, failedWhy("MDCX", err), false)
+		l.oneShot = append(l.oneShot, signal("L/e"))
+		l.resumeOrFail(active)
+		return
 	}
 	l.call, l.other = other, active
 	l.gen++
@@ -145,9 +151,25 @@ func (l *line) hold(c *call) error {
 }
 
 // resume takes a call off hold.
-func (l *line) resume(c *call) {
-	_ = l.modifyConnection(c, mgcp.ModeSendRecv, nil)
+//
+// A refused (or unanswered) MDCX leaves the connection inactive: the
+// call would look connected and carry no media either way, so the error
+// is returned and the caller ends the call; no re-INVITE says sendrecv
+// to the far end then.
+func (l *line) resume(c *call) error {
+	if err := l.modifyConnection(c, mgcp.ModeSendRecv, nil); err != nil {
+		return err
+	}
 	l.reoffer(c, SendRecv)
+	return nil
+}
+
+// resumeOrFail resumes the line's active call c, or ends it with the
+// reorder tone when its connection cannot be made to send and receive.
+func (l *line) resumeOrFail(c *call) {
+	if err := l.resume(c); err != nil {
+		l.failCall(c, failedWhy("MDCX", err), "L/ro")
+	}
 }
 
 // offerCtx is the context of the call's re-INVITEs (call.offers),
@@ -261,7 +283,7 @@ func (l *line) afterActiveEnded(onHook bool) {
 		}
 		return
 	}
-	l.resume(c)
+	l.resumeOrFail(c)
 }
 
 // pickUpRecall: the phone went off hook while ringing for a call that
