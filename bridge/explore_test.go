@@ -900,6 +900,10 @@ func exploreSeeds() (seeds []uint64, until time.Time) {
 	// other line handed it a SIP leg: the line took the call as talking,
 	// on hook, and kept it (and its connection) for ever.
 	seeds = append(seeds, 1796147224826777956)
+	// Found by the invariants checked during plans: a held call taken
+	// back whose MDCX to sendrecv was refused stayed "connected" with an
+	// inactive connection (TestRefusedResumeEndsCall).
+	seeds = append(seeds, 1796158400452979234)
 	return seeds, time.Time{}
 }
 
