@@ -658,3 +658,46 @@ func TestRefusedResumeEndsCall(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedResumeNoSwap: flashing between two answered calls (call
+// waiting) holds the active one and resumes the other; when the
+// gateway refuses the resume, the call that cannot be taken back ends
+// and the phone stays with the one it had, talking again, with the
+// error tone.
+func TestRefusedResumeNoSwap(t *testing.T) {
+	var refuse atomic.Bool
+	e := newEnv(t, envOptions{register: true, respond: func(cmd *mgcp.Command) *mgcp.Response {
+		if cmd.Verb == mgcp.VerbMDCX && cmd.Mode == mgcp.ModeSendRecv && refuse.CompareAndSwap(true, false) {
+			return mgcp.NewResponse(cmd, 515)
+		}
+		return nil
+	}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		c, _ := e.pbx.Call(context.Background(), "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- c
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	e.flash("aaln/1") // takes the waiting call, holds the first
+	waiting := <-res
+	if waiting == nil || waiting.Status != 200 {
+		t.Fatalf("waiting call: %+v", waiting)
+	}
+	e.waitFor("swapped", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	refuse.Store(true)
+	e.flash("aaln/1") // back to the first call: its MDCX is refused
+	e.waitFor("the first call ended", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	e.waitFor("BYE at the PBX", func() bool { return len(e.pbx.Received("BYE")) == 1 })
+	if l := e.b.Lines()[0]; l.State != "connected" || l.Call == nil || l.Call.Direction != "incoming" {
+		t.Errorf("line %s with call %+v, want connected to the waiting caller", l.State, l.Call)
+	}
+	if r := e.record(); r.Direction != "outgoing" || !strings.Contains(r.Result, "MDCX") {
+		t.Errorf("record %+v", r)
+	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}
