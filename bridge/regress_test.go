@@ -639,7 +639,10 @@ func TestRefusedResumeEndsCall(t *testing.T) {
 			e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
 			e.flash("aaln/1")
 			e.waitSignal("aaln/1", "L/dl")
-			e.waitFor("held", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeInactive })
+			e.waitFor("held, the PBX's answer applied", func() bool {
+				c := e.conn("aaln/1")
+				return c.Mode == mgcp.ModeInactive && strings.Contains(string(c.RemoteSDP), "a=recvonly")
+			})
 			if tc.name == "flash back" {
 				e.gw.Inject(mgcptest.Injection{Verb: mgcp.VerbMDCX, Endpoint: "aaln/1", Code: 515, Count: 1})
 			}
@@ -686,7 +689,10 @@ func TestRefusedResumeNoSwap(t *testing.T) {
 	if waiting == nil || waiting.Status != 200 {
 		t.Fatalf("waiting call: %+v", waiting)
 	}
-	e.waitFor("swapped", func() bool { return e.modes("aaln/1") == "inactive sendrecv" })
+	e.waitFor("swapped, the PBX's answer to the hold applied", func() bool {
+		cs := e.gw.Connections("aaln/1")
+		return e.modes("aaln/1") == "inactive sendrecv" && strings.Contains(string(cs[0].RemoteSDP), "a=recvonly")
+	})
 	refuse.Store(true)
 	e.flash("aaln/1") // back to the first call: its MDCX is refused
 	e.waitFor("the first call ended", func() bool { return e.modes("aaln/1") == "sendrecv" })
@@ -697,6 +703,34 @@ func TestRefusedResumeNoSwap(t *testing.T) {
 	if r := e.record(); r.Direction != "outgoing" || !strings.Contains(r.Result, "MDCX") {
 		t.Errorf("record %+v", r)
 	}
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}
+
+// TestHoldResumeAnswerApplied: the far end's answers to the line's own
+// hold and resume re-INVITEs become the connection's remote description
+// (RFC 3264 §8), in the call's mode: they were ignored, so a handed-over
+// call held here and taken back kept the hold answer (a=recvonly) on a
+// sendrecv connection, and an answer that moved the media (music on hold,
+// then the phone) would have left the gateway sending to the old
+// address (found by the exploration's invariants during plans, seeds
+// 1796158829258130903 and 1796158829258130929).
+func TestHoldResumeAnswerApplied(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, features: mapping.Features{ThreeWay: new(bool)}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.flash("aaln/1")
+	e.waitFor("held, with the PBX's answer", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeInactive && strings.Contains(string(c.RemoteSDP), "a=recvonly")
+	})
+	e.flash("aaln/1")
+	e.waitFor("resumed, with the PBX's answer", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeSendRecv && strings.Contains(string(c.RemoteSDP), "a=sendrecv")
+	})
 	e.onHook("aaln/1")
 	e.noConnections("aaln/1")
 	e.record()

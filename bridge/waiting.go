@@ -210,10 +210,36 @@ func (l *line) reoffer(c *call, dir Direction) {
 	if err != nil {
 		return
 	}
-	l.reinvite(c, tr.SDP, func(_ []byte, err error) {
+	d := c.dialog
+	l.reinvite(c, tr.SDP, func(ans []byte, err error) {
 		if err != nil {
 			l.log.WithError(err).Info("hold/resume re-INVITE failed")
+			return
 		}
+		if len(ans) == 0 {
+			return
+		}
+		// The answer is the far end's description from now on (RFC 3264
+		// §8): its address may move (a PBX answers a hold from its music
+		// server and the resume from the phone) and its direction
+		// changes. The gateway gets it, in the mode the call has by then
+		// (the answers come in order, the last one stays); a call that
+		// talks takes the mode mirroring the answer (a far end that
+		// still holds it answers the resume sendonly).
+		l.postWait(func() {
+			if c.ended || c.dialog != d || c.connID == "" || c.mode == "" {
+				return
+			}
+			if g, err := ToGateway(ans, l.rule.Gateway.Codecs); err == nil {
+				mode := c.mode
+				if mode == mgcp.ModeSendRecv && dir == SendRecv {
+					mode = g.Mode // the answer to a resume, not a late one to a hold
+				}
+				if err := l.modifyConnection(c, mode, g.SDP); err != nil {
+					l.log.WithError(err).Info("the far end's answer to a hold/resume re-INVITE not passed to the gateway")
+				}
+			}
+		})
 	})
 }
 
