@@ -904,6 +904,11 @@ func exploreSeeds() (seeds []uint64, until time.Time) {
 	// back whose MDCX to sendrecv was refused stayed "connected" with an
 	// inactive connection (TestRefusedResumeEndsCall).
 	seeds = append(seeds, 1796158400452979234)
+	// The far end's answers to a line's own hold and resume re-INVITEs
+	// never reached the gateway: a call held after a hand-over and taken
+	// back kept the hold answer on a sendrecv connection
+	// (TestHoldResumeAnswerApplied).
+	seeds = append(seeds, 1796158829258130903, 1796158829258130929)
 	return seeds, time.Time{}
 }
 
