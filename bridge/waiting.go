@@ -222,18 +222,24 @@ func (l *line) reoffer(c *call, dir Direction) {
 		// The answer is the far end's description from now on (RFC 3264
 		// §8): its address may move (a PBX answers a hold from its music
 		// server and the resume from the phone) and its direction
-		// changes. The gateway gets it, in the mode the call has by then
-		// (the answers come in order, the last one stays); a call that
-		// talks takes the mode mirroring the answer (a far end that
-		// still holds it answers the resume sendonly).
+		// changes. The gateway gets it, but only while the call is
+		// still where the offer put it: an answer that comes after the
+		// call moved on (held again, resumed, mixed) is not the
+		// description to use now. A resumed call takes the mode that
+		// mirrors the answer (a far end that still holds it answers
+		// sendonly).
 		l.postWait(func() {
-			if c.ended || c.dialog != d || c.connID == "" || c.mode == "" {
+			want := mgcp.ModeInactive
+			if dir == SendRecv {
+				want = mgcp.ModeSendRecv
+			}
+			if c.ended || c.dialog != d || c.connID == "" || c.mode != want {
 				return
 			}
 			if g, err := ToGateway(ans, l.rule.Gateway.Codecs); err == nil {
 				mode := c.mode
-				if mode == mgcp.ModeSendRecv && dir == SendRecv {
-					mode = g.Mode // the answer to a resume, not a late one to a hold
+				if dir == SendRecv {
+					mode = g.Mode // a far end that still holds the call answers sendonly
 				}
 				if err := l.modifyConnection(c, mode, g.SDP); err != nil {
 					l.log.WithError(err).Info("the far end's answer to a hold/resume re-INVITE not passed to the gateway")
