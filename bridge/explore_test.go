@@ -907,8 +907,9 @@ func exploreSeeds() (seeds []uint64, until time.Time) {
 	// The far end's answers to a line's own hold and resume re-INVITEs
 	// never reached the gateway: a call held after a hand-over and taken
 	// back kept the hold answer on a sendrecv connection
-	// (TestHoldResumeAnswerApplied).
-	seeds = append(seeds, 1796158829258130903, 1796158829258130929)
+	// (TestHoldResumeAnswerApplied; seed 1796158829258130929 found the
+	// same, and is left out to keep the budget's time).
+	seeds = append(seeds, 1796158829258130903)
 	return seeds, time.Time{}
 }
 
