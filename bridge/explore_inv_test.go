@@ -192,8 +192,14 @@ func (x *explorer) violations() []violation {
 			add("noremote "+key, "%s: connected call %s, connection %s (%s) has no remote description: %q", local, l.Call.ID, c.ID, c.Mode, c.RemoteSDP)
 			continue
 		}
+		// One exception: sendrecv toward a remote description that says
+		// recvonly. That is the far end's answer to a hold the line has
+		// lifted since (RFC 3264 §8.4), until the answer to the resume
+		// arrives; the far end sends nothing, so sendrecv carries all the
+		// media there is.
 		mode := mirrored[remote.dir]
-		if c.Mode != mode && !(c.Mode == mgcp.ModeConfrnce && len(st.Connections) == 2) {
+		stale := c.Mode == mgcp.ModeSendRecv && remote.dir == "recvonly"
+		if c.Mode != mode && !stale && !(c.Mode == mgcp.ModeConfrnce && len(st.Connections) == 2) {
 			add("mode "+key+" "+string(c.Mode), "%s: connected call %s, connection %s is %s, the remote side is %s (want %s)", local, l.Call.ID, c.ID, c.Mode, remote.dir, mode)
 		}
 		gwMedia, _ := mediaOf(c.LocalSDP)
