@@ -123,6 +123,13 @@ type explorer struct {
 	conferences atomic.Int32 // three-way calls seen joined (both connections confrnce)
 	trunkCalls  atomic.Int32 // call records of the CAS trunk channels
 	localXfers  atomic.Int32 // call records of a local transfer's hand-over or link (localxfer.go)
+
+	// The invariants checked during the plan (explore_inv_test.go):
+	// whether one was broken, the snapshots taken, the longest wait for
+	// an action to settle.
+	violated      bool
+	snapshots     int
+	longestSettle time.Duration
 }
 
 // farCall is a call a SIP far end placed to a line.
@@ -131,6 +138,16 @@ type farCall struct {
 	cancel   context.CancelFunc
 	answered atomic.Bool
 	ended    chan struct{}
+	byeing   atomic.Bool            // the explorer is hanging it up
+	stale    atomic.Bool            // it left a re-INVITE of mgsip unanswered: its media view is old
+	local    atomic.Pointer[[]byte] // its own session description, as last offered or answered
+}
+
+func (fc *farCall) sdp() []byte {
+	if p := fc.local.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func newExplorer(t *testing.T, seed uint64) *explorer {
@@ -550,11 +567,35 @@ func (x *explorer) call(user string, cancelSoon bool, prack sip.PRACKMode, repla
 		return
 	}
 	fc := &farCall{d: d, cancel: cancel, ended: make(chan struct{})}
+	offer := []byte(siptest.DefaultAnswerSDP)
+	fc.local.Store(&offer)
 	go func() {
 		defer close(fc.ended)
 		for ev := range d.Events() {
-			if ev.Kind == sip.EventAnswered {
+			switch ev.Kind {
+			case sip.EventAnswered:
 				fc.answered.Store(true)
+			case sip.EventReinvite, sip.EventUpdate:
+				// mgsip moves or holds the media: the far end answers,
+				// mirroring a hold (RFC 3264 §8.4), or now and then
+				// leaves the offer unanswered (sip answers 500 after 32 s).
+				x.rngMu.Lock()
+				silent := x.rng.IntN(8) == 0
+				x.rngMu.Unlock()
+				if silent {
+					fc.stale.Store(true)
+					continue
+				}
+				answer := siptest.DefaultAnswerSDP
+				if m, ok := mediaOf(ev.SDP); ok && m.dir == "sendonly" {
+					answer = strings.Replace(answer, "a=sendrecv", "a=recvonly", 1)
+				} else if ok && m.dir == "inactive" {
+					answer = strings.Replace(answer, "a=sendrecv", "a=inactive", 1)
+				}
+				if d.AcceptReinvite([]byte(answer)) == nil {
+					b := []byte(answer)
+					fc.local.Store(&b)
+				}
 			}
 		}
 	}()
@@ -593,6 +634,7 @@ func (x *explorer) farAction(a action) {
 	switch a.kind {
 	case "sip-bye":
 		if fc.answered.Load() {
+			fc.byeing.Store(true)
 			_ = fc.d.Bye(ctx)
 		}
 	case "sip-cancel":
@@ -608,7 +650,10 @@ func (x *explorer) farAction(a action) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 				defer cancel()
-				_, _ = fc.d.Reinvite(ctx, []byte(sdp))
+				if _, err := fc.d.Reinvite(ctx, []byte(sdp)); err == nil {
+					b := []byte(sdp)
+					fc.local.Store(&b)
+				}
 			}()
 		}
 	case "sip-info":
@@ -640,6 +685,9 @@ func (x *explorer) run(plan []action, keep func(int) bool) (refers, attended, re
 		pause := time.Duration(x.rng.IntN(25)) * time.Millisecond
 		x.rngMu.Unlock()
 		time.Sleep(pause) // pacing the interleaving, not waiting for a result
+		if !x.settle(i, a) {
+			break
+		}
 	}
 	x.quiesce()
 	x.check()
@@ -662,6 +710,7 @@ func (x *explorer) quiesce() {
 	defer cancel()
 	for _, fc := range x.live() {
 		if fc.answered.Load() {
+			fc.byeing.Store(true)
 			_ = fc.d.Bye(ctx)
 		} else {
 			fc.cancel()
@@ -693,6 +742,7 @@ func (x *explorer) quiesce() {
 		}
 		for _, fc := range x.live() {
 			if fc.answered.Load() {
+				fc.byeing.Store(true)
 				_ = fc.d.Bye(ctx) // a trunk call answered after the first round
 			}
 		}
@@ -850,6 +900,17 @@ func exploreSeeds() (seeds []uint64, until time.Time) {
 	// other line handed it a SIP leg: the line took the call as talking,
 	// on hook, and kept it (and its connection) for ever.
 	seeds = append(seeds, 1796147224826777956)
+	// Found by the invariants checked during plans: a held call taken
+	// back whose MDCX to sendrecv was refused stayed "connected" with an
+	// inactive connection while the far end was re-offered sendrecv; it
+	// now stays held (resume_test.go).
+	seeds = append(seeds, 1796158400452979234)
+	// The far end's answers to a line's own hold and resume re-INVITEs
+	// never reached the gateway: a call held after a hand-over and taken
+	// back kept the hold answer on a sendrecv connection
+	// (TestHoldResumeAnswerApplied; seed 1796158829258130929 found the
+	// same, and is left out to keep the budget's time).
+	seeds = append(seeds, 1796158829258130903)
 	return seeds, time.Time{}
 }
 
@@ -875,7 +936,7 @@ func TestExplore(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	seeds, until := exploreSeeds()
 	keep := keepFromEnv()
-	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions atomic.Int64
+	var runs, refers, attended, referred, conferences, trunkCalls, localXfers, actions, snapshots, longest, violations atomic.Int64
 	next := uint64(time.Now().UnixNano())
 	for i := 0; ; i++ {
 		var seed uint64
@@ -897,6 +958,8 @@ func TestExplore(t *testing.T) {
 			n, at, m, k := x.run(plan, keep)
 			trunkCalls.Add(int64(x.trunkCalls.Load()))
 			localXfers.Add(int64(x.localXfers.Load()))
+			snapshots.Add(int64(x.snapshots))
+			longest.Store(max(longest.Load(), int64(x.longestSettle)))
 			actions.Add(int64(len(plan)))
 			refers.Add(int64(n))
 			attended.Add(int64(at))
@@ -906,13 +969,19 @@ func TestExplore(t *testing.T) {
 		runs.Add(1)
 		if !ok {
 			shrunk := shrink(t, seed, plan)
-			t.Fatalf("seed %d failed; replay: MGSIP_EXPLORE_SEED=%d MGSIP_EXPLORE_KEEP=%s go test -run TestExplore ./bridge/\nshrunk plan:\n%s",
+			t.Errorf("seed %d failed; replay: MGSIP_EXPLORE_SEED=%d MGSIP_EXPLORE_KEEP=%s go test -run TestExplore ./bridge/\nshrunk plan:\n%s",
 				seed, seed, joinInts(shrunk), describe(plan, shrunk))
+			violations.Add(1)
+			if until.IsZero() {
+				t.FailNow() // a fixed seed: the first failure is enough
+			}
+			// A long run goes on: every violation it meets is reported.
 		}
 	}
 	t.Logf("%d sequences of %d actions explored in all (%d REFERs of lines at the PBX, %d of them attended; %d REFERs of a far end accepted; "+
-		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers), 0 invariant violations", runs.Load(), actions.Load(), refers.Load(),
-		attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load())
+		"%d three-way calls joined, %d calls on CAS trunk channels, %d local transfers; invariants checked in %d snapshots during the plans, the longest wait for an action to settle %v), %d sequences with an invariant violation",
+		runs.Load(), actions.Load(), refers.Load(), attended.Load(), referred.Load(), conferences.Load(), trunkCalls.Load(), localXfers.Load(), snapshots.Load(),
+		time.Duration(longest.Load()).Round(time.Millisecond), violations.Load())
 	// No goroutine outlives its mgsip.
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline+4 {

@@ -1,6 +1,10 @@
 package bridge
 
-import "weak"
+import (
+	"weak"
+
+	"github.com/mgsip/mgsip/sip"
+)
 
 // StormQueued and RunningLines let the external tests watch the storm
 // queue (storm.go).
@@ -29,4 +33,39 @@ func (b *Bridge) WeakCall(ep string) weak.Pointer[call] {
 	ch := make(chan weak.Pointer[call], 1)
 	l.postWait(func() { ch <- weak.Make(l.call) })
 	return <-ch
+}
+
+// LineConns are the connections the line on endpoint ep holds, as it
+// published them after its last input (active call and held or waiting
+// call): connection id and MGCP call id of each.
+func (b *Bridge) LineConns(ep string) [][2]string {
+	l := b.lineByEndpoint(ep)
+	if l == nil {
+		return nil
+	}
+	var out [][2]string
+	if refs := l.conns.Load(); refs != nil {
+		for _, r := range *refs {
+			out = append(out, [2]string{r.conn, r.call})
+		}
+	}
+	return out
+}
+
+// LineDialogs are the SIP Call-IDs of the line's calls (active and held
+// or waiting), as published after its last input.
+func (b *Bridge) LineDialogs(ep string) []string {
+	l := b.lineByEndpoint(ep)
+	if l == nil {
+		return nil
+	}
+	var out []string
+	if p := l.referPolicy.Load(); p != nil {
+		for _, d := range []*sip.Dialog{p.dialog, p.other} {
+			if d != nil {
+				out = append(out, d.CallID)
+			}
+		}
+	}
+	return out
 }

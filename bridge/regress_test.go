@@ -612,3 +612,31 @@ func TestRSIPOneEndpoint(t *testing.T) {
 	e.onHook("aaln/3")
 	e.waitSignalState("aaln/3", armed)
 }
+
+// TestHoldResumeAnswerApplied: the far end's answers to the line's own
+// hold and resume re-INVITEs become the connection's remote description
+// (RFC 3264 §8), in the call's mode: they were ignored, so a handed-over
+// call held here and taken back kept the hold answer (a=recvonly) on a
+// sendrecv connection, and an answer that moved the media (music on hold,
+// then the phone) would have left the gateway sending to the old
+// address (found by the exploration's invariants during plans, seeds
+// 1796158829258130903 and 1796158829258130929).
+func TestHoldResumeAnswerApplied(t *testing.T) {
+	e := newEnv(t, envOptions{register: true, features: mapping.Features{ThreeWay: new(bool)}})
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("answered", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
+	e.flash("aaln/1")
+	e.waitFor("held, with the PBX's answer", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeInactive && strings.Contains(string(c.RemoteSDP), "a=recvonly")
+	})
+	e.flash("aaln/1")
+	e.waitFor("resumed, with the PBX's answer", func() bool {
+		c := e.conn("aaln/1")
+		return c.Mode == mgcp.ModeSendRecv && strings.Contains(string(c.RemoteSDP), "a=sendrecv")
+	})
+	e.onHook("aaln/1")
+	e.noConnections("aaln/1")
+	e.record()
+}

@@ -59,6 +59,10 @@ type CallStatus struct {
 	Started      time.Time `json:"started"`
 	Answered     time.Time `json:"answered,omitzero"`
 	Peer         string    `json:"peer_line,omitempty"` // locally switched: the other line
+	// Held: the call is on hold although it is the line's current call,
+	// because the gateway refused to take its connection off hold (the
+	// next flash tries again).
+	Held bool `json:"held,omitempty"`
 }
 
 // publish stores a copy of the line's state for readers.
@@ -72,7 +76,7 @@ func (l *line) publish() {
 	}
 	st.OffHook = l.offHook && l.trunk == nil
 	if c := l.call; c != nil {
-		cs := &CallStatus{ID: c.id, Line: l.rule.ID, Direction: c.direction, Number: c.number, ConnectionID: c.connID,
+		cs := &CallStatus{ID: c.id, Line: l.rule.ID, Direction: c.direction, Number: c.number, ConnectionID: c.connID, Held: c.resumeRefused,
 			Codecs: c.codecs, Started: c.start.Truncate(time.Millisecond), Answered: c.answered.Truncate(time.Millisecond)}
 		if c.dialog != nil {
 			cs.SIPCallID = c.dialog.CallID

@@ -232,10 +232,42 @@ func (l *line) reoffer(c *call, dir Direction) {
 	if err != nil {
 		return
 	}
-	l.reinvite(c, tr.SDP, func(_ []byte, err error) {
+	d := c.dialog
+	l.reinvite(c, tr.SDP, func(ans []byte, err error) {
 		if err != nil {
 			l.log.WithError(err).Info("hold/resume re-INVITE failed")
+			return
 		}
+		if len(ans) == 0 {
+			return
+		}
+		// The answer is the far end's description from now on (RFC 3264
+		// §8): its address may move (a PBX answers a hold from its music
+		// server and the resume from the phone) and its direction
+		// changes. The gateway gets it, but only while the call is
+		// still where the offer put it: an answer that comes after the
+		// call moved on (held again, resumed, mixed) is not the
+		// description to use now. A resumed call takes the mode that
+		// mirrors the answer (a far end that still holds it answers
+		// sendonly).
+		l.postWait(func() {
+			want := mgcp.ModeInactive
+			if dir == SendRecv {
+				want = mgcp.ModeSendRecv
+			}
+			if c.ended || c.dialog != d || c.connID == "" || c.mode != want {
+				return
+			}
+			if g, err := ToGateway(ans, l.rule.Gateway.Codecs); err == nil {
+				mode := c.mode
+				if dir == SendRecv {
+					mode = g.Mode // a far end that still holds the call answers sendonly
+				}
+				if err := l.modifyConnection(c, mode, g.SDP); err != nil {
+					l.log.WithError(err).Info("the far end's answer to a hold/resume re-INVITE not passed to the gateway")
+				}
+			}
+		})
 	})
 }
 
