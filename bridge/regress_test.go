@@ -363,6 +363,15 @@ func TestLockStepAfterIgnoredEvents(t *testing.T) {
 		e.waitFor("connected", func() bool { return e.conn("aaln/1").Mode == mgcp.ModeSendRecv })
 		e.do(func(ctx context.Context) (*mgcp.Response, error) { return e.gw.Flash(ctx, "aaln/1") })
 		e.waitFor("the line re-armed after the flash", func() bool { return !e.gw.InNotificationState("aaln/1") })
+		// The flash held aaln/2 and gave dial tone; hanging up with
+		// nothing dialled rings aaln/1 back for its held party (it used
+		// to wait for that ring's time-out, racing this test's own).
+		e.onHook("aaln/1")
+		e.waitSignal("aaln/1", "L/rg")
+		e.offHook("aaln/1")
+		e.waitFor("taken back", func() bool {
+			return e.conn("aaln/1").Mode == mgcp.ModeSendRecv && e.conn("aaln/2").Mode == mgcp.ModeSendRecv
+		})
 		e.onHook("aaln/1")
 		e.waitSignal("aaln/2", "L/ro")
 		e.onHook("aaln/2")
