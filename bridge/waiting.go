@@ -258,7 +258,10 @@ func (l *line) reoffer(c *call, dir Direction) {
 			if c.ended || c.dialog != d || c.connID == "" || c.mode != want {
 				return
 			}
-			if g, err := ToGateway(ans, l.rule.Gateway.Codecs); err == nil {
+			g, err := ToGateway(ans, l.rule.Gateway.Codecs)
+			if err != nil {
+				l.log.WithError(err).Warn("the far end's answer to a hold/resume re-INVITE is not usable SDP; the gateway keeps the previous description")
+			} else {
 				mode := c.mode
 				if dir == SendRecv {
 					mode = g.Mode // a far end that still holds the call answers sendonly

@@ -35,6 +35,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -365,10 +366,7 @@ func (t *strays) ackLate(req *sip.Request, res *sip.Response) {
 // reverse, the remote target its Contact (§12.2.1.1, with a strict
 // router first in the route set the target goes last).
 func uacDialogRequest(method sip.RequestMethod, inv *sip.Request, res *sip.Response, cseq uint32) *sip.Request {
-	target := inv.Recipient
-	if c := res.Contact(); c != nil {
-		target = c.Address
-	}
+	target := remoteTarget(inv, res)
 	req := sip.NewRequest(method, *target.Clone())
 	req.AppendHeader(sip.HeaderClone(inv.From()))
 	req.AppendHeader(sip.HeaderClone(res.To()))
@@ -401,13 +399,35 @@ func uacDialogRequest(method sip.RequestMethod, inv *sip.Request, res *sip.Respo
 	return req
 }
 
+// remoteTarget is where a request in the dialog of res goes: its Contact
+// (RFC 3261 §12.1.2), unless that is no SIP URI we can reach the way the
+// INVITE went: a tel: or other non-SIP URI, "*", a sips: URI while the
+// INVITE did not go over TLS (§26.2: never over an unprotected hop), or
+// no host. Such a Contact is the far end's mistake or a probe; the
+// request then goes to the INVITE's own target, never to a name the far
+// end chose for a lookup (a tel: or "*" target makes sipgo query DNS).
+func remoteTarget(inv *sip.Request, res *sip.Response) sip.Uri {
+	c := res.Contact()
+	if c == nil {
+		return inv.Recipient
+	}
+	u := c.Address
+	tls := strings.EqualFold(inv.Transport(), "TLS") || strings.EqualFold(inv.Transport(), "WSS")
+	switch {
+	case u.Wildcard, u.Host == "":
+		return inv.Recipient
+	case strings.EqualFold(u.Scheme, "sip"):
+		return u
+	case strings.EqualFold(u.Scheme, "sips") && tls:
+		return u
+	}
+	return inv.Recipient
+}
+
 // inDialogAck builds the ACK of a 2xx to the in-dialog INVITE inv: its
 // Call-ID, tags, CSeq number and route (RFC 3261 §13.2.2.4).
 func inDialogAck(inv *sip.Request, res *sip.Response) *sip.Request {
-	target := inv.Recipient
-	if c := res.Contact(); c != nil {
-		target = c.Address
-	}
+	target := remoteTarget(inv, res)
 	ack := sip.NewRequest(sip.ACK, *target.Clone())
 	ack.AppendHeader(sip.HeaderClone(inv.From()))
 	ack.AppendHeader(sip.HeaderClone(res.To()))
