@@ -227,11 +227,15 @@ type line struct {
 	oneShot  []mgcp.Event
 	playing  []mgcp.Event // the one-shot signals a command of this input carried (request.go)
 	hookHint int
-	retries  int      // refusals in a row (backoff)
-	deferred int      // inputs handled since the last sync
-	armedE   bool     // the armed request gives dial tone by itself (E action)
-	doomed   []*call  // ended calls whose connections flush deletes
-	leftover []string // connections whose DLCX failed: sweep deletes them
+	retries  int // refusals in a row (backoff)
+	// auditOwed: an audit was refused and is tried again after a pause,
+	// also while the line has a call (its stale connections are only
+	// found by an audit).
+	auditOwed bool
+	deferred  int      // inputs handled since the last sync
+	armedE    bool     // the armed request gives dial tone by itself (E action)
+	doomed    []*call  // ended calls whose connections flush deletes
+	leftover  []string // connections whose DLCX failed: sweep deletes them
 
 	// auditing cancels the audit in progress, so that an RSIP supersedes
 	// audits still retransmitting to a gateway that was silent.
@@ -793,15 +797,19 @@ func (l *line) resynchronise(keepCalls bool) {
 		}
 		l.armed = ""
 		if !errors.Is(err, errSuperseded) && !errors.Is(err, mgcp.ErrTimeout) {
-			l.after(l.backoff(), func() {
-				if l.state == stRestarting {
+			// Not tied to the line's generation (l.after): a call that
+			// moves on meanwhile (rung back, ended) must not cancel the
+			// audit that finds its stale connections.
+			l.auditOwed = true
+			l.at(l.backoff(), func() {
+				if l.state == stRestarting || l.auditOwed {
 					l.resynchronise(true)
 				}
 			})
 		}
 		return
 	}
-	l.retries = 0
+	l.retries, l.auditOwed = 0, false
 	l.armed, l.notified = "", false // whatever the gateway held is unknown
 	owned := map[string]bool{}
 	for _, c := range []*call{l.call, l.other} {
