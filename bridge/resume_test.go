@@ -18,6 +18,22 @@ import (
 // to sendrecv), the phone hears the error tone, and the next flash tries
 // again. One test per way back to a held call.
 
+// waitingCall: aaln/1 talks to 2000, then the PBX calls it from 5550002
+// and that call waits (waiting tone). The channel gets the PBX side's
+// outcome of the waiting call (nil when it failed); ctx gives it up.
+func waitingCall(ctx context.Context, e *env) <-chan *siptest.OutCall {
+	e.offHook("aaln/1")
+	e.dial("aaln/1", "2000")
+	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
+	res := make(chan *siptest.OutCall, 1)
+	go func() {
+		out, _ := e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
+		res <- out
+	}()
+	e.waitSignal("aaln/1", "L/wt")
+	return res
+}
+
 // refuseResume makes the gateway refuse the next MDCX M: sendrecv on
 // aaln/1: with 500, or, drop set, by answering nothing.
 func refuseResume(e *env, drop bool) {
@@ -166,17 +182,9 @@ func TestResumeRefusedLocalHeld(t *testing.T) {
 // error tone plays; the next flash swaps.
 func TestResumeRefusedCallWaitingSwap(t *testing.T) {
 	e := newEnv(t, envOptions{register: true})
-	e.offHook("aaln/1")
-	e.dial("aaln/1", "2000")
-	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	res := make(chan *siptest.OutCall, 1)
-	go func() {
-		out, _ := e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
-		res <- out
-	}()
-	e.waitSignal("aaln/1", "L/wt")
+	res := waitingCall(ctx, e)
 	e.flash("aaln/1") // answers the waiting call, holds the first
 	e.waitFor("swapped", func() bool {
 		return e.modes("aaln/1") == "inactive sendrecv" && reinvites(e, "2000", "sendonly") == 1
@@ -254,17 +262,9 @@ func TestResumeRefusedConsultationEnds(t *testing.T) {
 // call, with the error tone; its hang-up ends it as usual.
 func TestCallWaitingAnswerRefused(t *testing.T) {
 	e := newEnv(t, envOptions{register: true})
-	e.offHook("aaln/1")
-	e.dial("aaln/1", "2000")
-	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	res := make(chan *siptest.OutCall, 1)
-	go func() {
-		out, _ := e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
-		res <- out
-	}()
-	e.waitSignal("aaln/1", "L/wt")
+	res := waitingCall(ctx, e)
 	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
 	first := reinvites(e, "2000", "sendrecv")
 	refuseResume(e, false)

@@ -663,16 +663,8 @@ func TestCallWaiting(t *testing.T) {
 // part of the state's request, so it must be stopped explicitly).
 func TestCallWaitingCallerGivesUp(t *testing.T) {
 	e := newEnv(t, envOptions{register: true})
-	e.offHook("aaln/1")
-	e.dial("aaln/1", "2000")
-	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
-	}()
-	e.waitSignal("aaln/1", "L/wt")
+	done := waitingCall(ctx, e)
 	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
 	cancel()
 	<-done
@@ -1478,16 +1470,8 @@ func TestCallWaitingHoldRefused(t *testing.T) {
 		}
 		return nil
 	}})
-	e.offHook("aaln/1")
-	e.dial("aaln/1", "2000")
-	e.waitFor("first call answered", func() bool { return e.modes("aaln/1") == "sendrecv" })
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = e.pbx.Call(ctx, "1001", "5550002", []byte(siptest.DefaultAnswerSDP))
-	}()
-	e.waitSignal("aaln/1", "L/wt")
+	done := waitingCall(ctx, e)
 	e.waitFor("waiting", func() bool { return e.modes("aaln/1") == "sendrecv inactive" })
 	invites := len(e.pbx.Received("INVITE"))
 	refuse.Store(true)
