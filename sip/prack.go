@@ -452,32 +452,14 @@ func (d *Dialog) newPRACK(res *sip.Response, rseq uint32) (*sip.Request, error) 
 // keeps it to send again for each repeated 2xx (ackrepeat.go).
 func (d *Dialog) ackInvite(res *sip.Response, body []byte) error {
 	inv := d.invite
-	target := inv.Recipient
-	if c := res.Contact(); c != nil {
-		target = c.Address
-	}
-	ack := sip.NewRequest(sip.ACK, *target.Clone())
-	ack.AppendHeader(sip.HeaderClone(inv.From()))
-	ack.AppendHeader(sip.HeaderClone(res.To()))
-	ack.AppendHeader(sip.HeaderClone(inv.CallID()))
-	ack.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.ACK})
-	mf := sip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
-	rr := res.GetHeaders("Record-Route")
-	for i := len(rr) - 1; i >= 0; i-- {
-		ack.AppendHeader(sip.NewHeader("Route", rr[i].Value()))
-	}
-	if len(rr) > 0 {
-		if r := ack.Route(); r != nil && !r.Address.UriParams.Has("lr") {
-			ack.Recipient = r.Address // strict routing
-		}
-	}
+	// The same request as an extra dialog's ACK (stray.go): the 2xx's
+	// route set and remote target.
+	ack := uacDialogRequest(sip.ACK, inv, res, inv.CSeq().SeqNo)
 	if len(body) > 0 {
 		ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
 	ack.SetBody(body)
-	ack.SetTransport(inv.Transport())
-	if len(rr) == 0 {
+	if len(res.GetHeaders("Record-Route")) == 0 {
 		ack.SetDestination(inv.Destination())
 	}
 	d.stack.fromListener(ack)
